@@ -1,0 +1,55 @@
+# mlflow-operator: the usual targets. Everything installs what it needs by itself.
+# Built programs (Kubernetes control plane, MinIO) go to ~/.cache/mlflow-operator, never the repo.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.DEFAULT_GOAL := help
+.PHONY: help install env build-cluster lint test test-unit crds run cluster mlflow demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## the virtualenv with the operator and its test tools
+
+env: install build-cluster  ## everything the tests need: Debian packages, Go builds (cached)
+	bash tests/mlflowstack/setup.sh
+
+build-cluster:  ## build the local Kubernetes control plane + KWOK (cached)
+	bash tests/cluster/build.sh
+
+lint: install  ## ruff and mypy (strict)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: env lint  ## the whole suite: lint, unit, integration (MLflow stack), e2e (test cluster)
+	$(BIN)/python -m pytest; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-unit: install  ## unit tests only (no I/O, seconds)
+	$(BIN)/python -m pytest tests/unit
+
+crds: install  ## regenerate crds/ from the API models
+	$(BIN)/mlflow-operator crds --output-dir crds
+
+run: install  ## run the operator against the current kubeconfig
+	$(BIN)/mlflow-operator run
+
+cluster: install build-cluster  ## start the local test cluster for interactive use
+	$(BIN)/python -m tests.cluster
+
+mlflow: install  ## start the local MLflow stack (PostgreSQL, MinIO, mlflow server)
+	bash tests/mlflowstack/setup.sh
+	$(BIN)/python -m tests.mlflowstack
+
+clean:  ## remove the virtualenv and caches in the repo (not the Go build cache)
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info operator/*.egg-info

@@ -1,0 +1,3 @@
+from mlflow_operator.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""MLflowServer: an MLflow tracking server and model registry on PostgreSQL and S3 storage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mlflow_operator.api.base import ApiModel, StatusModel, exactly_one_of
+from mlflow_operator.api.common import (
+    Condition,
+    LocalObjectReference,
+    OptionalObjectReference,
+    ResourceRequirements,
+    ServiceSpec,
+    conditions_field,
+    service_spec_field,
+)
+
+# S3's rules for bucket names (lower case, digits, dots and hyphens; 3-63 characters).
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+STORAGE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+
+
+class ManagedStore(ApiModel):
+    """A store the operator runs itself (a StatefulSet with a PersistentVolumeClaim)."""
+
+    storage: str = Field(
+        default="10Gi", pattern=STORAGE_PATTERN, description="Size of the volume, e.g. 10Gi."
+    )
+    storage_class_name: str = Field(
+        default="", description="StorageClass of the volume; empty uses the cluster default."
+    )
+    image: str = Field(
+        default="", description="Image of the store; empty takes the operator's default."
+    )
+
+
+class ManagedObjectStore(ManagedStore):
+    """MinIO run by the operator."""
+
+    storage: str = Field(
+        default="50Gi", pattern=STORAGE_PATTERN, description="Size of the volume, e.g. 50Gi."
+    )
+
+
+class ExternalPostgres(ApiModel):
+    """A PostgreSQL database you run."""
+
+    host: str = Field(min_length=1, max_length=253, description="Host name of the server.")
+    port: int = Field(default=5432, ge=1, le=65535, description="Port of the server.")
+    database: str = Field(default="mlflow", min_length=1, max_length=63, description="Database.")
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="prefer", description="libpq sslmode."
+    )
+    credentials_secret_ref: LocalObjectReference = Field(
+        description="Secret with the keys username and password."
+    )
+
+
+class PostgresStore(ApiModel):
+    """PostgreSQL, managed by the operator or external."""
+
+    __rules__ = (exactly_one_of("managed", "external"),)
+
+    managed: ManagedStore | None = Field(
+        default=None, description="The operator runs PostgreSQL in this namespace."
+    )
+    external: ExternalPostgres | None = Field(default=None, description="A server you run.")
+
+
+class BackendStore(ApiModel):
+    """Where MLflow keeps runs, models and the registry."""
+
+    postgres: PostgresStore = Field(description="PostgreSQL backend store.")
+
+
+class ExternalS3(ApiModel):
+    """An S3-compatible object store you run."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^\s]+$", max_length=2048, description="S3 endpoint URL."
+    )
+    region: str = Field(default="us-east-1", min_length=1, description="S3 region.")
+    credentials_secret_ref: LocalObjectReference = Field(
+        description="Secret with the keys accessKeyId and secretAccessKey."
+    )
+
+
+class S3Store(ApiModel):
+    """S3-compatible storage, managed (MinIO) or external."""
+
+    __rules__ = (exactly_one_of("managed", "external"),)
+
+    managed: ManagedObjectStore | None = Field(
+        default=None, description="The operator runs MinIO in this namespace."
+    )
+    external: ExternalS3 | None = Field(default=None, description="A store you run.")
+
+
+class ArtifactStore(ApiModel):
+    """Where MLflow keeps model files and other artifacts."""
+
+    bucket: str = Field(
+        default="mlflow", pattern=BUCKET_PATTERN, description="Bucket name (S3 naming rules)."
+    )
+    s3: S3Store = Field(description="The S3-compatible store.")
+
+
+class AuthSpec(ApiModel):
+    """MLflow's basic-auth app."""
+
+    enabled: bool = Field(default=True, description="Require a user name and password.")
+    admin_secret_ref: OptionalObjectReference = Field(
+        default_factory=OptionalObjectReference,
+        description="Secret with keys username and password (>= 12 characters) of the admin; "
+        "empty name: the operator creates one once.",
+    )
+
+
+class MetricsSpec(ApiModel):
+    """Prometheus metrics of the tracking server."""
+
+    enabled: bool = Field(default=True, description="Serve /metrics.")
+
+
+class MLflowServerSpec(ApiModel):
+    """Desired state of an MLflowServer."""
+
+    image: str = Field(
+        default="",
+        max_length=1024,
+        description="Tracking server image (MLflow, psycopg2, boto3); empty takes the default.",
+    )
+    replicas: int = Field(default=2, ge=0, le=100, description="Tracking server pods.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="uvicorn workers per pod; 1 is fastest (a socket-option bug), scale replicas.",
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="core/v1 ResourceRequirements."
+    )
+    backend_store: BackendStore = Field(description="The database.")
+    artifact_store: ArtifactStore = Field(description="The object store.")
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="Basic authentication.")
+    service: ServiceSpec = service_spec_field(5000)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Prometheus metrics.")
+
+
+class MLflowServerStatus(StatusModel):
+    """Observed state of an MLflowServer."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status describes."
+    )
+    conditions: list[Condition] = conditions_field()
+    url: str | None = Field(default=None, description="In-cluster URL of the tracking server.")
+    version: str | None = Field(default=None, description="MLflow version served.")
+    migrated_image: str | None = Field(
+        default=None, description="Image whose schema migration completed."
+    )
+
+
+class MLflowServer(StatusModel):
+    """A whole MLflowServer object as read from the API server."""
+
+    api_version: str = Field(default="mlflowops.dev/v1alpha1")
+    kind: str = Field(default="MLflowServer")
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: MLflowServerSpec
+    status: MLflowServerStatus = Field(default_factory=MLflowServerStatus)

@@ -1,0 +1,269 @@
+"""ModelDeployment: one serving endpoint whose model version the MLflow Model Registry decides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from mlflow_operator.api.base import ApiModel, Rule, StatusModel, exactly_one_of
+from mlflow_operator.api.common import (
+    Condition,
+    EnvVar,
+    IntOrString,
+    LocalObjectReference,
+    PodTemplate,
+    ResourceRequirements,
+    ServiceSpec,
+    conditions_field,
+    not_both_zero,
+    service_spec_field,
+)
+from mlflow_operator.api.duration import Duration, parse_duration
+
+ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
+VERSION_PATTERN = r"^[1-9][0-9]*$"
+MIN_POLL_INTERVAL = "5s"
+Stage = Literal["Staging", "Production", "Archived"]
+
+
+class ModelSelector(ApiModel):
+    """Which registered model, and which of its versions, to serve."""
+
+    __rules__ = (
+        exactly_one_of("alias", "stage", "version"),
+        Rule(
+            cel="!has(self.alias) || (self.alias.lowerAscii() != 'latest' && "
+            "!self.alias.matches('^[vV][0-9]+$'))",
+            message="alias 'latest' and aliases of the form v<number> are reserved by MLflow",
+            holds=lambda m: (
+                m.alias is None or (m.alias.lower() != "latest" and not _is_version_alias(m.alias))
+            ),
+            field_path=".alias",
+        ),
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^/:]+$",
+        description="Registered model name in MLflow (no '/' or ':').",
+    )
+    alias: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=ALIAS_PATTERN,
+        description="Follow the version this alias points to (e.g. champion).",
+    )
+    stage: Stage | None = Field(
+        default=None, description="Follow the newest version in this stage (legacy MLflow stages)."
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=VERSION_PATTERN,
+        max_length=18,
+        description='Pin one version: a positive integer written as a string, e.g. "12".',
+    )
+
+
+def _is_version_alias(alias: str) -> bool:
+    return len(alias) > 1 and alias[0] in "vV" and alias[1:].isdigit()
+
+
+class RegistrySpec(ApiModel):
+    """Where the MLflow Model Registry is and how often to read it."""
+
+    __rules__ = (
+        exactly_one_of("serverRef", "trackingUri"),
+        Rule(
+            cel=f"!has(self.pollInterval) || "
+            f"duration(self.pollInterval) >= duration('{MIN_POLL_INTERVAL}')",
+            message=f"pollInterval must be at least {MIN_POLL_INTERVAL}",
+            holds=lambda r: parse_duration(r.poll_interval) >= parse_duration(MIN_POLL_INTERVAL),
+            field_path=".pollInterval",
+        ),
+    )
+
+    server_ref: LocalObjectReference | None = Field(
+        default=None, description="An MLflowServer in this namespace."
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
+        description="URL of an MLflow tracking server (http or https).",
+    )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+        "or MLFLOW_TRACKING_TOKEN.",
+    )
+    poll_interval: Duration = Field(
+        default="30s", description="How often the registry is read (minimum 5s), e.g. 30s, 2m."
+    )
+
+
+class GpuSpec(ApiModel):
+    """GPUs per serving pod."""
+
+    count: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="GPUs per pod; > 0 sets the GPU limit, the GPU image and the GPU toleration.",
+    )
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        min_length=1,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$",
+        description="Extended resource name of the GPU.",
+    )
+
+
+class ServingSpec(ApiModel):
+    """How the model is served."""
+
+    __rules__ = (
+        Rule(
+            cel="!has(self.runtime) || self.runtime != 'custom' || (has(self.image) && "
+            "self.image != '' && has(self.command) && size(self.command) > 0)",
+            message="runtime custom needs image and command",
+            holds=lambda s: s.runtime != "custom" or (bool(s.image) and bool(s.command)),
+        ),
+    )
+
+    runtime: Literal["mlflow", "batched", "custom"] = Field(
+        default="mlflow",
+        description="mlflow: MLflow's scoring server; batched: the operator's server with "
+        "adaptive batching (same HTTP API); custom: your image and command.",
+    )
+    image: str = Field(
+        default="",
+        max_length=1024,
+        description="Serving image; empty takes the operator's default (CPU or GPU image).",
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        description="Command of the serving container (runtime custom only). "
+        "MODEL_URI, PORT and MLFLOW_TRACKING_URI are set in its environment.",
+    )
+    replicas: int = Field(default=1, ge=0, le=1000, description="Number of serving pods.")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="core/v1 ResourceRequirements."
+    )
+    gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs per pod.")
+    env_manager: Literal["local", "virtualenv", "uv"] = Field(
+        default="local",
+        description="How the model's Python dependencies are provided: local uses the image's.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server workers per pod; keep 1 for mlflow (more are slower), scale replicas.",
+    )
+    timeout_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Request timeout of the scoring server."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Extra environment variables (core/v1 EnvVar)."
+    )
+    pod_template: PodTemplate = Field(
+        default_factory=PodTemplate, description="Pod-level settings of the serving pods."
+    )
+
+
+class RolloutSpec(ApiModel):
+    """How a new version replaces the serving one."""
+
+    __rules__ = (not_both_zero("maxSurge", "maxUnavailable"),)
+
+    strategy: Literal["RollingUpdate"] = Field(
+        default="RollingUpdate", description="RollingUpdate (BlueGreen comes later)."
+    )
+    max_surge: IntOrString = Field(
+        default=1, description="Extra pods during a rollout: a number or a percentage."
+    )
+    max_unavailable: IntOrString = Field(
+        default=0, description="Pods that may be unavailable during a rollout."
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description="A version not available within this time has failed.",
+    )
+    auto_rollback: bool = Field(
+        default=True, description="Go back to the last good version when a rollout fails."
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a ModelDeployment."""
+
+    model: ModelSelector = Field(description="Registered model and version selector.")
+    registry: RegistrySpec = Field(description="The MLflow registry to follow.")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving pods.")
+    service: ServiceSpec = service_spec_field(80)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout policy.")
+    suspend: bool = Field(
+        default=False,
+        description="true: stop following the registry and keep serving what serves now.",
+    )
+
+
+class RolloutRecord(StatusModel):
+    """One rollout in the history."""
+
+    version: str = Field(description="Model version rolled out.")
+    started: datetime | None = Field(default=None, description="When the rollout began.")
+    finished: datetime | None = Field(default=None, description="When it ended.")
+    result: Literal["Succeeded", "Failed", "RolledBack", "Superseded", "InProgress"] = Field(
+        description="How it ended."
+    )
+
+
+class ModelDeploymentStatus(StatusModel):
+    """Observed state of a ModelDeployment."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this status describes."
+    )
+    conditions: list[Condition] = conditions_field()
+    follows: str | None = Field(
+        default=None, description="The selector in short form, e.g. alias:champion."
+    )
+    target_version: str | None = Field(
+        default=None, description="The version the registry selects now."
+    )
+    serving_version: str | None = Field(
+        default=None, description="The version all ready pods serve."
+    )
+    previous_version: str | None = Field(default=None, description="The version served before.")
+    model_uri: str | None = Field(default=None, description="models:/<name>/<version> served.")
+    run_id: str | None = Field(default=None, description="MLflow run that produced the version.")
+    last_registry_sync: datetime | None = Field(
+        default=None, description="When the registry was last read successfully."
+    )
+    url: str | None = Field(default=None, description="In-cluster URL of the Service.")
+    replicas: int | None = Field(default=None, description="Serving pods.")
+    ready_replicas: int | None = Field(default=None, description="Ready serving pods.")
+    failed_versions: list[str] = Field(
+        default_factory=list,
+        description="Versions whose rollout failed; not retried until the registry moves on.",
+    )
+    history: list[RolloutRecord] = Field(
+        default_factory=list, description="The last 10 rollouts, newest last."
+    )
+
+
+class ModelDeployment(StatusModel):
+    """A whole ModelDeployment object as read from the API server."""
+
+    api_version: str = Field(default="mlflowops.dev/v1alpha1")
+    kind: str = Field(default="ModelDeployment")
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)

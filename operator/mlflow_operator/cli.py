@@ -1,0 +1,140 @@
+"""The `mlflow-operator` command: run the operator, print CRDs, serve a model, print the version."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mlflow_operator import __version__
+from mlflow_operator.api.crdgen import KINDS, crd_filename, render_crd
+from mlflow_operator.config import ConfigError, load_config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Kubernetes operator that deploys MLflow models chosen by the MLflow Model Registry."""
+
+
+@main.command()
+def version() -> None:
+    """Print the operator's version."""
+    click.echo(__version__)
+
+
+@main.command()
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write one file per CRD into this directory instead of printing them all.",
+)
+def crds(output_dir: Path | None) -> None:
+    """Print the CustomResourceDefinitions generated from the API models."""
+    if output_dir is None:
+        click.echo("---\n".join(render_crd(kind) for kind in KINDS), nl=False)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for kind in KINDS:
+        (output_dir / crd_filename(kind)).write_text(render_crd(kind))
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="MLFLOW_OPERATOR_CONFIG",
+    help="YAML file of settings (see docs/configuration.md); env MLFLOW_OPERATOR_CONFIG.",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch this namespace; repeat for several. Default: all namespaces "
+    "(env MLFLOW_OPERATOR_NAMESPACES, comma-separated).",
+)
+@click.option(
+    "--all-namespaces",
+    "-A",
+    is_flag=True,
+    help="Watch all namespaces, even if the config names some.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Port of the Prometheus /metrics endpoint; 0 turns it off (default 8080).",
+)
+@click.option(
+    "--health-port",
+    type=int,
+    default=None,
+    help="Port of the /healthz liveness and readiness endpoint (default 8081).",
+)
+@click.option(
+    "--webhook-port",
+    type=int,
+    default=None,
+    help="Port of the MLflow webhook receiver (default 8443).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Format of log lines (default text).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Least severe level logged (default info).",
+)
+@click.option(
+    "--max-workers",
+    type=int,
+    default=None,
+    help="Threads for blocking calls such as the MLflow client (default 8).",
+)
+def run(  # noqa: PLR0917  (click passes every option as an argument)
+    config_file: Path | None,
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    metrics_port: int | None,
+    health_port: int | None,
+    webhook_port: int | None,
+    log_format: str | None,
+    log_level: str | None,
+    max_workers: int | None,
+) -> None:
+    """Run the operator against the cluster of the current kubeconfig or service account."""
+    try:
+        config = load_config(
+            config_file,
+            namespaces=[] if all_namespaces else (list(namespaces) or None),
+            metrics_port=metrics_port,
+            health_port=health_port,
+            webhook_port=webhook_port,
+            log_format=log_format,
+            log_level=log_level,
+            max_workers=max_workers,
+        )
+    except ConfigError as exc:
+        click.echo(f"mlflow-operator: {exc}", err=True)
+        sys.exit(2)
+    from mlflow_operator.runner import run_operator  # kopf and the handlers load only here
+
+    run_operator(config)
+
+
+def _register_serve() -> None:
+    try:
+        from mlflow_operator.serving.cli import serve
+    except ImportError:  # the serving runtime is optional in a trimmed install
+        return
+    main.add_command(serve)
+
+
+_register_serve()

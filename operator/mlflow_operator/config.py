@@ -1,0 +1,141 @@
+"""Operator configuration: defaults, then a YAML file, then MLFLOW_OPERATOR_* variables, then flags.
+
+Validated once at start; a bad value stops the operator with one line that names the setting.
+The config object is passed down explicitly, never read from a global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from mlflow_operator import __version__
+from mlflow_operator.api.duration import Duration
+
+ENV_PREFIX = "MLFLOW_OPERATOR_"
+CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
+IMAGE_REPOSITORY = "ghcr.io/mlflow-operator"
+MLFLOW_VERSION = "3.17.2"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message is one line naming the setting."""
+
+
+class OperatorConfig(BaseSettings):
+    """Settings of the operator process (not of any one resource)."""
+
+    # extra="ignore": other MLFLOW_OPERATOR_* variables (CONFIG, test settings) are not settings;
+    # unknown keys in the config file are refused by _read_file.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch; empty means all namespaces.",
+    )
+    serving_image_cpu: str = Field(
+        default=f"{IMAGE_REPOSITORY}/serving-cpu:{__version__}",
+        min_length=1,
+        description="Default serving image for pods without GPUs.",
+    )
+    serving_image_gpu: str = Field(
+        default=f"{IMAGE_REPOSITORY}/serving-gpu:{__version__}",
+        min_length=1,
+        description="Default serving image for pods with gpu.count > 0.",
+    )
+    tracking_server_image: str = Field(
+        default=f"{IMAGE_REPOSITORY}/mlflow-server:{MLFLOW_VERSION}",
+        min_length=1,
+        description="Default MLflow tracking server image (MLflow, psycopg2, boto3).",
+    )
+    postgres_image: str = Field(
+        default="postgres:16.4", min_length=1, description="Default managed PostgreSQL image."
+    )
+    minio_image: str = Field(
+        default="minio/minio:RELEASE.2025-09-07T16-13-09Z",
+        min_length=1,
+        description="Default managed MinIO image.",
+    )
+    gpu_toleration_key: str = Field(
+        default="nvidia.com/gpu", description="Taint key tolerated by pods that request GPUs."
+    )
+    default_poll_interval: Duration = Field(
+        default="30s", description="Poll interval when a ModelDeployment sets none."
+    )
+    write_back_tags: bool = Field(
+        default=True, description="Tag deployed (and failed) model versions in MLflow."
+    )
+    webhook_enabled: bool = Field(default=True, description="Serve the MLflow webhook receiver.")
+    webhook_port: int = Field(default=8443, ge=1, le=65535, description="Webhook receiver port.")
+    metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0: off.")
+    health_port: int = Field(default=8081, ge=1, le=65535, description="Liveness/readiness port.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe level logged."
+    )
+    max_workers: int = Field(
+        default=8, ge=1, le=256, description="Threads for blocking calls (MLflow client)."
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Timeout of one Kubernetes API request."
+    )
+    watch_timeout_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="Server-side timeout of a watch; the watch restarts after it.",
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: "a,b,c"
+            return [ns.strip() for ns in value.split(",") if ns.strip()]
+        return value
+
+    @property
+    def cluster_wide(self) -> bool:
+        return not self.namespaces
+
+
+def load_config(file: Path | None = None, **overrides: Any) -> OperatorConfig:
+    """Read the config file (if any), the environment and explicit overrides, in that order."""
+    path = file or (Path(os.environ[CONFIG_FILE_ENV]) if os.environ.get(CONFIG_FILE_ENV) else None)
+    from_file = _read_file(path) if path else {}
+    # pydantic-settings ranks init arguments above the environment; the file must rank below.
+    env_keys = {
+        name for name in OperatorConfig.model_fields if f"{ENV_PREFIX}{name.upper()}" in os.environ
+    }
+    values = {k: v for k, v in from_file.items() if k not in env_keys}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return OperatorConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings")
+    settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(settings) - set(OperatorConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]}")
+    return settings
+
+
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = ".".join(str(part) for part in error["loc"]) or "config"
+    env = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}" if error["loc"] else ""
+    where = f"{name} ({env})" if env else name
+    return f"invalid setting {where}: {error['msg']}"

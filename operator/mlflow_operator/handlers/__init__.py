@@ -1,0 +1,8 @@
+"""kopf handlers: thin glue between Kubernetes events and the pure core.
+
+Importing this package registers them with kopf.
+"""
+
+from mlflow_operator.handlers import startup
+
+__all__ = ["startup"]

@@ -1,0 +1,32 @@
+"""Start kopf with the operator's handlers, settings, metrics and health endpoints."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+import prometheus_client
+
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def run_operator(config: OperatorConfig) -> None:
+    """Run until SIGTERM/SIGINT. Blocks."""
+    configure_logging(config.log_format, config.log_level)
+    import mlflow_operator.handlers  # noqa: F401  (importing registers the handlers with kopf)
+
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port)
+    scope = "all namespaces" if config.cluster_wide else ", ".join(config.namespaces)
+    logger.info("mlflow-operator starting; watching %s", scope)
+    kopf.run(
+        clusterwide=config.cluster_wide,
+        namespaces=config.namespaces,
+        # One active replica (Deployment strategy Recreate): no peering CRDs to install.
+        standalone=True,
+        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+        memo=kopf.Memo(config=config),
+    )

@@ -1,0 +1,108 @@
+"""Operator settings: file < environment < flags, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlflow_operator.config import ConfigError, OperatorConfig, load_config
+
+
+def test_defaults_watch_all_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_OPERATOR_CONFIG", raising=False)
+    config = load_config()
+    assert config.cluster_wide
+    assert config.default_poll_interval == "30s"
+
+
+def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("metrics-port: 9000\nhealth_port: 9001\nlog_format: json\nnamespaces: [a, b]\n")
+    monkeypatch.setenv("MLFLOW_OPERATOR_HEALTH_PORT", "9100")
+    config = load_config(file, log_format="text")
+    assert config.metrics_port == 9000  # from the file
+    assert config.health_port == 9100  # the environment beats the file
+    assert config.log_format == "text"  # a flag beats both
+    assert config.namespaces == ["a", "b"]
+    assert not config.cluster_wide
+
+
+def test_namespaces_from_environment_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_OPERATOR_NAMESPACES", "ml-prod, ml-staging")
+    assert load_config().namespaces == ["ml-prod", "ml-staging"]
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("MLFLOW_OPERATOR_METRICS_PORT", "eighty", "metrics_port"),
+        ("MLFLOW_OPERATOR_WEBHOOK_PORT", "70000", "webhook_port"),
+        ("MLFLOW_OPERATOR_DEFAULT_POLL_INTERVAL", "often", "default_poll_interval"),
+        ("MLFLOW_OPERATOR_LOG_FORMAT", "xml", "log_format"),
+    ],
+)
+def test_bad_value_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert named in str(info.value)
+    assert env in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_setting_in_file_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "config.yaml"
+    file.write_text("metrics_prot: 9000\n")
+    with pytest.raises(ConfigError, match="unknown setting metrics_prot"):
+        load_config(file)
+
+
+def test_run_exits_non_zero_with_one_line_for_a_bad_value() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_operator", "run"],
+        env={"MLFLOW_OPERATOR_METRICS_PORT": "abc", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "metrics_port" in lines[0]
+
+
+def test_run_help_documents_every_option() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_operator", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    from mlflow_operator.cli import run
+
+    for param in run.params:
+        assert param.help, f"{param.name} has no help"
+        assert param.opts[0] in result.stdout
+
+
+def test_every_setting_is_documented() -> None:
+    for name, field in OperatorConfig.model_fields.items():
+        assert field.description, name
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for name in OperatorConfig.model_fields:
+        assert f"MLFLOW_OPERATOR_{name.upper()}" in doc, name
+
+
+def test_version_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow_operator", "version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip().count(".") >= 2
