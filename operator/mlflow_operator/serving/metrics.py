@@ -1,0 +1,117 @@
+"""Prometheus metrics of the serving process, on `/metrics`.
+
+With several worker processes each one counts on its own; prometheus-client's multiprocess
+mode (PROMETHEUS_MULTIPROC_DIR, set by `server.run` before the workers fork) adds them up so
+that any worker answers `/metrics` for all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ServingMetrics:
+    """The metrics of one served model; also the batcher's observer."""
+
+    def __init__(self, model_name: str, model_version: str) -> None:
+        if _multiprocess_dir():
+            # prometheus-client picks file-backed values when it is imported; the operator's
+            # CLI may have imported it before `serve` set the directory.
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        model_labels = ("model_name", "model_version")
+        self._model = {"model_name": model_name, "model_version": model_version}
+        self.requests = Counter(
+            "mlflow_serving_requests",
+            "Scoring requests answered, by HTTP status.",
+            (*model_labels, "status"),
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "mlflow_serving_request_duration_seconds",
+            "Time from request received to response ready, by HTTP status.",
+            (*model_labels, "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "mlflow_serving_batch_size_rows",
+            "Rows per predict call (one call serves one or more merged requests).",
+            model_labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "mlflow_serving_batch_size_requests",
+            "Requests merged into one predict call.",
+            model_labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.predict_seconds = Histogram(
+            "mlflow_serving_predict_duration_seconds",
+            "Time of one predict call (merged batch or single request).",
+            model_labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue = Gauge(
+            "mlflow_serving_queue_depth",
+            "Requests parsed and waiting for the model.",
+            model_labels,
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.load_seconds = Gauge(
+            "mlflow_serving_model_load_seconds",
+            "Seconds from process start to the model loaded and warmed up.",
+            model_labels,
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+
+    def request_done(self, status: int, seconds: float) -> None:
+        labels = {**self._model, "status": str(status)}
+        self.requests.labels(**labels).inc()
+        self.request_seconds.labels(**labels).observe(seconds)
+
+    def batch_done(self, requests: int, rows: int, seconds: float) -> None:
+        self.batch_requests.labels(**self._model).observe(requests)
+        self.batch_rows.labels(**self._model).observe(rows)
+        self.predict_seconds.labels(**self._model).observe(seconds)
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue.labels(**self._model).set(depth)
+
+    def model_loaded(self, seconds: float) -> None:
+        self.load_seconds.labels(**self._model).set(seconds)
+
+    def render(self) -> bytes:
+        """The text exposition format, of all workers when there are several."""
+        if _multiprocess_dir():
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

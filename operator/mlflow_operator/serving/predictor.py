@@ -1,0 +1,34 @@
+"""The pyfunc model as the batcher sees it: parsed requests in, raw predictions out."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from mlflow_operator.serving import tabular
+from mlflow_operator.serving.protocol import ParsedRequest, ScoringProtocol
+
+
+class PyfuncBatchModel:
+    """Implements `batcher.BatchModel[ParsedRequest, Any]` for one MLflow pyfunc model."""
+
+    def __init__(self, protocol: ScoringProtocol) -> None:
+        self._protocol = protocol
+
+    def merge_key(self, item: ParsedRequest) -> Hashable | None:
+        return tabular.merge_key(item.data, item.params, item.unwrapped)
+
+    def size(self, item: ParsedRequest) -> int:
+        return tabular.row_count(item.data)
+
+    def predict_one(self, item: ParsedRequest) -> Any:
+        # Exactly what MLflow's server does for this request, errors included.
+        return self._protocol.predict(item)
+
+    def predict_merged(self, items: Sequence[ParsedRequest]) -> Sequence[Any]:
+        # Schema enforcement runs once, on the merged frame; a failure (one bad request
+        # among good ones) raises, and the batcher then predicts each request alone so that
+        # only the bad one gets the error.
+        merged = tabular.merge([item.data for item in items])
+        predictions = self._protocol.predict_raw(merged, None)
+        return tabular.split(predictions, [len(item.data) for item in items])

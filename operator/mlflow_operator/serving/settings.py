@@ -1,0 +1,39 @@
+"""What `mlflow-operator serve` was asked to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = 8080
+DEFAULT_TIMEOUT_SECONDS = 60.0
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_DELAY_MS = 0.0
+DEFAULT_DRAIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Options of one serving process tree; built by the CLI, read by everything else."""
+
+    model_uri: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    # Seconds a request may take before it is answered 504, as MLflow's
+    # MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT does.
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    # Rows in one merged predict call; a single request larger than this still runs (alone).
+    # 1 turns batching off.
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    # Under load only: how long the next batch may wait for more requests after the model
+    # frees up. A request that finds the model idle never waits.
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
+    # How long SIGTERM waits for in-flight requests before the process exits anyway.
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    # Where a `models:/` or remote URI is downloaded to; None: a temporary directory.
+    download_dir: str | None = None
+    warm_up: bool = True
+
+    @property
+    def batching_enabled(self) -> bool:
+        return self.max_batch_size > 1
