@@ -1,0 +1,1 @@
+"""Pure builders: desired state -> manifest dicts, applied by kube/ with server-side apply."""

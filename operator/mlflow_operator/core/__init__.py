@@ -1,0 +1,1 @@
+"""Pure decisions: no kopf, no Kubernetes or MLflow clients, `now` passed in."""

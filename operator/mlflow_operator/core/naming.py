@@ -1,0 +1,42 @@
+"""Names, labels and keys the operator puts on what it creates."""
+
+from __future__ import annotations
+
+import hashlib
+
+from mlflow_operator.api import API_GROUP
+
+FIELD_MANAGER = "mlflow-operator"
+MAX_NAME = 63
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_MODEL_DEPLOYMENT = f"{API_GROUP}/modeldeployment"
+LABEL_MLFLOW_SERVER = f"{API_GROUP}/mlflowserver"
+LABEL_MODEL_VERSION = f"{API_GROUP}/model-version"
+ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
+ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
+
+
+def child_name(owner: str, suffix: str = "") -> str:
+    """`<owner>-<suffix>`, at most 63 characters: long names are cut and given a hash."""
+    name = f"{owner}-{suffix}" if suffix else owner
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = MAX_NAME - len(digest) - 1
+    return f"{name[:keep].rstrip('-.')}-{digest}"
+
+
+def standard_labels(name: str, instance: str, component: str) -> dict[str, str]:
+    """The app.kubernetes.io labels of one component of one custom resource."""
+    return {
+        LABEL_NAME: name,
+        LABEL_INSTANCE: instance,
+        LABEL_COMPONENT: component,
+        LABEL_PART_OF: "mlflow-operator",
+        LABEL_MANAGED_BY: FIELD_MANAGER,
+    }

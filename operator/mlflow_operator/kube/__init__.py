@@ -1,0 +1,1 @@
+"""The only Kubernetes I/O: server-side apply of children, reads, deletes."""

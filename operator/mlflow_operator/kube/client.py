@@ -1,0 +1,134 @@
+"""Server-side apply and reads of the operator's children, through lightkube's async client.
+
+kopf watches and patches the custom resources themselves (status, Events); this module owns
+everything else the operator writes: one field manager, forced apply (the operator is the only
+writer of the fields it sets), and typed results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import get_generic_resource
+from lightkube.resources.apps_v1 import Deployment, StatefulSet
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import (
+    ConfigMap,
+    Event,
+    PersistentVolumeClaim,
+    Pod,
+    Secret,
+    Service,
+    ServiceAccount,
+)
+from lightkube.types import PatchType
+
+from mlflow_operator.core.naming import FIELD_MANAGER
+
+_KINDS: dict[tuple[str, str], Any] = {
+    ("apps/v1", "Deployment"): Deployment,
+    ("apps/v1", "StatefulSet"): StatefulSet,
+    ("batch/v1", "Job"): Job,
+    ("v1", "ConfigMap"): ConfigMap,
+    ("v1", "Event"): Event,
+    ("v1", "PersistentVolumeClaim"): PersistentVolumeClaim,
+    ("v1", "Pod"): Pod,
+    ("v1", "Secret"): Secret,
+    ("v1", "Service"): Service,
+    ("v1", "ServiceAccount"): ServiceAccount,
+}
+
+
+def resource_class(api_version: str, kind: str) -> Any:
+    """lightkube's class for a kind (typed Any: lightkube's overloads want literal classes)."""
+    known = _KINDS.get((api_version, kind))
+    if known is not None:
+        return known
+    generic = get_generic_resource(api_version, kind)  # type: ignore[no-untyped-call]
+    if generic is None:
+        raise KeyError(f"unknown resource {api_version}/{kind}")
+    return generic
+
+
+class KubeClient:
+    """Thin async facade; one instance per operator process (connection pooling)."""
+
+    def __init__(self, client: AsyncClient | None = None) -> None:
+        # Any: lightkube's overloads want literal resource classes, ours are looked up by kind
+        self._client: Any = client or AsyncClient(field_manager=FIELD_MANAGER)
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply one manifest; returns the object as stored."""
+        meta = manifest["metadata"]
+        res = resource_class(manifest["apiVersion"], manifest["kind"])
+        applied = await self._client.patch(
+            res,
+            meta["name"],
+            manifest,
+            namespace=meta.get("namespace"),
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        return _to_dict(applied)
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        res = resource_class(api_version, kind)
+        try:
+            found = await self._client.get(res, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+        return _to_dict(found)
+
+    async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the object unless one of that name exists; never overwrite (generated Secrets)."""
+        meta = manifest["metadata"]
+        existing = await self.get(
+            manifest["apiVersion"], manifest["kind"], meta["name"], meta["namespace"]
+        )
+        if existing is not None:
+            return existing, False
+        res = resource_class(manifest["apiVersion"], manifest["kind"])
+        try:
+            obj: Any = res.from_dict(manifest)
+            created = await self._client.create(obj, namespace=meta["namespace"])
+        except ApiError as exc:
+            if exc.status.code == 409:  # created meanwhile by someone else: theirs stays
+                again = await self.get(
+                    manifest["apiVersion"], manifest["kind"], meta["name"], meta["namespace"]
+                )
+                if again is not None:
+                    return again, False
+            raise
+        return _to_dict(created), True
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        res = resource_class(api_version, kind)
+        items = self._client.list(res, namespace=namespace, labels=dict(labels.items()))
+        return [_to_dict(item) async for item in items]
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+        res = resource_class(api_version, kind)
+        try:
+            await self._client.delete(res, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    result: dict[str, Any] = obj.to_dict()
+    return result
