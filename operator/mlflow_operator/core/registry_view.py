@@ -1,0 +1,41 @@
+"""What the operator knows of the MLflow registry: plain frozen data, filled by registry/."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+READY = "READY"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One model version as the registry reports it."""
+
+    version: str
+    status: str = READY  # READY | PENDING_REGISTRATION | FAILED_REGISTRATION
+    status_message: str = ""
+    run_id: str = ""
+    current_stage: str = "None"
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """One registered model: where its aliases and stages point, and versions we know of."""
+
+    name: str
+    aliases: Mapping[str, str] = field(default_factory=dict)  # alias -> version
+    latest_by_stage: Mapping[str, str] = field(default_factory=dict)  # stage -> newest version
+    versions: Mapping[str, VersionInfo] = field(default_factory=dict)  # version -> info
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """The watcher's view of one model for one reconcile: snapshot, freshness and health."""
+
+    snapshot: ModelSnapshot | None  # None: the model does not exist (or was never read)
+    synced: bool  # the last sweep succeeded
+    last_sync: datetime | None  # when a sweep last succeeded
+    error: str = ""  # why the last sweep failed (never contains credentials)
+    model_exists: bool = True
