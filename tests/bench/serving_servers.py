@@ -1,0 +1,176 @@
+"""Models and serving processes shared by the `batched` runtime's tests and benchmark.
+
+Each server is a real process (tests.support.processes.ManagedProcess) on loopback:
+`mlflow models serve` (MLflow's scoring server), `mlflow-operator serve` (ours), and, for the
+benchmark only, MLServer from its own virtualenv (see serving_mlserver.py).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import ManagedProcess, free_port, wait_until
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def save_iris_classifier(path: Path) -> Path:
+    """LogisticRegression on iris: 4 double columns, signature and input example."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    mlflow.sklearn.save_model(
+        model, str(path), signature=infer_signature(x, model.predict(x)), input_example=x.head(2)
+    )
+    return path
+
+
+def save_mixed_regressor(path: Path) -> Path:
+    """A pipeline over a double, a long and a string column (one-hot), predicting doubles."""
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(7)
+    n = 300
+    x = pd.DataFrame(
+        {
+            "size": rng.normal(50, 20, n),
+            "rooms": rng.integers(1, 6, n).astype("int64"),
+            "city": rng.choice(["ams", "ber", "par"], n),
+        }
+    )
+    y = x["size"] * 3 + x["rooms"] * 10 + (x["city"] == "par") * 40 + rng.normal(0, 5, n)
+    transform = ColumnTransformer(
+        [("city", OneHotEncoder(handle_unknown="ignore"), ["city"])], remainder="passthrough"
+    )
+    model = make_pipeline(transform, RandomForestRegressor(n_estimators=20, random_state=0))
+    model.fit(x, y)
+    mlflow.sklearn.save_model(
+        model, str(path), signature=infer_signature(x, model.predict(x)), input_example=x.head(2)
+    )
+    return path
+
+
+@dataclass
+class Server:
+    """A started server: its process and where it listens."""
+
+    name: str
+    process: ManagedProcess
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {
+        # uvicorn (run by `mlflow models serve`) must be on PATH.
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_mlflow_serve(
+    model_uri: str, log_dir: Path, env: Mapping[str, str] | None = None, workers: int = 1
+) -> Server:
+    port = free_port()
+    argv = [
+        str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+        "-w", str(workers), "-p", str(port), "-h", "127.0.0.1",
+    ]  # fmt: skip
+    process = ManagedProcess(
+        f"mlflow-serve-{port}", argv, log_dir / f"mlflow-serve-{port}.log", env=_env(env)
+    ).start()
+    return Server("mlflow models serve", process, port)
+
+
+def start_batched(
+    model_uri: str,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "mlflow_operator.serving.cli", "-m", model_uri,
+        "--host", "127.0.0.1", "--port", str(port), *args,
+    ]  # fmt: skip
+    process = ManagedProcess(
+        f"batched-{port}", argv, log_dir / f"batched-{port}.log", env=_env(env)
+    ).start()
+    return Server("mlflow-operator serve", process, port)
+
+
+def ping_ok(port: int, path: str = "/ping") -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def wait_ready(server: Server, timeout: float = 180.0, path: str = "/ping") -> float:
+    """Block until the server answers 200 on path; return the seconds waited."""
+    started = time.monotonic()
+    wait_until(
+        lambda: ping_ok(server.port, path),
+        timeout,
+        f"{server.name} ready",
+        interval=0.05,
+        processes=[server.process],
+    )
+    return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    content_type: str | None
+    body: bytes
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    content_type: str | None = None,
+    timeout: float = 60.0,
+) -> RawResponse:
+    """One HTTP request with exactly the headers given (no default Content-Type)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": content_type} if content_type is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return RawResponse(response.status, response.getheader("Content-Type"), response.read())
+    finally:
+        conn.close()
