@@ -1,0 +1,232 @@
+"""The serving Deployment and Service of a ModelDeployment: pure manifests from spec + version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.core.endpoint import TrackingEndpoint
+from mlflow_operator.core.naming import (
+    ANNOTATION_MODEL_URI,
+    LABEL_COMPONENT,
+    LABEL_MODEL_DEPLOYMENT,
+    LABEL_MODEL_VERSION,
+    child_name,
+    standard_labels,
+)
+
+SERVING_PORT = 8080
+COMPONENT = "serving"
+# Seconds the pod keeps serving after it is marked for deletion, so Services stop sending first.
+PRE_STOP_SLEEP = 5
+# A model download can take minutes; the startup probe allows up to this long.
+STARTUP_SECONDS = 600
+
+
+def serving_name(md_name: str) -> str:
+    return child_name(md_name)
+
+
+def model_uri(model_name: str, version: str) -> str:
+    return f"models:/{model_name}/{version}"
+
+
+def selector_labels(md_name: str) -> dict[str, str]:
+    """Labels that select the pods; never the version (a Deployment's selector is immutable)."""
+    return {LABEL_MODEL_DEPLOYMENT: md_name, LABEL_COMPONENT: COMPONENT}
+
+
+def serving_labels(md_name: str) -> dict[str, str]:
+    return {**standard_labels("mlflow-serving", md_name, COMPONENT), **selector_labels(md_name)}
+
+
+def serving_command(spec: ModelDeploymentSpec, uri: str) -> list[str]:
+    """The container command per runtime; the same command the demo runs as a local process."""
+    serving = spec.serving
+    if serving.runtime == "custom":
+        return list(serving.command)
+    if serving.runtime == "batched":
+        return [
+            "mlflow-operator", "serve",
+            "--model-uri", uri,
+            "--host", "0.0.0.0",  # noqa: S104  (a pod serves on all its interfaces)
+            "--port", str(SERVING_PORT),
+            "--workers", str(serving.workers),
+            "--timeout", str(serving.timeout_seconds),
+        ]  # fmt: skip
+    return [
+        "mlflow", "models", "serve",
+        "--model-uri", uri,
+        "--env-manager", serving.env_manager,
+        "--host", "0.0.0.0",  # noqa: S104
+        "--port", str(SERVING_PORT),
+        "--workers", str(serving.workers),
+        "--timeout", str(serving.timeout_seconds),
+    ]  # fmt: skip
+
+
+def serving_env(
+    spec: ModelDeploymentSpec, uri: str, endpoint: TrackingEndpoint
+) -> list[dict[str, Any]]:
+    """Environment of the serving container; credentials only by secretKeyRef, never by value."""
+    env: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, **value: Any) -> None:
+        env[name] = {"name": name, **value}
+
+    put("MLFLOW_TRACKING_URI", value=endpoint.url)
+    put("MODEL_URI", value=uri)
+    put("PORT", value=str(SERVING_PORT))
+    put("HOME", value="/tmp")  # noqa: S108  (the root filesystem is read-only; /tmp is a volume)
+    put("MLFLOW_ENV_ROOT", value="/tmp/mlflow-envs")  # noqa: S108
+    creds = endpoint.credentials
+    if creds is not None:
+        for var, key in (
+            ("MLFLOW_TRACKING_USERNAME", creds.username_key),
+            ("MLFLOW_TRACKING_PASSWORD", creds.password_key),
+            ("MLFLOW_TRACKING_TOKEN", creds.token_key),
+        ):
+            if key:
+                ref = {"name": creds.name, "key": key, "optional": True}
+                put(var, valueFrom={"secretKeyRef": ref})
+    for user in spec.serving.env:  # the user's variables win over ours, by name
+        env[user.name] = user.to_wire()
+    return list(env.values())
+
+
+def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    resources = spec.serving.resources.to_wire()
+    gpu = spec.serving.gpu
+    if gpu.count > 0:
+        resources.setdefault("limits", {})[gpu.resource_name] = gpu.count
+    return resources
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _pod_settings(spec: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
+    template = spec.serving.pod_template
+    pod: dict[str, Any] = {}
+    if template.node_selector:
+        pod["nodeSelector"] = dict(template.node_selector)
+    tolerations = list(template.tolerations or [])
+    if spec.serving.gpu.count > 0:
+        tolerations.append(
+            {"key": config.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
+        )
+    if tolerations:
+        pod["tolerations"] = tolerations
+    for field, key in (
+        ("affinity", "affinity"),
+        ("service_account_name", "serviceAccountName"),
+        ("priority_class_name", "priorityClassName"),
+        ("runtime_class_name", "runtimeClassName"),
+    ):
+        value = getattr(template, field)
+        if value:
+            pod[key] = value
+    if template.image_pull_secrets:
+        pod["imagePullSecrets"] = [ref.to_wire() for ref in template.image_pull_secrets]
+    return pod
+
+
+def build_serving_deployment(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    version: str,
+    endpoint: TrackingEndpoint,
+    config: OperatorConfig,
+    *,
+    replace_in_place: bool = False,
+) -> dict[str, Any]:
+    """The Deployment that serves `version` of the model."""
+    name = serving_name(owner.name)
+    uri = model_uri(spec.model.name, version)
+    serving = spec.serving
+    template = serving.pod_template
+    image = serving.image or (
+        config.serving_image_gpu if serving.gpu.count > 0 else config.serving_image_cpu
+    )
+    pod_labels = {**(template.labels or {}), **serving_labels(owner.name)}
+    pod_labels[LABEL_MODEL_VERSION] = version
+    pod_annotations = {**(template.annotations or {}), ANNOTATION_MODEL_URI: uri}
+    strategy = (
+        {"maxSurge": 0, "maxUnavailable": 1}
+        if replace_in_place
+        else {"maxSurge": spec.rollout.max_surge, "maxUnavailable": spec.rollout.max_unavailable}
+    )
+    container = {
+        "name": "server",
+        "image": image,
+        "command": serving_command(spec, uri),
+        "env": serving_env(spec, uri, endpoint),
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "startupProbe": _probe("/ping", 5, STARTUP_SECONDS // 5),
+        "readinessProbe": _probe("/ping", 5, 3),
+        "livenessProbe": _probe("/health", 10, 3),
+        "resources": _resources(spec),
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP}}},
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # serving needs no Kubernetes API access
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": serving.timeout_seconds + PRE_STOP_SLEEP + 5,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        **_pod_settings(spec, config),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            name, owner, serving_labels(owner.name), {ANNOTATION_MODEL_URI: uri}
+        ),
+        "spec": {
+            "replicas": serving.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": 5,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_serving_service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]:
+    """The Service in front of the serving pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(serving_name(owner.name), owner, serving_labels(owner.name)),
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector_labels(owner.name),
+            "ports": [
+                {"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def service_url(spec: ModelDeploymentSpec, owner: Owner) -> str:
+    return f"http://{serving_name(owner.name)}.{owner.namespace}.svc:{spec.service.port}"

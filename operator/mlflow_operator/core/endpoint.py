@@ -1,0 +1,28 @@
+"""Where a ModelDeployment's registry is and which Secret holds the credentials to read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SecretKeys:
+    """A Secret in the ModelDeployment's namespace and the keys of the MLflow credentials in it."""
+
+    name: str
+    username_key: str | None = "MLFLOW_TRACKING_USERNAME"
+    password_key: str | None = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105  (a key name)
+    token_key: str | None = "MLFLOW_TRACKING_TOKEN"  # noqa: S105  (a key name)
+
+
+@dataclass(frozen=True)
+class TrackingEndpoint:
+    """An MLflow tracking server as clients reach it."""
+
+    url: str
+    credentials: SecretKeys | None = None
+
+    def identity(self, namespace: str) -> str:
+        """Key of the shared registry watcher: one per URL and credentials (never their values)."""
+        secret = f"{namespace}/{self.credentials.name}" if self.credentials else "-"
+        return f"{self.url.rstrip('/')}|{secret}"

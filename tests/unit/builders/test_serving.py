@@ -1,0 +1,157 @@
+"""The serving Deployment and Service, field by field where users depend on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.builders.meta import Owner
+from mlflow_operator.builders.serving import (
+    build_serving_deployment,
+    build_serving_service,
+    service_url,
+)
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.core.endpoint import SecretKeys, TrackingEndpoint
+
+OWNER = Owner("mlflowops.dev/v1alpha1", "ModelDeployment", "fraud", "ml-prod", "uid-1")
+ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", SecretKeys("mlflow-creds"))
+CONFIG = OperatorConfig()
+
+
+def spec(**overrides: Any) -> ModelDeploymentSpec:
+    body: dict[str, Any] = {
+        "model": {"name": "fraud-model", "alias": "champion"},
+        "registry": {"serverRef": {"name": "mlflow"}},
+    }
+    body.update(overrides)
+    return ModelDeploymentSpec.model_validate(body)
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return result
+
+
+def test_pins_the_version_in_command_label_and_annotation() -> None:
+    dep = build_serving_deployment(spec(), OWNER, "8", ENDPOINT, CONFIG)
+    template = dep["spec"]["template"]
+    assert template["metadata"]["labels"]["mlflowops.dev/model-version"] == "8"
+    assert template["metadata"]["annotations"]["mlflowops.dev/model-uri"] == "models:/fraud-model/8"
+    cmd = container(dep)["command"]
+    assert cmd[:3] == ["mlflow", "models", "serve"]
+    assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/8"
+    assert cmd[cmd.index("--env-manager") + 1] == "local"
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    # the selector never includes the version: it is immutable on a Deployment
+    assert "mlflowops.dev/model-version" not in dep["spec"]["selector"]["matchLabels"]
+
+
+def test_owner_reference_and_names() -> None:
+    dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG)
+    (ref,) = dep["metadata"]["ownerReferences"]
+    assert ref == {
+        "apiVersion": "mlflowops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "fraud",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert dep["metadata"]["namespace"] == "ml-prod"
+    svc = build_serving_service(spec(), OWNER)
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["port"] == 80
+    assert service_url(spec(), OWNER) == "http://fraud.ml-prod.svc:80"
+
+
+def test_credentials_only_by_secret_key_ref() -> None:
+    env = {
+        e["name"]: e
+        for e in container(build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG))["env"]
+    }
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.ml-prod.svc:5000"
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert "value" not in env[var]
+        assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-creds"
+
+
+def test_user_env_overrides_ours_without_duplicates() -> None:
+    s = spec(
+        serving={"env": [{"name": "HOME", "value": "/home/model"}, {"name": "X", "value": "1"}]}
+    )
+    env = container(build_serving_deployment(s, OWNER, "1", ENDPOINT, CONFIG))["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert {"name": "HOME", "value": "/home/model"} in env
+
+
+def test_security_and_probes() -> None:
+    dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG)
+    c = container(dep)
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert c["startupProbe"]["httpGet"]["path"] == "/ping"
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+
+
+def test_gpu_sets_limit_image_and_toleration_and_keeps_user_settings() -> None:
+    s = spec(
+        serving={
+            "gpu": {"count": 2},
+            "resources": {"limits": {"memory": "8Gi"}},
+            "podTemplate": {
+                "nodeSelector": {"pool": "a100"},
+                "runtimeClassName": "nvidia",
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            },
+        }
+    )
+    dep = build_serving_deployment(s, OWNER, "1", ENDPOINT, CONFIG)
+    pod = dep["spec"]["template"]["spec"]
+    assert container(dep)["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": 2}
+    assert container(dep)["image"] == CONFIG.serving_image_gpu
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"pool": "a100"}
+    assert pod["runtimeClassName"] == "nvidia"
+
+
+def test_cpu_image_default_and_own_image() -> None:
+    dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG)
+    assert container(dep)["image"] == CONFIG.serving_image_cpu
+    own = build_serving_deployment(
+        spec(serving={"image": "me/img:1"}), OWNER, "1", ENDPOINT, CONFIG
+    )
+    assert container(own)["image"] == "me/img:1"
+
+
+def test_strategy_from_spec_or_replace_in_place() -> None:
+    dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG)
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert dep["spec"]["progressDeadlineSeconds"] == 600
+    dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG, replace_in_place=True)
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_batched_runtime_command() -> None:
+    dep = build_serving_deployment(
+        spec(serving={"runtime": "batched"}), OWNER, "3", ENDPOINT, CONFIG
+    )
+    cmd = container(dep)["command"]
+    assert cmd[:2] == ["mlflow-operator", "serve"]
+    assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/3"
+
+
+def test_custom_runtime_uses_the_users_command_and_passes_the_uri() -> None:
+    s = spec(serving={"runtime": "custom", "image": "me/srv:1", "command": ["my-server"]})
+    c = container(build_serving_deployment(s, OWNER, "3", ENDPOINT, CONFIG))
+    assert c["command"] == ["my-server"]
+    assert {"name": "MODEL_URI", "value": "models:/fraud-model/3"} in c["env"]
