@@ -62,7 +62,11 @@ def save_mixed_regressor(path: Path) -> Path:
     model = make_pipeline(transform, RandomForestRegressor(n_estimators=20, random_state=0))
     model.fit(x, y)
     mlflow.sklearn.save_model(
-        model, str(path), signature=infer_signature(x, model.predict(x)), input_example=x.head(2)
+        model,
+        str(path),
+        signature=infer_signature(x, model.predict(x)),
+        input_example=x.head(2),
+        skops_trusted_types=["sklearn.tree._tree.Tree"],  # we built it ourselves
     )
     return path
 
