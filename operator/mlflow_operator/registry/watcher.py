@@ -1,0 +1,225 @@
+"""One registry watcher per MLflow endpoint: a sweep of all followed models serves every follower.
+
+MLflow requests per interval grow with the number of registered models followed (one
+`registered-models/search` page per 1,000 of them), never with the number of
+ModelDeployments. Followers are woken only when their model changed, or when the registry
+became unreachable or reachable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from mlflow_operator import metrics
+from mlflow_operator.core.registry_view import READY, ModelSnapshot, RegistryState, VersionInfo
+from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
+
+logger = logging.getLogger(__name__)
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclass
+class Follower:
+    """One ModelDeployment following one registered model."""
+
+    model: str
+    interval: float
+    pinned_versions: frozenset[str] = frozenset()
+    wake: Callable[[], None] = field(default=lambda: None)
+
+
+class RegistryWatcher:
+    """Keeps the alias/stage -> version map of the followed models of one MLflow endpoint."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+        self._followers: dict[str, Follower] = {}
+        self._snapshots: dict[str, ModelSnapshot] = {}
+        self._ready_versions: dict[tuple[str, str], VersionInfo] = {}  # READY is final: cache
+        self._swept: set[str] = set()
+        self._synced = False
+        self._last_sync: datetime | None = None
+        self._error = ""
+        self._failures = 0
+        self._poke = asyncio.Event()
+        self._swept_event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- followers -------------------------------------------------------------------------
+    def follow(self, key: str, follower: Follower) -> None:
+        known = {f.model for f in self._followers.values()}
+        previous = self._followers.get(key)
+        self._followers[key] = follower
+        if follower.model not in known or (previous and previous.interval > follower.interval):
+            self._poke.set()
+        if follower.pinned_versions - (previous.pinned_versions if previous else frozenset()):
+            self._swept.discard(follower.model)
+            self._poke.set()
+        self._ensure_running()
+
+    def unfollow(self, key: str) -> None:
+        self._followers.pop(key, None)
+        if not self._followers:
+            self._poke.set()  # let the loop see it is idle and end
+
+    @property
+    def idle(self) -> bool:
+        return not self._followers
+
+    def follows_model(self, model: str) -> bool:
+        return any(f.model == model for f in self._followers.values())
+
+    def poke(self) -> None:
+        """Sweep now (a webhook said something changed)."""
+        self._poke.set()
+
+    def update_credentials(self, credentials: Credentials) -> None:
+        self.client.credentials = credentials
+
+    # -- reading ---------------------------------------------------------------------------
+    async def wait_for(self, model: str, within: float) -> None:
+        """Return once a sweep that includes `model` has run (or failed), or after `within` s."""
+        deadline = time.monotonic() + within
+        while model not in self._swept and self._error == "" and time.monotonic() < deadline:
+            self._poke.set()
+            self._swept_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._swept_event.wait(), deadline - time.monotonic())
+
+    def state(self, model: str) -> RegistryState:
+        return RegistryState(
+            snapshot=self._snapshots.get(model),
+            synced=self._synced,
+            last_sync=self._last_sync,
+            error=self._error,
+            model_exists=model in self._snapshots,
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name=f"registry-watcher {self.client.url}"
+            )
+
+    async def run(self) -> None:
+        while self._followers:
+            self._poke.clear()
+            await self.sweep()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self._next_delay())
+        await self.client.close()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.close()
+
+    def _next_delay(self) -> float:
+        interval = min((f.interval for f in self._followers.values()), default=30.0)
+        if self._failures == 0:
+            return interval
+        backoff = interval * float(2 ** min(self._failures - 1, 6))
+        return min(backoff, max(interval, MAX_BACKOFF_SECONDS))
+
+    async def sweep(self) -> None:
+        """Read every followed model once; wake the followers of what changed."""
+        names = sorted({f.model for f in self._followers.values()})
+        if not names:
+            return
+        started = time.monotonic()
+        before = self.client.requests
+        was_synced = self._synced
+        try:
+            found = await self.client.search_models(names)
+            found = {name: await self._with_versions(snap) for name, snap in found.items()}
+        except RegistryError as exc:
+            self._failures += 1
+            self._synced = False
+            self._error = str(exc)
+            metrics.REGISTRY_ERRORS.labels(endpoint=self.client.url).inc()
+            logger.warning("registry sweep of %s failed: %s", self.client.url, exc)
+            if was_synced or self._failures == 1:
+                self._wake(names)
+            return
+        finally:
+            metrics.REGISTRY_REQUESTS.labels(endpoint=self.client.url).inc(
+                self.client.requests - before
+            )
+            metrics.REGISTRY_SWEEP_SECONDS.observe(time.monotonic() - started)
+            self._swept_event.set()
+        changed = [n for n in names if found.get(n) != self._snapshots.get(n)]
+        newly_swept = [n for n in names if n not in self._swept]
+        self._snapshots = {n: found[n] for n in names if n in found}
+        self._swept.update(names)
+        self._synced, self._error, self._failures = True, "", 0
+        self._last_sync = datetime.now(UTC)
+        self._wake(names if not was_synced else [*changed, *newly_swept])
+
+    async def _with_versions(self, snapshot: ModelSnapshot) -> ModelSnapshot:
+        """Add the versions aliases and pins point to (search results carry only the latest)."""
+        wanted = set(snapshot.aliases.values())
+        for follower in self._followers.values():
+            if follower.model == snapshot.name:
+                wanted |= follower.pinned_versions
+        extra: dict[str, VersionInfo] = {}
+        for version in sorted(wanted - set(snapshot.versions)):
+            key = (snapshot.name, version)
+            info = self._ready_versions.get(key) or await self.client.get_version(*key)
+            if info is None:
+                continue
+            if info.status == READY:
+                self._ready_versions[key] = info
+            extra[version] = info
+        if not extra:
+            return snapshot
+        return replace(snapshot, versions={**snapshot.versions, **extra})
+
+    def _wake(self, models: Iterable[str]) -> None:
+        wanted = set(models)
+        for follower in list(self._followers.values()):
+            if follower.model in wanted:
+                follower.wake()
+
+
+class RegistryHub:
+    """All watchers of this operator, one per MLflow endpoint and credentials."""
+
+    def __init__(self, timeout_seconds: float = 10.0) -> None:
+        self._watchers: dict[str, RegistryWatcher] = {}
+        self._timeout = timeout_seconds
+
+    def watcher(self, identity: str, url: str, credentials: Credentials) -> RegistryWatcher:
+        watcher = self._watchers.get(identity)
+        if watcher is None:
+            client = RegistryClient(url, credentials, timeout_seconds=self._timeout)
+            watcher = self._watchers[identity] = RegistryWatcher(client)
+        elif watcher.client.credentials != credentials:
+            watcher.update_credentials(credentials)
+        return watcher
+
+    def unfollow(self, key: str) -> None:
+        for identity, watcher in list(self._watchers.items()):
+            watcher.unfollow(key)
+            if watcher.idle:
+                del self._watchers[identity]
+
+    def poke_model(self, model: str) -> int:
+        """Make every watcher that follows `model` sweep now; returns how many."""
+        poked = [w for w in self._watchers.values() if w.follows_model(model)]
+        for watcher in poked:
+            watcher.poke()
+        return len(poked)
+
+    async def close(self) -> None:
+        for watcher in self._watchers.values():
+            await watcher.stop()
+        self._watchers.clear()

@@ -1,0 +1,150 @@
+"""The receiver of MLflow model-registry webhooks: verify, de-duplicate, then sweep now.
+
+MLflow signs a delivery as `v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<body>")>` in
+X-MLflow-Signature (mlflow-facts.md §3). A webhook is only a shortcut: MLflow sends nothing for
+stage transitions and drops a delivery after 4 tries, so polling remains the safety net.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from aiohttp import web
+
+from mlflow_operator import metrics
+
+logger = logging.getLogger(__name__)
+
+PATH = "/webhooks/mlflow"
+TOLERANCE_SECONDS = 300  # deliveries older or newer than this are refused as stale
+REPLAY_MEMORY = 10_000
+EVENTS = (
+    "model_version.created",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+)
+
+
+class Verdict(Enum):
+    ACCEPTED = "accepted"
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    STALE = "stale"
+    REPLAYED = "replayed"
+
+
+def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """The X-MLflow-Signature value MLflow sends for this delivery."""
+    message = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+@dataclass
+class ReplayGuard:
+    """Delivery ids seen within the tolerance window (bounded memory)."""
+
+    limit: int = REPLAY_MEMORY
+
+    def __post_init__(self) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, delivery_id: str, now: float) -> bool:
+        while self._seen and (
+            len(self._seen) >= self.limit
+            or next(iter(self._seen.values())) < now - 2 * TOLERANCE_SECONDS
+        ):
+            self._seen.popitem(last=False)
+        if delivery_id in self._seen:
+            return False
+        self._seen[delivery_id] = now
+        return True
+
+
+def verify(  # noqa: PLR0917  (the parts of one delivery, in the order MLflow signs them)
+    secrets: Iterable[str],
+    delivery_id: str,
+    timestamp: str,
+    signature: str,
+    body: bytes,
+    now: float,
+    guard: ReplayGuard,
+) -> Verdict:
+    """Check one delivery: signed by one of our secrets, fresh, and not seen before."""
+    if not (delivery_id and timestamp and signature):
+        return Verdict.UNSIGNED
+    signed = any(
+        hmac.compare_digest(sign(secret, delivery_id, timestamp, body), signature)
+        for secret in secrets
+        if secret
+    )
+    if not signed:
+        return Verdict.BAD_SIGNATURE
+    try:
+        age = abs(now - float(timestamp))
+    except ValueError:
+        return Verdict.STALE
+    if age > TOLERANCE_SECONDS:
+        return Verdict.STALE
+    if not guard.first_time(delivery_id, now):
+        return Verdict.REPLAYED
+    return Verdict.ACCEPTED
+
+
+def model_of(body: bytes) -> str | None:
+    """The registered model a delivery is about."""
+    try:
+        data = json.loads(body).get("data", {})
+    except (ValueError, AttributeError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return str(name) if name else None
+
+
+def build_app(
+    secrets: Callable[[], Iterable[str]],
+    on_model_changed: Callable[[str], int],
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The receiver as an aiohttp application; on_model_changed returns how many were poked."""
+    guard = ReplayGuard()
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        verdict = verify(
+            secrets(),
+            request.headers.get("X-MLflow-Delivery-Id", ""),
+            request.headers.get("X-MLflow-Timestamp", ""),
+            request.headers.get("X-MLflow-Signature", ""),
+            body,
+            clock(),
+            guard,
+        )
+        metrics.WEBHOOK_DELIVERIES.labels(outcome=verdict.value).inc()
+        if verdict is Verdict.REPLAYED:  # 2xx: MLflow must not retry what we already have
+            return web.json_response({"accepted": False, "reason": "replayed"})
+        if verdict is not Verdict.ACCEPTED:
+            logger.warning("refused an MLflow webhook delivery: %s", verdict.value)
+            status = 400 if verdict is Verdict.STALE else 401
+            return web.json_response({"accepted": False, "reason": verdict.value}, status=status)
+        model = model_of(body)
+        if model is None:
+            return web.json_response({"accepted": False, "reason": "no model"}, status=400)
+        poked = on_model_changed(model)
+        logger.info("webhook: %s changed; %d registry watcher(s) sweep now", model, poked)
+        return web.json_response({"accepted": True, "watchers": poked})
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_post(PATH, receive)
+    return app

@@ -1,0 +1,94 @@
+"""Webhook deliveries: only signed, fresh, first-time deliveries make the registry sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from mlflow_operator.registry.webhook import PATH, ReplayGuard, Verdict, build_app, sign, verify
+
+SECRET = "s3cret-for-tests"
+NOW = 1_800_000_000.0
+BODY = json.dumps(
+    {
+        "entity": "model_version_alias",
+        "action": "created",
+        "data": {"name": "fraud", "alias": "champion", "version": "2"},
+    }
+).encode()
+
+
+def check(
+    delivery: str = "d1", ts: float = NOW, sig: str | None = None, guard: ReplayGuard | None = None
+) -> Verdict:
+    signature = sig if sig is not None else sign(SECRET, delivery, str(int(ts)), BODY)
+    return verify([SECRET], delivery, str(int(ts)), signature, BODY, NOW, guard or ReplayGuard())
+
+
+def test_signature_matches_mlflows_scheme() -> None:
+    # v1,<base64(HMAC-SHA256(secret, "<id>.<ts>.<body>"))>, as mlflow/webhooks/delivery.py signs
+    import base64
+    import hashlib
+    import hmac
+
+    expected = base64.b64encode(
+        hmac.new(SECRET.encode(), b"d1.1800000000." + BODY, hashlib.sha256).digest()
+    ).decode()
+    assert sign(SECRET, "d1", "1800000000", BODY) == f"v1,{expected}"
+
+
+def test_good_delivery_is_accepted() -> None:
+    assert check() is Verdict.ACCEPTED
+
+
+def test_forged_unsigned_stale_and_replayed_are_refused() -> None:
+    assert check(sig=sign("other-secret", "d1", str(int(NOW)), BODY)) is Verdict.BAD_SIGNATURE
+    assert check(sig="") is Verdict.UNSIGNED
+    assert check(ts=NOW - 3600) is Verdict.STALE
+    assert check(ts=NOW + 3600) is Verdict.STALE
+    guard = ReplayGuard()
+    assert check(guard=guard) is Verdict.ACCEPTED
+    assert check(guard=guard) is Verdict.REPLAYED
+
+
+def test_body_tampering_breaks_the_signature() -> None:
+    signature = sign(SECRET, "d1", str(int(NOW)), BODY)
+    verdict = verify([SECRET], "d1", str(int(NOW)), signature, BODY + b" ", NOW, ReplayGuard())
+    assert verdict is Verdict.BAD_SIGNATURE
+
+
+def test_replay_memory_is_bounded() -> None:
+    guard = ReplayGuard(limit=100)
+    for i in range(1000):
+        guard.first_time(f"d{i}", NOW)
+    assert len(guard._seen) <= 100
+
+
+@pytest.mark.asyncio
+async def test_receiver_pokes_only_for_accepted_deliveries() -> None:
+    poked: list[str] = []
+
+    def on_change(model: str) -> int:
+        poked.append(model)
+        return 1
+
+    app = build_app(lambda: [SECRET], on_change, clock=lambda: NOW)
+    async with TestClient(TestServer(app)) as client:
+        headers = {
+            "X-MLflow-Delivery-Id": "abc",
+            "X-MLflow-Timestamp": str(int(NOW)),
+            "X-MLflow-Signature": sign(SECRET, "abc", str(int(NOW)), BODY),
+        }
+        ok = await client.post(PATH, data=BODY, headers=headers)
+        assert ok.status == 200
+        again = await client.post(PATH, data=BODY, headers=headers)
+        assert (await again.json())["reason"] == "replayed"
+        forged = await client.post(
+            PATH, data=BODY, headers={**headers, "X-MLflow-Delivery-Id": "x"}
+        )
+        assert forged.status == 401
+        unsigned = await client.post(PATH, data=BODY)
+        assert unsigned.status == 401
+    assert poked == ["fraud"]
