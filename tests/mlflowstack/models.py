@@ -1,0 +1,163 @@
+"""Train and register real models in the local MLflow stack, and move them around the registry.
+
+Every helper talks to the tracking server only (artifacts go through its proxy), the way a user
+of the operator would, so no S3 keys are needed here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+import yaml
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+EXPERIMENT = "mlflow-operator-tests"
+# a strongly regularised model: predicts differently from the default (C=1.0) on 15 of the
+# 150 iris rows, so a test can tell which version a server is serving
+DIFFERENT_C = 0.01
+
+
+def iris() -> tuple[pd.DataFrame, pd.Series]:
+    """The iris data set that ships with scikit-learn: 4 float columns, 3 classes."""
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    return features, target
+
+
+def sample_input(rows: int = 10) -> pd.DataFrame:
+    """Rows spread over all three classes (iris is sorted by class)."""
+    features, _ = iris()
+    return features.iloc[:: max(1, len(features) // rows)].head(rows)
+
+
+def train(c: float = 1.0) -> LogisticRegression:
+    features, target = iris()
+    return LogisticRegression(C=c, max_iter=1000).fit(features, target)
+
+
+@dataclass
+class TrainedVersion:
+    """A registered model version and the model object it was logged from."""
+
+    name: str
+    version: str
+    model: LogisticRegression
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def predict(self, features: pd.DataFrame | None = None) -> list[int]:
+        """Predictions of the in-memory model, to compare with what a server answers."""
+        return [
+            int(p) for p in self.model.predict(sample_input() if features is None else features)
+        ]
+
+
+class ModelRegistry:
+    """Registry helpers bound to one tracking server."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def _use_server(self) -> None:
+        # mlflow.sklearn.log_model and start_run only know the global tracking URI
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_experiment(EXPERIMENT)
+
+    def log_version(
+        self, name: str, c: float = 1.0, tags: dict[str, str] | None = None
+    ) -> TrainedVersion:
+        """Train on iris, log with signature and input example, register as a new version."""
+        self._use_server()
+        model = train(c)
+        example = sample_input(5)
+        signature = infer_signature(example, model.predict(example))
+        with mlflow.start_run() as run:
+            mlflow.log_param("C", c)
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                registered_model_name=name,
+            )
+        version = str(info.registered_model_version)
+        for key, value in (tags or {}).items():
+            self.tag_version(name, version, key, value)
+        return TrainedVersion(name, version, model, run.info.run_id)
+
+    def log_broken_version(self, name: str) -> str:
+        """Register a version whose artifacts exist but cannot be loaded (the model file is junk).
+
+        Its MLmodel, signature and environment files are real; loading or serving it fails the
+        way a bad upload or an incompatible pickle would.
+        """
+        self._use_server()
+        model = train()
+        example = sample_input(5)
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run() as run:
+            local = Path(tmp) / "model"
+            mlflow.sklearn.save_model(
+                model,
+                local,
+                input_example=example,
+                signature=infer_signature(example, model.predict(example)),
+            )
+            mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+            model_file = mlmodel["flavors"]["python_function"]["model_path"]
+            (local / model_file).write_bytes(b"this is not a serialized model\n")
+            mlflow.log_artifacts(str(local), artifact_path="model")
+            source = f"{run.info.artifact_uri}/model"
+        self._ensure_registered(name)
+        version = self.client.create_model_version(name, source, run_id=run.info.run_id)
+        return str(version.version)
+
+    def _ensure_registered(self, name: str) -> None:
+        if not self.client.search_registered_models(filter_string=f"name = '{name}'"):
+            self.client.create_registered_model(name)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point alias at version (moving it if it pointed elsewhere)."""
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+    def transition_stage(
+        self, name: str, version: str, stage: str, archive_existing: bool = False
+    ) -> ModelVersion:
+        """Move version to stage (None/Staging/Production/Archived)."""
+        with warnings.catch_warnings():
+            # stages are deprecated since MLflow 2.9 but still served; the operator supports them
+            warnings.simplefilter("ignore", FutureWarning)
+            return self.client.transition_model_version_stage(
+                name, version, stage, archive_existing_versions=archive_existing
+            )
+
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, version, key, value)
+
+    def delete_version_tag(self, name: str, version: str, key: str) -> None:
+        self.client.delete_model_version_tag(name, version, key)
+
+    def tag_model(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        return self.client.get_model_version(name, version)
+
+    def delete_model(self, name: str) -> None:
+        self.client.delete_registered_model(name)
