@@ -3,6 +3,6 @@
 Importing this package registers them with kopf.
 """
 
-from mlflow_operator.handlers import startup
+from mlflow_operator.handlers import mlflowserver, startup
 
-__all__ = ["startup"]
+__all__ = ["mlflowserver", "startup"]

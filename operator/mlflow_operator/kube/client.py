@@ -7,10 +7,11 @@ writer of the fields it sets), and typed results.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
-from lightkube.generic_resource import get_generic_resource
+from lightkube.generic_resource import create_namespaced_resource, get_generic_resource
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import (
@@ -22,8 +23,9 @@ from lightkube.resources.core_v1 import (
     Service,
     ServiceAccount,
 )
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
+from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.core.naming import FIELD_MANAGER
 
 _KINDS: dict[tuple[str, str], Any] = {
@@ -38,6 +40,15 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("v1", "Service"): Service,
     ("v1", "ServiceAccount"): ServiceAccount,
 }
+
+
+# Our own kinds, so children and status can be read and patched like any resource.
+MODEL_DEPLOYMENT = create_namespaced_resource(
+    API_GROUP, API_VERSION, "ModelDeployment", "modeldeployments"
+)
+MLFLOW_SERVER = create_namespaced_resource(API_GROUP, API_VERSION, "MLflowServer", "mlflowservers")
+_KINDS[(f"{API_GROUP}/{API_VERSION}", "ModelDeployment")] = MODEL_DEPLOYMENT
+_KINDS[(f"{API_GROUP}/{API_VERSION}", "MLflowServer")] = MLFLOW_SERVER
 
 
 def resource_class(api_version: str, kind: str) -> Any:
@@ -115,13 +126,38 @@ class KubeClient:
         items = self._client.list(res, namespace=namespace, labels=dict(labels.items()))
         return [_to_dict(item) async for item in items]
 
-    async def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+    async def delete(
+        self, api_version: str, kind: str, name: str, namespace: str, *, background: bool = False
+    ) -> None:
+        """Delete; background=True also deletes dependents (a Job's pods are orphaned else)."""
         res = resource_class(api_version, kind)
+        cascade = CascadeType.BACKGROUND if background else None
         try:
-            await self._client.delete(res, name, namespace=namespace)
+            await self._client.delete(res, name, namespace=namespace, cascade=cascade)
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
+
+    async def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource (lists in it are replaced whole)."""
+        res = resource_class(api_version, kind)
+        await self._client.patch(
+            res.Status,
+            name,
+            {"status": status},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+    async def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
+        """The decoded values of a Secret, or None when it does not exist. Never log them."""
+        secret = await self.get("v1", "Secret", name, namespace)
+        if secret is None:
+            return None
+        data = secret.get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,0 +1,100 @@
+"""Managed MinIO: one StatefulSet with its volume and the Service the tracking server uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.api.mlflowserver import ManagedObjectStore
+from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
+from mlflow_operator.builders.postgres import DATA_VOLUME, volume_claim_template
+from mlflow_operator.builders.server_common import (
+    COMPONENT_MINIO,
+    empty_dir,
+    plain_env,
+    pod_security_context,
+    secret_env,
+    selector_labels,
+    server_labels,
+)
+from mlflow_operator.core import tracking
+
+MINIO_UID = 1000
+DATA_MOUNT = "/data"
+
+
+def build_minio_statefulset(
+    owner: Owner, managed: ManagedObjectStore, default_image: str
+) -> dict[str, Any]:
+    names = tracking.ServerNames(owner.name)
+    container = {
+        "name": "minio",
+        "image": managed.image or default_image,
+        "command": ["minio"],
+        "args": ["server", DATA_MOUNT, "--address", f":{tracking.MINIO_PORT}"],
+        "ports": [{"name": "s3", "containerPort": tracking.MINIO_PORT}],
+        "env": [
+            secret_env("MINIO_ROOT_USER", names.minio, tracking.ACCESS_KEY_ID_KEY),
+            secret_env("MINIO_ROOT_PASSWORD", names.minio, tracking.SECRET_ACCESS_KEY_KEY),
+            # MinIO keeps its certs directory under $HOME; the root filesystem is read-only
+            plain_env("HOME", "/tmp"),  # noqa: S108 - an emptyDir of the pod
+        ],
+        "readinessProbe": _http_probe("/minio/health/ready", period=5, failures=3),
+        "livenessProbe": _http_probe("/minio/health/live", period=10, failures=6),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": DATA_MOUNT},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+        ],
+    }
+    labels = server_labels(owner.name, COMPONENT_MINIO)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(names.minio, owner, labels),
+        "spec": {
+            "serviceName": names.minio,
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_MINIO)},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": pod_security_context(MINIO_UID),
+                    "enableServiceLinks": False,
+                    "automountServiceAccountToken": False,
+                    "containers": [container],
+                    "volumes": [empty_dir("tmp")],
+                },
+            },
+            "volumeClaimTemplates": [volume_claim_template(owner.name, managed, labels)],
+        },
+    }
+
+
+def build_minio_service(owner: Owner) -> dict[str, Any]:
+    names = tracking.ServerNames(owner.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(names.minio, owner, server_labels(owner.name, COMPONENT_MINIO)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name, COMPONENT_MINIO),
+            "ports": [
+                {"name": "s3", "port": tracking.MINIO_PORT, "targetPort": "s3", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "s3"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }

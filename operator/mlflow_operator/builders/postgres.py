@@ -1,0 +1,141 @@
+"""Managed PostgreSQL: one StatefulSet with its volume, a headless and a client Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.api.mlflowserver import ManagedStore
+from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
+from mlflow_operator.builders.server_common import (
+    COMPONENT_POSTGRES,
+    empty_dir,
+    plain_env,
+    pod_security_context,
+    secret_env,
+    selector_labels,
+    server_labels,
+)
+from mlflow_operator.core import tracking
+
+POSTGRES_UID = 999  # the postgres user of the official image
+DATA_MOUNT = "/var/lib/postgresql/data"
+# a subdirectory: initdb refuses a mount point that holds lost+found
+PGDATA = f"{DATA_MOUNT}/pgdata"
+DATA_VOLUME = "data"
+
+# pg_isready over TCP: the same path MLflow uses, and it needs no password.
+_PG_ISREADY = [
+    "sh",
+    "-c",
+    'exec pg_isready --host=127.0.0.1 --username="$POSTGRES_USER" --dbname="$POSTGRES_DB"',
+]
+
+
+def build_postgres_statefulset(
+    owner: Owner, managed: ManagedStore, default_image: str
+) -> dict[str, Any]:
+    names = tracking.ServerNames(owner.name)
+    secret = names.postgres
+    container = {
+        "name": "postgres",
+        "image": managed.image or default_image,
+        "ports": [{"name": "postgres", "containerPort": tracking.POSTGRES_PORT}],
+        "env": [
+            secret_env("POSTGRES_USER", secret, tracking.USERNAME_KEY),
+            secret_env("POSTGRES_PASSWORD", secret, tracking.PASSWORD_KEY),
+            plain_env("POSTGRES_DB", tracking.MANAGED_DATABASE),
+            plain_env("PGDATA", PGDATA),
+        ],
+        # a first start runs initdb: allow it minutes before liveness counts
+        "startupProbe": _exec_probe(period=5, failures=60),
+        "readinessProbe": _exec_probe(period=5, failures=3),
+        "livenessProbe": _exec_probe(period=10, failures=6),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": DATA_MOUNT},
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir of the pod
+        ],
+    }
+    labels = server_labels(owner.name, COMPONENT_POSTGRES)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(names.postgres, owner, labels),
+        "spec": {
+            "serviceName": names.postgres_headless,
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_POSTGRES)},
+            # the volume outlives the StatefulSet: deleting the MLflowServer keeps the data
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": pod_security_context(POSTGRES_UID),
+                    "enableServiceLinks": False,
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [container],
+                    "volumes": [empty_dir("run"), empty_dir("tmp")],
+                },
+            },
+            "volumeClaimTemplates": [volume_claim_template(owner.name, managed, labels)],
+        },
+    }
+
+
+def build_postgres_services(owner: Owner) -> list[dict[str, Any]]:
+    """The headless Service the StatefulSet needs for pod DNS, and the Service clients use."""
+    names = tracking.ServerNames(owner.name)
+    labels = server_labels(owner.name, COMPONENT_POSTGRES)
+    port = {
+        "name": "postgres",
+        "port": tracking.POSTGRES_PORT,
+        "targetPort": "postgres",
+        "protocol": "TCP",
+    }
+    selector = selector_labels(owner.name, COMPONENT_POSTGRES)
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(names.postgres_headless, owner, labels),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector,
+            "ports": [port],
+        },
+    }
+    client = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(names.postgres, owner, labels),
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": [port]},
+    }
+    return [headless, client]
+
+
+def volume_claim_template(
+    server: str, managed: ManagedStore, labels: dict[str, str]
+) -> dict[str, Any]:
+    """The PVC template; no owner reference is possible here, so the claim stays on delete."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": managed.storage}},
+    }
+    if managed.storage_class_name:  # unset, not "": "" would mean "no class at all"
+        spec["storageClassName"] = managed.storage_class_name
+    return {"metadata": {"name": DATA_VOLUME, "labels": dict(labels)}, "spec": spec}
+
+
+def _exec_probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": list(_PG_ISREADY)},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }

@@ -1,0 +1,60 @@
+"""Pieces every MLflowServer child shares: labels, pod security, env vars from Secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.core.naming import LABEL_COMPONENT, LABEL_MLFLOW_SERVER, standard_labels
+
+COMPONENT_SERVER = "tracking-server"
+COMPONENT_MIGRATION = "schema-migration"
+COMPONENT_POSTGRES = "postgresql"
+COMPONENT_MINIO = "minio"
+COMPONENT_CREDENTIALS = "credentials"
+COMPONENT_AUTH = "auth"
+
+_APP_NAMES = {
+    COMPONENT_SERVER: "mlflow",
+    COMPONENT_MIGRATION: "mlflow",
+    COMPONENT_POSTGRES: "postgresql",
+    COMPONENT_MINIO: "minio",
+    COMPONENT_CREDENTIALS: "mlflow",
+    COMPONENT_AUTH: "mlflow",
+}
+
+
+def server_labels(server: str, component: str) -> dict[str, str]:
+    """Labels of one component of one MLflowServer (also how the operator finds its children)."""
+    return {
+        **standard_labels(_APP_NAMES[component], server, component),
+        LABEL_MLFLOW_SERVER: server,
+    }
+
+
+def selector_labels(server: str, component: str) -> dict[str, str]:
+    """The immutable subset used in selectors: never add to it, selectors cannot change."""
+    return {LABEL_MLFLOW_SERVER: server, LABEL_COMPONENT: component}
+
+
+def pod_security_context(uid: int) -> dict[str, Any]:
+    """Pod-level part of the 'restricted' profile; fsGroup makes the volumes writable."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """An env var whose value the kubelet reads from a Secret: the pod spec holds no value."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def plain_env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def empty_dir(name: str) -> dict[str, Any]:
+    return {"name": name, "emptyDir": {}}

@@ -1,0 +1,342 @@
+"""The MLflow tracking server: schema-migration Job, Deployment, Service, auth config.
+
+Credentials reach the containers only as env vars from Secrets (secretKeyRef). The database
+URL carries host, port, database and sslmode; libpq takes the user and password from PGUSER
+and PGPASSWORD, so no credential is ever part of a URL, an argument or a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.api import API_GROUP
+from mlflow_operator.api.mlflowserver import MLflowServer
+from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
+from mlflow_operator.builders.server_common import (
+    COMPONENT_AUTH,
+    COMPONENT_MIGRATION,
+    COMPONENT_SERVER,
+    empty_dir,
+    plain_env,
+    pod_security_context,
+    secret_env,
+    selector_labels,
+    server_labels,
+)
+from mlflow_operator.core import tracking
+
+SERVER_UID = 1000
+AUTH_CONFIG_DIR = "/etc/mlflow/auth"
+AUTH_CONFIG_FILE = "basic_auth.ini"
+PROMETHEUS_DIR = "/prometheus"
+ANNOTATION_IMAGE = f"{API_GROUP}/image"
+LABEL_MIGRATION_KEY = f"{API_GROUP}/migration-key"
+
+# Creates the bucket unless it exists; safe to run in every pod start and in parallel.
+# The bucket name comes from the environment, never spliced into the code.
+ENSURE_BUCKET_SCRIPT = """\
+import os, sys, time
+import boto3
+from botocore.exceptions import ClientError, EndpointConnectionError
+bucket = os.environ["MLFLOW_ARTIFACTS_BUCKET"]
+s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+for attempt in range(60):
+    try:
+        s3.head_bucket(Bucket=bucket)
+        print(f"bucket {bucket} exists")
+        sys.exit(0)
+    except EndpointConnectionError:
+        print("object store not reachable yet; retrying", flush=True)
+        time.sleep(5)
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+            raise
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except ClientError as create_err:
+            if create_err.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+                raise
+        print(f"bucket {bucket} created")
+        sys.exit(0)
+sys.exit("object store not reachable")
+"""
+
+
+def database_env(server: MLflowServer) -> list[dict[str, Any]]:
+    """libpq's PGUSER/PGPASSWORD from the database Secret, by reference."""
+    secret = tracking.database_secret(server)
+    return [
+        secret_env("PGUSER", secret.name, secret.username_key),
+        secret_env("PGPASSWORD", secret.name, secret.password_key),
+    ]
+
+
+def object_store_env(server: MLflowServer) -> list[dict[str, Any]]:
+    """boto3's S3 settings; only the tracking server holds them (it proxies artifacts)."""
+    secret = tracking.object_store_secret(server)
+    return [
+        plain_env("MLFLOW_S3_ENDPOINT_URL", tracking.s3_endpoint(server)),
+        plain_env("AWS_DEFAULT_REGION", tracking.s3_region(server)),
+        secret_env("AWS_ACCESS_KEY_ID", secret.name, secret.username_key),
+        secret_env("AWS_SECRET_ACCESS_KEY", secret.name, secret.password_key),
+    ]
+
+
+def server_args(server: MLflowServer) -> list[str]:
+    """Arguments of `mlflow server` (after the command `mlflow`); no credential among them."""
+    args = [
+        "server",
+        "--host",
+        "0.0.0.0",  # noqa: S104 - a pod listens on its own IP
+        "--port",
+        str(tracking.TRACKING_PORT),
+        "--workers",
+        str(server.spec.workers),
+        "--backend-store-uri",
+        tracking.backend_store_uri(server),
+        "--artifacts-destination",
+        f"s3://{server.spec.artifact_store.bucket}",
+        # clients and serving pods get artifacts through the server: they need no S3 keys
+        "--serve-artifacts",
+        "--allowed-hosts",
+        ",".join(tracking.allowed_hosts(server)),
+    ]
+    if server.spec.auth.enabled:
+        args += ["--app-name", "basic-auth"]
+    if server.spec.metrics.enabled:
+        args += ["--expose-prometheus", PROMETHEUS_DIR]
+    return args
+
+
+def server_env(server: MLflowServer) -> list[dict[str, Any]]:
+    names = tracking.ServerNames(str(server.metadata["name"]))
+    env = [
+        *database_env(server),
+        *object_store_env(server),
+        # The job runner would start ~8 consumers in every replica and must run on at most
+        # one; a Deployment's replicas are alike, so none runs it.
+        plain_env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        plain_env("MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS", "false"),
+        # the same key on every replica, or webhook secrets written by one are garbage to another
+        secret_env(
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", names.keys_secret, tracking.WEBHOOK_KEY_KEY
+        ),
+        plain_env("HOME", "/tmp"),  # noqa: S108 - an emptyDir; the root filesystem is read-only
+        plain_env("PYTHONUNBUFFERED", "1"),
+    ]
+    if server.spec.auth.enabled:
+        admin = tracking.admin_secret(server)
+        env += [
+            plain_env("MLFLOW_AUTH_CONFIG_PATH", f"{AUTH_CONFIG_DIR}/{AUTH_CONFIG_FILE}"),
+            secret_env(
+                "MLFLOW_FLASK_SERVER_SECRET_KEY", names.keys_secret, tracking.FLASK_SECRET_KEY_KEY
+            ),
+            # used only on the first start against an empty user table
+            secret_env("MLFLOW_AUTH_ADMIN_USERNAME", admin.name, admin.username_key),
+            secret_env("MLFLOW_AUTH_ADMIN_PASSWORD", admin.name, admin.password_key),
+        ]
+    return env
+
+
+def auth_config(server: MLflowServer) -> str:
+    """MLflow's basic_auth.ini; its users live in the tracking database (own tables and own
+    alembic version table), so every replica sees the same users."""
+    return (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {tracking.backend_store_uri(server)}\n"
+        f"admin_username = {tracking.ADMIN_USERNAME}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+
+
+def build_auth_configmap(owner: Owner, server: MLflowServer) -> dict[str, Any]:
+    names = tracking.ServerNames(owner.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(
+            names.auth_config, owner, server_labels(owner.name, COMPONENT_AUTH)
+        ),
+        "data": {AUTH_CONFIG_FILE: auth_config(server)},
+    }
+
+
+def migration_job_name(server: MLflowServer, image: str) -> str:
+    key = tracking.migration_key(image, tracking.backend_store_uri(server))
+    return tracking.ServerNames(str(server.metadata["name"])).migration_job(key)
+
+
+def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[str, Any]:
+    """`mlflow db upgrade` for one image: the name carries a hash of image and database, so
+    each new image migrates once, and a Job that exists is never changed (Jobs are immutable).
+    With auth on, the auth tables are migrated after, so replicas do not race to create them.
+    """
+    uri = tracking.backend_store_uri(server)
+    key = tracking.migration_key(image, uri)
+    labels = {**server_labels(owner.name, COMPONENT_MIGRATION), LABEL_MIGRATION_KEY: key}
+    env = database_env(server)
+    steps = [_step("upgrade-tracking-schema", image, ["mlflow"], ["db", "upgrade", uri], env)]
+    if server.spec.auth.enabled:
+        steps.append(
+            _step(
+                "upgrade-auth-schema",
+                image,
+                ["python"],
+                ["-m", "mlflow.server.auth", "db", "upgrade", "--url", uri],
+                env,
+            )
+        )
+    *init_steps, last_step = steps
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(SERVER_UID),
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "containers": [last_step],
+        "volumes": [empty_dir("tmp")],
+    }
+    if init_steps:
+        pod_spec["initContainers"] = init_steps
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(
+            tracking.ServerNames(owner.name).migration_job(key),
+            owner,
+            labels,
+            annotations={ANNOTATION_IMAGE: image},
+        ),
+        "spec": {
+            # migrations are not transactional: a few retries, then a person looks
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 3600,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_tracking_deployment(owner: Owner, server: MLflowServer, image: str) -> dict[str, Any]:
+    """The server Deployment at `image`, which the caller passes only once it is migrated."""
+    spec = server.spec
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    volumes = [empty_dir("tmp")]
+    if spec.metrics.enabled:
+        mounts.append({"name": "prometheus", "mountPath": PROMETHEUS_DIR})
+        volumes.append(empty_dir("prometheus"))
+    if spec.auth.enabled:
+        mounts.append({"name": "auth-config", "mountPath": AUTH_CONFIG_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "auth-config",
+                "configMap": {"name": tracking.ServerNames(owner.name).auth_config},
+            }
+        )
+    container: dict[str, Any] = {
+        "name": "mlflow",
+        "image": image,
+        "command": ["mlflow"],
+        "args": server_args(server),
+        "ports": [{"name": "http", "containerPort": tracking.TRACKING_PORT}],
+        "env": server_env(server),
+        # /health answers before the database is touched; startup allows a slow first start
+        "startupProbe": _health_probe(period=5, failures=60),
+        "readinessProbe": _health_probe(period=10, failures=3),
+        "livenessProbe": _health_probe(period=20, failures=6),
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": mounts,
+    }
+    resources = spec.resources.to_wire()
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(SERVER_UID),
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.artifact_store.s3.managed is not None:
+        pod_spec["initContainers"] = [_ensure_bucket_container(server, image)]
+    labels = server_labels(owner.name, COMPONENT_SERVER)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            tracking.ServerNames(owner.name).deployment,
+            owner,
+            labels,
+            annotations={ANNOTATION_IMAGE: image},
+        ),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_SERVER)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_tracking_service(owner: Owner, server: MLflowServer) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            tracking.ServerNames(owner.name).service,
+            owner,
+            server_labels(owner.name, COMPONENT_SERVER),
+        ),
+        "spec": {
+            "type": server.spec.service.type,
+            "selector": selector_labels(owner.name, COMPONENT_SERVER),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": server.spec.service.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def _ensure_bucket_container(server: MLflowServer, image: str) -> dict[str, Any]:
+    return {
+        "name": "ensure-bucket",
+        "image": image,
+        "command": ["python", "-c", ENSURE_BUCKET_SCRIPT],
+        "env": [
+            *object_store_env(server),
+            plain_env("MLFLOW_ARTIFACTS_BUCKET", server.spec.artifact_store.bucket),
+            plain_env("HOME", "/tmp"),  # noqa: S108
+        ],
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    }
+
+
+def _step(
+    name: str, image: str, command: list[str], args: list[str], env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "command": command,
+        "args": args,
+        "env": [*env, plain_env("HOME", "/tmp")],  # noqa: S108
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    }
+
+
+def _health_probe(period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
