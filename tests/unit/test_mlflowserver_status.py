@@ -1,0 +1,297 @@
+"""MLflowServer decisions and status folds from observations. No I/O."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mlflow_operator.api.mlflowserver import MLflowServerStatus
+from mlflow_operator.core.conditions import get_condition
+from mlflow_operator.core.mlflowserver_status import (
+    JobState,
+    SecretCheck,
+    ServerObservation,
+    WorkloadState,
+    check_secret,
+    condition_events,
+    fold_status,
+    image_version,
+    plan_server,
+)
+
+OLD = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
+NEW = "ghcr.io/mlflow-operator/mlflow-server:3.18.0"
+URL = "http://mlflow.ml.svc:5000"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def observation(**changes: object) -> ServerObservation:
+    """A managed server whose stores are ready, nothing migrated yet, no Deployment."""
+    base = ServerObservation(
+        generation=3,
+        desired_image=OLD,
+        database_secret=SecretCheck("mlflow-postgres"),
+        object_store_secret=SecretCheck("mlflow-minio"),
+        admin_secret=SecretCheck("mlflow-admin"),
+        managed_database=True,
+        postgres=WorkloadState("mlflow-postgres", desired=1, ready=1, updated=1),
+        managed_object_store=True,
+        minio=WorkloadState("mlflow-minio", desired=1, ready=1, updated=1),
+        migration=None,
+        deployment=None,
+        migrated_image=None,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def serving(image: str, ready: int = 2) -> WorkloadState:
+    return WorkloadState("mlflow", desired=2, ready=ready, updated=ready, image=image)
+
+
+def done(image: str) -> JobState:
+    return JobState("mlflow-migrate-x", image=image, succeeded=True)
+
+
+def status_of(
+    obs: ServerObservation, previous: MLflowServerStatus | None = None
+) -> MLflowServerStatus:
+    return fold_status(previous or MLflowServerStatus(), obs, plan_server(obs), url=URL, now=NOW)
+
+
+def condition(status: MLflowServerStatus, type_: str) -> tuple[str, str, str]:
+    found = get_condition(status.conditions, type_)
+    assert found is not None, type_
+    assert found.observed_generation == 3
+    return found.status, found.reason, found.message
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+def test_no_migration_before_the_database_is_ready() -> None:
+    obs = observation(postgres=WorkloadState("mlflow-postgres", desired=1, ready=0))
+    plan = plan_server(obs)
+    assert not plan.create_migration
+    assert plan.server_image is None
+    assert plan.database.status == "False"
+    assert plan.database.reason == "PostgresNotReady"
+
+
+def test_migration_first_then_deployment() -> None:
+    plan = plan_server(observation())
+    assert plan.create_migration
+    assert plan.server_image is None  # no Deployment before the migration succeeded
+    running = plan_server(observation(migration=JobState("mlflow-migrate-x", image=OLD)))
+    assert not running.create_migration
+    assert running.server_image is None
+    migrated = plan_server(observation(migration=done(OLD)))
+    assert migrated.migrated
+    assert migrated.server_image == OLD
+
+
+def test_new_image_keeps_the_old_server_until_its_migration_succeeds() -> None:
+    before = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
+    plan = plan_server(before)
+    assert plan.create_migration
+    assert plan.server_image == OLD
+    running = plan_server(
+        dataclasses.replace(before, migration=JobState("mlflow-migrate-y", image=NEW))
+    )
+    assert running.server_image == OLD
+    finished = plan_server(dataclasses.replace(before, migration=done(NEW)))
+    assert finished.server_image == NEW
+
+
+def test_failed_migration_keeps_the_old_server_and_says_why() -> None:
+    failed = JobState(
+        "mlflow-migrate-y",
+        image=NEW,
+        failed=True,
+        reason="BackoffLimitExceeded",
+        message="Job has reached the specified backoff limit",
+    )
+    obs = observation(
+        desired_image=NEW, deployment=serving(OLD), migrated_image=OLD, migration=failed
+    )
+    plan = plan_server(obs)
+    assert not plan.create_migration
+    assert plan.server_image == OLD
+    status = status_of(obs)
+    state, reason, message = condition(status, "SchemaMigrated")
+    assert (state, reason) == ("False", "MigrationFailed")
+    assert "mlflow-migrate-y" in message
+    assert "BackoffLimitExceeded" in message
+    assert f"keeps running {OLD}" in message
+    assert condition(status, "Ready")[:2] == ("False", "MigrationFailed")
+    assert status.version == "3.17.2"  # still what serves
+    assert status.migrated_image is None  # unchanged from previous (none given)
+
+
+def test_a_deleted_job_of_a_migrated_image_is_not_rerun() -> None:
+    plan = plan_server(observation(migrated_image=OLD, deployment=serving(OLD)))
+    assert plan.migrated
+    assert not plan.create_migration
+
+
+# --- conditions ----------------------------------------------------------------------------
+
+
+def test_ready_once_pods_ready_and_migration_complete() -> None:
+    status = status_of(observation(migration=done(OLD), deployment=serving(OLD)))
+    for type_ in ("DatabaseReady", "ArtifactStoreReady", "SchemaMigrated", "Ready"):
+        assert condition(status, type_)[0] == "True", type_
+    assert status.url == URL
+    assert status.version == "3.17.2"
+    assert status.observed_generation == 3
+    assert status.migrated_image == OLD
+
+
+@pytest.mark.parametrize(
+    ("deployment", "reason"),
+    [
+        (None, "Deploying"),
+        (serving(OLD, ready=1), "PodsNotReady"),
+        (serving(NEW), "RollingOut"),
+        (WorkloadState("mlflow", desired=0, image=OLD), "ScaledToZero"),
+        (dataclasses.replace(serving(OLD), current_generation=False), "RollingOut"),
+    ],
+)
+def test_not_ready_while_the_server_is_not_serving(
+    deployment: WorkloadState | None, reason: str
+) -> None:
+    status = status_of(observation(migration=done(OLD), deployment=deployment))
+    assert condition(status, "Ready")[:2] == ("False", reason)
+
+
+def test_missing_secret_key_names_secret_and_key() -> None:
+    obs = observation(
+        managed_database=False,
+        postgres=None,
+        database_secret=SecretCheck("pg-creds", missing_keys=("password",)),
+        external_database="pg.example:5432/mlflow (sslmode require)",
+    )
+    plan = plan_server(obs)
+    assert not plan.create_migration
+    status = status_of(obs)
+    state, reason, message = condition(status, "DatabaseReady")
+    assert (state, reason) == ("False", "SecretKeyMissing")
+    assert "pg-creds" in message
+    assert "password" in message
+    assert condition(status, "Ready")[:2] == ("False", "DatabaseNotReady")
+
+
+def test_missing_object_store_secret() -> None:
+    obs = observation(
+        managed_object_store=False,
+        minio=None,
+        object_store_secret=SecretCheck("s3-creds", found=False),
+    )
+    state, reason, message = condition(status_of(obs), "ArtifactStoreReady")
+    assert (state, reason, message) == ("False", "SecretNotFound", "Secret s3-creds not found.")
+
+
+def test_external_stores_are_ready_when_their_secrets_are_complete() -> None:
+    obs = observation(
+        managed_database=False,
+        postgres=None,
+        managed_object_store=False,
+        minio=None,
+        external_database="pg.example:5432/mlflow (sslmode require)",
+        external_object_store="https://s3.example",
+    )
+    status = status_of(obs)
+    assert condition(status, "DatabaseReady")[:2] == ("True", "ExternalDatabaseConfigured")
+    assert condition(status, "ArtifactStoreReady")[:2] == ("True", "ExternalStoreConfigured")
+    assert plan_server(obs).create_migration
+
+
+def test_short_admin_password_blocks_ready() -> None:
+    problem = "Secret my-admin key password is shorter than 12 characters."
+    obs = observation(
+        admin_secret=SecretCheck("my-admin", problems=(problem,)),
+        migration=done(OLD),
+        deployment=serving(OLD),
+    )
+    assert condition(status_of(obs), "Ready") == ("False", "SecretValueInvalid", problem)
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    first = status_of(observation())
+    later = fold_status(
+        first,
+        observation(),
+        plan_server(observation()),
+        url=URL,
+        now=NOW + timedelta(minutes=5),
+    )
+    before = get_condition(first.conditions, "SchemaMigrated")
+    after = get_condition(later.conditions, "SchemaMigrated")
+    assert before is not None
+    assert after is not None
+    assert after.last_transition_time == before.last_transition_time == NOW
+    assert later == first  # nothing changed: the handler writes no status
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def test_events_for_condition_changes_only() -> None:
+    first = status_of(observation())
+    # a new object's first "not yet" is not news; the database being ready is
+    events = condition_events([], first.conditions)
+    assert ("Normal", "PostgresReady", "DatabaseReady: StatefulSet mlflow-postgres is ready.") in [
+        (kind, reason, message) for kind, reason, message in events
+    ]
+    assert all(reason != "WaitingForDatabase" for _, reason, _ in events)
+    assert condition_events(first.conditions, first.conditions) == []
+    failed = status_of(
+        observation(
+            migration=JobState(
+                "mlflow-migrate-x", image=OLD, failed=True, reason="DeadlineExceeded"
+            )
+        ),
+        first,
+    )
+    kinds = {
+        reason: kind for kind, reason, _ in condition_events(first.conditions, failed.conditions)
+    }
+    assert kinds["MigrationFailed"] == "Warning"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        ("ghcr.io/mlflow-operator/mlflow-server:3.17.2", "3.17.2"),
+        ("localhost:5000/mlflow:v3.1.0", "3.1.0"),
+        ("ghcr.io/mlflow/mlflow:v3.4.0-full", "3.4.0-full"),
+        ("ghcr.io/mlflow/mlflow:latest", None),
+        ("localhost:5000/mlflow", None),
+        ("mlflow@sha256:abc", None),
+    ],
+)
+def test_image_version(image: str, version: str | None) -> None:
+    assert image_version(image) == version
+
+
+def _data(**values: str) -> dict[str, str]:
+    return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+
+
+def test_check_secret() -> None:
+    keys = ("username", "password")
+    assert check_secret("s", None, keys) == SecretCheck("s", found=False)
+    assert check_secret("s", _data(username="u"), keys).missing_keys == ("password",)
+    assert check_secret("s", {"username": "", "password": "eA=="}, keys).missing_keys == (
+        "username",
+    )
+    assert check_secret("s", _data(username="u", password="p"), keys).usable
+    short = check_secret("s", _data(username="u", password="p" * 11), keys, min_password=12)
+    assert not short.usable
+    assert "p" * 11 not in short.problems[0]
+    assert check_secret("s", _data(username="u", password="p" * 12), keys, min_password=12).usable
