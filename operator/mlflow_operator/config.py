@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlflow_operator import __version__
@@ -72,6 +72,11 @@ class OperatorConfig(BaseSettings):
     )
     webhook_enabled: bool = Field(default=True, description="Serve the MLflow webhook receiver.")
     webhook_port: int = Field(default=8443, ge=1, le=65535, description="Webhook receiver port.")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret of MLflow webhook deliveries (set it when you register the "
+        "operator's webhook in an MLflow server yourself).",
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0: off.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Liveness/readiness port.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")

@@ -3,6 +3,6 @@
 Importing this package registers them with kopf.
 """
 
-from mlflow_operator.handlers import mlflowserver, startup
+from mlflow_operator.handlers import mlflowserver, modeldeployment, startup
 
-__all__ = ["mlflowserver", "startup"]
+__all__ = ["mlflowserver", "modeldeployment", "startup"]

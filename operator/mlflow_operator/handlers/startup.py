@@ -1,4 +1,4 @@
-"""Operator-wide kopf settings, applied once at start from the OperatorConfig."""
+"""Operator-wide kopf settings and shared services, set up once at start from the OperatorConfig."""
 
 from __future__ import annotations
 
@@ -6,15 +6,21 @@ import logging
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.config import OperatorConfig
+from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
+from mlflow_operator.registry import webhook
+from mlflow_operator.registry.watcher import RegistryHub
 
 FINALIZER = f"{API_GROUP}/finalizer"
+logger = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
     # Progress and diff-base live in annotations: the status schema is ours alone, and kopf's
     # own status fields would be pruned by it.
@@ -32,3 +38,31 @@ def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.batching.worker_limit = 64
     # Only our explicit Events reach users; handler log lines stay in the operator's log.
     settings.posting.level = logging.WARNING
+
+    memo.kube = KubeClient()
+    memo.hub = RegistryHub(timeout_seconds=config.request_timeout_seconds)
+    memo.wakers = {}
+    memo.modeldeployments = ModelDeploymentReconciler(memo.kube, memo.hub, config)
+    memo.webhook_runner = await _start_webhook_receiver(config, memo.hub)
+
+
+async def _start_webhook_receiver(config: OperatorConfig, hub: RegistryHub) -> Any:
+    if not config.webhook_enabled:
+        return None
+    secret = config.webhook_secret.get_secret_value() if config.webhook_secret else ""
+    app = webhook.build_app(lambda: [secret], hub.poke_model)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", config.webhook_port).start()  # noqa: S104
+    logger.info("MLflow webhook receiver on port %d%s", config.webhook_port, webhook.PATH)
+    return runner
+
+
+@kopf.on.cleanup()
+async def close_services(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "webhook_runner", None) is not None:
+        await memo.webhook_runner.cleanup()
+    if getattr(memo, "hub", None) is not None:
+        await memo.hub.close()
+    if getattr(memo, "kube", None) is not None:
+        await memo.kube.close()

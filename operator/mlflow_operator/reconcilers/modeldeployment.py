@@ -1,0 +1,348 @@
+"""One reconcile of a ModelDeployment: gather, decide, build, act."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from mlflow_operator import metrics
+from mlflow_operator.api import API_GROUP, API_VERSION
+from mlflow_operator.api.duration import parse_duration
+from mlflow_operator.api.mlflowserver import MLflowServer
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlflow_operator.api.validation import spec_errors
+from mlflow_operator.builders.meta import Owner
+from mlflow_operator.builders.serving import (
+    build_serving_deployment,
+    build_serving_service,
+    selector_labels,
+    service_url,
+    serving_name,
+)
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.core import tracking
+from mlflow_operator.core.conditions import set_condition
+from mlflow_operator.core.endpoint import SecretKeys, TrackingEndpoint
+from mlflow_operator.core.observation import observe_deployment
+from mlflow_operator.core.registry_view import RegistryState
+from mlflow_operator.core.resolution import resolve_target
+from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
+from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
+from mlflow_operator.registry.watcher import Follower, RegistryHub
+
+logger = logging.getLogger(__name__)
+
+API = f"{API_GROUP}/{API_VERSION}"
+KIND = "ModelDeployment"
+# While a rollout runs, look again this often even without a watch event (a safety net).
+ROLLOUT_RECHECK_SECONDS = 2.0
+# lastRegistrySync alone does not justify a status write more often than this.
+SYNC_STAMP_REFRESH = timedelta(minutes=5)
+FIRST_SWEEP_WAIT_SECONDS = 10.0
+
+EventSink = Callable[[Literal["Normal", "Warning"], str, str], None]
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    recheck_after: float  # seconds until the next reconcile unless something wakes it sooner
+
+
+class EndpointProblem(Exception):  # noqa: N818  (a situation reported in status, not a bug)
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class ModelDeploymentReconciler:
+    """Shared by every ModelDeployment of this operator process."""
+
+    kube: KubeClient
+    hub: RegistryHub
+    config: OperatorConfig
+
+    async def reconcile(
+        self, body: Any, emit: EventSink, wake: Callable[[], None]
+    ) -> ReconcileResult:
+        started = time.monotonic()
+        try:
+            return await self._reconcile(body, emit, wake)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - started)
+
+    async def _reconcile(
+        self, body: Any, emit: EventSink, wake: Callable[[], None]
+    ) -> ReconcileResult:
+        owner = Owner.from_body(body)
+        generation = body["metadata"].get("generation")
+        last = _last_status(body)
+        now = datetime.now(UTC)
+
+        # gather ---------------------------------------------------------------------------
+        errors = spec_errors(ModelDeploymentSpec, body.get("spec", {}))
+        if errors:
+            await self._report_invalid(owner, generation, last, errors, now)
+            metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
+            return ReconcileResult(recheck_after=300.0)
+        spec = ModelDeploymentSpec.model_validate(body["spec"])
+        interval = parse_duration(spec.registry.poll_interval).total_seconds()
+        try:
+            endpoint, credentials = await self._endpoint(spec, owner.namespace)
+        except EndpointProblem as problem:
+            client: RegistryClient | None = None
+            registry = RegistryState(
+                snapshot=None, synced=False, last_sync=None, error=problem.message
+            )
+            registry_reason: str | None = problem.reason
+        else:
+            registry_reason = None
+            watcher = self.hub.watcher(
+                endpoint.identity(owner.namespace), endpoint.url, credentials
+            )
+            pinned = frozenset({spec.model.version} if spec.model.version else ())
+            watcher.follow(_key(owner), Follower(spec.model.name, interval, pinned, wake))
+            await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
+            registry = watcher.state(spec.model.name)
+            client = watcher.client
+        resolution = resolve_target(spec.model, registry.snapshot) if registry.synced else None
+        deployment = await self.kube.get(
+            "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
+        )
+        pending = await self._unschedulable_messages(owner, deployment)
+        observed = observe_deployment(deployment, pending)
+
+        # decide ---------------------------------------------------------------------------
+        plan = plan_rollout(spec, generation, last, registry, resolution, observed, now)
+        if registry_reason is not None:
+            plan.status.conditions = set_condition(
+                plan.status.conditions,
+                "RegistrySynced",
+                "False",
+                reason=registry_reason,
+                message=registry.error,
+                generation=generation,
+                now=now,
+            )
+
+        # build + act ----------------------------------------------------------------------
+        if plan.deploy_version is not None:
+            await self.kube.apply(
+                build_serving_deployment(
+                    spec,
+                    owner,
+                    plan.deploy_version,
+                    endpoint if registry_reason is None else _fallback_endpoint(deployment),
+                    self.config,
+                    replace_in_place=plan.replace_in_place,
+                )
+            )
+            await self.kube.apply(build_serving_service(spec, owner))
+            plan.status.url = service_url(spec, owner)
+        await self._write_status(owner, last, plan.status, now)
+        for event in plan.events:
+            emit(event.type, event.reason, event.message)
+        await self._write_back(spec, owner, plan, client)
+        self._count(owner, plan)
+        return ReconcileResult(
+            recheck_after=ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
+        )
+
+    def forget(self, body: Any) -> None:
+        """The ModelDeployment is gone (or this operator stops following it)."""
+        owner = Owner.from_body(body)
+        self.hub.unfollow(_key(owner))
+        with contextlib.suppress(KeyError):  # never reconciled: no gauge to remove
+            metrics.VERSION_MISMATCH.remove(owner.namespace, owner.name)
+
+    # -- gather helpers --------------------------------------------------------------------
+    async def _endpoint(
+        self, spec: ModelDeploymentSpec, namespace: str
+    ) -> tuple[TrackingEndpoint, Credentials]:
+        registry = spec.registry
+        if registry.server_ref is not None:
+            server_body = await self.kube.get(
+                API, "MLflowServer", registry.server_ref.name, namespace
+            )
+            if server_body is None:
+                raise EndpointProblem(
+                    "ServerNotFound",
+                    f"MLflowServer {registry.server_ref.name!r} not found in namespace {namespace}",
+                )
+            server = MLflowServer.model_validate(server_body)
+            theirs = tracking.tracking_endpoint(server)
+            keys = (
+                SecretKeys(
+                    theirs.credentials.name,
+                    username_key=theirs.credentials.username_key,
+                    password_key=theirs.credentials.password_key,
+                    token_key=None,
+                )
+                if theirs.credentials
+                else None
+            )
+            endpoint = TrackingEndpoint(theirs.url, keys)
+        else:
+            assert registry.tracking_uri is not None  # noqa: S101  (the API rules: one of the two)
+            keys = (
+                SecretKeys(registry.credentials_secret_ref.name)
+                if registry.credentials_secret_ref
+                else None
+            )
+            endpoint = TrackingEndpoint(registry.tracking_uri, keys)
+        return endpoint, await self._credentials(endpoint.credentials, namespace)
+
+    async def _credentials(self, keys: SecretKeys | None, namespace: str) -> Credentials:
+        if keys is None:
+            return Credentials()
+        data = await self.kube.secret_data(keys.name, namespace)
+        if data is None:
+            raise EndpointProblem(
+                "CredentialsNotFound", f"Secret {keys.name!r} not found in namespace {namespace}"
+            )
+        credentials = Credentials(
+            username=data.get(keys.username_key or "", ""),
+            password=data.get(keys.password_key or "", ""),
+            token=data.get(keys.token_key or "", ""),
+        )
+        if not (credentials.token or credentials.username):
+            wanted = [k for k in (keys.username_key, keys.token_key) if k]
+            raise EndpointProblem(
+                "CredentialsNotFound",
+                f"Secret {keys.name!r} has none of the keys {', '.join(wanted)}",
+            )
+        return credentials
+
+    async def _unschedulable_messages(
+        self, owner: Owner, deployment: dict[str, Any] | None
+    ) -> list[str]:
+        if deployment is None:
+            return []
+        status = deployment.get("status") or {}
+        if status.get("unavailableReplicas", 0) == 0 and status.get("replicas", 0) <= (
+            deployment.get("spec") or {}
+        ).get("replicas", 1):
+            return []
+        pods = await self.kube.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+        return [
+            str(c.get("message", ""))
+            for pod in pods
+            for c in (pod.get("status") or {}).get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+        ]
+
+    # -- act helpers -----------------------------------------------------------------------
+    async def _report_invalid(
+        self,
+        owner: Owner,
+        generation: int | None,
+        last: ModelDeploymentStatus,
+        errors: list[str],
+        now: datetime,
+    ) -> None:
+        status = last.model_copy(deep=True)
+        status.observed_generation = generation
+        for type_ in ("Ready", "Degraded"):
+            status.conditions = set_condition(
+                status.conditions,
+                type_,
+                "False" if type_ == "Ready" else "True",
+                reason="InvalidSpec",
+                message="; ".join(errors),
+                generation=generation,
+                now=now,
+            )
+        await self._write_status(owner, last, status, now)
+
+    async def _write_status(
+        self, owner: Owner, last: ModelDeploymentStatus, new: ModelDeploymentStatus, now: datetime
+    ) -> None:
+        if not _status_changed(last, new, now):
+            return
+        await self.kube.patch_status(API, KIND, owner.name, owner.namespace, _status_patch(new))
+
+    async def _write_back(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        plan: RolloutPlan,
+        client: RegistryClient | None,
+    ) -> None:
+        """Tag model versions in MLflow so an auditor can see what served where, and when."""
+        if not self.config.write_back_tags or client is None:
+            return
+        key = f"mlflow-operator.{owner.namespace}.{owner.name}"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tags: list[tuple[str, str]] = []
+        if plan.succeeded_version:
+            tags.append((plan.succeeded_version, f"serving since {stamp}"))
+            previous = plan.status.previous_version
+            if previous and previous != plan.succeeded_version:
+                tags.append((previous, f"replaced by version {plan.succeeded_version} at {stamp}"))
+        if plan.failed_version:
+            tags.append((plan.failed_version, f"rollout failed at {stamp}"))
+        if not tags:
+            return
+        for version, value in tags:
+            try:
+                await client.set_version_tag(spec.model.name, version, key, value)
+            except RegistryError as exc:
+                logger.warning("could not tag %s version %s: %s", spec.model.name, version, exc)
+
+    def _count(self, owner: Owner, plan: RolloutPlan) -> None:
+        metrics.RECONCILES.labels(kind=KIND, result="ok").inc()
+        if plan.succeeded_version:
+            metrics.ROLLOUTS.labels(result="Succeeded").inc()
+        if plan.failed_version:
+            metrics.ROLLOUTS.labels(result="Failed").inc()
+        differs = plan.status.target_version not in (None, plan.status.serving_version)
+        metrics.VERSION_MISMATCH.labels(owner.namespace, owner.name).set(1 if differs else 0)
+
+
+def _key(owner: Owner) -> str:
+    return f"{owner.namespace}/{owner.name}"
+
+
+def _last_status(body: Any) -> ModelDeploymentStatus:
+    try:
+        return ModelDeploymentStatus.model_validate(body.get("status") or {})
+    except ValidationError:  # written by an older operator in another shape: start afresh
+        return ModelDeploymentStatus()
+
+
+def _fallback_endpoint(deployment: dict[str, Any] | None) -> TrackingEndpoint:
+    """Keep the pods' tracking settings while the registry endpoint cannot be determined."""
+    if deployment is not None:
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        for env in containers[0].get("env", []):
+            if env.get("name") == "MLFLOW_TRACKING_URI" and "value" in env:
+                return TrackingEndpoint(env["value"])
+    return TrackingEndpoint("")
+
+
+def _status_patch(status: ModelDeploymentStatus) -> dict[str, Any]:
+    wire = status.to_wire()
+    # Explicit nulls remove fields that are no longer set (merge patch semantics).
+    for name, field in ModelDeploymentStatus.model_fields.items():
+        alias = field.alias or name
+        wire.setdefault(alias, None)
+    return wire
+
+
+def _status_changed(last: ModelDeploymentStatus, new: ModelDeploymentStatus, now: datetime) -> bool:
+    if last.to_wire() == new.to_wire():
+        return False
+    old_sync, new_sync = last.last_registry_sync, new.last_registry_sync
+    only_stamp = last.model_copy(update={"last_registry_sync": new_sync}).to_wire() == new.to_wire()
+    if only_stamp and old_sync is not None and new_sync is not None:
+        return new_sync - old_sync >= SYNC_STAMP_REFRESH
+    return True
