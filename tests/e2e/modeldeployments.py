@@ -1,0 +1,77 @@
+"""Helpers of the ModelDeployment e2e tests: manifests, status reads, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.cluster.launcher import KubeCluster
+from tests.e2e.conftest import get_json
+
+
+def model_deployment(
+    name: str,
+    namespace: str,
+    model: str,
+    tracking_uri: str,
+    *,
+    selector: dict[str, str] | None = None,
+    poll: str = "5s",
+    deadline: int = 600,
+    serving: dict[str, Any] | None = None,
+    rollout: dict[str, Any] | None = None,
+    credentials: str | None = None,
+) -> dict[str, Any]:
+    registry: dict[str, Any] = {"trackingUri": tracking_uri, "pollInterval": poll}
+    if credentials:
+        registry["credentialsSecretRef"] = {"name": credentials}
+    return {
+        "apiVersion": "mlflowops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"name": model, **(selector or {"alias": "champion"})},
+            "registry": registry,
+            "serving": serving or {"replicas": 2},
+            "rollout": {"progressDeadlineSeconds": deadline, **(rollout or {})},
+        },
+    }
+
+
+def status(cluster: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = get_json(cluster, "-n", namespace, "mdep", name).get("status", {})
+    return result
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def is_ready_on(cluster: KubeCluster, namespace: str, name: str, version: str) -> bool:
+    st = status(cluster, namespace, name)
+    return (
+        st.get("servingVersion") == version
+        and condition(st, "Ready").get("status") == "True"
+        and condition(st, "Ready").get("reason") == "Serving"
+    )
+
+
+def template_version(cluster: KubeCluster, namespace: str, name: str) -> str | None:
+    dep = get_json(cluster, "-n", namespace, "deployment", name)
+    labels: dict[str, str] = dep["spec"]["template"]["metadata"]["labels"]
+    return labels.get("mlflowops.dev/model-version")
+
+
+def events(cluster: KubeCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(
+        cluster,
+        "-n",
+        namespace,
+        "events",
+        "--field-selector",
+        f"involvedObject.kind=ModelDeployment,involvedObject.name={name}",
+    )["items"]
+    return items
+
+
+def event_reasons(cluster: KubeCluster, namespace: str, name: str) -> list[str]:
+    return [e["reason"] for e in events(cluster, namespace, name)]

@@ -1,0 +1,79 @@
+"""The operator as users run it: `mlflow-operator run` as its own process, on the test cluster."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.processes import ManagedProcess, free_port, http_ok, tail, wait_until
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    webhook_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    metrics_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    webhook_port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = None
+    starts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "operator.log"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}/webhooks/mlflow"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> OperatorProcess:
+        self.starts += 1
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "MLFLOW_OPERATOR_WEBHOOK_SECRET": self.webhook_secret,
+            "MLFLOW_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "MLFLOW_OPERATOR_HEALTH_PORT": str(self.health_port),
+            "MLFLOW_OPERATOR_WEBHOOK_PORT": str(self.webhook_port),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.process = ManagedProcess(
+            name="mlflow-operator",
+            argv=[sys.executable, "-m", "mlflow_operator", "run", "--all-namespaces"],
+            log_path=self.log_path,
+            env=env,
+        ).start()
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
+            60,
+            "operator /healthz",
+            processes=[self.process],
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as an OOM kill or a node failure would: no clean shutdown."""
+        if self.process is not None and self.process.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.popen.wait(timeout=10)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=20)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines)

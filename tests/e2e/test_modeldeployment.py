@@ -1,0 +1,274 @@
+"""ModelDeployment end to end: a real control plane, real MLflow on PostgreSQL and MinIO,
+the operator running as a process. Pods are simulated by KWOK (they never run a container).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.cluster.launcher import KubeCluster
+from tests.e2e.conftest import eventually, get_json
+from tests.e2e.modeldeployments import (
+    condition,
+    event_reasons,
+    events,
+    is_ready_on,
+    model_deployment,
+    status,
+    template_version,
+)
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack.models import ModelRegistry
+from tests.mlflowstack.stack import MlflowStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+POLL = 5.0
+
+
+def test_alias_follow_and_promotion(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name, c=1.0)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    kube_cluster.apply(
+        model_deployment("fraud", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    )
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "fraud", "1"), 60, "Ready on v1")
+    kube_cluster.kubectl(
+        "wait", "-n", k8s_namespace, "--for=condition=Ready", "mdep/fraud", "--timeout=5s"
+    )
+    st = status(kube_cluster, k8s_namespace, "fraud")
+    assert st["targetVersion"] == "1"
+    assert st["modelUri"] == f"models:/{model_name}/1"
+    assert st["runId"] == v1.run_id
+    assert st["url"] == f"http://fraud.{k8s_namespace}.svc:80"
+    assert st["readyReplicas"] == 2
+    assert st["observedGeneration"] == 1
+    svc = get_json(kube_cluster, "-n", k8s_namespace, "service", "fraud")
+    assert svc["spec"]["selector"]["mlflowops.dev/modeldeployment"] == "fraud"
+
+    v2 = mlflow_registry.log_version(model_name, c=0.01)
+    moved = time.monotonic()
+    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    eventually(
+        lambda: is_ready_on(kube_cluster, k8s_namespace, "fraud", "2"),
+        POLL + 5,
+        "rolled out v2 within pollInterval + 5s",
+    )
+    print(f"promotion to Ready on v2: {time.monotonic() - moved:.1f}s")
+    st = status(kube_cluster, k8s_namespace, "fraud")
+    assert st["previousVersion"] == "1"
+    assert [h["version"] for h in st["history"]] == ["1", "2"]
+    assert {h["result"] for h in st["history"]} == {"Succeeded"}
+    messages = [e["message"] for e in events(kube_cluster, k8s_namespace, "fraud")]
+    assert "rolling out version 2 (was 1)" in messages
+    assert "serving version 2 (was 1)" in messages
+    printed = kube_cluster.kubectl("get", "-n", k8s_namespace, "mdep", "fraud").stdout
+    assert "alias:champion" in printed
+    # MLflow knows where the version serves (write-back)
+    tags = mlflow_registry.get_version(model_name, "2").tags
+    assert tags[f"mlflow-operator.{k8s_namespace}.fraud"].startswith("serving since ")
+
+
+def test_stage_selector_follows_the_newest_version_in_the_stage(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.transition_stage(model_name, v1.version, "Production")
+    md = model_deployment(
+        "staged", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        selector={"stage": "Production"},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "staged", "1"), 60, "v1")
+    v2 = mlflow_registry.log_version(model_name)
+    mlflow_registry.transition_stage(model_name, v2.version, "Production")
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "staged", "2"), POLL + 5, "v2")
+    assert status(kube_cluster, k8s_namespace, "staged")["follows"] == "stage:Production"
+
+
+def test_pinned_version_ignores_registry_moves(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    md = model_deployment(
+        "pinned", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        selector={"version": "1"},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "pinned", "1"), 60, "v1")
+    v2 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    mlflow_registry.transition_stage(model_name, v2.version, "Production")
+    time.sleep(2 * POLL + 1)
+    assert template_version(kube_cluster, k8s_namespace, "pinned") == "1"
+    assert is_ready_on(kube_cluster, k8s_namespace, "pinned", "1")
+
+
+def test_failed_version_rolls_back_and_is_not_retried(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    md = model_deployment("rb", k8s_namespace, model_name, mlflow_stack.tracking_uri, deadline=10)
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "rb", "1"), 60, "v1")
+    # version 2's pods never become ready, as when its model cannot load
+    broken = mlflow_registry.log_broken_version(model_name)
+    kube_cluster.keep_pods_unready("mlflowops.dev/model-version", [broken])
+    try:
+        mlflow_registry.set_alias(model_name, "champion", broken)
+        eventually(
+            lambda: (
+                condition(status(kube_cluster, k8s_namespace, "rb"), "Degraded").get("status")
+                == "True"
+            ),
+            POLL + 10 + 30,
+            "Degraded after the progress deadline",
+        )
+        st = status(kube_cluster, k8s_namespace, "rb")
+        assert st["failedVersions"] == [broken]
+        assert st["servingVersion"] == "1"
+        assert condition(st, "Degraded")["reason"] == "RolloutFailed"
+        eventually(
+            lambda: template_version(kube_cluster, k8s_namespace, "rb") == "1", 10, "rolled back"
+        )
+        warnings = [e for e in events(kube_cluster, k8s_namespace, "rb") if e["type"] == "Warning"]
+        assert any(e["reason"] == "RolloutFailed" for e in warnings)
+        # not retried while the registry still selects it
+        time.sleep(2 * POLL)
+        assert template_version(kube_cluster, k8s_namespace, "rb") == "1"
+        st = status(kube_cluster, k8s_namespace, "rb")
+        assert condition(st, "Ready")["status"] == "True"
+        assert st["history"][-1] | {"started": None, "finished": None} == {
+            "version": broken, "result": "RolledBack", "started": None, "finished": None,
+        }  # fmt: skip
+    finally:
+        kube_cluster.reset_unready_rules()
+    v3 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v3.version)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "rb", v3.version), 30, "v3")
+    st = status(kube_cluster, k8s_namespace, "rb")
+    assert st.get("failedVersions", []) == []
+    assert condition(st, "Degraded")["status"] == "False"
+    tags = mlflow_registry.get_version(model_name, broken).tags
+    assert tags[f"mlflow-operator.{k8s_namespace}.rb"].startswith("rollout failed at ")
+
+
+def test_registry_outage_keeps_serving(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    kube_cluster.apply(
+        model_deployment("out", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    )
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "out", "1"), 60, "v1")
+    before = event_reasons(kube_cluster, k8s_namespace, "out")
+    with mlflow_stack.outage():
+        eventually(
+            lambda: (
+                condition(status(kube_cluster, k8s_namespace, "out"), "RegistrySynced").get(
+                    "reason"
+                )
+                == "RegistryUnreachable"
+            ),
+            3 * POLL,
+            "RegistrySynced=False while MLflow is down",
+        )
+        assert is_ready_on(kube_cluster, k8s_namespace, "out", "1")
+        assert template_version(kube_cluster, k8s_namespace, "out") == "1"
+    restored = time.monotonic()
+    eventually(
+        lambda: (
+            condition(status(kube_cluster, k8s_namespace, "out"), "RegistrySynced").get("status")
+            == "True"
+        ),
+        4 * POLL,  # back-off after failures: at most a few intervals
+        "RegistrySynced=True after MLflow is back",
+    )
+    print(f"RegistrySynced back after {time.monotonic() - restored:.1f}s")
+    assert event_reasons(kube_cluster, k8s_namespace, "out") == before  # no spurious rollout
+    assert template_version(kube_cluster, k8s_namespace, "out") == "1"
+
+
+def test_operator_killed_mid_rollout_converges(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    kube_cluster.apply(
+        model_deployment("crash", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    )
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "crash", "1"), 60, "v1")
+    v2 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    eventually(
+        lambda: template_version(kube_cluster, k8s_namespace, "crash") == "2", 15, "rollout began"
+    )
+    operator.kill()
+    operator.start()
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "crash", "2"), 60, "converged")
+    deployments = get_json(kube_cluster, "-n", k8s_namespace, "deployments")["items"]
+    assert [d["metadata"]["name"] for d in deployments] == ["crash"]
+    st = status(kube_cluster, k8s_namespace, "crash")
+    assert st["previousVersion"] == "1"
+    assert [h["version"] for h in st["history"]] == ["1", "2"]
+
+
+def test_deleting_the_model_deployment_removes_its_children(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    kube_cluster.apply(
+        model_deployment("gone", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    )
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "gone", "1"), 60, "v1")
+    kube_cluster.kubectl("delete", "-n", k8s_namespace, "mdep", "gone", "--timeout=30s")
+
+    def children() -> int:
+        deps = get_json(kube_cluster, "-n", k8s_namespace, "deployments")["items"]
+        svcs = get_json(kube_cluster, "-n", k8s_namespace, "services")["items"]
+        pods = get_json(kube_cluster, "-n", k8s_namespace, "pods")["items"]
+        return len(deps) + len(svcs) + len(pods)
+
+    eventually(lambda: children() == 0, 60, "children garbage-collected")

@@ -1,0 +1,117 @@
+"""The registry watcher against a real MLflow server (PostgreSQL + MinIO behind it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from mlflow_operator.api.modeldeployment import ModelSelector
+from mlflow_operator.core.resolution import Resolved, Unresolved, resolve_target
+from mlflow_operator.registry.client import Credentials, RegistryClient
+from mlflow_operator.registry.watcher import Follower, RegistryWatcher
+from tests.mlflowstack.models import ModelRegistry
+from tests.mlflowstack.stack import MlflowStack
+from tests.support.counting_proxy import CountingProxy
+
+pytestmark = pytest.mark.integration
+SEARCH = "GET /api/2.0/mlflow/registered-models/search"
+
+
+@pytest.fixture
+def proxy(mlflow_stack: MlflowStack) -> Iterator[CountingProxy]:
+    counting = CountingProxy(mlflow_stack.tracking_uri).start()
+    yield counting
+    counting.stop()
+
+
+async def test_sweep_resolves_alias_stage_and_pinned_versions(
+    mlflow_stack: MlflowStack, mlflow_registry: ModelRegistry, model_name: str
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    v2 = mlflow_registry.log_version(model_name)
+    v3 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    mlflow_registry.transition_stage(model_name, v2.version, "Production")
+    watcher = RegistryWatcher(RegistryClient(mlflow_stack.tracking_uri))
+    watcher._followers["a"] = Follower(model_name, 30.0, frozenset({v3.version}))
+    await watcher.sweep()
+    state = watcher.state(model_name)
+    assert state.synced
+    snapshot = state.snapshot
+    assert resolve_target(ModelSelector(name=model_name, alias="champion"), snapshot) == Resolved(
+        "1", v1.run_id
+    )
+    assert resolve_target(ModelSelector(name=model_name, stage="Production"), snapshot) == Resolved(
+        "2", v2.run_id
+    )
+    assert resolve_target(ModelSelector(name=model_name, version="3"), snapshot) == Resolved(
+        "3", v3.run_id
+    )
+    missing = resolve_target(ModelSelector(name=model_name, alias="nope"), snapshot)
+    assert isinstance(missing, Unresolved)
+    assert missing.reason == "AliasNotFound"
+    await watcher.client.close()
+
+
+async def test_requests_per_sweep_do_not_grow_with_followers(
+    proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
+) -> None:
+    models = [f"{model_name}-{i}" for i in range(5)]
+    for name in models:
+        version = mlflow_registry.log_version(name)
+        mlflow_registry.set_alias(name, "champion", version.version)
+
+    async def requests_per_sweep(followers: int) -> int:
+        watcher = RegistryWatcher(RegistryClient(proxy.url))
+        for i in range(followers):
+            watcher._followers[f"md-{i}"] = Follower(models[i % len(models)], 30.0)
+        await watcher.sweep()  # the first sweep also fetches the aliased versions once
+        before = proxy.total()
+        for _ in range(3):
+            await watcher.sweep()
+        await watcher.client.close()
+        return (proxy.total() - before) // 3
+
+    five = await requests_per_sweep(5)
+    fifty = await requests_per_sweep(50)
+    print(f"MLflow requests per sweep: 5 followers {five}, 50 followers {fifty}")
+    assert five == fifty == 1
+    assert proxy.counts[SEARCH] >= 8
+
+
+async def test_unreachable_registry_is_reported_without_credentials(
+    mlflow_stack: MlflowStack,
+) -> None:
+    secret = "never-show-this-password"
+    client = RegistryClient("http://127.0.0.1:9", Credentials("admin", secret), timeout_seconds=2)
+    woken: list[str] = []
+    watcher = RegistryWatcher(client)
+    watcher._followers["a"] = Follower("m", 5.0, wake=lambda: woken.append("a"))
+    await watcher.sweep()
+    state = watcher.state("m")
+    assert not state.synced
+    assert "cannot reach MLflow" in state.error
+    assert secret not in state.error
+    assert woken == ["a"]
+    assert watcher._next_delay() == 5.0
+    await watcher.sweep()
+    assert watcher._next_delay() == 10.0  # backs off
+    await client.close()
+
+
+async def test_wrong_credentials_are_a_clear_error(mlflow_stack: MlflowStack) -> None:
+    server = mlflow_stack.start_basic_auth_server() if not mlflow_stack.extra_servers else None
+    auth = server or mlflow_stack.extra_servers[0]
+    client = RegistryClient(auth.tracking_uri, Credentials("admin", "wrong-password-123"))
+    watcher = RegistryWatcher(client)
+    watcher._followers["a"] = Follower("m", 5.0)
+    await watcher.sweep()
+    assert "refused the credentials (HTTP 401)" in watcher.state("m").error
+    assert auth.auth is not None
+    client.credentials = Credentials(auth.auth.username, auth.auth.password)
+    await watcher.sweep()
+    assert watcher.state("m").synced
+    await client.close()
+    await asyncio.sleep(0)
