@@ -7,6 +7,7 @@ one job each:
 - `workers.py`   how many processes the container's CPU limit allows, and forking them
 - `loading.py`   downloading the model once, loading it, warming it up
 - `protocol.py`  MLflow's scoring protocol: request parsing, responses and error shapes
+- `jsonrows.py`  JSON tabular requests kept as rows, so a batch builds one DataFrame
 - `tabular.py`   merging parsed DataFrames into one batch and splitting predictions back
 - `batcher.py`   the adaptive batching queue (generic: no MLflow, no pandas)
 - `metrics.py`   Prometheus metrics

@@ -16,9 +16,13 @@ class PyfuncBatchModel:
         self._protocol = protocol
 
     def merge_key(self, item: ParsedRequest) -> Hashable | None:
+        if item.rows is not None:
+            return ("json", *item.rows.merge_key)
         return tabular.merge_key(item.data, item.params, item.unwrapped)
 
     def size(self, item: ParsedRequest) -> int:
+        if item.rows is not None:
+            return len(item.rows.rows)
         return tabular.row_count(item.data)
 
     def predict_one(self, item: ParsedRequest) -> Any:
@@ -29,6 +33,13 @@ class PyfuncBatchModel:
         # Schema enforcement runs once, on the merged frame; a failure (one bad request
         # among good ones) raises, and the batcher then predicts each request alone so that
         # only the bad one gets the error.
-        merged = tabular.merge([item.data for item in items])
+        if items[0].rows is not None:
+            # Equal merge keys: every item has rows of the same columns and kinds.
+            parts = [item.rows for item in items if item.rows is not None]
+            merged = self._protocol.frame_from_rows(parts)
+            sizes = [len(part.rows) for part in parts]
+        else:
+            merged = tabular.merge([item.data for item in items])
+            sizes = [len(item.data) for item in items]
         predictions = self._protocol.predict_raw(merged, None)
-        return tabular.split(predictions, [len(item.data) for item in items])
+        return tabular.split(predictions, sizes)

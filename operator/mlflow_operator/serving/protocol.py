@@ -28,6 +28,8 @@ from mlflow.pyfunc import PyFuncModel
 from mlflow.pyfunc import scoring_server as _scoring_server
 from mlflow.version import VERSION as MLFLOW_VERSION
 
+from mlflow_operator.serving import jsonrows
+
 _logger = logging.getLogger(__name__)
 
 # MLflow's scoring server module is untyped; one Any here instead of an ignore per call.
@@ -63,6 +65,9 @@ class ParsedRequest:
     params: dict[str, Any] | None
     # Unified LLM input is answered without the {"predictions": ...} wrapper.
     unwrapped: bool
+    # Plain JSON tabular input kept as rows (data is None until predicted), see jsonrows.py.
+    rows: jsonrows.JsonRows | None = None
+    body: bytes = b""
 
 
 class ScoringProtocol:
@@ -74,6 +79,9 @@ class ScoringProtocol:
         self.input_schema = metadata.get_input_schema()
         # MLflow checks this per request; the answer never changes for a loaded model.
         self.predict_takes_params = "params" in inspect.signature(model.predict).parameters
+        # MLflow skips DataFrame parsing for signatures from type hints; rows must not be kept.
+        from_type_hint = getattr(metadata, "_is_signature_from_type_hint", None)
+        self.keep_json_rows = not (from_type_hint is not None and from_type_hint())
 
     def parse(self, body: bytes, content_type: str | None) -> ParsedRequest | Reply:
         """The model input of a request, or the reply that refuses it.
@@ -99,8 +107,7 @@ class ScoringProtocol:
             )
             return ParsedRequest(data, None, unwrapped=False)
         if mime_type == mlflow_scoring.CONTENT_TYPE_JSON:
-            parsed = mlflow_scoring._parse_json_data(body, self.model.metadata, self.input_schema)
-            return ParsedRequest(parsed.data, parsed.params, parsed.is_unified_llm_input)
+            return self._json_request(body)
         if mime_type == mlflow_scoring.CONTENT_TYPE_PARQUET:
             data = mlflow_scoring.parse_parquet_input(parquet_input=io.BytesIO(body))
             return ParsedRequest(data, None, unwrapped=False)
@@ -111,6 +118,21 @@ class ScoringProtocol:
         )
         return Reply(415, message.encode(), TEXT)
 
+    def _json_request(self, body: bytes) -> ParsedRequest:
+        if self.keep_json_rows and (rows := _json_rows(body)) is not None:
+            return ParsedRequest(None, None, unwrapped=False, rows=rows, body=body)
+        return self.parse_json(body)
+
+    def parse_json(self, body: bytes) -> ParsedRequest:
+        """A JSON body parsed by MLflow's code; raises MLflow's errors for malformed input."""
+        parsed = mlflow_scoring._parse_json_data(body, self.model.metadata, self.input_schema)
+        return ParsedRequest(parsed.data, parsed.params, parsed.is_unified_llm_input)
+
+    def frame_from_rows(self, parts: list[jsonrows.JsonRows]) -> Any:
+        """One DataFrame for the rows of several requests, built and cast by MLflow's code."""
+        field, value = jsonrows.merged_field(parts)
+        return mlflow_scoring.infer_and_parse_data({field: value}, self.input_schema)
+
     def predict_raw(self, data: Any, params: dict[str, Any] | None) -> Any:
         """`model.predict` called the way MLflow's server calls it; exceptions unchanged."""
         if self.predict_takes_params:
@@ -119,6 +141,8 @@ class ScoringProtocol:
 
     def predict(self, request: ParsedRequest) -> Any:
         """Predict one request alone, with MLflow's error messages (minus the stack trace)."""
+        if request.rows is not None:
+            request = self.parse_json(request.body)
         try:
             return self.predict_raw(request.data, request.params)
         except MlflowException as e:
@@ -143,6 +167,14 @@ class ScoringProtocol:
         else:
             mlflow_scoring.predictions_to_json(predictions, out)
         return Reply(200, out.getvalue().encode())
+
+
+def _json_rows(body: bytes) -> jsonrows.JsonRows | None:
+    try:
+        decoded = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None  # MLflow's parser produces the error response
+    return jsonrows.scan(decoded)
 
 
 def _mime_type(content_type: str) -> str | Reply:
