@@ -51,5 +51,8 @@ mlflow: install  ## start the local MLflow stack (PostgreSQL, MinIO, mlflow serv
 	bash tests/mlflowstack/setup.sh
 	$(BIN)/python -m tests.mlflowstack
 
+demo: env  ## the main job on this machine: registry-driven rollout with a real model
+	$(BIN)/python -m demo
+
 clean:  ## remove the virtualenv and caches in the repo (not the Go build cache)
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info operator/*.egg-info

@@ -1,0 +1,1 @@
+"""The demo of the main job: `make demo` (python -m demo)."""
