@@ -26,6 +26,7 @@ def one_run(workdir: Path) -> dict[str, float]:
     started = time.monotonic()
     with stack_module.running(workdir) as stack:
         stack_start = time.monotonic() - started
+        phases = {f"{name.replace(' ', '_')}_s": t for name, t in stack.phases.items()}
 
         registry = ModelRegistry(stack.tracking_uri)
         registry.log_version("warmup")  # first log pays mlflow's lazy imports in this process
@@ -38,11 +39,18 @@ def one_run(workdir: Path) -> dict[str, float]:
         try:
             server.wait_ready()
             serve_ready = time.monotonic() - started
-            assert server.predict(sample_input()) == trained.predict()  # noqa: S101
+            assert server.predict(sample_input()) == trained.predict()
         finally:
             server.stop()
-    return {"stack_start_s": stack_start, "log_register_s": log_register,
-            "serve_ready_s": serve_ready}
+        started = time.monotonic()
+    stack_stop = time.monotonic() - started
+    return {
+        "stack_start_s": stack_start,
+        **phases,
+        "log_register_s": log_register,
+        "serve_ready_s": serve_ready,
+        "stack_stop_s": stack_stop,
+    }
 
 
 def main() -> None:
@@ -56,8 +64,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
             result = one_run(Path(tmp))
         results.append(result)
-        print(f"run {run + 1}: " + "  ".join(f"{k}={v:.1f}" for k, v in result.items()),
-              flush=True)
+        print(f"run {run + 1}: " + "  ".join(f"{k}={v:.1f}" for k, v in result.items()), flush=True)
     medians = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print("median: " + "  ".join(f"{k}={v:.1f}" for k, v in medians.items()))
     print(f"load average after: {Path('/proc/loadavg').read_text().strip()}")

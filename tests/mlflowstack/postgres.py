@@ -29,6 +29,7 @@ SUPERUSER = "postgres"
 START_TIMEOUT_S = 30.0
 # the template's passwords, replaced by fresh ones in every copy
 TEMPLATE_SECRETS = "passwords.json"
+DATA_ROOT_PREFIX = "mlflow-pg-"
 # a throwaway cluster needs no durability; these make initdb and MLflow's migrations faster
 FAST_SETTINGS = {
     "fsync": "off",
@@ -190,10 +191,20 @@ def _launch(
     return server
 
 
+def _remove_orphaned_data_roots() -> None:
+    """Delete data dirs left by killed sessions (their postgres was reaped by PidRecord)."""
+    for root in Path(tempfile.gettempdir()).glob(f"{DATA_ROOT_PREFIX}*-*"):
+        owner = root.name.removeprefix(DATA_ROOT_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def _new_data_root() -> Path:
     # not under the caller's workdir: pytest's tmp dirs are private to root, and the postgres
     # account must be able to reach its data directory
-    root = Path(tempfile.mkdtemp(prefix="mlflow-pg-"))
+    _remove_orphaned_data_roots()
+    # the owner's PID in the name lets a later session remove it if this one is killed
+    root = Path(tempfile.mkdtemp(prefix=f"{DATA_ROOT_PREFIX}{os.getpid()}-"))
     if os.geteuid() == 0:
         account = pwd.getpwnam(RUN_AS)
         os.chown(root, account.pw_uid, account.pw_gid)

@@ -26,6 +26,8 @@ class MlflowStack:
     minio: minio.MinioServer
     server: MlflowServer
     started_in_s: float = 0.0
+    # seconds per start phase, for the benchmark: where a slow start spends its time
+    phases: dict[str, float] = field(default_factory=dict)
     extra_servers: list[MlflowServer] = field(default_factory=list)
 
     @property
@@ -137,6 +139,7 @@ def start(workdir: Path) -> MlflowStack:
                 future.result().stop()
         raise failures[0]  # type: ignore[misc]
     pg, s3 = pg_future.result(), s3_future.result()
+    phases = {"postgres+minio": time.monotonic() - started}
     server = MlflowServer(
         workdir=workdir / "server",
         backend_store_uri=pg.url,
@@ -151,7 +154,9 @@ def start(workdir: Path) -> MlflowStack:
         s3.stop()
         pg.stop()
         raise
-    return MlflowStack(workdir, pg, s3, server, started_in_s=time.monotonic() - started)
+    total = time.monotonic() - started
+    phases["mlflow server"] = total - phases["postgres+minio"]
+    return MlflowStack(workdir, pg, s3, server, started_in_s=total, phases=phases)
 
 
 @contextlib.contextmanager
