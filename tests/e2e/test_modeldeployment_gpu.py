@@ -1,0 +1,112 @@
+"""GPU serving on the simulated GPU node pool (2 nodes x 4 nvidia.com/gpu, tainted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.cluster.launcher import KubeCluster
+from tests.e2e.conftest import eventually, get_json
+from tests.e2e.modeldeployments import condition, is_ready_on, model_deployment, status
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack.models import ModelRegistry
+from tests.mlflowstack.stack import MlflowStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+GPU = "nvidia.com/gpu"
+
+
+def pods(cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(cluster, "-n", namespace, "pods")["items"]
+    return items
+
+
+def gpu_nodes(cluster: KubeCluster) -> set[str]:
+    nodes = get_json(cluster, "nodes", "-l", "nvidia.com/gpu.present=true")["items"]
+    return {n["metadata"]["name"] for n in nodes}
+
+
+def gpus_in_use(cluster: KubeCluster) -> int:
+    used = 0
+    for pod in get_json(cluster, "pods", "--all-namespaces")["items"]:
+        if pod["status"].get("phase") in ("Succeeded", "Failed") or not pod["spec"].get("nodeName"):
+            continue
+        for c in pod["spec"]["containers"]:
+            used += int(c.get("resources", {}).get("limits", {}).get(GPU, 0))
+    return used
+
+
+def test_gpu_model_lands_on_a_gpu_node_with_the_limit(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    md = model_deployment(
+        "gpu", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        serving={"replicas": 1, "gpu": {"count": 1}},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "gpu", "1"), 60, "Ready on GPU")
+    (pod,) = pods(kube_cluster, k8s_namespace)
+    assert pod["spec"]["nodeName"] in gpu_nodes(kube_cluster)
+    assert pod["spec"]["containers"][0]["resources"]["limits"][GPU] == "1"
+    assert pod["spec"]["containers"][0]["image"].endswith(":0.1.0")
+    assert "serving-gpu" in pod["spec"]["containers"][0]["image"]
+
+
+def test_more_gpus_than_any_node_has_is_reported_not_hidden(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    md = model_deployment(
+        "huge", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        serving={"replicas": 1, "gpu": {"count": 8}},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+
+    def reported() -> dict[str, Any] | None:
+        progressing = condition(status(kube_cluster, k8s_namespace, "huge"), "Progressing")
+        return progressing if progressing.get("reason") == "PodsUnschedulable" else None
+
+    progressing = eventually(reported, 30, "Progressing says why the pods cannot be scheduled")
+    assert progressing["status"] == "True"
+    assert f"Insufficient {GPU}" in progressing["message"]
+    assert condition(status(kube_cluster, k8s_namespace, "huge"), "Ready")["status"] == "False"
+
+
+def test_rollout_that_fills_every_gpu_completes_without_surge_deadlock(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    eventually(lambda: gpus_in_use(kube_cluster) == 0, 60, "GPUs of earlier tests released")
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    # 2 pods x 4 GPUs: every GPU of the cluster; a surge pod can never be scheduled
+    md = model_deployment(
+        "full", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        serving={"replicas": 2, "gpu": {"count": 4}},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "full", "1"), 60, "v1 on 8 GPUs")
+    v2 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "full", "2"), 90, "v2 on 8 GPUs")
+    st = status(kube_cluster, k8s_namespace, "full")
+    assert st["previousVersion"] == "1"
+    assert st.get("failedVersions", []) == []

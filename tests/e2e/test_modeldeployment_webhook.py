@@ -1,0 +1,109 @@
+"""MLflow webhooks make the operator resolve now; forged, stale and replayed ones are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from mlflow_operator.registry.client import RegistryClient
+from mlflow_operator.registry.webhook import EVENTS, sign
+from tests.cluster.launcher import KubeCluster
+from tests.e2e.conftest import eventually
+from tests.e2e.modeldeployments import is_ready_on, model_deployment, template_version
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack.models import ModelRegistry
+from tests.mlflowstack.stack import MlflowStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+def deliver(
+    operator: OperatorProcess, body: bytes, delivery: str, timestamp: str, signature: str
+) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        operator.webhook_url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-MLflow-Delivery-Id": delivery,
+            "X-MLflow-Timestamp": timestamp,
+            "X-MLflow-Signature": signature,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_forged_stale_and_replayed_deliveries_are_refused(operator: OperatorProcess) -> None:
+    data = {"name": "any", "alias": "champion", "version": "1"}
+    body = json.dumps({"entity": "model_version_alias", "action": "created", "data": data}).encode()
+    now = str(int(time.time()))
+    delivery = str(uuid.uuid4())
+    good = sign(operator.webhook_secret, delivery, now, body)
+    forged = sign("not-the-secret", delivery, now, body)
+    assert deliver(operator, body, delivery, now, forged)[0] == 401
+    assert deliver(operator, body, delivery, now, "")[0] == 401
+    old = str(int(time.time()) - 3600)
+    assert (
+        deliver(operator, body, delivery, old, sign(operator.webhook_secret, delivery, old, body))[
+            0
+        ]
+        == 400
+    )
+    assert deliver(operator, body, delivery, now, good) == (200, {"accepted": True, "watchers": 0})
+    status, answer = deliver(operator, body, delivery, now, good)
+    assert (status, answer["reason"]) == (200, "replayed")
+
+
+def test_real_webhook_from_mlflow_triggers_the_rollout_within_two_seconds(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    # a poll interval so long that only the webhook can explain a prompt rollout
+    md = model_deployment(
+        "hooked", k8s_namespace, model_name, mlflow_stack.tracking_uri, poll="10m"
+    )
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "hooked", "1"), 60, "v1")
+
+    async def register() -> None:
+        client = RegistryClient(mlflow_stack.tracking_uri)
+        try:
+            await client.create_webhook(
+                f"operator-{model_name}",
+                operator.webhook_url,
+                list(EVENTS),
+                operator.webhook_secret,
+            )
+        finally:
+            await client.close()
+
+    asyncio.run(register())
+    time.sleep(2)  # MLflow caches its webhook list (MLFLOW_WEBHOOK_CACHE_TTL, 1s in the stack)
+    v2 = mlflow_registry.log_version(model_name)
+    moved = time.monotonic()
+    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    eventually(
+        lambda: template_version(kube_cluster, k8s_namespace, "hooked") == "2",
+        2.0,
+        "rollout of v2 began within 2s of the alias move",
+        interval=0.05,
+    )
+    print(f"alias move -> rollout started: {time.monotonic() - moved:.2f}s")
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "hooked", "2"), 30, "v2 Ready")
