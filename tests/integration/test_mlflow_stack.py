@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import psycopg2
 import pytest
 
-from tests.mlflowstack import serving
+from tests.mlflowstack import postgres, serving
 from tests.mlflowstack.mlflow_server import MlflowServer
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry, sample_input
 from tests.mlflowstack.stack import ARTIFACTS_PREFIX, MlflowStack
@@ -54,10 +56,14 @@ def test_logged_model_is_in_postgres_and_minio_and_serves_same_predictions(
 ) -> None:
     trained = mlflow_registry.log_version(model_name)
 
-    with mlflow_stack.postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT version, status FROM model_versions WHERE name = %s", (model_name,))
+    # the registry's own tables, read straight from PostgreSQL
+    query = "SELECT version, status FROM model_versions WHERE name = %s"
+    with (
+        contextlib.closing(psycopg2.connect(mlflow_stack.postgres.dsn)) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute(query, (model_name,))
         assert cur.fetchall() == [(int(trained.version), "READY")]
-    conn.close()
 
     _, body = rest_get(
         mlflow_stack.tracking_uri,
@@ -208,6 +214,9 @@ def test_orphans_of_a_killed_session_are_reaped_by_the_next(tmp_path: Path) -> N
         assert set(orphans) <= set(stopped)
         assert not any(_group_alive(pid) for pid in orphans)
         assert not {e.pid for e in record.entries()} & set(orphans)
+        # the killed session's PostgreSQL files go with the next start's sweep
+        postgres.remove_orphaned_data_roots()
+        assert not list(Path(tempfile.gettempdir()).glob(f"mlflow-pg-{session.pid}-*"))
     finally:
         session.kill()
         session.wait()

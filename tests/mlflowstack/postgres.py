@@ -87,6 +87,11 @@ class PostgresServer:
         """SQLAlchemy/MLflow URL of the MLflow database."""
         return self.url_for(self.database)
 
+    @property
+    def dsn(self) -> str:
+        """libpq URL of the MLflow database, for psycopg2.connect() and psql."""
+        return self.url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
     def url_for(self, database: str) -> str:
         # the driver is named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which
         # MLflow does not install (psycopg2-binary is what the project depends on)
@@ -191,7 +196,7 @@ def _launch(
     return server
 
 
-def _remove_orphaned_data_roots() -> None:
+def remove_orphaned_data_roots() -> None:
     """Delete data dirs left by killed sessions (their postgres was reaped by PidRecord)."""
     for root in Path(tempfile.gettempdir()).glob(f"{DATA_ROOT_PREFIX}*-*"):
         owner = root.name.removeprefix(DATA_ROOT_PREFIX).split("-", 1)[0]
@@ -202,7 +207,7 @@ def _remove_orphaned_data_roots() -> None:
 def _new_data_root() -> Path:
     # not under the caller's workdir: pytest's tmp dirs are private to root, and the postgres
     # account must be able to reach its data directory
-    _remove_orphaned_data_roots()
+    remove_orphaned_data_roots()
     # the owner's PID in the name lets a later session remove it if this one is killed
     root = Path(tempfile.mkdtemp(prefix=f"{DATA_ROOT_PREFIX}{os.getpid()}-"))
     if os.geteuid() == 0:
