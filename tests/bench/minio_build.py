@@ -1,7 +1,11 @@
 """Measure a MinIO build: wall time and peak memory of the whole `go install` process tree.
 
     .venv/bin/python -m tests.bench.minio_build            # build if the cache is cold
-    .venv/bin/python -m tests.bench.minio_build --rebuild  # drop the cached binary first
+    .venv/bin/python -m tests.bench.minio_build --rebuild  # build again even if cached
+    .venv/bin/python -m tests.bench.minio_build --rebuild --fresh-gocache  # compile from scratch
+
+A rebuild goes to a scratch path and the cached binary stays in place meanwhile, so test
+sessions running at the same time never find MinIO missing and start a build of their own.
 
 Peak memory is sampled (every 0.2 s) as the summed RSS of `go` and all its descendants
 (compile, link), because getrusage only reports the largest single child. A cold Go build
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -57,14 +63,21 @@ def go_cache_sizes() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rebuild", action="store_true", help="remove the cached binary first")
+    parser.add_argument("--rebuild", action="store_true", help="build again even if cached")
+    parser.add_argument(
+        "--fresh-gocache",
+        action="store_true",
+        help="compile with an empty Go build cache of its own (modules stay downloaded); "
+        "cold compile without wiping the build cache other builds share",
+    )
     args = parser.parse_args()
-    target = minio.binary_path()
-    if args.rebuild and target.exists():
-        target.unlink()
-    if target.exists():
-        print(f"warm: {target} exists, nothing to build")
+    if args.fresh_gocache:
+        os.environ["GOCACHE"] = tempfile.mkdtemp(prefix="gocache-minio-")
+    cached = minio.binary_path()
+    if cached.exists() and not args.rebuild:
+        print(f"warm: {cached} exists, nothing to build")
         return
+    target = cached.with_name("minio.bench") if cached.exists() else cached
     print(f"go caches before: {go_cache_sizes()}")
     print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
 
@@ -82,12 +95,16 @@ def main() -> None:
     started = time.monotonic()
     sampler.start()
     try:
-        minio.build(log=Path("/dev/stderr"))
+        minio.build(log=Path("/dev/stderr"), target=target)
     finally:
         done.set()
         sampler.join()
+        if args.fresh_gocache:
+            shutil.rmtree(os.environ["GOCACHE"], ignore_errors=True)
     elapsed = time.monotonic() - started
-    print(f"built {target}")
+    print(f"built {target} ({target.stat().st_size / 2**20:.0f} MiB)")
+    if target != cached:
+        target.unlink()
     print(f"cold build: {elapsed:.0f} s wall, peak tree RSS {peak / 2**20:.0f} MiB")
     print(f"load average after: {Path('/proc/loadavg').read_text().strip()}")
 

@@ -41,9 +41,9 @@ def binary_path() -> Path:
     return cache_root() / "minio" / content_key([], extra=inputs) / "minio"
 
 
-def build(log: Path | None = None) -> Path:
-    """Build MinIO into the cache unless it is there already; return the binary's path."""
-    target = binary_path()
+def build(log: Path | None = None, target: Path | None = None) -> Path:
+    """Build MinIO into the cache (or target) unless it is there already; return its path."""
+    target = target or binary_path()
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def build(log: Path | None = None) -> Path:
         argv = ["go", "install", *BUILD_FLAGS, f"{MINIO_MODULE}@{MINIO_VERSION}"]
         with log.open("ab") if log else open(os.devnull, "wb") as out:
             subprocess.run(argv, check=True, env=env, stdout=out, stderr=subprocess.STDOUT)
-        (scratch / "minio").rename(target)
+        (scratch / "minio").replace(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
