@@ -82,8 +82,9 @@ class MlflowStack:
 
     def start_basic_auth_server(self) -> MlflowServer:
         """An `mlflow server` with the basic-auth app, its user store in its own database."""
-        auth_db = self.postgres.create_database(f"mlflow_auth_{len(self.extra_servers) + 1}")
-        return self.new_server(BasicAuth(database_uri=auth_db), name="auth")
+        number = len(self.extra_servers) + 1  # each auth server gets its own user store
+        auth_db = self.postgres.create_database(f"mlflow_auth_{number}")
+        return self.new_server(BasicAuth(database_uri=auth_db), name=f"auth-{number}")
 
     @contextlib.contextmanager
     def outage(self) -> Iterator[None]:
