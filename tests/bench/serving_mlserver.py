@@ -16,7 +16,14 @@ from tests.support.cache import cache_root
 from tests.support.processes import ManagedProcess
 
 MLSERVER = "1.7.1"
-PACKAGES = [f"mlserver=={MLSERVER}", f"mlserver-mlflow=={MLSERVER}", "mlflow==3.17.2"]
+PACKAGES = [
+    f"mlserver=={MLSERVER}",
+    f"mlserver-mlflow=={MLSERVER}",
+    "mlflow==3.17.2",
+    # uvloop 0.22 dropped the implicit loop of get_event_loop(), which MLServer's inference
+    # pool workers still call at start ("There is no current event loop").
+    "uvloop<0.22",
+]
 
 
 def mlserver_venv() -> Path:
