@@ -59,13 +59,6 @@ RESYNC_SECONDS = 10.0
 RETRY_SECONDS = 15.0
 
 
-@kopf.on.startup(id="mlflowserver-client")
-async def mlflowserver_startup(memo: kopf.Memo, **_: Any) -> None:
-    # one client (one connection pool) for the process; per-object memos are copies of this one
-    if "kube" not in memo:
-        memo["kube"] = KubeClient()
-
-
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -90,6 +83,7 @@ async def _locked_reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logge
     lock: asyncio.Lock = memo.setdefault("mlflowserver_lock", asyncio.Lock())
     async with lock:
         try:
+            # memo.kube (one client per process) and memo.config come from handlers/startup.py
             await reconcile_server(body, patch, memo["kube"], memo["config"], logger)
         except ApiError as exc:
             raise kopf.TemporaryError(
