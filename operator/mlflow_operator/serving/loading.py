@@ -55,17 +55,35 @@ def local_model_dir(settings: ServeSettings) -> Path:
     return path
 
 
+# Modules a loader imports only when it loads a model, and that take seconds to import:
+# skops.io walks every scikit-learn estimator module to build its list of trusted types.
+# None of them starts threads or touches a GPU on import, so they are safe to import before
+# forking.
+LAZY_LOADER_IMPORTS: dict[str, tuple[str, ...]] = {
+    "mlflow.sklearn": ("skops.io",),
+}
+
+
 def import_flavor(model_dir: Path) -> None:
-    """Import the model's loader module (mlflow.sklearn, ...) and what it pulls in.
+    """Import the model's loader module (mlflow.sklearn, ...) and what it imports lazily.
 
     Done in the parent before forking workers, so that each worker starts with the imports
-    already made and the model load is all that is left to it.
+    already made and the model load is all that is left to it. The model itself is not
+    loaded here: a model that starts threads or a CUDA context when loaded does not survive
+    a fork.
     """
     from mlflow.models import Model
 
     flavor = Model.load(str(model_dir)).flavors.get("python_function", {})
-    if loader := flavor.get("loader_module"):
-        importlib.import_module(str(loader))
+    loader = str(flavor.get("loader_module") or "")
+    if not loader:
+        return
+    importlib.import_module(loader)
+    for module in LAZY_LOADER_IMPORTS.get(loader, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # e.g. a pickled sklearn model without skops installed
+            _logger.debug("could not pre-import %s", module)
 
 
 def load_pyfunc(model_dir: Path) -> object:

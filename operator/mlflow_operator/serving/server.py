@@ -12,6 +12,7 @@ lets in-flight requests finish (up to `drain_seconds`), then exits.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -206,6 +207,8 @@ def run(settings: ServeSettings) -> int:
     # The model itself is loaded in each worker, not here: a model that starts threads
     # (OpenMP, BLAS) or a CUDA context at load time does not survive a fork.
     loading.import_flavor(model_dir)
+    for module in ("batcher", "metrics", "predictor", "protocol"):
+        importlib.import_module(f"mlflow_operator.serving.{module}")
     sock = listening_socket(settings.host, settings.port)
 
     def worker() -> int:
