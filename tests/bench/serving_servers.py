@@ -119,10 +119,14 @@ def start_batched(
     env: Mapping[str, str] | None = None,
 ) -> Server:
     port = free_port()
-    argv = [
-        sys.executable, "-m", "mlflow_operator.serving.cli", "-m", model_uri,
-        "--host", "127.0.0.1", "--port", str(port), *args,
-    ]  # fmt: skip
+    # The command a pod runs; the module directly where the package is not installed.
+    script = VENV_BIN / "mlflow-operator"
+    command = (
+        [str(script), "serve"]
+        if script.exists()
+        else [sys.executable, "-m", "mlflow_operator.serving.cli"]
+    )
+    argv = [*command, "-m", model_uri, "--host", "127.0.0.1", "--port", str(port), *args]
     process = ManagedProcess(
         f"batched-{port}", argv, log_dir / f"batched-{port}.log", env=_env(env)
     ).start()
