@@ -140,6 +140,11 @@ def main() -> None:
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--cold-starts", type=int, default=3, help="starts per server")
     parser.add_argument("--no-mlserver", action="store_true")
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="measure in reverse order (on a machine whose load drifts, run both ways)",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     print(f"load average before: {os.getloadavg()}; CPUs: {os.cpu_count()}")
@@ -147,7 +152,7 @@ def main() -> None:
         workdir = Path(tmp)
         model = save_iris_classifier(workdir / "iris")
         all_ = contenders(not args.no_mlserver)
-        for contender in all_:
+        for contender in reversed(all_) if args.reverse else all_:
             print(f"measuring {contender.label} ...", flush=True)
             measure(
                 contender,
