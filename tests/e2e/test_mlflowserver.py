@@ -1,0 +1,707 @@
+"""MLflowServer controller against the real control plane, with the operator as a process.
+
+Pods never run containers here (KWOK plays the kubelets: pods become Ready, Job pods
+Succeeded). The last test closes that gap: it starts the exact command and environment of
+the Deployment the operator wrote as a local process against the local PostgreSQL and MinIO,
+and logs and serves a real model through it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.launcher import KubeCluster
+from tests.e2e.mlflowserver_pod import DeclaredPod, run_declared_server
+from tests.support.processes import ManagedProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR = Path(sys.executable).with_name("mlflow-operator")
+IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
+NEW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.18.0"
+FAILING_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.19.0-broken"
+TIMEOUT = 150.0
+MIGRATION_KEY_LABEL = "mlflowops.dev/migration-key"
+
+MANAGED_SPEC: dict[str, Any] = {
+    "image": IMAGE,
+    "replicas": 2,
+    "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
+    "artifactStore": {"bucket": "mlflow", "s3": {"managed": {"storage": "2Gi"}}},
+}
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def get(cluster: KubeCluster, namespace: str, *args: str) -> Any:
+    result = cluster.kubectl("get", "-n", namespace, *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    return json.loads(result.stdout)
+
+
+def condition(server: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((server or {}).get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    """Poll until check() returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+@dataclass
+class OperatorProcess:
+    """`mlflow-operator run` for one namespace, as it runs in its pod (KUBECONFIG instead of
+    the service account)."""
+
+    cluster: KubeCluster
+    namespace: str
+    workdir: Path
+    process: ManagedProcess | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "operator.log"
+
+    def start(self) -> OperatorProcess:
+        self.process = ManagedProcess(
+            name=f"mlflow-operator-{self.namespace}",
+            argv=[
+                str(OPERATOR),
+                "run",
+                "--namespace",
+                self.namespace,
+                "--metrics-port",
+                "0",
+                "--health-port",
+                str(free_port()),
+            ],
+            log_path=self.log_path,
+            env={
+                "KUBECONFIG": str(self.cluster.kubeconfig),
+                "MLFLOW_OPERATOR_WEBHOOK_ENABLED": "false",
+                "MLFLOW_OPERATOR_LOG_LEVEL": "debug",  # the leak check reads the most it can
+            },
+            cwd=self.workdir,
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_operator(cluster: KubeCluster, namespace: str, workdir: Path) -> OperatorProcess:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/mlflowservers.mlflowops.dev", "--timeout=60s"
+    )
+    return OperatorProcess(cluster, namespace, workdir).start()
+
+
+def bind_volumes(cluster: KubeCluster, namespace: str, claims: dict[str, str]) -> list[str]:
+    """PersistentVolumes pre-bound to the StatefulSets' claims: the test cluster has no
+    provisioner, and a StatefulSet pod waits for its claim to be bound."""
+    names = []
+    for claim, size in claims.items():
+        name = f"pv-{namespace}-{claim}"
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": size},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": f"/tmp/{name}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        names.append(name)
+    return names
+
+
+def apply_server(cluster: KubeCluster, namespace: str, spec: dict[str, Any]) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "mlflowops.dev/v1alpha1",
+            "kind": "MLflowServer",
+            "metadata": {"name": "mlflow", "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def patch_spec(cluster: KubeCluster, namespace: str, spec: dict[str, Any]) -> None:
+    cluster.kubectl(
+        "patch", "-n", namespace, "mlfs/mlflow", "--type=merge", "-p", json.dumps({"spec": spec})
+    )
+
+
+def deployment_image(cluster: KubeCluster, namespace: str) -> str | None:
+    deployment = get(cluster, namespace, "deployment/mlflow")
+    if deployment is None:
+        return None
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def migration_jobs(cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    jobs = get(cluster, namespace, "jobs", "-l", "app.kubernetes.io/component=schema-migration")
+    return list(jobs["items"])
+
+
+def job_for(cluster: KubeCluster, namespace: str, image: str) -> dict[str, Any] | None:
+    return next(
+        (
+            j
+            for j in migration_jobs(cluster, namespace)
+            if j["metadata"]["annotations"].get("mlflowops.dev/image") == image
+        ),
+        None,
+    )
+
+
+def job_complete(job: dict[str, Any] | None) -> bool:
+    conditions = ((job or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+
+
+def failing_stage(namespace: str, migration_key: str) -> dict[str, Any]:
+    """A KWOK stage that makes the migration pods of one image fail (exit code 1).
+
+    It outweighs the cluster's own `pod-job-succeeded` stage (weight 0) for those pods only.
+    """
+    template = (
+        "{{ $now := Now }}\n"
+        "phase: Failed\n"
+        "conditions:\n"
+        "- type: Ready\n"
+        "  status: 'False'\n"
+        "  reason: PodFailed\n"
+        "  lastTransitionTime: {{ $now | Quote }}\n"
+        "containerStatuses:\n"
+        "{{ range .spec.containers }}\n"
+        "- name: {{ .name | Quote }}\n"
+        "  image: {{ .image | Quote }}\n"
+        "  ready: false\n"
+        "  restartCount: 0\n"
+        "  state: {terminated: {exitCode: 1, reason: Error, startedAt: {{ $now | Quote }}, "
+        "finishedAt: {{ $now | Quote }}}}\n"
+        "{{ end }}\n"
+    )
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": f"pod-migration-fails-{namespace}"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "weight": 1,
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                    {"key": ".metadata.namespace", "operator": "In", "values": [namespace]},
+                    {
+                        "key": f".metadata.labels[{json.dumps(MIGRATION_KEY_LABEL)}]",
+                        "operator": "In",
+                        "values": [migration_key],
+                    },
+                ]
+            },
+            "next": {"statusTemplate": template},
+        },
+    }
+
+
+def secret_values(cluster: KubeCluster, namespace: str) -> list[str]:
+    """Every Secret value in the namespace that is long enough to be a credential."""
+    secrets = get(cluster, namespace, "secrets")["items"]
+    return [
+        value
+        for secret in secrets
+        if secret.get("type") != "kubernetes.io/service-account-token"
+        for key, value in decoded(secret).items()
+        if key != "username" and len(value) >= 8
+    ]
+
+
+def assert_no_secret_value_anywhere(
+    cluster: KubeCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    values = secret_values(cluster, namespace)
+    assert values
+    pods = get(cluster, namespace, "pods")["items"]
+    plain = [
+        text
+        for pod in pods
+        for container in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+        for text in [
+            *(e.get("value", "") for e in container.get("env", [])),
+            *container.get("args", []),
+            *container.get("command", []),
+        ]
+    ]
+    templates = json.dumps(
+        [
+            get(cluster, namespace, kind)["items"]
+            for kind in ("deployments", "statefulsets", "jobs", "configmaps", "services")
+        ]
+    )
+    events = json.dumps(get(cluster, namespace, "events")["items"])
+    status = json.dumps((get(cluster, namespace, "mlfs/mlflow") or {}).get("status"))
+    log = operator.log()
+    assert log
+    for value in values:
+        assert not any(value in text for text in plain), "a Secret value in a pod's env/args"
+        assert value not in templates, "a Secret value in a workload template"
+        assert value not in events, "a Secret value in an Event"
+        assert value not in status, "a Secret value in the status"
+        assert value not in log, "a Secret value in the operator's log"
+
+
+# --- a managed server, shared by the tests below in order ---------------------------------
+
+
+@dataclass
+class ManagedServer:
+    cluster: KubeCluster
+    namespace: str
+    operator: OperatorProcess
+
+
+@pytest.fixture(scope="module")
+def managed(
+    kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedServer]:
+    namespace = f"mlfs-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", namespace)
+    volumes = bind_volumes(
+        kube_cluster,
+        namespace,
+        {"data-mlflow-postgres-0": "1Gi", "data-mlflow-minio-0": "2Gi"},
+    )
+    operator = start_operator(kube_cluster, namespace, tmp_path_factory.mktemp("operator"))
+    try:
+        apply_server(kube_cluster, namespace, MANAGED_SPEC)
+        yield ManagedServer(kube_cluster, namespace, operator)
+    finally:
+        operator.stop()
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        for volume in volumes:
+            kube_cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)
+        kube_cluster.kubectl(
+            "delete", "stage", f"pod-migration-fails-{namespace}", "--ignore-not-found", check=False
+        )
+
+
+def test_managed_server_creates_the_expected_objects_and_becomes_ready(
+    managed: ManagedServer,
+) -> None:
+    cluster, ns = managed.cluster, managed.namespace
+    cluster.kubectl(
+        "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", f"--timeout={int(TIMEOUT)}s"
+    )
+    server = get(cluster, ns, "mlfs/mlflow")
+    uid = server["metadata"]["uid"]
+    status = server["status"]
+    assert status["url"] == f"http://mlflow.{ns}.svc:5000"
+    assert status["version"] == "3.17.2"
+    assert status["observedGeneration"] == server["metadata"]["generation"]
+    assert status["migratedImage"] == IMAGE
+    for type_ in ("Ready", "DatabaseReady", "ArtifactStoreReady", "SchemaMigrated"):
+        cond = condition(server, type_)
+        assert cond["status"] == "True", cond
+        assert cond["observedGeneration"] == server["metadata"]["generation"]
+
+    def owned(obj: dict[str, Any]) -> None:
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "MLflowServer",
+            "mlflow",
+            uid,
+            True,
+        )
+
+    # exactly these children, each owned by the MLflowServer
+    by_kind = {
+        kind: sorted(o["metadata"]["name"] for o in get(cluster, ns, kind)["items"])
+        for kind in ("statefulsets", "deployments", "services", "configmaps")
+    }
+    assert by_kind["statefulsets"] == ["mlflow-minio", "mlflow-postgres"]
+    assert by_kind["deployments"] == ["mlflow"]
+    assert by_kind["services"] == [
+        "mlflow",
+        "mlflow-minio",
+        "mlflow-postgres",
+        "mlflow-postgres-hl",
+    ]
+    assert "mlflow-auth" in by_kind["configmaps"]
+    for kind in ("statefulsets", "deployments", "services"):
+        for obj in get(cluster, ns, kind)["items"]:
+            owned(obj)
+    (job,) = migration_jobs(cluster, ns)
+    owned(job)
+    assert job_complete(job)
+
+    # generated Secrets: created once, not owned (they unlock the retained volumes)
+    generated = {
+        s["metadata"]["name"]: s
+        for s in get(cluster, ns, "secrets", "-l", "app.kubernetes.io/component=credentials")[
+            "items"
+        ]
+    }
+    assert sorted(generated) == ["mlflow-admin", "mlflow-keys", "mlflow-minio", "mlflow-postgres"]
+    for secret in generated.values():
+        assert "ownerReferences" not in secret["metadata"]
+    assert len(decoded(generated["mlflow-admin"])["password"]) >= 12
+
+    # the tracking server, field by field where it matters
+    deployment = get(cluster, ns, "deployment/mlflow")
+    owned(deployment)
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+        assert container[probe]["httpGet"]["port"] == "http"
+    refs = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    assert refs == {
+        "PGUSER": ("mlflow-postgres", "username"),
+        "PGPASSWORD": ("mlflow-postgres", "password"),
+        "AWS_ACCESS_KEY_ID": ("mlflow-minio", "accessKeyId"),
+        "AWS_SECRET_ACCESS_KEY": ("mlflow-minio", "secretAccessKey"),
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": ("mlflow-keys", "webhookEncryptionKey"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": ("mlflow-keys", "flaskSecretKey"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": ("mlflow-admin", "username"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ("mlflow-admin", "password"),
+    }
+    args = container["args"]
+    assert args[args.index("--backend-store-uri") + 1] == (
+        f"postgresql+psycopg2://mlflow-postgres.{ns}.svc:5432/mlflow?sslmode=disable"
+    )
+    assert f"mlflow.{ns}.svc" in args[args.index("--allowed-hosts") + 1].split(",")
+
+    # PostgreSQL and MinIO: secretKeyRefs, probes, volumes that outlive them
+    postgres = get(cluster, ns, "statefulset/mlflow-postgres")
+    pg = postgres["spec"]["template"]["spec"]["containers"][0]
+    assert pg["image"] == "postgres:16.4"
+    pg_env = {e["name"]: e for e in pg["env"]}
+    assert pg_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-postgres",
+        "key": "password",
+    }
+    assert "pg_isready" in pg["readinessProbe"]["exec"]["command"][-1]
+    assert postgres["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "1Gi"
+    }
+    assert get(cluster, ns, "service/mlflow-postgres-hl")["spec"]["clusterIP"] == "None"
+    minio = get(cluster, ns, "statefulset/mlflow-minio")
+    assert minio["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"][
+        "path"
+    ] == ("/minio/health/ready")
+
+    # the migration ran before the server existed
+    created = deployment["metadata"]["creationTimestamp"]
+    assert job["status"]["completionTime"] <= created
+    reasons = {e["reason"] for e in get(cluster, ns, "events")["items"]}
+    assert {"SecretGenerated", "MigrationStarted", "ServerImageChanged", "Serving"} <= reasons
+
+
+def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
+    managed: ManagedServer,
+) -> None:
+    cluster, ns = managed.cluster, managed.namespace
+
+    def generated() -> dict[str, Any]:
+        items = get(cluster, ns, "secrets", "-l", "app.kubernetes.io/component=credentials")
+        return {
+            s["metadata"]["name"]: (s["data"], s["metadata"]["resourceVersion"])
+            for s in items["items"]
+        }
+
+    before = generated()
+    assert len(before) == 4
+    for i in range(10):
+        # an annotation change is a change of the object: kopf runs the reconcile handler
+        cluster.kubectl("annotate", "-n", ns, "mlfs/mlflow", f"test/touch={i}", "--overwrite")
+
+        def handled(i: int = i) -> bool:
+            server = get(cluster, ns, "mlfs/mlflow")
+            last = server["metadata"]["annotations"].get(
+                "mlflowops.dev/last-handled-configuration", "{}"
+            )
+            annotations = json.loads(last).get("metadata", {}).get("annotations", {})
+            return bool(annotations.get("test/touch") == str(i))
+
+        eventually(handled, f"reconcile {i}")
+    assert generated() == before
+    managed.operator.restart()
+    time.sleep(15)  # a resume and at least one timer reconcile
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
+    )
+    assert generated() == before
+
+
+def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServer) -> None:
+    cluster, ns = managed.cluster, managed.namespace
+    old_job = job_for(cluster, ns, IMAGE)
+    assert old_job is not None
+    patch_spec(cluster, ns, {"image": NEW_IMAGE})
+    seen: list[tuple[bool, str | None]] = []
+
+    def moved() -> bool:
+        job = job_for(cluster, ns, NEW_IMAGE)
+        image = deployment_image(cluster, ns)
+        seen.append((job_complete(job), image))
+        return image == NEW_IMAGE
+
+    eventually(moved, "Deployment at the new image")
+    # never the new image before its migration completed
+    assert all(complete for complete, image in seen if image == NEW_IMAGE), seen
+    new_job = job_for(cluster, ns, NEW_IMAGE)
+    assert new_job is not None
+    replica_sets = get(cluster, ns, "replicasets")["items"]
+    new_rs = next(
+        rs
+        for rs in replica_sets
+        if rs["spec"]["template"]["spec"]["containers"][0]["image"] == NEW_IMAGE
+    )
+    assert new_job["status"]["completionTime"] <= new_rs["metadata"]["creationTimestamp"]
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+        "Ready at the new image",
+    )
+    server = get(cluster, ns, "mlfs/mlflow")
+    assert server["status"]["version"] == "3.18.0"
+    assert server["status"]["migratedImage"] == NEW_IMAGE
+    # the superseded migration Job is cleaned up once the new image serves
+    eventually(lambda: job_for(cluster, ns, IMAGE) is None, "old migration Job pruned")
+
+
+def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedServer) -> None:
+    cluster, ns = managed.cluster, managed.namespace
+    from mlflow_operator.core.tracking import migration_key
+
+    uri = f"postgresql+psycopg2://mlflow-postgres.{ns}.svc:5432/mlflow?sslmode=disable"
+    cluster.apply(failing_stage(ns, migration_key(FAILING_IMAGE, uri)))
+    time.sleep(1.0)  # KWOK picks stages up through a watch
+    patch_spec(cluster, ns, {"image": FAILING_IMAGE})
+
+    def failed() -> dict[str, Any]:
+        cond = condition(get(cluster, ns, "mlfs/mlflow"), "SchemaMigrated")
+        return cond if cond.get("reason") == "MigrationFailed" else {}
+
+    cond = eventually(failed, "SchemaMigrated=False, MigrationFailed", timeout=240)
+    assert cond["status"] == "False"
+    job = job_for(cluster, ns, FAILING_IMAGE)
+    assert job is not None
+    assert job["metadata"]["name"] in cond["message"]
+    assert "BackoffLimitExceeded" in cond["message"]
+    assert NEW_IMAGE in cond["message"]
+    # the old server is untouched and still serving
+    assert deployment_image(cluster, ns) == NEW_IMAGE
+    deployment = get(cluster, ns, "deployment/mlflow")
+    assert deployment["status"]["readyReplicas"] == 2
+    server = get(cluster, ns, "mlfs/mlflow")
+    assert condition(server, "Ready")["reason"] == "MigrationFailed"
+    assert server["status"]["version"] == "3.18.0"
+    warnings = [
+        e
+        for e in get(cluster, ns, "events")["items"]
+        if e["reason"] == "MigrationFailed" and e["type"] == "Warning"
+    ]
+    assert warnings
+    # back to the good image: Ready again, no new migration for it
+    patch_spec(cluster, ns, {"image": NEW_IMAGE})
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+        "Ready after going back",
+    )
+
+
+def test_no_secret_value_in_pods_logs_events_or_status(managed: ManagedServer) -> None:
+    assert_no_secret_value_anywhere(managed.cluster, managed.namespace, managed.operator)
+
+
+def test_deleting_keeps_volumes_and_generated_secrets(managed: ManagedServer) -> None:
+    cluster, ns = managed.cluster, managed.namespace
+    cluster.kubectl("delete", "-n", ns, "mlfs/mlflow", "--wait=true", "--timeout=60s")
+
+    def children_gone() -> bool:
+        remaining = [
+            o["metadata"]["name"]
+            for kind in ("deployments", "statefulsets", "jobs", "configmaps")
+            for o in get(cluster, ns, kind, "-l", "mlflowops.dev/mlflowserver=mlflow")["items"]
+        ]
+        services = get(cluster, ns, "services", "-l", "mlflowops.dev/mlflowserver=mlflow")
+        return not remaining and not services["items"]
+
+    eventually(children_gone, "owned children garbage-collected")
+    claims = sorted(o["metadata"]["name"] for o in get(cluster, ns, "pvc")["items"])
+    assert claims == ["data-mlflow-minio-0", "data-mlflow-postgres-0"]
+    secrets = get(cluster, ns, "secrets", "-l", "app.kubernetes.io/component=credentials")
+    assert len(secrets["items"]) == 4
+
+
+# --- external stores ---------------------------------------------------------------------
+
+
+def external_spec(pg_host: str, pg_port: int, database: str, s3_endpoint: str) -> dict[str, Any]:
+    return {
+        "image": IMAGE,
+        "replicas": 1,
+        "backendStore": {
+            "postgres": {
+                "external": {
+                    "host": pg_host,
+                    "port": pg_port,
+                    "database": database,
+                    "sslMode": "disable",
+                    "credentialsSecretRef": {"name": "pg-creds"},
+                }
+            }
+        },
+        "artifactStore": {
+            "bucket": "mlflow",
+            "s3": {
+                "external": {
+                    "endpoint": s3_endpoint,
+                    "credentialsSecretRef": {"name": "s3-creds"},
+                }
+            },
+        },
+    }
+
+
+def create_secret(cluster: KubeCluster, namespace: str, name: str, data: dict[str, str]) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": data,
+        }
+    )
+
+
+@pytest.mark.integration
+def test_external_stores_and_the_declared_pod_as_a_real_mlflow(
+    kube_cluster: KubeCluster,
+    k8s_namespace: str,
+    mlflow_stack: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster, ns = kube_cluster, k8s_namespace
+    pg = mlflow_stack.postgres
+    database = f"mlfs_{uuid.uuid4().hex[:8]}"
+    pg.create_database(database)
+    operator = start_operator(cluster, ns, tmp_path / "operator")
+    try:
+        # the database Secret lacks its password at first
+        create_secret(cluster, ns, "pg-creds", {"username": pg.user})
+        create_secret(
+            cluster,
+            ns,
+            "s3-creds",
+            {
+                "accessKeyId": mlflow_stack.s3_access_key,
+                "secretAccessKey": mlflow_stack.s3_secret_key,
+            },
+        )
+        apply_server(
+            cluster, ns, external_spec("127.0.0.1", pg.port, database, mlflow_stack.s3_endpoint)
+        )
+
+        def missing_key() -> dict[str, Any]:
+            cond = condition(get(cluster, ns, "mlfs/mlflow"), "DatabaseReady")
+            return cond if cond.get("reason") == "SecretKeyMissing" else {}
+
+        cond = eventually(missing_key, "DatabaseReady=False naming the missing key")
+        assert cond["status"] == "False"
+        assert "pg-creds" in cond["message"]
+        assert "password" in cond["message"]
+        assert condition(get(cluster, ns, "mlfs/mlflow"), "ArtifactStoreReady")["status"] == "True"
+        assert migration_jobs(cluster, ns) == []  # nothing migrates without a database
+
+        create_secret(cluster, ns, "pg-creds", {"username": pg.user, "password": pg.password})
+        cluster.kubectl(
+            "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", f"--timeout={int(TIMEOUT)}s"
+        )
+        # no PostgreSQL or MinIO of our own
+        assert get(cluster, ns, "statefulsets")["items"] == []
+        assert [s["metadata"]["name"] for s in get(cluster, ns, "services")["items"]] == ["mlflow"]
+        generated = get(cluster, ns, "secrets", "-l", "app.kubernetes.io/component=credentials")
+        assert sorted(s["metadata"]["name"] for s in generated["items"]) == [
+            "mlflow-admin",
+            "mlflow-keys",
+        ]
+        assert_no_secret_value_anywhere(cluster, ns, operator)
+
+        secrets = {s["metadata"]["name"]: decoded(s) for s in get(cluster, ns, "secrets")["items"]}
+        (job,) = migration_jobs(cluster, ns)
+        run_declared_server(
+            DeclaredPod(
+                deployment=get(cluster, ns, "deployment/mlflow"),
+                migration_job=job,
+                auth_ini=get(cluster, ns, "configmap/mlflow-auth")["data"]["basic_auth.ini"],
+                secrets=secrets,
+                service_host=f"mlflow.{ns}.svc:5000",
+            ),
+            tmp_path / "pod",
+            monkeypatch,
+        )
+    finally:
+        operator.stop()
