@@ -24,10 +24,14 @@ IntOrString = Annotated[
 
 Quantity = Annotated[
     int | str,
+    # The exact shape of Kubernetes' own Quantity schema: the API server accepts an anyOf under
+    # x-kubernetes-int-or-string only as [{type: integer}, {type: string}], so the pattern sits
+    # beside it (OpenAPI applies a pattern to strings only).
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
         }
     ),
 ]
