@@ -1,0 +1,112 @@
+"""Build the `helm` CLI (tests/helm Go module, `tool helm.sh/helm/v4/cmd/helm`) into the cache.
+
+The binary lands in ``<cache_root>/helm/<key>/helm``; the key hashes go.mod, go.sum, the Go
+version and the link flags, so a warm cache makes this a no-op and a version bump in go.mod
+builds a new binary next to the old one. Nothing is written in the repository.
+
+Run as ``python -m tests.helm.build`` (what ``tests/helm/build.sh`` does); prints the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.cluster.build import go_binary
+from tests.support.cache import cache_root, content_key
+
+MODULE_DIR = Path(__file__).resolve().parent
+HELM_PACKAGE = "helm.sh/helm/v4/cmd/helm"
+BINARY_NAME = "helm"
+
+
+def helm_version() -> str:
+    """The helm.sh/helm/v4 version go.mod requires (the one the binary is built from)."""
+    match = re.search(r"^\s*helm\.sh/helm/v4 (v\S+)", (MODULE_DIR / "go.mod").read_text(), re.M)
+    if match is None:
+        raise RuntimeError("tests/helm/go.mod does not require helm.sh/helm/v4")
+    return match.group(1)
+
+
+def _ldflags() -> str:
+    # Release builds stamp the version through the linker; unstamped, `helm version` says v4.3.
+    return f"-s -w -X helm.sh/helm/v4/internal/version.version={helm_version()}"
+
+
+def build_key() -> str:
+    go_env = subprocess.run(
+        [go_binary(), "env", "GOVERSION", "GOOS", "GOARCH"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return content_key([MODULE_DIR / "go.mod", MODULE_DIR / "go.sum"], extra=go_env + _ldflags())
+
+
+def binary_path(key: str | None = None) -> Path:
+    return cache_root() / "helm" / (key or build_key()) / BINARY_NAME
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Serialise builds: two sessions starting at once must not both build."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_built(quiet: bool = False) -> Path:
+    """The cached binary's path, building it first when the cache has none for these inputs."""
+    target = binary_path()
+    if target.exists():
+        return target
+    with _exclusive(target.parent.with_suffix(".lock")):
+        if target.exists():  # another process built it while this one waited for the lock
+            return target
+        _go_build(target, quiet)
+    return target
+
+
+def _go_build(target: Path, quiet: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{BINARY_NAME}.partial")
+    argv = [go_binary(), "build", "-trimpath", "-ldflags", _ldflags(), "-o", str(partial)]
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false -mod=readonly")
+    if not quiet:
+        print(f"building helm {helm_version()} -> {target}", file=sys.stderr)
+    started = time.monotonic()
+    result = subprocess.run(
+        [*argv, HELM_PACKAGE],
+        cwd=MODULE_DIR,
+        env=env,
+        capture_output=quiet,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        detail = f"\n{result.stderr}" if quiet else ""
+        raise RuntimeError(f"go build of {HELM_PACKAGE} failed ({result.returncode}){detail}")
+    partial.rename(target)  # atomic: a reader sees no binary or a whole one
+    if not quiet:
+        print(f"built in {time.monotonic() - started:.0f}s", file=sys.stderr)
+
+
+def main() -> int:
+    print(ensure_built())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
