@@ -14,7 +14,6 @@ from mlflow_operator.api.common import (
     ResourceRequirements,
     ServiceSpec,
     conditions_field,
-    service_spec_field,
 )
 
 # S3's rules for bucket names (lower case, digits, dots and hyphens; 3-63 characters).
@@ -124,6 +123,16 @@ class MetricsSpec(ApiModel):
     enabled: bool = Field(default=True, description="Serve /metrics.")
 
 
+class TrackingServiceSpec(ServiceSpec):
+    """The Service in front of the tracking server.
+
+    Its own class because the API server fills defaults per field: a section default of {}
+    plus ServiceSpec's port default would give 80, not MLflow's 5000.
+    """
+
+    port: int = Field(default=5000, ge=1, le=65535, description="Port the Service listens on.")
+
+
 class MLflowServerSpec(ApiModel):
     """Desired state of an MLflowServer."""
 
@@ -145,7 +154,10 @@ class MLflowServerSpec(ApiModel):
     backend_store: BackendStore = Field(description="The database.")
     artifact_store: ArtifactStore = Field(description="The object store.")
     auth: AuthSpec = Field(default_factory=AuthSpec, description="Basic authentication.")
-    service: ServiceSpec = service_spec_field(5000)
+    service: TrackingServiceSpec = Field(
+        default_factory=TrackingServiceSpec,
+        description="The Service in front of the pods (default ClusterIP, port 5000).",
+    )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Prometheus metrics.")
 
 
