@@ -1,0 +1,322 @@
+"""The Helm chart, rendered by the real helm CLI: lint, schema validation of every object,
+values.schema.json, RBAC shape, security defaults, and agreement with the operator's code.
+
+No cluster needed; the install tests are in tests/e2e/test_install.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from mlflow_operator import metrics
+from mlflow_operator.config import ENV_PREFIX, OperatorConfig
+from tests.helm import manifests
+from tests.helm.chart import CHART, CHART_CRDS, CRDS, by_kind, helm, one, render
+from tests.unit.manifests import schema_errors
+
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+KUBERNETES_VERSION = "1.37.0"  # the test cluster's minor; kubernetes-validate bundles it
+OUR_GROUP = "mlflowops.dev"
+MONITORING_GROUP = "monitoring.coreos.com"
+
+
+def scenario_values(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def render_scenario(path: Path) -> list[dict[str, Any]]:
+    return render(scenario_values(path), include_crds=True)
+
+
+# -- the chart's CRDs are the generated ones ------------------------------------------------
+
+
+def test_chart_crds_are_the_generated_crds() -> None:
+    generated = {p.name: p.read_bytes() for p in CRDS.glob("*.yaml")}
+    in_chart = {p.name: p.read_bytes() for p in CHART_CRDS.glob("*.yaml")}
+    assert generated, "crds/ is empty"
+    assert in_chart == generated, (
+        "charts/mlflow-operator/crds/ differs from crds/: run `python -m tests.helm.manifests`"
+    )
+
+
+def test_plain_manifests_are_generated_from_the_chart() -> None:
+    assert manifests.main(["--check"]) == 0, "run `python -m tests.helm.manifests`"
+
+
+# -- lint and schema validation of every rendered object ------------------------------------
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
+def test_helm_lint_is_clean(values: Path) -> None:
+    result = helm("lint", str(CHART), "--strict", "--values", str(values))
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
+def test_every_rendered_object_passes_its_schema(values: Path) -> None:
+    objects = render_scenario(values)
+    assert objects
+    for obj in objects:
+        group = obj["apiVersion"].split("/")[0]
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        if group == OUR_GROUP:
+            assert schema_errors(obj) == [], name
+        elif group == MONITORING_GROUP:
+            _check_monitoring_object(obj, objects)
+        else:
+            try:
+                kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{name}: {exc.message} at {'.'.join(map(str, exc.path))}")
+
+
+def _check_monitoring_object(obj: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """No schema is bundled for the Prometheus Operator's kinds: check what they refer to."""
+    if obj["kind"] == "ServiceMonitor":
+        service = one(objects, "Service")
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in obj["spec"]["endpoints"]} <= ports
+        selector = obj["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= service["metadata"]["labels"].items()
+    elif obj["kind"] == "PrometheusRule":
+        for rule in obj["spec"]["groups"][0]["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+    else:
+        pytest.fail(f"unexpected {obj['kind']}")
+
+
+# -- values.schema.json ---------------------------------------------------------------------
+
+
+def test_schema_refuses_a_value_of_the_wrong_type() -> None:
+    result = helm("template", "x", str(CHART), "--set-json", 'metrics={"port":"8080"}', check=False)
+    assert result.returncode != 0
+    assert "/metrics/port" in result.stderr
+    assert "want integer" in result.stderr
+
+
+def test_schema_refuses_an_unknown_top_level_key() -> None:
+    result = helm("template", "x", str(CHART), "--set", "replicaCount=2", check=False)
+    assert result.returncode != 0
+    assert "additional properties 'replicaCount' not allowed" in result.stderr
+
+
+def test_schema_refuses_an_unknown_nested_key() -> None:
+    result = helm("template", "x", str(CHART), "--set", "image.tags=1.0", check=False)
+    assert result.returncode != 0
+    assert "'tags' not allowed" in result.stderr
+
+
+def _leaf_paths(values: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from _leaf_paths(value, (*prefix, key))
+    else:
+        yield prefix
+
+
+def _schema_at(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    node = schema
+    for key in path:
+        properties = node.get("properties")
+        if properties is None:  # a free-form object (resources, mlflowServer.spec)
+            return node if node.get("type") == "object" else None
+        if key not in properties:
+            return None
+        node = properties[key]
+    return node
+
+
+def test_schema_covers_and_accepts_every_default_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(values)) == []
+    uncovered = [".".join(p) for p in _leaf_paths(values) if _schema_at(schema, p) is None]
+    assert uncovered == []
+    undescribed = [
+        ".".join(p)
+        for p in _leaf_paths(values)
+        if not (_schema_at(schema, p) or {}).get("description")
+    ]
+    assert undescribed == []
+
+
+def test_every_value_has_a_comment() -> None:
+    """A comment right above every value: values.yaml is the chart's reference."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []  # (indent, key) of the sections around a line
+    missing = []
+    for index, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z]\w*):(.*)$", line)
+        if not match:
+            continue
+        indent, key, rest = len(match[1]), match[2], match[3].strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parents = tuple(k for _, k in stack)
+        stack.append((indent, key))
+        parent_schema = _schema_at(schema, parents) if parents else schema
+        if parent_schema is not None and "properties" not in parent_schema:
+            continue  # inside a value given as a block (resources, mlflowServer.spec)
+        if rest and not lines[index - 1].strip().startswith("#"):
+            missing.append(".".join((*parents, key)))
+    assert missing == []
+
+
+# -- what the chart renders -----------------------------------------------------------------
+
+
+def test_operator_deployment_is_locked_down() -> None:
+    deployment = one(render(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}  # one kopf operator at a time
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["privileged"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    assert container["image"] == "ghcr.io/mlflow-operator/mlflow-operator:0.1.0"
+
+
+def test_deployment_environment_names_only_real_settings() -> None:
+    """Every MLFLOW_OPERATOR_* variable the chart sets is a setting of config.py."""
+    values = {
+        "webhook": {"existingSecret": "hook"},
+        "operator": {"images": dict.fromkeys(("servingCpu", "servingGpu", "minio"), "img:1")},
+    }
+    (container,) = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in container["env"] if e["name"].startswith(ENV_PREFIX)]
+    settings = {f"{ENV_PREFIX}{field.upper()}" for field in OperatorConfig.model_fields}
+    assert set(names) <= settings, set(names) - settings
+    assert "MLFLOW_OPERATOR_WEBHOOK_SECRET" in names
+    assert "MLFLOW_OPERATOR_SERVING_IMAGE_CPU" in names
+    assert "MLFLOW_OPERATOR_POSTGRES_IMAGE" not in names  # empty: the operator's default
+
+
+def test_service_exposes_metrics_and_webhook_ports() -> None:
+    service = one(render(), "Service")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports == {"metrics": 8080, "webhook": 8443}
+    neither = {"metrics": {"enabled": False}, "webhook": {"enabled": False}}
+    assert not by_kind(render(neither), "Service")
+
+
+def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for obj in by_kind(objects, "ClusterRole") for rule in obj["rules"]]
+
+
+@pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
+def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(values: Path) -> None:
+    objects = render_scenario(values)
+    for rule in _rules(objects):
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], rule
+        if "secrets" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "create"}, rule
+    for binding in by_kind(objects, "ClusterRoleBinding") + by_kind(objects, "RoleBinding"):
+        assert binding["roleRef"]["name"] not in {"cluster-admin", "admin", "edit"}
+
+
+def test_namespaced_mode_binds_the_workload_role_only_in_watched_namespaces() -> None:
+    objects = render({"watchNamespaces": ["ml-prod", "ml-staging"]}, namespace="ops")
+    role_bindings = by_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["ml-prod", "ml-staging"]
+    workload_role = by_kind(objects, "ClusterRole")[0]["metadata"]["name"]
+    cluster_bindings = by_kind(objects, "ClusterRoleBinding")
+    assert all(b["roleRef"]["name"] != workload_role for b in cluster_bindings)
+    (discovery,) = cluster_bindings
+    discovery_rules = next(
+        r["rules"]
+        for r in by_kind(objects, "ClusterRole")
+        if r["metadata"]["name"] == discovery["roleRef"]["name"]
+    )
+    assert {res for rule in discovery_rules for res in rule["resources"]} == {
+        "customresourcedefinitions",
+        "namespaces",
+    }
+    assert all(set(rule["verbs"]) == {"list", "watch"} for rule in discovery_rules)
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_OPERATOR_NAMESPACES"] == "ml-prod,ml-staging"
+
+
+def test_an_mlflowserver_outside_the_watched_namespaces_is_refused() -> None:
+    result = helm(
+        "template",
+        "x",
+        str(CHART),
+        "--namespace",
+        "ops",
+        "--set",
+        "mlflowServer.enabled=true",
+        "--set",
+        "watchNamespaces={ml-prod}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert 'release namespace "ops"' in result.stderr
+
+
+def test_mlflowserver_is_kept_on_uninstall() -> None:
+    server = one(render({"mlflowServer": {"enabled": True}}), "MLflowServer")
+    assert server["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert server["spec"]["backendStore"]["postgres"]["managed"]["storage"] == "10Gi"
+
+
+def test_alerts_use_metrics_the_operator_exports() -> None:
+    objects = render({"metrics": {"prometheusRule": {"enabled": True}}})
+    rules = one(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    alerts = {r["alert"] for r in rules}
+    assert {
+        "MLflowModelServingVersionBehindTarget",
+        "MLflowModelRolloutFailed",
+        "MLflowRegistryUnreachable",
+    } <= alerts
+    exported = {
+        metric._name  # prometheus_client keeps the name without _total there
+        for metric in vars(metrics).values()
+        if hasattr(metric, "_name") and hasattr(metric, "_type")
+    }
+    exported |= {f"{name}_total" for name in exported}
+    for rule in rules:
+        used = set(re.findall(r"\b(mlflow_operator_[a-z_]+)\b", rule["expr"]))
+        assert used <= exported, (rule["alert"], used - exported)
+
+
+def test_notes_tell_the_next_step() -> None:
+    result = helm(
+        "install",
+        "x",
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        "ops",
+        "--set",
+        "mlflowServer.enabled=true",
+    )
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n ops wait --for=condition=Ready mlflowserver/mlflow" in notes
+    assert "kind: ModelDeployment" in notes
+    assert "serverRef: {name: mlflow}" in notes
