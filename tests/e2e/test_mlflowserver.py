@@ -335,9 +335,7 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     managed: ManagedServer,
 ) -> None:
     cluster, ns = managed.cluster, managed.namespace
-    cluster.kubectl(
-        "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", f"--timeout={int(TIMEOUT)}s"
-    )
+    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=100s")
     server = get(cluster, ns, "mlfs/mlflow")
     uid = server["metadata"]["uid"]
     status = server["status"]
@@ -677,9 +675,7 @@ def test_external_stores_and_the_declared_pod_as_a_real_mlflow(
         assert migration_jobs(cluster, ns) == []  # nothing migrates without a database
 
         create_secret(cluster, ns, "pg-creds", {"username": pg.user, "password": pg.password})
-        cluster.kubectl(
-            "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", f"--timeout={int(TIMEOUT)}s"
-        )
+        cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=100s")
         # no PostgreSQL or MinIO of our own
         assert get(cluster, ns, "statefulsets")["items"] == []
         assert [s["metadata"]["name"] for s in get(cluster, ns, "services")["items"]] == ["mlflow"]
