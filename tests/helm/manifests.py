@@ -1,8 +1,9 @@
-"""Copy crds/ into the chart and generate the plain manifests from the chart.
+"""Derived files: the chart's CRDs, the plain manifests, the Argo CD health ConfigMap.
 
-    python -m tests.helm.manifests          # writes charts/mlflow-operator/crds/ and
-                                            # deploy/mlflow-operator.yaml
-    python -m tests.helm.manifests --check  # exit 1 when either differs from its source
+    python -m tests.helm.manifests          # writes charts/mlflow-operator/crds/,
+                                            # deploy/mlflow-operator.yaml and
+                                            # gitops/argocd/argocd-cm.yaml
+    python -m tests.helm.manifests --check  # exit 1 when one differs from its source
 
 The file holds the Namespace, the CRDs, and the chart rendered with its default values
 (operator watching all namespaces, no monitoring objects, no MLflowServer). A test runs the
@@ -18,6 +19,13 @@ from tests.helm.chart import CHART as CHART_DIR
 from tests.helm.chart import CHART_CRDS, CRDS, ROOT, helm
 
 OUTPUT = ROOT / "deploy" / "mlflow-operator.yaml"
+ARGOCD = ROOT / "gitops" / "argocd"
+ARGOCD_CM = ARGOCD / "argocd-cm.yaml"
+# argocd-cm keys of the health scripts: resource.customizations.health.<group>_<kind>
+HEALTH_SCRIPTS = {
+    "mlflowops.dev_ModelDeployment": ARGOCD / "health-modeldeployment.lua",
+    "mlflowops.dev_MLflowServer": ARGOCD / "health-mlflowserver.lua",
+}
 RELEASE = "mlflow-operator"
 NAMESPACE = "mlflow-operator"
 
@@ -42,6 +50,28 @@ def rendered() -> str:
         "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--include-crds"
     ).stdout
     return HEADER + out.lstrip()
+
+
+def argocd_configmap() -> str:
+    """argocd-cm data with both health scripts, to merge into Argo CD's own argocd-cm."""
+    lines = [
+        "# Argo CD health checks of ModelDeployment and MLflowServer: merge into argocd-cm, e.g.",
+        "#   kubectl -n argocd patch configmap argocd-cm --patch-file gitops/argocd/argocd-cm.yaml",
+        "# Generated from gitops/argocd/health-*.lua by `python -m tests.helm.manifests`.",
+        "apiVersion: v1",
+        "kind: ConfigMap",
+        "metadata:",
+        "  name: argocd-cm",
+        "  namespace: argocd",
+        "  labels:",
+        "    app.kubernetes.io/name: argocd-cm",
+        "    app.kubernetes.io/part-of: argocd",
+        "data:",
+    ]
+    for key, script in HEALTH_SCRIPTS.items():
+        lines.append(f"  resource.customizations.health.{key}: |")
+        lines += [f"    {line}" if line else "" for line in script.read_text().splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def crd_files() -> dict[str, bytes]:
@@ -73,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(str(CHART_CRDS.relative_to(ROOT)))
         if not OUTPUT.exists() or OUTPUT.read_text() != rendered():
             stale.append(str(OUTPUT.relative_to(ROOT)))
+        if not ARGOCD_CM.exists() or ARGOCD_CM.read_text() != argocd_configmap():
+            stale.append(str(ARGOCD_CM.relative_to(ROOT)))
         if stale:
             print(
                 f"stale: {', '.join(stale)}; run `python -m tests.helm.manifests` (make manifests)",
@@ -83,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     sync_chart_crds()
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(rendered())
-    print(CHART_CRDS.relative_to(ROOT))
-    print(OUTPUT.relative_to(ROOT))
+    ARGOCD_CM.write_text(argocd_configmap())
+    for path in (CHART_CRDS, OUTPUT, ARGOCD_CM):
+        print(path.relative_to(ROOT))
     return 0
 
 

@@ -1,0 +1,344 @@
+"""The Argo CD health Lua of both kinds, run (with lupa) against statuses the operator writes.
+
+The statuses are not hand-written: each one comes out of the operator's own decision functions
+(core.rollout.plan_rollout, core.mlflowserver_status.fold_status) for a situation a user meets,
+serialised the way the operator patches it (to_wire). So a change to the conditions the
+operator writes that the Lua does not understand fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lupa
+import pytest
+import yaml
+
+from mlflow_operator.api.mlflowserver import MLflowServerStatus
+from mlflow_operator.api.modeldeployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
+from mlflow_operator.core.conditions import set_condition
+from mlflow_operator.core.mlflowserver_status import (
+    JobState,
+    SecretCheck,
+    ServerObservation,
+    WorkloadState,
+    fold_status,
+    plan_server,
+)
+from mlflow_operator.core.observation import DeploymentObservation
+from mlflow_operator.core.registry_view import RegistryState
+from mlflow_operator.core.resolution import Resolution, Resolved, Unresolved
+from mlflow_operator.core.rollout import plan_rollout
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGOCD = ROOT / "gitops" / "argocd"
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+SYNCED = RegistryState(snapshot=None, synced=True, last_sync=NOW)
+DOWN = RegistryState(snapshot=None, synced=False, last_sync=NOW, error="connection refused")
+
+
+def run_health(script: Path, obj: dict[str, Any]) -> dict[str, str]:
+    """What Argo CD does: `obj` as a global, the script's return value is the health."""
+    lua = lupa.LuaRuntime(unpack_returned_tuples=False)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(script.read_text())
+    return {str(key): str(value) for key, value in result.items()}
+
+
+# -- ModelDeployment ------------------------------------------------------------------------
+
+MD_SPEC: dict[str, Any] = {
+    "model": {"name": "fraud", "alias": "champion"},
+    "registry": {"serverRef": {"name": "mlflow"}},
+}
+
+
+def complete(version: str) -> DeploymentObservation:
+    return DeploymentObservation(
+        exists=True,
+        version=version,
+        desired_replicas=1,
+        status_current=True,
+        replicas=1,
+        updated_replicas=1,
+        ready_replicas=1,
+        available_replicas=1,
+    )
+
+
+def rolling(version: str, *, exceeded: bool = False) -> DeploymentObservation:
+    return DeploymentObservation(
+        exists=True,
+        version=version,
+        desired_replicas=1,
+        status_current=True,
+        replicas=2,
+        updated_replicas=1,
+        ready_replicas=1,
+        available_replicas=1,
+        progress_deadline_exceeded=exceeded,
+    )
+
+
+NOTHING = DeploymentObservation(
+    exists=False,
+    version=None,
+    desired_replicas=0,
+    status_current=True,
+    replicas=0,
+    updated_replicas=0,
+    ready_replicas=0,
+    available_replicas=0,
+)
+
+
+def md_status(
+    steps: list[tuple[Resolution | None, DeploymentObservation]],
+    *,
+    spec: dict[str, Any] | None = None,
+    registry: RegistryState = SYNCED,
+) -> dict[str, Any]:
+    """The status after the operator reconciled these (resolution, Deployment) situations."""
+    the_spec = ModelDeploymentSpec.model_validate(spec or MD_SPEC)
+    status = ModelDeploymentStatus()
+    for resolution, deployment in steps:
+        status = plan_rollout(the_spec, 1, status, registry, resolution, deployment, NOW).status
+    return status.to_wire()
+
+
+def invalid_spec_status() -> dict[str, Any]:
+    """What the reconciler writes for a spec its validation refuses (Ready False, Degraded)."""
+    conditions: list[Any] = []
+    for type_, value in (("Ready", "False"), ("Degraded", "True")):
+        conditions = set_condition(
+            conditions,
+            type_,
+            value,  # type: ignore[arg-type]
+            reason="InvalidSpec",
+            message="spec.model: exactly one of alias, stage, version",
+            generation=1,
+            now=NOW,
+        )
+    return ModelDeploymentStatus(observed_generation=1, conditions=conditions).to_wire()
+
+
+def md(status: dict[str, Any] | None, *, generation: int = 1, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "mlflowops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "fraud", "namespace": "ml", "generation": generation},
+        "spec": {**MD_SPEC, **spec},
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+V1, V2 = Resolved("1"), Resolved("2")
+
+MODEL_DEPLOYMENT_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = {
+    # name: (object, health, a part of the message)
+    "new, no status yet": (lambda: md(None), "Progressing", "report status"),
+    "spec changed, not yet observed": (
+        lambda: md(md_status([(V1, complete("1"))]), generation=2),
+        "Progressing",
+        "generation 2",
+    ),
+    "first version deploying": (
+        lambda: md(md_status([(V1, NOTHING)])),
+        "Progressing",
+        "version 1",
+    ),
+    "serving the target": (
+        lambda: md(md_status([(V1, complete("1"))])),
+        "Healthy",
+        "serving version 1",
+    ),
+    "rolling out a new version": (
+        lambda: md(md_status([(V1, complete("1")), (V2, rolling("2"))])),
+        "Progressing",
+        "version 2",
+    ),
+    "rollout failed, rolled back": (
+        lambda: md(
+            md_status([(V1, complete("1")), (V2, rolling("2")), (V2, rolling("2", exceeded=True))])
+        ),
+        "Degraded",
+        "version 2 did not become available",
+    ),
+    "registry unreachable, still serving": (
+        lambda: md(
+            {
+                **md_status([(V1, complete("1"))]),
+                "conditions": md_status(
+                    [(V1, complete("1")), (None, complete("1"))], registry=DOWN
+                )["conditions"],
+            }
+        ),
+        "Healthy",
+        "cannot read the MLflow registry",
+    ),
+    "alias points nowhere": (
+        lambda: md(md_status([(Unresolved("AliasNotFound", "no alias champion"), NOTHING)])),
+        "Degraded",
+        "no alias champion",
+    ),
+    "version still registering": (
+        lambda: md(md_status([(Unresolved("VersionNotReady", "version 3 is PENDING"), NOTHING)])),
+        "Progressing",
+        "waiting for the registry",
+    ),
+    "suspended": (
+        lambda: md(
+            md_status([(V1, complete("1"))], spec={**MD_SPEC, "suspend": True}), suspend=True
+        ),
+        "Suspended",
+        "not followed",
+    ),
+    "invalid spec": (lambda: md(invalid_spec_status()), "Degraded", "exactly one of"),
+}
+
+
+@pytest.mark.parametrize("case", MODEL_DEPLOYMENT_CASES, ids=str)
+def test_modeldeployment_health(case: str) -> None:
+    make, health, message = MODEL_DEPLOYMENT_CASES[case]
+    result = run_health(ARGOCD / "health-modeldeployment.lua", make())
+    assert result["status"] == health, result
+    assert message in result["message"], result
+
+
+# -- MLflowServer ---------------------------------------------------------------------------
+
+IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
+
+
+def server_observation(**changes: Any) -> ServerObservation:
+    """Managed PostgreSQL and MinIO ready, nothing migrated yet, no Deployment."""
+    base = ServerObservation(
+        generation=1,
+        desired_image=IMAGE,
+        database_secret=SecretCheck("mlflow-postgres"),
+        object_store_secret=SecretCheck("mlflow-minio"),
+        admin_secret=SecretCheck("mlflow-admin"),
+        managed_database=True,
+        postgres=WorkloadState("mlflow-postgres", desired=1, ready=1, updated=1),
+        managed_object_store=True,
+        minio=WorkloadState("mlflow-minio", desired=1, ready=1, updated=1),
+        migration=None,
+        deployment=None,
+        migrated_image=None,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def server_status(**changes: Any) -> dict[str, Any]:
+    obs = server_observation(**changes)
+    status = fold_status(
+        MLflowServerStatus(), obs, plan_server(obs), url="http://mlflow.ml.svc:5000", now=NOW
+    )
+    return status.to_wire()
+
+
+def server(status: dict[str, Any] | None, *, generation: int = 1) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "mlflowops.dev/v1alpha1",
+        "kind": "MLflowServer",
+        "metadata": {"name": "mlflow", "namespace": "ml", "generation": generation},
+        "spec": {"artifactStore": {"bucket": "mlflow"}},
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+MIGRATED = {
+    "migration": JobState("mlflow-migrate-1", image=IMAGE, succeeded=True),
+    "migrated_image": IMAGE,
+}
+
+MLFLOW_SERVER_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = {
+    "new, no status yet": (lambda: server(None), "Progressing", "report status"),
+    "spec changed, not yet observed": (
+        lambda: server(server_status(), generation=2),
+        "Progressing",
+        "generation 2",
+    ),
+    "database starting": (
+        lambda: server(
+            server_status(postgres=WorkloadState("mlflow-postgres", desired=1, ready=0))
+        ),
+        "Progressing",
+        "",
+    ),
+    "schema migrating": (
+        lambda: server(server_status(migration=JobState("mlflow-migrate-1", image=IMAGE))),
+        "Progressing",
+        "",
+    ),
+    "serving": (
+        lambda: server(
+            server_status(
+                **MIGRATED,
+                deployment=WorkloadState("mlflow", desired=2, ready=2, updated=2, image=IMAGE),
+            )
+        ),
+        "Healthy",
+        "serve",
+    ),
+    "migration failed": (
+        lambda: server(
+            server_status(
+                migration=JobState(
+                    "mlflow-migrate-1",
+                    image=IMAGE,
+                    failed=True,
+                    reason="BackoffLimitExceeded",
+                    message="Job has reached the specified backoff limit",
+                )
+            )
+        ),
+        "Degraded",
+        "failed to migrate the schema",
+    ),
+    "database Secret missing": (
+        lambda: server(server_status(database_secret=SecretCheck("pg-creds", found=False))),
+        "Degraded",
+        "pg-creds",
+    ),
+    "scaled to zero": (
+        lambda: server(
+            server_status(**MIGRATED, deployment=WorkloadState("mlflow", desired=0, image=IMAGE))
+        ),
+        "Suspended",
+        "replicas is 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MLFLOW_SERVER_CASES, ids=str)
+def test_mlflowserver_health(case: str) -> None:
+    make, health, message = MLFLOW_SERVER_CASES[case]
+    result = run_health(ARGOCD / "health-mlflowserver.lua", make())
+    assert result["status"] == health, result
+    assert message in result["message"], result
+
+
+def test_argocd_configmap_carries_the_tested_scripts() -> None:
+    """gitops/argocd/argocd-cm.yaml is generated from the .lua files (make manifests)."""
+    config = yaml.safe_load((ARGOCD / "argocd-cm.yaml").read_text())
+    data = config["data"]
+    assert (
+        data["resource.customizations.health.mlflowops.dev_ModelDeployment"]
+        == (ARGOCD / "health-modeldeployment.lua").read_text()
+    )
+    assert (
+        data["resource.customizations.health.mlflowops.dev_MLflowServer"]
+        == (ARGOCD / "health-mlflowserver.lua").read_text()
+    )
