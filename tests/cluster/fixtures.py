@@ -92,7 +92,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, None]:
     """Add the tail of each component's log to the report of a failed test using the cluster."""
     outcome = yield
-    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    report: pytest.TestReport = outcome.get_result()
     if not report.failed or "kube_cluster" not in getattr(item, "fixturenames", ()):
         return
     cluster = item.config.stash.get(_CLUSTER_KEY, None)

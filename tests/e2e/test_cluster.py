@@ -315,6 +315,8 @@ def test_a_service_account_is_refused_outside_its_role(
 def test_pods_with_the_never_ready_label_run_but_never_get_ready(
     kube_cluster: KubeCluster, k8s_namespace: str
 ) -> None:
+    if not kube_cluster.embedded:
+        pytest.skip("needs KWOK with the stages of tests/cluster (the embedded cluster)")
     stuck = deployment("stuck", replicas=2, labels={NEVER_READY_LABEL: "true"}, progress_deadline=5)
     apply_in(kube_cluster, k8s_namespace, stuck)
     kube_cluster.kubectl(
