@@ -25,7 +25,7 @@ from mlflow_operator.builders.server_common import (
 )
 from mlflow_operator.core import tracking
 
-SERVER_UID = 1000
+SERVER_UID = 65532  # the "nonroot" user of the mlflow-server image (Dockerfile)
 AUTH_CONFIG_DIR = "/etc/mlflow/auth"
 AUTH_CONFIG_FILE = "basic_auth.ini"
 PROMETHEUS_DIR = "/prometheus"
