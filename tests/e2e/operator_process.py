@@ -17,6 +17,8 @@ class OperatorProcess:
     kubeconfig: Path
     workdir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Empty: --all-namespaces. Else `-n NS` each (as the chart's watchNamespaces does).
+    namespaces: tuple[str, ...] = ()
     webhook_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
@@ -50,7 +52,7 @@ class OperatorProcess:
         env.pop("MLFLOW_TRACKING_URI", None)
         self.process = ManagedProcess(
             name="mlflow-operator",
-            argv=[sys.executable, "-m", "mlflow_operator", "run", "--all-namespaces"],
+            argv=[sys.executable, "-m", "mlflow_operator", "run", *self._scope_args()],
             log_path=self.log_path,
             env=env,
         ).start()
@@ -61,6 +63,11 @@ class OperatorProcess:
             processes=[self.process],
         )
         return self
+
+    def _scope_args(self) -> list[str]:
+        if not self.namespaces:
+            return ["--all-namespaces"]
+        return [arg for namespace in self.namespaces for arg in ("-n", namespace)]
 
     def kill(self) -> None:
         """SIGKILL, as an OOM kill or a node failure would: no clean shutdown."""
