@@ -1,8 +1,8 @@
-"""Derived files: the chart's CRDs, the plain manifests, the Argo CD health ConfigMap.
+"""Derived files: the chart's CRDs, the plain manifests, the Argo CD ConfigMap, docs/api.md.
 
     python -m tests.helm.manifests          # writes charts/mlflow-operator/crds/,
-                                            # deploy/mlflow-operator.yaml and
-                                            # gitops/argocd/argocd-cm.yaml
+                                            # deploy/mlflow-operator.yaml,
+                                            # gitops/argocd/argocd-cm.yaml, docs/api.md
     python -m tests.helm.manifests --check  # exit 1 when one differs from its source
 
 The file holds the Namespace, the CRDs, and the chart rendered with its default values
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tests.helm import apidocs
 from tests.helm.chart import CHART as CHART_DIR
 from tests.helm.chart import CHART_CRDS, CRDS, ROOT, helm
 
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(str(OUTPUT.relative_to(ROOT)))
         if not ARGOCD_CM.exists() or ARGOCD_CM.read_text() != argocd_configmap():
             stale.append(str(ARGOCD_CM.relative_to(ROOT)))
+        if not apidocs.is_fresh():
+            stale.append(str(apidocs.OUTPUT.relative_to(ROOT)))
         if stale:
             print(
                 f"stale: {', '.join(stale)}; run `python -m tests.helm.manifests` (make manifests)",
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(rendered())
     ARGOCD_CM.write_text(argocd_configmap())
-    for path in (CHART_CRDS, OUTPUT, ARGOCD_CM):
+    for path in (CHART_CRDS, OUTPUT, ARGOCD_CM, apidocs.write()):
         print(path.relative_to(ROOT))
     return 0
 
