@@ -22,6 +22,7 @@ from tests.e2e.conftest import eventually, get_json
 from tests.e2e.modeldeployments import is_ready_on, model_deployment
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.test_mlflowserver import bind_volumes
+from tests.helm.argocd import MODELDEPLOYMENT_HEALTH, run_health
 from tests.helm.chart import CHART, helm, value_args
 from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
@@ -290,6 +291,9 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         assert after["spec"] == before["spec"]
         assert after["metadata"]["generation"] == before["metadata"]["generation"]
         assert after["status"]["previousVersion"] == v1.version
+        # what Argo CD makes of the live object with our health check
+        health = run_health(MODELDEPLOYMENT_HEALTH, after)
+        assert health["status"] == "Healthy", health
 
         # The MLflowServer controller's writes too: Secrets, StatefulSets, Jobs, ConfigMaps.
         volumes += bind_volumes(
@@ -316,7 +320,7 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         )  # fmt: skip
 
         log = operator.log()
-        for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
+        for refusal in ("Forbidden", "forbidden", "API error 403", "Not enough permissions"):
             assert refusal not in log, operator.log_tail(40)
     finally:
         # delete while the operator still runs, so it removes its finalizers

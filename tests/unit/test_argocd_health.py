@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import lupa
 import pytest
 import yaml
 
@@ -36,20 +34,11 @@ from mlflow_operator.core.observation import DeploymentObservation
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import Resolution, Resolved, Unresolved
 from mlflow_operator.core.rollout import plan_rollout
+from tests.helm.argocd import ARGOCD, run_health
 
-ROOT = Path(__file__).resolve().parents[2]
-ARGOCD = ROOT / "gitops" / "argocd"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 SYNCED = RegistryState(snapshot=None, synced=True, last_sync=NOW)
 DOWN = RegistryState(snapshot=None, synced=False, last_sync=NOW, error="connection refused")
-
-
-def run_health(script: Path, obj: dict[str, Any]) -> dict[str, str]:
-    """What Argo CD does: `obj` as a global, the script's return value is the health."""
-    lua = lupa.LuaRuntime(unpack_returned_tuples=False)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(script.read_text())
-    return {str(key): str(value) for key, value in result.items()}
 
 
 # -- ModelDeployment ------------------------------------------------------------------------
