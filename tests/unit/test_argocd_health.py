@@ -1,4 +1,5 @@
-"""The Argo CD health Lua of both kinds, run (with lupa) against statuses the operator writes.
+"""GitOps health of both kinds against statuses the operator writes: the Argo CD health Lua
+(run with lupa) and the Flux healthCheckExprs (CEL, run with the cel package).
 
 The statuses are not hand-written: each one comes out of the operator's own decision functions
 (core.rollout.plan_rollout, core.mlflowserver_status.fold_status) for a situation a user meets,
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import cel
 import pytest
 import yaml
 
@@ -331,3 +333,71 @@ def test_argocd_configmap_carries_the_tested_scripts() -> None:
         data["resource.customizations.health.mlflowops.dev_MLflowServer"]
         == (ARGOCD / "health-mlflowserver.lua").read_text()
     )
+
+
+# -- Flux healthCheckExprs ------------------------------------------------------------------
+
+FLUX = ARGOCD.parent / "flux" / "mlflow-operator.yaml"
+# What Flux should conclude per case; None: decided by kstatus before the expressions (the
+# observedGeneration check), so not the expressions' business.
+FLUX_EXPECTED = {
+    "ModelDeployment": {
+        "new, no status yet": "inProgress",
+        "spec changed, not yet observed": None,
+        "first version deploying": "inProgress",
+        "serving the target": "current",
+        "rolling out a new version": "inProgress",
+        "rollout failed, rolled back": "failed",
+        "registry unreachable, still serving": "current",
+        "alias points nowhere": "inProgress",
+        "version still registering": "inProgress",
+        "suspended": "current",
+        "invalid spec": "failed",
+    },
+    "MLflowServer": {
+        "new, no status yet": "inProgress",
+        "spec changed, not yet observed": None,
+        "database starting": "inProgress",
+        "schema migrating": "inProgress",
+        "serving": "current",
+        "migration failed": "failed",
+        "database Secret missing": "failed",
+        "scaled to zero": "current",
+    },
+}
+
+
+def flux_expressions(kind: str) -> dict[str, str]:
+    documents = yaml.safe_load_all(FLUX.read_text())
+    kustomization = next(d for d in documents if d["kind"] == "Kustomization")
+    return next(e for e in kustomization["spec"]["healthCheckExprs"] if e["kind"] == kind)
+
+
+def flux_health(expressions: dict[str, str], obj: dict[str, Any]) -> str:
+    """failed, then current, else in progress; a field not there yet means waiting."""
+    for outcome in ("failed", "current"):
+        try:
+            if cel.evaluate(expressions[outcome], obj):
+                return outcome
+        except RuntimeError:  # e.g. no status yet: Flux keeps waiting
+            return "inProgress"
+    return "inProgress"
+
+
+@pytest.mark.parametrize(
+    ("kind", "case"),
+    [(kind, case) for kind, cases in FLUX_EXPECTED.items() for case in cases],
+    ids=str,
+)
+def test_flux_health_check_expressions(kind: str, case: str) -> None:
+    expected = FLUX_EXPECTED[kind][case]
+    if expected is None:
+        pytest.skip("kstatus decides this case by observedGeneration")
+    cases = MODEL_DEPLOYMENT_CASES if kind == "ModelDeployment" else MLFLOW_SERVER_CASES
+    make = cases[case][0]
+    assert flux_health(flux_expressions(kind), make()) == expected
+
+
+def test_flux_expectations_cover_every_case() -> None:
+    assert set(FLUX_EXPECTED["ModelDeployment"]) == set(MODEL_DEPLOYMENT_CASES)
+    assert set(FLUX_EXPECTED["MLflowServer"]) == set(MLFLOW_SERVER_CASES)
