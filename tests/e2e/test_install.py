@@ -140,6 +140,9 @@ def test_helm_install_upgrade_uninstall(kube_cluster: KubeCluster, k8s_namespace
         "-l", f"app.kubernetes.io/instance={release}", "--timeout=60s",
     )  # fmt: skip
     assert exists(kube_cluster, "clusterrolebinding", name)
+    rules = can_i_list(kube_cluster, f"system:serviceaccount:{k8s_namespace}:{name}", "default")
+    assert all("*" not in verbs for verbs in rules.values()), rules
+    assert rules["secrets"] == SECRET_VERBS
 
     # a ModelDeployment is accepted; a wrong one is refused by the CRD's schema
     kube_cluster.apply(
@@ -200,6 +203,26 @@ def test_helm_install_with_an_mlflowserver_keeps_it_on_uninstall(
         "-p", '{"metadata":{"finalizers":null}}',
     )  # fmt: skip
     kube_cluster.kubectl("delete", "-n", k8s_namespace, "mlflowserver", "mlflow", "--wait=false")
+
+
+def test_plain_manifests_install_with_kubectl(kube_cluster: KubeCluster) -> None:
+    """`kubectl apply --server-side -f deploy/mlflow-operator.yaml`, as install.md says."""
+    manifest = CHART.parents[1] / "deploy" / "mlflow-operator.yaml"
+    selector = "app.kubernetes.io/instance=mlflow-operator"
+    try:
+        kube_cluster.kubectl("apply", "--server-side", "-f", str(manifest))
+        kube_cluster.kubectl(
+            "-n", "mlflow-operator", "rollout", "status", "deployment/mlflow-operator",
+            "--timeout=120s", timeout=130,
+        )  # fmt: skip
+        for crd in ("modeldeployments.mlflowops.dev", "mlflowservers.mlflowops.dev"):
+            assert exists(kube_cluster, "crd", crd)
+    finally:
+        # everything but the CRDs, which other tests of the session use
+        kube_cluster.kubectl("delete", "namespace", "mlflow-operator", "--wait=false", check=False)
+        kube_cluster.kubectl(
+            "delete", "clusterrole,clusterrolebinding", "-l", selector, check=False
+        )
 
 
 # -- what the chart's RBAC allows -----------------------------------------------------------
