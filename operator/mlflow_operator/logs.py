@@ -15,5 +15,5 @@ def configure_logging(log_format: str, log_level: str) -> None:
     kopf.configure(verbose=log_level == "debug", debug=False, log_format=fmt)
     logging.getLogger().setLevel(_LEVELS.get(log_level, logging.ERROR))
     # The Kubernetes and HTTP client libraries log bodies at debug level; keep them quiet.
-    for noisy in ("urllib3", "httpx", "httpcore", "aiohttp.access", "lightkube"):
+    for noisy in ("urllib3", "httpx", "httpx2", "httpcore", "aiohttp.access", "lightkube"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from tests.support.processes import ManagedProcess, free_port, http_ok, wait_until
 
 START_TIMEOUT_S = 90.0
@@ -51,6 +53,7 @@ class MlflowServer:
     auth: BasicAuth | None = None
     port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
+    webhook_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
 
     @property
     def name(self) -> str:
@@ -92,6 +95,13 @@ class MlflowServer:
             "AWS_DEFAULT_REGION": "us-east-1",
             # the job runner's ~8 huey consumers slow the start and no test uses server jobs
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # webhooks to the operator on loopback: MLflow refuses private IPs and plain http
+            # unless told, needs one encryption key for webhook secrets, and caches its
+            # webhook list (60 s by default) - the operator's MLflowServer sets the same
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.webhook_key,
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
             "PYTHONUNBUFFERED": "1",
         }
         if self.auth:
