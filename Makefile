@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install env build-cluster lint test test-unit crds run cluster mlflow demo clean
+.PHONY: help install env build-cluster build-helm manifests check-image bench lint test test-unit crds run cluster mlflow demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -20,26 +20,38 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## the virtualenv with the operator and its test tools
 
-env: install build-cluster  ## everything the tests need: Debian packages, Go builds (cached)
+env: install build-cluster build-helm  ## everything the tests need: Debian packages, Go builds (cached)
 	bash tests/mlflowstack/setup.sh
 
 build-cluster:  ## build the local Kubernetes control plane + KWOK (cached)
 	bash tests/cluster/build.sh
+
+build-helm:  ## build the helm CLI (cached)
+	bash tests/helm/build.sh
 
 lint: install  ## ruff and mypy (strict)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: env lint  ## the whole suite: lint, unit, integration (MLflow stack), e2e (test cluster)
+test: env lint check-image  ## the whole suite: lint, image check, unit, integration (MLflow stack), e2e (test cluster)
 	$(BIN)/python -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-unit: install  ## unit tests only (no I/O, seconds)
 	$(BIN)/python -m pytest tests/unit
 
-crds: install  ## regenerate crds/ from the API models
+crds: install  ## regenerate crds/ from the API models (then run make manifests)
 	$(BIN)/mlflow-operator crds --output-dir crds
+
+manifests: install build-helm  ## regenerate the chart's CRDs, deploy/, argocd-cm and docs/api.md
+	$(BIN)/python -m tests.helm.manifests
+
+check-image: install  ## install the operator image's requirements as the Dockerfile does
+	bash deploy/image/check-operator-venv.sh
+
+bench: env  ## benchmarks (numbers, not pass/fail): serving runtime, MLflow stack
+	$(BIN)/python -m tests.bench.bench_serving
 
 run: install  ## run the operator against the current kubeconfig
 	$(BIN)/mlflow-operator run
