@@ -30,7 +30,7 @@ REGISTRY_SWEEP_SECONDS = Histogram(
 )
 RESOLUTION_LAG_SECONDS = Histogram(
     "mlflow_operator_resolution_lag_seconds",
-    "From the registry selecting a new version to the operator starting its rollout.",
+    "From the sweep (or webhook-triggered sweep) that saw a model change to the rollout start.",
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
 )
 ROLLOUTS = Counter(

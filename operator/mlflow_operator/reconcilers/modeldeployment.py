@@ -100,6 +100,7 @@ class ModelDeploymentReconciler:
             endpoint, credentials = await self._endpoint(spec, owner.namespace)
         except EndpointProblem as problem:
             client: RegistryClient | None = None
+            lag = None
             registry = RegistryState(
                 snapshot=None, synced=False, last_sync=None, error=problem.message
             )
@@ -114,6 +115,7 @@ class ModelDeploymentReconciler:
             await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
             registry = watcher.state(spec.model.name)
             client = watcher.client
+            lag = watcher.seconds_since_change(spec.model.name)
         resolution = resolve_target(spec.model, registry.snapshot) if registry.synced else None
         deployment = await self.kube.get(
             "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
@@ -153,6 +155,8 @@ class ModelDeploymentReconciler:
             emit(event.type, event.reason, event.message)
         await self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
+        if lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
+            metrics.RESOLUTION_LAG_SECONDS.observe(lag)
         return ReconcileResult(
             recheck_after=ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
         )

@@ -43,6 +43,7 @@ class RegistryWatcher:
         self._snapshots: dict[str, ModelSnapshot] = {}
         self._ready_versions: dict[tuple[str, str], VersionInfo] = {}  # READY is final: cache
         self._swept: set[str] = set()
+        self._changed_at: dict[str, float] = {}  # monotonic time a sweep saw the model change
         self._synced = False
         self._last_sync: datetime | None = None
         self._error = ""
@@ -91,6 +92,11 @@ class RegistryWatcher:
             self._swept_event.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._swept_event.wait(), deadline - time.monotonic())
+
+    def seconds_since_change(self, model: str) -> float | None:
+        """How long ago a sweep last saw `model` change (for the resolution-lag metric)."""
+        changed = self._changed_at.get(model)
+        return None if changed is None else time.monotonic() - changed
 
     def state(self, model: str) -> RegistryState:
         return RegistryState(
@@ -157,6 +163,9 @@ class RegistryWatcher:
             metrics.REGISTRY_SWEEP_SECONDS.observe(time.monotonic() - started)
             self._swept_event.set()
         changed = [n for n in names if found.get(n) != self._snapshots.get(n)]
+        seen = time.monotonic()
+        for name in changed:
+            self._changed_at[name] = seen
         newly_swept = [n for n in names if n not in self._swept]
         self._snapshots = {n: found[n] for n in names if n in found}
         self._swept.update(names)
