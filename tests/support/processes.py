@@ -1,4 +1,6 @@
-"""Start and stop the local programs of the test environment (control plane, PostgreSQL, MinIO, MLflow).
+"""Start and stop the local programs of the test environment.
+
+The control plane, PostgreSQL, MinIO and MLflow all run as local processes.
 
 Every program is started in its own process group with its output in a log file, and is stopped
 by PID (the whole group: SIGTERM, then SIGKILL) even when the test session fails. A record of the
@@ -212,7 +214,7 @@ def wait_until(
     interval: float = 0.1,
     processes: Sequence[ManagedProcess] = (),
 ) -> None:
-    """Poll check() until it is true; on timeout, or when a watched process died, raise with logs."""
+    """Poll check() until true; on timeout, or when a watched process died, raise with logs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
