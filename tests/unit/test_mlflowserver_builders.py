@@ -25,6 +25,7 @@ from mlflow_operator.builders.tracking_server import (
     server_args,
 )
 from mlflow_operator.core import tracking
+from mlflow_operator.core.endpoint import CredentialsSecret
 
 IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
 PG_IMAGE = "postgres:16.4"
@@ -466,7 +467,9 @@ def test_no_generated_value_appears_in_any_other_manifest(spec: dict[str, Any]) 
 def test_tracking_endpoint_of_a_server_with_generated_admin() -> None:
     endpoint = tracking.tracking_endpoint(make_server())
     assert endpoint.url == "http://mlflow.ml.svc:5000"
-    assert endpoint.credentials == tracking.SecretKeys("mlflow-admin", "username", "password")
+    assert endpoint.credentials == CredentialsSecret(
+        "mlflow-admin", username_key="username", password_key="password", token_key=None
+    )
 
 
 def test_tracking_endpoint_with_named_admin_and_port() -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class SecretKeys:
+class CredentialsSecret:
     """A Secret in the ModelDeployment's namespace and the keys of the MLflow credentials in it."""
 
     name: str
@@ -20,7 +20,7 @@ class TrackingEndpoint:
     """An MLflow tracking server as clients reach it."""
 
     url: str
-    credentials: SecretKeys | None = None
+    credentials: CredentialsSecret | None = None
 
     def identity(self, namespace: str) -> str:
         """Key of the shared registry watcher: one per URL and credentials (never their values)."""

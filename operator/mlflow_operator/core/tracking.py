@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from mlflow_operator.api.mlflowserver import MLflowServer
+from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.naming import child_name
 
 TRACKING_PORT = 5000
@@ -89,15 +90,6 @@ class SecretKeys:
     password_key: str
 
 
-@dataclass(frozen=True)
-class TrackingEndpoint:
-    """How a client in the cluster reaches an MLflowServer."""
-
-    url: str
-    credentials: SecretKeys | None
-    """The admin user's Secret when basic auth is on; None when the server needs no login."""
-
-
 def service_host(server: MLflowServer) -> str:
     return f"{ServerNames(_name(server)).service}.{_namespace(server)}.svc"
 
@@ -118,8 +110,16 @@ def admin_secret(server: MLflowServer) -> SecretKeys:
 
 def tracking_endpoint(server: MLflowServer) -> TrackingEndpoint:
     """URL and client credentials (the admin user) of an MLflowServer, for `serverRef`."""
-    credentials = admin_secret(server) if server.spec.auth.enabled else None
-    return TrackingEndpoint(url=tracking_url(server), credentials=credentials)
+    if not server.spec.auth.enabled:
+        return TrackingEndpoint(url=tracking_url(server))
+    admin = admin_secret(server)
+    return TrackingEndpoint(
+        url=tracking_url(server),
+        credentials=CredentialsSecret(
+            admin.name, username_key=admin.username_key, password_key=admin.password_key,
+            token_key=None,
+        ),
+    )  # fmt: skip
 
 
 def database_secret(server: MLflowServer) -> SecretKeys:

@@ -29,7 +29,7 @@ from mlflow_operator.builders.serving import (
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core import tracking
 from mlflow_operator.core.conditions import set_condition
-from mlflow_operator.core.endpoint import SecretKeys, TrackingEndpoint
+from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.observation import observe_deployment
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
@@ -183,29 +183,18 @@ class ModelDeploymentReconciler:
                     f"MLflowServer {registry.server_ref.name!r} not found in namespace {namespace}",
                 )
             server = MLflowServer.model_validate(server_body)
-            theirs = tracking.tracking_endpoint(server)
-            keys = (
-                SecretKeys(
-                    theirs.credentials.name,
-                    username_key=theirs.credentials.username_key,
-                    password_key=theirs.credentials.password_key,
-                    token_key=None,
-                )
-                if theirs.credentials
-                else None
-            )
-            endpoint = TrackingEndpoint(theirs.url, keys)
+            endpoint = tracking.tracking_endpoint(server)
         else:
             assert registry.tracking_uri is not None  # noqa: S101  (the API rules: one of the two)
             keys = (
-                SecretKeys(registry.credentials_secret_ref.name)
+                CredentialsSecret(registry.credentials_secret_ref.name)
                 if registry.credentials_secret_ref
                 else None
             )
             endpoint = TrackingEndpoint(registry.tracking_uri, keys)
         return endpoint, await self._credentials(endpoint.credentials, namespace)
 
-    async def _credentials(self, keys: SecretKeys | None, namespace: str) -> Credentials:
+    async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:
         if keys is None:
             return Credentials()
         data = await self.kube.secret_data(keys.name, namespace)

@@ -12,10 +12,10 @@ from mlflow_operator.builders.serving import (
     service_url,
 )
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.core.endpoint import SecretKeys, TrackingEndpoint
+from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 
 OWNER = Owner("mlflowops.dev/v1alpha1", "ModelDeployment", "fraud", "ml-prod", "uid-1")
-ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", SecretKeys("mlflow-creds"))
+ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", CredentialsSecret("mlflow-creds"))
 CONFIG = OperatorConfig()
 
 
