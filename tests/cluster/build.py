@@ -10,17 +10,14 @@ binary's path.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.cache import cache_root, content_key
+from tests.support.gobuild import ensure_cached, go_binary, go_environment
 
 MODULE_DIR = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "v1.37.2"
@@ -46,24 +43,12 @@ _LDFLAGS = " ".join(
 )
 
 
-def go_binary() -> str:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(go).exists():
-        raise RuntimeError("the Go toolchain is needed to build the test cluster (go not on PATH)")
-    return go
-
-
 def build_inputs() -> list[Path]:
     return [MODULE_DIR / "go.mod", MODULE_DIR / "go.sum", *sorted(MODULE_DIR.glob("*.go"))]
 
 
 def build_key() -> str:
-    go_version = subprocess.run(
-        [go_binary(), "env", "GOVERSION", "GOOS", "GOARCH"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    go_version = go_environment()
     return content_key(build_inputs(), extra=go_version + _LDFLAGS)
 
 
@@ -71,28 +56,9 @@ def binary_path(key: str | None = None) -> Path:
     return cache_root() / "cluster" / (key or build_key()) / BINARY_NAME
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Serialise builds: two sessions starting at once must not both run a 10-minute build."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_built(quiet: bool = False) -> Path:
     """The path of the cached binary, building it first when the cache has none for these inputs."""
-    target = binary_path()
-    if target.exists():
-        return target
-    with _exclusive(target.parent.with_suffix(".lock")):
-        if target.exists():  # another process built it while we waited for the lock
-            return target
-        _go_build(target, quiet)
-    return target
+    return ensure_cached(binary_path(), lambda target: _go_build(target, quiet))
 
 
 def _go_build(target: Path, quiet: bool) -> None:

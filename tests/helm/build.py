@@ -9,18 +9,15 @@ Run as ``python -m tests.helm.build`` (what ``tests/helm/build.sh`` does); print
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from tests.cluster.build import go_binary
 from tests.support.cache import cache_root, content_key
+from tests.support.gobuild import ensure_cached, go_binary, go_environment
 
 MODULE_DIR = Path(__file__).resolve().parent
 HELM_PACKAGE = "helm.sh/helm/v4/cmd/helm"
@@ -41,12 +38,7 @@ def _ldflags() -> str:
 
 
 def build_key() -> str:
-    go_env = subprocess.run(
-        [go_binary(), "env", "GOVERSION", "GOOS", "GOARCH"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    go_env = go_environment()
     return content_key([MODULE_DIR / "go.mod", MODULE_DIR / "go.sum"], extra=go_env + _ldflags())
 
 
@@ -54,28 +46,9 @@ def binary_path(key: str | None = None) -> Path:
     return cache_root() / "helm" / (key or build_key()) / BINARY_NAME
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Serialise builds: two sessions starting at once must not both build."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def ensure_built(quiet: bool = False) -> Path:
     """The cached binary's path, building it first when the cache has none for these inputs."""
-    target = binary_path()
-    if target.exists():
-        return target
-    with _exclusive(target.parent.with_suffix(".lock")):
-        if target.exists():  # another process built it while this one waited for the lock
-            return target
-        _go_build(target, quiet)
-    return target
+    return ensure_cached(binary_path(), lambda target: _go_build(target, quiet))
 
 
 def _go_build(target: Path, quiet: bool) -> None:
