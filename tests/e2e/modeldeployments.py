@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import get_json
+from tests.e2e.conftest import eventually, get_json
+from tests.mlflowstack.models import ModelRegistry, TrainedVersion
 
 
 def model_deployment(
@@ -75,3 +76,20 @@ def events(cluster: KubeCluster, namespace: str, name: str) -> list[dict[str, An
 
 def event_reasons(cluster: KubeCluster, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events(cluster, namespace, name)]
+
+
+def serve_first_version(
+    cluster: KubeCluster,
+    registry: ModelRegistry,
+    tracking_uri: str,
+    namespace: str,
+    name: str,
+    model: str,
+    **manifest: Any,
+) -> TrainedVersion:
+    """Register v1, point alias champion at it, apply the ModelDeployment, wait Ready on v1."""
+    v1 = registry.log_version(model)
+    registry.set_alias(model, "champion", v1.version)
+    cluster.apply(model_deployment(name, namespace, model, tracking_uri, **manifest))
+    eventually(lambda: is_ready_on(cluster, namespace, name, v1.version), 60, f"{name} Ready on v1")
+    return v1

@@ -16,6 +16,7 @@ from tests.e2e.modeldeployments import (
     events,
     is_ready_on,
     model_deployment,
+    serve_first_version,
     status,
     template_version,
 )
@@ -107,14 +108,15 @@ def test_pinned_version_ignores_registry_moves(
     model_name: str,
     k8s_namespace: str,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    md = model_deployment(
-        "pinned", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+    serve_first_version(
+        kube_cluster,
+        mlflow_registry,
+        mlflow_stack.tracking_uri,
+        k8s_namespace,
+        "pinned",
+        model_name,
         selector={"version": "1"},
-    )  # fmt: skip
-    kube_cluster.apply(md)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "pinned", "1"), 60, "v1")
+    )
     v2 = mlflow_registry.log_version(model_name)
     mlflow_registry.set_alias(model_name, "champion", v2.version)
     mlflow_registry.transition_stage(model_name, v2.version, "Production")
@@ -131,11 +133,15 @@ def test_failed_version_rolls_back_and_is_not_retried(
     model_name: str,
     k8s_namespace: str,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    md = model_deployment("rb", k8s_namespace, model_name, mlflow_stack.tracking_uri, deadline=10)
-    kube_cluster.apply(md)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "rb", "1"), 60, "v1")
+    serve_first_version(
+        kube_cluster,
+        mlflow_registry,
+        mlflow_stack.tracking_uri,
+        k8s_namespace,
+        "rb",
+        model_name,
+        deadline=10,
+    )
     # version 2's pods never become ready, as when its model cannot load
     broken = mlflow_registry.log_broken_version(model_name)
     kube_cluster.keep_pods_unready("mlflowops.dev/model-version", [broken])
@@ -186,12 +192,14 @@ def test_registry_outage_keeps_serving(
     model_name: str,
     k8s_namespace: str,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    kube_cluster.apply(
-        model_deployment("out", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    serve_first_version(
+        kube_cluster,
+        mlflow_registry,
+        mlflow_stack.tracking_uri,
+        k8s_namespace,
+        "out",
+        model_name,
     )
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "out", "1"), 60, "v1")
     before = event_reasons(kube_cluster, k8s_namespace, "out")
     with mlflow_stack.outage():
         eventually(
@@ -228,12 +236,14 @@ def test_operator_killed_mid_rollout_converges(
     model_name: str,
     k8s_namespace: str,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    kube_cluster.apply(
-        model_deployment("crash", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    serve_first_version(
+        kube_cluster,
+        mlflow_registry,
+        mlflow_stack.tracking_uri,
+        k8s_namespace,
+        "crash",
+        model_name,
     )
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "crash", "1"), 60, "v1")
     v2 = mlflow_registry.log_version(model_name)
     mlflow_registry.set_alias(model_name, "champion", v2.version)
     eventually(
@@ -257,12 +267,14 @@ def test_deleting_the_model_deployment_removes_its_children(
     model_name: str,
     k8s_namespace: str,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    kube_cluster.apply(
-        model_deployment("gone", k8s_namespace, model_name, mlflow_stack.tracking_uri)
+    serve_first_version(
+        kube_cluster,
+        mlflow_registry,
+        mlflow_stack.tracking_uri,
+        k8s_namespace,
+        "gone",
+        model_name,
     )
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "gone", "1"), 60, "v1")
     kube_cluster.kubectl("delete", "-n", k8s_namespace, "mdep", "gone", "--timeout=30s")
 
     def children() -> int:

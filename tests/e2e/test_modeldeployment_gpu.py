@@ -8,7 +8,13 @@ import pytest
 
 from tests.cluster.launcher import KubeCluster
 from tests.e2e.conftest import eventually, get_json
-from tests.e2e.modeldeployments import condition, is_ready_on, model_deployment, status
+from tests.e2e.modeldeployments import (
+    condition,
+    is_ready_on,
+    model_deployment,
+    serve_first_version,
+    status,
+)
 from tests.e2e.operator_process import OperatorProcess
 from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
@@ -45,14 +51,15 @@ def test_gpu_model_lands_on_a_gpu_node_with_the_limit(
     model_name: str,
     k8s_namespace: str,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    md = model_deployment(
-        "gpu", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+    serve_first_version(
+        kube_cluster,
+        mlflow_registry,
+        mlflow_stack.tracking_uri,
+        k8s_namespace,
+        "gpu",
+        model_name,
         serving={"replicas": 1, "gpu": {"count": 1}},
-    )  # fmt: skip
-    kube_cluster.apply(md)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "gpu", "1"), 60, "Ready on GPU")
+    )
     (pod,) = pods(kube_cluster, k8s_namespace)
     assert pod["spec"]["nodeName"] in gpu_nodes(kube_cluster)
     assert pod["spec"]["containers"][0]["resources"]["limits"][GPU] == "1"

@@ -19,6 +19,7 @@ from tests.bench.serving_servers import (
 )
 from tests.mlflowstack.models import ModelRegistry, sample_input
 from tests.mlflowstack.stack import MlflowStack
+from tests.support.processes import wait_until
 
 JSON = "application/json"
 
@@ -116,12 +117,18 @@ def test_workers_share_one_port_and_metrics(iris_dir: Path, tmp_path: Path) -> N
     server = start_batched(str(iris_dir), tmp_path, ["--workers", "2"])
     try:
         wait_ready(server)
+        log = Path(server.process.log_path)
+        # /ready answers as soon as one worker is up; the other may still be loading the model.
+        wait_until(
+            lambda: log.read_text().count("ready after") == 2,
+            timeout=60,
+            what="both workers ready",
+            processes=[server.process],
+        )
         body = split_body(sample_input(3))
         for _ in range(20):
             response = request(server.port, "POST", "/invocations", body=body, content_type=JSON)
             assert response.status == 200
-        log = Path(server.process.log_path).read_text()
-        assert log.count("ready after") == 2
         metrics = request(server.port, "GET", "/metrics").body.decode()
         # Any worker answers for all of them (prometheus multiprocess mode).
         assert (
