@@ -115,6 +115,7 @@ def run(runtime: str) -> None:
                 show(
                     cluster, "get", "events", "-n", NAMESPACE,
                     "--field-selector", "involvedObject.kind=ModelDeployment",
+                    "--sort-by", ".metadata.creationTimestamp",
                     "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
                 )  # fmt: skip
                 say("Running the serving pod's command locally for one real prediction")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -73,8 +74,11 @@ def promotions(
     wait(lambda: is_ready_on(cluster, ns, name, first.version), 120)
     versions = [registry.log_version(model).version for _ in range(n)]
     started_lat, ready_lat = [], []
+    phase = random.Random(0)
     for version in versions:
-        time.sleep(1)
+        # Each wait ends right after a poll; a random pause puts the next move at a random
+        # point of the poll interval, as a user's move would be.
+        time.sleep(1 + phase.uniform(0, POLL))
         moved = time.monotonic()
         registry.set_alias(model, "champion", version)
         wait(lambda v=version: template_version(cluster, ns, name) == v, 60)
@@ -165,7 +169,7 @@ def scale(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--promotions", type=int, default=10)
-    parser.add_argument("--scales", default="10,100,1000")
+    parser.add_argument("--scales", default="10,100,1000", help="empty: latency only")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-promotion-"))
     plane = ControlPlane()
@@ -196,8 +200,8 @@ def main() -> None:
                 ):
                     print(f"{label}: p50 {statistics.median(values):.2f}s "
                           f"p99 {pct(values, 0.99):.2f}s (n={len(values)})")  # fmt: skip
-                scale(cluster, registry, stack.tracking_uri, operator,
-                      [int(s) for s in args.scales.split(",")])  # fmt: skip
+                scales = [int(s) for s in args.scales.split(",") if s]
+                scale(cluster, registry, stack.tracking_uri, operator, scales)
             finally:
                 operator.stop()
     finally:
