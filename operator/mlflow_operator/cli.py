@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from mlflow_operator import __version__
-from mlflow_operator.api.crdgen import KINDS, crd_filename, render_crd
-from mlflow_operator.config import ConfigError, load_config
+
+# Each command imports what it needs when it runs: `serve` is a pod's entrypoint, and the CRD
+# models and settings (a third of a second of pydantic imports) would only delay its start.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +33,8 @@ def version() -> None:
 )
 def crds(output_dir: Path | None) -> None:
     """Print the CustomResourceDefinitions generated from the API models."""
+    from mlflow_operator.api.crdgen import KINDS, crd_filename, render_crd
+
     if output_dir is None:
         click.echo("---\n".join(render_crd(kind) for kind in KINDS), nl=False)
         return
@@ -110,6 +113,8 @@ def run(  # noqa: PLR0917  (click passes every option as an argument)
     max_workers: int | None,
 ) -> None:
     """Run the operator against the cluster of the current kubeconfig or service account."""
+    from mlflow_operator.config import ConfigError, load_config
+
     try:
         config = load_config(
             config_file,

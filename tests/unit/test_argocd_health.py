@@ -386,13 +386,18 @@ def flux_health(expressions: dict[str, str], obj: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(
     ("kind", "case"),
-    [(kind, case) for kind, cases in FLUX_EXPECTED.items() for case in cases],
+    # A case expected None is decided by kstatus from observedGeneration before any
+    # expression runs: there is nothing of ours to test.
+    [
+        (kind, case)
+        for kind, cases in FLUX_EXPECTED.items()
+        for case, expected in cases.items()
+        if expected is not None
+    ],
     ids=str,
 )
 def test_flux_health_check_expressions(kind: str, case: str) -> None:
     expected = FLUX_EXPECTED[kind][case]
-    if expected is None:
-        pytest.skip("kstatus decides this case by observedGeneration")
     cases = MODEL_DEPLOYMENT_CASES if kind == "ModelDeployment" else MLFLOW_SERVER_CASES
     make = cases[case][0]
     assert flux_health(flux_expressions(kind), make()) == expected
