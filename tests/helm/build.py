@@ -9,15 +9,12 @@ Run as ``python -m tests.helm.build`` (what ``tests/helm/build.sh`` does); print
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.support.cache import cache_root, content_key
-from tests.support.gobuild import ensure_cached, go_binary, go_environment
+from tests.support.gobuild import ensure_cached, go_build, go_environment
 
 MODULE_DIR = Path(__file__).resolve().parent
 HELM_PACKAGE = "helm.sh/helm/v4/cmd/helm"
@@ -48,32 +45,12 @@ def binary_path(key: str | None = None) -> Path:
 
 def ensure_built(quiet: bool = False) -> Path:
     """The cached binary's path, building it first when the cache has none for these inputs."""
-    return ensure_cached(binary_path(), lambda target: _go_build(target, quiet))
-
-
-def _go_build(target: Path, quiet: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{BINARY_NAME}.partial")
-    argv = [go_binary(), "build", "-trimpath", "-ldflags", _ldflags(), "-o", str(partial)]
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false -mod=readonly")
-    if not quiet:
-        print(f"building helm {helm_version()} -> {target}", file=sys.stderr)
-    started = time.monotonic()
-    result = subprocess.run(
-        [*argv, HELM_PACKAGE],
-        cwd=MODULE_DIR,
-        env=env,
-        capture_output=quiet,
-        text=True,
-        check=False,
+    return ensure_cached(
+        binary_path(),
+        lambda target: go_build(
+            target, MODULE_DIR, HELM_PACKAGE, _ldflags(), f"helm {helm_version()}", quiet
+        ),
     )
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        detail = f"\n{result.stderr}" if quiet else ""
-        raise RuntimeError(f"go build of {HELM_PACKAGE} failed ({result.returncode}){detail}")
-    partial.rename(target)  # atomic: a reader sees no binary or a whole one
-    if not quiet:
-        print(f"built in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 
 def main() -> int:

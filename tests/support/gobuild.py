@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,3 +55,31 @@ def ensure_cached(target: Path, build: Callable[[Path], None]) -> Path:
             return target
         build(target)
     return target
+
+
+def go_build(
+    target: Path,
+    module_dir: Path,
+    package: str,
+    ldflags: str,
+    what: str,
+    quiet: bool = False,
+) -> None:
+    """`go build` package of module_dir into target: static, reproducible, written atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    argv = [go_binary(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial), package]
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false -mod=readonly")
+    if not quiet:
+        print(f"building {what} -> {target}", file=sys.stderr)
+    started = time.monotonic()
+    result = subprocess.run(
+        argv, cwd=module_dir, env=env, capture_output=quiet, text=True, check=False
+    )
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        detail = f"\n{result.stderr}" if quiet else ""
+        raise RuntimeError(f"go build of {what} failed ({result.returncode}){detail}")
+    partial.rename(target)  # atomic: a reader sees no binary or a whole one
+    if not quiet:
+        print(f"built in {time.monotonic() - started:.0f}s", file=sys.stderr)
