@@ -11,10 +11,10 @@ from mlflow_operator.builders.server_common import (
     COMPONENT_MINIO,
     empty_dir,
     plain_env,
-    pod_security_context,
     secret_env,
     selector_labels,
     server_labels,
+    store_stateful_set,
 )
 from mlflow_operator.core import tracking
 
@@ -47,32 +47,18 @@ def build_minio_statefulset(
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
         ],
     }
-    labels = server_labels(owner.name, COMPONENT_MINIO)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": child_metadata(names.minio, owner, labels),
-        "spec": {
-            "serviceName": names.minio,
-            "replicas": 1,
-            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_MINIO)},
-            "persistentVolumeClaimRetentionPolicy": {
-                "whenDeleted": "Retain",
-                "whenScaled": "Retain",
-            },
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": pod_security_context(MINIO_UID),
-                    "enableServiceLinks": False,
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [empty_dir("tmp")],
-                },
-            },
-            "volumeClaimTemplates": [volume_claim_template(owner.name, managed, labels)],
-        },
-    }
+    return store_stateful_set(
+        name=names.minio,
+        service_name=names.minio,
+        owner=owner,
+        component=COMPONENT_MINIO,
+        uid=MINIO_UID,
+        container=container,
+        volumes=[empty_dir("tmp")],
+        claim=volume_claim_template(
+            owner.name, managed, server_labels(owner.name, COMPONENT_MINIO)
+        ),
+    )
 
 
 def build_minio_service(owner: Owner) -> dict[str, Any]:

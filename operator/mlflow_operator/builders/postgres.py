@@ -10,10 +10,10 @@ from mlflow_operator.builders.server_common import (
     COMPONENT_POSTGRES,
     empty_dir,
     plain_env,
-    pod_security_context,
     secret_env,
     selector_labels,
     server_labels,
+    store_stateful_set,
 )
 from mlflow_operator.core import tracking
 
@@ -58,34 +58,19 @@ def build_postgres_statefulset(
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir of the pod
         ],
     }
-    labels = server_labels(owner.name, COMPONENT_POSTGRES)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": child_metadata(names.postgres, owner, labels),
-        "spec": {
-            "serviceName": names.postgres_headless,
-            "replicas": 1,
-            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_POSTGRES)},
-            # the volume outlives the StatefulSet: deleting the MLflowServer keeps the data
-            "persistentVolumeClaimRetentionPolicy": {
-                "whenDeleted": "Retain",
-                "whenScaled": "Retain",
-            },
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": pod_security_context(POSTGRES_UID),
-                    "enableServiceLinks": False,
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": 60,
-                    "containers": [container],
-                    "volumes": [empty_dir("run"), empty_dir("tmp")],
-                },
-            },
-            "volumeClaimTemplates": [volume_claim_template(owner.name, managed, labels)],
-        },
-    }
+    return store_stateful_set(
+        name=names.postgres,
+        service_name=names.postgres_headless,
+        owner=owner,
+        component=COMPONENT_POSTGRES,
+        uid=POSTGRES_UID,
+        container=container,
+        volumes=[empty_dir("run"), empty_dir("tmp")],
+        claim=volume_claim_template(
+            owner.name, managed, server_labels(owner.name, COMPONENT_POSTGRES)
+        ),
+        termination_grace_seconds=60,
+    )
 
 
 def build_postgres_services(owner: Owner) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow_operator.builders.meta import Owner, child_metadata
 from mlflow_operator.core.naming import LABEL_COMPONENT, LABEL_MLFLOW_SERVER, standard_labels
 
 COMPONENT_SERVER = "tracking-server"
@@ -58,3 +59,46 @@ def plain_env(name: str, value: str) -> dict[str, Any]:
 
 def empty_dir(name: str) -> dict[str, Any]:
     return {"name": name, "emptyDir": {}}
+
+
+def store_stateful_set(
+    *,
+    name: str,
+    service_name: str,
+    owner: Owner,
+    component: str,
+    uid: int,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    claim: dict[str, Any],
+    termination_grace_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A one-pod StatefulSet for a managed store (PostgreSQL, MinIO) with its data volume.
+
+    The claim outlives the StatefulSet: deleting the MLflowServer keeps the data.
+    """
+    labels = server_labels(owner.name, component)
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(uid),
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if termination_grace_seconds is not None:
+        pod_spec["terminationGracePeriodSeconds"] = termination_grace_seconds
+    pod_spec |= {"containers": [container], "volumes": volumes}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(name, owner, labels),
+        "spec": {
+            "serviceName": service_name,
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(owner.name, component)},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "volumeClaimTemplates": [claim],
+        },
+    }
