@@ -9,7 +9,6 @@ operator writes that the Lua does not understand fails here.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,6 @@ from mlflow_operator.core.conditions import set_condition
 from mlflow_operator.core.mlflowserver_status import (
     JobState,
     SecretCheck,
-    ServerObservation,
     WorkloadState,
     fold_status,
     plan_server,
@@ -37,6 +35,7 @@ from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import Resolution, Resolved, Unresolved
 from mlflow_operator.core.rollout import plan_rollout
 from tests.helm.argocd import ARGOCD, run_health
+from tests.unit.observations import SERVER_IMAGE, complete, in_progress, managed_server
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 SYNCED = RegistryState(snapshot=None, synced=True, last_sync=NOW)
@@ -49,33 +48,6 @@ MD_SPEC: dict[str, Any] = {
     "model": {"name": "fraud", "alias": "champion"},
     "registry": {"serverRef": {"name": "mlflow"}},
 }
-
-
-def complete(version: str) -> DeploymentObservation:
-    return DeploymentObservation(
-        exists=True,
-        version=version,
-        desired_replicas=1,
-        status_current=True,
-        replicas=1,
-        updated_replicas=1,
-        ready_replicas=1,
-        available_replicas=1,
-    )
-
-
-def rolling(version: str, *, exceeded: bool = False) -> DeploymentObservation:
-    return DeploymentObservation(
-        exists=True,
-        version=version,
-        desired_replicas=1,
-        status_current=True,
-        replicas=2,
-        updated_replicas=1,
-        ready_replicas=1,
-        available_replicas=1,
-        progress_deadline_exceeded=exceeded,
-    )
 
 
 NOTHING = DeploymentObservation(
@@ -153,13 +125,15 @@ MODEL_DEPLOYMENT_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]]
         "serving version 1",
     ),
     "rolling out a new version": (
-        lambda: md(md_status([(V1, complete("1")), (V2, rolling("2"))])),
+        lambda: md(md_status([(V1, complete("1")), (V2, in_progress("2"))])),
         "Progressing",
         "version 2",
     ),
     "rollout failed, rolled back": (
         lambda: md(
-            md_status([(V1, complete("1")), (V2, rolling("2")), (V2, rolling("2", exceeded=True))])
+            md_status(
+                [(V1, complete("1")), (V2, in_progress("2")), (V2, in_progress("2", exceeded=True))]
+            )
         ),
         "Degraded",
         "version 2 did not become available",
@@ -207,30 +181,11 @@ def test_modeldeployment_health(case: str) -> None:
 
 # -- MLflowServer ---------------------------------------------------------------------------
 
-IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
-
-
-def server_observation(**changes: Any) -> ServerObservation:
-    """Managed PostgreSQL and MinIO ready, nothing migrated yet, no Deployment."""
-    base = ServerObservation(
-        generation=1,
-        desired_image=IMAGE,
-        database_secret=SecretCheck("mlflow-postgres"),
-        object_store_secret=SecretCheck("mlflow-minio"),
-        admin_secret=SecretCheck("mlflow-admin"),
-        managed_database=True,
-        postgres=WorkloadState("mlflow-postgres", desired=1, ready=1, updated=1),
-        managed_object_store=True,
-        minio=WorkloadState("mlflow-minio", desired=1, ready=1, updated=1),
-        migration=None,
-        deployment=None,
-        migrated_image=None,
-    )
-    return dataclasses.replace(base, **changes)
+IMAGE = SERVER_IMAGE
 
 
 def server_status(**changes: Any) -> dict[str, Any]:
-    obs = server_observation(**changes)
+    obs = managed_server(**changes)
     status = fold_status(
         MLflowServerStatus(), obs, plan_server(obs), url="http://mlflow.ml.svc:5000", now=NOW
     )

@@ -21,6 +21,7 @@ from mlflow_operator.core.mlflowserver_status import (
     image_version,
     plan_server,
 )
+from tests.unit.observations import managed_server
 
 OLD = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
 NEW = "ghcr.io/mlflow-operator/mlflow-server:3.18.0"
@@ -30,21 +31,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def observation(**changes: object) -> ServerObservation:
     """A managed server whose stores are ready, nothing migrated yet, no Deployment."""
-    base = ServerObservation(
-        generation=3,
-        desired_image=OLD,
-        database_secret=SecretCheck("mlflow-postgres"),
-        object_store_secret=SecretCheck("mlflow-minio"),
-        admin_secret=SecretCheck("mlflow-admin"),
-        managed_database=True,
-        postgres=WorkloadState("mlflow-postgres", desired=1, ready=1, updated=1),
-        managed_object_store=True,
-        minio=WorkloadState("mlflow-minio", desired=1, ready=1, updated=1),
-        migration=None,
-        deployment=None,
-        migrated_image=None,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return managed_server(**{"generation": 3, "desired_image": OLD, **changes})
 
 
 def serving(image: str, ready: int = 2) -> WorkloadState:

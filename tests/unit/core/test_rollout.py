@@ -11,6 +11,7 @@ from mlflow_operator.core.observation import DeploymentObservation
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import Resolved, Unresolved
 from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
+from tests.unit.observations import complete, in_progress
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 SYNCED = RegistryState(snapshot=None, synced=True, last_sync=NOW)
@@ -24,34 +25,6 @@ def spec(**overrides: Any) -> ModelDeploymentSpec:
     }
     body.update(overrides)
     return ModelDeploymentSpec.model_validate(body)
-
-
-def complete(version: str, replicas: int = 1) -> DeploymentObservation:
-    return DeploymentObservation(
-        exists=True,
-        version=version,
-        desired_replicas=replicas,
-        status_current=True,
-        replicas=replicas,
-        updated_replicas=replicas,
-        ready_replicas=replicas,
-        available_replicas=replicas,
-    )
-
-
-def in_progress(version: str, *, exceeded: bool = False, unschedulable: str = "") -> Any:
-    return DeploymentObservation(
-        exists=True,
-        version=version,
-        desired_replicas=1,
-        status_current=True,
-        replicas=2,
-        updated_replicas=1,
-        ready_replicas=1,
-        available_replicas=1,
-        progress_deadline_exceeded=exceeded,
-        unschedulable_message=unschedulable,
-    )
 
 
 def cond(plan: RolloutPlan, type_: str) -> tuple[str, str]:
