@@ -1,9 +1,9 @@
 // Command cluster runs one component of the local Kubernetes test control plane.
 //
-// It links kube-apiserver, kube-controller-manager, kube-scheduler, an embedded etcd and the
-// KWOK controller into one binary (a "hyperkube"): the five share most of their packages
-// (client-go, apimachinery, apiserver, grpc, otel), so one link is much cheaper than five in
-// build time, memory and disk. The first argument picks the component; the rest are its flags.
+// It links kube-apiserver, kube-controller-manager, kube-scheduler, an embedded etcd, the KWOK
+// controller, and the real node's kubelet and kube-proxy into one binary (a "hyperkube"): they
+// share most of their packages (client-go, apimachinery, apiserver, grpc, otel), so one link is
+// much cheaper than seven in build time, memory and disk. The first argument picks the component; the rest are its flags.
 package main
 
 import (
@@ -29,6 +29,8 @@ components:
   scheduler            kube-scheduler
   etcd                 embedded etcd (flags: see "cluster etcd --help")
   kwok                 KWOK controller (simulated nodes and pods)
+  kubelet              kubelet of the real node (runs pods through containerd)
+  kube-proxy           kube-proxy of the real node (Service addresses, nftables mode)
   kwok-stage-crd       print the CRD of KWOK's Stage objects
   version              print the Kubernetes version
 `
@@ -57,6 +59,10 @@ func run(component string) int {
 		return runEtcd(os.Args[1:])
 	case "kwok":
 		return runKwok()
+	case "kubelet":
+		return runKubelet()
+	case "kube-proxy", "proxy":
+		return runKubeProxy()
 	case "kwok-stage-crd":
 		return printStageCRD()
 	case "version":

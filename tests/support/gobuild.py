@@ -12,8 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -81,5 +82,44 @@ def go_build(
         detail = f"\n{result.stderr}" if quiet else ""
         raise RuntimeError(f"go build of {what} failed ({result.returncode}){detail}")
     partial.rename(target)  # atomic: a reader sees no binary or a whole one
+    if not quiet:
+        print(f"built in {time.monotonic() - started:.0f}s", file=sys.stderr)
+
+
+def go_install(
+    target_dir: Path,
+    packages: Sequence[str],
+    *,
+    tags: Sequence[str] = (),
+    ldflags: str = "-s -w",
+    what: str,
+    quiet: bool = False,
+    cwd: Path | None = None,
+) -> None:
+    """`go install` packages (``pkg@version``, or packages of the module at cwd) into target_dir.
+
+    Installs into a scratch directory first and renames each binary into place, so a build
+    killed halfway leaves no binary that a later run would take for a good one.
+    """
+    target_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=target_dir))
+    argv = [go_binary(), "install", "-trimpath", "-ldflags", ldflags]
+    if tags:
+        argv += ["-tags", ",".join(tags)]
+    env = dict(os.environ, CGO_ENABLED="0", GOBIN=str(scratch), GOFLAGS="-buildvcs=false")
+    if not quiet:
+        print(f"building {what} -> {target_dir}", file=sys.stderr)
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [*argv, *packages], cwd=cwd, env=env, capture_output=quiet, text=True, check=False
+        )
+        if result.returncode != 0:
+            detail = f"\n{result.stderr}" if quiet else ""
+            raise RuntimeError(f"go install of {what} failed ({result.returncode}){detail}")
+        for binary in scratch.iterdir():
+            binary.rename(target_dir / binary.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if not quiet:
         print(f"built in {time.monotonic() - started:.0f}s", file=sys.stderr)
