@@ -40,8 +40,8 @@ CMD ["run"]
 # (runtime batched) with env-manager local, so the model's libraries must be in the image.
 FROM ${PYTHON_IMAGE} AS serving-venv
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md /src/
-COPY operator/ /src/operator/
+# The heavy third-party stack first, in a layer of its own: a change in operator/ reuses it from
+# the build cache and reinstalls only the package and its remaining light dependencies.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --quiet \
       "mlflow==3.17.2" \
@@ -49,8 +49,10 @@ RUN python3 -m venv /opt/venv \
       "xgboost>=2.1,<4" \
       "lightgbm>=4.3,<5" \
       "uv>=0.4,<1" \
-      "virtualenv>=20.26,<21" \
- && /opt/venv/bin/pip install --quiet /src
+      "virtualenv>=20.26,<21"
+COPY pyproject.toml README.md /src/
+COPY operator/ /src/operator/
+RUN /opt/venv/bin/pip install --quiet /src
 
 FROM serving-venv AS serving-gpu-venv
 # PyTorch's CUDA wheels carry the CUDA runtime, cuDNN and NCCL as pip packages

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install env build-cluster build-helm manifests check-image bench lint test test-unit crds run cluster mlflow demo clean
+.PHONY: help install env build-cluster build-helm images manifests check-image bench lint test test-unit crds run cluster mlflow demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -28,6 +28,9 @@ build-cluster:  ## build the local Kubernetes control plane + KWOK (cached)
 
 build-helm:  ## build the helm CLI (cached)
 	bash tests/helm/build.sh
+
+images: install  ## build the project's images locally with buildah (cached)
+	$(BIN)/python -m tests.images
 
 lint: install  ## ruff and mypy (strict)
 	$(BIN)/ruff check .
