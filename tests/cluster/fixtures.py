@@ -5,7 +5,10 @@
   ``.keep_pods_unready(label, values)`` and ``.reset_unready_rules()``. The embedded control
   plane by default; the cluster of ``$KUBECONFIG`` when ``MLFLOW_OPERATOR_TEST_CLUSTER=existing``.
 - ``kubectl`` (session): ``kube_cluster.kubectl``.
-- ``k8s_namespace`` (function): a fresh namespace, deleted after the test.
+- ``k8s_namespace`` (function): a fresh namespace that enforces Pod Security "restricted"
+  (the API server refuses any pod that would not pass), deleted after the test.
+- ``real_node`` (session): the ``NodeInfo`` of the cluster's real node (name, addresses,
+  ``placement`` for pod specs, the local image tags); skips the test when the cluster has none.
 
 A failing test that used the cluster gets the tail of each component's log in its report.
 """
@@ -20,9 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.launcher import ControlPlane, KubeCluster, kubectl_binary
+from tests.cluster.launcher import REAL_NODE_ENV, ControlPlane, KubeCluster, kubectl_binary
+from tests.cluster.realnode import NodeInfo
 
 MODE_ENV = "MLFLOW_OPERATOR_TEST_CLUSTER"
+# Every namespace a test creates enforces the profile every pod the operator makes must pass.
+POD_SECURITY_LABELS = {
+    f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
+}
 _CLUSTER_KEY = pytest.StashKey[KubeCluster]()
 
 
@@ -77,11 +85,29 @@ def kubectl(kube_cluster: KubeCluster) -> Callable[..., subprocess.CompletedProc
     return kube_cluster.kubectl
 
 
+@pytest.fixture(scope="session")
+def real_node(kube_cluster: KubeCluster) -> NodeInfo:
+    if kube_cluster.node is None:
+        pytest.skip(
+            "the test cluster has no real node (a cluster brought by the user, or "
+            f"{REAL_NODE_ENV}=0)"
+        )
+    return kube_cluster.node
+
+
+def create_namespace(cluster: KubeCluster, prefix: str = "t") -> str:
+    """A fresh namespace enforcing Pod Security "restricted"."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    labels = [f"{key}={value}" for key, value in POD_SECURITY_LABELS.items()]
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, *labels)
+    return name
+
+
 @pytest.fixture
 def k8s_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     """A namespace of its own for one test; deleted (without waiting) afterwards."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kube_cluster.kubectl("create", "namespace", name)
+    name = create_namespace(kube_cluster)
     yield name
     kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -1,5 +1,6 @@
 """Start the local Kubernetes test cluster: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK as processes on loopback, with simulated CPU and GPU nodes.
+kube-scheduler and KWOK as local processes, with simulated CPU and GPU nodes, and one real node
+(containerd, kubelet, kube-proxy, CoreDNS: tests/cluster/realnode.py) that runs real pods.
 
 ``python -m tests.cluster`` starts one for interactive use (prints the kubeconfig path and waits
 for Ctrl-C); the pytest fixtures in ``tests/cluster/fixtures.py`` start one per session. See
@@ -15,6 +16,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -26,17 +28,22 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster import simulation
+from tests.cluster import nodehost, simulation
 from tests.cluster.api import ApiClient
 from tests.cluster.build import KUBERNETES_VERSION, ensure_built
 from tests.cluster.pki import Pki, create_pki
+from tests.cluster.realnode import NodeInfo, RealNode
 from tests.support.processes import ManagedProcess, PidRecord, free_port, http_ok, wait_until
 
 # Workdirs of all clusters live under one parent so that a later session finds and removes the
 # ones a crashed session left behind (their owner file names a process that is gone).
 WORKDIR_PARENT = Path(tempfile.gettempdir()) / "mlflow-operator-cluster"
 READY_TIMEOUT = 120.0  # seconds; a cold start on a loaded 2-core machine takes ~15 s
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"  # without a real node; a real node's slot gives its own range
+# "0" runs the cluster with simulated (KWOK) nodes only: no root, no images, no containers.
+REAL_NODE_ENV = "MLFLOW_OPERATOR_TEST_REAL_NODE"
+STORAGE_CLASS = "local"  # the default StorageClass (tests/cluster/provisioner.py)
+REPO_ROOT = Path(__file__).resolve().parents[2]  # helper programs run as `python -m tests...`
 POD_CIDR = "10.244.0.1/16"
 CLUSTER_NAME = "mlflow-operator-test"
 # KWOK reads ~/.kwok/kwok.yaml unless given a config: an explicit one keeps a user's own KWOK
@@ -109,6 +116,9 @@ class KubeCluster:
     server: str
     processes: list[ManagedProcess] = field(default_factory=list)
     embedded: bool = True
+    node: NodeInfo | None = None  # the real node, when this cluster has one
+    # programs started for tests while the cluster runs; stopped with it
+    helpers: list[ManagedProcess] = field(default_factory=list)
 
     def kubectl(
         self,
@@ -173,6 +183,27 @@ class KubeCluster:
     def log_tails(self, lines: int = 40) -> str:
         return "\n".join(p.log_tail(lines) for p in self.processes)
 
+    def expose_to_pods(self, port: int) -> str:
+        """host:port at which real pods reach a program listening on 127.0.0.1:port here."""
+        if self.node is None:
+            raise RuntimeError("this cluster has no real node: nothing runs in pods")
+        address = f"{self.node.host_ip}:{port}"
+        process = ManagedProcess(
+            name=f"forward-{port}",
+            argv=[sys.executable, "-m", "tests.support.tcp_forward", address, f"127.0.0.1:{port}"],
+            log_path=self.kubeconfig.parent / "logs" / f"forward-{port}.log",
+            cwd=REPO_ROOT,
+        ).start()
+        self.helpers.append(process)
+        wait_until(lambda: _listening(self.node.host_ip, port), 10, "forwarder", 0.05, [process])  # type: ignore[union-attr]
+        return address
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
 
 @dataclass
 class Ports:
@@ -188,26 +219,51 @@ class Ports:
         return cls(*(free_port() for _ in range(6)))
 
 
+def real_node_wanted() -> bool:
+    return os.environ.get(REAL_NODE_ENV, "1") != "0"
+
+
 class ControlPlane:
     """Starts and stops the processes of one embedded cluster in its own work directory."""
 
-    def __init__(self, workdir: Path | None = None, binary: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        binary: Path | None = None,
+        real_node: bool | None = None,
+    ) -> None:
         self.workdir = workdir or new_workdir()
         self.binary = binary
+        self.real_node = real_node_wanted() if real_node is None else real_node
         self.ports = Ports.pick()
         self.processes: list[ManagedProcess] = []
         self.pki: Pki | None = None
+        self.node: RealNode | None = None
+        self.helpers: list[ManagedProcess] = []  # shared with the KubeCluster it returns
         self.kubeconfig = self.workdir / "kubeconfig"
-        self.server = f"https://127.0.0.1:{self.ports.apiserver}"
+        # With a real node the API server listens on the host's address on the node link
+        # (pods and the kubelet reach it there); set in start() once the slot is known.
+        self.address = "127.0.0.1"
+        self.service_cidr = SERVICE_CIDR
+
+    @property
+    def server(self) -> str:
+        return f"https://{self.address}:{self.ports.apiserver}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> KubeCluster:
         """Start everything and return once nodes are Ready and controllers work."""
         PidRecord.default().reap_stale()
-        remove_stale_workdirs()
         binary = self.binary or ensure_built()
-        self.pki = create_pki(self.workdir / "pki")
+        try:
+            images = self._start_node_runtime(binary) if self.real_node else {}
+        except BaseException:
+            self.stop()
+            raise
+        remove_stale_workdirs()  # after the slot's cleanup: it unmounts what these hold
+        server_ips = [self.address, nodehost.first_service_ip(self.service_cidr)]
+        self.pki = create_pki(self.workdir / "pki", server_ips)
         write_kubeconfig(self.kubeconfig, self.server, self.pki)
         api = ApiClient(self.server, self.pki.ca_cert, self.pki.admin_cert, self.pki.admin_key)
         try:
@@ -225,15 +281,51 @@ class ControlPlane:
                 self.processes,
             )
             self._install_simulation(api, binary)
+            self._start(self._volume_provisioner())
             self._start(self._kwok(binary))
             self._wait_until_usable(api, controllers, scheduler)
+            if self.node is not None:
+                self.node.join(api, self.kubeconfig)
         except BaseException:
             self.stop()
             raise
-        return KubeCluster(self.kubeconfig, self.server, list(self.processes))
+        node = self.node.info(images) if self.node is not None else None
+        processes = [*self.processes, *(self.node.processes if self.node else [])]
+        return KubeCluster(self.kubeconfig, self.server, processes, node=node, helpers=self.helpers)
+
+    def _start_node_runtime(self, binary: Path) -> dict[str, str]:
+        """Check the host, build what the node runs, take a slot, start containerd.
+
+        Returns image name -> tag of the project's images the node has.
+        """
+        from tests.cluster.nodebuild import ensure_node_programs
+        from tests.images.build import ensure_images
+
+        nodehost.check_host()
+        programs = ensure_node_programs()
+        built = ensure_images()
+        held = nodehost.acquire_slot()
+        slot = held.slot
+        self.address = slot.host_ip
+        self.service_cidr = slot.service_cidr
+        self.node = RealNode(
+            held=held,
+            workdir=self.workdir / "node",
+            programs=programs,
+            cluster_binary=binary,
+            image_archives={image.name: image.archive for image in built.values()},
+        )
+        self.node.start_runtime()
+        return {name: image.name for name, image in built.items()}
 
     def stop(self) -> None:
         """Stop every process this control plane started (by PID), last started first."""
+        for helper in self.helpers:
+            helper.stop(timeout=5)
+        self.helpers.clear()
+        if self.node is not None:
+            self.node.stop()  # the kubelet first: it reports to the API server until the end
+            self.node = None
         for process in reversed(self.processes):
             process.stop(timeout=5)
         self.processes.clear()
@@ -243,7 +335,8 @@ class ControlPlane:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tails(self, lines: int = 40) -> str:
-        return "\n".join(p.log_tail(lines) for p in self.processes)
+        node = [self.node.log_tails(lines)] if self.node is not None else []
+        return "\n".join([*(p.log_tail(lines) for p in self.processes), *node])
 
     def _start(self, process: ManagedProcess) -> ManagedProcess:
         self.processes.append(process.start())
@@ -344,8 +437,8 @@ class ControlPlane:
             [
                 "apiserver",
                 f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.ports.apiserver}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.server_cert}",
@@ -356,16 +449,32 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.sa_private_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--api-audiences=https://kubernetes.default.svc.cluster.local",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=true",
                 "--profiling=false",
                 # Flow control queues requests fairly between tenants; a test cluster has one,
                 # and APF's own bookkeeping costs CPU at start-up.
                 "--enable-priority-and-fairness=false",
                 "--event-ttl=30m",
-                "--endpoint-reconciler-type=none",
+                *self._real_node_apiserver_flags(),
             ],
         )
+
+    def _real_node_apiserver_flags(self) -> list[str]:
+        if self.node is None:
+            # No pod runs for real: no kubelet to call, no endpoint to publish.
+            return ["--endpoint-reconciler-type=none"]
+        assert self.pki is not None
+        return [
+            # pods reach the API server through the `kubernetes` Service: publish its address
+            "--endpoint-reconciler-type=lease",
+            # logs, exec and port-forward go through the kubelet, which authorizes the API
+            # server's client certificate by webhook (admin is in system:masters)
+            f"--kubelet-client-certificate={self.pki.admin_cert}",
+            f"--kubelet-client-key={self.pki.admin_key}",
+            # the node's name resolves nowhere; its InternalIP is on the node link
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
 
     def _component_auth(self) -> list[str]:
         kubeconfig = str(self.kubeconfig)
@@ -394,7 +503,7 @@ class ControlPlane:
                 f"--controllers={','.join(CONTROLLERS)}",
                 f"--service-account-private-key-file={self.pki.sa_private_key}",
                 f"--root-ca-file={self.pki.ca_cert}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 # Garbage collection and namespace deletion sooner than the defaults: tests wait
                 # for them.
                 "--concurrent-gc-syncs=10",
@@ -413,6 +522,19 @@ class ControlPlane:
             ],
         )
 
+    def _volume_provisioner(self) -> ManagedProcess:
+        """The default StorageClass's provisioner (a cluster without one leaves claims Pending)."""
+        return ManagedProcess(
+            name="volume-provisioner",
+            argv=[
+                *(sys.executable, "-m", "tests.cluster.provisioner"),
+                *("--kubeconfig", str(self.kubeconfig), "--storage-class", STORAGE_CLASS),
+                *("--root", str(self.workdir / "volumes")),
+            ],
+            log_path=self.workdir / "logs" / "volume-provisioner.log",
+            cwd=REPO_ROOT,
+        )
+
     def _kwok(self, binary: Path) -> ManagedProcess:
         config = self.workdir / "kwok.yaml"
         config.write_text(KWOK_CONFIG)
@@ -422,7 +544,9 @@ class ControlPlane:
             [
                 "kwok",
                 f"--kubeconfig={self.kubeconfig}",
-                "--manage-all-nodes=true",
+                # Only the simulated nodes: with --manage-all-nodes KWOK takes the real node's
+                # lease and plays its fake pod stages on real pods.
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 # Lease renewals are the nodes' heartbeats for the node lifecycle controller.
                 "--node-lease-duration-seconds=40",
                 "--enable-crds=Stage",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,17 +122,22 @@ def _make_leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def _server_san() -> x509.SubjectAlternativeName:
+def _server_san(extra_ips: Sequence[str]) -> x509.SubjectAlternativeName:
+    ips = dict.fromkeys([*_SERVER_IPS, *extra_ips])  # in order, once each
     return x509.SubjectAlternativeName(
         [
             *(x509.DNSName(name) for name in _SERVER_NAMES),
-            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in _SERVER_IPS),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
         ]
     )
 
 
-def create_pki(directory: Path) -> Pki:
-    """Write a fresh CA, server and admin certificates and a service-account key pair."""
+def create_pki(directory: Path, server_ips: Sequence[str] = ()) -> Pki:
+    """Write a fresh CA, server and admin certificates and a service-account key pair.
+
+    server_ips: addresses the API server is reached at besides loopback and 10.96.0.1 (with a
+    real node: the host's address on the node link, and the `kubernetes` Service's ClusterIP).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(
         ca_cert=directory / "ca.crt",
@@ -148,7 +154,11 @@ def create_pki(directory: Path) -> Pki:
     _write_key(pki.ca_key, ca_key)
 
     server, server_key = _make_leaf(
-        ca, ca_key, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, _server_san()
+        ca,
+        ca_key,
+        _name("kube-apiserver"),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        _server_san(server_ips),
     )
     _write_cert(pki.server_cert, server)
     _write_key(pki.server_key, server_key)

@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.operator_process import OperatorProcess
+from tests.cluster.realnode import NodeInfo
+from tests.e2e.operator_process import OperatorProcess, local_images_env
+from tests.mlflowstack.stack import MlflowStack
 
 ROOT = Path(__file__).resolve().parents[2]
 _OPERATOR_KEY = pytest.StashKey[OperatorProcess]()
@@ -35,7 +38,9 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """`mlflow-operator run --all-namespaces` against the test cluster, for the whole session."""
     process = OperatorProcess(
-        kubeconfig=crds_installed.kubeconfig, workdir=tmp_path_factory.mktemp("operator")
+        kubeconfig=crds_installed.kubeconfig,
+        workdir=tmp_path_factory.mktemp("operator"),
+        extra_env=local_images_env(crds_installed),
     )
     request.config.stash[_OPERATOR_KEY] = process
     process.start()
@@ -43,6 +48,17 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def pods_tracking_uri(
+    real_node: NodeInfo, kube_cluster: KubeCluster, mlflow_stack: MlflowStack
+) -> str:
+    """The local MLflow's URL as real pods (and the operator) reach it: the host's address on the
+    node link, forwarded to the loopback port it listens on."""
+    port = urlsplit(mlflow_stack.tracking_uri).port
+    assert port is not None
+    return f"http://{kube_cluster.expose_to_pods(port)}"
 
 
 @pytest.hookimpl(hookwrapper=True)

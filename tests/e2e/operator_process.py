@@ -9,7 +9,22 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.cluster.launcher import KubeCluster
 from tests.support.processes import ManagedProcess, free_port, http_ok, tail, wait_until
+
+
+def local_images_env(cluster: KubeCluster) -> dict[str, str]:
+    """Operator settings that make its default images the ones built here and loaded into the
+    real node (there is no registry to pull the published ones from)."""
+    if cluster.node is None:
+        return {}
+    images = cluster.node.images
+    return {
+        "MLFLOW_OPERATOR_SERVING_IMAGE_CPU": images["serving-cpu"],
+        "MLFLOW_OPERATOR_TRACKING_SERVER_IMAGE": images["mlflow-server"],
+        "MLFLOW_OPERATOR_POSTGRES_IMAGE": images["postgres"],
+        "MLFLOW_OPERATOR_MINIO_IMAGE": images["minio"],
+    }
 
 
 @dataclass
