@@ -165,7 +165,7 @@ def test_postgres_statefulset_field_by_field() -> None:
     server = make_server()
     managed = server.spec.backend_store.postgres.managed
     assert managed is not None
-    sts = build_postgres_statefulset(owner_of(server), managed, PG_IMAGE)
+    sts = build_postgres_statefulset(owner_of(server), managed, PG_IMAGE, server.spec.pod_template)
     assert_owned(sts)
     assert sts["metadata"]["name"] == "mlflow-postgres"
     spec = sts["spec"]
@@ -207,7 +207,7 @@ def test_postgres_image_and_default_storage_class() -> None:
     server = make_server(spec)
     managed = server.spec.backend_store.postgres.managed
     assert managed is not None
-    sts = build_postgres_statefulset(owner_of(server), managed, PG_IMAGE)
+    sts = build_postgres_statefulset(owner_of(server), managed, PG_IMAGE, server.spec.pod_template)
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "postgres:17"
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert "storageClassName" not in claim  # the cluster's default class
@@ -236,7 +236,7 @@ def test_minio_statefulset_and_service() -> None:
     server = make_server()
     managed = server.spec.artifact_store.s3.managed
     assert managed is not None
-    sts = build_minio_statefulset(owner_of(server), managed, MINIO_IMAGE)
+    sts = build_minio_statefulset(owner_of(server), managed, MINIO_IMAGE, server.spec.pod_template)
     assert_owned(sts)
     assert sts["metadata"]["name"] == "mlflow-minio"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
@@ -449,11 +449,18 @@ def test_no_generated_value_appears_in_any_other_manifest(spec: dict[str, Any]) 
     ]
     if server.spec.backend_store.postgres.managed:
         manifests.append(
-            build_postgres_statefulset(owner, server.spec.backend_store.postgres.managed, PG_IMAGE)
+            build_postgres_statefulset(
+                owner,
+                server.spec.backend_store.postgres.managed,
+                PG_IMAGE,
+                server.spec.pod_template,
+            )
         )
     if server.spec.artifact_store.s3.managed:
         manifests.append(
-            build_minio_statefulset(owner, server.spec.artifact_store.s3.managed, MINIO_IMAGE)
+            build_minio_statefulset(
+                owner, server.spec.artifact_store.s3.managed, MINIO_IMAGE, server.spec.pod_template
+            )
         )
     text = json.dumps(manifests)
     assert values

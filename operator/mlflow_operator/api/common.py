@@ -111,8 +111,8 @@ class PodTemplate(ApiModel):
     )
     tolerations: list[FreeObject] | None = Field(
         default=None,
-        description="Tolerations (core/v1 Toleration); the GPU toleration is added "
-        "when gpu.count > 0.",
+        description="Tolerations (core/v1 Toleration); serving pods with gpu.count > 0 also "
+        "get the GPU toleration.",
     )
     affinity: FreeObject | None = Field(default=None, description="core/v1 Affinity.")
     service_account_name: str | None = Field(

@@ -11,6 +11,7 @@ from mlflow_operator.api.common import (
     Condition,
     LocalObjectReference,
     OptionalObjectReference,
+    PodTemplate,
     ResourceRequirements,
     ServiceSpec,
     conditions_field,
@@ -159,6 +160,11 @@ class MLflowServerSpec(ApiModel):
         description="The Service in front of the pods (default ClusterIP, port 5000).",
     )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Prometheus metrics.")
+    pod_template: PodTemplate = Field(
+        default_factory=PodTemplate,
+        description="Pod-level settings of every pod of the server: the tracking server, its "
+        "schema-migration Job, and the managed PostgreSQL and MinIO.",
+    )
 
 
 class MLflowServerStatus(StatusModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.api.mlflowserver import ManagedObjectStore
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
 from mlflow_operator.builders.postgres import DATA_VOLUME, volume_claim_template
@@ -23,7 +24,7 @@ DATA_MOUNT = "/data"
 
 
 def build_minio_statefulset(
-    owner: Owner, managed: ManagedObjectStore, default_image: str
+    owner: Owner, managed: ManagedObjectStore, default_image: str, pod: PodTemplate
 ) -> dict[str, Any]:
     names = tracking.ServerNames(owner.name)
     container = {
@@ -55,6 +56,7 @@ def build_minio_statefulset(
         uid=MINIO_UID,
         container=container,
         volumes=[empty_dir("tmp")],
+        pod=pod,
         claim=volume_claim_template(
             owner.name, managed, server_labels(owner.name, COMPONENT_MINIO)
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.api.mlflowserver import ManagedStore
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
 from mlflow_operator.builders.server_common import (
@@ -23,6 +24,27 @@ DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"
 DATA_VOLUME = "data"
 
+# The container's whole start, spelled out instead of left to an image's entrypoint script: the
+# first start creates the cluster (superuser and password from the Secret, passed through a
+# file in the pod's /tmp, never an argument), lets clients in by password (scram-sha-256) from
+# any address, and creates MLflow's database in single-user mode (no server, no socket yet);
+# every start then runs the server on all interfaces. It needs only initdb and postgres on PATH,
+# so it runs the official postgres image and Debian's packages alike (and takes over a volume
+# the official image's entrypoint initialised: its PG_VERSION says it is done).
+START_SCRIPT = """\
+set -eu
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pwfile="$(mktemp)"
+  printf '%s' "$POSTGRES_PASSWORD" > "$pwfile"
+  initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --encoding=UTF8 --no-locale \\
+    --auth-local=trust --auth-host=scram-sha-256
+  rm -f "$pwfile"
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  echo "CREATE DATABASE \\"$POSTGRES_DB\\";" | postgres --single -D "$PGDATA" postgres > /dev/null
+fi
+exec postgres -c listen_addresses='*'
+"""
+
 # pg_isready over TCP: the same path MLflow uses, and it needs no password.
 _PG_ISREADY = [
     "sh",
@@ -32,13 +54,14 @@ _PG_ISREADY = [
 
 
 def build_postgres_statefulset(
-    owner: Owner, managed: ManagedStore, default_image: str
+    owner: Owner, managed: ManagedStore, default_image: str, pod: PodTemplate
 ) -> dict[str, Any]:
     names = tracking.ServerNames(owner.name)
     secret = names.postgres
     container = {
         "name": "postgres",
         "image": managed.image or default_image,
+        "command": ["sh", "-c", START_SCRIPT],
         "ports": [{"name": "postgres", "containerPort": tracking.POSTGRES_PORT}],
         "env": [
             secret_env("POSTGRES_USER", secret, tracking.USERNAME_KEY),
@@ -66,6 +89,7 @@ def build_postgres_statefulset(
         uid=POSTGRES_UID,
         container=container,
         volumes=[empty_dir("run"), empty_dir("tmp")],
+        pod=pod,
         claim=volume_claim_template(
             owner.name, managed, server_labels(owner.name, COMPONENT_POSTGRES)
         ),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.builders.meta import Owner, child_metadata
+from mlflow_operator.builders.pod import placement, pod_annotations, pod_labels
 from mlflow_operator.core.naming import LABEL_COMPONENT, LABEL_MLFLOW_SERVER, standard_labels
 
 COMPONENT_SERVER = "tracking-server"
@@ -48,6 +50,15 @@ def pod_security_context(uid: int) -> dict[str, Any]:
     }
 
 
+def pod_metadata(pod: PodTemplate, labels: dict[str, str]) -> dict[str, Any]:
+    """Pod template metadata: the user's labels and annotations under the operator's labels."""
+    meta: dict[str, Any] = {"labels": pod_labels(pod, labels)}
+    annotations = pod_annotations(pod)
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
 def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     """An env var whose value the kubelet reads from a Secret: the pod spec holds no value."""
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
@@ -71,6 +82,7 @@ def store_stateful_set(
     container: dict[str, Any],
     volumes: list[dict[str, Any]],
     claim: dict[str, Any],
+    pod: PodTemplate,
     termination_grace_seconds: int | None = None,
 ) -> dict[str, Any]:
     """A one-pod StatefulSet for a managed store (PostgreSQL, MinIO) with its data volume.
@@ -85,7 +97,7 @@ def store_stateful_set(
     }
     if termination_grace_seconds is not None:
         pod_spec["terminationGracePeriodSeconds"] = termination_grace_seconds
-    pod_spec |= {"containers": [container], "volumes": volumes}
+    pod_spec |= {"containers": [container], "volumes": volumes, **placement(pod)}
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -98,7 +110,7 @@ def store_stateful_set(
                 "whenDeleted": "Retain",
                 "whenScaled": "Retain",
             },
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": pod_metadata(pod, labels), "spec": pod_spec},
             "volumeClaimTemplates": [claim],
         },
     }

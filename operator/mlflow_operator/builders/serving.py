@@ -6,6 +6,7 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
+from mlflow_operator.builders.pod import placement, pod_annotations, pod_labels
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
 from mlflow_operator.core.naming import (
@@ -81,6 +82,10 @@ def serving_env(
     put("PORT", value=str(SERVING_PORT))
     put("HOME", value="/tmp")  # noqa: S108  (the root filesystem is read-only; /tmp is a volume)
     put("MLFLOW_ENV_ROOT", value="/tmp/mlflow-envs")  # noqa: S108
+    # MLflow 3.17 clients download artifacts of an S3-backed server through presigned URLs of
+    # the object store whenever the server offers them, and the object store may be out of the
+    # pods' reach. Downloads through the tracking server itself need its URL and nothing else.
+    put("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", value="false")
     creds = endpoint.credentials
     if creds is not None:
         for var, key in (
@@ -113,30 +118,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _pod_settings(spec: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
-    template = spec.serving.pod_template
-    pod: dict[str, Any] = {}
-    if template.node_selector:
-        pod["nodeSelector"] = dict(template.node_selector)
-    tolerations = list(template.tolerations or [])
-    if spec.serving.gpu.count > 0:
-        tolerations.append(
-            {"key": config.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
-        )
-    if tolerations:
-        pod["tolerations"] = tolerations
-    for field, key in (
-        ("affinity", "affinity"),
-        ("service_account_name", "serviceAccountName"),
-        ("priority_class_name", "priorityClassName"),
-        ("runtime_class_name", "runtimeClassName"),
-    ):
-        value = getattr(template, field)
-        if value:
-            pod[key] = value
-    if template.image_pull_secrets:
-        pod["imagePullSecrets"] = [ref.to_wire() for ref in template.image_pull_secrets]
-    return pod
+def _gpu_tolerations(spec: ModelDeploymentSpec, config: OperatorConfig) -> list[dict[str, Any]]:
+    if spec.serving.gpu.count == 0:
+        return []
+    return [{"key": config.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def build_serving_deployment(
@@ -156,9 +141,8 @@ def build_serving_deployment(
     image = serving.image or (
         config.serving_image_gpu if serving.gpu.count > 0 else config.serving_image_cpu
     )
-    pod_labels = {**(template.labels or {}), **serving_labels(owner.name)}
-    pod_labels[LABEL_MODEL_VERSION] = version
-    pod_annotations = {**(template.annotations or {}), ANNOTATION_MODEL_URI: uri}
+    labels = pod_labels(template, {**serving_labels(owner.name), LABEL_MODEL_VERSION: version})
+    annotations = pod_annotations(template, {ANNOTATION_MODEL_URI: uri})
     strategy = (
         {"maxSurge": 0, "maxUnavailable": 1}
         if replace_in_place
@@ -180,6 +164,10 @@ def build_serving_deployment(
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # serving needs no Kubernetes API access
+        # The pause process becomes PID 1. The kernel drops signals that PID 1 has no handler
+        # for, and `mlflow models serve` installs none: as PID 1 it ignored SIGTERM and every
+        # pod deletion took the whole grace period (seen on the real node).
+        "shareProcessNamespace": True,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 1000,
@@ -190,7 +178,7 @@ def build_serving_deployment(
         "terminationGracePeriodSeconds": serving.timeout_seconds + PRE_STOP_SLEEP + 5,
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
-        **_pod_settings(spec, config),
+        **placement(template, _gpu_tolerations(spec, config)),
     }
     return {
         "apiVersion": "apps/v1",
@@ -205,7 +193,7 @@ def build_serving_deployment(
             "revisionHistoryLimit": 5,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
             "template": {
-                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": pod_spec,
             },
         },

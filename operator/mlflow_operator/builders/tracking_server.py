@@ -12,12 +12,14 @@ from typing import Any
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
+from mlflow_operator.builders.pod import placement
 from mlflow_operator.builders.server_common import (
     COMPONENT_AUTH,
     COMPONENT_MIGRATION,
     COMPONENT_SERVER,
     empty_dir,
     plain_env,
+    pod_metadata,
     pod_security_context,
     secret_env,
     selector_labels,
@@ -195,6 +197,7 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
         "automountServiceAccountToken": False,
         "containers": [last_step],
         "volumes": [empty_dir("tmp")],
+        **placement(server.spec.pod_template),
     }
     if init_steps:
         pod_spec["initContainers"] = init_steps
@@ -211,7 +214,10 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
             # migrations are not transactional: a few retries, then a person looks
             "backoffLimit": 2,
             "activeDeadlineSeconds": 3600,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": pod_metadata(server.spec.pod_template, labels),
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -253,8 +259,13 @@ def build_tracking_deployment(owner: Owner, server: MLflowServer, image: str) ->
         "securityContext": pod_security_context(SERVER_UID),
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        # `mlflow server` installs no SIGTERM handler, and PID 1 ignores unhandled signals:
+        # with pause as PID 1, a rolling update stops old pods at once, not after the grace
+        # period.
+        "shareProcessNamespace": True,
         "containers": [container],
         "volumes": volumes,
+        **placement(spec.pod_template),
     }
     if spec.artifact_store.s3.managed is not None:
         pod_spec["initContainers"] = [_ensure_bucket_container(server, image)]
@@ -275,7 +286,7 @@ def build_tracking_deployment(owner: Owner, server: MLflowServer, image: str) ->
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": pod_metadata(spec.pod_template, labels), "spec": pod_spec},
         },
     }
 

@@ -161,13 +161,17 @@ class _Reconcile:
             for service in build_postgres_services(self.owner):
                 await self.kube.apply(service)
             await self.kube.apply(
-                build_postgres_statefulset(self.owner, postgres, self.config.postgres_image)
+                build_postgres_statefulset(
+                    self.owner, postgres, self.config.postgres_image, self.server.spec.pod_template
+                )
             )
         minio = spec.artifact_store.s3.managed
         if minio is not None:
             await self.kube.apply(build_minio_service(self.owner))
             await self.kube.apply(
-                build_minio_statefulset(self.owner, minio, self.config.minio_image)
+                build_minio_statefulset(
+                    self.owner, minio, self.config.minio_image, self.server.spec.pod_template
+                )
             )
         if spec.auth.enabled:
             await self.kube.apply(build_auth_configmap(self.owner, self.server))

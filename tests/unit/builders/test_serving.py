@@ -77,6 +77,17 @@ def test_credentials_only_by_secret_key_ref() -> None:
         assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-creds"
 
 
+def test_artifacts_come_through_the_tracking_server_not_presigned_object_store_urls() -> None:
+    """MLflow 3.17 clients follow presigned URLs of the object store when the server offers them
+    (seen on the real node: the pod could not reach the store, the download retried for minutes).
+    """
+    env = {
+        e["name"]: e.get("value")
+        for e in container(build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG))["env"]
+    }
+    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
+
+
 def test_user_env_overrides_ours_without_duplicates() -> None:
     s = spec(
         serving={"env": [{"name": "HOME", "value": "/home/model"}, {"name": "X", "value": "1"}]}
@@ -97,6 +108,8 @@ def test_security_and_probes() -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/ping"
     assert c["startupProbe"]["httpGet"]["path"] == "/ping"
     assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # the server is not PID 1, so SIGTERM stops it (MLflow's CLI installs no handler)
+    assert dep["spec"]["template"]["spec"]["shareProcessNamespace"] is True
     assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
 
 
