@@ -1,9 +1,9 @@
 """Registry-driven rollout, end to end, on this machine.
 
-Starts the local Kubernetes control plane (KWOK-simulated nodes) and a real MLflow (PostgreSQL,
-MinIO), runs the operator, registers a real scikit-learn model, follows alias `champion`,
-promotes v2, and shows a real prediction from the served version by running the serving pod's
-command as a local process (the simulated pods never run containers).
+Starts the local Kubernetes cluster (a real node running containers, next to KWOK-simulated
+ones) and a real MLflow (PostgreSQL, MinIO), runs the operator, registers a real scikit-learn
+model, follows alias `champion`, promotes v2, and shows a real prediction from the serving pods,
+asked through their Service.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from typing import Any
 
 import yaml
 from tests.cluster.launcher import ControlPlane, KubeCluster
-from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.operator_process import OperatorProcess, local_images_env
 from tests.mlflowstack import stack as mlflow_stack
 from tests.mlflowstack.models import ModelRegistry, sample_input
-from tests.support.pod_command import start_pod_command
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "ml-demo"
@@ -45,7 +44,7 @@ def mdep_status(cluster: KubeCluster) -> dict[str, Any]:
     return result
 
 
-def wait_serving(cluster: KubeCluster, version: str, timeout: float = 120) -> float:
+def wait_serving(cluster: KubeCluster, version: str, timeout: float = 300) -> float:
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < timeout:
@@ -70,7 +69,7 @@ def predict(url: str) -> list[int]:
         return [int(p) for p in json.loads(resp.read())["predictions"]]
 
 
-def manifest(tracking_uri: str, runtime: str) -> dict[str, Any]:
+def manifest(tracking_uri: str, runtime: str, placement: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = yaml.safe_load(
         (ROOT / "examples" / "modeldeployment-alias-cpu.yaml").read_text()
     )
@@ -78,32 +77,49 @@ def manifest(tracking_uri: str, runtime: str) -> dict[str, Any]:
     body["spec"]["model"]["name"] = MODEL
     body["spec"]["registry"] = {"trackingUri": tracking_uri, "pollInterval": "5s"}
     body["spec"]["serving"]["runtime"] = runtime
+    # the local cluster's real node is tainted: pods that should run containers ask for it
+    body["spec"]["serving"]["podTemplate"] = placement
     return body
+
+
+def service_url(cluster: KubeCluster) -> str:
+    service = json.loads(
+        cluster.kubectl("get", "-n", NAMESPACE, "service", MODEL, "-o", "json").stdout
+    )
+    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
 def run(runtime: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-operator-demo-"))
     plane = ControlPlane()
     try:
-        say("Starting the Kubernetes control plane (etcd, kube-apiserver, controllers, KWOK)")
+        say(
+            "Starting Kubernetes: control plane, a real node (containerd, kubelet, kube-proxy, "
+            "CoreDNS) and simulated KWOK nodes; the first run builds them and the images"
+        )
         cluster = plane.start()
-        show(cluster, "get", "nodes", "-L", "nvidia.com/gpu.present")
+        if cluster.node is None:
+            raise SystemExit("the demo needs the real node (MLFLOW_OPERATOR_TEST_REAL_NODE=0?)")
+        show(cluster, "get", "nodes", "-o", "wide")
         say("Starting MLflow on PostgreSQL and MinIO")
         with mlflow_stack.running(workdir / "mlflow") as stack:
-            print(f"tracking server: {stack.tracking_uri}")
+            tracking_uri = f"http://{cluster.expose_to_pods(stack.server.port)}"
+            print(f"tracking server: {tracking_uri}")
             registry = ModelRegistry(stack.tracking_uri)
             say("Installing the CRDs and starting the operator")
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             for name in ("modeldeployments", "mlflowservers"):
                 cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.mlflowops.dev")
-            operator = OperatorProcess(cluster.kubeconfig, workdir).start()
+            operator = OperatorProcess(
+                cluster.kubeconfig, workdir, extra_env=local_images_env(cluster)
+            ).start()
             try:
                 say(f"Registering {MODEL} v1 (scikit-learn on iris) and setting alias champion")
                 v1 = registry.log_version(MODEL, c=1.0)
                 registry.set_alias(MODEL, "champion", v1.version)
                 say("kubectl apply -f modeldeployment.yaml  (follows alias:champion)")
                 cluster.kubectl("create", "namespace", NAMESPACE)
-                cluster.apply(manifest(stack.tracking_uri, runtime))
+                cluster.apply(manifest(tracking_uri, runtime, cluster.node.placement))
                 print(f"Ready on v1 after {wait_serving(cluster, '1'):.1f}s")
                 say("Registering v2 and moving alias champion to it: that is the whole release")
                 v2 = registry.log_version(MODEL, c=0.01)
@@ -118,23 +134,13 @@ def run(runtime: str) -> None:
                     "--sort-by", ".metadata.creationTimestamp",
                     "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
                 )  # fmt: skip
-                say("Running the serving pod's command locally for one real prediction")
-                deployment = json.loads(
-                    cluster.kubectl("get", "-n", NAMESPACE, "deploy", MODEL, "-o", "json").stdout
-                )
-                print(
-                    "command:",
-                    " ".join(deployment["spec"]["template"]["spec"]["containers"][0]["command"]),
-                )
-                process, url = start_pod_command(deployment, workdir / "pod")
-                try:
-                    served = predict(url)
-                    print(f"predictions from models:/{MODEL}/2 served: {served}")
-                    print(f"predictions of v2 in memory:            {v2.predict(sample_input(5))}")
-                    if served != v2.predict(sample_input(5)):
-                        raise SystemExit("the served predictions differ from the model's")
-                finally:
-                    process.stop()
+                say("One real prediction from the serving pods, through their Service")
+                url = service_url(cluster)
+                served = predict(url)
+                print(f"POST {url}/invocations -> {served}")
+                print(f"predictions of v2 in memory: {v2.predict(sample_input(5))}")
+                if served != v2.predict(sample_input(5)):
+                    raise SystemExit("the served predictions differ from the model's")
                 say("Done: the registry moved, the cluster followed.")
             finally:
                 operator.stop()

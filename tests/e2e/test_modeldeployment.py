@@ -1,5 +1,7 @@
 """ModelDeployment end to end: a real control plane, real MLflow on PostgreSQL and MinIO,
-the operator running as a process. Pods are simulated by KWOK (they never run a container).
+the operator running as a process. Pods here are simulated by KWOK (they never run a container):
+these tests are about following the registry. Rollouts and rollbacks of real pods are in
+test_modeldeployment_pods.py.
 """
 
 from __future__ import annotations
@@ -123,65 +125,6 @@ def test_pinned_version_ignores_registry_moves(
     time.sleep(2 * POLL + 1)
     assert template_version(kube_cluster, k8s_namespace, "pinned") == "1"
     assert is_ready_on(kube_cluster, k8s_namespace, "pinned", "1")
-
-
-def test_failed_version_rolls_back_and_is_not_retried(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
-    serve_first_version(
-        kube_cluster,
-        mlflow_registry,
-        mlflow_stack.tracking_uri,
-        k8s_namespace,
-        "rb",
-        model_name,
-        deadline=10,
-    )
-    # version 2's pods never become ready, as when its model cannot load
-    broken = mlflow_registry.log_broken_version(model_name)
-    kube_cluster.keep_pods_unready("mlflowops.dev/model-version", [broken])
-    try:
-        mlflow_registry.set_alias(model_name, "champion", broken)
-        eventually(
-            lambda: (
-                condition(status(kube_cluster, k8s_namespace, "rb"), "Degraded").get("status")
-                == "True"
-            ),
-            POLL + 10 + 30,
-            "Degraded after the progress deadline",
-        )
-        st = status(kube_cluster, k8s_namespace, "rb")
-        assert st["failedVersions"] == [broken]
-        assert st["servingVersion"] == "1"
-        assert condition(st, "Degraded")["reason"] == "RolloutFailed"
-        eventually(
-            lambda: template_version(kube_cluster, k8s_namespace, "rb") == "1", 10, "rolled back"
-        )
-        warnings = [e for e in events(kube_cluster, k8s_namespace, "rb") if e["type"] == "Warning"]
-        assert any(e["reason"] == "RolloutFailed" for e in warnings)
-        # not retried while the registry still selects it
-        time.sleep(2 * POLL)
-        assert template_version(kube_cluster, k8s_namespace, "rb") == "1"
-        st = status(kube_cluster, k8s_namespace, "rb")
-        assert condition(st, "Ready")["status"] == "True"
-        assert st["history"][-1] | {"started": None, "finished": None} == {
-            "version": broken, "result": "RolledBack", "started": None, "finished": None,
-        }  # fmt: skip
-    finally:
-        kube_cluster.reset_unready_rules()
-    v3 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v3.version)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "rb", v3.version), 30, "v3")
-    st = status(kube_cluster, k8s_namespace, "rb")
-    assert st.get("failedVersions", []) == []
-    assert condition(st, "Degraded")["status"] == "False"
-    tags = mlflow_registry.get_version(model_name, broken).tags
-    assert tags[f"mlflow-operator.{k8s_namespace}.rb"].startswith("rollout failed at ")
 
 
 def test_registry_outage_keeps_serving(

@@ -1,0 +1,228 @@
+"""ModelDeployment rollouts and rollbacks on the real node: the serving pods run the project's
+serving image, download the model from the local MLflow (through its proxy, on PostgreSQL and
+MinIO), pass their probes, and answer predictions through the Service; a version whose model
+cannot load crash-loops for real and is rolled back. No KWOK rule is involved in these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from tests.cluster.launcher import KubeCluster
+from tests.cluster.realnode import NodeInfo
+from tests.e2e.conftest import eventually, get_json
+from tests.e2e.modeldeployments import (
+    condition,
+    events,
+    is_ready_on,
+    model_deployment,
+    status,
+    template_version,
+)
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry, TrainedVersion, sample_input
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+POLL = 5.0
+# A serving pod starts its server, downloads the model and answers /ping in ~10-20 s on a
+# quiet 2-core machine; a rollout of two pods is two of those in a row.
+ROLLOUT_TIMEOUT = 240.0
+SERVING_UID = 1000  # what builders/serving.py declares
+
+
+def on_real_node(node: NodeInfo, **serving: Any) -> dict[str, Any]:
+    """A ModelDeployment's `serving` section whose pods run on the real node."""
+    return {"replicas": 1, **serving, "podTemplate": dict(node.placement)}
+
+
+def service_url(cluster: KubeCluster, namespace: str, name: str) -> str:
+    service = get_json(cluster, "-n", namespace, "service", name)
+    port = service["spec"]["ports"][0]["port"]
+    return f"http://{service['spec']['clusterIP']}:{port}"
+
+
+def predict(url: str) -> list[int]:
+    """The Service's answer for the sample rows, as MLflow's scoring protocol gives it."""
+    body = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
+    session = requests.Session()
+    session.trust_env = False  # straight to the ClusterIP, never through a proxy
+    response = session.post(f"{url}/invocations", json=body, timeout=30)
+    response.raise_for_status()
+    return [int(p) for p in response.json()["predictions"]]
+
+
+def eventually_served(url: str, version: TrainedVersion) -> None:
+    """The Service answers with version's predictions. Not at the instant the ModelDeployment
+    says Ready: kube-proxy stops sending to a replaced pod a moment after its endpoint goes."""
+    eventually(lambda: predict(url) == version.predict(), 15, f"v{version.version} answers")
+
+
+def serving_pods(cluster: KubeCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"mlflowops.dev/modeldeployment={name}"
+    pods: list[dict[str, Any]] = get_json(cluster, "-n", namespace, "pods", "-l", selector)["items"]
+    return pods
+
+
+def pods_of_version(pods: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    return [p for p in pods if p["metadata"]["labels"]["mlflowops.dev/model-version"] == version]
+
+
+def restarts(pod: dict[str, Any]) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", []))
+
+
+def assert_pods_run_as_declared(
+    cluster: KubeCluster, namespace: str, node: NodeInfo, name: str
+) -> None:
+    """Each serving pod runs on the real node, as the non-root user the builder declares, with
+    its probes passing and the pinned model in its environment."""
+    for pod in serving_pods(cluster, namespace, name):
+        assert pod["spec"]["nodeName"] == node.name
+        (container,) = pod["status"]["containerStatuses"]
+        assert container["ready"], container
+        assert container["started"], container
+        ids = cluster.kubectl(
+            "exec", "-n", namespace, pod["metadata"]["name"], "--",
+            "python3", "-c", "import os; print(os.getuid(), os.getgid())",
+        ).stdout.split()  # fmt: skip
+        assert ids == [str(SERVING_UID), str(SERVING_UID)]
+        env = cluster.kubectl(
+            "exec", "-n", namespace, pod["metadata"]["name"], "--", "printenv", "MODEL_URI"
+        ).stdout.strip()
+        version = pod["metadata"]["labels"]["mlflowops.dev/model-version"]
+        assert env.endswith(f"/{version}")
+
+
+@pytest.mark.parametrize("runtime", ["mlflow", "batched"])
+def test_an_alias_move_rolls_out_real_pods_that_serve_the_new_version(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+    runtime: str,
+) -> None:
+    ns = k8s_namespace
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    serving = on_real_node(real_node, runtime=runtime, replicas=2)
+    kube_cluster.apply(model_deployment("iris", ns, model_name, pods_tracking_uri, serving=serving))
+    started = time.monotonic()
+    eventually(lambda: is_ready_on(kube_cluster, ns, "iris", v1.version), ROLLOUT_TIMEOUT, "v1")
+    print(f"{runtime}: first version Ready in {time.monotonic() - started:.1f}s")
+    url = service_url(kube_cluster, ns, "iris")
+    eventually_served(url, v1)
+    assert_pods_run_as_declared(kube_cluster, ns, real_node, "iris")
+
+    v2 = mlflow_registry.log_version(model_name, c=DIFFERENT_C)
+    assert v2.predict() != v1.predict()  # else the check below could not tell them apart
+    moved = time.monotonic()
+    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    eventually(lambda: is_ready_on(kube_cluster, ns, "iris", v2.version), ROLLOUT_TIMEOUT, "v2")
+    print(f"{runtime}: alias move to Ready on v2 in {time.monotonic() - moved:.1f}s")
+    eventually_served(url, v2)
+    eventually(
+        lambda: not pods_of_version(serving_pods(kube_cluster, ns, "iris"), v1.version),
+        60,
+        "v1's pods gone",
+    )
+    assert_pods_run_as_declared(kube_cluster, ns, real_node, "iris")
+
+
+def _broken_or_good(registry: ModelRegistry, model: str, broken: bool) -> TrainedVersion | str:
+    return (
+        registry.log_broken_version(model) if broken else registry.log_version(model, c=DIFFERENT_C)
+    )
+
+
+@pytest.mark.parametrize("broken", [True, False], ids=["model-fails-to-load", "good-model"])
+def test_a_version_whose_model_cannot_load_is_rolled_back_for_that_reason(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+    broken: bool,
+) -> None:
+    """The same steps with a good version and with one whose model file is junk: only the
+    junk one fails, because its server really cannot load it."""
+    ns = k8s_namespace
+    deadline = 45
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    kube_cluster.apply(
+        model_deployment(
+            "rb",
+            ns,
+            model_name,
+            pods_tracking_uri,
+            serving=on_real_node(real_node),
+            deadline=deadline,
+        )
+    )
+    eventually(lambda: is_ready_on(kube_cluster, ns, "rb", v1.version), ROLLOUT_TIMEOUT, "v1")
+    url = service_url(kube_cluster, ns, "rb")
+
+    candidate = _broken_or_good(mlflow_registry, model_name, broken)
+    version = candidate if isinstance(candidate, str) else candidate.version
+    mlflow_registry.set_alias(model_name, "champion", version)
+    if not broken:
+        assert isinstance(candidate, TrainedVersion)
+        eventually(lambda: is_ready_on(kube_cluster, ns, "rb", version), ROLLOUT_TIMEOUT, "good")
+        eventually_served(url, candidate)
+        assert status(kube_cluster, ns, "rb").get("failedVersions", []) == []
+        return
+
+    # Its pod starts, fails to load the model, and restarts: the real reason, in its log.
+    def failing_pod() -> dict[str, Any] | None:
+        pods = pods_of_version(serving_pods(kube_cluster, ns, "rb"), version)
+        return next((p for p in pods if restarts(p) > 0), None)
+
+    pod = eventually(failing_pod, ROLLOUT_TIMEOUT, f"a pod of version {version} restarted")
+    log = kube_cluster.kubectl(
+        "logs", "-n", ns, pod["metadata"]["name"], "--previous", check=False
+    ).stdout
+    assert "Traceback" in log, log[-2000:]
+    assert predict(url) == v1.predict()  # the old version serves meanwhile
+
+    eventually(
+        lambda: condition(status(kube_cluster, ns, "rb"), "Degraded").get("status") == "True",
+        deadline + 60,
+        "Degraded after the progress deadline",
+    )
+    st = status(kube_cluster, ns, "rb")
+    assert st["failedVersions"] == [version]
+    assert st["servingVersion"] == v1.version
+    assert condition(st, "Degraded")["reason"] == "RolloutFailed"
+    eventually(lambda: template_version(kube_cluster, ns, "rb") == v1.version, 30, "rolled back")
+    eventually(
+        lambda: not pods_of_version(serving_pods(kube_cluster, ns, "rb"), version),
+        60,
+        "the failed version's pods gone",
+    )
+    warnings = [e for e in events(kube_cluster, ns, "rb") if e["type"] == "Warning"]
+    assert any(e["reason"] == "RolloutFailed" for e in warnings)
+
+    # Never retried while the registry still selects it.
+    time.sleep(3 * POLL)
+    assert template_version(kube_cluster, ns, "rb") == v1.version
+    assert not pods_of_version(serving_pods(kube_cluster, ns, "rb"), version)
+    assert predict(url) == v1.predict()
+    tags = mlflow_registry.get_version(model_name, version).tags
+    assert tags[f"mlflow-operator.{ns}.rb"].startswith("rollout failed at ")
+
+    # The registry moves on: the next good version rolls out.
+    v3 = mlflow_registry.log_version(model_name, c=DIFFERENT_C)
+    mlflow_registry.set_alias(model_name, "champion", v3.version)
+    eventually(lambda: is_ready_on(kube_cluster, ns, "rb", v3.version), ROLLOUT_TIMEOUT, "v3")
+    eventually_served(url, v3)
+    assert status(kube_cluster, ns, "rb").get("failedVersions", []) == []
