@@ -27,6 +27,7 @@ from tests.cluster.launcher import REAL_NODE_ENV, ControlPlane, KubeCluster, kub
 from tests.cluster.realnode import NodeInfo
 
 MODE_ENV = "MLFLOW_OPERATOR_TEST_CLUSTER"
+SESSION_NAMESPACE_PREFIX = "t"  # k8s_namespace's names: t-<random>
 # Every namespace a test creates enforces the profile every pod the operator makes must pass.
 POD_SECURITY_LABELS = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
@@ -95,7 +96,7 @@ def real_node(kube_cluster: KubeCluster) -> NodeInfo:
     return kube_cluster.node
 
 
-def create_namespace(cluster: KubeCluster, prefix: str = "t") -> str:
+def create_namespace(cluster: KubeCluster, prefix: str = SESSION_NAMESPACE_PREFIX) -> str:
     """A fresh namespace enforcing Pod Security "restricted"."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     labels = [f"{key}={value}" for key, value in POD_SECURITY_LABELS.items()]

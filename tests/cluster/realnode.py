@@ -57,10 +57,17 @@ class NodeInfo:
     pod_cidr: str
     service_cidr: str
     images: Mapping[str, str]  # image name (tests/images) -> the tag containerd has
+    ctr: tuple[str, ...]  # ctr's argv for the node's containerd (namespace k8s.io)
 
     @property
     def placement(self) -> dict[str, Any]:
         return PLACEMENT
+
+    def tag_image(self, source: str, target: str) -> None:
+        """Give an image the node has a second name (as a registry would serve a new tag)."""
+        subprocess.run(
+            [*self.ctr, "images", "tag", "--force", source, target], capture_output=True, check=True
+        )
 
 
 @dataclass
@@ -233,6 +240,7 @@ class RealNode:
             pod_cidr=slot.pod_cidr,
             service_cidr=slot.service_cidr,
             images=dict(images),
+            ctr=tuple(self._ctr_argv()),
         )
 
     # -- stop ----------------------------------------------------------------------------------

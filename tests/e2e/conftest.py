@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.cluster.fixtures import SESSION_NAMESPACE_PREFIX
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
 from tests.e2e.operator_process import OperatorProcess, local_images_env
@@ -36,11 +37,16 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    """`mlflow-operator run --all-namespaces` against the test cluster, for the whole session."""
+    """`mlflow-operator run` against the test cluster, for the whole session.
+
+    It watches the namespaces of `k8s_namespace` (t-*): tests that run an operator of their own
+    (installed by helm, or scoped to one namespace) use other names, so no object ever has two.
+    """
     process = OperatorProcess(
         kubeconfig=crds_installed.kubeconfig,
         workdir=tmp_path_factory.mktemp("operator"),
         extra_env=local_images_env(crds_installed),
+        namespaces=(f"{SESSION_NAMESPACE_PREFIX}-*",),
     )
     request.config.stash[_OPERATOR_KEY] = process
     process.start()

@@ -21,7 +21,6 @@ from tests.cluster.launcher import KubeCluster, KubectlError
 from tests.e2e.conftest import eventually, get_json
 from tests.e2e.modeldeployments import is_ready_on, model_deployment
 from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.test_mlflowserver import bind_volumes
 from tests.helm.argocd import MODELDEPLOYMENT_HEALTH, run_health
 from tests.helm.chart import CHART, helm, value_args
 from tests.mlflowstack.models import ModelRegistry
@@ -288,7 +287,6 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         namespaces=(workload_namespace,) if mode == "watched-namespace" else (),
     )
     operator.start()
-    volumes: list[str] = []
     try:
         v1 = mlflow_registry.log_version(model_name, c=1.0)
         mlflow_registry.set_alias(model_name, "champion", v1.version)
@@ -319,11 +317,6 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         assert health["status"] == "Healthy", health
 
         # The MLflowServer controller's writes too: Secrets, StatefulSets, Jobs, ConfigMaps.
-        volumes += bind_volumes(
-            kube_cluster,
-            workload_namespace,
-            {"data-mlflow-postgres-0": "1Gi", "data-mlflow-minio-0": "1Gi"},
-        )
         kube_cluster.apply(
             {
                 "apiVersion": "mlflowops.dev/v1alpha1",
@@ -354,5 +347,3 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         operator.stop()
         helm_in(kube_cluster, "uninstall", release, "-n", k8s_namespace, check=False)
         kube_cluster.kubectl("delete", "namespace", workload_namespace, "--wait=false", check=False)
-        for volume in volumes:
-            kube_cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)

@@ -1,14 +1,13 @@
-"""MLflowServer controller against the real control plane, with the operator as a process.
-
-Pods never run containers here (KWOK plays the kubelets: pods become Ready, Job pods
-Succeeded). The last test closes that gap: it starts the exact command and environment of
-the Deployment the operator wrote as a local process against the local PostgreSQL and MinIO,
-and logs and serves a real model through it.
+"""MLflowServer controller against the real control plane, with the operator as a process and
+every pod on the real node: PostgreSQL, MinIO, the schema-migration Jobs and the tracking
+server run the locally built images for real. The last test points a server at the local
+PostgreSQL and MinIO (external stores) and logs and loads a real model through it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
 import time
@@ -20,26 +19,41 @@ from typing import Any
 
 import pytest
 
+from mlflow_operator.core.mlflowserver_status import image_version
+from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.mlflowserver_pod import DeclaredPod, run_declared_server
+from tests.cluster.realnode import NodeInfo
+from tests.e2e.mlflowservers import (
+    admin_of,
+    as_admin,
+    check_auth_hosts_and_metrics,
+    log_and_load_a_model,
+    tracking_url,
+)
+from tests.e2e.operator_process import local_images_env
+from tests.mlflowstack.models import ModelRegistry
 from tests.support.processes import ManagedProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = Path(sys.executable).with_name("mlflow-operator")
-IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
-NEW_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.18.0"
-FAILING_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.19.0-broken"
-TIMEOUT = 150.0
-MIGRATION_KEY_LABEL = "mlflowops.dev/migration-key"
+REPOSITORY = "localhost/mlflow-operator/mlflow-server"
+# Another tag of the same image (an upgrade, as far as the operator can tell), and a tag of the
+# serving image, which has MLflow but no PostgreSQL driver: its `mlflow db upgrade` really fails.
+NEW_IMAGE = f"{REPOSITORY}:3.18.0-test"
+FAILING_IMAGE = f"{REPOSITORY}:3.19.0-broken"
+TIMEOUT = 240.0
 
-MANAGED_SPEC: dict[str, Any] = {
-    "image": IMAGE,
-    "replicas": 2,
-    "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
-    "artifactStore": {"bucket": "mlflow", "s3": {"managed": {"storage": "2Gi"}}},
-}
+
+def managed_spec(image: str, node: NodeInfo) -> dict[str, Any]:
+    return {
+        "image": image,
+        "replicas": 2,
+        "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
+        "artifactStore": {"bucket": "mlflow", "s3": {"managed": {"storage": "2Gi"}}},
+        "podTemplate": dict(node.placement),
+    }
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -109,6 +123,7 @@ class OperatorProcess:
                 "KUBECONFIG": str(self.cluster.kubeconfig),
                 "MLFLOW_OPERATOR_WEBHOOK_ENABLED": "false",
                 "MLFLOW_OPERATOR_LOG_LEVEL": "debug",  # the leak check reads the most it can
+                **local_images_env(self.cluster),
             },
             cwd=self.workdir,
         ).start()
@@ -132,30 +147,6 @@ def start_operator(cluster: KubeCluster, namespace: str, workdir: Path) -> Opera
         "wait", "--for=condition=Established", "crd/mlflowservers.mlflowops.dev", "--timeout=60s"
     )
     return OperatorProcess(cluster, namespace, workdir).start()
-
-
-def bind_volumes(cluster: KubeCluster, namespace: str, claims: dict[str, str]) -> list[str]:
-    """PersistentVolumes pre-bound to the StatefulSets' claims: the test cluster has no
-    provisioner, and a StatefulSet pod waits for its claim to be bound."""
-    names = []
-    for claim, size in claims.items():
-        name = f"pv-{namespace}-{claim}"
-        cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": name},
-                "spec": {
-                    "capacity": {"storage": size},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": f"/tmp/{name}"},
-                    "claimRef": {"namespace": namespace, "name": claim},
-                },
-            }
-        )
-        names.append(name)
-    return names
 
 
 def apply_server(cluster: KubeCluster, namespace: str, spec: dict[str, Any]) -> None:
@@ -201,53 +192,6 @@ def job_for(cluster: KubeCluster, namespace: str, image: str) -> dict[str, Any] 
 def job_complete(job: dict[str, Any] | None) -> bool:
     conditions = ((job or {}).get("status") or {}).get("conditions") or []
     return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
-
-
-def failing_stage(namespace: str, migration_key: str) -> dict[str, Any]:
-    """A KWOK stage that makes the migration pods of one image fail (exit code 1).
-
-    It outweighs the cluster's own `pod-job-succeeded` stage (weight 0) for those pods only.
-    """
-    template = (
-        "{{ $now := Now }}\n"
-        "phase: Failed\n"
-        "conditions:\n"
-        "- type: Ready\n"
-        "  status: 'False'\n"
-        "  reason: PodFailed\n"
-        "  lastTransitionTime: {{ $now | Quote }}\n"
-        "containerStatuses:\n"
-        "{{ range .spec.containers }}\n"
-        "- name: {{ .name | Quote }}\n"
-        "  image: {{ .image | Quote }}\n"
-        "  ready: false\n"
-        "  restartCount: 0\n"
-        "  state: {terminated: {exitCode: 1, reason: Error, startedAt: {{ $now | Quote }}, "
-        "finishedAt: {{ $now | Quote }}}}\n"
-        "{{ end }}\n"
-    )
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": f"pod-migration-fails-{namespace}"},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "weight": 1,
-            "selector": {
-                "matchExpressions": [
-                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                    {"key": ".status.phase", "operator": "In", "values": ["Running"]},
-                    {"key": ".metadata.namespace", "operator": "In", "values": [namespace]},
-                    {
-                        "key": f".metadata.labels[{json.dumps(MIGRATION_KEY_LABEL)}]",
-                        "operator": "In",
-                        "values": [migration_key],
-                    },
-                ]
-            },
-            "next": {"statusTemplate": template},
-        },
-    }
 
 
 def secret_values(cluster: KubeCluster, namespace: str) -> list[str]:
@@ -304,45 +248,47 @@ class ManagedServer:
     cluster: KubeCluster
     namespace: str
     operator: OperatorProcess
+    node: NodeInfo
+
+    @property
+    def image(self) -> str:
+        return self.node.images["mlflow-server"]
 
 
 @pytest.fixture(scope="module")
 def managed(
-    kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+    kube_cluster: KubeCluster, real_node: NodeInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ManagedServer]:
-    namespace = f"mlfs-{uuid.uuid4().hex[:6]}"
-    kube_cluster.kubectl("create", "namespace", namespace)
-    volumes = bind_volumes(
-        kube_cluster,
-        namespace,
-        {"data-mlflow-postgres-0": "1Gi", "data-mlflow-minio-0": "2Gi"},
-    )
+    # Its own operator, for this namespace only (the session's operator watches t-*).
+    namespace = create_namespace(kube_cluster, prefix="mlfs")
+    real_node.tag_image(real_node.images["mlflow-server"], NEW_IMAGE)
+    real_node.tag_image(real_node.images["serving-cpu"], FAILING_IMAGE)
     operator = start_operator(kube_cluster, namespace, tmp_path_factory.mktemp("operator"))
     try:
-        apply_server(kube_cluster, namespace, MANAGED_SPEC)
-        yield ManagedServer(kube_cluster, namespace, operator)
+        apply_server(
+            kube_cluster, namespace, managed_spec(real_node.images["mlflow-server"], real_node)
+        )
+        yield ManagedServer(kube_cluster, namespace, operator, real_node)
     finally:
         operator.stop()
         kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        for volume in volumes:
-            kube_cluster.kubectl("delete", "pv", volume, "--wait=false", check=False)
-        kube_cluster.kubectl(
-            "delete", "stage", f"pod-migration-fails-{namespace}", "--ignore-not-found", check=False
-        )
 
 
 def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     managed: ManagedServer,
 ) -> None:
-    cluster, ns = managed.cluster, managed.namespace
-    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=100s")
+    cluster, ns, image = managed.cluster, managed.namespace, managed.image
+    cluster.kubectl(
+        "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=240s", timeout=250
+    )
     server = get(cluster, ns, "mlfs/mlflow")
     uid = server["metadata"]["uid"]
     status = server["status"]
     assert status["url"] == f"http://mlflow.{ns}.svc:5000"
-    assert status["version"] == "3.17.2"
+    assert status["version"] == image_version(image)
+    assert status["version"].startswith("3.17.2")
     assert status["observedGeneration"] == server["metadata"]["generation"]
-    assert status["migratedImage"] == IMAGE
+    assert status["migratedImage"] == image
     for type_ in ("Ready", "DatabaseReady", "ArtifactStoreReady", "SchemaMigrated"):
         cond = condition(server, type_)
         assert cond["status"] == "True", cond
@@ -398,7 +344,7 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == image
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -433,7 +379,7 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     # PostgreSQL and MinIO: secretKeyRefs, probes, volumes that outlive them
     postgres = get(cluster, ns, "statefulset/mlflow-postgres")
     pg = postgres["spec"]["template"]["spec"]["containers"][0]
-    assert pg["image"] == "postgres:16.4"
+    assert pg["image"] == managed.node.images["postgres"]
     pg_env = {e["name"]: e for e in pg["env"]}
     assert pg_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "mlflow-postgres",
@@ -454,6 +400,22 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     assert job["status"]["completionTime"] <= created
     reasons = {e["reason"] for e in get(cluster, ns, "events")["items"]}
     assert {"SecretGenerated", "MigrationStarted", "ServerImageChanged", "Serving"} <= reasons
+
+    # every pod ran for real on the node, as the user its builder declares
+    pods = get(cluster, ns, "pods")["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {managed.node.name}
+    users = {"mlflow-postgres-0": "999", "mlflow-minio-0": "1000"}
+    for pod_name, uid_expected in users.items():
+        ids = cluster.kubectl("exec", "-n", ns, pod_name, "--", "id", "-u").stdout.strip()
+        assert ids == uid_expected, pod_name
+    (job_pod,) = [
+        p for p in pods if p["metadata"]["labels"].get("job-name") == job["metadata"]["name"]
+    ]
+    assert job_pod["status"]["phase"] == "Succeeded"
+    # the tracking server answers through its Service, with basic auth on
+    check_auth_hosts_and_metrics(
+        tracking_url(cluster, ns), admin_of(cluster, ns), f"mlflow.{ns}.svc:5000"
+    )
 
 
 def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
@@ -494,7 +456,7 @@ def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
 
 def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServer) -> None:
     cluster, ns = managed.cluster, managed.namespace
-    old_job = job_for(cluster, ns, IMAGE)
+    old_job = job_for(cluster, ns, managed.image)
     assert old_job is not None
     patch_spec(cluster, ns, {"image": NEW_IMAGE})
     seen: list[tuple[bool, str | None]] = []
@@ -522,29 +484,34 @@ def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServe
         "Ready at the new image",
     )
     server = get(cluster, ns, "mlfs/mlflow")
-    assert server["status"]["version"] == "3.18.0"
+    assert server["status"]["version"] == "3.18.0-test"
     assert server["status"]["migratedImage"] == NEW_IMAGE
     # the superseded migration Job is cleaned up once the new image serves
-    eventually(lambda: job_for(cluster, ns, IMAGE) is None, "old migration Job pruned")
+    eventually(lambda: job_for(cluster, ns, managed.image) is None, "old migration Job pruned")
 
 
 def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedServer) -> None:
     cluster, ns = managed.cluster, managed.namespace
-    from mlflow_operator.core.tracking import migration_key
-
-    uri = f"postgresql+psycopg2://mlflow-postgres.{ns}.svc:5432/mlflow?sslmode=disable"
-    cluster.apply(failing_stage(ns, migration_key(FAILING_IMAGE, uri)))
-    time.sleep(1.0)  # KWOK picks stages up through a watch
     patch_spec(cluster, ns, {"image": FAILING_IMAGE})
 
     def failed() -> dict[str, Any]:
         cond = condition(get(cluster, ns, "mlfs/mlflow"), "SchemaMigrated")
         return cond if cond.get("reason") == "MigrationFailed" else {}
 
-    cond = eventually(failed, "SchemaMigrated=False, MigrationFailed", timeout=240)
+    # three real attempts with the Job controller's back-off between them (10 s, 20 s)
+    cond = eventually(failed, "SchemaMigrated=False, MigrationFailed", timeout=300)
     assert cond["status"] == "False"
     job = job_for(cluster, ns, FAILING_IMAGE)
     assert job is not None
+    failed_pod = next(
+        p
+        for p in get(cluster, ns, "pods", "-l", f"job-name={job['metadata']['name']}")["items"]
+        if p["status"]["phase"] == "Failed"
+    )
+    log = cluster.kubectl(
+        "logs", "-n", ns, failed_pod["metadata"]["name"], "-c", "upgrade-tracking-schema"
+    ).stdout
+    assert "psycopg2" in log, log[-2000:]  # the real reason: that image has no driver
     assert job["metadata"]["name"] in cond["message"]
     assert "BackoffLimitExceeded" in cond["message"]
     assert NEW_IMAGE in cond["message"]
@@ -554,7 +521,7 @@ def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedS
     assert deployment["status"]["readyReplicas"] == 2
     server = get(cluster, ns, "mlfs/mlflow")
     assert condition(server, "Ready")["reason"] == "MigrationFailed"
-    assert server["status"]["version"] == "3.18.0"
+    assert server["status"]["version"] == "3.18.0-test"
     warnings = [
         e
         for e in get(cluster, ns, "events")["items"]
@@ -596,15 +563,19 @@ def test_deleting_keeps_volumes_and_generated_secrets(managed: ManagedServer) ->
 # --- external stores ---------------------------------------------------------------------
 
 
-def external_spec(pg_host: str, pg_port: int, database: str, s3_endpoint: str) -> dict[str, Any]:
+def external_spec(
+    node: NodeInfo, pg_address: str, database: str, s3_endpoint: str
+) -> dict[str, Any]:
+    pg_host, pg_port = pg_address.rsplit(":", 1)
     return {
-        "image": IMAGE,
+        "image": node.images["mlflow-server"],
         "replicas": 1,
+        "podTemplate": dict(node.placement),
         "backendStore": {
             "postgres": {
                 "external": {
                     "host": pg_host,
-                    "port": pg_port,
+                    "port": int(pg_port),
                     "database": database,
                     "sslMode": "disable",
                     "credentialsSecretRef": {"name": "pg-creds"},
@@ -635,17 +606,24 @@ def create_secret(cluster: KubeCluster, namespace: str, name: str, data: dict[st
 
 
 @pytest.mark.integration
-def test_external_stores_and_the_declared_pod_as_a_real_mlflow(
+def test_external_stores_serve_a_real_model(
     kube_cluster: KubeCluster,
-    k8s_namespace: str,
+    real_node: NodeInfo,
     mlflow_stack: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cluster, ns = kube_cluster, k8s_namespace
+    """The local PostgreSQL and MinIO as the external stores of an MLflowServer whose pods run
+    on the real node (each reached through the host's address on the node link)."""
+    cluster = kube_cluster
+    ns = create_namespace(cluster, prefix="mlfs")
     pg = mlflow_stack.postgres
     database = f"mlfs_{uuid.uuid4().hex[:8]}"
     pg.create_database(database)
+    pg_address = cluster.expose_to_pods(pg.port)
+    s3_endpoint = "http://" + cluster.expose_to_pods(
+        int(mlflow_stack.s3_endpoint.rsplit(":", 1)[1])
+    )
     operator = start_operator(cluster, ns, tmp_path / "operator")
     try:
         # the database Secret lacks its password at first
@@ -659,9 +637,7 @@ def test_external_stores_and_the_declared_pod_as_a_real_mlflow(
                 "secretAccessKey": mlflow_stack.s3_secret_key,
             },
         )
-        apply_server(
-            cluster, ns, external_spec("127.0.0.1", pg.port, database, mlflow_stack.s3_endpoint)
-        )
+        apply_server(cluster, ns, external_spec(real_node, pg_address, database, s3_endpoint))
 
         def missing_key() -> dict[str, Any]:
             cond = condition(get(cluster, ns, "mlfs/mlflow"), "DatabaseReady")
@@ -675,7 +651,9 @@ def test_external_stores_and_the_declared_pod_as_a_real_mlflow(
         assert migration_jobs(cluster, ns) == []  # nothing migrates without a database
 
         create_secret(cluster, ns, "pg-creds", {"username": pg.user, "password": pg.password})
-        cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=100s")
+        cluster.kubectl(
+            "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=240s", timeout=250
+        )
         # no PostgreSQL or MinIO of our own
         assert get(cluster, ns, "statefulsets")["items"] == []
         assert [s["metadata"]["name"] for s in get(cluster, ns, "services")["items"]] == ["mlflow"]
@@ -686,18 +664,22 @@ def test_external_stores_and_the_declared_pod_as_a_real_mlflow(
         ]
         assert_no_secret_value_anywhere(cluster, ns, operator)
 
-        secrets = {s["metadata"]["name"]: decoded(s) for s in get(cluster, ns, "secrets")["items"]}
-        (job,) = migration_jobs(cluster, ns)
-        run_declared_server(
-            DeclaredPod(
-                deployment=get(cluster, ns, "deployment/mlflow"),
-                migration_job=job,
-                auth_ini=get(cluster, ns, "configmap/mlflow-auth")["data"]["basic_auth.ini"],
-                secrets=secrets,
-                service_host=f"mlflow.{ns}.svc:5000",
-            ),
-            tmp_path / "pod",
-            monkeypatch,
-        )
+        url, admin = tracking_url(cluster, ns), admin_of(cluster, ns)
+        check_auth_hosts_and_metrics(url, admin, f"mlflow.{ns}.svc:5000")
+        with as_admin(monkeypatch, admin):
+            version = log_and_load_a_model(url)
+            # MLflow 3 keeps a version's files under its logged model: models:/m-<id>
+            model_id = ModelRegistry(url).get_version(version.name, version.version).source
+        model_id = model_id.rsplit("/", 1)[-1]
+        # it went to the database and the bucket behind the server
+        with contextlib.closing(pg.connect(database)) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT name FROM registered_models")
+            assert (version.name,) in cursor.fetchall()
+        keys = mlflow_stack.minio.s3_client().list_objects_v2(Bucket="mlflow")
+        assert any(f"/models/{model_id}/" in o["Key"] for o in keys.get("Contents", [])), keys
+        server_logs = cluster.kubectl("logs", "-n", ns, "deployment/mlflow").stdout
+        for value in secret_values(cluster, ns):
+            assert value not in server_logs, "a Secret value in the tracking server's log"
     finally:
         operator.stop()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

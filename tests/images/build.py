@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_operator.config import MLFLOW_VERSION
 from tests.cluster.build import KUBERNETES_VERSION
 from tests.images import base, buildah
 from tests.images.buildah import ImageBuildError, require
@@ -63,12 +64,15 @@ class _Recipe:
     prepare: Callable[[Path], None] | None = None  # fills the (otherwise empty) build context
     base_arg: str | None = "BASE_IMAGE"  # the build argument that names the Debian base
     tag: str | None = None  # a fixed tag instead of the key
+    version: str = ""  # a version the tag starts with, as the published tags carry it
 
 
 def _recipe(name: str) -> _Recipe:
     if name in DOCKERFILE_TARGETS:
         files = tuple(context_files(DOCKERFILE, name))
-        return _Recipe(DOCKERFILE, files, target=name, base_arg="PYTHON_IMAGE")
+        # the operator reads the MLflow version of an MLflowServer from its image's tag
+        version = MLFLOW_VERSION if name == "mlflow-server" else ""
+        return _Recipe(DOCKERFILE, files, target=name, base_arg="PYTHON_IMAGE", version=version)
     if name == "postgres":
         return _Recipe(HERE / "postgres.Containerfile")
     if name == "minio":
@@ -100,9 +104,12 @@ def _planned(name: str) -> BuiltImage:
             for path in files
         ]
         base_name = _planned(BASE).name if recipe.base_arg else ""
-        extra = "\n".join([name, buildah.version(), base_name, recipe.extra, *where])
+        versioned = [recipe.version] if recipe.version else []  # the tag is part of the archive
+        extra = "\n".join([name, *versioned, buildah.version(), base_name, recipe.extra, *where])
         key = content_key(files, extra=extra)
-        tag = recipe.tag
+        tag = recipe.tag or (
+            f"{REPOSITORY}/{name}:{recipe.version}-{key}" if recipe.version else None
+        )
     archive = cache_root() / "images" / name / key / "image.tar"
     return BuiltImage(tag or f"{REPOSITORY}/{name}:{key}", archive)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_operator.config import MLFLOW_VERSION
 from tests.images import __main__ as cli
 from tests.images import base, build, buildah
 from tests.images.buildah import ImageBuildError
@@ -54,6 +55,9 @@ def test_names_are_tagged_by_key_and_pause_is_fixed(repo: Path) -> None:
     for name in KEYED[:-1]:
         repository, tag = names[name].rsplit(":", 1)
         assert repository == f"localhost/mlflow-operator/{name}"
+        if name == "mlflow-server":  # the MLflow version first, as the published tag has it
+            version, _, tag = tag.partition("-")
+            assert version == MLFLOW_VERSION
         assert len(tag) == 16
         assert int(tag, 16) >= 0
 
