@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import kopf
 import prometheus_client
@@ -20,6 +22,10 @@ def run_operator(config: OperatorConfig) -> None:
 
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
+    # Who this operator is to kopf (its documented POD_ID). kopf's own guess asks the passwd
+    # database for the user's name, which fails for the image's uid 65532 (no entry there):
+    # the pod crash-looped at start. The host name is the pod's name in Kubernetes.
+    os.environ.setdefault("POD_ID", f"{socket.gethostname()}/{os.getpid()}")
     scope = "all namespaces" if config.cluster_wide else ", ".join(config.namespaces)
     logger.info("mlflow-operator starting; watching %s", scope)
     kopf.run(

@@ -1,0 +1,125 @@
+"""The whole loop inside the cluster, as a user runs it: the operator installed with helm from
+the locally built image, an MLflowServer with managed PostgreSQL and MinIO, a model logged and
+registered through that server from outside the cluster, and a ModelDeployment with `serverRef`
+serving it. Every pod here runs for real on the real node, the operator's included.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.cluster.fixtures import create_namespace
+from tests.cluster.launcher import KubeCluster
+from tests.cluster.realnode import NodeInfo
+from tests.e2e.conftest import eventually, get_json
+from tests.e2e.mlflowservers import admin_of, as_admin, tracking_url
+from tests.e2e.modeldeployments import is_ready_on
+from tests.e2e.test_install import fullname, helm_in, install
+from tests.e2e.test_modeldeployment_pods import eventually_served, service_url
+from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+TIMEOUT = 300.0
+
+
+def chart_values(node: NodeInfo, namespace: str) -> dict[str, Any]:
+    repository, tag = node.images["operator"].rsplit(":", 1)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "watchNamespaces": [namespace],
+        "nodeSelector": node.placement["nodeSelector"],
+        "tolerations": node.placement["tolerations"],
+        "operator": {
+            "logFormat": "text",
+            "images": {
+                "servingCpu": node.images["serving-cpu"],
+                "trackingServer": node.images["mlflow-server"],
+                "postgres": node.images["postgres"],
+                "minio": node.images["minio"],
+            },
+        },
+    }
+
+
+def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
+    kube_cluster: KubeCluster,
+    crds_installed: KubeCluster,
+    real_node: NodeInfo,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = kube_cluster
+    ns = create_namespace(cluster, prefix="loop")
+    release = "mlflow-operator"
+    try:
+        install(cluster, release, ns, chart_values(real_node, ns))
+        (pod,) = get_json(cluster, "-n", ns, "pods", "-l", f"app.kubernetes.io/instance={release}")[
+            "items"
+        ]
+        assert pod["spec"]["nodeName"] == real_node.name  # the operator itself runs for real
+
+        cluster.apply(
+            {
+                "apiVersion": "mlflowops.dev/v1alpha1",
+                "kind": "MLflowServer",
+                "metadata": {"name": "mlflow", "namespace": ns},
+                "spec": {
+                    "replicas": 1,
+                    "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
+                    "artifactStore": {"s3": {"managed": {"storage": "1Gi"}}},
+                    "podTemplate": dict(real_node.placement),
+                },
+            }
+        )
+        cluster.kubectl(
+            "wait", "-n", ns, "--for=condition=Ready", "mlflowserver/mlflow",
+            f"--timeout={TIMEOUT:.0f}s", timeout=TIMEOUT + 10,
+        )  # fmt: skip
+
+        # A data scientist registers a model through the server (from outside the cluster).
+        url, admin = tracking_url(cluster, ns), admin_of(cluster, ns)
+        model = "iris"
+        with as_admin(monkeypatch, admin):
+            registry = ModelRegistry(url)
+            v1 = registry.log_version(model)
+            registry.set_alias(model, "champion", v1.version)
+
+        cluster.apply(
+            {
+                "apiVersion": "mlflowops.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "iris", "namespace": ns},
+                "spec": {
+                    "model": {"name": model, "alias": "champion"},
+                    "registry": {"serverRef": {"name": "mlflow"}, "pollInterval": "5s"},
+                    "serving": {"replicas": 1, "podTemplate": dict(real_node.placement)},
+                },
+            }
+        )
+        eventually(lambda: is_ready_on(cluster, ns, "iris", v1.version), TIMEOUT, "Ready on v1")
+        serving = service_url(cluster, ns, "iris")
+        eventually_served(serving, v1)
+
+        # Moving the alias in the in-cluster registry is the whole release.
+        with as_admin(monkeypatch, admin):
+            v2 = registry.log_version(model, c=DIFFERENT_C)
+            moved = time.monotonic()
+            registry.set_alias(model, "champion", v2.version)
+        eventually(lambda: is_ready_on(cluster, ns, "iris", v2.version), TIMEOUT, "Ready on v2")
+        print(f"in-cluster alias move to Ready on v2: {time.monotonic() - moved:.1f}s")
+        eventually_served(serving, v2)
+        with as_admin(monkeypatch, admin):
+            tags = registry.get_version(model, v2.version).tags
+        assert tags[f"mlflow-operator.{ns}.iris"].startswith("serving since ")
+
+        log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
+        for refusal in ("Forbidden", "forbidden", "Traceback"):
+            assert refusal not in log, log[-3000:]
+    finally:
+        cluster.kubectl(
+            "delete", "-n", ns, "mdep,mlflowserver", "--all", "--timeout=60s", check=False
+        )
+        helm_in(cluster, "uninstall", release, "-n", ns, check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
