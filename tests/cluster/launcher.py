@@ -634,9 +634,21 @@ def remove_stale_workdirs() -> list[Path]:
         except (FileNotFoundError, ValueError):
             continue
         if not _pid_alive(owner):
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_tree(workdir)
             removed.append(workdir)
     return removed
+
+
+def _remove_tree(path: Path, attempts: int = 10) -> None:
+    """rmtree, again while something still writes into it (a program of the crashed session
+    that was slow to die)."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.5)
+    left = sorted(str(p) for p in path.rglob("*"))[:5]
+    print(f"could not remove {path}; still there: {left}", file=sys.stderr)
 
 
 @contextlib.contextmanager

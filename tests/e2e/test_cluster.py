@@ -25,6 +25,13 @@ pytestmark = pytest.mark.e2e
 
 IMAGE = "registry.example/serve"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# Test namespaces enforce Pod Security "restricted": what a pod needs to be admitted there.
+RESTRICTED_POD = {
+    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+}
+RESTRICTED_CONTAINER = {
+    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+}
 
 
 def get_json(cluster: KubeCluster, *args: str) -> Any:
@@ -51,13 +58,15 @@ def deployment(
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
+                    **RESTRICTED_POD,
                     "containers": [
                         {
                             "name": "app",
                             "image": image,
                             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                            **RESTRICTED_CONTAINER,
                         }
-                    ]
+                    ],
                 },
             },
         },
@@ -69,7 +78,10 @@ def pod(name: str, gpus: int = 0, tolerate_gpu: bool = False, **spec: Any) -> di
     if gpus:
         resources["limits"] = {"nvidia.com/gpu": str(gpus)}
     body: dict[str, Any] = {
-        "containers": [{"name": "app", "image": f"{IMAGE}:v1", "resources": resources}],
+        **RESTRICTED_POD,
+        "containers": [
+            {"name": "app", "image": f"{IMAGE}:v1", "resources": resources, **RESTRICTED_CONTAINER}
+        ],
         **spec,
     }
     if tolerate_gpu:
