@@ -38,10 +38,13 @@ CMD ["run"]
 # ---------------------------------------------------------------------------------------------
 # Serving: the pod runs `mlflow models serve` (runtime mlflow) or `mlflow-operator serve`
 # (runtime batched) with env-manager local, so the model's libraries must be in the image.
-FROM ${PYTHON_IMAGE} AS serving-venv
+FROM ${PYTHON_IMAGE} AS serving-deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# The heavy third-party stack first, in a layer of its own: a change in operator/ reuses it from
-# the build cache and reinstalls only the package and its remaining light dependencies.
+COPY pyproject.toml /src/
+# Everything but the operator's own package: the model libraries and the operator's runtime
+# dependencies (read from pyproject.toml). The final images copy this virtualenv as one layer,
+# so it must not change with the operator's code: an operator release then ships a layer of a
+# few hundred kilobytes instead of a new 1.6 GB one.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --quiet \
       "mlflow==3.17.2" \
@@ -49,12 +52,12 @@ RUN python3 -m venv /opt/venv \
       "xgboost>=2.1,<4" \
       "lightgbm>=4.3,<5" \
       "uv>=0.4,<1" \
-      "virtualenv>=20.26,<21"
-COPY pyproject.toml README.md /src/
-COPY operator/ /src/operator/
-RUN /opt/venv/bin/pip install --quiet /src
+      "virtualenv>=20.26,<21" \
+ && /opt/venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && /opt/venv/bin/pip install --quiet --requirement /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
 
-FROM serving-venv AS serving-gpu-venv
+FROM serving-deps AS serving-gpu-deps
 # PyTorch's CUDA wheels carry the CUDA runtime, cuDNN and NCCL as pip packages
 # (nvidia-*-cu12), so no CUDA base image is needed: the host provides only the driver.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
@@ -73,11 +76,18 @@ ENV PATH=/opt/venv/bin:$PATH \
 EXPOSE 8080
 
 FROM serving-base AS serving-cpu
-COPY --from=serving-venv /opt/venv /opt/venv
+COPY --from=serving-deps /opt/venv /opt/venv
+COPY pyproject.toml README.md /src/
+COPY operator/ /src/operator/
+# the operator's package alone (mlflow-operator serve): its dependencies are in the layer above
+RUN PIP_NO_CACHE_DIR=1 /opt/venv/bin/pip install --quiet --no-deps /src && rm -rf /src
 USER 65532:65532
 
 FROM serving-base AS serving-gpu
-COPY --from=serving-gpu-venv /opt/venv /opt/venv
+COPY --from=serving-gpu-deps /opt/venv /opt/venv
+COPY pyproject.toml README.md /src/
+COPY operator/ /src/operator/
+RUN PIP_NO_CACHE_DIR=1 /opt/venv/bin/pip install --quiet --no-deps /src && rm -rf /src
 # What the NVIDIA container toolkit needs to mount the driver into the container.
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from tests.support.cache import state_dir
+from tests.support.cache import cache_root, state_dir
 
 SLOTS = 8
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -103,6 +103,10 @@ class NodeSlot:
 
     def lock_path(self) -> Path:
         return state_dir() / f"realnode-{self.index}.lock"
+
+    def containerd_root(self) -> Path:
+        """containerd's root (images, snapshots): kept between sessions of this slot."""
+        return cache_root() / "realnode" / f"slot-{self.index}" / "containerd"
 
     def state_path(self) -> Path:
         return state_dir() / f"realnode-{self.index}.json"
@@ -235,7 +239,23 @@ def acquire_slot() -> HeldSlot:
             "no free real-node slot (" + "; ".join(busy) + "): stop the other test sessions "
             "or free those subnets"
         )
+    _drop_idle_image_stores(chosen.slot)
     return chosen
+
+
+def _drop_idle_image_stores(chosen: NodeSlot) -> None:
+    """Delete the containerd roots of idle slots but the first: each holds gigabytes of images,
+    and a slot other than 0 is used only while another session runs (a later one re-imports)."""
+    for index in range(1, SLOTS):
+        slot = NodeSlot(index)
+        if slot == chosen or not slot.containerd_root().exists():
+            continue
+        with slot.lock_path().open("a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # in use
+            shutil.rmtree(slot.containerd_root().parent, ignore_errors=True)
 
 
 # -- commands ----------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from tests.cluster import nodehost
 from tests.cluster.api import ApiClient
 from tests.cluster.nodebuild import NodePrograms
 from tests.cluster.nodehost import HeldSlot, NodeSlot, NodeState
-from tests.support.cache import cache_root
 from tests.support.processes import ManagedProcess, http_ok, wait_until
 
 NODE_LABEL = "node.mlflowops.dev/pool"
@@ -105,7 +104,7 @@ class RealNode:
         self._mount_ns = nodehost.create_mount_namespace(slot, self.workdir)
         nodehost.create_cgroup_root(slot)
         config = self.workdir / "containerd.toml"
-        config.write_text(containerd_config(self.workdir, persistent_root(slot), self.socket))
+        config.write_text(containerd_config(self.workdir, slot.containerd_root(), self.socket))
         cni = self.workdir / "cni"
         cni.mkdir(exist_ok=True)
         (cni / "10-realnode.conflist").write_text(cni_config(slot, self.workdir))
@@ -149,7 +148,8 @@ class RealNode:
         wanted = set(self.image_archives)
         stale = [name for name in present - wanted if name.startswith(LOCAL_IMAGE_PREFIX)]
         if stale:
-            self._ctr("images", "rm", *stale)  # containerd's GC frees their layers
+            # --sync: wait for the garbage collector to free their snapshots (gigabytes)
+            self._ctr("images", "rm", "--sync", *stale)
         for name, archive in self.image_archives.items():
             if name in present:
                 continue
@@ -312,11 +312,6 @@ def _node_ready(api: ApiClient, name: str) -> bool:
 
 
 # -- configuration files -----------------------------------------------------------------------
-
-
-def persistent_root(slot: NodeSlot) -> Path:
-    """containerd's root of a slot (images, snapshots): kept between sessions."""
-    return cache_root() / "realnode" / f"slot-{slot.index}" / "containerd"
 
 
 def containerd_config(workdir: Path, root: Path, socket: Path) -> str:

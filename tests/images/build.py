@@ -33,6 +33,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 REPOSITORY = "localhost/mlflow-operator"
 PAUSE_IMAGE = f"{REPOSITORY}/pause:3.10"
 BASE = "debian-python"
+KEEP_VERSIONS = 2  # builds of each image kept in the cache: the current one and the one before
 IMAGE_NAMES: tuple[str, ...] = (
     "pause",
     "operator",
@@ -95,7 +96,7 @@ def _planned(name: str) -> BuiltImage:
     """The image's name and archive for the inputs as they are now; builds nothing."""
     if name == BASE:
         key = content_key([base.APT_CLEAN], extra=f"{base.key_text()}\n{buildah.version()}")
-        tag = None
+        fixed = None
     else:
         recipe = _recipe(name)
         files = [recipe.containerfile, *recipe.inputs]
@@ -107,11 +108,14 @@ def _planned(name: str) -> BuiltImage:
         versioned = [recipe.version] if recipe.version else []  # the tag is part of the archive
         extra = "\n".join([name, *versioned, buildah.version(), base_name, recipe.extra, *where])
         key = content_key(files, extra=extra)
-        tag = recipe.tag or (
-            f"{REPOSITORY}/{name}:{recipe.version}-{key}" if recipe.version else None
-        )
+        fixed = recipe.tag
     archive = cache_root() / "images" / name / key / "image.tar"
-    return BuiltImage(tag or f"{REPOSITORY}/{name}:{key}", archive)
+    return BuiltImage(fixed or _keyed_name(name, key), archive)
+
+
+def _keyed_name(name: str, key: str) -> str:
+    version = _recipe(name).version if name != BASE else ""
+    return f"{REPOSITORY}/{name}:{version}-{key}" if version else f"{REPOSITORY}/{name}:{key}"
 
 
 def image_names(names: Iterable[str] = IMAGE_NAMES) -> dict[str, str]:
@@ -144,7 +148,29 @@ def _ensure(name: str, quiet: bool) -> BuiltImage:
             print(f"built {name} in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
     ensure_cached(image.archive, build)
+    _prune_older(name, image)
     return image
+
+
+def _prune_older(name: str, current: BuiltImage) -> None:
+    """Remove all but the newest KEEP_VERSIONS builds of name: every operator edit makes a new
+    serving-cpu and operator image (2 GB of archives), and the disk is not endless. The one
+    before the current stays for a session of another checkout that may still import it."""
+    keys = sorted(
+        (
+            d
+            for d in current.archive.parent.parent.iterdir()
+            if d.is_dir() and (d / "image.tar").exists()
+        ),
+        key=lambda d: (d / "image.tar").stat().st_mtime,
+        reverse=True,
+    )
+    for stale in [k for k in keys if k != current.archive.parent][KEEP_VERSIONS - 1 :]:
+        stale_name = _keyed_name(name, stale.name)
+        if stale_name != current.name:  # a fixed tag (pause) names the current build
+            buildah.remove(stale_name)
+        shutil.rmtree(stale, ignore_errors=True)
+        stale.with_suffix(".lock").unlink(missing_ok=True)
 
 
 def _bud(name: str, tag: str, workdir: Path, quiet: bool) -> None:

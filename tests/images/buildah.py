@@ -84,6 +84,12 @@ def has_image(name: str) -> bool:
     return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
+def remove(name: str) -> None:
+    """Untag name (its layers stay while another image or the build cache uses them)."""
+    argv = [require("buildah"), *storage_flags(), "rmi", name]
+    subprocess.run(argv, capture_output=True, check=False)
+
+
 def load(archive: Path, name: str, *, quiet: bool) -> None:
     """Make name (saved in archive) available to FROM, unless the storage has it already."""
     if not has_image(name):
