@@ -166,29 +166,33 @@ def check_host() -> None:
         )
 
 
+def overlapping_routes(route_lines: list[str], cidrs: list[str]) -> list[str]:
+    """The routes (lines of `ip -4 -o route show table all`) that overlap any of cidrs."""
+    wanted = [ipaddress.ip_network(c) for c in cidrs]
+    found = []
+    for line in route_lines:
+        words = line.split()
+        # "10.0.0.0/8 via ...", "local 10.1.2.3 dev ...", "broadcast ...": the target is the
+        # first word that parses as an address or network
+        for word in words[:2]:
+            try:
+                net = ipaddress.ip_network(word, strict=False)
+            except ValueError:
+                continue
+            if net.prefixlen and any(net.overlaps(w) for w in wanted):
+                found.append(line.strip())
+            break
+    return found
+
+
 def _routes_overlapping(cidrs: list[str]) -> list[str]:
-    """Host routes that overlap any of cidrs (in use by something else on this machine)."""
     out = subprocess.run(
         ["ip", "-4", "-o", "route", "show", "table", "all"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    wanted = [ipaddress.ip_network(c) for c in cidrs]
-    found = []
-    for line in out.splitlines():
-        target = line.split()[0] if line.split() else ""
-        if target in ("default", "broadcast", "local", "unreachable", "multicast"):
-            target = line.split()[1] if len(line.split()) > 1 else ""
-        try:
-            net = ipaddress.ip_network(target, strict=False)
-        except ValueError:
-            continue
-        if net.prefixlen == 0:
-            continue
-        if any(net.overlaps(w) for w in wanted):
-            found.append(line.strip())
-    return found
+    return overlapping_routes(out.splitlines(), cidrs)
 
 
 def _slot_ranges(slot: NodeSlot) -> list[str]:
