@@ -129,9 +129,14 @@ def run(  # noqa: PLR0917  (click passes every option as an argument)
     except ConfigError as exc:
         click.echo(f"mlflow-operator: {exc}", err=True)
         sys.exit(2)
+    from mlflow_operator.kube.preflight import StartupError
     from mlflow_operator.runner import run_operator  # kopf and the handlers load only here
 
-    run_operator(config)
+    try:
+        run_operator(config)
+    except StartupError as exc:
+        click.echo(f"mlflow-operator: {exc}", err=True)
+        sys.exit(1)
 
 
 def _register_serve() -> None:

@@ -10,14 +10,17 @@ import kopf
 import prometheus_client
 
 from mlflow_operator.config import OperatorConfig
+from mlflow_operator.kube.preflight import check_cluster
 from mlflow_operator.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
 
 def run_operator(config: OperatorConfig) -> None:
-    """Run until SIGTERM/SIGINT. Blocks."""
+    """Run until SIGTERM/SIGINT. Blocks. Raises StartupError (one line, nothing started) when
+    the cluster cannot be used: no credentials, no API server, no CRDs, no permission."""
     configure_logging(config.log_format, config.log_level)
+    server = check_cluster(config.namespaces, config.request_timeout_seconds)
     import mlflow_operator.handlers  # noqa: F401  (importing registers the handlers with kopf)
 
     if config.metrics_port:
@@ -27,7 +30,7 @@ def run_operator(config: OperatorConfig) -> None:
     # the pod crash-looped at start. The host name is the pod's name in Kubernetes.
     os.environ.setdefault("POD_ID", f"{socket.gethostname()}/{os.getpid()}")
     scope = "all namespaces" if config.cluster_wide else ", ".join(config.namespaces)
-    logger.info("mlflow-operator starting; watching %s", scope)
+    logger.info("mlflow-operator starting against %s; watching %s", server, scope)
     kopf.run(
         clusterwide=config.cluster_wide,
         namespaces=config.namespaces,
