@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
+from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.kube.client import KubeClient
@@ -41,6 +42,7 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
 
     memo.kube = KubeClient()
     memo.hub = RegistryHub(timeout_seconds=config.request_timeout_seconds)
+    memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
     memo.wakers = {}
     memo.modeldeployments = ModelDeploymentReconciler(memo.kube, memo.hub, config)
     memo.webhook_runner = await _start_webhook_receiver(config, memo.hub)
@@ -62,6 +64,8 @@ async def _start_webhook_receiver(config: OperatorConfig, hub: RegistryHub) -> A
 async def close_services(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "webhook_runner", None) is not None:
         await memo.webhook_runner.cleanup()
+    if getattr(memo, "stop_registry_metrics", None) is not None:
+        memo.stop_registry_metrics()
     if getattr(memo, "hub", None) is not None:
         await memo.hub.close()
     if getattr(memo, "kube", None) is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -165,8 +164,7 @@ class ModelDeploymentReconciler:
         """The ModelDeployment is gone (or this operator stops following it)."""
         owner = Owner.from_body(body)
         self.hub.unfollow(_key(owner))
-        with contextlib.suppress(KeyError):  # never reconciled: no gauge to remove
-            metrics.VERSION_MISMATCH.remove(owner.namespace, owner.name)
+        metrics.forget_model_deployment(owner.namespace, owner.name)
 
     # -- gather helpers --------------------------------------------------------------------
     async def _endpoint(
@@ -293,12 +291,19 @@ class ModelDeploymentReconciler:
 
     def _count(self, owner: Owner, plan: RolloutPlan) -> None:
         metrics.RECONCILES.labels(kind=KIND, result="ok").inc()
-        if plan.succeeded_version:
-            metrics.ROLLOUTS.labels(result="Succeeded").inc()
-        if plan.failed_version:
-            metrics.ROLLOUTS.labels(result="Failed").inc()
-        differs = plan.status.target_version not in (None, plan.status.serving_version)
-        metrics.VERSION_MISMATCH.labels(owner.namespace, owner.name).set(1 if differs else 0)
+        status = plan.status
+        metrics.record_model_deployment(
+            owner.namespace,
+            owner.name,
+            target=status.target_version,
+            serving=status.serving_version,
+            # as status says it (Progressing reason Suspended), so the alert agrees with kubectl
+            suspended=any(c.reason == "Suspended" for c in status.conditions),
+            last_sync=status.last_registry_sync,
+            succeeded=bool(plan.succeeded_version),
+            failed=bool(plan.failed_version),
+            rolled_back=any(e.reason == "RollingBack" for e in plan.events),
+        )
 
 
 def _key(owner: Owner) -> str:

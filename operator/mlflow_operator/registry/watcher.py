@@ -228,6 +228,16 @@ class RegistryHub:
             watcher.poke()
         return len(poked)
 
+    def health(self) -> list[tuple[str, bool, datetime | None]]:
+        """Each endpoint read now: its URL, whether its last sweep succeeded, and when one
+        last did (the operator's registry metrics; called from the scrape thread, hence the
+        copy of the watchers)."""
+        found = []
+        for watcher in list(self._watchers.values()):
+            state = watcher.state("")  # whether and when it synced is the same for every model
+            found.append((watcher.client.url, state.synced, state.last_sync))
+        return found
+
     async def close(self) -> None:
         for watcher in self._watchers.values():
             await watcher.stop()
