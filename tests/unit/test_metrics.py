@@ -1,0 +1,127 @@
+"""The operator's metrics as the alerts and the dashboard read them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from mlflow_operator import metrics
+from mlflow_operator.registry.client import Credentials
+from mlflow_operator.registry.watcher import RegistryHub
+
+SYNC = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def value(metric: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(metric, labels)
+
+
+def record(namespace: str, name: str, **facts: object) -> None:
+    defaults: dict[str, object] = {
+        "target": "8",
+        "serving": "8",
+        "suspended": False,
+        "last_sync": SYNC,
+        "succeeded": False,
+        "failed": False,
+        "rolled_back": False,
+    }
+    metrics.record_model_deployment(namespace, name, **{**defaults, **facts})  # type: ignore[arg-type]
+
+
+def fresh() -> tuple[str, str]:
+    return f"ns-{uuid.uuid4().hex[:6]}", "fraud"
+
+
+def test_counters_exist_at_zero_from_the_first_reconcile() -> None:
+    """increase() sees the first failure only if the series was there before it, at 0."""
+    ns, name = fresh()
+    record(ns, name)
+    labels = {"namespace": ns, "name": name}
+    for result in ("Succeeded", "Failed"):
+        assert value("mlflow_operator_rollouts_total", **labels, result=result) == 0
+    assert value("mlflow_operator_rollbacks_total", **labels) == 0
+
+    record(ns, name, failed=True, rolled_back=True)
+    assert value("mlflow_operator_rollouts_total", **labels, result="Failed") == 1
+    assert value("mlflow_operator_rollbacks_total", **labels) == 1
+    assert value("mlflow_operator_rollouts_total", **labels, result="Succeeded") == 0
+
+
+def test_versions_suspension_and_sync_per_deployment() -> None:
+    ns, name = fresh()
+    labels = {"namespace": ns, "name": name}
+    record(ns, name, target="9", serving="8", suspended=True)
+    assert value("mlflow_operator_modeldeployment_target_version", **labels) == 9
+    assert value("mlflow_operator_modeldeployment_serving_version", **labels) == 8
+    assert value("mlflow_operator_serving_differs_from_target", **labels) == 1
+    assert value("mlflow_operator_modeldeployment_suspended", **labels) == 1
+    assert (
+        value("mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds", **labels)
+        == SYNC.timestamp()
+    )
+
+    record(ns, name, target=None, serving=None, last_sync=None)  # nothing resolved yet
+    assert value("mlflow_operator_modeldeployment_target_version", **labels) is None
+    assert value("mlflow_operator_modeldeployment_serving_version", **labels) is None
+    assert value("mlflow_operator_serving_differs_from_target", **labels) == 0
+
+
+def test_a_deleted_deployment_leaves_no_series() -> None:
+    ns, name = fresh()
+    record(ns, name, target="9", serving="8", failed=True)
+    metrics.forget_model_deployment(ns, name)
+    leftovers = [
+        sample
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.labels.get("namespace") == ns
+    ]
+    assert leftovers == []
+    metrics.forget_model_deployment(ns, name)  # twice, or never reconciled: no error
+
+
+def test_registry_gauges_come_from_the_watchers_at_scrape_time() -> None:
+    hub = RegistryHub()
+    hub.watcher("a", "http://mlflow-a:5000", Credentials())
+    registry = CollectorRegistry()
+    registry.register(metrics.RegistryCollector(hub.health))
+
+    # a watcher that has not swept yet, or whose last sweep failed, is down
+    assert registry.get_sample_value(
+        "mlflow_operator_registry_up", {"endpoint": "http://mlflow-a:5000"}
+    ) == (0)
+    assert (
+        registry.get_sample_value(
+            "mlflow_operator_registry_last_sync_timestamp_seconds",
+            {"endpoint": "http://mlflow-a:5000"},
+        )
+        is None
+    )
+
+    hub.unfollow("nobody")  # the hub drops idle watchers; a gone endpoint has no series
+    assert (
+        registry.get_sample_value(
+            "mlflow_operator_registry_up", {"endpoint": "http://mlflow-a:5000"}
+        )
+        is None
+    )
+
+
+def test_registry_collector_reports_what_the_source_says() -> None:
+    registry = CollectorRegistry()
+    source = [("http://up:5000", True, SYNC), ("http://down:5000", False, SYNC)]
+    registry.register(metrics.RegistryCollector(lambda: source))
+    assert registry.get_sample_value("mlflow_operator_registry_up", {"endpoint": "http://up:5000"})
+    assert (
+        registry.get_sample_value("mlflow_operator_registry_up", {"endpoint": "http://down:5000"})
+        == 0
+    )
+    assert (
+        registry.get_sample_value(
+            "mlflow_operator_registry_last_sync_timestamp_seconds", {"endpoint": "http://down:5000"}
+        )
+        == SYNC.timestamp()
+    )
