@@ -300,6 +300,8 @@ def test_alerts_use_metrics_the_operator_exports() -> None:
         if hasattr(metric, "_name") and hasattr(metric, "_type")
     }
     exported |= {f"{name}_total" for name in exported}
+    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None)])
+    exported |= {family.name for family in registries.collect()}
     for rule in rules:
         used = set(re.findall(r"\b(mlflow_operator_[a-z_]+)\b", rule["expr"]))
         assert used <= exported, (rule["alert"], used - exported)
