@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlflow_operator import __version__
@@ -19,8 +19,25 @@ from mlflow_operator.api.duration import Duration
 
 ENV_PREFIX = "MLFLOW_OPERATOR_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
-IMAGE_REPOSITORY = "ghcr.io/mlflow-operator"
+IMAGE_REPOSITORY = "ghcr.io/mlflow-operator"  # where the project's release images are published
 MLFLOW_VERSION = "3.17.2"
+# The official image's current patch release of PostgreSQL 16 (2026-11-12). The project builds
+# no PostgreSQL image: Docker's official one is maintained and patched upstream.
+POSTGRES_IMAGE = "postgres:16.16"
+# The project's images, by the name `make images` gives them (<registry>/<name>:<tag>).
+PROJECT_IMAGES = ("mlflow-operator", "serving-cpu", "serving-gpu", "mlflow-server", "minio")
+
+
+def project_image(name: str, registry: str = IMAGE_REPOSITORY, tag: str = __version__) -> str:
+    """One of the project's images. The tracking server's tag starts with its MLflow version:
+    the operator reads an MLflowServer's version from it (status.version)."""
+    if name not in PROJECT_IMAGES:
+        raise ValueError(f"not one of the project's images: {name}")
+    return (
+        f"{registry}/{name}:{MLFLOW_VERSION}-{tag}"
+        if name == "mlflow-server"
+        else (f"{registry}/{name}:{tag}")
+    )
 
 
 class ConfigError(ValueError):
@@ -38,29 +55,29 @@ class OperatorConfig(BaseSettings):
         default_factory=list,
         description="Namespaces to watch; empty means all namespaces.",
     )
-    serving_image_cpu: str = Field(
-        default=f"{IMAGE_REPOSITORY}/serving-cpu:{__version__}",
+    image_registry: str = Field(
+        default=IMAGE_REPOSITORY,
         min_length=1,
-        description="Default serving image for pods without GPUs.",
+        description="Registry (and path) of the project's images: the default serving, tracking "
+        "server and MinIO images are <image_registry>/<name>:<image_tag>.",
+    )
+    image_tag: str = Field(
+        default=__version__, min_length=1, description="Tag of the project's images."
+    )
+    # Empty: the project's image from image_registry and image_tag (see _default_images).
+    serving_image_cpu: str = Field(
+        default="", description="Default serving image for pods without GPUs."
     )
     serving_image_gpu: str = Field(
-        default=f"{IMAGE_REPOSITORY}/serving-gpu:{__version__}",
-        min_length=1,
-        description="Default serving image for pods with gpu.count > 0.",
+        default="", description="Default serving image for pods with gpu.count > 0."
     )
     tracking_server_image: str = Field(
-        default=f"{IMAGE_REPOSITORY}/mlflow-server:{MLFLOW_VERSION}",
-        min_length=1,
-        description="Default MLflow tracking server image (MLflow, psycopg2, boto3).",
+        default="", description="Default MLflow tracking server image (MLflow, psycopg2, boto3)."
     )
     postgres_image: str = Field(
-        default="postgres:16.4", min_length=1, description="Default managed PostgreSQL image."
+        default=POSTGRES_IMAGE, min_length=1, description="Default managed PostgreSQL image."
     )
-    minio_image: str = Field(
-        default="minio/minio:RELEASE.2025-09-07T16-13-09Z",
-        min_length=1,
-        description="Default managed MinIO image.",
-    )
+    minio_image: str = Field(default="", description="Default managed MinIO image.")
     gpu_toleration_key: str = Field(
         default="nvidia.com/gpu", description="Taint key tolerated by pods that request GPUs."
     )
@@ -96,6 +113,17 @@ class OperatorConfig(BaseSettings):
         description="Server-side timeout of a watch; the watch restarts after it.",
     )
 
+    @model_validator(mode="after")
+    def _default_images(self) -> OperatorConfig:
+        # One registry and tag name every image of the project, as the chart's imageRegistry
+        # does; an image set on its own wins. (After validation: the settings sources, env
+        # included, are merged by then. The model is frozen, hence object.__setattr__.)
+        for field, name in _PROJECT_IMAGE_FIELDS.items():
+            if not getattr(self, field):
+                image = project_image(name, self.image_registry, self.image_tag)
+                object.__setattr__(self, field, image)
+        return self
+
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split_namespaces(cls, value: Any) -> Any:
@@ -106,6 +134,14 @@ class OperatorConfig(BaseSettings):
     @property
     def cluster_wide(self) -> bool:
         return not self.namespaces
+
+
+_PROJECT_IMAGE_FIELDS = {
+    "serving_image_cpu": "serving-cpu",
+    "serving_image_gpu": "serving-gpu",
+    "tracking_server_image": "mlflow-server",
+    "minio_image": "minio",
+}
 
 
 def load_config(file: Path | None = None, **overrides: Any) -> OperatorConfig:
