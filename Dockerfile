@@ -1,19 +1,27 @@
 # syntax=docker/dockerfile:1
-# Images of mlflow-operator, one target each:
+# Images of mlflow-operator, one target each; `make images REGISTRY=...` builds all of them
+# (deploy/image/publish.py, with docker, podman or buildah) and prints the helm line to use them.
 #   operator       the operator (default target): slim Python, non-root, runtime deps only
 #   serving-cpu    default serving image: MLflow scoring server, our batched runtime,
 #                  scikit-learn, XGBoost, LightGBM
-#   serving-gpu    serving-cpu's stack plus PyTorch with the CUDA runtime
+#   serving-gpu    serving-cpu's stack plus PyTorch with the CUDA 12 runtime
 #   mlflow-server  default MLflowServer image: MLflow tracking server, psycopg2, boto3
-# Build one with e.g. `docker build --target serving-cpu -t ghcr.io/mlflow-operator/serving-cpu:0.1.0 .`
-# Versions below must match config.py (MLFLOW_VERSION) and pyproject.toml.
-
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+#   minio          default managed object store: MinIO built from source (see its stage)
+# Python packages come from deploy/image/locks/<image>.txt, with hashes (`make locks`).
+# MLflow's version must match config.py (MLFLOW_VERSION); the locks' .in files pin it.
+#
+# Base images by digest, as docker-library/repo-info recorded them: python:3.12-slim-bookworm
+# of 2026-08-25 (Python 3.12.14) and golang:1.26-bookworm of 2026-07-14 (Go 1.26.5). Neither
+# could be pulled where this was written (no registry reachable): the tests build on a Debian
+# bookworm stand-in passed as PYTHON_IMAGE and GO_IMAGE (docs/testing.md, "Images").
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579
+ARG GO_IMAGE=golang:1.26-bookworm@sha256:551752d3ad9de9923190bf5280500617ed8fee287ffb4b0220e770ef89346258
 
 # ---------------------------------------------------------------------------------------------
 # The operator's virtualenv. The same script runs in CI (deploy/image/check-operator-venv.sh).
 FROM ${PYTHON_IMAGE} AS operator-venv
 COPY deploy/image/install-operator.sh /usr/local/bin/install-operator.sh
+COPY deploy/image/locks/operator.txt /src/deploy/image/locks/operator.txt
 COPY pyproject.toml README.md /src/
 COPY operator/ /src/operator/
 RUN install-operator.sh /opt/venv /src
@@ -40,29 +48,25 @@ CMD ["run"]
 # (runtime batched) with env-manager local, so the model's libraries must be in the image.
 FROM ${PYTHON_IMAGE} AS serving-deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml /src/
 # Everything but the operator's own package: the model libraries and the operator's runtime
-# dependencies (read from pyproject.toml). The final images copy this virtualenv as one layer,
-# so it must not change with the operator's code: an operator release then ships a layer of a
+# dependencies, as the lock pins them. The final images copy this virtualenv as one layer, so
+# it must not change with the operator's code: an operator release then ships a layer of a
 # few hundred kilobytes instead of a new 1.6 GB one.
+COPY deploy/image/locks/serving-cpu.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --quiet \
-      "mlflow==3.17.2" \
-      "scikit-learn>=1.4,<2" \
-      "xgboost>=2.1,<4" \
-      "lightgbm>=4.3,<5" \
-      "uv>=0.4,<1" \
-      "virtualenv>=20.26,<21" \
- && /opt/venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
- && /opt/venv/bin/pip install --quiet --requirement /tmp/requirements.txt \
+ && /opt/venv/bin/pip install --quiet --require-hashes --no-deps --requirement /tmp/requirements.txt \
+ && /opt/venv/bin/pip check \
  && rm /tmp/requirements.txt
 
-FROM serving-deps AS serving-gpu-deps
-# PyTorch's CUDA wheels carry the CUDA runtime, cuDNN and NCCL as pip packages
+FROM ${PYTHON_IMAGE} AS serving-gpu-deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# PyTorch's wheels on PyPI carry the CUDA runtime, cuDNN and NCCL as pip packages
 # (nvidia-*-cu12), so no CUDA base image is needed: the host provides only the driver.
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
-RUN /opt/venv/bin/pip install --quiet --index-url "${TORCH_INDEX}" \
-      --extra-index-url https://pypi.org/simple "torch>=2.5,<3"
+COPY deploy/image/locks/serving-gpu.txt /tmp/requirements.txt
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --quiet --require-hashes --no-deps --requirement /tmp/requirements.txt \
+ && /opt/venv/bin/pip check \
+ && rm /tmp/requirements.txt
 
 FROM ${PYTHON_IMAGE} AS serving-base
 # libgomp: the OpenMP runtime that LightGBM and XGBoost load; nothing else is installed.
@@ -97,12 +101,11 @@ USER 65532:65532
 # The MLflowServer's tracking server, its schema migrations and the bucket check.
 FROM ${PYTHON_IMAGE} AS mlflow-server-venv
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY deploy/image/locks/mlflow-server.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --quiet \
-      "mlflow[auth]==3.17.2" \
-      "psycopg2-binary>=2.9,<3" \
-      "boto3>=1.34,<2" \
-      "prometheus-flask-exporter>=0.23,<1"
+ && /opt/venv/bin/pip install --quiet --require-hashes --no-deps --requirement /tmp/requirements.txt \
+ && /opt/venv/bin/pip check \
+ && rm /tmp/requirements.txt
 
 FROM ${PYTHON_IMAGE} AS mlflow-server
 COPY --from=mlflow-server-venv /opt/venv /opt/venv
@@ -113,6 +116,30 @@ USER 65532:65532
 EXPOSE 5000
 ENTRYPOINT []
 CMD ["mlflow", "server", "--host", "0.0.0.0"]
+
+# ---------------------------------------------------------------------------------------------
+# MinIO for an MLflowServer's managed artifact store. Upstream publishes no image with the fix
+# of CVE-2025-62506 (MinIO has been source-only since October 2025, and its repository was
+# archived in February 2026), so this builds its last commit (2026-02-12), which has the fix
+# (commit c1a49490, released as RELEASE.2025-10-15T17-29-55Z). The Go module proxy serves it
+# as this pseudo-version; MinIO's RELEASE tags are not semver.
+FROM ${GO_IMAGE} AS minio-build
+ARG MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+ARG GOPROXY=https://proxy.golang.org,direct
+RUN CGO_ENABLED=0 GOBIN=/out GOFLAGS=-buildvcs=false \
+    go install -trimpath -ldflags="-s -w" "github.com/minio/minio@${MINIO_VERSION}"
+
+FROM ${PYTHON_IMAGE} AS minio
+LABEL org.opencontainers.image.title="minio" \
+      org.opencontainers.image.description="MinIO (github.com/minio/minio, last commit) for mlflow-operator" \
+      org.opencontainers.image.licenses="AGPL-3.0-only"
+COPY --from=minio-build /out/minio /usr/bin/minio
+# The operator's MinIO pods run as uid and gid 1000 and mount their volume at /data.
+RUN install -d -o 1000 -g 1000 /data
+USER 1000:1000
+EXPOSE 9000
+VOLUME ["/data"]
+CMD ["minio"]
 
 # The default target when none is given: the operator.
 FROM operator

@@ -13,8 +13,9 @@ trap 'rm -rf "$work"' EXIT
 echo "hadolint: Dockerfile clean"
 
 # The build context as .dockerignore admits it (the image COPYs these to /src).
-mkdir -p "$work/src"
+mkdir -p "$work/src/deploy/image/locks"
 cp "$repo/pyproject.toml" "$repo/README.md" "$work/src/"
+cp "$repo/deploy/image/locks/operator.txt" "$work/src/deploy/image/locks/"
 cp -r "$repo/operator" "$work/src/operator"
 find "$work/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 

@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_operator.config import IMAGE_REPOSITORY, MLFLOW_VERSION, OperatorConfig
+from mlflow_operator.config import MLFLOW_VERSION, OperatorConfig, project_image
 from tests.helm.chart import ROOT
+from tests.images import locks
+from tests.images.build import publish_module
 
 DOCKERFILE = ROOT / "Dockerfile"
 # The targets that become images, and the images the operator's defaults name.
 IMAGES = {
-    "operator": f"{IMAGE_REPOSITORY}/mlflow-operator",
-    "serving-cpu": OperatorConfig().serving_image_cpu.split(":")[0],
-    "serving-gpu": OperatorConfig().serving_image_gpu.split(":")[0],
-    "mlflow-server": OperatorConfig().tracking_server_image.split(":")[0],
+    "operator": project_image("mlflow-operator"),
+    "serving-cpu": OperatorConfig().serving_image_cpu,
+    "serving-gpu": OperatorConfig().serving_image_gpu,
+    "mlflow-server": OperatorConfig().tracking_server_image,
+    "minio": OperatorConfig().minio_image,
 }
 
 
@@ -70,10 +73,48 @@ def test_operator_image_is_built_by_the_script_ci_runs() -> None:
 
 
 def test_mlflow_version_agrees_with_the_operator_default() -> None:
-    text = DOCKERFILE.read_text()
-    pinned = set(re.findall(r'"mlflow(?:\[auth\])?==([^"]+)"', text))
-    assert pinned == {MLFLOW_VERSION}
-    assert OperatorConfig().tracking_server_image.endswith(f":{MLFLOW_VERSION}")
+    inputs = "".join(p.read_text() for p in locks.LOCKS.glob("*.in"))
+    assert set(re.findall(r"^mlflow(?:\[auth\])?==(\S+)$", inputs, re.M)) == {MLFLOW_VERSION}
+    for lock in ("serving-cpu", "serving-gpu", "mlflow-server"):
+        assert f"\nmlflow=={MLFLOW_VERSION} " in (locks.LOCKS / f"{lock}.txt").read_text()
+    assert OperatorConfig().tracking_server_image.split(":")[1].startswith(f"{MLFLOW_VERSION}-")
+
+
+def test_make_images_names_what_the_operator_defaults_name() -> None:
+    """publish.py (standard library only) and config.py agree on every image's name."""
+    publish = publish_module()
+    assert {image.target for image in publish.IMAGES} == set(IMAGES)
+    for image in publish.IMAGES:
+        assert (
+            image.reference("ghcr.io/mlflow-operator", publish.operator_version())
+            == (IMAGES[image.target])
+        )
+    registry, tag = "registry.example.com/ml", "1.2.3"
+    config = OperatorConfig(image_registry=registry, image_tag=tag)
+    assert config.serving_image_cpu == f"{registry}/serving-cpu:{tag}"
+    assert config.tracking_server_image == f"{registry}/mlflow-server:{MLFLOW_VERSION}-{tag}"
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    args = re.findall(r"^ARG (PYTHON_IMAGE|GO_IMAGE)=(\S+)$", DOCKERFILE.read_text(), re.M)
+    assert {name for name, _ in args} == {"PYTHON_IMAGE", "GO_IMAGE"}
+    for _, image in args:
+        assert re.fullmatch(r"[a-z0-9.:/-]+@sha256:[0-9a-f]{64}", image), image
+
+
+def test_every_python_install_is_of_a_hashed_lock() -> None:
+    text = DOCKERFILE.read_text() + (ROOT / "deploy/image/install-operator.sh").read_text()
+    text = re.sub(r" *\\\n\s*", " ", text)  # continuation lines
+    installs = re.findall(r"pip\"? install ([^\n]*)", text)
+    assert installs
+    for install in installs:
+        locked = "--require-hashes --no-deps --requirement" in install
+        own_wheel = "--no-deps" in install and ("mlflow_operator-" in install or "/src" in install)
+        assert locked or own_wheel, install
+
+
+def test_the_locks_are_fresh() -> None:
+    assert locks.stale() == [], "run `make locks`"
 
 
 def test_dockerignore_admits_what_the_dockerfile_copies() -> None:
