@@ -1,13 +1,22 @@
 # mlflow-operator: the usual targets. Everything installs what it needs by itself.
 # Built programs (Kubernetes control plane, MinIO) go to ~/.cache/mlflow-operator, never the repo.
 
+# make images: the registry (and path) to name the images for, e.g. registry.example.com/ml;
+# PUSH=1 pushes them; TAG defaults to the operator's version; IMAGES picks some of them;
+# IMAGE_BUILD_FLAGS are passed to the build tool (e.g. --build-flag=--platform=linux/amd64).
+REGISTRY ?=
+TAG ?=
+PUSH ?=
+IMAGES ?=
+IMAGE_BUILD_FLAGS ?=
+
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install env build-cluster build-helm images manifests check-image bench lint test test-unit crds run cluster mlflow demo clean
+.PHONY: help install env build-cluster build-helm build-prom images test-images locks manifests check-image bench lint test test-unit crds run cluster mlflow demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -20,7 +29,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## the virtualenv with the operator and its test tools
 
-env: install build-cluster build-helm  ## everything the tests need: Debian packages, Go builds (cached)
+env: install build-cluster build-helm build-prom  ## everything the tests need: Debian packages, Go builds (cached)
 	bash tests/mlflowstack/setup.sh
 
 build-cluster:  ## build the local Kubernetes control plane + KWOK (cached)
@@ -29,8 +38,19 @@ build-cluster:  ## build the local Kubernetes control plane + KWOK (cached)
 build-helm:  ## build the helm CLI (cached)
 	bash tests/helm/build.sh
 
-images: install  ## build the project's images locally with buildah (cached)
+build-prom:  ## build prometheus and promtool (cached): alert tests, dashboard test
+	$(BIN)/python -m tests.prometheus.build
+
+images:  ## build the images for REGISTRY=... [PUSH=1] [TAG=...] (docker, podman or buildah); prints the helm line
+	@test -n "$(REGISTRY)" || { echo "make images: set REGISTRY, e.g. make images REGISTRY=registry.example.com/ml PUSH=1" >&2; exit 2; }
+	$(PYTHON) deploy/image/publish.py --registry "$(REGISTRY)" $(if $(TAG),--tag "$(TAG)") \
+	  $(if $(PUSH),--push) $(if $(IMAGES),--only "$(IMAGES)") $(IMAGE_BUILD_FLAGS)
+
+test-images: install  ## the test cluster's images, built locally with buildah (cached)
 	$(BIN)/python -m tests.images
+
+locks: install  ## resolve the images' Python packages again (uv, PyPI): deploy/image/locks/*.txt
+	$(BIN)/python -m tests.images.locks
 
 lint: install  ## ruff and mypy (strict)
 	$(BIN)/ruff check .

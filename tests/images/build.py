@@ -1,5 +1,8 @@
 """The project's container images, built locally with buildah and cached by their inputs.
 
+The Dockerfile's targets (operator, serving-cpu, mlflow-server, minio) are built by the code
+`make images` runs (deploy/image/publish.py), with buildah and what this machine needs: a
+Debian stand-in for the python and golang base images, runc, the host's network and CA bundle.
 Each image is keyed by a hash of its inputs (Containerfile or Dockerfile, the files it copies,
 its base image's key, the build arguments, the buildah version) and saved as a docker-archive tar
 in ``<cache_root>/images/<name>/<key>/image.tar``, tagged ``localhost/mlflow-operator/<name>:<key>``
@@ -10,18 +13,20 @@ real test node's containerd imports: no registry is involved anywhere.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from mlflow_operator.config import MLFLOW_VERSION
 from tests.cluster.build import KUBERNETES_VERSION
-from tests.images import base, buildah
+from tests.images import base, buildah, gobase
 from tests.images.buildah import ImageBuildError, require
 from tests.images.dockerfile import context_files
 from tests.support.cache import cache_root, content_key
@@ -32,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 DOCKERFILE = ROOT / "Dockerfile"
 REPOSITORY = "localhost/mlflow-operator"
 PAUSE_IMAGE = f"{REPOSITORY}/pause:3.10"
-BASE = "debian-python"
+BASE = "debian-python"  # stands in for the Dockerfile's PYTHON_IMAGE
+GO_BASE = "debian-go"  # stands in for its GO_IMAGE
 KEEP_VERSIONS = 2  # builds of each image kept in the cache: the current one and the one before
 IMAGE_NAMES: tuple[str, ...] = (
     "pause",
@@ -42,7 +48,7 @@ IMAGE_NAMES: tuple[str, ...] = (
     "postgres",
     "minio",
 )
-DOCKERFILE_TARGETS = ("operator", "serving-cpu", "mlflow-server")
+DOCKERFILE_TARGETS = ("operator", "serving-cpu", "mlflow-server", "minio")
 PAUSE_CFLAGS = ("-Os", "-Wall", "-Werror", "-static", f"-DVERSION={KUBERNETES_VERSION}")
 # pip in the Debian base trusts this file (Debian's pip wheel uses the system CA bundle); the
 # host's copy also holds this machine's egress proxy CA. Mounted over the image's own file in
@@ -63,39 +69,50 @@ class _Recipe:
     extra: str = ""  # anything else the image is built from
     target: str | None = None  # a target of the repository's Dockerfile, built in the repository
     prepare: Callable[[Path], None] | None = None  # fills the (otherwise empty) build context
-    base_arg: str | None = "BASE_IMAGE"  # the build argument that names the Debian base
+    # build argument -> the stand-in image it names (BASE or GO_BASE)
+    bases: Mapping[str, str] = field(default_factory=lambda: {"BASE_IMAGE": BASE})
     tag: str | None = None  # a fixed tag instead of the key
-    version: str = ""  # a version the tag starts with, as the published tags carry it
 
 
 def _recipe(name: str) -> _Recipe:
     if name in DOCKERFILE_TARGETS:
         files = tuple(context_files(DOCKERFILE, name))
-        # the operator reads the MLflow version of an MLflowServer from its image's tag
-        version = MLFLOW_VERSION if name == "mlflow-server" else ""
-        return _Recipe(DOCKERFILE, files, target=name, base_arg="PYTHON_IMAGE", version=version)
+        bases = {"PYTHON_IMAGE": BASE}
+        if name == "minio":
+            bases["GO_IMAGE"] = GO_BASE
+        return _Recipe(DOCKERFILE, files, target=name, bases=bases)
     if name == "postgres":
         return _Recipe(HERE / "postgres.Containerfile")
-    if name == "minio":
-        from tests.mlflowstack.minio import binary_path  # late: the module loads boto3
-
-        return _Recipe(HERE / "minio.Containerfile", extra=str(binary_path()), prepare=_copy_minio)
     if name == "pause":
         return _Recipe(
             HERE / "pause.Containerfile",
             (_pause_source(),),
             extra=f"{_compiler_version()} {PAUSE_CFLAGS}",
             prepare=_compile_pause,
-            base_arg=None,
+            bases={},
             tag=PAUSE_IMAGE,
         )
     raise ImageBuildError(f"unknown image {name!r}: choose from {', '.join(IMAGE_NAMES)}")
 
 
+def publish_module() -> ModuleType:
+    """deploy/image/publish.py, the code `make images` runs (not a package: it needs none)."""
+    name = "mlflow_operator_publish"
+    path = ROOT / "deploy" / "image" / "publish.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImageBuildError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def _planned(name: str) -> BuiltImage:
     """The image's name and archive for the inputs as they are now; builds nothing."""
-    if name == BASE:
-        key = content_key([base.APT_CLEAN], extra=f"{base.key_text()}\n{buildah.version()}")
+    if name in (BASE, GO_BASE):
+        text = base.key_text() if name == BASE else f"{_planned(BASE).name}\n{gobase.key_text()}"
+        key = content_key([base.APT_CLEAN], extra=f"{text}\n{buildah.version()}")
         fixed = None
     else:
         recipe = _recipe(name)
@@ -104,9 +121,8 @@ def _planned(name: str) -> BuiltImage:
             str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
             for path in files
         ]
-        base_name = _planned(BASE).name if recipe.base_arg else ""
-        versioned = [recipe.version] if recipe.version else []  # the tag is part of the archive
-        extra = "\n".join([name, *versioned, buildah.version(), base_name, recipe.extra, *where])
+        bases = [f"{arg}={_planned(image).name}" for arg, image in sorted(recipe.bases.items())]
+        extra = "\n".join([name, buildah.version(), *bases, recipe.extra, *where])
         key = content_key(files, extra=extra)
         fixed = recipe.tag
     archive = cache_root() / "images" / name / key / "image.tar"
@@ -114,8 +130,13 @@ def _planned(name: str) -> BuiltImage:
 
 
 def _keyed_name(name: str, key: str) -> str:
-    version = _recipe(name).version if name != BASE else ""
-    return f"{REPOSITORY}/{name}:{version}-{key}" if version else f"{REPOSITORY}/{name}:{key}"
+    """The name of one build of an image: for a Dockerfile target the name `make images
+    REGISTRY=localhost/mlflow-operator TAG=<key>` gives it (the tracking server's tag starts
+    with its MLflow version, as the published one does), <REPOSITORY>/<name>:<key> else."""
+    if name in DOCKERFILE_TARGETS:
+        (image,) = publish_module().select([name])
+        return str(image.reference(REPOSITORY, key))
+    return f"{REPOSITORY}/{name}:{key}"
 
 
 def image_names(names: Iterable[str] = IMAGE_NAMES) -> dict[str, str]:
@@ -139,6 +160,10 @@ def _ensure(name: str, quiet: bool) -> BuiltImage:
         try:
             if name == BASE:
                 base.build(image.name, workdir, quiet)
+            elif name == GO_BASE:
+                debian = _ensure(BASE, quiet)
+                buildah.load(debian.archive, debian.name, quiet=quiet)
+                gobase.build(image.name, debian.name, quiet)
             else:
                 _bud(name, image.name, workdir, quiet)
             buildah.save(image.name, archive, quiet=quiet)
@@ -176,33 +201,50 @@ def _prune_older(name: str, current: BuiltImage) -> None:
 def _bud(name: str, tag: str, workdir: Path, quiet: bool) -> None:
     recipe = _recipe(name)
     build_args = {}
-    if recipe.base_arg:
-        debian = _ensure(BASE, quiet)
-        buildah.load(debian.archive, debian.name, quiet=quiet)
-        build_args[recipe.base_arg] = debian.name
+    for arg, stand_in in recipe.bases.items():
+        built = _ensure(stand_in, quiet)
+        buildah.load(built.archive, built.name, quiet=quiet)
+        build_args[arg] = built.name
+    if recipe.target:
+        _build_target(recipe.target, tag, build_args)
+        return
     if recipe.prepare:
         recipe.prepare(workdir)
-    buildah.bud(
-        recipe.containerfile,
-        ROOT if recipe.target else workdir,
-        tag,
-        target=recipe.target,
-        build_args=build_args,
-        volumes=[f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"] if recipe.target else [],
-        quiet=quiet,
+    buildah.bud(recipe.containerfile, workdir, tag, build_args=build_args, quiet=quiet)
+
+
+def _build_target(target: str, name: str, build_args: Mapping[str, str]) -> None:
+    """A target of the Dockerfile, built as `make images` builds it, with this machine's flags."""
+    publish = publish_module()
+    repository, tag = name.rsplit(":", 1)
+    if target == "mlflow-server":
+        tag = tag.removeprefix(f"{MLFLOW_VERSION}-")
+    volumes = [f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
+    if "GO_IMAGE" in build_args:
+        volumes += gobase.cache_volumes()
+    flags = [
+        "--pull=never",
+        f"--runtime={require('runc')}",
+        *buildah.RUN_FLAGS,
+        *(f"--volume={volume}" for volume in volumes),
+        *(f"--build-arg={arg}={value}" for arg, value in build_args.items()),
+    ]
+    tool = publish.Tool("buildah", require("buildah"), tuple(buildah.storage_flags()))
+    request = publish.Request(
+        registry=repository.rsplit("/", 1)[0],
+        tag=tag,
+        images=publish.select([target]),
+        build_flags=tuple(flags),
     )
-
-
-def _copy_minio(context: Path) -> None:
-    from tests.mlflowstack.minio import build
-
     try:
-        binary = build()
-    except (subprocess.CalledProcessError, FileNotFoundError) as error:
+        (built,) = publish.publish(tool, request)
+    except publish.PublishError as error:
         raise ImageBuildError(
-            f"building MinIO failed ({error}): run `make env` (it needs Go and the module proxy)"
-        ) from error
-    shutil.copy2(binary, context / "minio")
+            f"{error}: see the output above; a network error means PyPI or deb.debian.org "
+            "was unreachable, run again once it is"
+        ) from None
+    if built != name:
+        raise ImageBuildError(f"publish.py named the image {built}, expected {name}")
 
 
 def _pause_source() -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from mlflow_operator.config import MLFLOW_VERSION
 from tests.images import __main__ as cli
-from tests.images import base, build, buildah
+from tests.images import base, build, buildah, gobase
 from tests.images.buildah import ImageBuildError
 from tests.images.dockerfile import ignored
 
@@ -22,12 +22,12 @@ def _repository(root: Path) -> Path:
     root.mkdir()
     for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
         shutil.copy(build.ROOT / name, root / name)
-    (root / "deploy/image").mkdir(parents=True)
-    shutil.copy(build.ROOT / "deploy/image/install-operator.sh", root / "deploy/image")
+    shutil.copytree(build.ROOT / "deploy/image", root / "deploy/image")
     package = root / "operator/mlflow_operator"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text('"""the package"""\n')
     (package / "cli.py").write_text("def main() -> None: ...\n")
+    shutil.copy(build.ROOT / "operator/mlflow_operator/config.py", package)  # MLFLOW_VERSION
     return root
 
 
@@ -40,11 +40,11 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(build, "DOCKERFILE", root / "Dockerfile")
     monkeypatch.setattr(buildah, "version", lambda: "buildah version 1.28.2")
     monkeypatch.setattr(base, "key_text", lambda: "mmdebstrap 1.3.5 bookworm")
+    monkeypatch.setattr(gobase, "key_text", lambda: "go1.26.8 /usr/local/go")
     pause_c = tmp_path / "pause.c"
     pause_c.write_text("int main(void) { return 0; }\n")
     monkeypatch.setattr(build, "_pause_source", lambda: pause_c)
     monkeypatch.setattr(build, "_compiler_version", lambda: "gcc 12.2.0")
-    monkeypatch.setattr("tests.mlflowstack.minio.binary_path", lambda: tmp_path / "k1/minio")
     return root
 
 
@@ -52,9 +52,11 @@ def test_names_are_tagged_by_key_and_pause_is_fixed(repo: Path) -> None:
     names = build.image_names()
     assert set(names) == set(build.IMAGE_NAMES) == set(KEYED)
     assert names["pause"] == "localhost/mlflow-operator/pause:3.10"
+    # the names `make images REGISTRY=localhost/mlflow-operator TAG=<key>` gives
+    repositories = {"operator": "mlflow-operator"}
     for name in KEYED[:-1]:
         repository, tag = names[name].rsplit(":", 1)
-        assert repository == f"localhost/mlflow-operator/{name}"
+        assert repository == f"localhost/mlflow-operator/{repositories.get(name, name)}"
         if name == "mlflow-server":  # the MLflow version first, as the published tag has it
             version, _, tag = tag.partition("-")
             assert version == MLFLOW_VERSION
@@ -123,7 +125,15 @@ def test_the_dockerfile_changes_its_targets_only(repo: Path) -> None:
         dockerfile.write("# changed\n")
     after = build.image_names()
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"operator", "serving-cpu", "mlflow-server"}
+    assert changed == {"operator", "serving-cpu", "mlflow-server", "minio"}
+
+
+def test_a_lock_changes_its_image_only(repo: Path) -> None:
+    before = build.image_names()
+    with (repo / "deploy/image/locks/mlflow-server.txt").open("a") as lock:
+        lock.write("# changed\n")
+    after = build.image_names()
+    assert {name for name in before if before[name] != after[name]} == {"mlflow-server"}
 
 
 def test_the_base_image_and_buildah_change_every_image_on_them(
@@ -142,15 +152,15 @@ def test_the_base_image_and_buildah_change_every_image_on_them(
     assert with_buildah["pause"] == before["pause"]  # the name containerd expects never changes
 
 
-def test_minio_and_pause_keys_follow_their_binaries(
-    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_minio_follows_the_go_toolchain_and_pause_its_compiler(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = {name: build._planned(name).archive for name in ("minio", "pause")}
-    monkeypatch.setattr("tests.mlflowstack.minio.binary_path", lambda: tmp_path / "k2/minio")
+    before = build.image_names()
+    monkeypatch.setattr(gobase, "key_text", lambda: "go1.26.9 /usr/local/go")
     monkeypatch.setattr(build, "_compiler_version", lambda: "gcc 13.1.0")
-    after = {name: build._planned(name).archive for name in ("minio", "pause")}
-    assert before["minio"] != after["minio"]
-    assert before["pause"] != after["pause"]
+    after = build.image_names()
+    assert {name for name in before if before[name] != after[name]} == {"minio"}
+    assert build._planned("pause").archive != before["pause"]  # a new build, same fixed name
 
 
 @pytest.mark.parametrize(
