@@ -204,18 +204,39 @@ def test_helm_install_with_an_mlflowserver_keeps_it_on_uninstall(
     kube_cluster.kubectl("delete", "-n", k8s_namespace, "mlflowserver", "mlflow", "--wait=false")
 
 
-def test_plain_manifests_install_with_kubectl(kube_cluster: KubeCluster) -> None:
-    """`kubectl apply --server-side -f deploy/mlflow-operator.yaml`, as install.md says."""
-    manifest = CHART.parents[1] / "deploy" / "mlflow-operator.yaml"
+def test_plain_manifests_install_and_delete_without_taking_the_crds(
+    kube_cluster: KubeCluster, k8s_namespace: str
+) -> None:
+    """`kubectl apply --server-side -f deploy/crds.yaml -f deploy/mlflow-operator.yaml`, as
+    install.md says; `kubectl delete -f deploy/mlflow-operator.yaml` removes the operator and
+    leaves the CRDs and every ModelDeployment alone."""
+    deploy = CHART.parents[1] / "deploy"
     selector = "app.kubernetes.io/instance=mlflow-operator"
     try:
-        kube_cluster.kubectl("apply", "--server-side", "-f", str(manifest))
+        kube_cluster.kubectl(
+            "apply", "--server-side", "-f", str(deploy / "crds.yaml"),
+            "-f", str(deploy / "mlflow-operator.yaml"),
+        )  # fmt: skip
         kube_cluster.kubectl(
             "-n", "mlflow-operator", "rollout", "status", "deployment/mlflow-operator",
             "--timeout=120s", timeout=130,
         )  # fmt: skip
         for crd in ("modeldeployments.mlflowops.dev", "mlflowservers.mlflowops.dev"):
             assert exists(kube_cluster, "crd", crd)
+        kube_cluster.apply(
+            model_deployment("kept", k8s_namespace, "fraud", "http://mlflow.example:5000")
+        )
+
+        kube_cluster.kubectl(
+            "delete", "-f", str(deploy / "mlflow-operator.yaml"), "--timeout=120s", timeout=130
+        )
+        left = kube_cluster.kubectl(
+            "get", "clusterrole,clusterrolebinding", "-l", selector, "-o", "name"
+        )
+        assert left.stdout.strip() == ""
+        for crd in ("modeldeployments.mlflowops.dev", "mlflowservers.mlflowops.dev"):
+            assert exists(kube_cluster, "crd", crd)
+        assert exists(kube_cluster, "-n", k8s_namespace, "mdep", "kept")
     finally:
         # everything but the CRDs, which other tests of the session use
         kube_cluster.kubectl("delete", "namespace", "mlflow-operator", "--wait=false", check=False)

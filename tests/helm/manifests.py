@@ -1,13 +1,15 @@
 """Derived files: the chart's CRDs, the plain manifests, the Argo CD ConfigMap, docs/api.md.
 
     python -m tests.helm.manifests          # writes charts/mlflow-operator/crds/,
-                                            # deploy/mlflow-operator.yaml,
+                                            # deploy/crds.yaml, deploy/mlflow-operator.yaml,
                                             # gitops/argocd/argocd-cm.yaml, docs/api.md
     python -m tests.helm.manifests --check  # exit 1 when one differs from its source
 
-The file holds the Namespace, the CRDs, and the chart rendered with its default values
-(operator watching all namespaces, no monitoring objects, no MLflowServer). A test runs the
-check, so a chart change without a regenerated file fails CI.
+deploy/crds.yaml holds the two CRDs; deploy/mlflow-operator.yaml the Namespace and the chart
+rendered with its default values (operator watching all namespaces, no monitoring objects, no
+MLflowServer), without the CRDs: `kubectl delete -f deploy/mlflow-operator.yaml` removes the
+operator and never, with the CRDs, every ModelDeployment and MLflowServer of the cluster. A
+test runs the check, so a chart change without a regenerated file fails CI.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tests.helm.chart import CHART as CHART_DIR
 from tests.helm.chart import CHART_CRDS, CRDS, ROOT, helm
 
 OUTPUT = ROOT / "deploy" / "mlflow-operator.yaml"
+CRDS_OUTPUT = ROOT / "deploy" / "crds.yaml"
 ARGOCD = ROOT / "gitops" / "argocd"
 ARGOCD_CM = ARGOCD / "argocd-cm.yaml"
 # argocd-cm keys of the health scripts: resource.customizations.health.<group>_<kind>
@@ -31,11 +34,13 @@ RELEASE = "mlflow-operator"
 NAMESPACE = "mlflow-operator"
 
 HEADER = f"""\
-# mlflow-operator: CRDs, RBAC and the operator, for `kubectl apply --server-side -f`.
+# mlflow-operator: RBAC and the operator, for `kubectl apply --server-side -f`, after
+# deploy/crds.yaml. The CRDs are not in this file, so that deleting it removes the operator and
+# leaves every ModelDeployment and MLflowServer (and what serves them) alone.
 # Generated from charts/mlflow-operator with its default values by
 # `python -m tests.helm.manifests` (make manifests). Do not edit by hand; to change a value,
 # install the chart instead, or render it yourself:
-#   helm template {RELEASE} charts/mlflow-operator -n {NAMESPACE} --include-crds --set ...
+#   helm template {RELEASE} charts/mlflow-operator -n {NAMESPACE} --set ...
 ---
 apiVersion: v1
 kind: Namespace
@@ -46,11 +51,24 @@ metadata:
 """
 
 
+CRDS_HEADER = """\
+# The CustomResourceDefinitions of mlflow-operator: ModelDeployment and MLflowServer.
+#   install or upgrade: kubectl apply --server-side -f deploy/crds.yaml
+# Deleting a CRD deletes every object of its kind in the cluster, and with them what the
+# operator created for them (serving Deployments, tracking servers): see docs/install.md,
+# "Uninstall", before you ever `kubectl delete -f` this file.
+# Generated from crds/ by `python -m tests.helm.manifests` (make manifests); do not edit.
+"""
+
+
 def rendered() -> str:
-    out = helm(
-        "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--include-crds"
-    ).stdout
+    # --skip-tests: the `helm test` pod is for helm users; kubectl would run it as a workload
+    out = helm("template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--skip-tests").stdout
     return HEADER + out.lstrip()
+
+
+def rendered_crds() -> str:
+    return CRDS_HEADER + "".join(f"---\n{content.decode()}" for content in crd_files().values())
 
 
 def argocd_configmap() -> str:
@@ -104,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(str(CHART_CRDS.relative_to(ROOT)))
         if not OUTPUT.exists() or OUTPUT.read_text() != rendered():
             stale.append(str(OUTPUT.relative_to(ROOT)))
+        if not CRDS_OUTPUT.exists() or CRDS_OUTPUT.read_text() != rendered_crds():
+            stale.append(str(CRDS_OUTPUT.relative_to(ROOT)))
         if not ARGOCD_CM.exists() or ARGOCD_CM.read_text() != argocd_configmap():
             stale.append(str(ARGOCD_CM.relative_to(ROOT)))
         if not apidocs.is_fresh():
@@ -118,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     sync_chart_crds()
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(rendered())
+    CRDS_OUTPUT.write_text(rendered_crds())
     ARGOCD_CM.write_text(argocd_configmap())
-    for path in (CHART_CRDS, OUTPUT, ARGOCD_CM, apidocs.write()):
+    for path in (CHART_CRDS, CRDS_OUTPUT, OUTPUT, ARGOCD_CM, apidocs.write()):
         print(path.relative_to(ROOT))
     return 0
 
