@@ -72,3 +72,40 @@ def one(objects: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(objects, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def notes(
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = "mlflow-operator",
+    namespace: str = "mlflow-operator",
+) -> str:
+    """The NOTES helm prints after an install with these values."""
+    args = ["install", release, str(CHART), "--dry-run=client", "--namespace", namespace]
+    out = helm(*args, *value_args(values)).stdout
+    return out.split("NOTES:\n", 1)[1]
+
+
+def command_blocks(text: str) -> list[str]:
+    """The shell commands of NOTES: each run of lines that starts with kubectl or helm, with
+    the here-documents they open."""
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    heredoc: str | None = None
+    for line in text.splitlines():
+        if heredoc is not None:
+            current.append(line)
+            if line == heredoc:
+                heredoc = None
+            continue
+        if line.startswith(("kubectl ", "helm ")):
+            current.append(line)
+            if "<<" in line:
+                heredoc = line.rsplit("<<", 1)[1].strip().strip("'\"")
+            continue
+        if current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return ["\n".join(block) + "\n" for block in blocks]

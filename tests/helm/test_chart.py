@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,22 @@ import pytest
 import yaml
 
 from mlflow_operator import metrics
+from mlflow_operator.builders.serving import serving_labels
 from mlflow_operator.config import ENV_PREFIX, OperatorConfig
+from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from tests.helm import manifests
-from tests.helm.chart import CHART, CHART_CRDS, CRDS, by_kind, helm, one, render
+from tests.helm.chart import (
+    CHART,
+    CHART_CRDS,
+    CRDS,
+    by_kind,
+    command_blocks,
+    helm,
+    notes,
+    one,
+    render,
+)
+from tests.images.build import publish_module
 from tests.unit.manifests import schema_errors
 
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -89,6 +103,14 @@ def _check_monitoring_object(obj: dict[str, Any], objects: list[dict[str, Any]])
         assert {e["port"] for e in obj["spec"]["endpoints"]} <= ports
         selector = obj["spec"]["selector"]["matchLabels"]
         assert selector.items() <= service["metadata"]["labels"].items()
+    elif obj["kind"] == "PodMonitor":
+        # what the operator puts on serving pods: the labels it selects, the port it scrapes
+        pod_labels = serving_labels("fraud")
+        assert obj["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert [e["port"] for e in obj["spec"]["podMetricsEndpoints"]] == ["http"]
+        label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-z0-9]", "_", LABEL_MODEL_DEPLOYMENT)
+        (relabel,) = obj["spec"]["podMetricsEndpoints"][0]["relabelings"]
+        assert relabel["sourceLabels"] == [label]
     elif obj["kind"] == "PrometheusRule":
         for rule in obj["spec"]["groups"][0]["rules"]:
             assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
@@ -200,6 +222,49 @@ def test_operator_deployment_is_locked_down() -> None:
     assert container["image"] == "ghcr.io/mlflow-operator/mlflow-operator:0.1.0"
 
 
+def test_one_value_moves_every_image_to_another_registry() -> None:
+    """imageRegistry (and imageTag) name the operator image and, through the operator's
+    settings, the images it creates, as `make images REGISTRY=...` names them."""
+    publish = publish_module()
+    registry = "registry.example.com/ml"
+    (container,) = one(render({"imageRegistry": registry, "imageTag": "t1"}), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"]
+    (operator_image,) = [i for i in publish.IMAGES if i.target == "operator"]
+    assert container["image"] == operator_image.reference(registry, "t1")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    config = OperatorConfig(
+        image_registry=env["MLFLOW_OPERATOR_IMAGE_REGISTRY"],
+        image_tag=env["MLFLOW_OPERATOR_IMAGE_TAG"],
+    )
+    by_target = {i.target: i.reference(registry, "t1") for i in publish.IMAGES}
+    assert config.serving_image_cpu == by_target["serving-cpu"]
+    assert config.serving_image_gpu == by_target["serving-gpu"]
+    assert config.tracking_server_image == by_target["mlflow-server"]
+    assert config.minio_image == by_target["minio"]
+    default_env = {
+        e["name"]: e.get("value")
+        for e in one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert default_env["MLFLOW_OPERATOR_IMAGE_TAG"] == "0.1.0"  # appVersion
+
+
+def test_helm_test_asks_the_operator_through_its_service() -> None:
+    objects = render()
+    pod = one(objects, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert (
+        container["image"]
+        == one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    )  # nothing else to pull
+    service = one(objects, "Service")
+    port = {p["name"]: p["port"] for p in service["spec"]["ports"]}["metrics"]
+    url = f"http://{service['metadata']['name']}.mlflow-operator.svc:{port}/metrics"
+    assert url in container["args"][0]
+    assert not by_kind(render({"metrics": {"enabled": False}}), "Pod")
+
+
 def test_deployment_environment_names_only_real_settings() -> None:
     """Every MLFLOW_OPERATOR_* variable the chart sets is a setting of config.py."""
     values = {
@@ -308,17 +373,40 @@ def test_alerts_use_metrics_the_operator_exports() -> None:
 
 
 def test_notes_tell_the_next_step() -> None:
-    result = helm(
-        "install",
-        "x",
-        str(CHART),
-        "--dry-run=client",
-        "--namespace",
-        "ops",
-        "--set",
-        "mlflowServer.enabled=true",
-    )
-    notes = result.stdout.split("NOTES:", 1)[1]
-    assert "kubectl -n ops wait --for=condition=Ready mlflowserver/mlflow" in notes
-    assert "kind: ModelDeployment" in notes
-    assert "serverRef: {name: mlflow}" in notes
+    text = notes({"mlflowServer": {"enabled": True}}, namespace="ops", release="x")
+    assert "kubectl -n ops wait --for=condition=Ready mlflowserver/mlflow" in text
+    assert "kind: ModelDeployment" in text
+    assert "serverRef: {name: mlflow}" in text
+    assert "helm test x -n ops" in text
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"mlflowServer": {"enabled": True}},
+        {"watchNamespaces": ["ml-prod", "ml-staging"], "metrics": {"enabled": False}},
+        {"webhook": {"existingSecret": "hook"}, "metrics": {"serviceMonitor": {"enabled": True}}},
+    ],
+    ids=["defaults", "mlflowserver", "namespaced", "monitoring"],
+)
+def test_notes_paste_cleanly(values: dict[str, Any]) -> None:
+    """Every command of NOTES is a complete shell command as printed: no <placeholder>, no
+    here-document left open, nothing bash would refuse (the quick start e2e runs them)."""
+    text = notes(values)
+    blocks = command_blocks(text)
+    assert len(blocks) >= 2, text
+    for block in blocks:
+        assert not re.search(r"<[a-z][a-z -]*>", block), block
+        assert not re.search(r"^\s", block.splitlines()[0]), block
+        result = subprocess.run(
+            ["bash", "-n"], input=block, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, (block, result.stderr)
+    heredocs = [b for b in blocks if "<<" in b]
+    assert heredocs, text
+    for block in heredocs:
+        manifest = block.split("\n", 1)[1].rsplit("EOF", 1)[0]
+        document = yaml.safe_load(manifest)
+        assert document["kind"] == "ModelDeployment"
+        assert schema_errors(document) == []

@@ -47,11 +47,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The operator image: repository@digest, or repository:tag (tag defaults to appVersion). */}}
+{{/* The tag of the project's images: imageTag, or the chart's appVersion. */}}
+{{- define "mlflow-operator.imageTag" -}}
+{{- default .Chart.AppVersion .Values.imageTag }}
+{{- end }}
+
+{{/* The operator image: repository@digest, or repository:tag; the repository defaults to
+<imageRegistry>/mlflow-operator and the tag to imageTag, the names `make images` gives. */}}
 {{- define "mlflow-operator.image" -}}
+{{- $repository := default (printf "%s/mlflow-operator" .Values.imageRegistry) .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default (include "mlflow-operator.imageTag" .) .Values.image.tag) }}
 {{- end }}
 {{- end }}
