@@ -1,8 +1,10 @@
-"""Derived files: the chart's CRDs, the plain manifests, the Argo CD ConfigMap, docs/api.md.
+"""Derived files: the chart's CRDs, the plain manifests, the Argo CD ConfigMap, docs/api.md, the
+chart README's values table.
 
     python -m tests.helm.manifests          # writes charts/mlflow-operator/crds/,
                                             # deploy/crds.yaml, deploy/mlflow-operator.yaml,
-                                            # gitops/argocd/argocd-cm.yaml, docs/api.md
+                                            # gitops/argocd/argocd-cm.yaml, docs/api.md,
+                                            # the values table of charts/mlflow-operator/README.md
     python -m tests.helm.manifests --check  # exit 1 when one differs from its source
 
 deploy/crds.yaml holds the two CRDs; deploy/mlflow-operator.yaml the Namespace and the chart
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.helm import apidocs
+from tests.helm import apidocs, valuesdoc
 from tests.helm.chart import CHART as CHART_DIR
 from tests.helm.chart import CHART_CRDS, CRDS, ROOT, helm
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(str(ARGOCD_CM.relative_to(ROOT)))
         if not apidocs.is_fresh():
             stale.append(str(apidocs.OUTPUT.relative_to(ROOT)))
+        if not valuesdoc.is_fresh():
+            stale.append(str(valuesdoc.README.relative_to(ROOT)))
         if stale:
             print(
                 f"stale: {', '.join(stale)}; run `python -m tests.helm.manifests` (make manifests)",
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.write_text(rendered())
     CRDS_OUTPUT.write_text(rendered_crds())
     ARGOCD_CM.write_text(argocd_configmap())
-    for path in (CHART_CRDS, CRDS_OUTPUT, OUTPUT, ARGOCD_CM, apidocs.write()):
+    valuesdoc.write()
+    for path in (CHART_CRDS, CRDS_OUTPUT, OUTPUT, ARGOCD_CM, apidocs.write(), valuesdoc.README):
         print(path.relative_to(ROOT))
     return 0
 

@@ -22,7 +22,7 @@ from mlflow_operator import metrics
 from mlflow_operator.builders.serving import serving_labels
 from mlflow_operator.config import ENV_PREFIX, OperatorConfig
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
-from tests.helm import manifests
+from tests.helm import manifests, valuesdoc
 from tests.helm.chart import (
     CHART,
     CHART_CRDS,
@@ -410,3 +410,15 @@ def test_notes_paste_cleanly(values: dict[str, Any]) -> None:
         document = yaml.safe_load(manifest)
         assert document["kind"] == "ModelDeployment"
         assert schema_errors(document) == []
+
+
+def test_readme_values_table_is_values_yaml() -> None:
+    """The chart README's table is generated from values.yaml's comments: every documented
+    value has its row, with the default values.yaml has, and the check sees a stale table."""
+    assert valuesdoc.is_fresh(), "run `python -m tests.helm.valuesdoc` (make manifests)"
+    readme = valuesdoc.README.read_text()
+    assert "| `imageRegistry` | `ghcr.io/mlflow-operator` |" in readme
+    assert "| `metrics.prometheusRule.versionMismatchFor` | `15m` |" in readme
+    stale = readme.replace("| `webhook.port` | `8443` |", "| `webhook.port` | `9443` |")
+    assert stale != readme
+    assert valuesdoc.rendered(stale) == readme
