@@ -445,6 +445,10 @@ class ControlPlane:
                 f"--tls-private-key-file={pki.server_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 "--authorization-mode=Node,RBAC",
+                # Namespace annotations that place every pod of a namespace (a node selector and
+                # default tolerations): how the quick-start test runs README's commands, which
+                # place nothing, on the real node. Inert for namespaces without the annotations.
+                "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
                 f"--service-account-key-file={pki.sa_public_key}",
                 f"--service-account-signing-key-file={pki.sa_private_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
