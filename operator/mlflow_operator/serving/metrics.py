@@ -91,6 +91,9 @@ class ServingMetrics:
             multiprocess_mode="max",
             registry=self.registry,
         )
+        # A series from the start: requests that find the model idle skip the queue, so without
+        # this a quiet pod has no queue_depth at all and a dashboard shows "no data", not 0.
+        self.queue.labels(**self._model).set(0)
 
     def request_done(self, status: int, seconds: float) -> None:
         labels = {**self._model, "status": str(status)}
