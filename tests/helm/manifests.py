@@ -4,7 +4,8 @@ chart README's values table.
     python -m tests.helm.manifests          # writes charts/mlflow-operator/crds/,
                                             # deploy/crds.yaml, deploy/mlflow-operator.yaml,
                                             # gitops/argocd/argocd-cm.yaml, docs/api.md,
-                                            # the values table of charts/mlflow-operator/README.md
+                                            # the values table of charts/mlflow-operator/README.md,
+                                            # the chart's Grafana dashboard
     python -m tests.helm.manifests --check  # exit 1 when one differs from its source
 
 deploy/crds.yaml holds the two CRDs; deploy/mlflow-operator.yaml the Namespace and the chart
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.helm import apidocs, valuesdoc
+from tests.helm import apidocs, dashboard, valuesdoc
 from tests.helm.chart import CHART as CHART_DIR
 from tests.helm.chart import CHART_CRDS, CRDS, ROOT, helm
 
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(str(ARGOCD_CM.relative_to(ROOT)))
         if not apidocs.is_fresh():
             stale.append(str(apidocs.OUTPUT.relative_to(ROOT)))
+        if not dashboard.OUTPUT.exists() or dashboard.OUTPUT.read_text() != dashboard.rendered():
+            stale.append(str(dashboard.OUTPUT.relative_to(ROOT)))
         if not valuesdoc.is_fresh():
             stale.append(str(valuesdoc.README.relative_to(ROOT)))
         if stale:
@@ -145,7 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     CRDS_OUTPUT.write_text(rendered_crds())
     ARGOCD_CM.write_text(argocd_configmap())
     valuesdoc.write()
-    for path in (CHART_CRDS, CRDS_OUTPUT, OUTPUT, ARGOCD_CM, apidocs.write(), valuesdoc.README):
+    dashboard.OUTPUT.write_text(dashboard.rendered())
+    for path in (
+        CHART_CRDS,
+        CRDS_OUTPUT,
+        OUTPUT,
+        ARGOCD_CM,
+        apidocs.write(),
+        valuesdoc.README,
+        dashboard.OUTPUT,
+    ):
         print(path.relative_to(ROOT))
     return 0
 

@@ -22,7 +22,9 @@ from mlflow_operator import metrics
 from mlflow_operator.builders.serving import serving_labels
 from mlflow_operator.config import ENV_PREFIX, OperatorConfig
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
-from tests.helm import manifests, valuesdoc
+from mlflow_operator.serving.metrics import ServingMetrics
+from tests.cluster.build import KUBERNETES_VERSION
+from tests.helm import dashboard, manifests, valuesdoc
 from tests.helm.chart import (
     CHART,
     CHART_CRDS,
@@ -422,3 +424,47 @@ def test_readme_values_table_is_values_yaml() -> None:
     stale = readme.replace("| `webhook.port` | `8443` |", "| `webhook.port` | `9443` |")
     assert stale != readme
     assert valuesdoc.rendered(stale) == readme
+
+
+def test_dashboard_queries_use_metrics_that_exist() -> None:
+    """Every series a dashboard query names is one the operator or the batched serving runtime
+    exports (tests/e2e/test_dashboard.py then runs each query against a real Prometheus)."""
+    exported = {
+        metric._name
+        for metric in vars(metrics).values()
+        if hasattr(metric, "_name") and hasattr(metric, "_type")
+    }
+    exported |= {f"{name}_total" for name in exported}
+    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None)])
+    exported |= {family.name for family in registries.collect()}
+    serving = ServingMetrics("m", "1")
+    for family in serving.registry.collect():
+        exported |= {sample.name for sample in family.samples} | {family.name}
+    serving.request_done(200, 0.01)
+    serving.batch_done(1, 1, 0.01)
+    for family in serving.registry.collect():
+        exported |= {sample.name for sample in family.samples}
+    queries = [q.expr for panel in dashboard.panels() for q in panel.queries]
+    assert len(queries) >= 10
+    for expr in queries:
+        used = set(re.findall(r"\b(mlflow_(?:operator|serving)_[a-z_0-9]+)\b", expr))
+        assert used, expr
+        assert used <= exported, (expr, used - exported)
+
+
+def test_dashboard_configmap_is_opt_in_with_the_sidecar_label() -> None:
+    assert not by_kind(render(), "ConfigMap")
+    configmap = one(
+        render({"grafanaDashboard": {"enabled": True, "namespace": "grafana"}}), "ConfigMap"
+    )
+    assert configmap["metadata"]["namespace"] == "grafana"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["mlflow-operator.json"]) == dashboard.dashboard()
+
+
+def test_kubernetes_floor_is_the_version_the_tests_run() -> None:
+    """The chart promises no Kubernetes older than the test cluster's (docs/install.md)."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    minor = KUBERNETES_VERSION.removeprefix("v").rsplit(".", 1)[0]
+    assert chart["kubeVersion"] == f">={minor}.0-0"
+    assert f"**{minor}** or newer" in (CHART.parents[1] / "docs" / "install.md").read_text()

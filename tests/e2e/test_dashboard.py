@@ -1,0 +1,175 @@
+"""The Grafana dashboard's queries, each run against a real Prometheus that scrapes the operator
+and a serving pod, and each returning data.
+
+Prometheus (tests/prometheus, built without Kubernetes service discovery) scrapes the session's
+operator process and the pod of a ModelDeployment of runtime `batched` on the real node, every
+second. The pod's target carries the labels the chart's PodMonitor gives it (`namespace`, and
+`modeldeployment` relabelled from the pod's label), the operator's is scraped with honor_labels
+as the ServiceMonitor does. Grafana's variables are replaced as Grafana would with "All"
+selected, `$__rate_interval` by a window that holds enough one-second scrapes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.cluster.launcher import KubeCluster
+from tests.cluster.realnode import NodeInfo
+from tests.e2e.conftest import eventually, get_json
+from tests.e2e.modeldeployments import is_ready_on, model_deployment
+from tests.e2e.operator_process import OperatorProcess
+from tests.helm import dashboard
+from tests.mlflowstack.models import ModelRegistry, sample_input
+from tests.prometheus.build import ensure_built
+from tests.support.processes import ManagedProcess, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+ROLLOUT_TIMEOUT = 240.0
+RATE_WINDOW = "30s"
+
+
+def session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # pod IPs and loopback, never through a proxy
+    return s
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running prometheus with an empty scrape config (the test writes it and reloads)."""
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}}))
+    process = ManagedProcess(
+        "prometheus",
+        [
+            str(ensure_built("prometheus", quiet=True)),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        tmp_path / "prometheus.log",
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: session().get(f"{url}/-/ready", timeout=2).ok, 60, "prometheus ready")
+        yield url, config
+    finally:
+        process.stop()
+
+
+def scrape(prometheus: tuple[str, Path], operator: OperatorProcess, pod: dict[str, Any]) -> None:
+    url, config = prometheus
+    operator_target = operator.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    labels = pod["metadata"]["labels"]
+    scrape_configs = [
+        {
+            "job_name": "mlflow-operator",
+            "honor_labels": True,
+            "static_configs": [{"targets": [operator_target]}],
+        },
+        {
+            "job_name": "mlflow-serving",
+            "static_configs": [
+                {
+                    "targets": [f"{pod['status']['podIP']}:8080"],
+                    "labels": {
+                        "namespace": pod["metadata"]["namespace"],
+                        "modeldeployment": labels["mlflowops.dev/modeldeployment"],
+                        "pod": pod["metadata"]["name"],
+                    },
+                }
+            ],
+        },
+    ]
+    config.write_text(
+        yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs})
+    )
+    session().post(f"{url}/-/reload", timeout=10).raise_for_status()
+
+    def both_up() -> bool:
+        targets = session().get(f"{url}/api/v1/targets", timeout=5).json()["data"]
+        return {t["labels"]["job"]: t["health"] for t in targets["activeTargets"]} == {
+            "mlflow-operator": "up",
+            "mlflow-serving": "up",
+        }
+
+    eventually(both_up, 60, "prometheus scrapes the operator and the serving pod")
+
+
+def as_grafana_sends_it(expr: str, namespace: str) -> str:
+    return (
+        expr.replace("$__rate_interval", RATE_WINDOW)
+        .replace("$namespace", namespace)
+        .replace("$modeldeployment", ".*")
+    )
+
+
+def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
+    answer = session().get(f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=10)
+    body = answer.json()
+    assert body["status"] == "success", (expr, body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def test_every_dashboard_query_returns_data(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+    prometheus: tuple[str, Path],
+) -> None:
+    ns = k8s_namespace
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    serving = {"replicas": 1, "runtime": "batched", "podTemplate": dict(real_node.placement)}
+    kube_cluster.apply(model_deployment("dash", ns, model_name, pods_tracking_uri, serving=serving))
+    eventually(lambda: is_ready_on(kube_cluster, ns, "dash", v1.version), ROLLOUT_TIMEOUT, "v1")
+    (pod,) = get_json(kube_cluster, "-n", ns, "pods", "-l", "mlflowops.dev/modeldeployment=dash")[
+        "items"
+    ]
+    scrape(prometheus, operator, pod)
+
+    # traffic for the serving row: answers, and one error (JSON the scoring protocol refuses)
+    invocations = f"http://{pod['status']['podIP']}:8080/invocations"
+    rows = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
+    http = session()
+    for _ in range(20):
+        http.post(invocations, json=rows, timeout=30).raise_for_status()
+    refused = http.post(invocations, json={"no such field": 1}, timeout=30)
+    assert refused.status_code >= 400, refused.status_code
+    started = time.monotonic()
+
+    url = prometheus[0]
+    queries = [
+        (panel.title, as_grafana_sends_it(q.expr, ns))
+        for panel in dashboard.panels()
+        for q in panel.queries
+    ]
+    for variable in dashboard.dashboard()["templating"]["list"][1:]:
+        label_values = variable["query"]["query"]  # label_values(metric{...}, label)
+        metric = label_values.removeprefix("label_values(").rsplit(",", 1)[0]
+        queries.append((variable["name"], as_grafana_sends_it(metric, ns)))
+
+    empty: list[tuple[str, str]] = []
+    for title, expr in queries:
+        try:
+            eventually(lambda expr=expr: query(url, expr), 45, f"{title}: {expr}", interval=1)
+        except AssertionError:
+            empty.append((title, expr))
+    assert empty == [], empty
+    seconds = time.monotonic() - started
+    print(f"{len(queries)} dashboard queries answered, {seconds:.0f}s after the traffic")
