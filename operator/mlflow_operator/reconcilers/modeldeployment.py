@@ -120,8 +120,7 @@ class ModelDeploymentReconciler:
         deployment = await self.kube.get(
             "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
         )
-        pending = await self._unschedulable_messages(owner, deployment)
-        observed = observe_deployment(deployment, pending)
+        observed = observe_deployment(deployment, await self._pods(owner, deployment))
 
         # decide ---------------------------------------------------------------------------
         plan = plan_rollout(spec, generation, last, registry, resolution, observed, now)
@@ -215,9 +214,8 @@ class ModelDeploymentReconciler:
             )
         return credentials
 
-    async def _unschedulable_messages(
-        self, owner: Owner, deployment: dict[str, Any] | None
-    ) -> list[str]:
+    async def _pods(self, owner: Owner, deployment: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The serving pods, listed only while some are unavailable (their states explain why)."""
         if deployment is None:
             return []
         status = deployment.get("status") or {}
@@ -225,13 +223,7 @@ class ModelDeploymentReconciler:
             deployment.get("spec") or {}
         ).get("replicas", 1):
             return []
-        pods = await self.kube.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
-        return [
-            str(c.get("message", ""))
-            for pod in pods
-            for c in (pod.get("status") or {}).get("conditions") or []
-            if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
-        ]
+        return await self.kube.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
 
     # -- act helpers -----------------------------------------------------------------------
     async def _report_invalid(
