@@ -83,22 +83,34 @@ class ModelDeploymentReconciler:
     async def _reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
     ) -> ReconcileResult:
-        owner = Owner.from_body(body)
-        generation = body["metadata"].get("generation")
-        last = _last_status(body)
+        # kopf's body may be older than the status this operator last wrote: decide only from
+        # the object as the API server has it now (and write status on that version only).
+        known = Owner.from_body(body)
+        fresh = await self.kube.get(API, KIND, known.name, known.namespace)
+        if fresh is None:
+            return ReconcileResult(recheck_after=300.0)  # deleted; kopf stops the daemon
+        owner = Owner.from_body(fresh)
+        generation = fresh["metadata"].get("generation")
+        version = fresh["metadata"].get("resourceVersion")
+        last = _last_status(fresh)
         now = datetime.now(UTC)
 
         # gather ---------------------------------------------------------------------------
-        errors = spec_errors(ModelDeploymentSpec, body.get("spec", {}))
+        errors = spec_errors(ModelDeploymentSpec, fresh.get("spec", {}))
         if errors:
-            await self._report_invalid(owner, generation, last, errors, now)
+            await self._report_invalid(
+                owner, generation, last, errors, now, resource_version=version
+            )
             metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
             return ReconcileResult(recheck_after=300.0)
-        spec = ModelDeploymentSpec.model_validate(body["spec"])
+        spec = ModelDeploymentSpec.model_validate(fresh["spec"])
         interval = parse_duration(spec.registry.poll_interval).total_seconds()
+        endpoint: TrackingEndpoint | None = None
         try:
-            endpoint, credentials = await self._endpoint(spec, owner.namespace)
+            found, credentials = await self._endpoint(spec, owner.namespace)
         except EndpointProblem as problem:
+            # no credentials (or server) to read the registry with: stop using the old ones
+            self.hub.unfollow(_key(owner))
             client: RegistryClient | None = None
             lag = None
             registry = RegistryState(
@@ -107,11 +119,15 @@ class ModelDeploymentReconciler:
             registry_reason: str | None = problem.reason
         else:
             registry_reason = None
-            watcher = self.hub.watcher(
-                endpoint.identity(owner.namespace), endpoint.url, credentials
-            )
+            endpoint = found
             pinned = frozenset({spec.model.version} if spec.model.version else ())
-            watcher.follow(_key(owner), Follower(spec.model.name, interval, pinned, wake))
+            watcher = self.hub.follow(
+                _key(owner),
+                endpoint.identity(owner.namespace),
+                endpoint.url,
+                credentials,
+                Follower(spec.model.name, interval, pinned, wake),
+            )
             await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
             registry = watcher.state(spec.model.name)
             client = watcher.client
@@ -123,7 +139,10 @@ class ModelDeploymentReconciler:
         observed = observe_deployment(deployment, await self._pods(owner, deployment))
 
         # decide ---------------------------------------------------------------------------
-        plan = plan_rollout(spec, generation, last, registry, resolution, observed, now)
+        plan = plan_rollout(
+            spec, generation, last, registry, resolution, observed, now,
+            endpoint_known=endpoint is not None,
+        )  # fmt: skip
         if registry_reason is not None:
             plan.status.conditions = set_condition(
                 plan.status.conditions,
@@ -134,22 +153,25 @@ class ModelDeploymentReconciler:
                 generation=generation,
                 now=now,
             )
-
-        # build + act ----------------------------------------------------------------------
         if plan.deploy_version is not None:
-            await self.kube.apply(
-                build_serving_deployment(
-                    spec,
-                    owner,
-                    plan.deploy_version,
-                    endpoint if registry_reason is None else _fallback_endpoint(deployment),
-                    self.config,
-                    replace_in_place=plan.replace_in_place,
-                )
-            )
-            await self.kube.apply(build_serving_service(spec, owner))
             plan.status.url = service_url(spec, owner)
-        await self._write_status(owner, last, plan.status, now)
+
+        # act: the decision is durable before anything acts on it --------------------------
+        await self._write_status(owner, last, plan.status, now, resource_version=version)
+        if plan.deploy_version is not None:
+            if plan.apply and endpoint is not None:
+                await self.kube.apply(
+                    build_serving_deployment(
+                        spec,
+                        owner,
+                        plan.deploy_version,
+                        endpoint,
+                        self.config,
+                        replace_in_place=plan.replace_in_place,
+                        ledger=plan.ledger,
+                    )
+                )
+            await self.kube.apply(build_serving_service(spec, owner))
         for event in plan.events:
             emit(event.type, event.reason, event.message)
         await self._write_back(spec, owner, plan, client)
@@ -233,6 +255,8 @@ class ModelDeploymentReconciler:
         last: ModelDeploymentStatus,
         errors: list[str],
         now: datetime,
+        *,
+        resource_version: str | None,
     ) -> None:
         status = last.model_copy(deep=True)
         status.observed_generation = generation
@@ -246,14 +270,32 @@ class ModelDeploymentReconciler:
                 generation=generation,
                 now=now,
             )
-        await self._write_status(owner, last, status, now)
+        await self._write_status(owner, last, status, now, resource_version=resource_version)
 
     async def _write_status(
-        self, owner: Owner, last: ModelDeploymentStatus, new: ModelDeploymentStatus, now: datetime
-    ) -> None:
+        self,
+        owner: Owner,
+        last: ModelDeploymentStatus,
+        new: ModelDeploymentStatus,
+        now: datetime,
+        *,
+        resource_version: str | None,
+    ) -> str | None:
+        """Write status if it changed, only onto the object version it was decided from.
+
+        A concurrent change (a spec edit, another writer) makes this fail with 409 Conflict
+        before anything acted on the decision; the next reconcile decides again from the new
+        object. Returns the resourceVersion the object has now.
+        """
         if not _status_changed(last, new, now):
-            return
-        await self.kube.patch_status(API, KIND, owner.name, owner.namespace, _status_patch(new))
+            return resource_version
+        stored = await self.kube.patch_status(
+            API, KIND, owner.name, owner.namespace, _status_patch(new),
+            resource_version=resource_version,
+        )  # fmt: skip
+        meta = stored.get("metadata") or {}
+        written: str | None = meta.get("resourceVersion", resource_version)
+        return written
 
     async def _write_back(
         self,
@@ -302,16 +344,6 @@ def _last_status(body: Any) -> ModelDeploymentStatus:
         return ModelDeploymentStatus.model_validate(body.get("status") or {})
     except ValidationError:  # written by an older operator in another shape: start afresh
         return ModelDeploymentStatus()
-
-
-def _fallback_endpoint(deployment: dict[str, Any] | None) -> TrackingEndpoint:
-    """Keep the pods' tracking settings while the registry endpoint cannot be determined."""
-    if deployment is not None:
-        containers = deployment["spec"]["template"]["spec"]["containers"]
-        for env in containers[0].get("env", []):
-            if env.get("name") == "MLFLOW_TRACKING_URI" and "value" in env:
-                return TrackingEndpoint(env["value"])
-    return TrackingEndpoint("")
 
 
 def _status_patch(status: ModelDeploymentStatus) -> dict[str, Any]:

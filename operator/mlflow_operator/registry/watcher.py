@@ -206,17 +206,40 @@ class RegistryHub:
         self._watchers: dict[str, RegistryWatcher] = {}
         self._timeout = timeout_seconds
 
-    def watcher(self, identity: str, url: str, credentials: Credentials) -> RegistryWatcher:
+    def follow(
+        self,
+        key: str,
+        identity: str,
+        url: str,
+        credentials: Credentials,
+        follower: Follower,
+    ) -> RegistryWatcher:
+        """Make `key` follow a model on one endpoint, and on that endpoint only.
+
+        A ModelDeployment whose trackingUri, serverRef or credentials Secret changed leaves
+        the watcher of its old endpoint here; a watcher nobody follows stops polling.
+        """
         watcher = self._watchers.get(identity)
         if watcher is None:
             client = RegistryClient(url, credentials, timeout_seconds=self._timeout)
             watcher = self._watchers[identity] = RegistryWatcher(client)
         elif watcher.client.credentials != credentials:
             watcher.update_credentials(credentials)
+        self._unfollow(key, keep=identity)
+        watcher.follow(key, follower)
         return watcher
 
     def unfollow(self, key: str) -> None:
+        self._unfollow(key, keep=None)
+
+    def endpoints(self) -> list[str]:
+        """Identities of the watchers that run (for tests and debugging)."""
+        return sorted(self._watchers)
+
+    def _unfollow(self, key: str, keep: str | None) -> None:
         for identity, watcher in list(self._watchers.items()):
+            if identity == keep:
+                continue
             watcher.unfollow(key)
             if watcher.idle:
                 del self._watchers[identity]

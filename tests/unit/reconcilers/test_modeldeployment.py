@@ -1,0 +1,175 @@
+"""The ModelDeployment reconcile's glue: what it reads, in which order it writes, what it skips.
+
+Against an in-memory API server (tests/unit/reconcilers/fakes.py). The decisions themselves
+are tested in tests/unit/core/; here it is the order of acts that keeps them durable.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from lightkube import ApiError
+
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler, ReconcileResult
+from tests.unit.reconcilers.fakes import (
+    FakeHub,
+    FakeKube,
+    api_error,
+    credentials_secret,
+    model_deployment,
+    settle,
+    template_version,
+)
+
+
+class World:
+    def __init__(self, **spec: Any) -> None:
+        self.kube = FakeKube()
+        self.hub = FakeHub()
+        self.reconciler = ModelDeploymentReconciler(
+            self.kube,  # type: ignore[arg-type]
+            self.hub,  # type: ignore[arg-type]
+            OperatorConfig(write_back_tags=False),
+        )
+        self.events: list[tuple[str, str, str]] = []
+        self.kube.put(credentials_secret())
+        self.kube.put(model_deployment(**spec))
+
+    @property
+    def body(self) -> dict[str, Any]:
+        found = self.kube.stored("ModelDeployment", "fraud")
+        assert found is not None
+        return copy.deepcopy(found)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.body.get("status", {})
+        return result
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status.get("conditions", []) if c["type"] == type_), {})
+
+    async def reconcile(self, body: dict[str, Any] | None = None) -> ReconcileResult:
+        def emit(type_: str, reason: str, message: str) -> None:
+            self.events.append((type_, reason, message))
+
+        return await self.reconciler.reconcile(body or self.body, emit, lambda: None)  # type: ignore[arg-type]
+
+    def deployment(self) -> dict[str, Any]:
+        found = self.kube.stored("Deployment", "fraud")
+        assert found is not None
+        return copy.deepcopy(found)
+
+
+async def serving_v1_failing_v2(**spec: Any) -> World:
+    """v1 served; the alias moved to v2, whose pods never became available in time."""
+    world = World(**spec)
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.status["servingVersion"] == "1"
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    settle(world.kube, "fraud", available=False, exceeded=True)
+    return world
+
+
+async def test_a_failed_status_write_does_not_lose_the_failure() -> None:
+    """Defect 3: the rollback was applied before status was written; when that write failed,
+    failedVersions was lost and version 2 came back at the next reconcile.
+
+    Failed on the code before the fix: the rollback was applied although the failure could
+    not be recorded.
+    """
+    world = await serving_v1_failing_v2()
+    world.kube.fail["status"] = api_error(500, "InternalError", "etcdserver: request timed out")
+    with pytest.raises(ApiError):
+        await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"  # nothing acted on an unrecorded decision
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    settle(world.kube, "fraud")
+    for _ in range(3):
+        await world.reconcile()
+        assert template_version(world.kube, "fraud") == "1"
+    assert world.status["failedVersions"] == ["2"]
+    annotations = world.deployment()["metadata"]["annotations"]
+    assert annotations["mlflowops.dev/failed-versions"] == "2"
+    assert annotations["mlflowops.dev/last-good-version"] == "1"
+
+
+async def test_status_is_written_before_the_deployment_changes() -> None:
+    world = await serving_v1_failing_v2()
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes[:2] == ["status", "apply:Deployment"]
+
+
+async def test_a_stale_body_from_kopf_is_not_decided_from() -> None:
+    """Defect 3: the reconcile decided from kopf's body, which may be older than the status the
+    operator last wrote.
+
+    Failed on the code before the fix: the stale body's status (no failure) put version 2 back.
+    """
+    world = await serving_v1_failing_v2()
+    before_failure = world.body
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    # a Deployment written by an operator version without the ledger: status is the only record
+    dep = world.kube.objects[("Deployment", "ml", "fraud")]
+    dep["metadata"]["annotations"] = {}
+    await world.reconcile(before_failure)
+    assert template_version(world.kube, "fraud") == "1"
+
+
+async def test_a_concurrent_change_refuses_the_status_write_and_nothing_acts() -> None:
+    """The status write carries the resourceVersion it was decided from.
+
+    Failed on the code before the fix: the rollback was applied over the concurrent change.
+    """
+    world = await serving_v1_failing_v2()
+    kube = world.kube
+    real_get = kube.get
+
+    async def get_then_someone_writes(api_version: str, kind: str, name: str, ns: str) -> Any:
+        found = await real_get(api_version, kind, name, ns)
+        if kind == "ModelDeployment":
+            kube._bump(kube.objects[(kind, ns, name)])  # e.g. a person edits the spec now
+        return found
+
+    kube.get = get_then_someone_writes  # type: ignore[method-assign]
+    kube.writes.clear()
+    with pytest.raises(ApiError) as refused:
+        await world.reconcile()
+    assert refused.value.status.code == 409
+    assert kube.writes == []
+    assert template_version(kube, "fraud") == "2"
+
+
+async def test_a_vanished_secret_leaves_the_deployment_exactly_as_it_is() -> None:
+    """Defect 4: while the credentials Secret was missing, the Deployment was re-applied
+    without the credential env vars, restarting every pod unable to reach MLflow.
+
+    Failed on the code before the fix: the pod template lost MLFLOW_TRACKING_PASSWORD.
+    """
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    before = world.deployment()
+    world.kube.delete("Secret", "mlflow-creds")
+    await world.reconcile()
+    assert world.deployment() == before
+    synced = world.condition("RegistrySynced")
+    assert (synced["status"], synced["reason"]) == ("False", "CredentialsNotFound")
+    assert "mlflow-creds" in synced["message"]
+    assert world.condition("Ready")["status"] == "True"  # what served still serves
+    assert world.hub.following == {}  # the registry is not read with credentials now gone
+    world.kube.put(credentials_secret())
+    await world.reconcile()
+    assert world.deployment()["spec"] == before["spec"]
+    assert world.condition("RegistrySynced")["status"] == "True"
