@@ -6,10 +6,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from lightkube import ApiError
 from pydantic import ValidationError
 
 from mlflow_operator import metrics
@@ -28,13 +29,14 @@ from mlflow_operator.builders.serving import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core import tracking
-from mlflow_operator.core.conditions import set_condition
+from mlflow_operator.core.api_refusal import ApiRefusal
+from mlflow_operator.core.conditions import get_condition, set_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.observation import observe_deployment
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
 from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
-from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.watcher import Follower, RegistryHub
 
@@ -67,18 +69,30 @@ class EndpointProblem(Exception):  # noqa: N818  (a situation reported in status
 class ModelDeploymentReconciler:
     """Shared by every ModelDeployment of this operator process."""
 
-    kube: KubeClient
+    kube: Kube
     hub: RegistryHub
     config: OperatorConfig
+    # the last refusal reported per object: one Event per distinct error, not one per retry
+    _refusals: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._api = NamingKube(self.kube)
 
     async def reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
     ) -> ReconcileResult:
+        """One reconcile; a Kubernetes API refusal is reported, then raised as the ApiError."""
         started = time.monotonic()
+        key = _key(Owner.from_body(body))
         try:
-            return await self._reconcile(body, emit, wake)
+            result = await self._reconcile(body, emit, wake)
+        except KubernetesRefused as refused:
+            await self._report_refusal(body, refused.refusal, emit)
+            raise refused.error from None
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - started)
+        self._refusals.pop(key, None)
+        return result
 
     async def _reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
@@ -86,7 +100,7 @@ class ModelDeploymentReconciler:
         # kopf's body may be older than the status this operator last wrote: decide only from
         # the object as the API server has it now (and write status on that version only).
         known = Owner.from_body(body)
-        fresh = await self.kube.get(API, KIND, known.name, known.namespace)
+        fresh = await self._api.get(API, KIND, known.name, known.namespace)
         if fresh is None:
             return ReconcileResult(recheck_after=300.0)  # deleted; kopf stops the daemon
         owner = Owner.from_body(fresh)
@@ -133,7 +147,7 @@ class ModelDeploymentReconciler:
             client = watcher.client
             lag = watcher.seconds_since_change(spec.model.name)
         resolution = resolve_target(spec.model, registry.snapshot) if registry.synced else None
-        deployment = await self.kube.get(
+        deployment = await self._api.get(
             "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
         )
         observed = observe_deployment(deployment, await self._pods(owner, deployment))
@@ -160,7 +174,7 @@ class ModelDeploymentReconciler:
         await self._write_status(owner, last, plan.status, now, resource_version=version)
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
-                await self.kube.apply(
+                await self._api.apply(
                     build_serving_deployment(
                         spec,
                         owner,
@@ -171,7 +185,7 @@ class ModelDeploymentReconciler:
                         ledger=plan.ledger,
                     )
                 )
-            await self.kube.apply(build_serving_service(spec, owner))
+            await self._api.apply(build_serving_service(spec, owner))
         for event in plan.events:
             emit(event.type, event.reason, event.message)
         await self._write_back(spec, owner, plan, client)
@@ -195,7 +209,7 @@ class ModelDeploymentReconciler:
     ) -> tuple[TrackingEndpoint, Credentials]:
         registry = spec.registry
         if registry.server_ref is not None:
-            server_body = await self.kube.get(
+            server_body = await self._api.get(
                 API, "MLflowServer", registry.server_ref.name, namespace
             )
             if server_body is None:
@@ -218,7 +232,7 @@ class ModelDeploymentReconciler:
     async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:
         if keys is None:
             return Credentials()
-        data = await self.kube.secret_data(keys.name, namespace)
+        data = await self._api.secret_data(keys.name, namespace)
         if data is None:
             raise EndpointProblem(
                 "CredentialsNotFound", f"Secret {keys.name!r} not found in namespace {namespace}"
@@ -245,7 +259,7 @@ class ModelDeploymentReconciler:
             deployment.get("spec") or {}
         ).get("replicas", 1):
             return []
-        return await self.kube.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+        return await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
 
     # -- act helpers -----------------------------------------------------------------------
     async def _report_invalid(
@@ -289,13 +303,46 @@ class ModelDeploymentReconciler:
         """
         if not _status_changed(last, new, now):
             return resource_version
-        stored = await self.kube.patch_status(
+        stored = await self._api.patch_status(
             API, KIND, owner.name, owner.namespace, _status_patch(new),
             resource_version=resource_version,
         )  # fmt: skip
         meta = stored.get("metadata") or {}
         written: str | None = meta.get("resourceVersion", resource_version)
         return written
+
+    async def _report_refusal(self, body: Any, refusal: ApiRefusal, emit: EventSink) -> None:
+        """Ready=False naming the refusal, and one Warning Event per distinct refusal."""
+        logger.warning("%s", refusal.message)
+        if refusal.code == 409 and refusal.action.startswith("write the status"):
+            return  # the object changed since it was read: decide again, nothing to report
+        owner = Owner.from_body(body)
+        key = _key(owner)
+        already = self._refusals.get(key) == refusal.message
+        try:
+            fresh = await self.kube.get(API, KIND, owner.name, owner.namespace)
+            if fresh is not None:
+                last = _last_status(fresh)
+                ready = get_condition(last.conditions, "Ready")
+                already = already or (
+                    ready is not None
+                    and (ready.reason, ready.message) == (refusal.reason, refusal.message)
+                )
+                status = last.model_copy(deep=True)
+                status.conditions = set_condition(
+                    status.conditions, "Ready", "False", reason=refusal.reason,
+                    message=refusal.message, generation=fresh["metadata"].get("generation"),
+                    now=datetime.now(UTC),
+                )  # fmt: skip
+                await self._write_status(
+                    owner, last, status, datetime.now(UTC),
+                    resource_version=fresh["metadata"].get("resourceVersion"),
+                )  # fmt: skip
+        except (ApiError, KubernetesRefused) as exc:  # e.g. status not writable: the Event remains
+            logger.warning("could not report the refusal in status: %s", exc)
+        if not already:
+            emit("Warning", refusal.reason, refusal.message)
+        self._refusals[key] = refusal.message
 
     async def _write_back(
         self,
@@ -349,8 +396,8 @@ def _last_status(body: Any) -> ModelDeploymentStatus:
 def _status_patch(status: ModelDeploymentStatus) -> dict[str, Any]:
     wire = status.to_wire()
     # Explicit nulls remove fields that are no longer set (merge patch semantics).
-    for name, field in ModelDeploymentStatus.model_fields.items():
-        alias = field.alias or name
+    for name, info in ModelDeploymentStatus.model_fields.items():
+        alias = info.alias or name
         wire.setdefault(alias, None)
     return wire
 

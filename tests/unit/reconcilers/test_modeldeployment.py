@@ -173,3 +173,54 @@ async def test_a_vanished_secret_leaves_the_deployment_exactly_as_it_is() -> Non
     await world.reconcile()
     assert world.deployment()["spec"] == before["spec"]
     assert world.condition("RegistrySynced")["status"] == "True"
+
+
+async def test_an_api_refusal_reaches_ready_and_one_event() -> None:
+    """Defect 7: a 403/422/409 on apply left Ready as it was (possibly True).
+
+    Failed on the code before the fix: Ready stayed True, and the reconciler posted no Event.
+    """
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.condition("Ready")["status"] == "True"
+    world.hub.registry.champion = "2"
+    refused = api_error(
+        403,
+        "Forbidden",
+        'deployments.apps "fraud" is forbidden: User "system:serviceaccount:ops:mlflow-operator" '
+        'cannot patch resource "deployments" in API group "apps" in the namespace "ml"',
+    )
+    for _ in range(3):  # the daemon retries; the report stays one
+        world.kube.fail["apply:Deployment"] = refused
+        with pytest.raises(ApiError):
+            await world.reconcile()
+    ready = world.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "KubernetesForbidden")
+    assert ready["message"].startswith(
+        "the Kubernetes API refused to apply Deployment ml/fraud (HTTP 403 Forbidden): "
+    )
+    warnings = [e for e in world.events if e[1] == "KubernetesForbidden"]
+    assert len(warnings) == 1
+    # another error is news
+    world.kube.fail["apply:Deployment"] = api_error(422, "Invalid", "spec.replicas: Invalid")
+    with pytest.raises(ApiError):
+        await world.reconcile()
+    assert world.condition("Ready")["reason"] == "KubernetesInvalid"
+    assert [e[1] for e in world.events].count("KubernetesInvalid") == 1
+    # permission back: the reconcile proceeds and Ready says what is true again
+    await world.reconcile()
+    assert world.condition("Ready")["reason"] == "RollingOut"
+    assert template_version(world.kube, "fraud") == "2"
+
+
+async def test_a_refused_status_write_still_posts_one_event() -> None:
+    world = World()
+    refused = api_error(403, "Forbidden", "cannot patch modeldeployments/status")
+    for _ in range(2):
+        world.kube.fail["status"] = refused
+        with pytest.raises(ApiError):
+            await world.reconcile()
+    assert [e[1] for e in world.events] == ["KubernetesForbidden"]
+    assert world.kube.stored("Deployment", "fraud") is None  # nothing acted on it
