@@ -324,8 +324,8 @@ def _registry_conditions(
         draft.condition(
             REGISTRY_SYNCED,
             "False",
-            "RegistryUnreachable",
-            f"cannot read the MLflow registry ({registry.error}); serving is unchanged",
+            registry.reason,
+            f"cannot read the MLflow registry: {registry.error}; serving is unchanged",
         )
     elif resolution is None or isinstance(resolution, Resolved):
         version = resolution.version if resolution else draft.status.target_version
