@@ -7,7 +7,12 @@ import hashlib
 from mlflow_operator.api import API_GROUP
 
 FIELD_MANAGER = "mlflow-operator"
-MAX_NAME = 63
+MAX_NAME = 63  # a DNS-1123/1035 label, and a label value
+# A Service name: lower-case letters, digits and '-', starting with a letter.
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# StatefulSet pods carry the label controller-revision-hash=<statefulset>-<hash>; the hash is
+# an FNV-32 printed in decimal (up to 10 characters) and a label value has at most 63.
+MAX_STATEFULSET_NAME = MAX_NAME - len("-") - 10
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"

@@ -18,8 +18,9 @@ import kopf
 from lightkube import ApiError
 
 from mlflow_operator.api import API_GROUP
+from mlflow_operator.api.crdgen import MLFLOW_SERVER
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
-from mlflow_operator.api.validation import spec_errors
+from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
 from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
@@ -108,7 +109,7 @@ async def reconcile_server(
 ) -> None:
     now = datetime.now(UTC)
     previous = MLflowServerStatus.model_validate(body.get("status") or {})
-    errors = spec_errors(MLflowServerSpec, dict(body.get("spec") or {}))
+    errors = object_errors(MLflowServerSpec, MLFLOW_SERVER.name_rules, body)
     if errors:
         _write_invalid_spec(body, patch, previous, errors, now)
         raise kopf.PermanentError("; ".join(errors))

@@ -15,10 +15,11 @@ from pydantic import ValidationError
 
 from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
+from mlflow_operator.api.crdgen import MODEL_DEPLOYMENT
 from mlflow_operator.api.duration import parse_duration
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlflow_operator.api.validation import spec_errors
+from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.serving import (
     build_serving_deployment,
@@ -110,7 +111,7 @@ class ModelDeploymentReconciler:
         now = datetime.now(UTC)
 
         # gather ---------------------------------------------------------------------------
-        errors = spec_errors(ModelDeploymentSpec, fresh.get("spec", {}))
+        errors = object_errors(ModelDeploymentSpec, MODEL_DEPLOYMENT.name_rules, fresh)
         if errors:
             await self._report_invalid(
                 owner, generation, last, errors, now, resource_version=version
