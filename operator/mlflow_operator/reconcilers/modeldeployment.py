@@ -59,6 +59,14 @@ class ReconcileResult:
     recheck_after: float  # seconds until the next reconcile unless something wakes it sooner
 
 
+@dataclass(frozen=True)
+class _RegistryView:
+    state: RegistryState
+    endpoint: TrackingEndpoint | None = None  # None: it cannot be determined now
+    client: RegistryClient | None = None
+    lag: float | None = None  # seconds since a sweep saw the model change
+
+
 class EndpointProblem(Exception):  # noqa: N818  (a situation reported in status, not a bug)
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -113,6 +121,7 @@ class ModelDeploymentReconciler:
         # gather ---------------------------------------------------------------------------
         errors = object_errors(ModelDeploymentSpec, MODEL_DEPLOYMENT.name_rules, fresh)
         if errors:
+            self.hub.unfollow(_key(owner))  # an invalid spec names no endpoint to follow
             await self._report_invalid(
                 owner, generation, last, errors, now, resource_version=version
             )
@@ -120,33 +129,8 @@ class ModelDeploymentReconciler:
             return ReconcileResult(recheck_after=300.0)
         spec = ModelDeploymentSpec.model_validate(fresh["spec"])
         interval = parse_duration(spec.registry.poll_interval).total_seconds()
-        endpoint: TrackingEndpoint | None = None
-        try:
-            found, credentials = await self._endpoint(spec, owner.namespace)
-        except EndpointProblem as problem:
-            # no credentials (or server) to read the registry with: stop using the old ones
-            self.hub.unfollow(_key(owner))
-            client: RegistryClient | None = None
-            lag = None
-            registry = RegistryState(
-                snapshot=None, synced=False, last_sync=None, error=problem.message
-            )
-            registry_reason: str | None = problem.reason
-        else:
-            registry_reason = None
-            endpoint = found
-            pinned = frozenset({spec.model.version} if spec.model.version else ())
-            watcher = self.hub.follow(
-                _key(owner),
-                endpoint.identity(owner.namespace),
-                endpoint.url,
-                credentials,
-                Follower(spec.model.name, interval, pinned, wake),
-            )
-            await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
-            registry = watcher.state(spec.model.name)
-            client = watcher.client
-            lag = watcher.seconds_since_change(spec.model.name)
+        view = await self._registry(spec, owner, interval, wake)
+        registry = view.state
         resolution = resolve_target(spec.model, registry.snapshot) if registry.synced else None
         deployment = await self._api.get(
             "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
@@ -156,23 +140,14 @@ class ModelDeploymentReconciler:
         # decide ---------------------------------------------------------------------------
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
-            endpoint_known=endpoint is not None,
+            endpoint_known=view.endpoint is not None,
         )  # fmt: skip
-        if registry_reason is not None:
-            plan.status.conditions = set_condition(
-                plan.status.conditions,
-                "RegistrySynced",
-                "False",
-                reason=registry_reason,
-                message=registry.error,
-                generation=generation,
-                now=now,
-            )
         if plan.deploy_version is not None:
             plan.status.url = service_url(spec, owner)
 
         # act: the decision is durable before anything acts on it --------------------------
         await self._write_status(owner, last, plan.status, now, resource_version=version)
+        endpoint, client = view.endpoint, view.client
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
                 await self._api.apply(
@@ -191,8 +166,8 @@ class ModelDeploymentReconciler:
             emit(event.type, event.reason, event.message)
         await self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
-        if lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
-            metrics.RESOLUTION_LAG_SECONDS.observe(lag)
+        if view.lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
+            metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
         return ReconcileResult(
             recheck_after=ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
         )
@@ -205,6 +180,39 @@ class ModelDeploymentReconciler:
             metrics.VERSION_MISMATCH.remove(owner.namespace, owner.name)
 
     # -- gather helpers --------------------------------------------------------------------
+    async def _registry(
+        self, spec: ModelDeploymentSpec, owner: Owner, interval: float, wake: Callable[[], None]
+    ) -> _RegistryView:
+        """The registry as the watcher of this object's endpoint sees it (following it)."""
+        try:
+            endpoint, credentials = await self._endpoint(spec, owner.namespace)
+        except EndpointProblem as problem:
+            # no credentials (or server) to read the registry with: stop using the old ones
+            self.hub.unfollow(_key(owner))
+            state = RegistryState(
+                snapshot=None,
+                synced=False,
+                last_sync=None,
+                error=problem.message,
+                reason=problem.reason,
+            )
+            return _RegistryView(state)
+        pinned = frozenset({spec.model.version} if spec.model.version else ())
+        watcher = self.hub.follow(
+            _key(owner),
+            endpoint.identity(owner.namespace),
+            endpoint.url,
+            credentials,
+            Follower(spec.model.name, interval, pinned, wake),
+        )
+        await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
+        return _RegistryView(
+            watcher.state(spec.model.name),
+            endpoint,
+            watcher.client,
+            watcher.seconds_since_change(spec.model.name),
+        )
+
     async def _endpoint(
         self, spec: ModelDeploymentSpec, namespace: str
     ) -> tuple[TrackingEndpoint, Credentials]:

@@ -224,3 +224,27 @@ async def test_a_refused_status_write_still_posts_one_event() -> None:
             await world.reconcile()
     assert [e[1] for e in world.events] == ["KubernetesForbidden"]
     assert world.kube.stored("Deployment", "fraud") is None  # nothing acted on it
+
+
+async def test_a_stored_tracking_uri_with_credentials_leaks_nowhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Defect 10: credentials in trackingUri userinfo reached status messages, logs, metric
+    labels and pod env. The API refuses them now; an object stored before that rule is an
+    invalid spec, reported without the URL, and nothing is built from it.
+
+    Failed on the code before the fix: the password was in the pod template's env.
+    """
+    world = World(
+        registry={"trackingUri": "https://admin:hunter2-pw@mlflow.example.com"},
+    )
+    await world.reconcile()
+    children = {k: v for k, v in world.kube.objects.items() if k[0] != "ModelDeployment"}
+    written = repr(world.status) + repr(children) + repr(world.events) + caplog.text
+    assert "hunter2-pw" not in written
+    assert world.kube.stored("Deployment", "fraud") is None
+    degraded = world.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert degraded["message"].startswith(
+        "spec.registry.trackingUri: trackingUri must not contain credentials"
+    )
