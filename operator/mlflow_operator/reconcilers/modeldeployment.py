@@ -183,20 +183,22 @@ class ModelDeploymentReconciler:
     async def _registry(
         self, spec: ModelDeploymentSpec, owner: Owner, interval: float, wake: Callable[[], None]
     ) -> _RegistryView:
-        """The registry as the watcher of this object's endpoint sees it (following it)."""
+        """The registry as the watcher of this object's endpoint sees it (following it).
+
+        Without the MLflowServer the endpoint is unknown: no pod template can be built. Without
+        the credentials Secret the endpoint is known (the pods name the Secret, they never
+        hold its values), only the operator cannot read the registry with it.
+        """
         try:
-            endpoint, credentials = await self._endpoint(spec, owner.namespace)
+            endpoint = await self._endpoint(spec, owner.namespace)
         except EndpointProblem as problem:
-            # no credentials (or server) to read the registry with: stop using the old ones
             self.hub.unfollow(_key(owner))
-            state = RegistryState(
-                snapshot=None,
-                synced=False,
-                last_sync=None,
-                error=problem.message,
-                reason=problem.reason,
-            )
-            return _RegistryView(state)
+            return _RegistryView(_unreadable(problem))
+        try:
+            credentials = await self._credentials(endpoint.credentials, owner.namespace)
+        except EndpointProblem as problem:
+            self.hub.unfollow(_key(owner))  # never keep polling with credentials now gone
+            return _RegistryView(_unreadable(problem), endpoint)
         pinned = frozenset({spec.model.version} if spec.model.version else ())
         watcher = self.hub.follow(
             _key(owner),
@@ -213,9 +215,7 @@ class ModelDeploymentReconciler:
             watcher.seconds_since_change(spec.model.name),
         )
 
-    async def _endpoint(
-        self, spec: ModelDeploymentSpec, namespace: str
-    ) -> tuple[TrackingEndpoint, Credentials]:
+    async def _endpoint(self, spec: ModelDeploymentSpec, namespace: str) -> TrackingEndpoint:
         registry = spec.registry
         if registry.server_ref is not None:
             server_body = await self._api.get(
@@ -236,7 +236,7 @@ class ModelDeploymentReconciler:
                 else None
             )
             endpoint = TrackingEndpoint(registry.tracking_uri, keys)
-        return endpoint, await self._credentials(endpoint.credentials, namespace)
+        return endpoint
 
     async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:
         if keys is None:
@@ -389,6 +389,12 @@ class ModelDeploymentReconciler:
             metrics.ROLLOUTS.labels(result="Failed").inc()
         differs = plan.status.target_version not in (None, plan.status.serving_version)
         metrics.VERSION_MISMATCH.labels(owner.namespace, owner.name).set(1 if differs else 0)
+
+
+def _unreadable(problem: EndpointProblem) -> RegistryState:
+    return RegistryState(
+        snapshot=None, synced=False, last_sync=None, error=problem.message, reason=problem.reason
+    )
 
 
 def _key(owner: Owner) -> str:

@@ -76,12 +76,14 @@ class FakeKube:
         existing = self.objects.get(key)
         if existing is None:
             return copy.deepcopy(self.put(manifest))
+        before = copy.deepcopy(existing)
         if manifest.get("spec") != existing.get("spec"):
             existing["metadata"]["generation"] += 1
         existing["spec"] = copy.deepcopy(manifest.get("spec"))
         for part in ("labels", "annotations"):
             existing["metadata"][part] = dict(meta.get(part) or {})
-        self._bump(existing)
+        if existing != before:  # an apply that changes nothing writes nothing, as in the API
+            self._bump(existing)
         return copy.deepcopy(existing)
 
     async def list(

@@ -152,7 +152,9 @@ async def test_a_concurrent_change_refuses_the_status_write_and_nothing_acts() -
 
 async def test_a_vanished_secret_leaves_the_deployment_exactly_as_it_is() -> None:
     """Defect 4: while the credentials Secret was missing, the Deployment was re-applied
-    without the credential env vars, restarting every pod unable to reach MLflow.
+    without the credential env vars, restarting every pod unable to reach MLflow. The pods
+    name the Secret and never hold its values, so the template is the same as before: the
+    Deployment does not change (same generation, same resourceVersion).
 
     Failed on the code before the fix: the pod template lost MLFLOW_TRACKING_PASSWORD.
     """
@@ -248,3 +250,35 @@ async def test_a_stored_tracking_uri_with_credentials_leaks_nowhere(
     assert degraded["message"].startswith(
         "spec.registry.trackingUri: trackingUri must not contain credentials"
     )
+
+
+async def test_a_vanished_mlflowserver_leaves_the_deployment_untouched() -> None:
+    """Defect 4, the other half: without the MLflowServer the endpoint (its URL, its admin
+    Secret) cannot be determined; no template is built and the live one stays as it is."""
+    world = World(registry={"serverRef": {"name": "mlflow"}})
+    world.kube.put(
+        {
+            "apiVersion": "mlflowops.dev/v1alpha1",
+            "kind": "MLflowServer",
+            "metadata": {"name": "mlflow", "namespace": "ml"},
+            "spec": {
+                "backendStore": {"postgres": {"managed": {}}},
+                "artifactStore": {"s3": {"managed": {}}},
+            },
+        }
+    )
+    world.kube.put(credentials_secret("mlflow-admin") | {
+        "stringData": {"username": "admin", "password": "p" * 12}
+    })  # fmt: skip
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    before = world.deployment()
+    world.kube.delete("MLflowServer", "mlflow")
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert "apply:Deployment" not in world.kube.writes
+    assert world.deployment() == before
+    synced = world.condition("RegistrySynced")
+    assert (synced["status"], synced["reason"]) == ("False", "ServerNotFound")
+    assert world.condition("Ready")["status"] == "True"
