@@ -24,6 +24,11 @@ class ApiRefusal:
     api_message: str
 
     @property
+    def needs_a_person(self) -> bool:
+        """A client error (403, 422, ...) does not go away by retrying; 5xx and 429 may."""
+        return 400 <= self.code < 500 and self.code != 429
+
+    @property
     def reason(self) -> str:
         word = _NOT_CAMEL.sub("", self.api_reason) or f"Http{self.code}"
         return f"Kubernetes{word}"

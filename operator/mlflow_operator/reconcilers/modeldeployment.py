@@ -338,11 +338,13 @@ class ModelDeploymentReconciler:
                     and (ready.reason, ready.message) == (refusal.reason, refusal.message)
                 )
                 status = last.model_copy(deep=True)
-                status.conditions = set_condition(
-                    status.conditions, "Ready", "False", reason=refusal.reason,
-                    message=refusal.message, generation=fresh["metadata"].get("generation"),
-                    now=datetime.now(UTC),
-                )  # fmt: skip
+                # Degraded too when a person must act, so that GitOps health says so
+                for type_ in ("Ready", "Degraded") if refusal.needs_a_person else ("Ready",):
+                    status.conditions = set_condition(
+                        status.conditions, type_, "False" if type_ == "Ready" else "True",
+                        reason=refusal.reason, message=refusal.message,
+                        generation=fresh["metadata"].get("generation"), now=datetime.now(UTC),
+                    )  # fmt: skip
                 await self._write_status(
                     owner, last, status, datetime.now(UTC),
                     resource_version=fresh["metadata"].get("resourceVersion"),
