@@ -188,13 +188,17 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
             if target not in known.announced:
                 failed_now = target
 
-    deploy = _choose(spec, target, current, known, endpoint_known=endpoint_known)
+    # Without a fresh answer from the registry, never move towards a version that only status
+    # remembers (it may be old: restored from a backup, or written before a restart); keep what
+    # the Deployment runs. Rollbacks and recreating a deleted Deployment still happen.
+    steer = target if isinstance(resolution, Resolved) else current
+    deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
     if failed_now is not None:
         _announce_failure(draft, spec, failed_now, deploy)
     elif blocked:
         _announce_blocked(draft, last, current, blocked)
     if endpoint_known and deploy is not None and deploy != current:
-        _announce_change(draft, target, known, deploy, current)
+        _announce_change(draft, steer, known, deploy, current)
 
     status.failed_versions = sorted(known.failed)
     status.serving_version = known.last_good

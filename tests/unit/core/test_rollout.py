@@ -391,3 +391,26 @@ def test_pods_that_cannot_pull_their_image_do_not_fail_the_version() -> None:
     assert degraded is not None
     assert degraded.reason == "RolloutBlocked"
     assert "pod fraud-abc: ImagePullBackOff" in degraded.message
+
+
+def test_without_the_registry_a_remembered_target_does_not_move_the_template() -> None:
+    """A status restored from an old backup (or written before a crash) names a target the
+    registry may no longer select; while the registry cannot be read it must not steer.
+
+    Failed on the code before the fix: the template moved from version 3 back to version 1.
+    """
+    stale = ModelDeploymentStatus(target_version="1", serving_version="1")
+    plan = step(stale, None, complete("3"), registry=DOWN)
+    assert plan.deploy_version == "3"
+    assert "RolloutStarted" not in [e.reason for e in plan.events]
+    # what the registry selects again decides
+    assert step(plan.status, Resolved("1"), complete("3")).deploy_version == "1"
+
+
+def test_a_failure_is_remembered_through_a_registry_outage() -> None:
+    failed = ModelDeploymentStatus(target_version="2", serving_version="1", failed_versions=["2"])
+    plan = step(failed, None, complete("1"), registry=DOWN)
+    assert plan.status.failed_versions == ["2"]
+    assert plan.deploy_version == "1"
+    back = step(plan.status, Resolved("2"), complete("1"))
+    assert back.deploy_version == "1"
