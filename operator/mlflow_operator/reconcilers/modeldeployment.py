@@ -147,6 +147,10 @@ class ModelDeploymentReconciler:
 
         # act: the decision is durable before anything acts on it --------------------------
         await self._write_status(owner, last, plan.status, now, resource_version=version)
+        # Events tell of the decision, now recorded: a refused apply below must not lose them
+        # (the next reconcile knows the decision was announced and does not repeat it).
+        for event in plan.events:
+            emit(event.type, event.reason, event.message)
         endpoint, client = view.endpoint, view.client
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
@@ -162,8 +166,6 @@ class ModelDeploymentReconciler:
                     )
                 )
             await self._api.apply(build_serving_service(spec, owner))
-        for event in plan.events:
-            emit(event.type, event.reason, event.message)
         await self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):

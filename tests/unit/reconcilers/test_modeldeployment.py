@@ -282,3 +282,13 @@ async def test_a_vanished_mlflowserver_leaves_the_deployment_untouched() -> None
     synced = world.condition("RegistrySynced")
     assert (synced["status"], synced["reason"]) == ("False", "ServerNotFound")
     assert world.condition("Ready")["status"] == "True"
+
+
+async def test_a_refused_rollback_still_announces_the_failure_once() -> None:
+    world = await serving_v1_failing_v2()
+    world.kube.fail["apply:Deployment"] = api_error(403, "Forbidden", "cannot patch")
+    with pytest.raises(ApiError):
+        await world.reconcile()
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    assert [e[1] for e in world.events].count("RolloutFailed") == 1
