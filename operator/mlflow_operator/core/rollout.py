@@ -172,7 +172,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     known.failed = {v for v in known.failed if v == target}
 
     succeeded = failed_now = None
-    blocked = ""
+    stuck: _Stuck | None = None  # past its deadline, but not the version's fault
     if current is not None and deployment.rollout_complete:
         succeeded = _complete(draft, known, current)
     elif (
@@ -182,8 +182,8 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         and not spec.suspend
         and target not in known.failed
     ):
-        blocked = deployment.infrastructure_blocker
-        if not blocked:
+        stuck = _not_the_versions_fault(spec, deployment, current, known)
+        if stuck is None:
             known.failed.add(target)
             if target not in known.announced:
                 failed_now = target
@@ -195,8 +195,8 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
     if failed_now is not None:
         _announce_failure(draft, spec, failed_now, deploy)
-    elif blocked:
-        _announce_blocked(draft, last, current, blocked)
+    elif stuck is not None:
+        _announce_stuck(draft, last, stuck)
     if endpoint_known and deploy is not None and deploy != current:
         _announce_change(draft, steer, known, deploy, current)
 
@@ -207,7 +207,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         deploy is not None
         and (deploy != current or not deployment.rollout_complete)
         and not stays_failed
-        and not blocked
+        and stuck is None
     )
     replace_in_place = (
         rolling_out
@@ -215,7 +215,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         and bool(deployment.unschedulable_message)
         and deploy == current
     )
-    decision = _Decision(deploy, current, blocked, rolling_out, stays_failed, endpoint_known)
+    decision = _Decision(deploy, current, stuck, rolling_out, stays_failed, endpoint_known)
     _rollout_conditions(draft, spec, decision, deployment, known)
     status.model_uri = f"models:/{spec.model.name}/{deploy}" if deploy else None
     status.replicas = deployment.replicas if deployment.exists else 0
@@ -285,14 +285,42 @@ def _announce_failure(
     )
 
 
-def _announce_blocked(
-    draft: _Draft, last: ModelDeploymentStatus, version: str | None, blocker: str
-) -> None:
-    """One Warning per distinct blocker, not one per reconcile."""
+@dataclass(frozen=True)
+class _Stuck:
+    """A rollout past its deadline that does not make its version a failed one."""
+
+    reason: str  # RolloutBlocked | SpecRolloutFailed
+    message: str
+
+
+def _not_the_versions_fault(
+    spec: ModelDeploymentSpec, deployment: DeploymentObservation, version: str, known: _Record
+) -> _Stuck | None:
+    """Why the deadline passed without the version being to blame, if that is so.
+
+    The cluster kept the pods from running the model at all; or the version is the one that
+    served last (known.last_good), so what did not become available is a new pod template of a
+    spec change, not the version: blaming it would forbid the only version known to work.
+    """
+    if deployment.infrastructure_blocker:
+        return _Stuck(
+            "RolloutBlocked", _blocked_message(version, deployment.infrastructure_blocker)
+        )
+    if version == known.last_good:
+        return _Stuck(
+            "SpecRolloutFailed",
+            f"the pods of the changed spec did not become available within "
+            f"{spec.rollout.progress_deadline_seconds}s; version {version} served before and is "
+            "not blamed; change the spec back or fix what keeps the new pods from starting",
+        )
+    return None
+
+
+def _announce_stuck(draft: _Draft, last: ModelDeploymentStatus, stuck: _Stuck) -> None:
+    """One Warning per distinct cause, not one per reconcile."""
     before = get_condition(last.conditions, DEGRADED)
-    message = _blocked_message(version, blocker)
-    if before is None or (before.reason, before.message) != ("RolloutBlocked", message):
-        draft.event("Warning", "RolloutBlocked", message)
+    if before is None or (before.reason, before.message) != (stuck.reason, stuck.message):
+        draft.event("Warning", stuck.reason, stuck.message)
 
 
 def _blocked_message(version: str | None, blocker: str) -> str:
@@ -373,7 +401,7 @@ class _Decision:
 
     deploy: str | None  # the version the template pins after this reconcile
     current: str | None  # the version it pinned before
-    blocked: str  # what keeps the template's pods from running the model, past the deadline
+    stuck: _Stuck | None  # past the deadline, not the version's fault
     rolling_out: bool
     stays_failed: bool  # a failed version stays deployed (autoRollback off, or nothing older)
     endpoint_known: bool
@@ -411,9 +439,8 @@ def _degraded(
             parts.append(f"serving version {deploy}")
         parts.append("waiting for the registry to select another version")
         draft.condition(DEGRADED, "True", "RolloutFailed", "; ".join(parts))
-    elif decision.blocked:
-        message = _blocked_message(decision.current, decision.blocked)
-        draft.condition(DEGRADED, "True", "RolloutBlocked", message)
+    elif decision.stuck is not None:
+        draft.condition(DEGRADED, "True", decision.stuck.reason, decision.stuck.message)
     else:
         draft.condition(DEGRADED, "False", "AsExpected", "no failed rollout")
 
@@ -435,9 +462,8 @@ def _progressing(
         draft.condition(
             PROGRESSING, "False", "RolloutFailed", f"the rollout of version {deploy} failed"
         )
-    elif decision.blocked:
-        message = _blocked_message(deploy, decision.blocked)
-        draft.condition(PROGRESSING, "False", "RolloutBlocked", message)
+    elif decision.stuck is not None:
+        draft.condition(PROGRESSING, "False", decision.stuck.reason, decision.stuck.message)
     elif decision.rolling_out:
         draft.condition(PROGRESSING, "True", *_progress(deploy, deployment))
     else:
@@ -473,10 +499,8 @@ def _ready(
             f"version {deploy} failed to become available: {deployment.available_replicas}/"
             f"{deployment.desired_replicas} pods available",
         )  # fmt: skip
-    elif decision.blocked:
-        draft.condition(
-            READY, "False", "RolloutBlocked", _blocked_message(deploy, decision.blocked)
-        )
+    elif decision.stuck is not None:
+        draft.condition(READY, "False", decision.stuck.reason, decision.stuck.message)
     else:
         serving = known.last_good
         meanwhile = f"; version {serving} serves meanwhile" if serving and serving != deploy else ""

@@ -414,3 +414,26 @@ def test_a_failure_is_remembered_through_a_registry_outage() -> None:
     assert plan.deploy_version == "1"
     back = step(plan.status, Resolved("2"), complete("1"))
     assert back.deploy_version == "1"
+
+
+def test_a_spec_change_that_never_becomes_available_does_not_blame_the_served_version() -> None:
+    """Found by the model-based test (seed 116): version 1 served; a spec change (a GPU) gave
+    it a new pod template that never became available, and the deadline declared version 1
+    itself failed, the only version known to work; a deleted Deployment could then not come
+    back on it without breaking I1. Now the stuck spec change is reported, the version is not
+    listed as failed.
+    """
+    gpu = spec(serving={"gpu": {"count": 1}})
+    served = ModelDeploymentStatus(target_version="1", serving_version="1")
+    plan = step(served, Resolved("1"), in_progress("1", exceeded=True), gpu)
+    assert plan.deploy_version == "1"
+    assert plan.status.failed_versions == []
+    assert plan.failed_version is None
+    assert cond(plan, "Degraded") == ("True", "SpecRolloutFailed")
+    assert cond(plan, "Ready") == ("False", "SpecRolloutFailed")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "SpecRolloutFailed")]
+    assert not plan.rolling_out
+    again = step(plan.status, Resolved("1"), in_progress("1", exceeded=True), gpu)
+    assert again.events == ()
+    # deleted meanwhile: it comes back on version 1
+    assert step(again.status, Resolved("1"), DeploymentObservation(), gpu).deploy_version == "1"
