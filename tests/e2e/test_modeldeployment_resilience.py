@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from mlflow_operator.core.invariants import Auditor, Snapshot
 from tests.cluster.launcher import KubeCluster
 from tests.e2e.conftest import eventually, get_json
 from tests.e2e.modeldeployments import (
@@ -213,24 +215,43 @@ def test_a_deleted_deployment_comes_back_on_the_last_good_version(
     k8s_namespace: str,
 ) -> None:
     """Defect 9: a serving Deployment deleted while a failed version was still selected was
-    never recreated (total outage, reported as NoVersion)."""
+    never recreated (total outage, reported as NoVersion).
+
+    The live objects also go through the invariant checks (core/invariants.py), as a test that
+    kills the operator mid-rollout can do.
+    """
+    auditor = Auditor()
+
+    def audit(selected: str, *, quiet: bool = False) -> None:
+        md = get_json(kube_cluster, "-n", k8s_namespace, "mdep", "revived")
+        found = kube_cluster.kubectl(
+            "get", "-n", k8s_namespace, "deployment", "revived", "-o", "json", check=False
+        )
+        dep = json.loads(found.stdout) if found.returncode == 0 else None
+        auditor.observe(Snapshot(md, dep, selected), settled=quiet, quiet=quiet)
+        assert auditor.violations == []
+
     serve_first_version(
         kube_cluster, mlflow_registry, mlflow_stack.tracking_uri, k8s_namespace, "revived",
         model_name, deadline=10,
     )  # fmt: skip
+    audit("1", quiet=True)
     broken = mlflow_registry.log_broken_version(model_name)
     kube_cluster.keep_pods_unready(VERSION_LABEL, [broken])
     try:
         mlflow_registry.set_alias(model_name, "champion", broken)
-        eventually(
-            lambda: (
+        audit(broken)
+
+        def rolled_back() -> bool:
+            audit(broken)
+            return (
                 status(kube_cluster, k8s_namespace, "revived").get("failedVersions") == [broken]
                 and template_version(kube_cluster, k8s_namespace, "revived") == "1"
-            ),
-            POLL + 10 + 30,
-            "failed and rolled back",
-        )
+            )
+
+        eventually(rolled_back, POLL + 10 + 30, "failed and rolled back")
         kube_cluster.kubectl("delete", "deployment", "revived", "-n", k8s_namespace)
+        audit(broken)
         eventually(
             lambda: template_version(kube_cluster, k8s_namespace, "revived") == "1",
             3 * POLL,
@@ -249,6 +270,7 @@ def test_a_deleted_deployment_comes_back_on_the_last_good_version(
         assert annotations["mlflowops.dev/last-good-version"] == "1"
         time.sleep(2 * POLL)
         assert template_version(kube_cluster, k8s_namespace, "revived") == "1"
+        audit(broken, quiet=True)
     finally:
         kube_cluster.reset_unready_rules()
 
