@@ -152,8 +152,10 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
-    `endpoint_known` False: the MLflow endpoint (server or credentials) cannot be determined,
-    so no correct pod template can be built; the live Deployment is left exactly as it is.
+    `endpoint_known` False: the MLflow endpoint cannot be determined (the MLflowServer of
+    serverRef is missing), so no correct pod template can be built; the live Deployment is
+    left exactly as it is. A missing credentials Secret does not make it unknown: the pods
+    name the Secret, they never hold its values.
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
