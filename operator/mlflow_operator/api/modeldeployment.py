@@ -232,6 +232,11 @@ class RolloutRecord(StatusModel):
     result: Literal["Succeeded", "Failed", "RolledBack", "Superseded", "InProgress"] = Field(
         description="How it ended."
     )
+    message: str | None = Field(
+        default=None,
+        description="Why a Failed or RolledBack rollout failed, as seen on its pods at the "
+        "deadline (e.g. CrashLoopBackOff with the last log lines, OOMKilled with the limit).",
+    )
 
 
 class ModelDeploymentStatus(StatusModel):

@@ -167,6 +167,9 @@ def build_serving_deployment(
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP}}},
+        # A crash's last log lines land in the pod's status, where the operator (which may not
+        # read logs) quotes them in the ModelDeployment's conditions.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # serving needs no Kubernetes API access

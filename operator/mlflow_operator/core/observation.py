@@ -12,6 +12,7 @@ from typing import Any
 
 from mlflow_operator.core.ledger import RolloutLedger, read_ledger
 from mlflow_operator.core.naming import LABEL_MODEL_VERSION
+from mlflow_operator.core.redact import redact
 
 # Container states in which a pod never got to load the model: the cause is the cluster, the
 # image or the pod's configuration, never the model version.
@@ -41,6 +42,7 @@ class DeploymentObservation:
     unschedulable_message: str = ""  # why a new pod cannot be scheduled, if one cannot
     replica_failure: str = ""  # ReplicaFailure/FailedCreate: pods could not even be created
     waiting_pods: tuple[str, ...] = ()  # pods of the template stuck before the model could load
+    pod_troubles: tuple[str, ...] = ()  # why pods of the template that did run are not ready
     ledger: RolloutLedger | None = None  # the operator's record on the Deployment, if any
 
     @property
@@ -108,6 +110,7 @@ def observe_deployment(
         unschedulable_message=next(iter(_unschedulable(pods)), ""),
         replica_failure=failure,
         waiting_pods=tuple(_waiting(pods, version)),
+        pod_troubles=tuple(_troubles(pods, version)),
         ledger=read_ledger(meta.get("annotations")),
     )
 
@@ -141,3 +144,76 @@ def _waiting(pods: Sequence[dict[str, Any]], version: str | None) -> list[str]:
                     f"pod {meta.get('name', '?')}: {reason}" + (f": {message}" if message else "")
                 )
     return found
+
+
+# How much of a crashed container's termination message (the last lines of its log: the
+# serving container has terminationMessagePolicy FallbackToLogsOnError) goes into a message.
+TAIL_LINES = 3
+TAIL_CHARS = 300
+
+
+def _troubles(pods: Sequence[dict[str, Any]], version: str | None) -> list[str]:
+    """`pod <name>: <what>` for each pod of the template that ran but is not ready, worst first.
+
+    An out-of-memory kill (with the limit), a crash loop (with the exit code and the last log
+    lines), then a container whose startup probe has not passed: the model is still loading.
+    """
+    ranked: list[tuple[int, str]] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("labels") or {}).get(LABEL_MODEL_VERSION) != version:
+            continue
+        name = meta.get("name", "?")
+        limits = {
+            c.get("name"): ((c.get("resources") or {}).get("limits") or {}).get("memory")
+            for c in (pod.get("spec") or {}).get("containers") or []
+        }
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            found = _container_trouble(container, limits.get(container.get("name")))
+            if found is not None:
+                rank, what = found
+                ranked.append((rank, f"pod {name}: {what}"))
+    return [what for _, what in sorted(ranked, key=lambda r: r[0])]
+
+
+def _container_trouble(
+    container: dict[str, Any], memory_limit: str | None
+) -> tuple[int, str] | None:
+    if container.get("ready"):
+        return None
+    state = container.get("state") or {}
+    terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+    if terminated and terminated.get("reason") == "OOMKilled":
+        limit = f"its memory limit {memory_limit}" if memory_limit else "the node's memory"
+        return 0, f"OOMKilled: the container ran out of {limit}; raise resources.limits.memory"
+    waiting = state.get("waiting") or {}
+    restarts = int(container.get("restartCount", 0))
+    # A crash-looping container spends most of its time waiting, and some running again (and
+    # loading again): its last exit says more than either.
+    if terminated and (
+        waiting.get("reason") == "CrashLoopBackOff" or state.get("terminated") or restarts
+    ):
+        if waiting.get("reason") == "CrashLoopBackOff":
+            what = "CrashLoopBackOff"
+        else:
+            what = f"exited (restarts: {restarts})" if restarts else "exited"
+        code = terminated.get("exitCode")
+        tail = _tail(str(terminated.get("message") or ""))
+        return 1, f"{what}: exit code {code}" + (f": {tail}" if tail else "")
+    running = state.get("running")
+    if running is not None and container.get("started") is False:
+        return 2, (
+            f"the model has not loaded yet: running since {running.get('startedAt', '?')}, "
+            "startup probe not passed"
+        )
+    if running is not None:
+        return 3, "running, but its readiness probe fails"
+    return None
+
+
+def _tail(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    tail = " | ".join(lines[-TAIL_LINES:])
+    if len(tail) > TAIL_CHARS:
+        tail = "..." + tail[-TAIL_CHARS:]
+    return redact(tail)

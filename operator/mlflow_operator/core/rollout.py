@@ -86,7 +86,7 @@ class _Draft:
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(PlannedEvent(type_, reason, message))
 
-    def record(self, version: str, result: str) -> None:
+    def record(self, version: str, result: str, message: str | None = None) -> None:
         """Close the open history entry of version (or add one) with result."""
         history = self.status.history
         open_entry = next(
@@ -99,6 +99,7 @@ class _Draft:
             history.append(open_entry)
         open_entry.result = result  # type: ignore[assignment]
         open_entry.finished = self.now
+        open_entry.message = message
         del history[:-HISTORY_LIMIT]
 
     def start(self, version: str) -> None:
@@ -196,7 +197,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     steer = target if isinstance(resolution, Resolved) else current
     deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
     if failed_now is not None:
-        _announce_failure(draft, spec, failed_now, deploy)
+        _announce_failure(draft, spec, failed_now, deploy, deployment)
     elif stuck is not None:
         _announce_stuck(draft, last, stuck)
     if endpoint_known and deploy is not None and deploy != current:
@@ -264,26 +265,45 @@ def _choose(
 
 
 def _announce_failure(
-    draft: _Draft, spec: ModelDeploymentSpec, target: str, deploy: str | None
+    draft: _Draft,
+    spec: ModelDeploymentSpec,
+    target: str,
+    deploy: str | None,
+    deployment: DeploymentObservation,
 ) -> None:
     deadline = spec.rollout.progress_deadline_seconds
+    # The pods go away with the rollback: what they showed is kept in the history entry.
+    cause = deployment.pod_troubles[0] if deployment.pod_troubles else None
+    not_available = f"version {target} was not available within {deadline}s" + (
+        f" ({cause})" if cause else ""
+    )
     if deploy is not None and deploy != target:
-        draft.record(target, "RolledBack")
+        draft.record(target, "RolledBack", cause)
         draft.event(
             "Warning",
             "RolloutFailed",
-            f"version {target} was not available within {deadline}s; rolling back to "
-            f"version {deploy}; it is not retried until the registry selects another version",
+            f"{not_available}; rolling back to version {deploy}; it is not retried until the "
+            "registry selects another version",
         )
         return
-    draft.record(target, "Failed")
+    draft.record(target, "Failed", cause)
     why = (
         "autoRollback is off: it stays deployed until the registry selects another version"
         if not spec.rollout.auto_rollback
         else "no earlier version served"
     )
-    draft.event(
-        "Warning", "RolloutFailed", f"version {target} was not available within {deadline}s; {why}"
+    draft.event("Warning", "RolloutFailed", f"{not_available}; {why}")
+
+
+def _failure_cause(status: ModelDeploymentStatus, version: str) -> str | None:
+    """What the failed rollout of version showed on its pods, as its history entry kept it."""
+    return next(
+        (
+            h.message
+            for h in reversed(status.history)
+            if h.version == version and h.result in ("Failed", "RolledBack")
+        ),
+        None,
     )
 
 
@@ -427,9 +447,10 @@ def _degraded(
     deploy = decision.deploy
     if known.failed:
         version = min(known.failed)
+        cause = _failure_cause(draft.status, version)
         parts = [
             f"version {version} did not become available within "
-            f"{spec.rollout.progress_deadline_seconds}s"
+            f"{spec.rollout.progress_deadline_seconds}s" + (f" ({cause})" if cause else "")
         ]
         if deploy is None:
             parts.append("no earlier version served, so nothing is deployed")
@@ -520,8 +541,10 @@ def _progress(version: str, deployment: DeploymentObservation) -> tuple[str, str
         )
     if deployment.version != version:
         return "NewVersion", f"rolling out version {version}"
+    trouble = f"; {deployment.pod_troubles[0]}" if deployment.pod_troubles else ""
     return (
         "RollingOut",
         f"rolling out version {version}: {deployment.updated_replicas}/"
-        f"{deployment.desired_replicas} pods updated, {deployment.available_replicas} available",
+        f"{deployment.desired_replicas} pods updated, {deployment.available_replicas} available"
+        f"{trouble}",
     )
