@@ -4,10 +4,11 @@
 -- (gitops/argocd/argocd-cm.yaml).
 local hs = {}
 
--- Reasons that need a person (the operator also posts them as Warning Events).
+-- Reasons that need a person (the operator also posts them as Warning Events), and any
+-- Kubernetes<reason> of a request the Kubernetes API refused.
 local needs_a_person = {
   SecretNotFound = true, SecretKeyMissing = true, SecretValueInvalid = true,
-  MigrationFailed = true, InvalidSpec = true,
+  MigrationFailed = true, InvalidSpec = true, StorageChangeRefused = true,
 }
 
 local status = obj.status
@@ -26,7 +27,8 @@ end
 
 local ready = nil
 for _, c in ipairs(status.conditions) do
-  if c.status == "False" and needs_a_person[c.reason] then
+  local refused = c.reason ~= nil and string.sub(c.reason, 1, 10) == "Kubernetes"
+  if c.status == "False" and (needs_a_person[c.reason] or refused) then
     hs.status = "Degraded"
     hs.message = c.type .. ": " .. (c.message or c.reason)
     return hs

@@ -21,6 +21,8 @@ end
 local needs_a_person = {
   ModelNotFound = true, AliasNotFound = true, NoVersionInStage = true, VersionNotFound = true,
   RegistryUnreachable = true, ServerNotFound = true, CredentialsNotFound = true,
+  RegistryCredentialsRefused = true, RegistryHttpError = true, RegistryBadResponse = true,
+  RegistryStalled = true,
 }
 
 local status = obj.status
@@ -42,7 +44,8 @@ local progressing = condition(status.conditions, "Progressing")
 local degraded = condition(status.conditions, "Degraded")
 local synced = condition(status.conditions, "RegistrySynced")
 
--- A failed rollout (the previous version may serve again) or a spec the operator refused.
+-- A failed or blocked rollout (the previous version may serve again), a spec the operator
+-- refused, or a request the Kubernetes API refused.
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
   hs.message = degraded.message or degraded.reason

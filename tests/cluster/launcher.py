@@ -183,6 +183,20 @@ class KubeCluster:
     def log_tails(self, lines: int = 40) -> str:
         return "\n".join(p.log_tail(lines) for p in self.processes)
 
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again, same flags and port, etcd's data kept (an
+        upgrade or a crash of the control plane, as clients see it)."""
+        (apiserver,) = [p for p in self.processes if p.name == "kube-apiserver"]
+        apiserver.stop(timeout=10)
+        apiserver.start()
+        wait_until(
+            lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+            READY_TIMEOUT,
+            "kube-apiserver ready again",
+            0.2,
+            [apiserver],
+        )
+
     def expose_to_pods(self, port: int) -> str:
         """host:port at which real pods reach a program listening on 127.0.0.1:port here."""
         if self.node is None:

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlflow_operator.core.tracking import max_server_name
 from tests.cluster.launcher import KubeCluster
+from tests.e2e.conftest import eventually, get_json
+from tests.e2e.operator_process import OperatorProcess
 from tests.unit.manifests import EXAMPLES, INVALID, load_invalid
 
 pytestmark = pytest.mark.e2e
@@ -50,3 +53,29 @@ def test_kubectl_explain_and_category(crds_installed: KubeCluster) -> None:
     assert "Follow the version this alias points to" in explained
     listed = crds_installed.kubectl("get", "mlflow", "-A").returncode
     assert listed == 0
+
+
+def test_the_longest_accepted_mlflowserver_name_gets_its_postgresql_pod(
+    operator: OperatorProcess, crds_installed: KubeCluster, k8s_namespace: str
+) -> None:
+    """Defect 6: a 44-character name was accepted, and its StatefulSet never got a pod (the
+    pod label controller-revision-hash=<statefulset>-<hash> was longer than 63). The API now
+    refuses 44 (tests/manifests/invalid/ms-name-too-long.yaml); 43 must work end to end."""
+    name = "m" * max_server_name()
+    crds_installed.apply(
+        {
+            "apiVersion": "mlflowops.dev/v1alpha1",
+            "kind": "MLflowServer",
+            "metadata": {"name": name, "namespace": k8s_namespace},
+            "spec": {
+                "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
+                "artifactStore": {"s3": {"managed": {"storage": "1Gi"}}},
+            },
+        }
+    )
+    for pod in (f"{name}-postgres-0", f"{name}-minio-0"):
+        eventually(
+            lambda pod=pod: get_json(crds_installed, "-n", k8s_namespace, "pod", pod),  # type: ignore[misc]
+            60,
+            f"pod {pod} created by its StatefulSet",
+        )

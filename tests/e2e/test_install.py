@@ -110,7 +110,8 @@ def can_i_list(cluster: KubeCluster, user: str, namespace: str) -> dict[str, set
 
 
 def new_namespace(cluster: KubeCluster) -> str:
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    # Not t-*: the session's operator watches those, and two operators on one object flap.
+    name = f"inst-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     return name
 
@@ -356,9 +357,18 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
             "--timeout=150s", timeout=160,
         )  # fmt: skip
 
-        log = operator.log()
-        for refusal in ("Forbidden", "forbidden", "API error 403", "Not enough permissions"):
-            assert refusal not in log, operator.log_tail(40)
+        # Refusals by RBAC only: in all-namespaces mode the operator also sees earlier tests'
+        # namespaces being deleted, where every write is refused for another reason.
+        refused = [
+            line
+            for line in operator.log().splitlines()
+            if any(
+                r in line
+                for r in ("Forbidden", "forbidden", "API error 403", "Not enough permissions")
+            )
+            and "NamespaceTerminating" not in line
+        ]
+        assert not refused, "\n".join(refused[:10])
     finally:
         # delete while the operator still runs, so it removes its finalizers
         kube_cluster.kubectl(

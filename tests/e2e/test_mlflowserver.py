@@ -536,6 +536,51 @@ def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedS
     )
 
 
+def test_a_storage_change_is_refused_as_such_and_the_rest_still_applies(
+    managed: ManagedServer,
+) -> None:
+    """Defect 7: a StatefulSet's volumeClaimTemplates are immutable; a new storage size made
+    the whole StatefulSet apply fail (422) and the reconcile with it, while status said
+    nothing. Now the refusal is Ready=False StorageChangeRefused (one Warning) and the other
+    changes of the same spec edit are applied.
+    """
+    cluster, ns = managed.cluster, managed.namespace
+    patch_spec(
+        cluster, ns, {"workers": 3, "backendStore": {"postgres": {"managed": {"storage": "3Gi"}}}}
+    )
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(get(cluster, ns, "mlfs/mlflow"), "Ready")
+        return ready if ready.get("reason") == "StorageChangeRefused" else None
+
+    ready = eventually(refused, "Ready=False StorageChangeRefused")
+    assert ready["status"] == "False"
+    assert ready["message"].startswith(
+        "spec.backendStore.postgres.managed: cannot change storage from 1Gi to 3Gi of "
+        "StatefulSet mlflow-postgres: a StatefulSet's volumeClaimTemplates are immutable."
+    )
+
+    def workers() -> str | None:
+        args = get(cluster, ns, "deployment/mlflow")["spec"]["template"]["spec"]["containers"][0]
+        command = [*args.get("command", []), *args.get("args", [])]
+        return command[command.index("--workers") + 1] if "--workers" in command else None
+
+    eventually(lambda: workers() == "3", "the workers change applied despite the refusal")
+    sts = get(cluster, ns, "statefulset/mlflow-postgres")
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    assert claim == "1Gi"
+    warnings = get(
+        cluster, ns, "events", "--field-selector",
+        "involvedObject.name=mlflow,involvedObject.kind=MLflowServer,reason=StorageChangeRefused",
+    )["items"]  # fmt: skip
+    assert len(warnings) == 1, warnings
+    assert sum(int(e.get("count") or 1) for e in warnings) == 1
+    patch_spec(
+        cluster, ns, {"workers": 1, "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}}}
+    )
+    eventually(lambda: refused() is None, "the refusal cleared once the spec is back")
+
+
 def test_no_secret_value_in_pods_logs_events_or_status(managed: ManagedServer) -> None:
     assert_no_secret_value_anywhere(managed.cluster, managed.namespace, managed.operator)
 

@@ -203,6 +203,12 @@ def test_a_version_whose_model_cannot_load_is_rolled_back_for_that_reason(
     assert st["failedVersions"] == [version]
     assert st["servingVersion"] == v1.version
     assert condition(st, "Degraded")["reason"] == "RolloutFailed"
+    # why, in the words of the pod's own log, kept after its pods are gone
+    last_line = log.strip().splitlines()[-1].strip()
+    assert last_line[-80:] in condition(st, "Degraded")["message"], (last_line, st)
+    (failed,) = [h for h in st["history"] if h["version"] == version]
+    assert failed["result"] == "RolledBack"
+    assert last_line[-80:] in failed["message"]
     eventually(lambda: template_version(kube_cluster, ns, "rb") == v1.version, 30, "rolled back")
     eventually(
         lambda: not pods_of_version(serving_pods(kube_cluster, ns, "rb"), version),
@@ -210,7 +216,8 @@ def test_a_version_whose_model_cannot_load_is_rolled_back_for_that_reason(
         "the failed version's pods gone",
     )
     warnings = [e for e in events(kube_cluster, ns, "rb") if e["type"] == "Warning"]
-    assert any(e["reason"] == "RolloutFailed" for e in warnings)
+    assert any(e["reason"] == "RolloutFailed" and last_line[-80:] in e["message"] for e in warnings)
+    assert last_line[-80:] in condition(status(kube_cluster, ns, "rb"), "Degraded")["message"]
 
     # Never retried while the registry still selects it.
     time.sleep(3 * POLL)
@@ -226,3 +233,92 @@ def test_a_version_whose_model_cannot_load_is_rolled_back_for_that_reason(
     eventually(lambda: is_ready_on(kube_cluster, ns, "rb", v3.version), ROLLOUT_TIMEOUT, "v3")
     eventually_served(url, v3)
     assert status(kube_cluster, ns, "rb").get("failedVersions", []) == []
+
+
+def test_a_memory_limit_too_small_is_reported_as_oomkilled_with_the_limit(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    """The server process is killed by the kernel while it starts: the user reads why, and
+    which limit to raise, in Progressing while it happens and in Degraded after the deadline."""
+    ns = k8s_namespace
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    small = {"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}}
+    serving = on_real_node(real_node, resources=small)
+    kube_cluster.apply(
+        model_deployment("oom", ns, model_name, pods_tracking_uri, serving=serving, deadline=45)
+    )
+    progressing = eventually(
+        lambda: (
+            "OOMKilled"
+            in (c := condition(status(kube_cluster, ns, "oom"), "Progressing")).get("message", "")
+            and c
+        ),
+        ROLLOUT_TIMEOUT,
+        "Progressing names the OOM kill",
+    )
+    assert progressing["status"] == "True"
+    assert "memory limit 64Mi" in progressing["message"]
+    degraded = eventually(
+        lambda: (
+            (c := condition(status(kube_cluster, ns, "oom"), "Degraded")).get("status") == "True"
+            and c
+        ),
+        45 + 60,
+        "Degraded after the progress deadline",
+    )
+    assert degraded["reason"] == "RolloutFailed"
+    assert "OOMKilled: the container ran out of its memory limit 64Mi" in degraded["message"]
+    (pod,) = serving_pods(kube_cluster, ns, "oom")
+    (container,) = pod["status"]["containerStatuses"]
+    assert container["lastState"]["terminated"]["reason"] == "OOMKilled"  # the kubelet agrees
+
+
+def test_an_image_that_does_not_exist_blocks_the_rollout_and_names_the_image(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    """An image nobody can pull is the cluster's problem, not the version's: the rollout is
+    blocked (not failed) and the message names the image. The registry is on loopback's
+    discard port, so the pull is refused at once and nothing leaves the machine."""
+    ns = k8s_namespace
+    image = "127.0.0.1:9/mlflow-operator/serving-cpu:does-not-exist"
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    serving = on_real_node(real_node, image=image)
+    kube_cluster.apply(
+        model_deployment("noimg", ns, model_name, pods_tracking_uri, serving=serving, deadline=30)
+    )
+    progressing = eventually(
+        lambda: (
+            (c := condition(status(kube_cluster, ns, "noimg"), "Progressing")).get("reason")
+            == "RolloutBlocked"
+            and c
+        ),
+        ROLLOUT_TIMEOUT,
+        "Progressing says the rollout is blocked",
+    )
+    assert image in progressing["message"]
+    assert "ImagePullBackOff" in progressing["message"] or "ErrImagePull" in progressing["message"]
+    degraded = eventually(
+        lambda: (
+            (c := condition(status(kube_cluster, ns, "noimg"), "Degraded")).get("status") == "True"
+            and c
+        ),
+        30 + 60,
+        "Degraded after the progress deadline",
+    )
+    assert degraded["reason"] == "RolloutBlocked"
+    assert image in degraded["message"]
+    assert status(kube_cluster, ns, "noimg").get("failedVersions", []) == []

@@ -110,7 +110,12 @@ def kind_section(crd: dict[str, Any]) -> str:
         + ".",
         "",
     ]
-    rules = _rules(schema["properties"]["spec"], "spec")
+    # rules at the root read metadata.name only (CEL sees no other part of metadata)
+    rules = [
+        f"- `metadata.name`: {rule['message']}"
+        for rule in schema.get("x-kubernetes-validations", [])
+    ]
+    rules += _rules(schema["properties"]["spec"], "spec")
     if rules:
         out += ["Rules checked by the API server (CEL), beyond each field's own:", "", *rules, ""]
     for part in ("spec", "status"):

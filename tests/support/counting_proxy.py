@@ -52,25 +52,22 @@ class CountingProxy:
     async def _start_app(self) -> None:
         session = aiohttp.ClientSession()
 
-        async def forward(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             self.counts[f"{request.method} {request.path}"] += 1
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-            async with session.request(
-                request.method,
-                f"{self.upstream}{request.path_qs}",
-                headers=headers,
-                data=await request.read(),
-            ) as resp:
-                body = await resp.read()
-                out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS}
-                return web.Response(status=resp.status, body=body, headers=out)
+            return await self.answer(request, session)
 
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
+        app.router.add_route("*", "/{tail:.*}", handle)
         app.on_cleanup.append(lambda _: session.close())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def answer(
+        self, request: web.Request, session: aiohttp.ClientSession
+    ) -> web.StreamResponse:
+        """Forward unchanged to the real server (subclasses answer otherwise)."""
+        return await forward(self.upstream, request, session)
 
     def stop(self) -> None:
         if self._loop is None or self._runner is None:
@@ -79,3 +76,18 @@ class CountingProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+
+async def forward(
+    upstream: str, request: web.Request, session: aiohttp.ClientSession
+) -> web.Response:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+    async with session.request(
+        request.method,
+        f"{upstream}{request.path_qs}",
+        headers=headers,
+        data=await request.read(),
+    ) as resp:
+        body = await resp.read()
+        out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS}
+        return web.Response(status=resp.status, body=body, headers=out)

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel
 
 from mlflow_operator.api.crdgen import KINDS, Kind, build_crd
+from mlflow_operator.api.validation import object_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -66,3 +67,9 @@ def schema_errors(body: dict[str, Any]) -> list[str]:
         ".".join(str(p) for p in error.absolute_path) + f": {error.message}"
         for error in validator.iter_errors(body)
     ]
+
+
+def operator_errors(body: dict[str, Any]) -> list[str]:
+    """What the operator itself finds wrong with an object it reads (name and spec)."""
+    kind = kind_of(body)
+    return object_errors(kind.spec, kind.name_rules, body)

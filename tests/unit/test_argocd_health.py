@@ -9,6 +9,7 @@ operator writes that the Lua does not understand fails here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,8 +23,10 @@ from mlflow_operator.api.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
+from mlflow_operator.core.api_refusal import ApiRefusal
 from mlflow_operator.core.conditions import set_condition
 from mlflow_operator.core.mlflowserver_status import (
+    Fact,
     JobState,
     SecretCheck,
     WorkloadState,
@@ -40,6 +43,14 @@ from tests.unit.observations import SERVER_IMAGE, complete, in_progress, managed
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 SYNCED = RegistryState(snapshot=None, synced=True, last_sync=NOW)
 DOWN = RegistryState(snapshot=None, synced=False, last_sync=NOW, error="connection refused")
+LOGIN_PAGE = RegistryState(
+    snapshot=None,
+    synced=False,
+    last_sync=NOW,
+    error="MLflow at https://mlflow.example.com answered registered-models/search with HTTP 200 "
+    "but not MLflow's JSON: content type text/html (a login page of a proxy or SSO?)",
+    reason="RegistryBadResponse",
+)
 
 
 # -- ModelDeployment ------------------------------------------------------------------------
@@ -90,6 +101,25 @@ def invalid_spec_status() -> dict[str, Any]:
             now=NOW,
         )
     return ModelDeploymentStatus(observed_generation=1, conditions=conditions).to_wire()
+
+
+def blocked(version: str) -> DeploymentObservation:
+    """Past its deadline, the template's pods could not even be created (a quota)."""
+    return dataclasses.replace(
+        in_progress(version, exceeded=True), replica_failure="FailedCreate: exceeded quota"
+    )
+
+
+def refused_status(status: dict[str, Any]) -> dict[str, Any]:
+    """What the reconciler writes after a 422 on the apply (Ready False, Degraded True)."""
+    refusal = ApiRefusal("apply Deployment ml/fraud", 422, "Invalid", "metadata.labels: Invalid")
+    conditions = ModelDeploymentStatus.model_validate(status).conditions
+    for type_, value in (("Ready", "False"), ("Degraded", "True")):
+        conditions = set_condition(
+            conditions, type_, value,  # type: ignore[arg-type]
+            reason=refusal.reason, message=refusal.message, generation=1, now=NOW,
+        )  # fmt: skip
+    return {**status, "conditions": [c.to_wire() for c in conditions]}
 
 
 def md(status: dict[str, Any] | None, *, generation: int = 1, **spec: Any) -> dict[str, Any]:
@@ -168,6 +198,21 @@ MODEL_DEPLOYMENT_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]]
         "not followed",
     ),
     "invalid spec": (lambda: md(invalid_spec_status()), "Degraded", "exactly one of"),
+    "rollout blocked by the cluster": (
+        lambda: md(md_status([(V1, complete("1")), (V2, blocked("2"))])),
+        "Degraded",
+        "never got to run the model",
+    ),
+    "registry answers a login page, still serving": (
+        lambda: md(md_status([(V1, complete("1")), (None, complete("1"))], registry=LOGIN_PAGE)),
+        "Healthy",
+        "not MLflow's JSON",
+    ),
+    "Kubernetes refused the Deployment": (
+        lambda: md(refused_status(md_status([(V1, complete("1"))]))),
+        "Degraded",
+        "HTTP 422 Invalid",
+    ),
 }
 
 
@@ -208,6 +253,19 @@ MIGRATED = {
     "migration": JobState("mlflow-migrate-1", image=IMAGE, succeeded=True),
     "migrated_image": IMAGE,
 }
+
+SERVING = {
+    **MIGRATED,
+    "deployment": WorkloadState("mlflow", desired=2, ready=2, updated=2, image=IMAGE),
+}
+STORAGE_REFUSED = Fact(
+    "False",
+    "StorageChangeRefused",
+    "spec.backendStore.postgres.managed: cannot change storage from 10Gi to 20Gi of "
+    "StatefulSet mlflow-postgres: a StatefulSet's volumeClaimTemplates are immutable.",
+)
+_FORBIDDEN = ApiRefusal("apply Deployment ml/mlflow", 403, "Forbidden", "cannot patch")
+FORBIDDEN = Fact("False", _FORBIDDEN.reason, _FORBIDDEN.message)
 
 MLFLOW_SERVER_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = {
     "new, no status yet": (lambda: server(None), "Progressing", "report status"),
@@ -265,6 +323,16 @@ MLFLOW_SERVER_CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str]] = 
         "Suspended",
         "replicas is 0",
     ),
+    "storage change refused": (
+        lambda: server(server_status(**SERVING, problems=(STORAGE_REFUSED,))),
+        "Degraded",
+        "volumeClaimTemplates are immutable",
+    ),
+    "Kubernetes refused a child": (
+        lambda: server(server_status(**SERVING, problems=(FORBIDDEN,))),
+        "Degraded",
+        "HTTP 403 Forbidden",
+    ),
 }
 
 
@@ -308,6 +376,9 @@ FLUX_EXPECTED = {
         "version still registering": "inProgress",
         "suspended": "current",
         "invalid spec": "failed",
+        "rollout blocked by the cluster": "failed",
+        "registry answers a login page, still serving": "current",
+        "Kubernetes refused the Deployment": "failed",
     },
     "MLflowServer": {
         "new, no status yet": "inProgress",
@@ -318,6 +389,8 @@ FLUX_EXPECTED = {
         "migration failed": "failed",
         "database Secret missing": "failed",
         "scaled to zero": "current",
+        "storage change refused": "failed",
+        "Kubernetes refused a child": "failed",
     },
 }
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflow_operator.api.validation import spec_errors
-from tests.unit.manifests import EXAMPLES, INVALID, load_invalid, schema_errors, spec_model
+from tests.unit.manifests import EXAMPLES, INVALID, load_invalid, operator_errors, schema_errors
 
 
 def test_there_are_enough_invalid_manifests() -> None:
@@ -19,13 +18,13 @@ def test_there_are_enough_invalid_manifests() -> None:
 def test_example_is_valid(path: Path) -> None:
     body = yaml.safe_load(path.read_text())
     assert schema_errors(body) == []
-    assert spec_errors(spec_model(body), body["spec"]) == []
+    assert operator_errors(body) == []
 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_operator_refuses_invalid_manifest_naming_the_field(path: Path) -> None:
     manifest = load_invalid(path)
-    errors = spec_errors(spec_model(manifest.body), manifest.body["spec"])
+    errors = operator_errors(manifest.body)
     assert errors, f"{path.name} was accepted"
     assert any(error.startswith(manifest.field) for error in errors), errors
 

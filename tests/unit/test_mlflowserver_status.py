@@ -11,6 +11,7 @@ import pytest
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
 from mlflow_operator.core.conditions import get_condition
 from mlflow_operator.core.mlflowserver_status import (
+    Fact,
     JobState,
     SecretCheck,
     ServerObservation,
@@ -246,6 +247,28 @@ def test_events_for_condition_changes_only() -> None:
         reason: kind for kind, reason, _ in condition_events(first.conditions, failed.conditions)
     }
     assert kinds["MigrationFailed"] == "Warning"
+
+
+def test_a_part_of_the_spec_that_could_not_be_applied_is_ready_false_once() -> None:
+    """Defect 7: a refused write (or an immutable storage change) left Ready as it was."""
+    serving_old = observation(migration=done(OLD), deployment=serving(OLD))
+    ok = status_of(serving_old)
+    refused = Fact(
+        "False",
+        "StorageChangeRefused",
+        "spec.backendStore.postgres.managed: cannot change storage from 1Gi to 3Gi ...",
+    )
+    blocked = status_of(dataclasses.replace(serving_old, problems=(refused,)), ok)
+    assert condition(blocked, "Ready") == ("False", refused.reason, refused.message)
+    assert condition(blocked, "DatabaseReady")[0] == "True"  # the database itself is fine
+    events = condition_events(ok.conditions, blocked.conditions)
+    assert [(k, r) for k, r, _ in events] == [("Warning", "StorageChangeRefused")]
+    assert condition_events(blocked.conditions, blocked.conditions) == []
+    forbidden = Fact("False", "KubernetesForbidden", "the Kubernetes API refused to apply ...")
+    other = status_of(dataclasses.replace(serving_old, problems=(forbidden,)), blocked)
+    assert [(k, r) for k, r, _ in condition_events(blocked.conditions, other.conditions)] == [
+        ("Warning", "KubernetesForbidden")
+    ]
 
 
 # --- helpers -------------------------------------------------------------------------------

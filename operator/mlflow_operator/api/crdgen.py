@@ -18,8 +18,12 @@ import yaml
 from pydantic import BaseModel
 
 from mlflow_operator.api import API_GROUP, API_VERSION, CATEGORY
+from mlflow_operator.api.base import Rule
 from mlflow_operator.api.mlflowserver import MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlflow_operator.api.names import name_rules
+from mlflow_operator.core.naming import MAX_NAME, MAX_STATEFULSET_NAME
+from mlflow_operator.core.tracking import max_server_name
 
 HEADER = (
     "# Generated from the pydantic models in operator/mlflow_operator/api/ by\n"
@@ -40,6 +44,7 @@ class Kind:
     spec: type[BaseModel]
     status: type[BaseModel]
     printer_columns: tuple[dict[str, str], ...]
+    name_rules: tuple[Rule, ...] = ()  # CEL on metadata.name, at the root of the schema
 
     @property
     def crd_name(self) -> str:
@@ -71,6 +76,11 @@ MODEL_DEPLOYMENT = Kind(
         _ready_column(),
         _AGE,
     ),
+    name_rules=name_rules(
+        "ModelDeployment",
+        MAX_NAME,
+        "it is the name of the serving Deployment and Service, and a label value",
+    ),
 )
 
 MLFLOW_SERVER = Kind(
@@ -85,6 +95,13 @@ MLFLOW_SERVER = Kind(
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {"name": "Version", "type": "string", "jsonPath": ".status.version"},
         _AGE,
+    ),
+    name_rules=name_rules(
+        "MLflowServer",
+        max_server_name(),
+        f"the managed PostgreSQL StatefulSet <name>-postgres may have at most "
+        f"{MAX_STATEFULSET_NAME}: its pods carry the label controller-revision-hash="
+        f"<statefulset>-<10-character hash>, at most {MAX_NAME}",
     ),
 )
 
@@ -196,24 +213,31 @@ def build_crd(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [dict(c) for c in kind.printer_columns],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": kind.description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": _root_schema(kind, spec_schema, status_schema)},
                 }
             ],
         },
     }
+
+
+def _root_schema(
+    kind: Kind, spec_schema: dict[str, Any], status_schema: dict[str, Any]
+) -> dict[str, Any]:
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+    }
+    if kind.name_rules:
+        root["x-kubernetes-validations"] = [rule.schema() for rule in kind.name_rules]
+    return root
 
 
 def render_crd(kind: Kind) -> str:

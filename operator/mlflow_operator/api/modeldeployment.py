@@ -21,6 +21,7 @@ from mlflow_operator.api.common import (
     service_spec_field,
 )
 from mlflow_operator.api.duration import Duration, parse_duration
+from mlflow_operator.core.redact import has_userinfo
 
 ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
 VERSION_PATTERN = r"^[1-9][0-9]*$"
@@ -83,6 +84,14 @@ class RegistrySpec(ApiModel):
             message=f"pollInterval must be at least {MIN_POLL_INTERVAL}",
             holds=lambda r: parse_duration(r.poll_interval) >= parse_duration(MIN_POLL_INTERVAL),
             field_path=".pollInterval",
+        ),
+        Rule(
+            # credentials in the URL would reach status, logs, metric labels and pod env
+            cel="!has(self.trackingUri) || !self.trackingUri.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
+            message="trackingUri must not contain credentials (user:password@host): "
+            "put them in the Secret named by credentialsSecretRef",
+            holds=lambda r: r.tracking_uri is None or not has_userinfo(r.tracking_uri),
+            field_path=".trackingUri",
         ),
     )
 
@@ -222,6 +231,11 @@ class RolloutRecord(StatusModel):
     finished: datetime | None = Field(default=None, description="When it ended.")
     result: Literal["Succeeded", "Failed", "RolledBack", "Superseded", "InProgress"] = Field(
         description="How it ended."
+    )
+    message: str | None = Field(
+        default=None,
+        description="Why a Failed or RolledBack rollout failed, as seen on its pods at the "
+        "deadline (e.g. CrashLoopBackOff with the last log lines, OOMKilled with the limit).",
     )
 
 

@@ -6,9 +6,13 @@ of what it reads, and the source of the messages in its conditions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+from mlflow_operator.api.base import Rule
+from mlflow_operator.api.names import name_errors
 
 
 def spec_errors(spec_model: type[BaseModel], spec: Any) -> list[str]:
@@ -25,3 +29,9 @@ def _describe(error: Any) -> str:
     path += (error.get("ctx") or {}).get("field_path", "")
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"spec{path}: {message}"
+
+
+def object_errors(spec_model: type[BaseModel], name_rules: Sequence[Rule], body: Any) -> list[str]:
+    """Errors of a whole object: its name (rules as in the CRD) and its spec."""
+    name = str((body.get("metadata") or {}).get("name", ""))
+    return [*name_errors(name, name_rules), *spec_errors(spec_model, body.get("spec") or {})]

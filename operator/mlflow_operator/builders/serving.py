@@ -9,6 +9,7 @@ from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, 
 from mlflow_operator.builders.pod import placement, pod_annotations, pod_labels
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
+from mlflow_operator.core.ledger import RolloutLedger
 from mlflow_operator.core.naming import (
     ANNOTATION_MODEL_URI,
     LABEL_COMPONENT,
@@ -132,8 +133,13 @@ def build_serving_deployment(
     config: OperatorConfig,
     *,
     replace_in_place: bool = False,
+    ledger: RolloutLedger | None = None,
 ) -> dict[str, Any]:
-    """The Deployment that serves `version` of the model."""
+    """The Deployment that serves `version` of the model.
+
+    `ledger` goes into the Deployment's own annotations (never the pod template's), so that
+    the write that changes the template also records why (core/ledger.py).
+    """
     name = serving_name(owner.name)
     uri = model_uri(spec.model.name, version)
     serving = spec.serving
@@ -161,6 +167,9 @@ def build_serving_deployment(
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP}}},
+        # A crash's last log lines land in the pod's status, where the operator (which may not
+        # read logs) quotes them in the ModelDeployment's conditions.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # serving needs no Kubernetes API access
@@ -184,7 +193,10 @@ def build_serving_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": child_metadata(
-            name, owner, serving_labels(owner.name), {ANNOTATION_MODEL_URI: uri}
+            name,
+            owner,
+            serving_labels(owner.name),
+            {ANNOTATION_MODEL_URI: uri, **(ledger.annotations() if ledger else {})},
         ),
         "spec": {
             "replicas": serving.replicas,

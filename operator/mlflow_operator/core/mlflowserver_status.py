@@ -23,10 +23,24 @@ ARTIFACT_STORE_READY = "ArtifactStoreReady"
 SCHEMA_MIGRATED = "SchemaMigrated"
 CONDITION_TYPES = (READY, DATABASE_READY, ARTIFACT_STORE_READY, SCHEMA_MIGRATED)
 
-# Reasons that mean a person has to act; they become Warning Events.
+# Reasons that mean a person has to act; they become Warning Events (so do the Kubernetes*
+# reasons of an API refusal, core/api_refusal.py).
 WARNING_REASONS = frozenset(
-    {"SecretNotFound", "SecretKeyMissing", "SecretValueInvalid", "MigrationFailed", "InvalidSpec"}
+    {
+        "SecretNotFound",
+        "SecretKeyMissing",
+        "SecretValueInvalid",
+        "MigrationFailed",
+        "InvalidSpec",
+        "StorageChangeRefused",
+    }
 )
+
+
+def is_warning(reason: str) -> bool:
+    return reason in WARNING_REASONS or reason.startswith("Kubernetes")
+
+
 MIN_ADMIN_PASSWORD = 12
 _VERSION_TAG = re.compile(r"^v?(\d+\.\d+\.\d+(?:[.+-][0-9A-Za-z.]+)?)$")
 
@@ -96,6 +110,9 @@ class ServerObservation:
     external_database: str = ""
     """host:port/database (sslmode) of an external database, for messages."""
     external_object_store: str = ""
+    problems: tuple[Fact, ...] = ()
+    """Parts of the spec this reconcile could not apply (a refused write, an immutable field);
+    the rest was applied. The first one is Ready's value."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +241,8 @@ def ready_fact(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fac
 
 def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact | None:
     """The first prerequisite of the server that is not met, as Ready's value."""
+    if obs.problems:  # a part of the spec that could not be applied comes first
+        return obs.problems[0]
     if obs.admin_secret is not None:
         problem = _secret_fact(obs.admin_secret)
         if problem is not None:
@@ -285,11 +304,12 @@ def condition_events(
     events = []
     for condition in after:
         old = get_condition(before, condition.type)
-        if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
-            continue
-        if old is None and condition.status != "True" and condition.reason not in WARNING_REASONS:
+        same = old is not None and (old.status, old.reason) == (condition.status, condition.reason)
+        if same and not (is_warning(condition.reason) and old.message != condition.message):  # type: ignore[union-attr]
+            continue  # a warning with a new message (another refused write) is news
+        if old is None and condition.status != "True" and not is_warning(condition.reason):
             continue  # the first "not yet" of a new object is noise, not news
-        kind = "Warning" if condition.reason in WARNING_REASONS else "Normal"
+        kind = "Warning" if is_warning(condition.reason) else "Normal"
         events.append((kind, condition.reason, f"{condition.type}: {condition.message}"))
     return events
 

@@ -7,7 +7,12 @@ import hashlib
 from mlflow_operator.api import API_GROUP
 
 FIELD_MANAGER = "mlflow-operator"
-MAX_NAME = 63
+MAX_NAME = 63  # a DNS-1123/1035 label, and a label value
+# A Service name: lower-case letters, digits and '-', starting with a letter.
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# StatefulSet pods carry the label controller-revision-hash=<statefulset>-<hash>; the hash is
+# an FNV-32 printed in decimal (up to 10 characters) and a label value has at most 63.
+MAX_STATEFULSET_NAME = MAX_NAME - len("-") - 10
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -19,6 +24,9 @@ LABEL_MLFLOW_SERVER = f"{API_GROUP}/mlflowserver"
 LABEL_MODEL_VERSION = f"{API_GROUP}/model-version"
 ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
+# The rollout ledger on the serving Deployment (core/ledger.py).
+ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
+ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
 
 
 def child_name(owner: str, suffix: str = "") -> str:

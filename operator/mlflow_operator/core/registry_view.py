@@ -39,3 +39,4 @@ class RegistryState:
     last_sync: datetime | None  # when a sweep last succeeded
     error: str = ""  # why the last sweep failed (never contains credentials)
     model_exists: bool = True
+    reason: str = "RegistryUnreachable"  # the RegistrySynced reason when not synced

@@ -2,7 +2,17 @@
 
 Level-triggered: the decision depends only on these inputs, never on having seen an event, so a
 restarted operator reaches the same decision. The Deployment's pod template (the version label)
-is the record of what is being rolled out; status holds what served and what failed.
+is the record of what is being rolled out; its ledger annotations (core/ledger.py) and status
+hold what served and what failed.
+
+The promises kept here (docs/modeldeployment.md, "Guarantees"; checked by
+tests/unit/core/test_rollout_model.py after every step of random histories):
+- a version that failed is not deployed again while the registry still selects it;
+- with autoRollback on, a failed rollout ends on the last good version; with it off, the
+  template is not touched after a failure;
+- a version is declared failed only by a deadline that its own template exceeded, and only
+  when its pods got to run the model (not when the cluster never created or started them);
+- whenever a good version is known, a serving Deployment exists.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ from mlflow_operator.api.modeldeployment import (
     ModelDeploymentStatus,
     RolloutRecord,
 )
-from mlflow_operator.core.conditions import set_condition
+from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.ledger import RolloutLedger
 from mlflow_operator.core.observation import DeploymentObservation
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import Resolution, Resolved, follows
@@ -41,13 +52,15 @@ class PlannedEvent:
 class RolloutPlan:
     """What the reconcile does: which version the pod template pins, and the new status."""
 
-    deploy_version: str | None  # None: nothing to serve yet, create no Deployment
+    deploy_version: str | None  # None: nothing to serve, create no Deployment
     replace_in_place: bool  # maxSurge 0 / maxUnavailable 1: new pods cannot get GPUs otherwise
     status: ModelDeploymentStatus
+    ledger: RolloutLedger = field(default_factory=RolloutLedger)  # annotations of the apply
+    apply: bool = True  # False: leave the live Deployment exactly as it is
     events: tuple[PlannedEvent, ...] = ()
     succeeded_version: str | None = None  # a rollout finished now (tag it in MLflow)
     failed_version: str | None = None  # a rollout failed now (tag it in MLflow)
-    rolling_out: bool = False
+    rolling_out: bool = False  # something moves: look again soon
 
 
 @dataclass
@@ -73,7 +86,7 @@ class _Draft:
     def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(PlannedEvent(type_, reason, message))
 
-    def record(self, version: str, result: str) -> None:
+    def record(self, version: str, result: str, message: str | None = None) -> None:
         """Close the open history entry of version (or add one) with result."""
         history = self.status.history
         open_entry = next(
@@ -81,10 +94,13 @@ class _Draft:
             None,
         )
         if open_entry is None:
-            open_entry = RolloutRecord(version=version, started=self.now, result="InProgress")
+            # its start was not recorded (status lost): say so rather than invent a time
+            open_entry = RolloutRecord(version=version, started=None, result="InProgress")
             history.append(open_entry)
         open_entry.result = result  # type: ignore[assignment]
         open_entry.finished = self.now
+        open_entry.message = message
+        del history[:-HISTORY_LIMIT]
 
     def start(self, version: str) -> None:
         for entry in self.status.history:
@@ -98,6 +114,32 @@ class _Draft:
         del self.status.history[:-HISTORY_LIMIT]
 
 
+@dataclass
+class _Record:
+    """What is known about versions, merged from status and the Deployment's ledger."""
+
+    failed: set[str]
+    announced: set[str]  # failures some earlier reconcile decided (no second Event or tag)
+    last_good: str | None
+
+
+def _known(last: ModelDeploymentStatus, deployment: DeploymentObservation) -> _Record:
+    """The ledger on the Deployment wins where it exists: it is written by every apply, so
+    no status (lost, restored from an old backup, or not yet written) is newer than it.
+    Status is the record when there is no Deployment (deleted) or it carries no ledger yet.
+    What a status write recorded just before the operator died (before it could apply) is
+    not lost either way: the failure or success is seen again on the live Deployment.
+    """
+    ledger = deployment.ledger if deployment.exists else None
+    if ledger is None:
+        failed = set(last.failed_versions)
+        last_good = last.serving_version
+    else:
+        failed = set(ledger.failed_versions)
+        last_good = ledger.last_good_version or last.serving_version
+    return _Record(failed, failed | set(last.failed_versions), last_good)
+
+
 def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     spec: ModelDeploymentSpec,
     generation: int | None,
@@ -106,8 +148,16 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     resolution: Resolution | None,
     deployment: DeploymentObservation,
     now: datetime,
+    *,
+    endpoint_known: bool = True,
 ) -> RolloutPlan:
-    """The whole decision of one reconcile. Pure."""
+    """The whole decision of one reconcile. Pure.
+
+    `endpoint_known` False: the MLflow endpoint cannot be determined (the MLflowServer of
+    serverRef is missing), so no correct pod template can be built; the live Deployment is
+    left exactly as it is. A missing credentials Secret does not make it unknown: the pods
+    name the Secret, they never hold its values.
+    """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
     status.observed_generation = generation
@@ -119,45 +169,57 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         if resolution.run_id:
             status.run_id = resolution.run_id
     target = status.target_version
-    current = deployment.version
-    last_good = status.serving_version
+    current = deployment.version if deployment.exists else None
+    known = _known(last, deployment)
     # A failed version is blocked only while the registry still selects it.
-    status.failed_versions = [v for v in status.failed_versions if v == target]
+    known.failed = {v for v in known.failed if v == target}
 
-    if spec.suspend or target is None:
-        deploy = current
-    elif target in status.failed_versions:
-        deploy = last_good if current == target and last_good else current
-    else:
-        deploy = target
+    succeeded = failed_now = None
+    stuck: _Stuck | None = None  # past its deadline, but not the version's fault
+    if current is not None and deployment.rollout_complete:
+        succeeded = _complete(draft, known, current)
+    elif (
+        current is not None
+        and current == target
+        and deployment.deadline_exceeded
+        and not spec.suspend
+        and target not in known.failed
+    ):
+        stuck = _not_the_versions_fault(spec, deployment, current, known)
+        if stuck is None:
+            known.failed.add(target)
+            if target not in known.announced:
+                failed_now = target
 
-    succeeded = failed = None
-    if deploy is not None and deploy == current and deployment.exists:
-        if deployment.rollout_complete:
-            succeeded = _complete(draft, deploy)
-        elif (
-            deployment.progress_deadline_exceeded
-            and deploy == target
-            and target not in status.failed_versions  # already failed: decided before
-            and not spec.suspend
-        ):
-            failed = target
-            deploy = _fail(draft, spec, target, last_good)
-    if deploy is not None and deploy != current:
-        if target in status.failed_versions and deploy != target:
-            if failed is None:  # the failure was decided before (e.g. by an operator that died)
-                draft.event("Normal", "RollingBack", f"returning to version {deploy}")
-        else:
-            _start(draft, deploy, current)
+    # Without a fresh answer from the registry, never move towards a version that only status
+    # remembers (it may be old: restored from a backup, or written before a restart); keep what
+    # the Deployment runs. Rollbacks and recreating a deleted Deployment still happen.
+    steer = target if isinstance(resolution, Resolved) else current
+    deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
+    if failed_now is not None:
+        _announce_failure(draft, spec, failed_now, deploy, deployment)
+    elif stuck is not None:
+        _announce_stuck(draft, last, stuck)
+    if endpoint_known and deploy is not None and deploy != current:
+        _announce_change(draft, steer, known, deploy, current)
 
-    rolling_out = deploy is not None and (deploy != current or not deployment.rollout_complete)
+    status.failed_versions = sorted(known.failed)
+    status.serving_version = known.last_good
+    stays_failed = deploy is not None and deploy == current and deploy in known.failed
+    rolling_out = (
+        deploy is not None
+        and (deploy != current or not deployment.rollout_complete)
+        and not stays_failed
+        and stuck is None
+    )
     replace_in_place = (
         rolling_out
         and spec.serving.gpu.count > 0
         and bool(deployment.unschedulable_message)
         and deploy == current
     )
-    _rollout_conditions(draft, spec, deploy, deployment, rolling_out)
+    decision = _Decision(deploy, current, stuck, rolling_out, stays_failed, endpoint_known)
+    _rollout_conditions(draft, spec, decision, deployment, known)
     status.model_uri = f"models:/{spec.model.name}/{deploy}" if deploy else None
     status.replicas = deployment.replicas if deployment.exists else 0
     status.ready_replicas = deployment.ready_replicas if deployment.exists else 0
@@ -165,11 +227,146 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         deploy_version=deploy,
         replace_in_place=replace_in_place,
         status=status,
+        ledger=RolloutLedger(tuple(status.failed_versions), known.last_good),
+        apply=endpoint_known,
         events=tuple(draft.events),
         succeeded_version=succeeded,
-        failed_version=failed,
+        failed_version=failed_now,
         rolling_out=rolling_out,
     )
+
+
+def _choose(
+    spec: ModelDeploymentSpec,
+    target: str | None,
+    current: str | None,
+    known: _Record,
+    *,
+    endpoint_known: bool,
+) -> str | None:
+    """The version the pod template pins after this reconcile."""
+    if not endpoint_known:
+        return current  # no correct template can be built: touch nothing
+    if spec.suspend or target is None:
+        # A Deployment deleted meanwhile comes back on what last served.
+        return current if current is not None else known.last_good
+    if target not in known.failed:
+        return target
+    if current is None:
+        # Deleted while a failed version is selected: serve the last good one, never the
+        # failed one again (with nothing good known, nothing is served).
+        return known.last_good
+    rollback = spec.rollout.auto_rollback and known.last_good not in (None, target)
+    if current == target and rollback:
+        return known.last_good
+    # autoRollback off: the failed version stays until the registry moves or a person acts;
+    # already rolled back (or moved by a person): stay there.
+    return current
+
+
+def _announce_failure(
+    draft: _Draft,
+    spec: ModelDeploymentSpec,
+    target: str,
+    deploy: str | None,
+    deployment: DeploymentObservation,
+) -> None:
+    deadline = spec.rollout.progress_deadline_seconds
+    # The pods go away with the rollback: what they showed is kept in the history entry.
+    cause = deployment.pod_troubles[0] if deployment.pod_troubles else None
+    not_available = f"version {target} was not available within {deadline}s" + (
+        f" ({cause})" if cause else ""
+    )
+    if deploy is not None and deploy != target:
+        draft.record(target, "RolledBack", cause)
+        draft.event(
+            "Warning",
+            "RolloutFailed",
+            f"{not_available}; rolling back to version {deploy}; it is not retried until the "
+            "registry selects another version",
+        )
+        return
+    draft.record(target, "Failed", cause)
+    why = (
+        "autoRollback is off: it stays deployed until the registry selects another version"
+        if not spec.rollout.auto_rollback
+        else "no earlier version served"
+    )
+    draft.event("Warning", "RolloutFailed", f"{not_available}; {why}")
+
+
+def _failure_cause(status: ModelDeploymentStatus, version: str) -> str | None:
+    """What the failed rollout of version showed on its pods, as its history entry kept it."""
+    return next(
+        (
+            h.message
+            for h in reversed(status.history)
+            if h.version == version and h.result in ("Failed", "RolledBack")
+        ),
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class _Stuck:
+    """A rollout past its deadline that does not make its version a failed one."""
+
+    reason: str  # RolloutBlocked | SpecRolloutFailed
+    message: str
+
+
+def _not_the_versions_fault(
+    spec: ModelDeploymentSpec, deployment: DeploymentObservation, version: str, known: _Record
+) -> _Stuck | None:
+    """Why the deadline passed without the version being to blame, if that is so.
+
+    The cluster kept the pods from running the model at all; or the version is the one that
+    served last (known.last_good), so what did not become available is a new pod template of a
+    spec change, not the version: blaming it would forbid the only version known to work.
+    """
+    if deployment.infrastructure_blocker:
+        return _Stuck(
+            "RolloutBlocked", _blocked_message(version, deployment.infrastructure_blocker)
+        )
+    if version == known.last_good:
+        return _Stuck(
+            "SpecRolloutFailed",
+            f"the pods of the changed spec did not become available within "
+            f"{spec.rollout.progress_deadline_seconds}s; version {version} served before and is "
+            "not blamed; change the spec back or fix what keeps the new pods from starting",
+        )
+    return None
+
+
+def _announce_stuck(draft: _Draft, last: ModelDeploymentStatus, stuck: _Stuck) -> None:
+    """One Warning per distinct cause, not one per reconcile."""
+    before = get_condition(last.conditions, DEGRADED)
+    if before is None or (before.reason, before.message) != (stuck.reason, stuck.message):
+        draft.event("Warning", stuck.reason, stuck.message)
+
+
+def _blocked_message(version: str | None, blocker: str) -> str:
+    return (
+        f"the pods of version {version} never got to run the model: {blocker}; "
+        "the version is not blamed and the rollout continues once this is fixed"
+    )
+
+
+def _announce_change(
+    draft: _Draft, target: str | None, known: _Record, deploy: str, current: str | None
+) -> None:
+    if deploy == target and target not in known.failed:
+        _start(draft, deploy, current)
+    elif draft.events and draft.events[-1].reason == "RolloutFailed":
+        pass  # the failure's Event already says where it goes
+    elif current is None:
+        draft.event(
+            "Normal", "Recreating", f"the serving Deployment is missing; recreating it on "
+            f"version {deploy}",
+        )  # fmt: skip
+    else:
+        # the failure was decided before (e.g. by an operator that died before acting)
+        draft.event("Normal", "RollingBack", f"returning to version {deploy}")
 
 
 def _registry_conditions(
@@ -181,8 +378,8 @@ def _registry_conditions(
         draft.condition(
             REGISTRY_SYNCED,
             "False",
-            "RegistryUnreachable",
-            f"cannot read the MLflow registry ({registry.error}); serving is unchanged",
+            registry.reason,
+            f"cannot read the MLflow registry: {registry.error}; serving is unchanged",
         )
     elif resolution is None or isinstance(resolution, Resolved):
         version = resolution.version if resolution else draft.status.target_version
@@ -193,49 +390,23 @@ def _registry_conditions(
         draft.condition(REGISTRY_SYNCED, "False", resolution.reason, resolution.message)
 
 
-def _complete(draft: _Draft, version: str) -> str | None:
+def _complete(draft: _Draft, known: _Record, version: str) -> str | None:
     """The Deployment serves `version` on every pod. Returns it when that is news."""
     status = draft.status
     # It became available after all (e.g. GPUs were freed): it is no longer a failed version.
-    status.failed_versions = [v for v in status.failed_versions if v != version]
-    if status.serving_version == version:
+    known.failed.discard(version)
+    if known.last_good == version:
         if any(h.version == version and h.result == "InProgress" for h in status.history):
             draft.record(version, "Succeeded")
         return None
-    if status.serving_version is not None:
-        status.previous_version = status.serving_version
-    before = status.serving_version
-    status.serving_version = version
+    before = known.last_good
+    if before is not None:
+        status.previous_version = before
+    known.last_good = version
     draft.record(version, "Succeeded")
     was = f" (was {before})" if before else ""
     draft.event("Normal", "RolloutSucceeded", f"serving version {version}{was}")
     return version
-
-
-def _fail(
-    draft: _Draft, spec: ModelDeploymentSpec, target: str, last_good: str | None
-) -> str | None:
-    """The target did not become available in time. Returns the version to deploy now."""
-    status = draft.status
-    status.failed_versions = [target]
-    deadline = spec.rollout.progress_deadline_seconds
-    if spec.rollout.auto_rollback and last_good and last_good != target:
-        draft.record(target, "RolledBack")
-        draft.event(
-            "Warning",
-            "RolloutFailed",
-            f"version {target} was not available within {deadline}s; rolling back to "
-            f"version {last_good}; it is not retried until the registry selects another version",
-        )
-        return last_good
-    draft.record(target, "Failed")
-    why = "autoRollback is off" if not spec.rollout.auto_rollback else "no earlier version served"
-    draft.event(
-        "Warning",
-        "RolloutFailed",
-        f"version {target} was not available within {deadline}s; {why}",
-    )
-    return target
 
 
 def _start(draft: _Draft, version: str, current: str | None) -> None:
@@ -246,57 +417,122 @@ def _start(draft: _Draft, version: str, current: str | None) -> None:
         draft.event("Normal", "RolloutStarted", f"rolling out version {version} (was {current})")
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """Where this reconcile leaves the Deployment, for the conditions that describe it."""
+
+    deploy: str | None  # the version the template pins after this reconcile
+    current: str | None  # the version it pinned before
+    stuck: _Stuck | None  # past the deadline, not the version's fault
+    rolling_out: bool
+    stays_failed: bool  # a failed version stays deployed (autoRollback off, or nothing older)
+    endpoint_known: bool
+
+
 def _rollout_conditions(
     draft: _Draft,
     spec: ModelDeploymentSpec,
-    deploy: str | None,
+    decision: _Decision,
     deployment: DeploymentObservation,
-    rolling_out: bool,
+    known: _Record,
 ) -> None:
-    status = draft.status
-    failed = bool(status.failed_versions)
-    if failed:
-        version = status.failed_versions[0]
-        serving_note = f"serving version {status.serving_version}" if status.serving_version else ""
-        draft.condition(
-            DEGRADED,
-            "True",
-            "RolloutFailed",
+    _degraded(draft, spec, decision, known)
+    _progressing(draft, spec, decision, deployment)
+    _ready(draft, decision, deployment, known)
+
+
+def _degraded(
+    draft: _Draft, spec: ModelDeploymentSpec, decision: _Decision, known: _Record
+) -> None:
+    deploy = decision.deploy
+    if known.failed:
+        version = min(known.failed)
+        cause = _failure_cause(draft.status, version)
+        parts = [
             f"version {version} did not become available within "
-            f"{spec.rollout.progress_deadline_seconds}s"
-            + (f"; {serving_note}" if serving_note else "")
-            + "; waiting for the registry to select another version",
-        )
+            f"{spec.rollout.progress_deadline_seconds}s" + (f" ({cause})" if cause else "")
+        ]
+        if deploy is None:
+            parts.append("no earlier version served, so nothing is deployed")
+        elif deploy == version and not spec.rollout.auto_rollback:
+            parts.append("autoRollback is off: it stays deployed")
+        elif deploy == version:
+            parts.append("no earlier version served to roll back to")
+        else:
+            parts.append(f"serving version {deploy}")
+        parts.append("waiting for the registry to select another version")
+        draft.condition(DEGRADED, "True", "RolloutFailed", "; ".join(parts))
+    elif decision.stuck is not None:
+        draft.condition(DEGRADED, "True", decision.stuck.reason, decision.stuck.message)
     else:
         draft.condition(DEGRADED, "False", "AsExpected", "no failed rollout")
 
+
+def _progressing(
+    draft: _Draft,
+    spec: ModelDeploymentSpec,
+    decision: _Decision,
+    deployment: DeploymentObservation,
+) -> None:
+    deploy = decision.deploy
     if spec.suspend:
         draft.condition(
             PROGRESSING, "False", "Suspended", "suspended: the registry is not followed"
         )
-    elif rolling_out and deploy is not None:
-        draft.condition(PROGRESSING, "True", *_progress(deploy, deployment))
     elif deploy is None:
-        draft.condition(PROGRESSING, "False", "NoVersion", "no version resolved yet")
+        draft.condition(PROGRESSING, "False", "NoVersion", "no version to deploy")
+    elif decision.stays_failed:
+        draft.condition(
+            PROGRESSING, "False", "RolloutFailed", f"the rollout of version {deploy} failed"
+        )
+    elif decision.stuck is not None:
+        draft.condition(PROGRESSING, "False", decision.stuck.reason, decision.stuck.message)
+    elif decision.rolling_out:
+        draft.condition(PROGRESSING, "True", *_progress(deploy, deployment))
     else:
         draft.condition(PROGRESSING, "False", "RolloutComplete", f"version {deploy} rolled out")
 
-    if deploy is not None and not rolling_out and deployment.exists:
-        if failed:
-            draft.condition(READY, "True", "ServingPreviousVersion", f"serving version {deploy}")
+
+def _ready(
+    draft: _Draft, decision: _Decision, deployment: DeploymentObservation, known: _Record
+) -> None:
+    deploy = decision.deploy
+    if deploy is None:
+        if not decision.endpoint_known:
+            draft.condition(
+                READY, "False", "EndpointUnknown",
+                "no serving Deployment, and none can be built while the MLflow endpoint "
+                "cannot be determined (see RegistrySynced)",
+            )  # fmt: skip
+        elif known.failed:
+            draft.condition(
+                READY, "False", "NoVersion",
+                f"version {min(known.failed)} failed and no earlier version served",
+            )  # fmt: skip
         else:
-            draft.condition(READY, "True", "Serving", f"serving version {deploy}")
-    elif deploy is None:
+            draft.condition(
+                READY, "False", "NoVersion", "waiting for the registry to resolve a version"
+            )
+    elif deploy == decision.current and deployment.rollout_complete:
+        reason = "ServingPreviousVersion" if known.failed else "Serving"
+        draft.condition(READY, "True", reason, f"serving version {deploy}")
+    elif decision.stays_failed:
         draft.condition(
-            READY, "False", "NoVersion", "waiting for the registry to resolve a version"
-        )
+            READY, "False", "RolloutFailed",
+            f"version {deploy} failed to become available: {deployment.available_replicas}/"
+            f"{deployment.desired_replicas} pods available",
+        )  # fmt: skip
+    elif decision.stuck is not None:
+        draft.condition(READY, "False", decision.stuck.reason, decision.stuck.message)
     else:
-        serving = status.serving_version
-        meanwhile = f"; version {serving} serves meanwhile" if serving else ""
+        serving = known.last_good
+        meanwhile = f"; version {serving} serves meanwhile" if serving and serving != deploy else ""
         draft.condition(READY, "False", "RollingOut", f"rolling out version {deploy}{meanwhile}")
 
 
 def _progress(version: str, deployment: DeploymentObservation) -> tuple[str, str]:
+    if deployment.version == version and deployment.infrastructure_blocker:
+        return "RolloutBlocked", _blocked_message(version, deployment.infrastructure_blocker)
     if deployment.unschedulable_message:
         return (
             "PodsUnschedulable",
@@ -305,8 +541,10 @@ def _progress(version: str, deployment: DeploymentObservation) -> tuple[str, str
         )
     if deployment.version != version:
         return "NewVersion", f"rolling out version {version}"
+    trouble = f"; {deployment.pod_troubles[0]}" if deployment.pod_troubles else ""
     return (
         "RollingOut",
         f"rolling out version {version}: {deployment.updated_replicas}/"
-        f"{deployment.desired_replicas} pods updated, {deployment.available_replicas} available",
+        f"{deployment.desired_replicas} pods updated, {deployment.available_replicas} available"
+        f"{trouble}",
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
-from mlflow_operator.core.naming import child_name
+from mlflow_operator.core.naming import MAX_NAME, MAX_STATEFULSET_NAME, child_name
 
 TRACKING_PORT = 5000
 POSTGRES_PORT = 5432
@@ -74,6 +74,35 @@ class ServerNames:
 
     def migration_job(self, migration_key: str) -> str:
         return child_name(self.server, f"migrate-{migration_key}")
+
+    def limits(self) -> list[tuple[str, str, int]]:
+        """(what, name, longest allowed) of every child whose name has a limit below 253."""
+        key = "0" * 10  # migration keys are 10 hex characters
+        return [
+            ("StatefulSet (managed PostgreSQL)", self.postgres, MAX_STATEFULSET_NAME),
+            ("StatefulSet (managed MinIO)", self.minio, MAX_STATEFULSET_NAME),
+            ("Service", self.service, MAX_NAME),
+            ("Service (PostgreSQL)", self.postgres, MAX_NAME),
+            ("Service (PostgreSQL, headless)", self.postgres_headless, MAX_NAME),
+            ("Service (MinIO)", self.minio, MAX_NAME),
+            ("Deployment (its name is a label value)", self.deployment, MAX_NAME),
+            ("Job (its name is a label value of its pods)", self.migration_job(key), MAX_NAME),
+        ]
+
+    def fit(self) -> bool:
+        """Every child name fits its limit without being shortened."""
+        return all(
+            len(name) <= limit and name.startswith(self.server) for _, name, limit in self.limits()
+        )
+
+
+def max_server_name() -> int:
+    """The longest MLflowServer name whose children all get their full, valid names.
+
+    Computed from the child names themselves, so a new child or a longer suffix moves the
+    limit the API server enforces (crds/, by `make crds`).
+    """
+    return max(n for n in range(1, MAX_NAME + 1) if ServerNames("m" * n).fit())
 
 
 def migration_key(image: str, backend_store_uri: str) -> str:

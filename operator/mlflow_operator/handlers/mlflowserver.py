@@ -8,8 +8,9 @@ seen a particular event, so a restarted operator converges to the same place.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +18,9 @@ import kopf
 from lightkube import ApiError
 
 from mlflow_operator.api import API_GROUP
+from mlflow_operator.api.crdgen import MLFLOW_SERVER
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
-from mlflow_operator.api.validation import spec_errors
+from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
 from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
@@ -37,10 +39,12 @@ from mlflow_operator.builders.tracking_server import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core import tracking
+from mlflow_operator.core.api_refusal import ApiRefusal
 from mlflow_operator.core.conditions import set_condition
 from mlflow_operator.core.mlflowserver_status import (
     MIN_ADMIN_PASSWORD,
     READY,
+    Fact,
     JobState,
     SecretCheck,
     ServerObservation,
@@ -51,7 +55,9 @@ from mlflow_operator.core.mlflowserver_status import (
     fold_status,
     plan_server,
 )
+from mlflow_operator.core.storage import keep_live_claims
 from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.kube.refusals import KubernetesRefused, NamingKube
 
 PLURAL = "mlflowservers"
 # Children (pods, Jobs) change without touching the MLflowServer; the timer notices them.
@@ -85,6 +91,8 @@ async def _locked_reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logge
         try:
             # memo.kube (one client per process) and memo.config come from handlers/startup.py
             await reconcile_server(body, patch, memo["kube"], memo["config"], logger)
+        except KubernetesRefused as refused:  # outside the reported steps: retry later
+            raise kopf.TemporaryError(refused.refusal.message, delay=RETRY_SECONDS) from None
         except ApiError as exc:
             raise kopf.TemporaryError(
                 f"Kubernetes API error {exc.status.code}: {exc.status.message}",
@@ -101,19 +109,24 @@ async def reconcile_server(
 ) -> None:
     now = datetime.now(UTC)
     previous = MLflowServerStatus.model_validate(body.get("status") or {})
-    errors = spec_errors(MLflowServerSpec, dict(body.get("spec") or {}))
+    errors = object_errors(MLflowServerSpec, MLFLOW_SERVER.name_rules, body)
     if errors:
         _write_invalid_spec(body, patch, previous, errors, now)
         raise kopf.PermanentError("; ".join(errors))
     server = MLflowServer.model_validate(
         {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": previous}
     )
-    run = _Reconcile(kube, body, Owner.from_body(body), server, config, logger)
+    run = _Reconcile(NamingKube(kube), body, Owner.from_body(body), server, config, logger)
 
-    await run.ensure_stores()
-    obs = await run.gather()
+    try:
+        await run.ensure_stores()
+        obs = await run.gather()
+    except KubernetesRefused as refused:  # a read failed: nothing to decide from
+        _write_refused(body, patch, previous, refused.refusal, now)
+        return
     plan = plan_server(obs)
     await run.act(obs, plan)
+    obs = dataclasses.replace(obs, problems=tuple(run.problems))
 
     status = fold_status(previous, obs, plan, url=tracking.tracking_url(server), now=now)
     for kind, reason, message in condition_events(previous.conditions, status.conditions):
@@ -126,12 +139,32 @@ async def reconcile_server(
 class _Reconcile:
     """One reconcile of one MLflowServer: the I/O around the pure plan."""
 
-    kube: KubeClient
+    kube: NamingKube
     body: kopf.Body
     owner: Owner
     server: MLflowServer
     config: OperatorConfig
     logger: Logger
+    # What could not be applied; each write is independent, so one refusal (a 422 on one
+    # StatefulSet) does not hold back the others (the server's new image or configuration).
+    problems: list[Fact] = field(default_factory=list)
+
+    async def _apply(self, manifest: dict[str, Any]) -> None:
+        try:
+            await self.kube.apply(manifest)
+        except KubernetesRefused as refused:
+            self.logger.warning("%s", refused.refusal.message)
+            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
+
+    async def _apply_store(self, desired: dict[str, Any], field_path: str) -> None:
+        """A managed store's StatefulSet, minus a claim-template change it cannot take."""
+        live = await self.kube.get(
+            "apps/v1", "StatefulSet", desired["metadata"]["name"], self.namespace
+        )
+        manifest, refused = keep_live_claims(live, desired, field_path)
+        if refused:
+            self.problems.append(Fact("False", "StorageChangeRefused", refused))
+        await self._apply(manifest)
 
     @property
     def namespace(self) -> str:
@@ -159,23 +192,25 @@ class _Reconcile:
         postgres = spec.backend_store.postgres.managed
         if postgres is not None:
             for service in build_postgres_services(self.owner):
-                await self.kube.apply(service)
-            await self.kube.apply(
+                await self._apply(service)
+            await self._apply_store(
                 build_postgres_statefulset(
-                    self.owner, postgres, self.config.postgres_image, self.server.spec.pod_template
-                )
+                    self.owner, postgres, self.config.postgres_image, spec.pod_template
+                ),
+                "spec.backendStore.postgres.managed",
             )
         minio = spec.artifact_store.s3.managed
         if minio is not None:
-            await self.kube.apply(build_minio_service(self.owner))
-            await self.kube.apply(
+            await self._apply(build_minio_service(self.owner))
+            await self._apply_store(
                 build_minio_statefulset(
-                    self.owner, minio, self.config.minio_image, self.server.spec.pod_template
-                )
+                    self.owner, minio, self.config.minio_image, spec.pod_template
+                ),
+                "spec.artifactStore.s3.managed",
             )
         if spec.auth.enabled:
-            await self.kube.apply(build_auth_configmap(self.owner, self.server))
-        await self.kube.apply(build_tracking_service(self.owner, self.server))
+            await self._apply(build_auth_configmap(self.owner, self.server))
+        await self._apply(build_tracking_service(self.owner, self.server))
 
     async def gather(self) -> ServerObservation:
         """Everything the decisions need, read once; Secret values are checked, never kept."""
@@ -214,26 +249,38 @@ class _Reconcile:
 
     async def act(self, obs: ServerObservation, plan: ServerPlan) -> None:
         if plan.create_migration:
-            job = build_migration_job(self.owner, self.server, obs.desired_image)
-            _, created = await self.kube.create_if_absent(job)
-            if created:
-                self.event(
-                    "MigrationStarted",
-                    f"Started Job {job['metadata']['name']} to migrate the schema for image "
-                    f"{obs.desired_image}.",
-                )
+            await self._create_migration(obs.desired_image)
         if plan.server_image is None:
             return  # no Deployment before its first migration succeeded
-        await self.kube.apply(build_tracking_deployment(self.owner, self.server, plan.server_image))
-        before = obs.deployment.image if obs.deployment else None
-        if before != plan.server_image:
-            moved = f"from {before} to" if before else "with"
+        before = len(self.problems)
+        await self._apply(build_tracking_deployment(self.owner, self.server, plan.server_image))
+        if len(self.problems) > before:
+            return  # refused: nothing moved
+        old_image = obs.deployment.image if obs.deployment else None
+        if old_image != plan.server_image:
+            moved = f"from {old_image} to" if old_image else "with"
             self.event(
                 "ServerImageChanged",
                 f"Tracking server Deployment {moved} image {plan.server_image}.",
             )
         elif plan.migrated:
-            await self._prune_migrations(migration_job_name(self.server, obs.desired_image))
+            try:
+                await self._prune_migrations(migration_job_name(self.server, obs.desired_image))
+            except KubernetesRefused as refused:  # old Jobs stay; nothing else depends on it
+                self.logger.warning("%s", refused.refusal.message)
+
+    async def _create_migration(self, image: str) -> None:
+        job = build_migration_job(self.owner, self.server, image)
+        try:
+            _, created = await self.kube.create_if_absent(job)
+        except KubernetesRefused as refused:
+            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
+            return
+        if created:
+            self.event(
+                "MigrationStarted",
+                f"Started Job {job['metadata']['name']} to migrate the schema for image {image}.",
+            )
 
     async def _prune_migrations(self, keep: str) -> None:
         """Delete Jobs of superseded migrations once the server runs the migrated image."""
@@ -290,6 +337,29 @@ def _job_state(obj: dict[str, Any]) -> JobState:
 def _write_status(patch: kopf.Patch, status: MLflowServerStatus) -> None:
     for key, value in status.to_wire().items():
         patch.status[key] = value
+
+
+def _write_refused(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    previous: MLflowServerStatus,
+    refusal: ApiRefusal,
+    now: datetime,
+) -> None:
+    """Ready=False naming the refused request; an Event when that is news."""
+    generation = int(body["metadata"].get("generation") or 0)
+    conditions = set_condition(
+        previous.conditions,
+        READY,
+        "False",
+        reason=refusal.reason,
+        message=refusal.message,
+        generation=generation,
+        now=now,
+    )
+    for kind, reason, message in condition_events(previous.conditions, conditions):
+        kopf.event(body, type=kind, reason=reason, message=message)
+    _write_status(patch, previous.model_copy(update={"conditions": conditions}))
 
 
 def _write_invalid_spec(

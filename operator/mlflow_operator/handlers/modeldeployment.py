@@ -39,13 +39,12 @@ async def modeldeployment_daemon(
             try:
                 result = await reconciler.reconcile(body, emit, wake.set)
                 delay, failures = result.recheck_after, 0
-            except ApiError as exc:  # conflicts and API hiccups: look again soon
+            except ApiError as exc:  # reported in status and Events by the reconciler
                 delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
                 failures += 1
-                logger.warning("reconcile: Kubernetes API error %s; retrying", exc.status.code)
-                if failures == 1 and exc.status.code in (401, 403, 422):
-                    # not transient: a missing permission or a refused object must be visible
-                    emit("Warning", "KubernetesApiError", _api_error_message(exc))
+                logger.warning(
+                    "reconcile: Kubernetes API error %s; retrying in %.0fs", exc.status.code, delay
+                )
             except Exception:
                 delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
                 failures += 1
@@ -88,10 +87,3 @@ def _wake(memo: kopf.Memo, key: str) -> None:
     event = memo.wakers.get(key)
     if event is not None:
         event.set()
-
-
-def _api_error_message(exc: ApiError) -> str:
-    status = exc.status
-    return f"the Kubernetes API refused a request (HTTP {status.code} {status.reason}): " + (
-        status.message or ""
-    )

@@ -139,17 +139,33 @@ class KubeClient:
                 raise
 
     async def patch_status(
-        self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]
-    ) -> None:
-        """Merge-patch the status subresource (lists in it are replaced whole)."""
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource (lists in it are replaced whole).
+
+        With `resource_version`, the write succeeds only if the object is still at that
+        version (HTTP 409 Conflict otherwise): a status decided from an older read is refused.
+        Returns the object as stored.
+        """
         res = resource_class(api_version, kind)
-        await self._client.patch(
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        patched = await self._client.patch(
             res.Status,
             name,
-            {"status": status},
+            body,
             namespace=namespace,
             patch_type=PatchType.MERGE,
         )
+        return _to_dict(patched)
 
     async def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
         """The decoded values of a Secret, or None when it does not exist. Never log them."""

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from lightkube import ApiError
 from pydantic import ValidationError
 
 from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
+from mlflow_operator.api.crdgen import MODEL_DEPLOYMENT
 from mlflow_operator.api.duration import parse_duration
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlflow_operator.api.validation import spec_errors
+from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.serving import (
     build_serving_deployment,
@@ -27,13 +29,14 @@ from mlflow_operator.builders.serving import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core import tracking
-from mlflow_operator.core.conditions import set_condition
+from mlflow_operator.core.api_refusal import ApiRefusal
+from mlflow_operator.core.conditions import get_condition, set_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.observation import observe_deployment
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
 from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
-from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.watcher import Follower, RegistryHub
 
@@ -55,6 +58,14 @@ class ReconcileResult:
     recheck_after: float  # seconds until the next reconcile unless something wakes it sooner
 
 
+@dataclass(frozen=True)
+class _RegistryView:
+    state: RegistryState
+    endpoint: TrackingEndpoint | None = None  # None: it cannot be determined now
+    client: RegistryClient | None = None
+    lag: float | None = None  # seconds since a sweep saw the model change
+
+
 class EndpointProblem(Exception):  # noqa: N818  (a situation reported in status, not a bug)
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -66,96 +77,98 @@ class EndpointProblem(Exception):  # noqa: N818  (a situation reported in status
 class ModelDeploymentReconciler:
     """Shared by every ModelDeployment of this operator process."""
 
-    kube: KubeClient
+    kube: Kube
     hub: RegistryHub
     config: OperatorConfig
+    # the last refusal reported per object: one Event per distinct error, not one per retry
+    _refusals: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._api = NamingKube(self.kube)
 
     async def reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
     ) -> ReconcileResult:
+        """One reconcile; a Kubernetes API refusal is reported, then raised as the ApiError."""
         started = time.monotonic()
+        key = _key(Owner.from_body(body))
         try:
-            return await self._reconcile(body, emit, wake)
+            result = await self._reconcile(body, emit, wake)
+        except KubernetesRefused as refused:
+            await self._report_refusal(body, refused.refusal, emit)
+            raise refused.error from None
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - started)
+        self._refusals.pop(key, None)
+        return result
 
     async def _reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
     ) -> ReconcileResult:
-        owner = Owner.from_body(body)
-        generation = body["metadata"].get("generation")
-        last = _last_status(body)
+        # kopf's body may be older than the status this operator last wrote: decide only from
+        # the object as the API server has it now (and write status on that version only).
+        known = Owner.from_body(body)
+        fresh = await self._api.get(API, KIND, known.name, known.namespace)
+        if fresh is None:
+            return ReconcileResult(recheck_after=300.0)  # deleted; kopf stops the daemon
+        owner = Owner.from_body(fresh)
+        generation = fresh["metadata"].get("generation")
+        version = fresh["metadata"].get("resourceVersion")
+        last = _last_status(fresh)
         now = datetime.now(UTC)
 
         # gather ---------------------------------------------------------------------------
-        errors = spec_errors(ModelDeploymentSpec, body.get("spec", {}))
+        errors = object_errors(ModelDeploymentSpec, MODEL_DEPLOYMENT.name_rules, fresh)
         if errors:
-            await self._report_invalid(owner, generation, last, errors, now)
+            self.hub.unfollow(_key(owner))  # an invalid spec names no endpoint to follow
+            await self._report_invalid(
+                owner, generation, last, errors, now, resource_version=version
+            )
             metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
             return ReconcileResult(recheck_after=300.0)
-        spec = ModelDeploymentSpec.model_validate(body["spec"])
+        spec = ModelDeploymentSpec.model_validate(fresh["spec"])
         interval = parse_duration(spec.registry.poll_interval).total_seconds()
-        try:
-            endpoint, credentials = await self._endpoint(spec, owner.namespace)
-        except EndpointProblem as problem:
-            client: RegistryClient | None = None
-            lag = None
-            registry = RegistryState(
-                snapshot=None, synced=False, last_sync=None, error=problem.message
-            )
-            registry_reason: str | None = problem.reason
-        else:
-            registry_reason = None
-            watcher = self.hub.watcher(
-                endpoint.identity(owner.namespace), endpoint.url, credentials
-            )
-            pinned = frozenset({spec.model.version} if spec.model.version else ())
-            watcher.follow(_key(owner), Follower(spec.model.name, interval, pinned, wake))
-            await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
-            registry = watcher.state(spec.model.name)
-            client = watcher.client
-            lag = watcher.seconds_since_change(spec.model.name)
+        view = await self._registry(spec, owner, interval, wake)
+        registry = view.state
         resolution = resolve_target(spec.model, registry.snapshot) if registry.synced else None
-        deployment = await self.kube.get(
+        deployment = await self._api.get(
             "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
         )
-        pending = await self._unschedulable_messages(owner, deployment)
-        observed = observe_deployment(deployment, pending)
+        observed = observe_deployment(deployment, await self._pods(owner, deployment))
 
         # decide ---------------------------------------------------------------------------
-        plan = plan_rollout(spec, generation, last, registry, resolution, observed, now)
-        if registry_reason is not None:
-            plan.status.conditions = set_condition(
-                plan.status.conditions,
-                "RegistrySynced",
-                "False",
-                reason=registry_reason,
-                message=registry.error,
-                generation=generation,
-                now=now,
-            )
-
-        # build + act ----------------------------------------------------------------------
+        plan = plan_rollout(
+            spec, generation, last, registry, resolution, observed, now,
+            endpoint_known=view.endpoint is not None,
+        )  # fmt: skip
         if plan.deploy_version is not None:
-            await self.kube.apply(
-                build_serving_deployment(
-                    spec,
-                    owner,
-                    plan.deploy_version,
-                    endpoint if registry_reason is None else _fallback_endpoint(deployment),
-                    self.config,
-                    replace_in_place=plan.replace_in_place,
-                )
-            )
-            await self.kube.apply(build_serving_service(spec, owner))
             plan.status.url = service_url(spec, owner)
-        await self._write_status(owner, last, plan.status, now)
+
+        # act: the decision is durable before anything acts on it --------------------------
+        await self._write_status(owner, last, plan.status, now, resource_version=version)
+        # Events tell of the decision, now recorded: a refused apply below must not lose them
+        # (the next reconcile knows the decision was announced and does not repeat it).
         for event in plan.events:
             emit(event.type, event.reason, event.message)
+        endpoint, client = view.endpoint, view.client
+        if plan.deploy_version is not None:
+            if plan.apply and endpoint is not None:
+                await self._api.apply(
+                    build_serving_deployment(
+                        spec,
+                        owner,
+                        plan.deploy_version,
+                        endpoint,
+                        self.config,
+                        replace_in_place=plan.replace_in_place,
+                        ledger=plan.ledger,
+                    )
+                )
+            await self._api.apply(build_serving_service(spec, owner))
         await self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
-        if lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
-            metrics.RESOLUTION_LAG_SECONDS.observe(lag)
+        if view.lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
+            metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
         return ReconcileResult(
             recheck_after=ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
         )
@@ -167,12 +180,45 @@ class ModelDeploymentReconciler:
         metrics.forget_model_deployment(owner.namespace, owner.name)
 
     # -- gather helpers --------------------------------------------------------------------
-    async def _endpoint(
-        self, spec: ModelDeploymentSpec, namespace: str
-    ) -> tuple[TrackingEndpoint, Credentials]:
+    async def _registry(
+        self, spec: ModelDeploymentSpec, owner: Owner, interval: float, wake: Callable[[], None]
+    ) -> _RegistryView:
+        """The registry as the watcher of this object's endpoint sees it (following it).
+
+        Without the MLflowServer the endpoint is unknown: no pod template can be built. Without
+        the credentials Secret the endpoint is known (the pods name the Secret, they never
+        hold its values), only the operator cannot read the registry with it.
+        """
+        try:
+            endpoint = await self._endpoint(spec, owner.namespace)
+        except EndpointProblem as problem:
+            self.hub.unfollow(_key(owner))
+            return _RegistryView(_unreadable(problem))
+        try:
+            credentials = await self._credentials(endpoint.credentials, owner.namespace)
+        except EndpointProblem as problem:
+            self.hub.unfollow(_key(owner))  # never keep polling with credentials now gone
+            return _RegistryView(_unreadable(problem), endpoint)
+        pinned = frozenset({spec.model.version} if spec.model.version else ())
+        watcher = self.hub.follow(
+            _key(owner),
+            endpoint.identity(owner.namespace),
+            endpoint.url,
+            credentials,
+            Follower(spec.model.name, interval, pinned, wake),
+        )
+        await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
+        return _RegistryView(
+            watcher.state(spec.model.name),
+            endpoint,
+            watcher.client,
+            watcher.seconds_since_change(spec.model.name),
+        )
+
+    async def _endpoint(self, spec: ModelDeploymentSpec, namespace: str) -> TrackingEndpoint:
         registry = spec.registry
         if registry.server_ref is not None:
-            server_body = await self.kube.get(
+            server_body = await self._api.get(
                 API, "MLflowServer", registry.server_ref.name, namespace
             )
             if server_body is None:
@@ -190,12 +236,12 @@ class ModelDeploymentReconciler:
                 else None
             )
             endpoint = TrackingEndpoint(registry.tracking_uri, keys)
-        return endpoint, await self._credentials(endpoint.credentials, namespace)
+        return endpoint
 
     async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:
         if keys is None:
             return Credentials()
-        data = await self.kube.secret_data(keys.name, namespace)
+        data = await self._api.secret_data(keys.name, namespace)
         if data is None:
             raise EndpointProblem(
                 "CredentialsNotFound", f"Secret {keys.name!r} not found in namespace {namespace}"
@@ -213,9 +259,8 @@ class ModelDeploymentReconciler:
             )
         return credentials
 
-    async def _unschedulable_messages(
-        self, owner: Owner, deployment: dict[str, Any] | None
-    ) -> list[str]:
+    async def _pods(self, owner: Owner, deployment: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The serving pods, listed only while some are unavailable (their states explain why)."""
         if deployment is None:
             return []
         status = deployment.get("status") or {}
@@ -223,13 +268,7 @@ class ModelDeploymentReconciler:
             deployment.get("spec") or {}
         ).get("replicas", 1):
             return []
-        pods = await self.kube.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
-        return [
-            str(c.get("message", ""))
-            for pod in pods
-            for c in (pod.get("status") or {}).get("conditions") or []
-            if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
-        ]
+        return await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
 
     # -- act helpers -----------------------------------------------------------------------
     async def _report_invalid(
@@ -239,6 +278,8 @@ class ModelDeploymentReconciler:
         last: ModelDeploymentStatus,
         errors: list[str],
         now: datetime,
+        *,
+        resource_version: str | None,
     ) -> None:
         status = last.model_copy(deep=True)
         status.observed_generation = generation
@@ -252,14 +293,67 @@ class ModelDeploymentReconciler:
                 generation=generation,
                 now=now,
             )
-        await self._write_status(owner, last, status, now)
+        await self._write_status(owner, last, status, now, resource_version=resource_version)
 
     async def _write_status(
-        self, owner: Owner, last: ModelDeploymentStatus, new: ModelDeploymentStatus, now: datetime
-    ) -> None:
+        self,
+        owner: Owner,
+        last: ModelDeploymentStatus,
+        new: ModelDeploymentStatus,
+        now: datetime,
+        *,
+        resource_version: str | None,
+    ) -> str | None:
+        """Write status if it changed, only onto the object version it was decided from.
+
+        A concurrent change (a spec edit, another writer) makes this fail with 409 Conflict
+        before anything acted on the decision; the next reconcile decides again from the new
+        object. Returns the resourceVersion the object has now.
+        """
         if not _status_changed(last, new, now):
-            return
-        await self.kube.patch_status(API, KIND, owner.name, owner.namespace, _status_patch(new))
+            return resource_version
+        stored = await self._api.patch_status(
+            API, KIND, owner.name, owner.namespace, _status_patch(new),
+            resource_version=resource_version,
+        )  # fmt: skip
+        meta = stored.get("metadata") or {}
+        written: str | None = meta.get("resourceVersion", resource_version)
+        return written
+
+    async def _report_refusal(self, body: Any, refusal: ApiRefusal, emit: EventSink) -> None:
+        """Ready=False naming the refusal, and one Warning Event per distinct refusal."""
+        logger.warning("%s", refusal.message)
+        if refusal.code == 409 and refusal.action.startswith("write the status"):
+            return  # the object changed since it was read: decide again, nothing to report
+        owner = Owner.from_body(body)
+        key = _key(owner)
+        already = self._refusals.get(key) == refusal.message
+        try:
+            fresh = await self.kube.get(API, KIND, owner.name, owner.namespace)
+            if fresh is not None:
+                last = _last_status(fresh)
+                ready = get_condition(last.conditions, "Ready")
+                already = already or (
+                    ready is not None
+                    and (ready.reason, ready.message) == (refusal.reason, refusal.message)
+                )
+                status = last.model_copy(deep=True)
+                # Degraded too when a person must act, so that GitOps health says so
+                for type_ in ("Ready", "Degraded") if refusal.needs_a_person else ("Ready",):
+                    status.conditions = set_condition(
+                        status.conditions, type_, "False" if type_ == "Ready" else "True",
+                        reason=refusal.reason, message=refusal.message,
+                        generation=fresh["metadata"].get("generation"), now=datetime.now(UTC),
+                    )  # fmt: skip
+                await self._write_status(
+                    owner, last, status, datetime.now(UTC),
+                    resource_version=fresh["metadata"].get("resourceVersion"),
+                )  # fmt: skip
+        except (ApiError, KubernetesRefused) as exc:  # e.g. status not writable: the Event remains
+            logger.warning("could not report the refusal in status: %s", exc)
+        if not already:
+            emit("Warning", refusal.reason, refusal.message)
+        self._refusals[key] = refusal.message
 
     async def _write_back(
         self,
@@ -306,6 +400,12 @@ class ModelDeploymentReconciler:
         )
 
 
+def _unreadable(problem: EndpointProblem) -> RegistryState:
+    return RegistryState(
+        snapshot=None, synced=False, last_sync=None, error=problem.message, reason=problem.reason
+    )
+
+
 def _key(owner: Owner) -> str:
     return f"{owner.namespace}/{owner.name}"
 
@@ -317,21 +417,11 @@ def _last_status(body: Any) -> ModelDeploymentStatus:
         return ModelDeploymentStatus()
 
 
-def _fallback_endpoint(deployment: dict[str, Any] | None) -> TrackingEndpoint:
-    """Keep the pods' tracking settings while the registry endpoint cannot be determined."""
-    if deployment is not None:
-        containers = deployment["spec"]["template"]["spec"]["containers"]
-        for env in containers[0].get("env", []):
-            if env.get("name") == "MLFLOW_TRACKING_URI" and "value" in env:
-                return TrackingEndpoint(env["value"])
-    return TrackingEndpoint("")
-
-
 def _status_patch(status: ModelDeploymentStatus) -> dict[str, Any]:
     wire = status.to_wire()
     # Explicit nulls remove fields that are no longer set (merge patch semantics).
-    for name, field in ModelDeploymentStatus.model_fields.items():
-        alias = field.alias or name
+    for name, info in ModelDeploymentStatus.model_fields.items():
+        alias = info.alias or name
         wire.setdefault(alias, None)
     return wire
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from mlflow_operator.core.redact import redact
 from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
 
 API = "/api/2.0/mlflow"
@@ -22,8 +24,18 @@ PAGE_SIZE = 1000  # the server's maximum for registered-models/search
 MAX_FILTER_CHARS = 4000  # keep URLs well under common proxy limits
 
 
+UNREACHABLE = "RegistryUnreachable"  # no connection, or no answer in time
+CREDENTIALS_REFUSED = "RegistryCredentialsRefused"  # HTTP 401/403
+HTTP_ERROR = "RegistryHttpError"  # any other HTTP error status
+BAD_RESPONSE = "RegistryBadResponse"  # an answer that is not MLflow's JSON (a login page, ...)
+
+
 class RegistryError(Exception):
-    """MLflow could not be read; the message is safe to show (no credentials)."""
+    """MLflow could not be read; the message names the endpoint, never its credentials."""
+
+    def __init__(self, message: str, reason: str = UNREACHABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class RegistryClient:
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.display_url = redact(self.url)  # for messages, logs and metric labels
         self.credentials = credentials or Credentials()
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session = session
@@ -72,24 +85,31 @@ class RegistryClient:
     async def _call(
         self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None
     ) -> dict[str, Any]:
+        """One request; every way it can go wrong is a RegistryError with its reason."""
         session = await self._session_()
         self.requests += 1
         url = f"{self.url}{API}/{path}"
+        where = self.display_url
         try:
             async with session.request(
                 method, url, params=params, json=body, headers=self.credentials.headers()
             ) as resp:
-                text = await resp.text()
+                try:
+                    text = await resp.text()
+                except (aiohttp.ClientPayloadError, UnicodeDecodeError) as exc:
+                    raise RegistryError(
+                        f"MLflow at {where} sent a broken answer to {path} ({type(exc).__name__})",
+                        BAD_RESPONSE,
+                    ) from None
                 if resp.status >= 400:
-                    raise _http_error(resp.status, path, text)
-                data: dict[str, Any] = json.loads(text) if text else {}
-                return data
+                    raise _http_error(where, resp.status, path, text)
+                return _json_object(where, path, resp.content_type, text)
         except aiohttp.ClientError as exc:
-            raise RegistryError(
-                f"cannot reach MLflow at {self.url}: {type(exc).__name__}"
-            ) from None
+            raise RegistryError(f"cannot reach MLflow at {where}: {type(exc).__name__}") from None
         except TimeoutError:
-            raise RegistryError(f"MLflow at {self.url} did not answer in time") from None
+            raise RegistryError(
+                f"MLflow at {where} did not answer {path} within {self._timeout.total:.0f}s"
+            ) from None
 
     async def search_models(self, names: Sequence[str]) -> dict[str, ModelSnapshot]:
         """Aliases, newest version per stage and those versions, of the named models.
@@ -105,10 +125,11 @@ class RegistryClient:
                 if token:
                     params["page_token"] = token
                 page = await self._call("GET", "registered-models/search", params)
-                for model in page.get("registered_models", []):
-                    snapshot = _snapshot(model)
-                    found[snapshot.name] = snapshot
-                token = page.get("next_page_token", "")
+                with self._shape("registered-models/search"):
+                    for model in page.get("registered_models", []):
+                        snapshot = _snapshot(model)
+                        found[snapshot.name] = snapshot
+                    token = str(page.get("next_page_token", ""))
                 if not token:
                     break
         return found
@@ -119,7 +140,20 @@ class RegistryClient:
             data = await self._call("GET", "model-versions/get", {"name": name, "version": version})
         except RegistryNotFound:
             return None
-        return _version(data.get("model_version", {}))
+        with self._shape("model-versions/get"):
+            return _version(data["model_version"])
+
+    @contextmanager
+    def _shape(self, path: str) -> Iterator[None]:
+        """JSON that is not in the shape of MLflow's API (a proxy's, another service's)."""
+        try:
+            yield
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise RegistryError(
+                f"MLflow at {self.display_url} answered {path} with JSON that is not MLflow's "
+                f"({type(exc).__name__}: {exc})"[:300],
+                BAD_RESPONSE,
+            ) from None
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         body = {"name": name, "version": version, "key": key, "value": value}
@@ -147,16 +181,39 @@ class RegistryNotFound(RegistryError):  # noqa: N818  (reads as the situation, l
     """The model or version does not exist."""
 
 
-def _http_error(status: int, path: str, text: str) -> RegistryError:
+def _http_error(where: str, status: int, path: str, text: str) -> RegistryError:
     try:
         code = json.loads(text).get("error_code", "")
     except (ValueError, AttributeError):
         code = ""
     if status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
-        return RegistryNotFound(f"{path}: not found")
+        return RegistryNotFound(f"{path}: not found", HTTP_ERROR)
     if status in (401, 403):
-        return RegistryError(f"MLflow refused the credentials (HTTP {status})")
-    return RegistryError(f"MLflow answered HTTP {status} {code} to {path}".replace("  ", " "))
+        return RegistryError(
+            f"MLflow at {where} refused the credentials (HTTP {status})", CREDENTIALS_REFUSED
+        )
+    return RegistryError(
+        f"MLflow at {where} answered HTTP {status} {code} to {path}".replace("  ", " "), HTTP_ERROR
+    )
+
+
+def _json_object(where: str, path: str, content_type: str, text: str) -> dict[str, Any]:
+    """The JSON object of a 200 answer; anything else (an HTML login page of an SSO proxy, a
+    truncated or empty-but-not-JSON body) is a bad response, not a crash of the watcher."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        hint = " (a login page of a proxy or SSO?)" if "html" in content_type else ""
+        raise RegistryError(
+            f"MLflow at {where} answered {path} with HTTP 200 but not MLflow's JSON: "
+            f"content type {content_type or 'unknown'}{hint}",
+            BAD_RESPONSE,
+        )
+    return data
 
 
 def _event(name: str) -> dict[str, str]:

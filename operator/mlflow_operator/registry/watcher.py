@@ -18,10 +18,19 @@ from datetime import UTC, datetime
 
 from mlflow_operator import metrics
 from mlflow_operator.core.registry_view import READY, ModelSnapshot, RegistryState, VersionInfo
-from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
+from mlflow_operator.registry.client import (
+    BAD_RESPONSE,
+    Credentials,
+    RegistryClient,
+    RegistryError,
+)
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 300.0
+# A watcher that has not completed a sweep for this many poll intervals says so, whatever
+# the cause (a request that hangs, a loop that died, an event loop that is starved).
+STALL_INTERVALS = 3
+STALLED = "RegistryStalled"
 
 
 @dataclass
@@ -37,8 +46,10 @@ class Follower:
 class RegistryWatcher:
     """Keeps the alias/stage -> version map of the followed models of one MLflow endpoint."""
 
-    def __init__(self, client: RegistryClient) -> None:
+    def __init__(self, client: RegistryClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self._clock = clock
+        self._since = clock()  # when this watcher started, or last succeeded
         self._followers: dict[str, Follower] = {}
         self._snapshots: dict[str, ModelSnapshot] = {}
         self._ready_versions: dict[tuple[str, str], VersionInfo] = {}  # READY is final: cache
@@ -47,6 +58,7 @@ class RegistryWatcher:
         self._synced = False
         self._last_sync: datetime | None = None
         self._error = ""
+        self._reason = ""
         self._failures = 0
         self._poke = asyncio.Event()
         self._swept_event = asyncio.Event()
@@ -99,25 +111,57 @@ class RegistryWatcher:
         return None if changed is None else time.monotonic() - changed
 
     def state(self, model: str) -> RegistryState:
+        stalled = self._stalled()
+        if stalled:
+            return RegistryState(
+                snapshot=self._snapshots.get(model),
+                synced=False,
+                last_sync=self._last_sync,
+                error=stalled,
+                model_exists=model in self._snapshots,
+                reason=STALLED,
+            )
         return RegistryState(
             snapshot=self._snapshots.get(model),
             synced=self._synced,
             last_sync=self._last_sync,
-            error=self._error,
+            error=self._error
+            or ("" if self._synced else f"no sweep of {self.client.display_url} completed yet"),
             model_exists=model in self._snapshots,
+            reason=self._reason or STALLED,
         )
+
+    def _stalled(self) -> str:
+        """Why the registry must not be trusted though no sweep failed, or ""."""
+        if self._error:
+            return ""  # a failed sweep says what is wrong itself
+        limit = STALL_INTERVALS * self._interval()
+        waited = self._clock() - self._since
+        if waited <= limit:
+            return ""
+        what = "completed" if self._synced else "completed since this endpoint was followed"
+        return (
+            f"no sweep of {self.client.display_url} has {what} for {waited:.0f}s "
+            f"({STALL_INTERVALS} poll intervals of {self._interval():.0f}s)"
+        )
+
+    def _interval(self) -> float:
+        return min((f.interval for f in self._followers.values()), default=30.0)
 
     # -- the loop --------------------------------------------------------------------------
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
-                self.run(), name=f"registry-watcher {self.client.url}"
+                self.run(), name=f"registry-watcher {self.client.display_url}"
             )
 
     async def run(self) -> None:
         while self._followers:
             self._poke.clear()
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception:  # a bug must not end the loop; the watchdog reports the silence
+                logger.exception("registry sweep of %s crashed", self.client.display_url)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self._next_delay())
         await self.client.close()
@@ -130,7 +174,7 @@ class RegistryWatcher:
         await self.client.close()
 
     def _next_delay(self) -> float:
-        interval = min((f.interval for f in self._followers.values()), default=30.0)
+        interval = self._interval()
         if self._failures == 0:
             return interval
         backoff = interval * float(2 ** min(self._failures - 1, 6))
@@ -148,18 +192,16 @@ class RegistryWatcher:
             found = await self.client.search_models(names)
             found = {name: await self._with_versions(snap) for name, snap in found.items()}
         except RegistryError as exc:
-            self._failures += 1
-            self._synced = False
-            self._error = str(exc)
-            metrics.REGISTRY_ERRORS.labels(endpoint=self.client.url).inc()
-            logger.warning("registry sweep of %s failed: %s", self.client.url, exc)
-            if was_synced or self._failures == 1:
-                self._wake(names)
+            self._failed(names, str(exc), exc.reason, was_synced)
+            return
+        except Exception as exc:  # whatever it is, the followers must hear of it
+            logger.exception("registry sweep of %s failed", self.client.display_url)
+            message = f"reading MLflow at {self.client.display_url} failed: {type(exc).__name__}"
+            self._failed(names, message, BAD_RESPONSE, was_synced)
             return
         finally:
-            metrics.REGISTRY_REQUESTS.labels(endpoint=self.client.url).inc(
-                self.client.requests - before
-            )
+            label = self.client.display_url
+            metrics.REGISTRY_REQUESTS.labels(endpoint=label).inc(self.client.requests - before)
             metrics.REGISTRY_SWEEP_SECONDS.observe(time.monotonic() - started)
             self._swept_event.set()
         changed = [n for n in names if found.get(n) != self._snapshots.get(n)]
@@ -169,9 +211,20 @@ class RegistryWatcher:
         newly_swept = [n for n in names if n not in self._swept]
         self._snapshots = {n: found[n] for n in names if n in found}
         self._swept.update(names)
-        self._synced, self._error, self._failures = True, "", 0
+        self._synced, self._error, self._reason, self._failures = True, "", "", 0
+        self._since = self._clock()
         self._last_sync = datetime.now(UTC)
         self._wake(names if not was_synced else [*changed, *newly_swept])
+
+    def _failed(self, names: list[str], error: str, reason: str, was_synced: bool) -> None:
+        news = was_synced or self._failures == 0 or (error, reason) != (self._error, self._reason)
+        self._failures += 1
+        self._synced = False
+        self._error, self._reason = error, reason
+        metrics.REGISTRY_ERRORS.labels(endpoint=self.client.display_url).inc()
+        logger.warning("registry sweep of %s failed: %s", self.client.display_url, error)
+        if news:  # followers report it now (and again when the fault changes, not every retry)
+            self._wake(names)
 
     async def _with_versions(self, snapshot: ModelSnapshot) -> ModelSnapshot:
         """Add the versions aliases and pins point to (search results carry only the latest)."""
@@ -206,17 +259,40 @@ class RegistryHub:
         self._watchers: dict[str, RegistryWatcher] = {}
         self._timeout = timeout_seconds
 
-    def watcher(self, identity: str, url: str, credentials: Credentials) -> RegistryWatcher:
+    def follow(
+        self,
+        key: str,
+        identity: str,
+        url: str,
+        credentials: Credentials,
+        follower: Follower,
+    ) -> RegistryWatcher:
+        """Make `key` follow a model on one endpoint, and on that endpoint only.
+
+        A ModelDeployment whose trackingUri, serverRef or credentials Secret changed leaves
+        the watcher of its old endpoint here; a watcher nobody follows stops polling.
+        """
         watcher = self._watchers.get(identity)
         if watcher is None:
             client = RegistryClient(url, credentials, timeout_seconds=self._timeout)
             watcher = self._watchers[identity] = RegistryWatcher(client)
         elif watcher.client.credentials != credentials:
             watcher.update_credentials(credentials)
+        self._unfollow(key, keep=identity)
+        watcher.follow(key, follower)
         return watcher
 
     def unfollow(self, key: str) -> None:
+        self._unfollow(key, keep=None)
+
+    def endpoints(self) -> list[str]:
+        """Identities of the watchers that run (for tests and debugging)."""
+        return sorted(self._watchers)
+
+    def _unfollow(self, key: str, keep: str | None) -> None:
         for identity, watcher in list(self._watchers.items()):
+            if identity == keep:
+                continue
             watcher.unfollow(key)
             if watcher.idle:
                 del self._watchers[identity]

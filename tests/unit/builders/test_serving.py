@@ -13,6 +13,7 @@ from mlflow_operator.builders.serving import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
+from mlflow_operator.core.ledger import RolloutLedger, read_ledger
 
 OWNER = Owner("mlflowops.dev/v1alpha1", "ModelDeployment", "fraud", "ml-prod", "uid-1")
 ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", CredentialsSecret("mlflow-creds"))
@@ -168,3 +169,14 @@ def test_custom_runtime_uses_the_users_command_and_passes_the_uri() -> None:
     c = container(build_serving_deployment(s, OWNER, "3", ENDPOINT, CONFIG))
     assert c["command"] == ["my-server"]
     assert {"name": "MODEL_URI", "value": "models:/fraud-model/3"} in c["env"]
+
+
+def test_the_ledger_is_on_the_deployment_never_on_the_pod_template() -> None:
+    """Recording a failure must not restart pods: only the Deployment's own annotations."""
+    ledger = RolloutLedger(failed_versions=("2",), last_good_version="1")
+    dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG, ledger=ledger)
+    assert dep["metadata"]["annotations"]["mlflowops.dev/failed-versions"] == "2"
+    assert dep["metadata"]["annotations"]["mlflowops.dev/last-good-version"] == "1"
+    template = dep["spec"]["template"]["metadata"]["annotations"]
+    assert not any(key.endswith(("failed-versions", "last-good-version")) for key in template)
+    assert read_ledger(dep["metadata"]["annotations"]) == ledger

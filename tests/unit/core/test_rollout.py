@@ -7,7 +7,7 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
-from mlflow_operator.core.observation import DeploymentObservation
+from mlflow_operator.core.observation import DeploymentObservation, observe_deployment
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import Resolved, Unresolved
 from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
@@ -201,3 +201,239 @@ def test_observed_generation_on_status_and_conditions() -> None:
     )
     assert plan.status.observed_generation == 7
     assert {c.observed_generation for c in plan.status.conditions} == {7}
+
+
+# -- regressions of "rollback that sticks" ---------------------------------------------------
+
+
+def test_auto_rollback_off_keeps_the_failed_version_on_every_later_reconcile() -> None:
+    """Defect 1: the reconcile after the failing one rolled back although autoRollback was off.
+
+    Failed on the code before the fix: the second reconcile planned version 1.
+    """
+    manual = spec(rollout={"autoRollback": False})
+    plan = step(ModelDeploymentStatus(serving_version="1"), Resolved("2"), complete("1"), manual)
+    assert plan.deploy_version == "2"
+    plan = step(plan.status, Resolved("2"), in_progress("2", exceeded=True), manual, minutes=11)
+    assert plan.deploy_version == "2"
+    assert plan.failed_version == "2"
+    assert cond(plan, "Degraded") == ("True", "RolloutFailed")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "RolloutFailed")]
+    for minute in (12, 13, 60):
+        plan = step(plan.status, Resolved("2"), in_progress("2", exceeded=True), manual,
+                    minutes=minute)  # fmt: skip
+        assert plan.deploy_version == "2", f"the template changed at minute {minute}"
+        assert plan.events == ()
+        assert cond(plan, "Degraded") == ("True", "RolloutFailed")
+    # the registry selects another version: that one rolls out
+    plan = step(plan.status, Resolved("3"), in_progress("2", exceeded=True), manual, minutes=61)
+    assert plan.deploy_version == "3"
+
+
+def test_a_stale_deadline_condition_does_not_fail_a_freshly_applied_version() -> None:
+    """Defect 2: vN's ProgressDeadlineExceeded, still on the Deployment after vN+1 was applied
+    (observedGeneration behind generation), declared vN+1 failed at once.
+
+    Failed on the code before the fix: the plan rolled back to 1 and listed 3 as failed.
+    """
+    stuck_on_2 = {
+        "metadata": {"name": "fraud", "generation": 7},
+        "spec": {
+            "replicas": 1,
+            "template": {"metadata": {"labels": {"mlflowops.dev/model-version": "3"}}},
+        },
+        "status": {
+            "observedGeneration": 6,  # the controller has not seen version 3's template yet
+            "replicas": 2,
+            "updatedReplicas": 1,
+            "availableReplicas": 1,
+            "readyReplicas": 1,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"},
+            ],
+        },
+    }
+    last = ModelDeploymentStatus(target_version="3", serving_version="1")
+    plan = step(last, Resolved("3"), observe_deployment(stuck_on_2))
+    assert plan.deploy_version == "3"
+    assert plan.failed_version is None
+    assert plan.status.failed_versions == []
+    assert cond(plan, "Degraded") == ("False", "AsExpected")
+
+
+def test_a_deleted_deployment_is_recreated_on_the_last_good_version() -> None:
+    """Defect 9: with a failed version still selected, a deleted Deployment stayed deleted.
+
+    Failed on the code before the fix: nothing was planned (NoVersion, total outage).
+    """
+    last = ModelDeploymentStatus(target_version="2", serving_version="1", failed_versions=["2"])
+    plan = step(last, Resolved("2"), DeploymentObservation())
+    assert plan.deploy_version == "1"
+    assert plan.status.failed_versions == ["2"]
+    assert cond(plan, "Degraded") == ("True", "RolloutFailed")
+    assert cond(plan, "Ready") == ("False", "RollingOut")
+
+
+def _deployment(
+    version: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    conditions: list[dict[str, str]] | None = None,
+    available: int = 1,
+) -> dict[str, Any]:
+    """A serving Deployment object whose controller has observed its template."""
+    return {
+        "metadata": {"name": "fraud", "generation": 3, "annotations": annotations or {}},
+        "spec": {
+            "replicas": 1,
+            "template": {"metadata": {"labels": {"mlflowops.dev/model-version": version}}},
+        },
+        "status": {
+            "observedGeneration": 3,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": available,
+            "readyReplicas": available,
+            "conditions": conditions or [],
+        },
+    }
+
+
+ROLLED_BACK = {"mlflowops.dev/failed-versions": "2", "mlflowops.dev/last-good-version": "1"}
+
+
+def test_a_lost_or_stale_status_does_not_retry_a_failed_version() -> None:
+    """Defect 3: failedVersions lived in status only; a status lost (a failed write, a crash)
+    or read stale put the failed version back every deadline period. The Deployment's
+    ledger, written by the same apply that rolled back, keeps the failure.
+
+    Failed on the code before the fix: both plans deployed version 2 again.
+    """
+    rolled_back = observe_deployment(_deployment("1", annotations=ROLLED_BACK))
+    lost = ModelDeploymentStatus()
+    stale = ModelDeploymentStatus(target_version="1", serving_version="1")
+    for last in (lost, stale):
+        plan = step(last, Resolved("2"), rolled_back)
+        assert plan.deploy_version == "1"
+        assert plan.status.failed_versions == ["2"]
+        assert plan.status.serving_version == "1"
+        assert plan.events == ()
+        assert cond(plan, "Degraded") == ("True", "RolloutFailed")
+
+
+def test_the_apply_that_rolls_back_records_the_failure() -> None:
+    plan = step(
+        ModelDeploymentStatus(serving_version="1"), Resolved("2"), in_progress("2", exceeded=True)
+    )
+    assert plan.deploy_version == "1"
+    assert plan.ledger.annotations() == ROLLED_BACK
+
+
+def test_pods_that_could_not_be_created_do_not_fail_the_version() -> None:
+    """Defect 11: a missing ServiceAccount (or a quota) kept the pods from being created; the
+    version was listed as failed, rolled back and tagged "rollout failed" in MLflow.
+
+    Failed on the code before the fix: version 2 was declared failed.
+    """
+    refused = {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": 'pods "fraud-6d4" is forbidden: error looking up service account ml/serving: '
+        'serviceaccount "serving" not found',
+    }
+    exceeded = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    observed = observe_deployment(_deployment("2", conditions=[refused, exceeded], available=0))
+    last = ModelDeploymentStatus(target_version="2", serving_version="1")
+    plan = step(last, Resolved("2"), observed)
+    assert plan.deploy_version == "2"
+    assert plan.failed_version is None
+    assert plan.status.failed_versions == []
+    status, reason = cond(plan, "Degraded")
+    assert (status, reason) == ("True", "RolloutBlocked")
+    degraded = get_condition(plan.status.conditions, "Degraded")
+    assert degraded is not None
+    assert 'serviceaccount "serving" not found' in degraded.message
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "RolloutBlocked")]
+    again = step(plan.status, Resolved("2"), observed)
+    assert again.events == ()  # one Event per blocker, not one per reconcile
+
+
+def test_pods_that_cannot_pull_their_image_do_not_fail_the_version() -> None:
+    """Defect 11, the pod side: ImagePullBackOff of the new template's pods.
+
+    Failed on the code before the fix: version 2 was declared failed.
+    """
+    exceeded = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    pod = {
+        "metadata": {"name": "fraud-abc", "labels": {"mlflowops.dev/model-version": "2"}},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "server",
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "registry.local/serve:1"',
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    observed = observe_deployment(_deployment("2", conditions=[exceeded], available=0), [pod])
+    plan = step(ModelDeploymentStatus(target_version="2", serving_version="1"), Resolved("2"),
+                observed)  # fmt: skip
+    assert plan.deploy_version == "2"
+    assert plan.status.failed_versions == []
+    degraded = get_condition(plan.status.conditions, "Degraded")
+    assert degraded is not None
+    assert degraded.reason == "RolloutBlocked"
+    assert "pod fraud-abc: ImagePullBackOff" in degraded.message
+
+
+def test_without_the_registry_a_remembered_target_does_not_move_the_template() -> None:
+    """A status restored from an old backup (or written before a crash) names a target the
+    registry may no longer select; while the registry cannot be read it must not steer.
+
+    Failed on the code before the fix: the template moved from version 3 back to version 1.
+    """
+    stale = ModelDeploymentStatus(target_version="1", serving_version="1")
+    plan = step(stale, None, complete("3"), registry=DOWN)
+    assert plan.deploy_version == "3"
+    assert "RolloutStarted" not in [e.reason for e in plan.events]
+    # what the registry selects again decides
+    assert step(plan.status, Resolved("1"), complete("3")).deploy_version == "1"
+
+
+def test_a_failure_is_remembered_through_a_registry_outage() -> None:
+    failed = ModelDeploymentStatus(target_version="2", serving_version="1", failed_versions=["2"])
+    plan = step(failed, None, complete("1"), registry=DOWN)
+    assert plan.status.failed_versions == ["2"]
+    assert plan.deploy_version == "1"
+    back = step(plan.status, Resolved("2"), complete("1"))
+    assert back.deploy_version == "1"
+
+
+def test_a_spec_change_that_never_becomes_available_does_not_blame_the_served_version() -> None:
+    """Found by the model-based test (seed 116): version 1 served; a spec change (a GPU) gave
+    it a new pod template that never became available, and the deadline declared version 1
+    itself failed, the only version known to work; a deleted Deployment could then not come
+    back on it without breaking I1. Now the stuck spec change is reported, the version is not
+    listed as failed.
+    """
+    gpu = spec(serving={"gpu": {"count": 1}})
+    served = ModelDeploymentStatus(target_version="1", serving_version="1")
+    plan = step(served, Resolved("1"), in_progress("1", exceeded=True), gpu)
+    assert plan.deploy_version == "1"
+    assert plan.status.failed_versions == []
+    assert plan.failed_version is None
+    assert cond(plan, "Degraded") == ("True", "SpecRolloutFailed")
+    assert cond(plan, "Ready") == ("False", "SpecRolloutFailed")
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "SpecRolloutFailed")]
+    assert not plan.rolling_out
+    again = step(plan.status, Resolved("1"), in_progress("1", exceeded=True), gpu)
+    assert again.events == ()
+    # deleted meanwhile: it comes back on version 1
+    assert step(again.status, Resolved("1"), DeploymentObservation(), gpu).deploy_version == "1"

@@ -1,0 +1,231 @@
+"""Fakes for reconciler tests: an API server store and a registry, both in memory.
+
+The store keeps what the reconciler relies on from a real API server: resourceVersion
+preconditions on status writes (409 Conflict), generation bumps when a spec changes, merge
+patch semantics of status, and errors injected per operation. The Deployment controller is
+`settle()`: the test says how the rollout of the current template went.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
+
+from mlflow_operator.core.registry_view import ModelSnapshot, RegistryState, VersionInfo
+from mlflow_operator.registry.client import Credentials
+from mlflow_operator.registry.watcher import Follower
+
+NAMESPACE = "ml"
+
+
+def api_error(code: int, reason: str, message: str) -> ApiError:
+    return ApiError(status=Status(code=code, reason=reason, message=message, status="Failure"))
+
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass
+class FakeKube:
+    objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    # "apply:Deployment", "apply:Service", "status", "get:Deployment": raised on the next call
+    fail: dict[str, ApiError] = field(default_factory=dict)
+    writes: list[str] = field(default_factory=list)  # "status", "apply:Deployment", ... in order
+    _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        obj["metadata"]["resourceVersion"] = str(next(self._versions))
+
+    def _raise(self, op: str) -> None:
+        error = self.fail.pop(op, None)
+        if error is not None:
+            raise error
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"].setdefault("generation", 1)
+        self._bump(obj)
+        self.objects[(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+        return obj
+
+    def stored(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, NAMESPACE, name))
+
+    def delete(self, kind: str, name: str) -> None:
+        self.objects.pop((kind, NAMESPACE, name), None)
+
+    async def get(
+        self, api_version: str, kind: str, name: str, namespace: str
+    ) -> dict[str, Any] | None:
+        self._raise(f"get:{kind}")
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        kind, meta = manifest["kind"], manifest["metadata"]
+        self._raise(f"apply:{kind}")
+        self.writes.append(f"apply:{kind}")
+        key = (kind, meta["namespace"], meta["name"])
+        existing = self.objects.get(key)
+        if existing is None:
+            return copy.deepcopy(self.put(manifest))
+        before = copy.deepcopy(existing)
+        if manifest.get("spec") != existing.get("spec"):
+            existing["metadata"]["generation"] += 1
+        existing["spec"] = copy.deepcopy(manifest.get("spec"))
+        for part in ("labels", "annotations"):
+            existing["metadata"][part] = dict(meta.get(part) or {})
+        if existing != before:  # an apply that changes nothing writes nothing, as in the API
+            self._bump(existing)
+        return copy.deepcopy(existing)
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.pods)
+
+    async def patch_status(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        self._raise("status")
+        obj = self.objects[(kind, namespace, name)]
+        if resource_version is not None and resource_version != obj["metadata"]["resourceVersion"]:
+            raise api_error(409, "Conflict", "the object has been modified")
+        self.writes.append("status")
+        current = obj.setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = copy.deepcopy(value)
+        self._bump(obj)
+        return copy.deepcopy(obj)
+
+    async def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
+        secret = self.objects.get(("Secret", namespace, name))
+        return None if secret is None else dict(secret["stringData"])
+
+
+def settle(kube: FakeKube, name: str, *, available: bool = True, exceeded: bool = False) -> None:
+    """The Deployment controller has observed the template: complete, or stuck (past deadline)."""
+    dep = kube.objects[("Deployment", NAMESPACE, name)]
+    replicas = int(dep["spec"]["replicas"])
+    conditions = []
+    if exceeded:
+        conditions.append(
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        )
+    dep["status"] = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas if available else 0,
+        "availableReplicas": replicas if available else 0,
+        "unavailableReplicas": 0 if available else replicas,
+        "conditions": conditions,
+    }
+    kube._bump(dep)
+
+
+def template_version(kube: FakeKube, name: str) -> str | None:
+    dep = kube.stored("Deployment", name)
+    if dep is None:
+        return None
+    labels: dict[str, str] = dep["spec"]["template"]["metadata"]["labels"]
+    return labels.get("mlflowops.dev/model-version")
+
+
+class FakeRegistryClient:
+    def __init__(self) -> None:
+        self.tags: list[tuple[str, str, str]] = []
+
+    async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.tags.append((version, key, value))
+
+
+@dataclass
+class FakeRegistry:
+    """One registered model whose alias `champion` the test moves."""
+
+    model: str = "fraud"
+    champion: str | None = "1"
+    synced: bool = True
+
+    def state(self) -> RegistryState:
+        aliases = {"champion": self.champion} if self.champion else {}
+        versions = {v: VersionInfo(v) for v in aliases.values()}
+        snapshot = ModelSnapshot(self.model, aliases=aliases, versions=versions)
+        return RegistryState(snapshot, synced=self.synced, last_sync=datetime.now(UTC))
+
+
+class FakeWatcher:
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.registry = registry
+        self.client = FakeRegistryClient()
+
+    def follow(self, key: str, follower: Follower) -> None:
+        pass
+
+    async def wait_for(self, model: str, within: float) -> None:
+        pass
+
+    def state(self, model: str) -> RegistryState:
+        return self.registry.state()
+
+    def seconds_since_change(self, model: str) -> float | None:
+        return None
+
+
+@dataclass
+class FakeHub:
+    registry: FakeRegistry = field(default_factory=FakeRegistry)
+    following: dict[str, str] = field(default_factory=dict)  # key -> endpoint identity
+
+    def follow(
+        self, key: str, identity: str, url: str, credentials: Credentials, follower: Follower
+    ) -> FakeWatcher:
+        self.following[key] = identity
+        return FakeWatcher(self.registry)
+
+    def unfollow(self, key: str) -> None:
+        self.following.pop(key, None)
+
+
+def model_deployment(name: str = "fraud", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "mlflowops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": "uid-1"},
+        "spec": {
+            "model": {"name": "fraud", "alias": "champion"},
+            "registry": {
+                "trackingUri": "http://mlflow.ml.svc:5000",
+                "credentialsSecretRef": {"name": "mlflow-creds"},
+            },
+            **spec,
+        },
+    }
+    return body
+
+
+def credentials_secret(name: str = "mlflow-creds") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "stringData": {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p"},
+    }

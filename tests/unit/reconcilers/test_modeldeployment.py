@@ -1,0 +1,294 @@
+"""The ModelDeployment reconcile's glue: what it reads, in which order it writes, what it skips.
+
+Against an in-memory API server (tests/unit/reconcilers/fakes.py). The decisions themselves
+are tested in tests/unit/core/; here it is the order of acts that keeps them durable.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from lightkube import ApiError
+
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler, ReconcileResult
+from tests.unit.reconcilers.fakes import (
+    FakeHub,
+    FakeKube,
+    api_error,
+    credentials_secret,
+    model_deployment,
+    settle,
+    template_version,
+)
+
+
+class World:
+    def __init__(self, **spec: Any) -> None:
+        self.kube = FakeKube()
+        self.hub = FakeHub()
+        self.reconciler = ModelDeploymentReconciler(
+            self.kube,  # type: ignore[arg-type]
+            self.hub,  # type: ignore[arg-type]
+            OperatorConfig(write_back_tags=False),
+        )
+        self.events: list[tuple[str, str, str]] = []
+        self.kube.put(credentials_secret())
+        self.kube.put(model_deployment(**spec))
+
+    @property
+    def body(self) -> dict[str, Any]:
+        found = self.kube.stored("ModelDeployment", "fraud")
+        assert found is not None
+        return copy.deepcopy(found)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.body.get("status", {})
+        return result
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status.get("conditions", []) if c["type"] == type_), {})
+
+    async def reconcile(self, body: dict[str, Any] | None = None) -> ReconcileResult:
+        def emit(type_: str, reason: str, message: str) -> None:
+            self.events.append((type_, reason, message))
+
+        return await self.reconciler.reconcile(body or self.body, emit, lambda: None)  # type: ignore[arg-type]
+
+    def deployment(self) -> dict[str, Any]:
+        found = self.kube.stored("Deployment", "fraud")
+        assert found is not None
+        return copy.deepcopy(found)
+
+
+async def serving_v1_failing_v2(**spec: Any) -> World:
+    """v1 served; the alias moved to v2, whose pods never became available in time."""
+    world = World(**spec)
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.status["servingVersion"] == "1"
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    settle(world.kube, "fraud", available=False, exceeded=True)
+    return world
+
+
+async def test_a_failed_status_write_does_not_lose_the_failure() -> None:
+    """Defect 3: the rollback was applied before status was written; when that write failed,
+    failedVersions was lost and version 2 came back at the next reconcile.
+
+    Failed on the code before the fix: the rollback was applied although the failure could
+    not be recorded.
+    """
+    world = await serving_v1_failing_v2()
+    world.kube.fail["status"] = api_error(500, "InternalError", "etcdserver: request timed out")
+    with pytest.raises(ApiError):
+        await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"  # nothing acted on an unrecorded decision
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    settle(world.kube, "fraud")
+    for _ in range(3):
+        await world.reconcile()
+        assert template_version(world.kube, "fraud") == "1"
+    assert world.status["failedVersions"] == ["2"]
+    annotations = world.deployment()["metadata"]["annotations"]
+    assert annotations["mlflowops.dev/failed-versions"] == "2"
+    assert annotations["mlflowops.dev/last-good-version"] == "1"
+
+
+async def test_status_is_written_before_the_deployment_changes() -> None:
+    world = await serving_v1_failing_v2()
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes[:2] == ["status", "apply:Deployment"]
+
+
+async def test_a_stale_body_from_kopf_is_not_decided_from() -> None:
+    """Defect 3: the reconcile decided from kopf's body, which may be older than the status the
+    operator last wrote.
+
+    Failed on the code before the fix: the stale body's status (no failure) put version 2 back.
+    """
+    world = await serving_v1_failing_v2()
+    before_failure = world.body
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    # a Deployment written by an operator version without the ledger: status is the only record
+    dep = world.kube.objects[("Deployment", "ml", "fraud")]
+    dep["metadata"]["annotations"] = {}
+    await world.reconcile(before_failure)
+    assert template_version(world.kube, "fraud") == "1"
+
+
+async def test_a_concurrent_change_refuses_the_status_write_and_nothing_acts() -> None:
+    """The status write carries the resourceVersion it was decided from.
+
+    Failed on the code before the fix: the rollback was applied over the concurrent change.
+    """
+    world = await serving_v1_failing_v2()
+    kube = world.kube
+    real_get = kube.get
+
+    async def get_then_someone_writes(api_version: str, kind: str, name: str, ns: str) -> Any:
+        found = await real_get(api_version, kind, name, ns)
+        if kind == "ModelDeployment":
+            kube._bump(kube.objects[(kind, ns, name)])  # e.g. a person edits the spec now
+        return found
+
+    kube.get = get_then_someone_writes  # type: ignore[method-assign]
+    kube.writes.clear()
+    with pytest.raises(ApiError) as refused:
+        await world.reconcile()
+    assert refused.value.status.code == 409
+    assert kube.writes == []
+    assert template_version(kube, "fraud") == "2"
+
+
+async def test_a_vanished_secret_leaves_the_deployment_exactly_as_it_is() -> None:
+    """Defect 4: while the credentials Secret was missing, the Deployment was re-applied
+    without the credential env vars, restarting every pod unable to reach MLflow. The pods
+    name the Secret and never hold its values, so the template is the same as before: the
+    Deployment does not change (same generation, same resourceVersion).
+
+    Failed on the code before the fix: the pod template lost MLFLOW_TRACKING_PASSWORD.
+    """
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    before = world.deployment()
+    world.kube.delete("Secret", "mlflow-creds")
+    await world.reconcile()
+    assert world.deployment() == before
+    synced = world.condition("RegistrySynced")
+    assert (synced["status"], synced["reason"]) == ("False", "CredentialsNotFound")
+    assert "mlflow-creds" in synced["message"]
+    assert world.condition("Ready")["status"] == "True"  # what served still serves
+    assert world.hub.following == {}  # the registry is not read with credentials now gone
+    world.kube.put(credentials_secret())
+    await world.reconcile()
+    assert world.deployment()["spec"] == before["spec"]
+    assert world.condition("RegistrySynced")["status"] == "True"
+
+
+async def test_an_api_refusal_reaches_ready_and_one_event() -> None:
+    """Defect 7: a 403/422/409 on apply left Ready as it was (possibly True).
+
+    Failed on the code before the fix: Ready stayed True, and the reconciler posted no Event.
+    """
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.condition("Ready")["status"] == "True"
+    world.hub.registry.champion = "2"
+    refused = api_error(
+        403,
+        "Forbidden",
+        'deployments.apps "fraud" is forbidden: User "system:serviceaccount:ops:mlflow-operator" '
+        'cannot patch resource "deployments" in API group "apps" in the namespace "ml"',
+    )
+    for _ in range(3):  # the daemon retries; the report stays one
+        world.kube.fail["apply:Deployment"] = refused
+        with pytest.raises(ApiError):
+            await world.reconcile()
+    ready = world.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "KubernetesForbidden")
+    assert ready["message"].startswith(
+        "the Kubernetes API refused to apply Deployment ml/fraud (HTTP 403 Forbidden): "
+    )
+    warnings = [e for e in world.events if e[1] == "KubernetesForbidden"]
+    assert len(warnings) == 1
+    # another error is news
+    world.kube.fail["apply:Deployment"] = api_error(422, "Invalid", "spec.replicas: Invalid")
+    with pytest.raises(ApiError):
+        await world.reconcile()
+    assert world.condition("Ready")["reason"] == "KubernetesInvalid"
+    assert [e[1] for e in world.events].count("KubernetesInvalid") == 1
+    # permission back: the reconcile proceeds and Ready says what is true again
+    await world.reconcile()
+    assert world.condition("Ready")["reason"] == "RollingOut"
+    assert template_version(world.kube, "fraud") == "2"
+
+
+async def test_a_refused_status_write_still_posts_one_event() -> None:
+    world = World()
+    refused = api_error(403, "Forbidden", "cannot patch modeldeployments/status")
+    for _ in range(2):
+        world.kube.fail["status"] = refused
+        with pytest.raises(ApiError):
+            await world.reconcile()
+    assert [e[1] for e in world.events] == ["KubernetesForbidden"]
+    assert world.kube.stored("Deployment", "fraud") is None  # nothing acted on it
+
+
+async def test_a_stored_tracking_uri_with_credentials_leaks_nowhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Defect 10: credentials in trackingUri userinfo reached status messages, logs, metric
+    labels and pod env. The API refuses them now; an object stored before that rule is an
+    invalid spec, reported without the URL, and nothing is built from it.
+
+    Failed on the code before the fix: the password was in the pod template's env.
+    """
+    world = World(
+        registry={"trackingUri": "https://admin:hunter2-pw@mlflow.example.com"},
+    )
+    await world.reconcile()
+    children = {k: v for k, v in world.kube.objects.items() if k[0] != "ModelDeployment"}
+    written = repr(world.status) + repr(children) + repr(world.events) + caplog.text
+    assert "hunter2-pw" not in written
+    assert world.kube.stored("Deployment", "fraud") is None
+    degraded = world.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert degraded["message"].startswith(
+        "spec.registry.trackingUri: trackingUri must not contain credentials"
+    )
+
+
+async def test_a_vanished_mlflowserver_leaves_the_deployment_untouched() -> None:
+    """Defect 4, the other half: without the MLflowServer the endpoint (its URL, its admin
+    Secret) cannot be determined; no template is built and the live one stays as it is."""
+    world = World(registry={"serverRef": {"name": "mlflow"}})
+    world.kube.put(
+        {
+            "apiVersion": "mlflowops.dev/v1alpha1",
+            "kind": "MLflowServer",
+            "metadata": {"name": "mlflow", "namespace": "ml"},
+            "spec": {
+                "backendStore": {"postgres": {"managed": {}}},
+                "artifactStore": {"s3": {"managed": {}}},
+            },
+        }
+    )
+    world.kube.put(credentials_secret("mlflow-admin") | {
+        "stringData": {"username": "admin", "password": "p" * 12}
+    })  # fmt: skip
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    before = world.deployment()
+    world.kube.delete("MLflowServer", "mlflow")
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert "apply:Deployment" not in world.kube.writes
+    assert world.deployment() == before
+    synced = world.condition("RegistrySynced")
+    assert (synced["status"], synced["reason"]) == ("False", "ServerNotFound")
+    assert world.condition("Ready")["status"] == "True"
+
+
+async def test_a_refused_rollback_still_announces_the_failure_once() -> None:
+    world = await serving_v1_failing_v2()
+    world.kube.fail["apply:Deployment"] = api_error(403, "Forbidden", "cannot patch")
+    with pytest.raises(ApiError):
+        await world.reconcile()
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    assert [e[1] for e in world.events].count("RolloutFailed") == 1
