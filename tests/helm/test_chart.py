@@ -23,7 +23,7 @@ from mlflow_operator.builders.serving import serving_labels
 from mlflow_operator.config import ENV_PREFIX, OperatorConfig
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from mlflow_operator.serving.metrics import ServingMetrics
-from tests.cluster.build import KUBERNETES_VERSION
+from tests.cluster.build import KUBERNETES_VERSION as CLUSTER_VERSION
 from tests.helm import dashboard, manifests, valuesdoc
 from tests.helm.chart import (
     CHART,
@@ -465,6 +465,6 @@ def test_dashboard_configmap_is_opt_in_with_the_sidecar_label() -> None:
 def test_kubernetes_floor_is_the_version_the_tests_run() -> None:
     """The chart promises no Kubernetes older than the test cluster's (docs/install.md)."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    minor = KUBERNETES_VERSION.removeprefix("v").rsplit(".", 1)[0]
+    minor = CLUSTER_VERSION.removeprefix("v").rsplit(".", 1)[0]
     assert chart["kubeVersion"] == f">={minor}.0-0"
     assert f"**{minor}** or newer" in (CHART.parents[1] / "docs" / "install.md").read_text()

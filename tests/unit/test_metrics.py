@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from mlflow_operator import metrics
 from mlflow_operator.registry.client import Credentials
-from mlflow_operator.registry.watcher import RegistryHub
+from mlflow_operator.registry.watcher import Follower, RegistryHub
 
 SYNC = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -83,31 +83,27 @@ def test_a_deleted_deployment_leaves_no_series() -> None:
     metrics.forget_model_deployment(ns, name)  # twice, or never reconciled: no error
 
 
-def test_registry_gauges_come_from_the_watchers_at_scrape_time() -> None:
+async def test_registry_gauges_come_from_the_watchers_at_scrape_time() -> None:
     hub = RegistryHub()
-    hub.watcher("a", "http://mlflow-a:5000", Credentials())
+    # a port nothing listens on: the watcher's sweeps fail at once, without a network
+    url = "http://127.0.0.1:9"
+    watcher = hub.follow("ml/fraud", f"{url}|-", url, Credentials(), Follower("fraud", 60.0))
     registry = CollectorRegistry()
     registry.register(metrics.RegistryCollector(hub.health))
 
     # a watcher that has not swept yet, or whose last sweep failed, is down
-    assert registry.get_sample_value(
-        "mlflow_operator_registry_up", {"endpoint": "http://mlflow-a:5000"}
-    ) == (0)
+    assert registry.get_sample_value("mlflow_operator_registry_up", {"endpoint": url}) == (0)
     assert (
         registry.get_sample_value(
             "mlflow_operator_registry_last_sync_timestamp_seconds",
-            {"endpoint": "http://mlflow-a:5000"},
+            {"endpoint": url},
         )
         is None
     )
 
-    hub.unfollow("nobody")  # the hub drops idle watchers; a gone endpoint has no series
-    assert (
-        registry.get_sample_value(
-            "mlflow_operator_registry_up", {"endpoint": "http://mlflow-a:5000"}
-        )
-        is None
-    )
+    hub.unfollow("ml/fraud")  # the hub drops idle watchers; a gone endpoint has no series
+    assert registry.get_sample_value("mlflow_operator_registry_up", {"endpoint": url}) is None
+    await watcher.stop()
 
 
 def test_registry_collector_reports_what_the_source_says() -> None:
