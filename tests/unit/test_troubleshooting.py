@@ -1,0 +1,65 @@
+"""docs/troubleshooting.md names every condition reason and Event reason the operator writes.
+
+The reasons are the CamelCase string literals of the code that decides status and Events; the
+words there that are not reasons are listed below, each for a reason. A new reason in the code
+fails this test until the page has a row for it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "operator" / "mlflow_operator"
+DOC = ROOT / "docs" / "troubleshooting.md"
+WHERE = ("core", "reconcilers", "handlers", "kube", "registry")
+NOT_REASONS = {
+    # condition types, statuses, Event types
+    *("Ready", "Progressing", "Degraded", "RegistrySynced"),
+    *("DatabaseReady", "ArtifactStoreReady", "SchemaMigrated"),
+    *("True", "False", "Normal", "Warning"),
+    # kinds the operator reads and writes, and products named in messages
+    *("Deployment", "Job", "Pod", "Secret", "Service", "ServiceAccount", "StatefulSet"),
+    *("ConfigMap", "Event", "PersistentVolumeClaim", "ModelDeployment", "MLflowServer"),
+    *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
+    # results of status.history entries (docs/modeldeployment.md)
+    *("InProgress", "Succeeded", "Failed", "Superseded", "RolledBack"),
+    # what Kubernetes writes, read by the operator
+    *("PodScheduled", "Unschedulable", "Complete", "ProgressDeadlineExceeded"),
+    # HTTP and MLflow's REST API, spoken by registry/
+    *("GET", "POST", "Authorization", "ACTIVE"),
+    # a section of docs/modeldeployment.md that docstrings name
+    "Guarantees",
+    # the prefix of Kubernetes<Reason> (the API's refusal reason appended): see the test below
+    "Kubernetes",
+}
+
+
+def code_reasons() -> set[str]:
+    found: set[str] = set()
+    for directory in WHERE:
+        for path in (PACKAGE / directory).glob("*.py"):
+            found |= set(re.findall(r'"([A-Z][A-Za-z]+)"', path.read_text()))
+    return found - NOT_REASONS
+
+
+def test_every_reason_has_a_row() -> None:
+    documented = set(re.findall(r"`([A-Z][A-Za-z]+)`", DOC.read_text()))
+    missing = sorted(code_reasons() - documented)
+    assert missing == [], f"docs/troubleshooting.md lacks {', '.join(missing)}"
+
+
+def test_the_scan_finds_reasons() -> None:
+    """The test above is not vacuous: the reasons of both kinds are found."""
+    assert {"RolloutFailed", "AliasNotFound", "MigrationFailed", "SecretNotFound"} <= (
+        code_reasons()
+    )
+
+
+def test_the_kubernetes_refusal_reasons_are_documented() -> None:
+    """Reasons made as "Kubernetes" + the API's reason (KubernetesForbidden, ...) are not
+    literals; the page documents the family and its common members."""
+    text = DOC.read_text()
+    assert "`Kubernetes<Reason>`" in text
+    assert "KubernetesForbidden" in text and "KubernetesInvalid" in text
