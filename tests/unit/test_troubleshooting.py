@@ -62,4 +62,5 @@ def test_the_kubernetes_refusal_reasons_are_documented() -> None:
     literals; the page documents the family and its common members."""
     text = DOC.read_text()
     assert "`Kubernetes<Reason>`" in text
-    assert "KubernetesForbidden" in text and "KubernetesInvalid" in text
+    assert "KubernetesForbidden" in text
+    assert "KubernetesInvalid" in text
