@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.cluster.launcher import KubeCluster
@@ -45,6 +46,25 @@ def status(cluster: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
 
 def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def eventually_condition(
+    cluster: KubeCluster,
+    namespace: str,
+    name: str,
+    type_: str,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
+) -> dict[str, Any]:
+    """The condition type_ of the ModelDeployment, once check() accepts it."""
+
+    def accepted() -> dict[str, Any] | None:
+        found = condition(status(cluster, namespace, name), type_)
+        return found if found and check(found) else None
+
+    result: dict[str, Any] = eventually(accepted, timeout, what)
+    return result
 
 
 def is_ready_on(cluster: KubeCluster, namespace: str, name: str, version: str) -> bool:

@@ -19,6 +19,7 @@ from tests.e2e.conftest import eventually, get_json
 from tests.e2e.modeldeployments import (
     condition,
     events,
+    eventually_condition,
     is_ready_on,
     model_deployment,
     status,
@@ -254,25 +255,16 @@ def test_a_memory_limit_too_small_is_reported_as_oomkilled_with_the_limit(
     kube_cluster.apply(
         model_deployment("oom", ns, model_name, pods_tracking_uri, serving=serving, deadline=45)
     )
-    progressing = eventually(
-        lambda: (
-            "OOMKilled"
-            in (c := condition(status(kube_cluster, ns, "oom"), "Progressing")).get("message", "")
-            and c
-        ),
-        ROLLOUT_TIMEOUT,
-        "Progressing names the OOM kill",
-    )
+    progressing = eventually_condition(
+        kube_cluster, ns, "oom", "Progressing", lambda c: "OOMKilled" in c.get("message", ""),
+        ROLLOUT_TIMEOUT, "Progressing names the OOM kill",
+    )  # fmt: skip
     assert progressing["status"] == "True"
     assert "memory limit 64Mi" in progressing["message"]
-    degraded = eventually(
-        lambda: (
-            (c := condition(status(kube_cluster, ns, "oom"), "Degraded")).get("status") == "True"
-            and c
-        ),
-        45 + 60,
-        "Degraded after the progress deadline",
-    )
+    degraded = eventually_condition(
+        kube_cluster, ns, "oom", "Degraded", lambda c: c.get("status") == "True",
+        45 + 60, "Degraded after the progress deadline",
+    )  # fmt: skip
     assert degraded["reason"] == "RolloutFailed"
     assert "OOMKilled: the container ran out of its memory limit 64Mi" in degraded["message"]
     (pod,) = serving_pods(kube_cluster, ns, "oom")
@@ -300,25 +292,16 @@ def test_an_image_that_does_not_exist_blocks_the_rollout_and_names_the_image(
     kube_cluster.apply(
         model_deployment("noimg", ns, model_name, pods_tracking_uri, serving=serving, deadline=30)
     )
-    progressing = eventually(
-        lambda: (
-            (c := condition(status(kube_cluster, ns, "noimg"), "Progressing")).get("reason")
-            == "RolloutBlocked"
-            and c
-        ),
-        ROLLOUT_TIMEOUT,
-        "Progressing says the rollout is blocked",
-    )
+    progressing = eventually_condition(
+        kube_cluster, ns, "noimg", "Progressing", lambda c: c.get("reason") == "RolloutBlocked",
+        ROLLOUT_TIMEOUT, "Progressing says the rollout is blocked",
+    )  # fmt: skip
     assert image in progressing["message"]
     assert "ImagePullBackOff" in progressing["message"] or "ErrImagePull" in progressing["message"]
-    degraded = eventually(
-        lambda: (
-            (c := condition(status(kube_cluster, ns, "noimg"), "Degraded")).get("status") == "True"
-            and c
-        ),
-        30 + 60,
-        "Degraded after the progress deadline",
-    )
+    degraded = eventually_condition(
+        kube_cluster, ns, "noimg", "Degraded", lambda c: c.get("status") == "True",
+        30 + 60, "Degraded after the progress deadline",
+    )  # fmt: skip
     assert degraded["reason"] == "RolloutBlocked"
     assert image in degraded["message"]
     assert status(kube_cluster, ns, "noimg").get("failedVersions", []) == []
