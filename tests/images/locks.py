@@ -1,6 +1,8 @@
 """The lock files of the images' Python packages: deploy/image/locks/<image>.txt.
 
-    python -m tests.images.locks          # resolves again (uv, PyPI) and writes every lock
+    python -m tests.images.locks          # resolves again (uv, PyPI) and writes every lock,
+                                          # keeping the versions the locks pin where it can
+    python -m tests.images.locks --upgrade  # the newest versions the inputs allow
     python -m tests.images.locks --check  # exit 1 when a lock's inputs changed since (offline)
 
 Each image installs exactly its lock, with hashes (`pip install --require-hashes --no-deps`),
@@ -97,7 +99,9 @@ def header(lock: Lock) -> str:
     )
 
 
-def compile_lock(lock: Lock) -> str:
+def compile_lock(lock: Lock, *, upgrade: bool = False) -> str:
+    """The lock's new text. Without `upgrade`, uv prefers the versions the lock pins now (it
+    reads them from the output file), so adding one dependency does not move the others."""
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if uv is None:
         raise SystemExit("uv not found: run `make install` (it is a dev dependency)")
@@ -107,11 +111,14 @@ def compile_lock(lock: Lock) -> str:
             operator = Path(scratch) / "operator.in"
             operator.write_text("\n".join(operator_dependencies()) + "\n")
             sources.insert(0, str(operator))
-        argv = [uv, "pip", "compile", *UV_OPTIONS, "--quiet", *sources]
+        output = Path(scratch) / "lock.txt"
+        if lock.path.exists() and not upgrade:
+            shutil.copyfile(lock.path, output)
+        argv = [uv, "pip", "compile", *UV_OPTIONS, "--quiet", f"--output-file={output}", *sources]
         result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=LOCKS)
-    if result.returncode != 0:
-        raise SystemExit(f"uv pip compile of {lock.image} failed:\n{result.stderr}")
-    return header(lock) + result.stdout
+        if result.returncode != 0:
+            raise SystemExit(f"uv pip compile of {lock.image} failed:\n{result.stderr}")
+        return header(lock) + output.read_text()
 
 
 def stale() -> list[Lock]:
@@ -127,6 +134,7 @@ def stale() -> list[Lock]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a lock is stale")
+    parser.add_argument("--upgrade", action="store_true", help="ignore the versions pinned now")
     parser.add_argument("images", nargs="*", help="only these locks (default: all)")
     args = parser.parse_args(argv)
     if args.check:
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for lock in LOCK_FILES:
         if args.images and lock.image not in args.images:
             continue
-        lock.path.write_text(compile_lock(lock))
+        lock.path.write_text(compile_lock(lock, upgrade=args.upgrade))
         print(lock.path.relative_to(ROOT))
     return 0
 

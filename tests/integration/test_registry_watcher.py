@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlflow_operator.api.modeldeployment import ModelSelector
+from mlflow_operator.api.modeldeployment import ModelSelector, VersionSelector
 from mlflow_operator.core.resolution import Resolved, Unresolved, resolve_target
 from mlflow_operator.registry.client import Credentials, RegistryClient
 from mlflow_operator.registry.watcher import Follower, RegistryWatcher
@@ -17,6 +17,7 @@ from tests.support.counting_proxy import CountingProxy
 
 pytestmark = pytest.mark.integration
 SEARCH = "GET /api/2.0/mlflow/registered-models/search"
+VERSIONS = "GET /api/2.0/mlflow/model-versions/search"
 
 
 @pytest.fixture
@@ -79,6 +80,75 @@ async def test_requests_per_sweep_do_not_grow_with_followers(
     print(f"MLflow requests per sweep: 5 followers {five}, 50 followers {fifty}")
     assert five == fifty == 1
     assert proxy.counts[SEARCH] >= 8
+
+
+async def test_selectors_read_version_tags_at_the_cost_of_aliases(
+    proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
+) -> None:
+    """Tag and semver selection against MLflow's own model-versions/search: one request per
+    sweep for every selector follower of every model, like aliases; a tag moved in MLflow
+    moves the choice at the next sweep."""
+    models = [f"{model_name}-{i}" for i in range(5)]
+    for name in models:
+        for semver in ("2.0.0", "2.3.1", "3.0.0"):
+            version = mlflow_registry.log_version(name)
+            mlflow_registry.tag_version(name, version.version, "stage", "prod")
+            mlflow_registry.tag_version(name, version.version, "semver", semver)
+    selector = VersionSelector(tags={"stage": "prod"}, semver="^2.1")
+
+    watcher = RegistryWatcher(RegistryClient(proxy.url))
+    for i in range(50):
+        watcher._followers[f"md-{i}"] = Follower(models[i % 5], 30.0, all_versions=True)
+    await watcher.sweep()
+    chosen = resolve_target(
+        ModelSelector(name=models[0], selector=selector), watcher.state(models[0]).snapshot
+    )
+    assert isinstance(chosen, Resolved)
+    assert chosen.version == "2"  # 3 is 3.0.0: outside ^2.1
+    before = proxy.total()
+    for _ in range(3):
+        await watcher.sweep()
+    per_sweep = (proxy.total() - before) // 3
+    print(f"MLflow requests per sweep, 50 selector followers of 5 models: {per_sweep}")
+    assert per_sweep == 1
+    assert proxy.counts[VERSIONS] >= 4
+    assert proxy.counts.get(SEARCH, 0) == 0  # selector-only models need no model search
+
+    mlflow_registry.delete_version_tag(models[0], "2", "stage")
+    await watcher.sweep()
+    moved = resolve_target(
+        ModelSelector(name=models[0], selector=selector), watcher.state(models[0]).snapshot
+    )
+    assert isinstance(moved, Unresolved)  # 1 is 2.0.0, outside ^2.1; 2 lost its tag
+    assert moved.reason == "NoMatchingVersion"
+    await watcher.client.close()
+
+
+async def test_a_selector_on_a_model_without_versions_or_that_does_not_exist(
+    mlflow_stack: MlflowStack, mlflow_registry: ModelRegistry, model_name: str
+) -> None:
+    mlflow_registry.client.create_registered_model(model_name)  # no version yet
+    watcher = RegistryWatcher(RegistryClient(mlflow_stack.tracking_uri))
+    watcher._followers["a"] = Follower(model_name, 30.0, all_versions=True)
+    watcher._followers["b"] = Follower(f"{model_name}-missing", 30.0, all_versions=True)
+    await watcher.sweep()
+    selector = VersionSelector(tags={"stage": "prod"})
+    empty = resolve_target(
+        ModelSelector(name=model_name, selector=selector), watcher.state(model_name).snapshot
+    )
+    assert isinstance(empty, Unresolved)
+    assert (empty.reason, empty.message) == (
+        "NoMatchingVersion",
+        f"no READY version of {model_name!r} matches tags:stage=prod "
+        "(none of its 0 version(s) has these tags)",
+    )
+    missing = resolve_target(
+        ModelSelector(name=f"{model_name}-missing", selector=selector),
+        watcher.state(f"{model_name}-missing").snapshot,
+    )
+    assert isinstance(missing, Unresolved)
+    assert missing.reason == "ModelNotFound"
+    await watcher.client.close()
 
 
 async def test_unreachable_registry_is_reported_without_credentials(

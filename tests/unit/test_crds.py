@@ -89,7 +89,7 @@ def test_kubectl_facing_names() -> None:
 
 def test_cross_field_rules_are_cel_in_the_crd() -> None:
     text = json.dumps(build_crd(MODEL_DEPLOYMENT))
-    assert "exactly one of alias, stage or version must be set" in text
+    assert "exactly one of alias, stage, version or selector must be set" in text
     assert "exactly one of serverRef or trackingUri must be set" in text
     assert "duration(self.pollInterval) >= duration('5s')" in text
     text = json.dumps(build_crd(MLFLOW_SERVER))

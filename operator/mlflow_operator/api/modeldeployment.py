@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -22,6 +23,7 @@ from mlflow_operator.api.common import (
 )
 from mlflow_operator.api.duration import Duration, parse_duration
 from mlflow_operator.core.redact import has_userinfo
+from mlflow_operator.core.semver import SEMVER_RANGE_PATTERN, is_semver_range
 
 ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
 VERSION_PATTERN = r"^[1-9][0-9]*$"
@@ -29,11 +31,94 @@ MIN_POLL_INTERVAL = "5s"
 Stage = Literal["Staging", "Production", "Archived"]
 
 
+# What MLflow accepts as a tag key (mlflow/utils/validation.py: _validate_tag_name): these
+# characters, and nothing that a path normalisation would change ("a//b", "./a", "a/..").
+TAG_KEY_PATTERN = r"^[A-Za-z0-9_.\- :/]+$"
+TAG_KEY_PATH_PATTERN = r"(^/|/$|//|^\.\.|(^|/)\.\.?(/|$))"
+MAX_TAG_KEY_LENGTH = 250
+MAX_SELECTOR_TAGS = 16
+
+
+def is_mlflow_tag_key(key: str) -> bool:
+    """Whether MLflow can store a model version tag with this key."""
+    return (
+        0 < len(key) <= MAX_TAG_KEY_LENGTH
+        and re.fullmatch(TAG_KEY_PATTERN, key) is not None
+        and re.search(TAG_KEY_PATH_PATTERN, key) is None
+    )
+
+
+def _cel_tag_key(expr: str) -> str:
+    # CEL raw strings (r'...') keep the regular expressions' backslashes as they are
+    return f"{expr}.matches(r'{TAG_KEY_PATTERN}') && !{expr}.matches(r'{TAG_KEY_PATH_PATTERN}')"
+
+
+class VersionSelector(ApiModel):
+    """Follow the best READY version whose tags match (and whose semantic version is in range)."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.tags) || has(self.semver)",
+            message="selector needs tags, semver or both",
+            holds=lambda s: s.tags is not None or s.semver is not None,
+        ),
+        Rule(
+            cel=f"!has(self.tags) || self.tags.all(k, size(k) <= {MAX_TAG_KEY_LENGTH} && "
+            f"{_cel_tag_key('k')})",
+            message="tag keys may only contain letters, digits, '_', '-', '.', ' ', ':' and '/', "
+            f"at most {MAX_TAG_KEY_LENGTH} characters, and must not look like a path that "
+            "normalises to another name ('/a', 'a/', 'a//b', '..', 'a/./b'): MLflow cannot "
+            "store such a tag",
+            holds=lambda s: s.tags is None or all(is_mlflow_tag_key(k) for k in s.tags),
+            field_path=".tags",
+        ),
+        Rule(
+            cel=f"!has(self.semverTag) || ({_cel_tag_key('self.semverTag')})",
+            message="semverTag must be a tag key MLflow can store",
+            holds=lambda s: is_mlflow_tag_key(s.semver_tag),
+            field_path=".semverTag",
+        ),
+        Rule(
+            cel=f"!has(self.semver) || self.semver.matches(r'{SEMVER_RANGE_PATTERN}')",
+            message="semver must be a semantic version range like ^2.1, ~1.4.0, >=1.2.0 <2.0.0, "
+            "2.x or 1.0.0 - 1.5.0 (npm range syntax)",
+            holds=lambda s: s.semver is None or is_semver_range(s.semver),
+            field_path=".semver",
+        ),
+    )
+
+    tags: dict[str, Annotated[str, Field(max_length=5000)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SELECTOR_TAGS,
+        description="Version tags that must all be set to these values, e.g. {stage: prod}.",
+    )
+    semver: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="A semantic version range (npm syntax: ^2.1, ~1.4, >=1.2.0 <2.0.0) the "
+        "version's semverTag must satisfy; versions without a valid semantic version tag are "
+        "not candidates.",
+    )
+    semver_tag: str = Field(
+        default="semver",
+        min_length=1,
+        max_length=MAX_TAG_KEY_LENGTH,
+        description="The version tag that holds the semantic version (e.g. 2.1.3 or v2.1.3).",
+    )
+    order: Literal["newest", "highestSemver"] = Field(
+        default="newest",
+        description="Which candidate wins: the newest version number, or the highest semantic "
+        "version (ties: the newest).",
+    )
+
+
 class ModelSelector(ApiModel):
     """Which registered model, and which of its versions, to serve."""
 
     __rules__ = (
-        exactly_one_of("alias", "stage", "version"),
+        exactly_one_of("alias", "stage", "version", "selector"),
         Rule(
             cel="!has(self.alias) || (self.alias.lowerAscii() != 'latest' && "
             "!self.alias.matches('^[vV][0-9]+$'))",
@@ -66,6 +151,11 @@ class ModelSelector(ApiModel):
         pattern=VERSION_PATTERN,
         max_length=18,
         description='Pin one version: a positive integer written as a string, e.g. "12".',
+    )
+    selector: VersionSelector | None = Field(
+        default=None,
+        description="Follow the best READY version matching version tags and/or a semantic "
+        "version range.",
     )
 
 
@@ -251,6 +341,11 @@ class ModelDeploymentStatus(StatusModel):
     )
     target_version: str | None = Field(
         default=None, description="The version the registry selects now."
+    )
+    selection: str | None = Field(
+        default=None,
+        description="Why spec.model.selector chose targetVersion (its tags, semantic version "
+        "and how many versions matched).",
     )
     serving_version: str | None = Field(
         default=None, description="The version all ready pods serve."

@@ -18,6 +18,7 @@ class VersionInfo:
     status_message: str = ""
     run_id: str = ""
     current_stage: str = "None"
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class ModelSnapshot:
     aliases: Mapping[str, str] = field(default_factory=dict)  # alias -> version
     latest_by_stage: Mapping[str, str] = field(default_factory=dict)  # stage -> newest version
     versions: Mapping[str, VersionInfo] = field(default_factory=dict)  # version -> info
+    # True when `versions` holds every version of the model with its tags (a follower uses
+    # spec.model.selector); otherwise only the latest per stage, aliased and pinned ones.
+    all_versions: bool = False
 
 
 @dataclass(frozen=True)

@@ -164,10 +164,14 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     status.follows = follows(spec.model)
     _registry_conditions(draft, registry, resolution)
 
+    if spec.model.selector is None:
+        status.selection = None
     if isinstance(resolution, Resolved):
         status.target_version = resolution.version
         if resolution.run_id:
             status.run_id = resolution.run_id
+        if resolution.selection:
+            status.selection = resolution.selection
     target = status.target_version
     current = deployment.version if deployment.exists else None
     known = _known(last, deployment)

@@ -200,12 +200,13 @@ class ModelDeploymentReconciler:
             self.hub.unfollow(_key(owner))  # never keep polling with credentials now gone
             return _RegistryView(_unreadable(problem), endpoint)
         pinned = frozenset({spec.model.version} if spec.model.version else ())
+        listed = spec.model.selector is not None
         watcher = self.hub.follow(
             _key(owner),
             endpoint.identity(owner.namespace),
             endpoint.url,
             credentials,
-            Follower(spec.model.name, interval, pinned, wake),
+            Follower(spec.model.name, interval, pinned, wake, all_versions=listed),
         )
         await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
         return _RegistryView(

@@ -21,6 +21,7 @@ from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
 
 API = "/api/2.0/mlflow"
 PAGE_SIZE = 1000  # the server's maximum for registered-models/search
+VERSIONS_PAGE_SIZE = 10_000  # model-versions/search allows 200,000; ~5 MB of JSON per page
 MAX_FILTER_CHARS = 4000  # keep URLs well under common proxy limits
 
 
@@ -129,6 +130,28 @@ class RegistryClient:
                     for model in page.get("registered_models", []):
                         snapshot = _snapshot(model)
                         found[snapshot.name] = snapshot
+                    token = str(page.get("next_page_token", ""))
+                if not token:
+                    break
+        return found
+
+    async def search_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
+        """Every version, with its tags, of the named models (those that have versions).
+
+        One request per page of up to 10,000 versions of models named in one URL's filter:
+        like search_models, the cost never grows with the number of ModelDeployments.
+        """
+        found: dict[str, list[VersionInfo]] = {}
+        for chunk in _name_filters(sorted(set(names))):
+            token = ""
+            while True:
+                params = {"filter": chunk, "max_results": str(VERSIONS_PAGE_SIZE)}
+                if token:
+                    params["page_token"] = token
+                page = await self._call("GET", "model-versions/search", params)
+                with self._shape("model-versions/search"):
+                    for data in page.get("model_versions", []):
+                        found.setdefault(str(data["name"]), []).append(_version(data))
                     token = str(page.get("next_page_token", ""))
                 if not token:
                     break
@@ -254,6 +277,7 @@ def _version(data: dict[str, Any]) -> VersionInfo:
         status_message=str(data.get("status_message", "")),
         run_id=str(data.get("run_id", "")),
         current_stage=str(data.get("current_stage", "None")),
+        tags={str(t["key"]): str(t.get("value", "")) for t in data.get("tags", [])},
     )
 
 

@@ -41,6 +41,7 @@ class Follower:
     interval: float
     pinned_versions: frozenset[str] = frozenset()
     wake: Callable[[], None] = field(default=lambda: None)
+    all_versions: bool = False  # spec.model.selector: needs every version with its tags
 
 
 class RegistryWatcher:
@@ -67,12 +68,14 @@ class RegistryWatcher:
     # -- followers -------------------------------------------------------------------------
     def follow(self, key: str, follower: Follower) -> None:
         known = {f.model for f in self._followers.values()}
+        listed = self._listed_models()
         previous = self._followers.get(key)
         self._followers[key] = follower
         if follower.model not in known or (previous and previous.interval > follower.interval):
             self._poke.set()
-        if follower.pinned_versions - (previous.pinned_versions if previous else frozenset()):
-            self._swept.discard(follower.model)
+        new_pins = follower.pinned_versions - (previous.pinned_versions if previous else set())
+        if new_pins or (follower.all_versions and follower.model not in listed):
+            self._swept.discard(follower.model)  # what it needs is read by the next sweep
             self._poke.set()
         self._ensure_running()
 
@@ -189,7 +192,7 @@ class RegistryWatcher:
         before = self.client.requests
         was_synced = self._synced
         try:
-            found = await self.client.search_models(names)
+            found = await self._read(names)
             found = {name: await self._with_versions(snap) for name, snap in found.items()}
         except RegistryError as exc:
             self._failed(names, str(exc), exc.reason, was_synced)
@@ -225,6 +228,38 @@ class RegistryWatcher:
         logger.warning("registry sweep of %s failed: %s", self.client.display_url, error)
         if news:  # followers report it now (and again when the fault changes, not every retry)
             self._wake(names)
+
+    def _listed_models(self) -> set[str]:
+        return {f.model for f in self._followers.values() if f.all_versions}
+
+    async def _read(self, names: list[str]) -> dict[str, ModelSnapshot]:
+        """Snapshots of the named models, in as few requests as the followers allow.
+
+        Models followed only through spec.model.selector are read with model-versions/search
+        alone (it carries every version's tags and status, not aliases); the others with
+        registered-models/search, plus model-versions/search when a selector follows them
+        too. A model that model-versions/search does not list has no versions or does not
+        exist: registered-models/search tells which (only then is it asked).
+        """
+        listed = self._listed_models() & set(names)
+        searched = [n for n in names if n not in listed or self._also_unlisted(n)]
+        found = await self.client.search_models(searched) if searched else {}
+        versions = await self.client.search_versions(sorted(listed)) if listed else {}
+        absent = [n for n in sorted(listed) if n not in versions and n not in found]
+        if absent:
+            found.update(await self.client.search_models(absent))
+        for name in listed:
+            every = {v.version: v for v in versions.get(name, [])}
+            if name in found:
+                snap = found[name]
+                found[name] = replace(snap, versions={**snap.versions, **every}, all_versions=True)
+            elif every:
+                found[name] = ModelSnapshot(name=name, versions=every, all_versions=True)
+        return found
+
+    def _also_unlisted(self, model: str) -> bool:
+        """Whether an alias, stage or pinned follower needs registered-models/search too."""
+        return any(f.model == model and not f.all_versions for f in self._followers.values())
 
     async def _with_versions(self, snapshot: ModelSnapshot) -> ModelSnapshot:
         """Add the versions aliases and pins point to (search results carry only the latest)."""
