@@ -16,7 +16,7 @@ def model_deployment(
     model: str,
     tracking_uri: str,
     *,
-    selector: dict[str, str] | None = None,
+    selector: dict[str, Any] | None = None,
     poll: str = "5s",
     deadline: int = 600,
     serving: dict[str, Any] | None = None,

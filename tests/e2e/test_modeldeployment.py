@@ -6,6 +6,7 @@ test_modeldeployment_pods.py.
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from tests.e2e.modeldeployments import (
     condition,
     event_reasons,
     events,
+    eventually_condition,
     is_ready_on,
     model_deployment,
     serve_first_version,
@@ -100,6 +102,105 @@ def test_stage_selector_follows_the_newest_version_in_the_stage(
     mlflow_registry.transition_stage(model_name, v2.version, "Production")
     eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "staged", "2"), POLL + 5, "v2")
     assert status(kube_cluster, k8s_namespace, "staged")["follows"] == "stage:Production"
+
+
+def test_selector_follows_version_tags_within_a_semver_range(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    ns = k8s_namespace
+
+    def release(semver: str, **tags: str) -> str:
+        version = mlflow_registry.log_version(model_name).version
+        for key, value in {"semver": semver, **tags}.items():
+            mlflow_registry.tag_version(model_name, version, key, value)
+        return version
+
+    v1 = release("2.1.0", stage="prod")
+    v2 = release("3.0.0", stage="prod")  # a higher major: outside ^2.1
+    md = model_deployment(
+        "tagged", ns, model_name, mlflow_stack.tracking_uri,
+        selector={"selector": {"tags": {"stage": "prod"}, "semver": "^2.1"}},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v1), 60, "Ready on 2.1.0")
+    st = status(kube_cluster, ns, "tagged")
+    assert st["follows"] == "tags:stage=prod,semver:^2.1"
+    assert st["selection"] == (
+        f"version {v1}, semver 2.1.0: the newest of 1 READY version(s) matching "
+        "tags:stage=prod,semver:^2.1"
+    )
+    printed = kube_cluster.kubectl("get", "-n", ns, "mdep", "tagged").stdout
+    assert "tags:stage=prod,semver:^2.1" in printed
+
+    v3 = release("2.2.0")  # not tagged stage=prod yet: not a candidate
+    time.sleep(POLL + 1)
+    assert template_version(kube_cluster, ns, "tagged") == v1
+    mlflow_registry.tag_version(model_name, v3, "stage", "prod")
+    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v3), POLL + 5, "tagging moves it")
+
+    mlflow_registry.delete_version_tag(model_name, v3, "stage")
+    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v1), POLL + 5, "untag moves back")
+    assert template_version(kube_cluster, ns, "tagged") == v1
+    assert v2 not in [h["version"] for h in status(kube_cluster, ns, "tagged")["history"]]
+
+    # nothing matches any more: said in RegistrySynced, and the pods keep serving v1
+    mlflow_registry.delete_version_tag(model_name, v1, "stage")
+    synced = eventually_condition(
+        kube_cluster, ns, "tagged", "RegistrySynced",
+        lambda c: c.get("reason") == "NoMatchingVersion", POLL + 5, "NoMatchingVersion",
+    )  # fmt: skip
+    assert synced["status"] == "False"
+    assert "matches tags:stage=prod,semver:^2.1" in synced["message"]
+    assert f"excluded: {v2} (3.0.0 is outside ^2.1)" in synced["message"]
+    assert template_version(kube_cluster, ns, "tagged") == v1
+    assert condition(status(kube_cluster, ns, "tagged"), "Ready")["status"] == "True"
+
+
+def test_any_order_of_tag_changes_converges_to_the_best_match(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    """Bursts of tag changes, in shuffled orders and faster than the poll interval: whatever
+    the operator saw in between, it ends on the version the final tags select."""
+    ns = k8s_namespace
+    versions = [mlflow_registry.log_version(model_name).version for _ in range(4)]
+    for number, version in enumerate(versions):
+        mlflow_registry.tag_version(model_name, version, "semver", f"1.{number}.0")
+    mlflow_registry.tag_version(model_name, versions[0], "channel", "stable")
+    md = model_deployment(
+        "converge", ns, model_name, mlflow_stack.tracking_uri,
+        selector={"selector": {"tags": {"channel": "stable"}, "order": "highestSemver"}},
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, ns, "converge", versions[0]), 60, "first")
+    shuffle = random.Random(20261201)
+    stable = {versions[0]}
+    for burst in range(3):
+        wanted = set(shuffle.sample(versions, k=shuffle.randint(1, len(versions))))
+        changes = [(v, v in wanted) for v in versions if (v in wanted) != (v in stable)]
+        shuffle.shuffle(changes)
+        for version, tagged in changes:
+            if tagged:
+                mlflow_registry.tag_version(model_name, version, "channel", "stable")
+            else:
+                mlflow_registry.delete_version_tag(model_name, version, "channel")
+            time.sleep(shuffle.uniform(0, 2))
+        stable = wanted
+        best = max(stable, key=versions.index)  # semver grows with the version
+        eventually(
+            lambda best=best: is_ready_on(kube_cluster, ns, "converge", best),
+            2 * POLL + 5,
+            f"burst {burst}: {len(changes)} changes end on version {best}",
+        )
 
 
 def test_pinned_version_ignores_registry_moves(

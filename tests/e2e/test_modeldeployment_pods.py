@@ -137,6 +137,49 @@ def test_an_alias_move_rolls_out_real_pods_that_serve_the_new_version(
     assert_pods_run_as_declared(kube_cluster, ns, real_node, "iris")
 
 
+def test_tagging_a_newer_version_rolls_out_real_pods_and_untagging_rolls_back(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> None:
+    """spec.model.selector on real pods: the version tag set in MLflow decides what the
+    Service answers with; a version outside the semver range never serves."""
+    ns = k8s_namespace
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.tag_version(model_name, v1.version, "semver", "1.0.0")
+    mlflow_registry.tag_version(model_name, v1.version, "stage", "prod")
+    md = model_deployment(
+        "tagged", ns, model_name, pods_tracking_uri,
+        selector={"selector": {"tags": {"stage": "prod"}, "semver": "^1"}},
+        serving=on_real_node(real_node),
+    )  # fmt: skip
+    kube_cluster.apply(md)
+    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v1.version), ROLLOUT_TIMEOUT, "v1")
+    url = service_url(kube_cluster, ns, "tagged")
+    eventually_served(url, v1)
+
+    v2 = mlflow_registry.log_version(model_name, c=DIFFERENT_C)
+    assert v2.predict() != v1.predict()  # else the checks below could not tell them apart
+    mlflow_registry.tag_version(model_name, v2.version, "semver", "2.0.0")  # outside ^1
+    mlflow_registry.tag_version(model_name, v2.version, "stage", "prod")
+    time.sleep(POLL + 2)
+    assert template_version(kube_cluster, ns, "tagged") == v1.version
+    mlflow_registry.tag_version(model_name, v2.version, "semver", "1.1.0")  # now inside ^1
+    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v2.version), ROLLOUT_TIMEOUT, "v2")
+    eventually_served(url, v2)
+    assert status(kube_cluster, ns, "tagged")["selection"].startswith(
+        f"version {v2.version}, semver 1.1.0: the newest of 2 READY version(s)"
+    )
+
+    mlflow_registry.delete_version_tag(model_name, v2.version, "stage")
+    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v1.version), ROLLOUT_TIMEOUT, "v1")
+    eventually_served(url, v1)
+
+
 def _broken_or_good(registry: ModelRegistry, model: str, broken: bool) -> TrainedVersion | str:
     return (
         registry.log_broken_version(model) if broken else registry.log_version(model, c=DIFFERENT_C)
