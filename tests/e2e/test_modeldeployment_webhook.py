@@ -75,12 +75,19 @@ def test_real_webhook_from_mlflow_triggers_the_rollout_within_two_seconds(
 ) -> None:
     v1 = mlflow_registry.log_version(model_name)
     mlflow_registry.set_alias(model_name, "champion", v1.version)
+    mlflow_registry.tag_version(model_name, v1.version, "stage", "prod")
     # a poll interval so long that only the webhook can explain a prompt rollout
     md = model_deployment(
         "hooked", k8s_namespace, model_name, mlflow_stack.tracking_uri, poll="10m"
     )
     kube_cluster.apply(md)
+    tagged = model_deployment(
+        "tagged", k8s_namespace, model_name, mlflow_stack.tracking_uri, poll="10m",
+        selector={"selector": {"tags": {"stage": "prod"}}},
+    )  # fmt: skip
+    kube_cluster.apply(tagged)
     eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "hooked", "1"), 60, "v1")
+    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "tagged", "1"), 60, "v1 tagged")
 
     async def register() -> None:
         client = RegistryClient(mlflow_stack.tracking_uri)
@@ -107,3 +114,14 @@ def test_real_webhook_from_mlflow_triggers_the_rollout_within_two_seconds(
     )
     print(f"alias move -> rollout started: {time.monotonic() - moved:.2f}s")
     eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "hooked", "2"), 30, "v2 Ready")
+
+    # a model_version_tag.set delivery moves a selector as promptly
+    tagged_at = time.monotonic()
+    mlflow_registry.tag_version(model_name, v2.version, "stage", "prod")
+    eventually(
+        lambda: template_version(kube_cluster, k8s_namespace, "tagged") == "2",
+        2.0,
+        "rollout of v2 began within 2s of the tag",
+        interval=0.05,
+    )
+    print(f"version tag set -> rollout started: {time.monotonic() - tagged_at:.2f}s")
