@@ -1,6 +1,7 @@
 """Promotion-to-rollout latency, MLflow requests per interval, and operator memory at scale.
 
     .venv/bin/python -m tests.bench.bench_promotion [--promotions 10] [--scales 10,100,1000]
+        [--follow alias,selector]
 
 Runs the real pieces: the local control plane (KWOK pods), MLflow on PostgreSQL and MinIO,
 and `mlflow-operator run` as a process. Prints numbers; nothing here passes or fails.
@@ -13,6 +14,8 @@ and `mlflow-operator run` as a process. Prints numbers; nothing here passes or f
   `registered-models/alias` once per ModelDeployment per interval, timed against the same
   server in the same run.
 - Memory: the operator's RSS (process group) after the N ModelDeployments are Ready.
+- `--follow selector`: the same with ModelDeployments that follow `spec.model.selector`
+  (version tags stage=prod and semver ^1) instead of the alias.
 """
 
 from __future__ import annotations
@@ -108,18 +111,26 @@ def operator_rss_mib(operator: OperatorProcess) -> float:
     return kib / 1024
 
 
+SELECTOR = {"selector": {"tags": {"stage": "prod"}, "semver": "^1"}}
+
+
 def scale(
     cluster: KubeCluster,
     registry: ModelRegistry,
     tracking_uri: str,
     operator: OperatorProcess,
     scales: list[int],
+    follow: str = "alias",
 ) -> list[dict[str, Any]]:
-    models = [f"bench-scale-{i}" for i in range(MODELS)]
+    models = [f"bench-{follow}-{i}" for i in range(MODELS)]
     for model in models:
-        registry.set_alias(model, "champion", registry.log_version(model).version)
+        version = registry.log_version(model).version
+        registry.set_alias(model, "champion", version)
+        registry.tag_version(model, version, "stage", "prod")
+        registry.tag_version(model, version, "semver", "1.0.0")
+    selector = SELECTOR if follow == "selector" else None
     proxy = CountingProxy(tracking_uri).start()
-    ns = "bench-scale"
+    ns = f"bench-scale-{follow}"
     cluster.kubectl("create", "namespace", ns)
     rows = []
     created = 0
@@ -127,7 +138,7 @@ def scale(
         for target in scales:
             batch = [
                 model_deployment(f"md-{i}", ns, models[i % MODELS], proxy.url, poll=f"{POLL:.0f}s",
-                                 serving={"replicas": 0})
+                                 serving={"replicas": 0}, selector=selector)
                 for i in range(created, target)
             ]  # fmt: skip
             for start in range(0, len(batch), 100):
@@ -155,7 +166,7 @@ def scale(
             per_interval = (proxy.total("GET ") - before) / 3
             naive = naive_round_seconds(tracking_uri, models, target)
             rows.append({
-                "deployments": target, "ready_after_s": round(settled, 1),
+                "follow": follow, "deployments": target, "ready_after_s": round(settled, 1),
                 "operator_get_per_interval": per_interval, "naive_get_per_interval": target,
                 "naive_round_s": round(naive, 2),
                 "operator_rss_mib": round(operator_rss_mib(operator), 1),
@@ -163,13 +174,30 @@ def scale(
             print(json.dumps(rows[-1]), flush=True)
     finally:
         proxy.stop()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")  # stop following
     return rows
+
+
+def latency(cluster: KubeCluster, registry: ModelRegistry, uri: str, n: int, hook: Any) -> None:
+    poll_started, poll_ready = promotions(cluster, registry, uri, "polled", "5s", n)
+    asyncio.run(hook())
+    time.sleep(2)
+    hook_started, hook_ready = promotions(cluster, registry, uri, "hooked", "10m", n)
+    for label, values in (
+        ("polling 5s: move -> rollout started", poll_started),
+        ("polling 5s: move -> Ready on new version", poll_ready),
+        ("webhook: move -> rollout started", hook_started),
+        ("webhook: move -> Ready on new version", hook_ready),
+    ):
+        print(f"{label}: p50 {statistics.median(values):.2f}s "
+              f"p99 {pct(values, 0.99):.2f}s (n={len(values)})")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--promotions", type=int, default=10)
     parser.add_argument("--scales", default="10,100,1000", help="empty: latency only")
+    parser.add_argument("--follow", default="alias", help="alias, selector or alias,selector")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-promotion-"))
     plane = ControlPlane()
@@ -187,21 +215,11 @@ def main() -> None:
                                                 operator.webhook_secret)  # fmt: skip
                     await client.close()
 
-                uri, n = stack.tracking_uri, args.promotions
-                poll_started, poll_ready = promotions(cluster, registry, uri, "polled", "5s", n)
-                asyncio.run(hook())
-                time.sleep(2)
-                hook_started, hook_ready = promotions(cluster, registry, uri, "hooked", "10m", n)
-                for label, values in (
-                    ("polling 5s: move -> rollout started", poll_started),
-                    ("polling 5s: move -> Ready on new version", poll_ready),
-                    ("webhook: move -> rollout started", hook_started),
-                    ("webhook: move -> Ready on new version", hook_ready),
-                ):
-                    print(f"{label}: p50 {statistics.median(values):.2f}s "
-                          f"p99 {pct(values, 0.99):.2f}s (n={len(values)})")  # fmt: skip
+                if args.promotions:
+                    latency(cluster, registry, stack.tracking_uri, args.promotions, hook)
                 scales = [int(s) for s in args.scales.split(",") if s]
-                scale(cluster, registry, stack.tracking_uri, operator, scales)
+                for follow in args.follow.split(","):
+                    scale(cluster, registry, stack.tracking_uri, operator, scales, follow)
             finally:
                 operator.stop()
     finally:

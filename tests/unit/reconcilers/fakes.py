@@ -159,16 +159,21 @@ class FakeRegistryClient:
 
 @dataclass
 class FakeRegistry:
-    """One registered model whose alias `champion` the test moves."""
+    """One registered model whose alias `champion` (or version tags) the test moves."""
 
     model: str = "fraud"
     champion: str | None = "1"
     synced: bool = True
+    tags: dict[str, dict[str, str]] | None = None  # version -> its tags: every version listed
 
     def state(self) -> RegistryState:
         aliases = {"champion": self.champion} if self.champion else {}
         versions = {v: VersionInfo(v) for v in aliases.values()}
-        snapshot = ModelSnapshot(self.model, aliases=aliases, versions=versions)
+        for version, tags in (self.tags or {}).items():
+            versions[version] = VersionInfo(version, tags=tags)
+        snapshot = ModelSnapshot(
+            self.model, aliases=aliases, versions=versions, all_versions=self.tags is not None
+        )
         return RegistryState(snapshot, synced=self.synced, last_sync=datetime.now(UTC))
 
 

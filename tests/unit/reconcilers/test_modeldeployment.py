@@ -292,3 +292,33 @@ async def test_a_refused_rollback_still_announces_the_failure_once() -> None:
     await world.reconcile()
     assert template_version(world.kube, "fraud") == "1"
     assert [e[1] for e in world.events].count("RolloutFailed") == 1
+
+
+async def test_a_failed_best_match_is_not_retried_nor_replaced_by_the_second_best() -> None:
+    """spec.model.selector keeps the rollback that sticks: the failed version stays failed
+    while it is the best match, and the operator does not pick the next best by itself."""
+    world = World(model={"name": "fraud", "selector": {"tags": {"stage": "prod"}}})
+    world.hub.registry.tags = {"1": {"stage": "prod"}}
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.status["servingVersion"] == "1"
+    assert world.status["follows"] == "tags:stage=prod"
+
+    world.hub.registry.tags = {"1": {"stage": "prod"}, "2": {"stage": "prod"}}
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    settle(world.kube, "fraud", available=False, exceeded=True)
+    await world.reconcile()
+    assert world.status["failedVersions"] == ["2"]
+    assert template_version(world.kube, "fraud") == "1"
+    settle(world.kube, "fraud")
+    for _ in range(2):
+        await world.reconcile()
+        assert template_version(world.kube, "fraud") == "1"
+        assert world.status["targetVersion"] == "2"  # still the best match, still failed
+
+    world.hub.registry.tags = {**world.hub.registry.tags, "3": {"stage": "prod"}}
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "3"
+    assert world.status["failedVersions"] == []
