@@ -53,6 +53,7 @@ def test_forged_stale_and_replayed_deliveries_are_refused(operator: OperatorProc
     forged = sign("not-the-secret", delivery, now, body)
     assert deliver(operator, body, delivery, now, forged)[0] == 401
     assert deliver(operator, body, delivery, now, "")[0] == 401
+    assert deliver(operator, body, delivery, now, "v1,\u00e9t\u00e9")[0] == 401  # not a 500
     old = str(int(time.time()) - 3600)
     assert (
         deliver(operator, body, delivery, old, sign(operator.webhook_secret, delivery, old, body))[

@@ -97,8 +97,11 @@ async def test_selectors_read_version_tags_at_the_cost_of_aliases(
     selector = VersionSelector(tags={"stage": "prod"}, semver="^2.1")
 
     watcher = RegistryWatcher(RegistryClient(proxy.url))
+    woken: list[int] = []
     for i in range(50):
-        watcher._followers[f"md-{i}"] = Follower(models[i % 5], 30.0, all_versions=True)
+        watcher._followers[f"md-{i}"] = Follower(
+            models[i % 5], 30.0, wake=lambda i=i: woken.append(i), all_versions=True
+        )
     await watcher.sweep()
     chosen = resolve_target(
         ModelSelector(name=models[0], selector=selector), watcher.state(models[0]).snapshot
@@ -113,6 +116,12 @@ async def test_selectors_read_version_tags_at_the_cost_of_aliases(
     assert per_sweep == 1
     assert proxy.counts[VERSIONS] >= 4
     assert proxy.counts.get(SEARCH, 0) == 0  # selector-only models need no model search
+
+    # the operator's own write-back tag (set at every rollout) wakes nobody
+    woken.clear()
+    mlflow_registry.tag_version(models[0], "2", "mlflow-operator.ns.md-0", "serving since now")
+    await watcher.sweep()
+    assert woken == []
 
     mlflow_registry.delete_version_tag(models[0], "2", "stage")
     await watcher.sweep()

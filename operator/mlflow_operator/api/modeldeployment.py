@@ -22,6 +22,7 @@ from mlflow_operator.api.common import (
     service_spec_field,
 )
 from mlflow_operator.api.duration import Duration, parse_duration
+from mlflow_operator.core.naming import WRITE_BACK_TAG_PREFIX
 from mlflow_operator.core.redact import has_userinfo
 from mlflow_operator.core.semver import SEMVER_RANGE_PATTERN, is_semver_range
 
@@ -70,6 +71,15 @@ class VersionSelector(ApiModel):
             "normalises to another name ('/a', 'a/', 'a//b', '..', 'a/./b'): MLflow cannot "
             "store such a tag",
             holds=lambda s: s.tags is None or all(is_mlflow_tag_key(k) for k in s.tags),
+            field_path=".tags",
+        ),
+        Rule(
+            cel=f"!has(self.tags) || !self.tags.exists(k, k.startsWith('{WRITE_BACK_TAG_PREFIX}'))",
+            message=f"tags starting with {WRITE_BACK_TAG_PREFIX} are the operator's own "
+            "(where a version serves); they cannot select a version",
+            holds=lambda s: (
+                s.tags is None or not any(k.startswith(WRITE_BACK_TAG_PREFIX) for k in s.tags)
+            ),
             field_path=".tags",
         ),
         Rule(

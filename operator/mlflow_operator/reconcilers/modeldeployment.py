@@ -32,6 +32,7 @@ from mlflow_operator.core import tracking
 from mlflow_operator.core.api_refusal import ApiRefusal
 from mlflow_operator.core.conditions import get_condition, set_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
+from mlflow_operator.core.naming import write_back_tag
 from mlflow_operator.core.observation import observe_deployment
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
@@ -366,7 +367,7 @@ class ModelDeploymentReconciler:
         """Tag model versions in MLflow so an auditor can see what served where, and when."""
         if not self.config.write_back_tags or client is None:
             return
-        key = f"mlflow-operator.{owner.namespace}.{owner.name}"
+        key = write_back_tag(owner.namespace, owner.name)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         tags: list[tuple[str, str]] = []
         if plan.succeeded_version:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from mlflow_operator.core.naming import WRITE_BACK_TAG_PREFIX
 from mlflow_operator.core.redact import redact
 from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
 
@@ -277,7 +278,13 @@ def _version(data: dict[str, Any]) -> VersionInfo:
         status_message=str(data.get("status_message", "")),
         run_id=str(data.get("run_id", "")),
         current_stage=str(data.get("current_stage", "None")),
-        tags={str(t["key"]): str(t.get("value", "")) for t in data.get("tags", [])},
+        tags={
+            str(t["key"]): str(t.get("value", ""))
+            for t in data.get("tags", [])
+            # the operator's own write-back tags change with every rollout: kept, each rollout
+            # would change the snapshot and wake every follower of the model (a storm at scale)
+            if not str(t["key"]).startswith(WRITE_BACK_TAG_PREFIX)
+        },
     )
 
 

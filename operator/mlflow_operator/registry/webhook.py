@@ -84,7 +84,9 @@ def verify(  # noqa: PLR0917  (the parts of one delivery, in the order MLflow si
     """Check one delivery: signed by one of our secrets, fresh, and not seen before."""
     if not (delivery_id and timestamp and signature):
         return Verdict.UNSIGNED
-    signed = any(
+    # MLflow sends ASCII only; compare_digest raises TypeError on non-ASCII str (a 500)
+    ascii_only = delivery_id.isascii() and timestamp.isascii() and signature.isascii()
+    signed = ascii_only and any(
         hmac.compare_digest(sign(secret, delivery_id, timestamp, body), signature)
         for secret in secrets
         if secret

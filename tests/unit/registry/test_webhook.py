@@ -46,6 +46,7 @@ def test_good_delivery_is_accepted() -> None:
 def test_forged_unsigned_stale_and_replayed_are_refused() -> None:
     assert check(sig=sign("other-secret", "d1", str(int(NOW)), BODY)) is Verdict.BAD_SIGNATURE
     assert check(sig="") is Verdict.UNSIGNED
+    assert check(sig="v1,\u00e9t\u00e9") is Verdict.BAD_SIGNATURE  # not a TypeError
     assert check(ts=NOW - 3600) is Verdict.STALE
     assert check(ts=NOW + 3600) is Verdict.STALE
     guard = ReplayGuard()
