@@ -21,20 +21,18 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_MODEL_DEPLOYMENT = f"{API_GROUP}/modeldeployment"
 LABEL_MLFLOW_SERVER = f"{API_GROUP}/mlflowserver"
-# MLflow version tags the operator writes (where and since when a version serves)
-WRITE_BACK_TAG_PREFIX = "mlflow-operator."
-
-
-def write_back_tag(namespace: str, name: str) -> str:
-    return f"{WRITE_BACK_TAG_PREFIX}{namespace}.{name}"
-
-
 LABEL_MODEL_VERSION = f"{API_GROUP}/model-version"
 ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
 # The rollout ledger on the serving Deployment (core/ledger.py).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
 ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
+# MLflow version tags the operator writes: where, and since when, a version serves.
+WRITE_BACK_TAG_PREFIX = "mlflow-operator."
+
+
+def write_back_tag(namespace: str, name: str) -> str:
+    return f"{WRITE_BACK_TAG_PREFIX}{namespace}.{name}"
 
 
 def child_name(owner: str, suffix: str = "") -> str:
