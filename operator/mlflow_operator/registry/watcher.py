@@ -242,7 +242,9 @@ class RegistryWatcher:
         exist: registered-models/search tells which (only then is it asked).
         """
         listed = self._listed_models() & set(names)
-        searched = [n for n in names if n not in listed or self._also_unlisted(n)]
+        # alias, stage and pinned followers need registered-models/search
+        unlisted = {f.model for f in self._followers.values() if not f.all_versions}
+        searched = [n for n in names if n in unlisted]
         found = await self.client.search_models(searched) if searched else {}
         versions = await self.client.search_versions(sorted(listed)) if listed else {}
         absent = [n for n in sorted(listed) if n not in versions and n not in found]
@@ -256,10 +258,6 @@ class RegistryWatcher:
             elif every:
                 found[name] = ModelSnapshot(name=name, versions=every, all_versions=True)
         return found
-
-    def _also_unlisted(self, model: str) -> bool:
-        """Whether an alias, stage or pinned follower needs registered-models/search too."""
-        return any(f.model == model and not f.all_versions for f in self._followers.values())
 
     async def _with_versions(self, snapshot: ModelSnapshot) -> ModelSnapshot:
         """Add the versions aliases and pins point to (search results carry only the latest)."""
