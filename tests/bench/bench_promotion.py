@@ -1,7 +1,7 @@
 """Promotion-to-rollout latency, MLflow requests per interval, and operator memory at scale.
 
     .venv/bin/python -m tests.bench.bench_promotion [--promotions 10] [--scales 10,100,1000]
-        [--follow alias,selector]
+        [--follow alias|selector]
 
 Runs the real pieces: the local control plane (KWOK pods), MLflow on PostgreSQL and MinIO,
 and `mlflow-operator run` as a process. Prints numbers; nothing here passes or fails.
@@ -197,7 +197,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--promotions", type=int, default=10)
     parser.add_argument("--scales", default="10,100,1000", help="empty: latency only")
-    parser.add_argument("--follow", default="alias", help="alias, selector or alias,selector")
+    # one per run: deleting 1,000 ModelDeployments loads the operator for minutes (kopf
+    # retries each Event into the terminating namespace), which would skew the next run
+    parser.add_argument("--follow", default="alias", choices=["alias", "selector"])
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-promotion-"))
     plane = ControlPlane()
@@ -218,8 +220,7 @@ def main() -> None:
                 if args.promotions:
                     latency(cluster, registry, stack.tracking_uri, args.promotions, hook)
                 scales = [int(s) for s in args.scales.split(",") if s]
-                for follow in args.follow.split(","):
-                    scale(cluster, registry, stack.tracking_uri, operator, scales, follow)
+                scale(cluster, registry, stack.tracking_uri, operator, scales, args.follow)
             finally:
                 operator.stop()
     finally:
