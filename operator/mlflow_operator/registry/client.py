@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,21 +119,12 @@ class RegistryClient:
         One request per page of up to 1,000 models: the cost grows with the number of
         models, never with the number of ModelDeployments that follow them.
         """
+        path = "registered-models/search"
         found: dict[str, ModelSnapshot] = {}
-        for chunk in _name_filters(sorted(set(names))):
-            token = ""
-            while True:
-                params = {"filter": chunk, "max_results": str(PAGE_SIZE)}
-                if token:
-                    params["page_token"] = token
-                page = await self._call("GET", "registered-models/search", params)
-                with self._shape("registered-models/search"):
-                    for model in page.get("registered_models", []):
-                        snapshot = _snapshot(model)
-                        found[snapshot.name] = snapshot
-                    token = str(page.get("next_page_token", ""))
-                if not token:
-                    break
+        async for model in self._search(path, "registered_models", names, PAGE_SIZE):
+            with self._shape(path):
+                snapshot = _snapshot(model)
+            found[snapshot.name] = snapshot
         return found
 
     async def search_versions(self, names: Sequence[str]) -> dict[str, list[VersionInfo]]:
@@ -142,21 +133,32 @@ class RegistryClient:
         One request per page of up to 10,000 versions of models named in one URL's filter:
         like search_models, the cost never grows with the number of ModelDeployments.
         """
+        path = "model-versions/search"
         found: dict[str, list[VersionInfo]] = {}
+        async for data in self._search(path, "model_versions", names, VERSIONS_PAGE_SIZE):
+            with self._shape(path):
+                found.setdefault(str(data["name"]), []).append(_version(data))
+        return found
+
+    async def _search(
+        self, path: str, items_key: str, names: Sequence[str], page_size: int
+    ) -> AsyncIterator[Any]:
+        """The items of a paged search over the named models: `name IN (...)` filters short
+        enough for one URL, one request per page."""
         for chunk in _name_filters(sorted(set(names))):
             token = ""
             while True:
-                params = {"filter": chunk, "max_results": str(VERSIONS_PAGE_SIZE)}
+                params = {"filter": chunk, "max_results": str(page_size)}
                 if token:
                     params["page_token"] = token
-                page = await self._call("GET", "model-versions/search", params)
-                with self._shape("model-versions/search"):
-                    for data in page.get("model_versions", []):
-                        found.setdefault(str(data["name"]), []).append(_version(data))
+                page = await self._call("GET", path, params)
+                with self._shape(path):
+                    items = list(page.get(items_key, []))
                     token = str(page.get("next_page_token", ""))
+                for item in items:
+                    yield item
                 if not token:
                     break
-        return found
 
     async def get_version(self, name: str, version: str) -> VersionInfo | None:
         """One model version, or None when it does not exist."""
