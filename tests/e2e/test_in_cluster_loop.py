@@ -110,9 +110,14 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         eventually(lambda: is_ready_on(cluster, ns, "iris", v2.version), TIMEOUT, "Ready on v2")
         print(f"in-cluster alias move to Ready on v2: {time.monotonic() - moved:.1f}s")
         eventually_served(serving, v2)
+        key = f"mlflow-operator.{ns}.iris"
         with as_admin(monkeypatch, admin):
-            tags = registry.get_version(model, v2.version).tags
-        assert tags[f"mlflow-operator.{ns}.iris"].startswith("serving since ")
+            tagged = eventually(
+                lambda: registry.get_version(model, v2.version).tags.get(key),
+                10,
+                "write-back tag",
+            )
+        assert tagged.startswith("serving since ")
 
         log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
         for refusal in ("Forbidden", "forbidden", "Traceback"):

@@ -77,9 +77,12 @@ def test_alias_follow_and_promotion(
     assert "serving version 2 (was 1)" in messages
     printed = kube_cluster.kubectl("get", "-n", k8s_namespace, "mdep", "fraud").stdout
     assert "alias:champion" in printed
-    # MLflow knows where the version serves (write-back)
-    tags = mlflow_registry.get_version(model_name, "2").tags
-    assert tags[f"mlflow-operator.{k8s_namespace}.fraud"].startswith("serving since ")
+    # MLflow knows where the version serves (write-back, sent off the reconcile path)
+    key = f"mlflow-operator.{k8s_namespace}.fraud"
+    tagged = eventually(
+        lambda: mlflow_registry.get_version(model_name, "2").tags.get(key), 10, "write-back tag"
+    )
+    assert tagged.startswith("serving since ")
 
 
 def test_stage_selector_follows_the_newest_version_in_the_stage(

@@ -66,6 +66,8 @@ async def close_services(memo: kopf.Memo, **_: Any) -> None:
         await memo.webhook_runner.cleanup()
     if getattr(memo, "stop_registry_metrics", None) is not None:
         memo.stop_registry_metrics()
+    if getattr(memo, "modeldeployments", None) is not None:
+        await memo.modeldeployments.tag_writer.close()
     if getattr(memo, "hub", None) is not None:
         await memo.hub.close()
     if getattr(memo, "kube", None) is not None:

@@ -38,7 +38,8 @@ from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
 from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
-from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
+from mlflow_operator.registry.client import Credentials, RegistryClient
+from mlflow_operator.registry.tag_writer import TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class ModelDeploymentReconciler:
     config: OperatorConfig
     # the last refusal reported per object: one Event per distinct error, not one per retry
     _refusals: dict[str, str] = field(default_factory=dict)
+    tag_writer: TagWriter = field(default_factory=TagWriter)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -166,7 +168,7 @@ class ModelDeploymentReconciler:
                     )
                 )
             await self._api.apply(build_serving_service(spec, owner))
-        await self._write_back(spec, owner, plan, client)
+        self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
@@ -357,14 +359,17 @@ class ModelDeploymentReconciler:
             emit("Warning", refusal.reason, refusal.message)
         self._refusals[key] = refusal.message
 
-    async def _write_back(
+    def _write_back(
         self,
         spec: ModelDeploymentSpec,
         owner: Owner,
         plan: RolloutPlan,
         client: RegistryClient | None,
     ) -> None:
-        """Tag model versions in MLflow so an auditor can see what served where, and when."""
+        """Tag model versions in MLflow so an auditor can see what served where, and when.
+
+        Sent in the background (registry/tag_writer.py): a slow MLflow must not hold up status.
+        """
         if not self.config.write_back_tags or client is None:
             return
         key = write_back_tag(owner.namespace, owner.name)
@@ -377,13 +382,8 @@ class ModelDeploymentReconciler:
                 tags.append((previous, f"replaced by version {plan.succeeded_version} at {stamp}"))
         if plan.failed_version:
             tags.append((plan.failed_version, f"rollout failed at {stamp}"))
-        if not tags:
-            return
-        for version, value in tags:
-            try:
-                await client.set_version_tag(spec.model.name, version, key, value)
-            except RegistryError as exc:
-                logger.warning("could not tag %s version %s: %s", spec.model.name, version, exc)
+        model = spec.model.name
+        self.tag_writer.submit(client, (VersionTag(model, v, key, value) for v, value in tags))
 
     def _count(self, owner: Owner, plan: RolloutPlan) -> None:
         metrics.RECONCILES.labels(kind=KIND, result="ok").inc()

@@ -8,6 +8,7 @@ patch semantics of status, and errors injected per operation. The Deployment con
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 from dataclasses import dataclass, field
@@ -152,8 +153,11 @@ def template_version(kube: FakeKube, name: str) -> str | None:
 class FakeRegistryClient:
     def __init__(self) -> None:
         self.tags: list[tuple[str, str, str]] = []
+        self.answering = asyncio.Event()  # clear it: MLflow takes its time to answer
+        self.answering.set()
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        await self.answering.wait()
         self.tags.append((version, key, value))
 
 
@@ -178,9 +182,9 @@ class FakeRegistry:
 
 
 class FakeWatcher:
-    def __init__(self, registry: FakeRegistry) -> None:
+    def __init__(self, registry: FakeRegistry, client: FakeRegistryClient) -> None:
         self.registry = registry
-        self.client = FakeRegistryClient()
+        self.client = client
 
     def follow(self, key: str, follower: Follower) -> None:
         pass
@@ -199,12 +203,13 @@ class FakeWatcher:
 class FakeHub:
     registry: FakeRegistry = field(default_factory=FakeRegistry)
     following: dict[str, str] = field(default_factory=dict)  # key -> endpoint identity
+    client: FakeRegistryClient = field(default_factory=FakeRegistryClient)
 
     def follow(
         self, key: str, identity: str, url: str, credentials: Credentials, follower: Follower
     ) -> FakeWatcher:
         self.following[key] = identity
-        return FakeWatcher(self.registry)
+        return FakeWatcher(self.registry, self.client)
 
     def unfollow(self, key: str) -> None:
         self.following.pop(key, None)

@@ -26,13 +26,13 @@ from tests.unit.reconcilers.fakes import (
 
 
 class World:
-    def __init__(self, **spec: Any) -> None:
+    def __init__(self, write_back_tags: bool = False, **spec: Any) -> None:
         self.kube = FakeKube()
         self.hub = FakeHub()
         self.reconciler = ModelDeploymentReconciler(
             self.kube,  # type: ignore[arg-type]
             self.hub,  # type: ignore[arg-type]
-            OperatorConfig(write_back_tags=False),
+            OperatorConfig(write_back_tags=write_back_tags),
         )
         self.events: list[tuple[str, str, str]] = []
         self.kube.put(credentials_secret())
@@ -322,3 +322,21 @@ async def test_a_failed_best_match_is_not_retried_nor_replaced_by_the_second_bes
     await world.reconcile()
     assert template_version(world.kube, "fraud") == "3"
     assert world.status["failedVersions"] == []
+
+
+async def test_a_slow_mlflow_does_not_hold_up_the_reconcile_with_write_back_tags() -> None:
+    """A write-back tag awaited in the reconcile behind an MLflow that answered in 25 s kept
+    status frozen that long (the end-to-end RegistryStalled check timed out on it)."""
+    world = World(write_back_tags=True)
+    registry = world.hub.client
+    registry.answering.clear()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()  # returns with the tag still unwritten
+    assert world.status["servingVersion"] == "1"
+    assert registry.tags == []
+    assert world.reconciler.tag_writer.pending == 1
+    registry.answering.set()
+    await world.reconciler.tag_writer.flush()
+    assert [(v, value.split(" since ")[0]) for v, _, value in registry.tags] == [("1", "serving")]
+    assert registry.tags[0][1] == "mlflow-operator.ml.fraud"

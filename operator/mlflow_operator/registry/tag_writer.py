@@ -1,0 +1,99 @@
+"""Write-back tags sent to MLflow off the reconcile path.
+
+The tags ("serving since ...", "rollout failed at ...") are an audit trail for people who
+look at a version in MLflow; they are not state the operator reads back. A slow or failing
+MLflow must therefore never hold up a reconcile: an awaited write behind a registry that
+answers in 25 s kept status (RegistryStalled, rollouts) frozen for as long as it took.
+Writes to one endpoint go out one at a time, in the order they were asked for, so a later
+value for the same version can never be overwritten by an earlier one that was retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mlflow_operator.registry.client import RegistryError
+
+logger = logging.getLogger(__name__)
+RETRY_DELAYS_SECONDS = (5.0, 30.0)
+
+
+class TagSink(Protocol):
+    async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class VersionTag:
+    model: str
+    version: str
+    key: str
+    value: str
+
+
+class TagWriter:
+    """One background writer per MLflow client; retried a few times, then given up (logged)."""
+
+    def __init__(self, retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS) -> None:
+        self._retry_delays = tuple(retry_delays)
+        self._pending: dict[TagSink, deque[VersionTag]] = {}
+        self._writers: dict[TagSink, asyncio.Task[None]] = {}
+
+    def submit(self, client: TagSink, tags: Iterable[VersionTag]) -> None:
+        queue = self._pending.setdefault(client, deque())
+        queue.extend(tags)
+        if queue and client not in self._writers:
+            self._writers[client] = asyncio.get_running_loop().create_task(
+                self._drain(client, queue), name="mlflow write-back tags"
+            )
+
+    @property
+    def pending(self) -> int:
+        """Tags not written yet (for tests and shutdown logs)."""
+        return sum(len(queue) for queue in self._pending.values())
+
+    async def flush(self) -> None:
+        """Wait until every tag asked for so far was written or given up."""
+        while self._writers:
+            await asyncio.gather(*self._writers.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self._writers.values():
+            task.cancel()
+        for task in list(self._writers.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pending:
+            logger.info("%d write-back tag(s) not written at shutdown", self.pending)
+
+    async def _drain(self, client: TagSink, queue: deque[VersionTag]) -> None:
+        try:
+            while queue:
+                await self._write(client, queue[0])
+                queue.popleft()
+        finally:
+            # no await between the last check of the queue and this: a submit() made while
+            # the writer ran is never left without one
+            self._writers.pop(client, None)
+            if not queue:
+                self._pending.pop(client, None)
+
+    async def _write(self, client: TagSink, tag: VersionTag) -> None:
+        for attempt, delay in enumerate((*self._retry_delays, None), start=1):
+            try:
+                await client.set_version_tag(tag.model, tag.version, tag.key, tag.value)
+            except RegistryError as exc:
+                if delay is None:
+                    logger.warning(
+                        "could not tag %s version %s after %d attempts: %s",
+                        tag.model, tag.version, attempt, exc,
+                    )  # fmt: skip
+                    return
+                await asyncio.sleep(delay)
+            else:
+                return
