@@ -25,6 +25,12 @@ RECONCILE_SECONDS = Histogram(
     "Time one reconcile took.",
     ["kind"],
 )
+KUBE_REQUESTS = Counter(
+    "mlflow_operator_kube_requests_total",
+    "Requests the operator's reconciles sent to the Kubernetes API (kopf's own watches and "
+    "Events not included), by verb (get, list, apply, create, delete, patch_status) and kind.",
+    ["verb", "kind"],
+)
 REGISTRY_REQUESTS = Counter(
     "mlflow_operator_registry_requests_total",
     "HTTP requests sent to MLflow registries.",

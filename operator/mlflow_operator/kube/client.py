@@ -27,6 +27,7 @@ from lightkube.types import CascadeType, PatchType
 
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.core.naming import FIELD_MANAGER
+from mlflow_operator.metrics import KUBE_REQUESTS
 
 _KINDS: dict[tuple[str, str], Any] = {
     ("apps/v1", "Deployment"): Deployment,
@@ -73,6 +74,7 @@ class KubeClient:
         """Server-side apply one manifest; returns the object as stored."""
         meta = manifest["metadata"]
         res = resource_class(manifest["apiVersion"], manifest["kind"])
+        KUBE_REQUESTS.labels(verb="apply", kind=manifest["kind"]).inc()
         applied = await self._client.patch(
             res,
             meta["name"],
@@ -89,6 +91,7 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         res = resource_class(api_version, kind)
+        KUBE_REQUESTS.labels(verb="get", kind=kind).inc()
         try:
             found = await self._client.get(res, name, namespace=namespace)
         except ApiError as exc:
@@ -108,6 +111,7 @@ class KubeClient:
         res = resource_class(manifest["apiVersion"], manifest["kind"])
         try:
             obj: Any = res.from_dict(manifest)
+            KUBE_REQUESTS.labels(verb="create", kind=manifest["kind"]).inc()
             created = await self._client.create(obj, namespace=meta["namespace"])
         except ApiError as exc:
             if exc.status.code == 409:  # created meanwhile by someone else: theirs stays
@@ -123,6 +127,7 @@ class KubeClient:
         self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
     ) -> list[dict[str, Any]]:
         res = resource_class(api_version, kind)
+        KUBE_REQUESTS.labels(verb="list", kind=kind).inc()
         items = self._client.list(res, namespace=namespace, labels=dict(labels.items()))
         return [_to_dict(item) async for item in items]
 
@@ -132,6 +137,7 @@ class KubeClient:
         """Delete; background=True also deletes dependents (a Job's pods are orphaned else)."""
         res = resource_class(api_version, kind)
         cascade = CascadeType.BACKGROUND if background else None
+        KUBE_REQUESTS.labels(verb="delete", kind=kind).inc()
         try:
             await self._client.delete(res, name, namespace=namespace, cascade=cascade)
         except ApiError as exc:
@@ -158,6 +164,7 @@ class KubeClient:
         body: dict[str, Any] = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
+        KUBE_REQUESTS.labels(verb="patch_status", kind=kind).inc()
         patched = await self._client.patch(
             res.Status,
             name,
