@@ -11,15 +11,17 @@ import contextlib
 import json
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from mlflow_operator.core.mlflowserver_status import image_version
+from mlflow_operator.core.mlflowserver.status import image_version
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
@@ -32,7 +34,7 @@ from tests.e2e.mlflowservers import (
 )
 from tests.e2e.operator_process import local_images_env
 from tests.mlflowstack.models import ModelRegistry
-from tests.support.processes import ManagedProcess, free_port
+from tests.support.processes import ManagedProcess, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -100,10 +102,32 @@ class OperatorProcess:
     namespace: str
     workdir: Path
     process: ManagedProcess | None = None
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def log_path(self) -> Path:
         return self.workdir / "operator.log"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the operator's samples of `name` whose labels include `labels`."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def kube_writes(self) -> float:
+        return sum(
+            self.metric("mlflow_operator_kube_requests_total", verb=verb)
+            for verb in ("apply", "create", "delete", "patch_status")
+        )
+
+    def reconciles(self) -> float:
+        return self.metric("mlflow_operator_reconciles_total", kind="MLflowServer")
 
     def start(self) -> OperatorProcess:
         self.process = ManagedProcess(
@@ -114,7 +138,7 @@ class OperatorProcess:
                 "--namespace",
                 self.namespace,
                 "--metrics-port",
-                "0",
+                str(self.metrics_port),
                 "--health-port",
                 str(free_port()),
             ],
@@ -127,6 +151,12 @@ class OperatorProcess:
             },
             cwd=self.workdir,
         ).start()
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/metrics"),
+            60,
+            "operator /metrics",
+            processes=[self.process],
+        )
         return self
 
     def stop(self) -> None:
@@ -433,25 +463,50 @@ def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
     before = generated()
     assert len(before) == 4
     for i in range(10):
-        # an annotation change is a change of the object: kopf runs the reconcile handler
+        # an annotation change is a change of the object: it wakes the reconcile
+        done = managed.operator.reconciles()
         cluster.kubectl("annotate", "-n", ns, "mlfs/mlflow", f"test/touch={i}", "--overwrite")
-
-        def handled(i: int = i) -> bool:
-            server = get(cluster, ns, "mlfs/mlflow")
-            last = server["metadata"]["annotations"].get(
-                "mlflowops.dev/last-handled-configuration", "{}"
-            )
-            annotations = json.loads(last).get("metadata", {}).get("annotations", {})
-            return bool(annotations.get("test/touch") == str(i))
-
-        eventually(handled, f"reconcile {i}")
+        eventually(lambda done=done: managed.operator.reconciles() > done, f"reconcile {i}")
     assert generated() == before
     managed.operator.restart()
-    time.sleep(15)  # a resume and at least one timer reconcile
+    eventually(lambda: managed.operator.reconciles() >= 1, "a reconcile after the restart")
     eventually(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
     )
     assert generated() == before
+
+
+def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
+    managed: ManagedServer,
+) -> None:
+    """Every MLflowServer re-applied its eight children every 10 s, changed or not; a child's
+    change waited for that timer."""
+    cluster, ns, operator = managed.cluster, managed.namespace, managed.operator
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
+    )
+    time.sleep(5)  # the reconcile woken by the last status write
+    writes, reconciles = operator.kube_writes(), operator.reconciles()
+    reads = operator.metric("mlflow_operator_kube_requests_total", verb="get")
+    time.sleep(60)
+    print(
+        f"idle minute: {operator.kube_writes() - writes:.0f} writes, "
+        f"{operator.metric('mlflow_operator_kube_requests_total', verb='get') - reads:.0f} reads, "
+        f"{operator.reconciles() - reconciles:.0f} reconciles"
+    )
+    assert operator.kube_writes() == writes, "an idle MLflowServer wrote to the API server"
+
+    # a person scales the tracking server by hand: its watch event brings it back at once,
+    # not at the next safety-net reconcile (5 minutes while Ready)
+    cluster.kubectl("scale", "-n", ns, "deployment/mlflow", "--replicas=1")
+    scaled = time.monotonic()
+    eventually(
+        lambda: get(cluster, ns, "deployment/mlflow")["spec"]["replicas"] == 2,
+        "spec.replicas back to 2",
+        timeout=60,
+    )
+    print(f"hand-scaled Deployment restored after {time.monotonic() - scaled:.1f}s")
+    assert operator.kube_writes() > writes
 
 
 def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServer) -> None:

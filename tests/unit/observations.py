@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mlflow_operator.core.mlflowserver_status import SecretCheck, ServerObservation, WorkloadState
+from mlflow_operator.core.mlflowserver.observation import (
+    SecretCheck,
+    ServerObservation,
+    WorkloadState,
+)
 from mlflow_operator.core.observation import DeploymentObservation
 
 SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"

@@ -2,7 +2,7 @@
 (run with lupa) and the Flux healthCheckExprs (CEL, run with the cel package).
 
 The statuses are not hand-written: each one comes out of the operator's own decision functions
-(core.rollout.plan_rollout, core.mlflowserver_status.fold_status) for a situation a user meets,
+(core.rollout.plan_rollout, core.mlflowserver.status.fold_status) for a situation a user meets,
 serialised the way the operator patches it (to_wire). So a change to the conditions the
 operator writes that the Lua does not understand fails here.
 """
@@ -25,14 +25,9 @@ from mlflow_operator.api.modeldeployment import (
 )
 from mlflow_operator.core.api_refusal import ApiRefusal
 from mlflow_operator.core.conditions import set_condition
-from mlflow_operator.core.mlflowserver_status import (
-    Fact,
-    JobState,
-    SecretCheck,
-    WorkloadState,
-    fold_status,
-    plan_server,
-)
+from mlflow_operator.core.mlflowserver.observation import Fact, JobState, SecretCheck, WorkloadState
+from mlflow_operator.core.mlflowserver.plan import plan_server
+from mlflow_operator.core.mlflowserver.status import fold_status
 from mlflow_operator.core.observation import DeploymentObservation
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import Resolution, Resolved, Unresolved

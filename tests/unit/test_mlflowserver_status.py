@@ -10,18 +10,16 @@ import pytest
 
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
 from mlflow_operator.core.conditions import get_condition
-from mlflow_operator.core.mlflowserver_status import (
+from mlflow_operator.core.mlflowserver.observation import (
     Fact,
     JobState,
     SecretCheck,
     ServerObservation,
     WorkloadState,
     check_secret,
-    condition_events,
-    fold_status,
-    image_version,
-    plan_server,
 )
+from mlflow_operator.core.mlflowserver.plan import plan_server
+from mlflow_operator.core.mlflowserver.status import condition_events, fold_status, image_version
 from tests.unit.observations import managed_server
 
 OLD = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"

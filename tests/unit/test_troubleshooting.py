@@ -39,7 +39,7 @@ NOT_REASONS = {
 def code_reasons() -> set[str]:
     found: set[str] = set()
     for directory in WHERE:
-        for path in (PACKAGE / directory).glob("*.py"):
+        for path in (PACKAGE / directory).rglob("*.py"):
             found |= set(re.findall(r'"([A-Z][A-Za-z]+)"', path.read_text()))
     return found - NOT_REASONS
 

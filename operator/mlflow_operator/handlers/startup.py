@@ -12,6 +12,7 @@ from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from mlflow_operator.registry import webhook
 from mlflow_operator.registry.watcher import RegistryHub
@@ -45,6 +46,7 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
     memo.wakers = {}
     memo.modeldeployments = ModelDeploymentReconciler(memo.kube, memo.hub, config)
+    memo.mlflowservers = MLflowServerReconciler(memo.kube, config)
     memo.webhook_runner = await _start_webhook_receiver(config, memo.hub)
 
 

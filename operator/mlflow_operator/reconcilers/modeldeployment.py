@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from lightkube import ApiError
 from pydantic import ValidationError
@@ -38,6 +38,7 @@ from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
 from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
+from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
 from mlflow_operator.registry.client import Credentials, RegistryClient
 from mlflow_operator.registry.tag_writer import TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
@@ -51,13 +52,6 @@ ROLLOUT_RECHECK_SECONDS = 2.0
 # lastRegistrySync alone does not justify a status write more often than this.
 SYNC_STAMP_REFRESH = timedelta(minutes=5)
 FIRST_SWEEP_WAIT_SECONDS = 10.0
-
-EventSink = Callable[[Literal["Normal", "Warning"], str, str], None]
-
-
-@dataclass(frozen=True)
-class ReconcileResult:
-    recheck_after: float  # seconds until the next reconcile unless something wakes it sooner
 
 
 @dataclass(frozen=True)
@@ -317,7 +311,7 @@ class ModelDeploymentReconciler:
         if not _status_changed(last, new, now):
             return resource_version
         stored = await self._api.patch_status(
-            API, KIND, owner.name, owner.namespace, _status_patch(new),
+            API, KIND, owner.name, owner.namespace, status_patch(new),
             resource_version=resource_version,
         )  # fmt: skip
         meta = stored.get("metadata") or {}
@@ -417,15 +411,6 @@ def _last_status(body: Any) -> ModelDeploymentStatus:
         return ModelDeploymentStatus.model_validate(body.get("status") or {})
     except ValidationError:  # written by an older operator in another shape: start afresh
         return ModelDeploymentStatus()
-
-
-def _status_patch(status: ModelDeploymentStatus) -> dict[str, Any]:
-    wire = status.to_wire()
-    # Explicit nulls remove fields that are no longer set (merge patch semantics).
-    for name, info in ModelDeploymentStatus.model_fields.items():
-        alias = info.alias or name
-        wire.setdefault(alias, None)
-    return wire
 
 
 def _status_changed(last: ModelDeploymentStatus, new: ModelDeploymentStatus, now: datetime) -> bool:

@@ -87,6 +87,14 @@ class FakeKube:
             self._bump(existing)
         return copy.deepcopy(existing)
 
+    async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        meta = manifest["metadata"]
+        existing = self.objects.get((manifest["kind"], meta["namespace"], meta["name"]))
+        if existing is not None:
+            return copy.deepcopy(existing), False
+        self.writes.append(f"create:{manifest['kind']}")
+        return copy.deepcopy(self.put(manifest)), True
+
     async def list(
         self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
     ) -> list[dict[str, Any]]:

@@ -13,7 +13,8 @@ import pytest
 from lightkube import ApiError
 
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler, ReconcileResult
+from mlflow_operator.reconcilers.common import ReconcileResult
+from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from tests.unit.reconcilers.fakes import (
     FakeHub,
     FakeKube,

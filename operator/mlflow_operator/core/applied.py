@@ -1,0 +1,36 @@
+"""Whether a live object already holds everything a desired manifest sets.
+
+A server-side apply of an unchanged manifest changes nothing, yet it is still a write the API
+server must take, audit and send to every watcher's admission chain; an idle MLflowServer
+re-applied its eight children on every resync. Applying only what differs keeps an idle
+operator at zero writes. The comparison is deliberately strict: any doubt (a value the API
+server normalised, such as a quantity "0.5" stored as "500m") counts as a difference, which
+costs one harmless no-op apply, never a missed change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def already_applied(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """True when every field of `desired` is in `live` with the same value.
+
+    Fields the API server or other controllers add (status, defaults, extra labels) are
+    ignored; lists must match item by item, in order, as the API server keeps them.
+    """
+    return live is not None and _covers(live, desired)
+
+
+def _covers(live: Any, desired: Any) -> bool:
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and _covers(live[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(_covers(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired and type(live) is type(desired))

@@ -1,0 +1,116 @@
+"""What one reconcile observed of an MLflowServer's children and referenced Secrets.
+
+Secret values are looked at only for their presence (and the admin password's length): an
+observation holds sentences about them, never a value.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlflow_operator.api.common import ConditionStatus
+
+MIN_ADMIN_PASSWORD = 12
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One condition's value."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SecretCheck:
+    """What a referenced Secret holds, without its values."""
+
+    name: str
+    found: bool = True
+    missing_keys: tuple[str, ...] = ()
+    """Keys absent or empty."""
+    problems: tuple[str, ...] = ()
+    """Other faults, as sentences that contain no value (e.g. a password too short)."""
+
+    @property
+    def usable(self) -> bool:
+        return self.found and not self.missing_keys and not self.problems
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """A StatefulSet or Deployment as observed."""
+
+    name: str
+    desired: int
+    ready: int = 0
+    updated: int = 0
+    current_generation: bool = True
+    """status.observedGeneration has caught up with metadata.generation."""
+    image: str = ""
+
+    @property
+    def all_ready(self) -> bool:
+        return self.current_generation and self.ready >= self.desired and self.desired > 0
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A migration Job as observed."""
+
+    name: str
+    image: str
+    succeeded: bool = False
+    failed: bool = False
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ServerObservation:
+    generation: int
+    desired_image: str
+    database_secret: SecretCheck
+    object_store_secret: SecretCheck
+    admin_secret: SecretCheck | None
+    postgres: WorkloadState | None
+    """The managed PostgreSQL StatefulSet; None when the database is external or not created."""
+    managed_database: bool
+    minio: WorkloadState | None
+    managed_object_store: bool
+    migration: JobState | None
+    """The migration Job of the desired image; None when it does not exist."""
+    deployment: WorkloadState | None
+    migrated_image: str | None
+    """status.migratedImage: the image whose migration completed last."""
+    external_database: str = ""
+    """host:port/database (sslmode) of an external database, for messages."""
+    external_object_store: str = ""
+    problems: tuple[Fact, ...] = ()
+    """Parts of the spec this reconcile could not apply (a refused write, an immutable field);
+    the rest was applied. The first one is Ready's value."""
+
+
+def check_secret(
+    name: str, data: dict[str, str] | None, keys: Sequence[str], *, min_password: int = 0
+) -> SecretCheck:
+    """Check a Secret's `data` (base64 values, as the API returns them) for non-empty keys.
+
+    Values are looked at only for their presence and the admin password's length; nothing
+    derived from them leaves this function except sentences without them.
+    """
+    if data is None:
+        return SecretCheck(name=name, found=False)
+    missing = tuple(key for key in keys if not data.get(key))
+    problems: tuple[str, ...] = ()
+    if min_password and not missing:
+        password = base64.b64decode(data[keys[-1]])
+        if len(password) < min_password:
+            problems = (
+                f"Secret {name} key {keys[-1]} is shorter than {min_password} characters, "
+                "which MLflow refuses for the admin password.",
+            )
+    return SecretCheck(name=name, found=True, missing_keys=missing, problems=problems)

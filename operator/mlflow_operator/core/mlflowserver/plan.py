@@ -1,0 +1,100 @@
+"""What one reconcile does about the stores, the schema migration and the server's image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow_operator.core.mlflowserver.observation import (
+    Fact,
+    SecretCheck,
+    ServerObservation,
+    WorkloadState,
+)
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """What this reconcile does about the migration and the Deployment."""
+
+    database: Fact
+    artifact_store: Fact
+    create_migration: bool
+    migrated: bool
+    server_image: str | None
+    """The image the Deployment runs: the desired one once migrated, else the one it runs
+    now (the old server keeps serving), else None (no Deployment before a first migration)."""
+
+
+def plan_server(obs: ServerObservation) -> ServerPlan:
+    database = database_fact(obs)
+    artifact_store = artifact_store_fact(obs)
+    migrated = _migrated(obs)
+    create_migration = not migrated and obs.migration is None and database.status == "True"
+    if migrated:
+        image: str | None = obs.desired_image
+    elif obs.deployment is not None and obs.deployment.image:
+        image = obs.deployment.image
+    else:
+        image = None
+    return ServerPlan(
+        database=database,
+        artifact_store=artifact_store,
+        create_migration=create_migration,
+        migrated=migrated,
+        server_image=image,
+    )
+
+
+def _migrated(obs: ServerObservation) -> bool:
+    if obs.migration is not None:
+        return obs.migration.succeeded
+    # the Job was deleted after it succeeded (by a person, or a TTL): do not migrate again
+    return obs.migrated_image == obs.desired_image
+
+
+def database_fact(obs: ServerObservation) -> Fact:
+    problem = secret_fact(obs.database_secret)
+    if problem is not None:
+        return problem
+    if obs.managed_database:
+        return _workload_fact(obs.postgres, "PostgreSQL", "PostgresReady", "PostgresNotReady")
+    return Fact(
+        "True", "ExternalDatabaseConfigured", f"Using PostgreSQL at {obs.external_database}."
+    )
+
+
+def artifact_store_fact(obs: ServerObservation) -> Fact:
+    problem = secret_fact(obs.object_store_secret)
+    if problem is not None:
+        return problem
+    if obs.managed_object_store:
+        return _workload_fact(obs.minio, "MinIO", "MinioReady", "MinioNotReady")
+    return Fact(
+        "True", "ExternalStoreConfigured", f"Using S3 storage at {obs.external_object_store}."
+    )
+
+
+def secret_fact(check: SecretCheck) -> Fact | None:
+    if not check.found:
+        return Fact("False", "SecretNotFound", f"Secret {check.name} not found.")
+    if check.missing_keys:
+        keys = ", ".join(check.missing_keys)
+        noun = "key" if len(check.missing_keys) == 1 else "keys"
+        return Fact(
+            "False", "SecretKeyMissing", f"Secret {check.name} has no (or an empty) {noun} {keys}."
+        )
+    if check.problems:
+        return Fact("False", "SecretValueInvalid", " ".join(check.problems))
+    return None
+
+
+def _workload_fact(state: WorkloadState | None, what: str, ok: str, waiting: str) -> Fact:
+    if state is None:
+        return Fact("False", waiting, f"The {what} StatefulSet is being created.")
+    if not state.all_ready:
+        return Fact(
+            "False",
+            waiting,
+            f"StatefulSet {state.name}: {state.ready} of {state.desired} {what} pods ready.",
+        )
+    return Fact("True", ok, f"StatefulSet {state.name} is ready.")

@@ -1,0 +1,182 @@
+"""The status of an MLflowServer, folded from the observation and the plan.
+
+Four conditions (Ready, DatabaseReady, ArtifactStoreReady, SchemaMigrated), the URL, the
+MLflow version served and the image whose migration completed last; and the Events a change
+of condition makes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from mlflow_operator.api.common import Condition
+from mlflow_operator.api.mlflowserver import MLflowServerStatus
+from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.mlflowserver.observation import Fact, ServerObservation
+from mlflow_operator.core.mlflowserver.plan import ServerPlan, secret_fact
+
+READY = "Ready"
+DATABASE_READY = "DatabaseReady"
+ARTIFACT_STORE_READY = "ArtifactStoreReady"
+SCHEMA_MIGRATED = "SchemaMigrated"
+CONDITION_TYPES = (READY, DATABASE_READY, ARTIFACT_STORE_READY, SCHEMA_MIGRATED)
+
+# Reasons that mean a person has to act; they become Warning Events (so do the Kubernetes*
+# reasons of an API refusal, core/api_refusal.py).
+WARNING_REASONS = frozenset(
+    {
+        "SecretNotFound",
+        "SecretKeyMissing",
+        "SecretValueInvalid",
+        "MigrationFailed",
+        "InvalidSpec",
+        "StorageChangeRefused",
+    }
+)
+
+
+def is_warning(reason: str) -> bool:
+    return reason in WARNING_REASONS or reason.startswith("Kubernetes")
+
+
+_VERSION_TAG = re.compile(r"^v?(\d+\.\d+\.\d+(?:[.+-][0-9A-Za-z.]+)?)$")
+
+
+def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
+    job = obs.migration
+    if plan.migrated:
+        where = f" by Job {job.name}" if job else ""
+        return Fact(
+            "True", "MigrationSucceeded", f"Schema migrated{where} for image {obs.desired_image}."
+        )
+    if job is not None and job.failed:
+        why = f"{job.reason}: {job.message}" if job.message else job.reason or "failed"
+        keeps = (
+            f" The server keeps running {obs.deployment.image}."
+            if obs.deployment and obs.deployment.image
+            else ""
+        )
+        return Fact(
+            "False",
+            "MigrationFailed",
+            f"Job {job.name} failed to migrate the schema for image {obs.desired_image} "
+            f"({why}).{keeps} Delete the Job to try again.",
+        )
+    if job is not None or plan.create_migration:
+        name = job.name if job else "the migration Job"
+        return Fact(
+            "False",
+            "MigrationRunning",
+            f"{name} runs `mlflow db upgrade` for image {obs.desired_image}.",
+        )
+    return Fact("False", "WaitingForDatabase", "The migration starts once the database is ready.")
+
+
+def ready_fact(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact:
+    """Ready: every store ready, the schema migrated, and all pods serve the desired image."""
+    blocker = _blocker(obs, plan, migration)
+    if blocker is not None:
+        return blocker
+    deployment = obs.deployment
+    if deployment is None:
+        return Fact("False", "Deploying", "The tracking server Deployment is being created.")
+    if deployment.desired == 0:
+        return Fact("False", "ScaledToZero", "spec.replicas is 0: no server runs.")
+    if deployment.image != obs.desired_image or not deployment.current_generation:
+        return Fact("False", "RollingOut", f"Rolling out image {obs.desired_image}.")
+    if not deployment.all_ready or deployment.updated < deployment.desired:
+        return Fact(
+            "False",
+            "PodsNotReady",
+            f"{deployment.ready} of {deployment.desired} tracking server pods are ready.",
+        )
+    return Fact(
+        "True", "Serving", f"{deployment.ready} tracking server pods serve {deployment.image}."
+    )
+
+
+def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact | None:
+    """The first prerequisite of the server that is not met, as Ready's value."""
+    if obs.problems:  # a part of the spec that could not be applied comes first
+        return obs.problems[0]
+    if obs.admin_secret is not None:
+        problem = secret_fact(obs.admin_secret)
+        if problem is not None:
+            return problem
+    for fact, reason in (
+        (plan.database, "DatabaseNotReady"),
+        (plan.artifact_store, "ArtifactStoreNotReady"),
+    ):
+        if fact.status != "True":
+            return Fact("False", reason, fact.message)
+    if migration.status != "True":
+        reason = "MigrationFailed" if migration.reason == "MigrationFailed" else "MigrationPending"
+        return Fact("False", reason, migration.message)
+    return None
+
+
+def fold_status(
+    previous: MLflowServerStatus,
+    obs: ServerObservation,
+    plan: ServerPlan,
+    *,
+    url: str,
+    now: datetime,
+) -> MLflowServerStatus:
+    """The new status: the four conditions, url, version, migratedImage, observedGeneration."""
+    migration = migration_fact(obs, plan)
+    facts = {
+        DATABASE_READY: plan.database,
+        ARTIFACT_STORE_READY: plan.artifact_store,
+        SCHEMA_MIGRATED: migration,
+        READY: ready_fact(obs, plan, migration),
+    }
+    conditions: list[Condition] = list(previous.conditions)
+    for type_ in CONDITION_TYPES:
+        fact = facts[type_]
+        conditions = set_condition(
+            conditions,
+            type_,
+            fact.status,
+            reason=fact.reason,
+            message=fact.message,
+            generation=obs.generation,
+            now=now,
+        )
+    serving_image = obs.deployment.image if obs.deployment else None
+    return MLflowServerStatus(
+        observed_generation=obs.generation,
+        conditions=conditions,
+        url=url,
+        version=image_version(serving_image) if serving_image else previous.version,
+        migrated_image=obs.desired_image if plan.migrated else previous.migrated_image,
+    )
+
+
+def condition_events(
+    before: Sequence[Condition], after: Sequence[Condition]
+) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of an Event for each condition whose status or reason moved."""
+    events = []
+    for condition in after:
+        old = get_condition(before, condition.type)
+        same = old is not None and (old.status, old.reason) == (condition.status, condition.reason)
+        if same and not (is_warning(condition.reason) and old.message != condition.message):  # type: ignore[union-attr]
+            continue  # a warning with a new message (another refused write) is news
+        if old is None and condition.status != "True" and not is_warning(condition.reason):
+            continue  # the first "not yet" of a new object is noise, not news
+        kind = "Warning" if is_warning(condition.reason) else "Normal"
+        events.append((kind, condition.reason, f"{condition.type}: {condition.message}"))
+    return events
+
+
+def image_version(image: str) -> str | None:
+    """The MLflow version an image serves, read from its tag (e.g. mlflow-server:3.17.2)."""
+    reference = image.split("@", 1)[0]
+    last = reference.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    match = _VERSION_TAG.match(last.rsplit(":", 1)[1])
+    return match.group(1) if match else None

@@ -1,0 +1,24 @@
+"""What the reconcilers of both kinds share: the result, the Event sink, the status patch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mlflow_operator.api.base import StatusModel
+
+EventSink = Callable[[Literal["Normal", "Warning"], str, str], None]
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    recheck_after: float  # seconds until the next reconcile unless something wakes it sooner
+
+
+def status_patch(status: StatusModel) -> dict[str, Any]:
+    """A merge patch that makes status exactly `status`: unset fields become explicit nulls."""
+    wire = status.to_wire()
+    for name, info in type(status).model_fields.items():
+        wire.setdefault(info.alias or name, None)
+    return wire

@@ -1,0 +1,388 @@
+"""One reconcile of an MLflowServer: gather, decide, build, act.
+
+Level-triggered: every reconcile computes everything from the spec and what it observes, so
+a restarted operator converges to the same place. Children are applied only when they differ
+from what is live (core/applied.py): an idle server costs reads, never writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlflow_operator import metrics
+from mlflow_operator.api import API_GROUP, API_VERSION
+from mlflow_operator.api.crdgen import MLFLOW_SERVER
+from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
+from mlflow_operator.api.validation import object_errors
+from mlflow_operator.builders.meta import Owner
+from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
+from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
+from mlflow_operator.builders.server_common import COMPONENT_MIGRATION, selector_labels
+from mlflow_operator.builders.server_secrets import build_generated_secrets
+from mlflow_operator.builders.tracking_server import (
+    ANNOTATION_IMAGE,
+    build_auth_configmap,
+    build_migration_job,
+    build_tracking_deployment,
+    build_tracking_service,
+    migration_job_name,
+)
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.core import tracking
+from mlflow_operator.core.applied import already_applied
+from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.mlflowserver.observation import (
+    MIN_ADMIN_PASSWORD,
+    Fact,
+    JobState,
+    SecretCheck,
+    ServerObservation,
+    WorkloadState,
+    check_secret,
+)
+from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
+from mlflow_operator.core.mlflowserver.status import READY, condition_events, fold_status
+from mlflow_operator.core.storage import keep_live_claims
+from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
+from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
+
+logger = logging.getLogger(__name__)
+
+API = f"{API_GROUP}/{API_VERSION}"
+KIND = "MLflowServer"
+# Children's watch events wake a reconcile; these are safety nets. Referenced Secrets are not
+# watched (the operator may not list Secrets), so a server that waits looks again soon.
+SETTLED_RECHECK_SECONDS = 300.0
+WAITING_RECHECK_SECONDS = 10.0
+CONFLICT_RETRY_SECONDS = 0.5
+
+
+@dataclass
+class MLflowServerReconciler:
+    """Shared by every MLflowServer of this operator process."""
+
+    kube: Kube
+    config: OperatorConfig
+
+    def __post_init__(self) -> None:
+        self._api = NamingKube(self.kube)
+
+    async def reconcile(self, body: Any, emit: EventSink) -> ReconcileResult:
+        """One reconcile; a refused status write is raised as the ApiError (the loop retries)."""
+        started = time.monotonic()
+        try:
+            return await self._reconcile(body, emit)
+        except KubernetesRefused as refused:
+            if refused.refusal.code == 409:  # the object changed since it was read: decide again
+                return ReconcileResult(recheck_after=CONFLICT_RETRY_SECONDS)
+            logger.warning("%s", refused.refusal.message)
+            raise refused.error from None
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - started)
+
+    async def _reconcile(self, body: Any, emit: EventSink) -> ReconcileResult:
+        # kopf's body may be older than the status this operator last wrote: decide only from
+        # the object as the API server has it now (and write status on that version only).
+        known = Owner.from_body(body)
+        fresh = await self._api.get(API, KIND, known.name, known.namespace)
+        if fresh is None:
+            return ReconcileResult(recheck_after=SETTLED_RECHECK_SECONDS)  # deleted
+        owner = Owner.from_body(fresh)
+        previous = _last_status(fresh)
+        generation = int(fresh["metadata"].get("generation") or 0)
+        version = fresh["metadata"].get("resourceVersion")
+        now = datetime.now(UTC)
+
+        errors = object_errors(MLflowServerSpec, MLFLOW_SERVER.name_rules, fresh)
+        if errors:
+            message = "Invalid spec: " + "; ".join(errors)
+            status = _with_ready(previous, "InvalidSpec", message, generation, now)
+            status.observed_generation = generation
+            await self._settle(owner, previous, status, version, emit)
+            metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
+            return ReconcileResult(recheck_after=SETTLED_RECHECK_SECONDS)
+        server = MLflowServer.model_validate(
+            {"metadata": fresh["metadata"], "spec": fresh["spec"], "status": previous}
+        )
+        run = _ServerRun(self._api, owner, server, self.config, emit)
+        try:
+            await run.ensure_stores()
+            obs = await run.gather()
+        except KubernetesRefused as refused:  # a read failed: nothing to decide from
+            logger.warning("%s", refused.refusal.message)
+            status = _with_ready(
+                previous, refused.refusal.reason, refused.refusal.message, generation, now
+            )
+            await self._settle(owner, previous, status, version, emit)
+            metrics.RECONCILES.labels(kind=KIND, result="refused").inc()
+            return ReconcileResult(recheck_after=WAITING_RECHECK_SECONDS)
+
+        plan = plan_server(obs)
+        await run.act(obs, plan)
+        obs = dataclasses.replace(obs, problems=tuple(run.problems))
+        status = fold_status(previous, obs, plan, url=tracking.tracking_url(server), now=now)
+        await self._settle(owner, previous, status, version, emit)
+        metrics.RECONCILES.labels(kind=KIND, result="ok").inc()
+        ready = get_condition(status.conditions, READY)
+        settled = ready is not None and ready.status == "True"
+        return ReconcileResult(
+            recheck_after=SETTLED_RECHECK_SECONDS if settled else WAITING_RECHECK_SECONDS
+        )
+
+    async def _settle(
+        self,
+        owner: Owner,
+        previous: MLflowServerStatus,
+        status: MLflowServerStatus,
+        resource_version: str | None,
+        emit: EventSink,
+    ) -> None:
+        """Write status if it changed (onto the version decided from), then tell what moved.
+
+        Events only for conditions whose status or reason moved: an invalid spec or a refused
+        request is announced once, not at every reconcile.
+        """
+        if status.to_wire() != previous.to_wire():
+            await self._api.patch_status(
+                API, KIND, owner.name, owner.namespace, status_patch(status),
+                resource_version=resource_version,
+            )  # fmt: skip
+        for kind, reason, message in condition_events(previous.conditions, status.conditions):
+            emit("Warning" if kind == "Warning" else "Normal", reason, message)
+
+
+@dataclass(frozen=True)
+class _ServerRun:
+    """One reconcile of one MLflowServer: the I/O around the pure plan."""
+
+    kube: NamingKube
+    owner: Owner
+    server: MLflowServer
+    config: OperatorConfig
+    emit: EventSink
+    # What could not be applied; each write is independent, so one refusal (a 422 on one
+    # StatefulSet) does not hold back the others (the server's new image or configuration).
+    problems: list[Fact] = field(default_factory=list)
+    # the tracking server Deployment as gathered, so that act() need not read it again
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return self.owner.namespace
+
+    @property
+    def image(self) -> str:
+        return self.server.spec.image or self.config.tracking_server_image
+
+    async def _apply(self, manifest: dict[str, Any], live: dict[str, Any] | None = None) -> None:
+        meta = manifest["metadata"]
+        try:
+            if live is None:
+                live = await self.kube.get(
+                    manifest["apiVersion"], manifest["kind"], meta["name"], self.namespace
+                )
+            if not already_applied(live, manifest):
+                await self.kube.apply(manifest)
+        except KubernetesRefused as refused:
+            logger.warning("%s", refused.refusal.message)
+            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
+
+    async def _apply_store(self, desired: dict[str, Any], field_path: str) -> None:
+        """A managed store's StatefulSet, minus a claim-template change it cannot take."""
+        live = await self.kube.get(
+            "apps/v1", "StatefulSet", desired["metadata"]["name"], self.namespace
+        )
+        manifest, refused = keep_live_claims(live, desired, field_path)
+        if refused:
+            self.problems.append(Fact("False", "StorageChangeRefused", refused))
+        await self._apply(manifest, live)
+
+    async def ensure_stores(self) -> None:
+        """Generated Secrets (created once), managed stores, auth config and the Service."""
+        for secret in build_generated_secrets(self.server):
+            _, created = await self.kube.create_if_absent(secret)
+            if created:
+                name = secret["metadata"]["name"]
+                self.emit(
+                    "Normal",
+                    "SecretGenerated",
+                    f"Generated Secret {name}; the operator never rotates it.",
+                )
+        spec = self.server.spec
+        postgres = spec.backend_store.postgres.managed
+        if postgres is not None:
+            for service in build_postgres_services(self.owner):
+                await self._apply(service)
+            await self._apply_store(
+                build_postgres_statefulset(
+                    self.owner, postgres, self.config.postgres_image, spec.pod_template
+                ),
+                "spec.backendStore.postgres.managed",
+            )
+        minio = spec.artifact_store.s3.managed
+        if minio is not None:
+            await self._apply(build_minio_service(self.owner))
+            await self._apply_store(
+                build_minio_statefulset(
+                    self.owner, minio, self.config.minio_image, spec.pod_template
+                ),
+                "spec.artifactStore.s3.managed",
+            )
+        if spec.auth.enabled:
+            await self._apply(build_auth_configmap(self.owner, self.server))
+        await self._apply(build_tracking_service(self.owner, self.server))
+
+    async def gather(self) -> ServerObservation:
+        """Everything the decisions need, read once; Secret values are checked, never kept."""
+        server, spec = self.server, self.server.spec
+        names = tracking.ServerNames(self.owner.name)
+        pg_external = spec.backend_store.postgres.external
+        s3_external = spec.artifact_store.s3.external
+        job = await self.kube.get(
+            "batch/v1", "Job", migration_job_name(server, self.image), self.namespace
+        )
+        deployment = await self.kube.get("apps/v1", "Deployment", names.deployment, self.namespace)
+        if deployment is not None:
+            self.live["deployment"] = deployment
+        return ServerObservation(
+            generation=int(str(server.metadata.get("generation") or 0)),
+            desired_image=self.image,
+            database_secret=await self._check_secret(tracking.database_secret(server)),
+            object_store_secret=await self._check_secret(tracking.object_store_secret(server)),
+            admin_secret=(
+                await self._check_secret(tracking.admin_secret(server), MIN_ADMIN_PASSWORD)
+                if spec.auth.enabled
+                else None
+            ),
+            managed_database=pg_external is None,
+            postgres=None if pg_external else await self._workload("StatefulSet", names.postgres),
+            managed_object_store=s3_external is None,
+            minio=None if s3_external else await self._workload("StatefulSet", names.minio),
+            migration=_job_state(job) if job is not None else None,
+            deployment=_workload_state(deployment) if deployment is not None else None,
+            migrated_image=server.status.migrated_image,
+            external_database=(
+                f"{pg_external.host}:{pg_external.port}/{pg_external.database} "
+                f"(sslmode {pg_external.ssl_mode})"
+                if pg_external
+                else ""
+            ),
+            external_object_store=s3_external.endpoint if s3_external else "",
+        )
+
+    async def act(self, obs: ServerObservation, plan: ServerPlan) -> None:
+        if plan.create_migration:
+            await self._create_migration(obs.desired_image)
+        if plan.server_image is None:
+            return  # no Deployment before its first migration succeeded
+        before = len(self.problems)
+        await self._apply(
+            build_tracking_deployment(self.owner, self.server, plan.server_image),
+            self.live.get("deployment"),
+        )
+        if len(self.problems) > before:
+            return  # refused: nothing moved
+        old_image = obs.deployment.image if obs.deployment else None
+        if old_image != plan.server_image:
+            moved = f"from {old_image} to" if old_image else "with"
+            logger.info("%s: tracking server image %s", self.owner.name, plan.server_image)
+            self.emit(
+                "Normal",
+                "ServerImageChanged",
+                f"Tracking server Deployment {moved} image {plan.server_image}.",
+            )
+        elif plan.migrated:
+            try:
+                await self._prune_migrations(migration_job_name(self.server, obs.desired_image))
+            except KubernetesRefused as refused:  # old Jobs stay; nothing else depends on it
+                logger.warning("%s", refused.refusal.message)
+
+    async def _create_migration(self, image: str) -> None:
+        job = build_migration_job(self.owner, self.server, image)
+        try:
+            _, created = await self.kube.create_if_absent(job)
+        except KubernetesRefused as refused:
+            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
+            return
+        if created:
+            self.emit(
+                "Normal",
+                "MigrationStarted",
+                f"Started Job {job['metadata']['name']} to migrate the schema for image {image}.",
+            )
+
+    async def _prune_migrations(self, keep: str) -> None:
+        """Delete Jobs of superseded migrations once the server runs the migrated image."""
+        jobs = await self.kube.list(
+            "batch/v1", "Job", self.namespace, selector_labels(self.owner.name, COMPONENT_MIGRATION)
+        )
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if name != keep:
+                await self.kube.delete("batch/v1", "Job", name, self.namespace, background=True)
+
+    async def _check_secret(self, keys: tracking.SecretKeys, min_password: int = 0) -> SecretCheck:
+        found = await self.kube.get("v1", "Secret", keys.name, self.namespace)
+        data = None if found is None else (found.get("data") or {})
+        return check_secret(
+            keys.name, data, (keys.username_key, keys.password_key), min_password=min_password
+        )
+
+    async def _workload(self, kind: str, name: str) -> WorkloadState | None:
+        found = await self.kube.get("apps/v1", kind, name, self.namespace)
+        return _workload_state(found) if found is not None else None
+
+
+def _last_status(body: Any) -> MLflowServerStatus:
+    try:
+        return MLflowServerStatus.model_validate(body.get("status") or {})
+    except ValidationError:  # written by an older operator in another shape: start afresh
+        return MLflowServerStatus()
+
+
+def _with_ready(
+    previous: MLflowServerStatus, reason: str, message: str, generation: int, now: datetime
+) -> MLflowServerStatus:
+    """The previous status with Ready=False for this reason (its other conditions kept)."""
+    conditions = set_condition(
+        previous.conditions, READY, "False", reason=reason, message=message,
+        generation=generation, now=now,
+    )  # fmt: skip
+    return previous.model_copy(update={"conditions": conditions})
+
+
+def _workload_state(obj: dict[str, Any]) -> WorkloadState:
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    annotations = meta.get("annotations") or {}
+    image = annotations.get(ANNOTATION_IMAGE) or (containers[0].get("image") if containers else "")
+    return WorkloadState(
+        name=meta["name"],
+        desired=int(spec.get("replicas", 1)),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        current_generation=int(status.get("observedGeneration") or 0)
+        >= int(meta.get("generation") or 0),
+        image=str(image or ""),
+    )
+
+
+def _job_state(obj: dict[str, Any]) -> JobState:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    by_type = {c.get("type"): c for c in conditions if c.get("status") == "True"}
+    failed = by_type.get("Failed")
+    return JobState(
+        name=obj["metadata"]["name"],
+        image=(obj["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGE, ""),
+        succeeded="Complete" in by_type,
+        failed=failed is not None,
+        reason=str((failed or {}).get("reason") or ""),
+        message=str((failed or {}).get("message") or ""),
+    )

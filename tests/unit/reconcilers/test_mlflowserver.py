@@ -1,0 +1,110 @@
+"""The MLflowServer reconcile's glue: what it writes, what it announces, and what it skips.
+
+Against the in-memory API server of tests/unit/reconcilers/fakes.py; the decisions are
+tested in tests/unit/test_mlflowserver_status.py and end to end in tests/e2e/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow_operator.config import OperatorConfig
+from mlflow_operator.reconcilers.common import ReconcileResult
+from mlflow_operator.reconcilers.mlflowserver import (
+    SETTLED_RECHECK_SECONDS,
+    MLflowServerReconciler,
+)
+from tests.unit.reconcilers.fakes import NAMESPACE, FakeKube, api_error
+
+
+def mlflow_server(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "mlflowops.dev/v1alpha1",
+        "kind": "MLflowServer",
+        "metadata": {"name": "mlflow", "namespace": NAMESPACE, "uid": "uid-2"},
+        "spec": {
+            "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
+            "artifactStore": {"bucket": "mlflow", "s3": {"managed": {"storage": "2Gi"}}},
+            **spec,
+        },
+    }
+
+
+class World:
+    def __init__(self, **spec: Any) -> None:
+        self.kube = FakeKube()
+        self.reconciler = MLflowServerReconciler(self.kube, OperatorConfig())  # type: ignore[arg-type]
+        self.events: list[tuple[str, str, str]] = []
+        self.kube.put(mlflow_server(**spec))
+
+    async def reconcile(self) -> ReconcileResult:
+        def emit(type_: str, reason: str, message: str) -> None:
+            self.events.append((type_, reason, message))
+
+        body = self.kube.stored("MLflowServer", "mlflow")
+        assert body is not None
+        return await self.reconciler.reconcile(body, emit)  # type: ignore[arg-type]
+
+    def ready(self) -> dict[str, Any]:
+        server = self.kube.stored("MLflowServer", "mlflow") or {}
+        conditions = (server.get("status") or {}).get("conditions") or []
+        return next(c for c in conditions if c["type"] == "Ready")
+
+
+async def test_a_second_reconcile_with_nothing_changed_writes_nothing() -> None:
+    """The 10 s timer re-applied every child of every MLflowServer, changed or not."""
+    world = World()
+    await world.reconcile()
+    first = list(world.kube.writes)
+    assert {"apply:StatefulSet", "create:Secret", "status"} <= set(first)
+    announced = len(world.events)
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == []
+    assert len(world.events) == announced
+
+
+async def test_a_child_changed_by_hand_is_applied_again() -> None:
+    world = World()
+    await world.reconcile()
+    postgres = world.kube.stored("StatefulSet", "mlflow-postgres")
+    assert postgres is not None
+    postgres["spec"]["template"]["spec"]["containers"][0]["image"] = "postgres:9"
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == ["apply:StatefulSet"]
+    again = world.kube.stored("StatefulSet", "mlflow-postgres")
+    assert again is not None
+    assert again["spec"]["template"]["spec"]["containers"][0]["image"] != "postgres:9"
+
+
+async def test_an_invalid_spec_is_reported_once_not_at_every_reconcile() -> None:
+    """kopf's PermanentError was raised again by the 10 s timer: a Warning Event each time."""
+    world = World(replicas=-1)
+    result = await world.reconcile()
+    assert world.ready()["reason"] == "InvalidSpec"
+    assert "replicas" in world.ready()["message"]
+    assert [e[:2] for e in world.events] == [("Warning", "InvalidSpec")]
+    assert result.recheck_after == SETTLED_RECHECK_SECONDS
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == []
+    assert len(world.events) == 1
+    assert not any(k[0] != "MLflowServer" for k in world.kube.objects), "no child for it"
+
+
+async def test_a_status_decided_from_an_older_object_is_not_written() -> None:
+    """kopf adds its finalizer while the first reconcile runs: the status write must not land
+    on the newer object, and the next reconcile decides again from it."""
+    world = World()
+    world.kube.fail["status"] = api_error(409, "Conflict", "the object has been modified")
+    result = await world.reconcile()
+    assert result.recheck_after < 1
+    assert "status" not in world.kube.writes
+    # what was done is told (the Secrets exist); the conditions, not recorded, are not
+    assert {reason for _, reason, _ in world.events} == {"SecretGenerated"}
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == ["status"]
+    assert world.ready()["reason"] != "KubernetesConflict"
+    assert {reason for _, reason, _ in world.events} > {"SecretGenerated"}
