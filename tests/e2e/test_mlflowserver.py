@@ -54,6 +54,8 @@ def managed_spec(image: str, node: NodeInfo) -> dict[str, Any]:
         "replicas": 2,
         "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
         "artifactStore": {"bucket": "mlflow", "s3": {"managed": {"storage": "2Gi"}}},
+        # in-cluster webhook receivers have private addresses (docs/mlflowserver.md)
+        "env": [{"name": "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "value": "true"}],
         "podTemplate": dict(node.placement),
     }
 
@@ -405,6 +407,18 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
         f"postgresql+psycopg2://mlflow-postgres.{ns}.svc:5432/mlflow?sslmode=disable"
     )
     assert f"mlflow.{ns}.svc" in args[args.index("--allowed-hosts") + 1].split(",")
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert plain["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"  # spec.env
+    # a node drain evicts one tracking server pod at a time
+    pdb = get(cluster, ns, "pdb/mlflow")
+    owned(pdb)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    eventually(
+        lambda: (get(cluster, ns, "pdb/mlflow").get("status") or {}).get("expectedPods") == 2,
+        "the disruption controller counts both pods",
+        timeout=30,
+    )
 
     # PostgreSQL and MinIO: secretKeyRefs, probes, volumes that outlive them
     postgres = get(cluster, ns, "statefulset/mlflow-postgres")
@@ -507,6 +521,15 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
     )
     print(f"hand-scaled Deployment restored after {time.monotonic() - scaled:.1f}s")
     assert operator.kube_writes() > writes
+
+    # one replica: no budget (it would block every drain or protect nothing); two: back
+    patch_spec(cluster, ns, {"replicas": 1})
+    eventually(lambda: get(cluster, ns, "pdb/mlflow") is None, "no PDB at 1 replica", timeout=60)
+    patch_spec(cluster, ns, {"replicas": 2})
+    eventually(lambda: get(cluster, ns, "pdb/mlflow") is not None, "PDB at 2 replicas", timeout=60)
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
+    )
 
 
 def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServer) -> None:

@@ -20,6 +20,7 @@ from mlflow_operator.builders.tracking_server import (
     build_auth_configmap,
     build_migration_job,
     build_tracking_deployment,
+    build_tracking_pdb,
     build_tracking_service,
     migration_job_name,
     server_args,
@@ -357,6 +358,41 @@ def test_resources_pass_through() -> None:
         "spec"
     ]["containers"][0]
     assert container["resources"] == {"requests": {"cpu": "500m"}, "limits": {"memory": "2Gi"}}
+
+
+def test_env_passes_through_and_a_user_variable_wins_by_name() -> None:
+    spec = {
+        **MANAGED_SPEC,
+        "env": [
+            {"name": "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "value": "true"},
+            {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "true"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}},
+        ],
+    }
+    server = make_server(spec)
+    container = build_tracking_deployment(owner_of(server), server, IMAGE)["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    env = env_by_name(container)
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"]["value"] == "true"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "true"  # ours said "false"
+    assert secret_ref(env["TOKEN"]) == ("t", "k")
+    assert len(env) == len(container["env"])  # one entry per name
+    assert secret_ref(env["PGPASSWORD"]) == ("mlflow-postgres", "password")  # ours stay
+
+
+def test_a_budget_keeps_one_of_two_or_more_tracking_pods_evictable_at_a_time() -> None:
+    server = make_server()
+    owner = owner_of(server)
+    pdb = build_tracking_pdb(owner, server)
+    assert pdb is not None
+    assert_owned(pdb)
+    assert pdb["metadata"]["name"] == "mlflow"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    deployment = build_tracking_deployment(owner, server, IMAGE)
+    assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+    assert build_tracking_pdb(owner, make_server({**MANAGED_SPEC, "replicas": 1})) is None
+    assert build_tracking_pdb(owner, make_server({**MANAGED_SPEC, "replicas": 0})) is None
 
 
 def test_tracking_service() -> None:

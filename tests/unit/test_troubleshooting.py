@@ -22,6 +22,7 @@ NOT_REASONS = {
     # kinds the operator reads and writes, and products named in messages
     *("Deployment", "Job", "Pod", "Secret", "Service", "ServiceAccount", "StatefulSet"),
     *("ConfigMap", "Event", "PersistentVolumeClaim", "ModelDeployment", "MLflowServer"),
+    "PodDisruptionBudget",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
     # results of status.history entries (docs/modeldeployment.md)
     *("InProgress", "Succeeded", "Failed", "Superseded", "RolledBack"),

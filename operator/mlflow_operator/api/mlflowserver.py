@@ -9,6 +9,7 @@ from pydantic import Field
 from mlflow_operator.api.base import ApiModel, StatusModel, exactly_one_of
 from mlflow_operator.api.common import (
     Condition,
+    EnvVar,
     LocalObjectReference,
     OptionalObjectReference,
     PodTemplate,
@@ -160,6 +161,12 @@ class MLflowServerSpec(ApiModel):
         description="The Service in front of the pods (default ClusterIP, port 5000).",
     )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Prometheus metrics.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra environment variables of the tracking server container (core/v1 "
+        "EnvVar), e.g. MLflow's webhook settings; one named like the operator's wins over it.",
+    )
     pod_template: PodTemplate = Field(
         default_factory=PodTemplate,
         description="Pod-level settings of every pod of the server: the tracking server, its "

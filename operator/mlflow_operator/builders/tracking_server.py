@@ -137,7 +137,31 @@ def server_env(server: MLflowServer) -> list[dict[str, Any]]:
             secret_env("MLFLOW_AUTH_ADMIN_USERNAME", admin.name, admin.username_key),
             secret_env("MLFLOW_AUTH_ADMIN_PASSWORD", admin.name, admin.password_key),
         ]
-    return env
+    # the user's variables win over ours, by name (as for serving pods)
+    by_name = {e["name"]: e for e in env} | {e.name: e.to_wire() for e in server.spec.env}
+    return list(by_name.values())
+
+
+def build_tracking_pdb(owner: Owner, server: MLflowServer) -> dict[str, Any] | None:
+    """At most one tracking server pod evicted at a time (node drains), with 2+ replicas.
+
+    None with fewer: a budget over one pod either blocks every drain or protects nothing.
+    """
+    if server.spec.replicas < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": child_metadata(
+            tracking.ServerNames(owner.name).deployment,
+            owner,
+            server_labels(owner.name, COMPONENT_SERVER),
+        ),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_SERVER)},
+        },
+    }
 
 
 def auth_config(server: MLflowServer) -> str:

@@ -23,6 +23,7 @@ from lightkube.resources.core_v1 import (
     Service,
     ServiceAccount,
 )
+from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from mlflow_operator.api import API_GROUP, API_VERSION
@@ -33,6 +34,7 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("apps/v1", "Deployment"): Deployment,
     ("apps/v1", "StatefulSet"): StatefulSet,
     ("batch/v1", "Job"): Job,
+    ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("v1", "ConfigMap"): ConfigMap,
     ("v1", "Event"): Event,
     ("v1", "PersistentVolumeClaim"): PersistentVolumeClaim,

@@ -31,6 +31,7 @@ from mlflow_operator.builders.tracking_server import (
     build_auth_configmap,
     build_migration_job,
     build_tracking_deployment,
+    build_tracking_pdb,
     build_tracking_service,
     migration_job_name,
 )
@@ -238,6 +239,21 @@ class _ServerRun:
         if spec.auth.enabled:
             await self._apply(build_auth_configmap(self.owner, self.server))
         await self._apply(build_tracking_service(self.owner, self.server))
+        await self._apply_pdb()
+
+    async def _apply_pdb(self) -> None:
+        """The tracking server's PodDisruptionBudget with 2+ replicas; none with fewer."""
+        pdb = build_tracking_pdb(self.owner, self.server)
+        if pdb is not None:
+            await self._apply(pdb)
+            return
+        name = tracking.ServerNames(self.owner.name).deployment
+        try:
+            if await self.kube.get("policy/v1", "PodDisruptionBudget", name, self.namespace):
+                await self.kube.delete("policy/v1", "PodDisruptionBudget", name, self.namespace)
+        except KubernetesRefused as refused:
+            logger.warning("%s", refused.refusal.message)
+            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
 
     async def gather(self) -> ServerObservation:
         """Everything the decisions need, read once; Secret values are checked, never kept."""
