@@ -45,9 +45,12 @@ class TagWriter:
         self._writers: dict[TagSink, asyncio.Task[None]] = {}
 
     def submit(self, client: TagSink, tags: Iterable[VersionTag]) -> None:
+        wanted = list(tags)
+        if not wanted:
+            return
         queue = self._pending.setdefault(client, deque())
-        queue.extend(tags)
-        if queue and client not in self._writers:
+        queue.extend(wanted)
+        if client not in self._writers:
             self._writers[client] = asyncio.get_running_loop().create_task(
                 self._drain(client, queue), name="mlflow write-back tags"
             )
@@ -68,7 +71,7 @@ class TagWriter:
         for task in list(self._writers.values()):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._pending:
+        if self.pending:
             logger.info("%d write-back tag(s) not written at shutdown", self.pending)
 
     async def _drain(self, client: TagSink, queue: deque[VersionTag]) -> None:

@@ -83,3 +83,13 @@ async def test_close_cancels_what_is_still_waiting_and_a_later_submit_writes_aga
     writer.submit(sink, [tag("2", "serving since b")])
     await writer.flush()
     assert sink.written == [("1", "serving since a"), ("2", "serving since b")]
+
+
+async def test_nothing_to_write_leaves_nothing_behind() -> None:
+    sink = Sink()
+    writer = TagWriter(retry_delays=())
+    writer.submit(sink, [])
+    assert writer.pending == 0
+    assert writer._pending == {}  # no empty queue kept per client forever
+    await writer.flush()
+    assert sink.calls == 0
