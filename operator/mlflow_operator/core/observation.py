@@ -74,9 +74,19 @@ class DeploymentObservation:
 
 
 def observe_deployment(
-    deployment: dict[str, Any] | None, pods: Sequence[dict[str, Any]] = ()
+    deployment: dict[str, Any] | None,
+    pods: Sequence[dict[str, Any]] = (),
+    *,
+    spec_generation: int | None = None,
 ) -> DeploymentObservation:
-    """Fold a Deployment object (and its pods, when they were listed) into an observation."""
+    """Fold a Deployment object (and its pods, when they were listed) into an observation.
+
+    `spec_generation` is the generation at which the spec last changed, when the caller knows
+    that the writes since changed annotations only. The API server bumps a Deployment's
+    generation for annotations too (they are copied to its ReplicaSets), so the rollout
+    ledger written after a rollout succeeded made it look unobserved, and not complete, until
+    the controller caught up: Ready flapped to False after every successful rollout.
+    """
     if deployment is None:
         return DeploymentObservation()
     spec = deployment.get("spec") or {}
@@ -101,7 +111,8 @@ def observe_deployment(
         exists=True,
         version=version,
         desired_replicas=int(spec.get("replicas", 1)),
-        status_current=int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0)),
+        status_current=int(status.get("observedGeneration", 0))
+        >= min(int(meta.get("generation", 0)), spec_generation or int(meta.get("generation", 0))),
         replicas=int(status.get("replicas", 0)),
         updated_replicas=int(status.get("updatedReplicas", 0)),
         ready_replicas=int(status.get("readyReplicas", 0)),

@@ -78,6 +78,9 @@ class ModelDeploymentReconciler:
     config: OperatorConfig
     # the last refusal reported per object: one Event per distinct error, not one per retry
     _refusals: dict[str, str] = field(default_factory=dict)
+    # serving Deployment (uid, generation) -> the generation of its last spec change, when the
+    # operator's own writes since changed only its annotations (core/observation.py)
+    _spec_generations: dict[str, tuple[str | None, int | None, int]] = field(default_factory=dict)
     tag_writer: TagWriter = field(default_factory=TagWriter)
 
     def __post_init__(self) -> None:
@@ -131,7 +134,11 @@ class ModelDeploymentReconciler:
         deployment = await self._api.get(
             "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
         )
-        observed = observe_deployment(deployment, await self._pods(owner, deployment))
+        observed = observe_deployment(
+            deployment,
+            await self._pods(owner, deployment),
+            spec_generation=self._spec_generation(owner, deployment),
+        )
 
         # decide ---------------------------------------------------------------------------
         plan = plan_rollout(
@@ -150,7 +157,7 @@ class ModelDeploymentReconciler:
         endpoint, client = view.endpoint, view.client
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
-                await self._api.apply(
+                stored = await self._api.apply(
                     build_serving_deployment(
                         spec,
                         owner,
@@ -161,6 +168,7 @@ class ModelDeploymentReconciler:
                         ledger=plan.ledger,
                     )
                 )
+                self._note_spec_generation(owner, deployment, stored)
             await self._api.apply(build_serving_service(spec, owner))
         self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
@@ -174,9 +182,35 @@ class ModelDeploymentReconciler:
         """The ModelDeployment is gone (or this operator stops following it)."""
         owner = Owner.from_body(body)
         self.hub.unfollow(_key(owner))
+        self._spec_generations.pop(_key(owner), None)
         metrics.forget_model_deployment(owner.namespace, owner.name)
 
     # -- gather helpers --------------------------------------------------------------------
+    def _spec_generation(self, owner: Owner, deployment: dict[str, Any] | None) -> int | None:
+        """The generation of the serving Deployment's last spec change, if only annotations
+        (the ledger) changed since; None when unknown (then its generation counts)."""
+        known = self._spec_generations.get(_key(owner))
+        if deployment is None or known is None:
+            return None
+        meta = deployment["metadata"]
+        uid, generation, spec_generation = known
+        return (
+            spec_generation
+            if (meta.get("uid"), meta.get("generation")) == (uid, generation)
+            else None
+        )
+
+    def _note_spec_generation(
+        self, owner: Owner, before: dict[str, Any] | None, after: dict[str, Any]
+    ) -> None:
+        key = _key(owner)
+        meta = after["metadata"]
+        if before is None or before.get("spec") != after.get("spec"):
+            self._spec_generations.pop(key, None)
+            return
+        base = self._spec_generation(owner, before) or int(before["metadata"]["generation"])
+        self._spec_generations[key] = (meta.get("uid"), meta.get("generation"), base)
+
     async def _registry(
         self, spec: ModelDeploymentSpec, owner: Owner, interval: float, wake: Callable[[], None]
     ) -> _RegistryView:

@@ -437,3 +437,13 @@ def test_a_spec_change_that_never_becomes_available_does_not_blame_the_served_ve
     assert again.events == ()
     # deleted meanwhile: it comes back on version 1
     assert step(again.status, Resolved("1"), DeploymentObservation(), gpu).deploy_version == "1"
+
+
+def test_an_annotation_only_generation_counts_as_observed_when_the_spec_generation_is_known() -> (
+    None
+):
+    dep = _deployment("1")
+    dep["metadata"]["generation"] = 4  # the ledger annotations were written after generation 3
+    assert not observe_deployment(dep).rollout_complete  # unknown: the generation counts
+    assert observe_deployment(dep, spec_generation=3).rollout_complete
+    assert not observe_deployment(dep, spec_generation=4).rollout_complete

@@ -78,7 +78,11 @@ class FakeKube:
         if existing is None:
             return copy.deepcopy(self.put(manifest))
         before = copy.deepcopy(existing)
-        if manifest.get("spec") != existing.get("spec"):
+        annotations = dict(meta.get("annotations") or {})
+        if manifest.get("spec") != existing.get("spec") or (
+            # as the API server does for Deployments: their annotations go to ReplicaSets
+            kind == "Deployment" and annotations != existing["metadata"].get("annotations", {})
+        ):
             existing["metadata"]["generation"] += 1
         existing["spec"] = copy.deepcopy(manifest.get("spec"))
         for part in ("labels", "annotations"):

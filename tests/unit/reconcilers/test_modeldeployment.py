@@ -341,3 +341,24 @@ async def test_a_slow_mlflow_does_not_hold_up_the_reconcile_with_write_back_tags
     await world.reconciler.tag_writer.flush()
     assert [(v, value.split(" since ")[0]) for v, _, value in registry.tags] == [("1", "serving")]
     assert registry.tags[0][1] == "mlflow-operator.ml.fraud"
+
+
+async def test_the_ledger_written_after_a_rollout_does_not_make_it_look_unfinished() -> None:
+    """The API server bumps a Deployment's generation for annotations too: the ledger written
+    once a rollout succeeded made the next reconcile see an unobserved generation, and Ready
+    went False (Argo CD: Progressing) after every successful rollout (seen in e2e)."""
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.condition("Ready")["status"] == "True"
+    dep = world.deployment()
+    assert dep["metadata"]["generation"] > dep["status"]["observedGeneration"]  # the ledger
+    await world.reconcile()
+    assert world.condition("Ready")["status"] == "True"
+    assert world.condition("Progressing")["reason"] == "RolloutComplete"
+    # a real change of the template is still waited for
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    assert world.condition("Progressing")["status"] == "True"
