@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from mlflow_operator.core.redact import redact
 
+HTTP_FORBIDDEN = 403
+# the API server's words for a namespace being deleted (its NamespaceLifecycle admission)
+TERMINATING = "because it is being terminated"
 MAX_MESSAGE = 1024  # API error messages can list every invalid field; keep status readable
 _NOT_CAMEL = re.compile(r"[^A-Za-z0-9]")
 
@@ -27,6 +30,15 @@ class ApiRefusal:
     def needs_a_person(self) -> bool:
         """A client error (403, 422, ...) does not go away by retrying; 5xx and 429 may."""
         return 400 <= self.code < 500 and self.code != 429
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing can be created in it, nobody is to be told.
+
+        Events posted into it are refused too, and kopf retries each one for a minute and a
+        half in its single posting queue, delaying every other object's Events behind them.
+        """
+        return self.code == HTTP_FORBIDDEN and TERMINATING in self.api_message
 
     @property
     def reason(self) -> str:

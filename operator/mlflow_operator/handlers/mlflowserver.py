@@ -29,7 +29,7 @@ def _key(namespace: str | None, name: str) -> str:
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="reconcile", cancellation_timeout=10)
 async def mlflowserver_daemon(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
     reconciler: MLflowServerReconciler = memo.mlflowservers
     key = _key(body.metadata.namespace, body.metadata.name)
@@ -42,7 +42,7 @@ async def mlflowserver_daemon(
         return await reconciler.reconcile(body, emit)
 
     try:
-        await reconcile_until_stopped(reconcile, woken, stopped, logger)
+        await reconcile_until_stopped(reconcile, woken, stopped, key)
     finally:
         memo.wakers.pop(key, None)
 

@@ -21,7 +21,7 @@ from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconcile
 
 @kopf.daemon(API_GROUP, API_VERSION, "modeldeployments", id="reconcile", cancellation_timeout=10)
 async def modeldeployment_daemon(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
     reconciler: ModelDeploymentReconciler = memo.modeldeployments
     key = f"{body.metadata.namespace}/{body.metadata.name}"
@@ -34,7 +34,7 @@ async def modeldeployment_daemon(
         return await reconciler.reconcile(body, emit, woken.set)
 
     try:
-        await reconcile_until_stopped(reconcile, woken, stopped, logger)
+        await reconcile_until_stopped(reconcile, woken, stopped, key)
     finally:
         memo.wakers.pop(key, None)
         reconciler.forget(body)

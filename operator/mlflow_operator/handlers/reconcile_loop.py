@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import kopf
 from lightkube import ApiError
 
 from mlflow_operator.reconcilers.common import ReconcileResult
 
+logger = logging.getLogger(__name__)
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -24,8 +25,13 @@ async def reconcile_until_stopped(
     reconcile: Callable[[], Awaitable[ReconcileResult]],
     wake: asyncio.Event,
     stopped: kopf.DaemonStopped,
-    logger: Any,
+    key: str,
 ) -> None:
+    """Reconcile `key` until kopf stops its daemon.
+
+    Retries are logged on this module's logger, not kopf's object logger: kopf posts that
+    one's warnings as Events, and the reconcilers report refusals in Events themselves.
+    """
     failures = 0
     while not stopped:
         wake.clear()
@@ -35,12 +41,13 @@ async def reconcile_until_stopped(
             delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
             failures += 1
             logger.warning(
-                "reconcile: Kubernetes API error %s; retrying in %.0fs", exc.status.code, delay
-            )
+                "reconcile %s: Kubernetes API error %s; retrying in %.0fs",
+                key, exc.status.code, delay,
+            )  # fmt: skip
         except Exception:
             delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
             failures += 1
-            logger.exception("reconcile failed; retrying in %.0fs", delay)
+            logger.exception("reconcile %s failed; retrying in %.0fs", key, delay)
         await _sleep_until_woken(wake, stopped, delay)
 
 

@@ -83,6 +83,9 @@ class MLflowServerReconciler:
         except KubernetesRefused as refused:
             if refused.refusal.code == 409:  # the object changed since it was read: decide again
                 return ReconcileResult(recheck_after=CONFLICT_RETRY_SECONDS)
+            if refused.refusal.namespace_terminating:  # it goes away with its namespace
+                logger.info("%s", refused.refusal.message)
+                return ReconcileResult(recheck_after=SETTLED_RECHECK_SECONDS)
             logger.warning("%s", refused.refusal.message)
             raise refused.error from None
         finally:
@@ -117,6 +120,8 @@ class MLflowServerReconciler:
             await run.ensure_stores()
             obs = await run.gather()
         except KubernetesRefused as refused:  # a read failed: nothing to decide from
+            if refused.refusal.namespace_terminating:
+                raise
             logger.warning("%s", refused.refusal.message)
             status = _with_ready(
                 previous, refused.refusal.reason, refused.refusal.message, generation, now
@@ -192,6 +197,8 @@ class _ServerRun:
             if not already_applied(live, manifest):
                 await self.kube.apply(manifest)
         except KubernetesRefused as refused:
+            if refused.refusal.namespace_terminating:
+                raise  # nothing more to do or to report here
             logger.warning("%s", refused.refusal.message)
             self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
 

@@ -95,6 +95,9 @@ class ModelDeploymentReconciler:
         try:
             result = await self._reconcile(body, emit, wake)
         except KubernetesRefused as refused:
+            if refused.refusal.namespace_terminating:  # it goes away with its namespace
+                logger.info("%s", refused.refusal.message)
+                return ReconcileResult(recheck_after=300.0)
             await self._report_refusal(body, refused.refusal, emit)
             raise refused.error from None
         finally:

@@ -108,3 +108,18 @@ async def test_a_status_decided_from_an_older_object_is_not_written() -> None:
     assert world.kube.writes == ["status"]
     assert world.ready()["reason"] != "KubernetesConflict"
     assert {reason for _, reason, _ in world.events} > {"SecretGenerated"}
+
+
+async def test_a_namespace_being_deleted_gets_no_warning() -> None:
+    """Events into a terminating namespace are refused and held kopf's posting queue."""
+    world = World()
+    world.kube.fail["apply:StatefulSet"] = api_error(
+        403,
+        "Forbidden",
+        'statefulsets.apps "mlflow-postgres" is forbidden: unable to create new content in '
+        "namespace ml because it is being terminated",
+    )
+    await world.reconcile()
+    assert not any(type_ == "Warning" for type_, _, _ in world.events)
+    server = world.kube.stored("MLflowServer", "mlflow") or {}
+    assert "KubernetesForbidden" not in str(server.get("status"))

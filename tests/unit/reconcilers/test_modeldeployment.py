@@ -362,3 +362,20 @@ async def test_the_ledger_written_after_a_rollout_does_not_make_it_look_unfinish
     await world.reconcile()
     assert template_version(world.kube, "fraud") == "2"
     assert world.condition("Progressing")["status"] == "True"
+
+
+async def test_a_namespace_being_deleted_gets_no_status_and_no_event() -> None:
+    """Each Warning Event posted into a terminating namespace is refused, and kopf retried it
+    for about 90 s in its one posting queue: every other object's Events waited (an e2e test
+    missed a `Recreating` Event behind them)."""
+    world = World()
+    world.kube.fail["apply:Deployment"] = api_error(
+        403,
+        "Forbidden",
+        'deployments.apps "fraud" is forbidden: unable to create new content in namespace ml '
+        "because it is being terminated",
+    )
+    result = await world.reconcile()
+    assert not any(type_ == "Warning" for type_, _, _ in world.events)
+    assert world.condition("Ready").get("reason") != "KubernetesForbidden"
+    assert result.recheck_after >= 60
