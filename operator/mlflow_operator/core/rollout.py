@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from mlflow_operator.api.common import ConditionStatus
 from mlflow_operator.api.modeldeployment import (
@@ -356,6 +356,24 @@ def _blocked_message(version: str | None, blocker: str) -> str:
     )
 
 
+def recreating(version: str, why: str) -> PlannedEvent:
+    """The Event of a serving Deployment that a person (or a tool) deleted."""
+    return PlannedEvent(
+        "Normal", "Recreating", f"the serving Deployment {why}; recreating it on version {version}"
+    )
+
+
+def deployment_recreated(observed: dict[str, Any] | None, applied: dict[str, Any]) -> bool:
+    """The apply created a new object: the one this reconcile observed was deleted meanwhile.
+
+    The plan saw a Deployment and so announced nothing; without this the Deployment comes
+    back in silence.
+    """
+    if observed is None:
+        return False
+    return bool(observed["metadata"].get("uid") != applied["metadata"].get("uid"))
+
+
 def _announce_change(
     draft: _Draft, target: str | None, known: _Record, deploy: str, current: str | None
 ) -> None:
@@ -364,10 +382,8 @@ def _announce_change(
     elif draft.events and draft.events[-1].reason == "RolloutFailed":
         pass  # the failure's Event already says where it goes
     elif current is None:
-        draft.event(
-            "Normal", "Recreating", f"the serving Deployment is missing; recreating it on "
-            f"version {deploy}",
-        )  # fmt: skip
+        event = recreating(deploy, "is missing")
+        draft.event(event.type, event.reason, event.message)
     else:
         # the failure was decided before (e.g. by an operator that died before acting)
         draft.event("Normal", "RollingBack", f"returning to version {deploy}")

@@ -36,7 +36,12 @@ from mlflow_operator.core.naming import write_back_tag
 from mlflow_operator.core.observation import observe_deployment
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.core.resolution import resolve_target
-from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
+from mlflow_operator.core.rollout import (
+    RolloutPlan,
+    deployment_recreated,
+    plan_rollout,
+    recreating,
+)
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
 from mlflow_operator.registry.client import Credentials, RegistryClient
@@ -172,6 +177,9 @@ class ModelDeploymentReconciler:
                     )
                 )
                 self._note_spec_generation(owner, deployment, stored)
+                if deployment_recreated(deployment, stored):
+                    event = recreating(plan.deploy_version, "was deleted during a reconcile")
+                    emit(event.type, event.reason, event.message)
             await self._api.apply(build_serving_service(spec, owner))
         self._write_back(spec, owner, plan, client)
         self._count(owner, plan)

@@ -40,6 +40,7 @@ class FakeKube:
     fail: dict[str, ApiError] = field(default_factory=dict)
     writes: list[str] = field(default_factory=list)  # "status", "apply:Deployment", ... in order
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
+    _uids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
 
     def _bump(self, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._versions))
@@ -52,6 +53,7 @@ class FakeKube:
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
         obj["metadata"].setdefault("generation", 1)
+        obj["metadata"].setdefault("uid", f"uid-{next(self._uids)}")
         self._bump(obj)
         self.objects[(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
         return obj
@@ -102,7 +104,14 @@ class FakeKube:
     async def list(
         self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
     ) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.pods)
+        if kind == "Pod":
+            return copy.deepcopy(self.pods)
+        return [
+            copy.deepcopy(obj)
+            for (k, ns, _), obj in self.objects.items()
+            if (k, ns) == (kind, namespace)
+            and all((obj["metadata"].get("labels") or {}).get(a) == b for a, b in labels.items())
+        ]
 
     async def patch_status(
         self,

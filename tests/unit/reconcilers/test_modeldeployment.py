@@ -110,6 +110,36 @@ async def test_status_is_written_before_the_deployment_changes() -> None:
     assert world.kube.writes[:2] == ["status", "apply:Deployment"]
 
 
+async def test_a_deployment_deleted_during_a_reconcile_is_recreated_with_an_event() -> None:
+    """The reconcile read the Deployment, then someone deleted it, then the apply created it
+    anew. Found by the e2e (test_a_deleted_deployment_comes_back_on_the_last_good_version):
+    the Deployment came back in silence, with no Recreating Event.
+    """
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    before = world.deployment()["metadata"]["uid"]
+    apply = world.kube.apply
+
+    async def apply_after_a_deletion(manifest: dict[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == "Deployment":
+            world.kube.delete("Deployment", "fraud")
+        return await apply(manifest)
+
+    world.kube.apply = apply_after_a_deletion  # type: ignore[method-assign]
+    world.events.clear()
+    await world.reconcile()
+    assert world.deployment()["metadata"]["uid"] != before
+    assert template_version(world.kube, "fraud") == "1"
+    assert [(reason, message) for _, reason, message in world.events] == [
+        (
+            "Recreating",
+            "the serving Deployment was deleted during a reconcile; recreating it on version 1",
+        )
+    ]
+
+
 async def test_a_stale_body_from_kopf_is_not_decided_from() -> None:
     """Defect 3: the reconcile decided from kopf's body, which may be older than the status the
     operator last wrote.
