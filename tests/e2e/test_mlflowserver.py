@@ -9,7 +9,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import re
+import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -23,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.core.mlflowserver.status import image_version
 from tests.cluster.fixtures import create_namespace
-from tests.cluster.launcher import KubeCluster
+from tests.cluster.launcher import KubeCluster, kubectl_binary
 from tests.cluster.realnode import NodeInfo
 from tests.e2e.mlflowservers import (
     admin_of,
@@ -281,6 +285,8 @@ class ManagedServer:
     namespace: str
     operator: OperatorProcess
     node: NodeInfo
+    # the registry as the tracking server answered before the upgrade to NEW_IMAGE
+    contents_before_upgrade: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image(self) -> str:
@@ -532,10 +538,52 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
     )
 
 
-def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServer) -> None:
+def registry_contents(url: str) -> dict[str, Any]:
+    """What a user would compare after an upgrade or a restore: experiments, runs, models,
+    versions, aliases and tags, as the tracking server answers them."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url)
+    experiments = sorted((e.experiment_id, e.name) for e in client.search_experiments())
+    runs = sorted(
+        (r.info.run_id, tuple(sorted(r.data.params.items())))
+        for experiment_id, _ in experiments
+        for r in client.search_runs([experiment_id])
+    )
+    models = {
+        m.name: (
+            sorted(m.aliases.items()),
+            sorted(m.tags.items()),
+            sorted(
+                (v.version, v.run_id, v.status, tuple(sorted(v.tags.items())))
+                for v in client.search_model_versions(f"name='{m.name}'")
+            ),
+        )
+        for m in client.search_registered_models()
+    }
+    return {"experiments": experiments, "runs": runs, "models": models}
+
+
+def jobs_of(cluster: KubeCluster, namespace: str, component: str) -> list[dict[str, Any]]:
+    found = get(cluster, namespace, "jobs", "-l", f"app.kubernetes.io/component={component}")
+    return list(found["items"])
+
+
+def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves(
+    managed: ManagedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cluster, ns = managed.cluster, managed.namespace
     old_job = job_for(cluster, ns, managed.image)
     assert old_job is not None
+    url = tracking_url(cluster, ns)
+    with as_admin(monkeypatch, admin_of(cluster, ns)):
+        registry = ModelRegistry(url)
+        model = f"kept-{uuid.uuid4().hex[:6]}"
+        registry.log_version(model)
+        second = registry.log_version(model)
+        registry.set_alias(model, "champion", second.version)
+        before = registry_contents(url)
+    assert jobs_of(cluster, ns, "backup") == []  # none on the first install
     patch_spec(cluster, ns, {"image": NEW_IMAGE})
     seen: list[tuple[bool, str | None]] = []
 
@@ -564,6 +612,24 @@ def test_image_change_migrates_before_the_deployment_moves(managed: ManagedServe
     server = get(cluster, ns, "mlfs/mlflow")
     assert server["status"]["version"] == "3.18.0-test"
     assert server["status"]["migratedImage"] == NEW_IMAGE
+    # a verified backup was stored before the migration Job was even created
+    (backup_job,) = jobs_of(cluster, ns, "backup")
+    assert job_complete(backup_job)
+    assert backup_job["status"]["completionTime"] <= new_job["metadata"]["creationTimestamp"]
+    (backup,) = server["status"]["backups"]
+    assert backup["verified"] is True
+    assert backup["beforeImage"] == NEW_IMAGE
+    assert backup["key"].startswith(f"s3://mlflow-backups/{ns}/mlflow/")
+    assert backup["sizeBytes"] > 0
+    assert backup["rows"]["model_versions"] >= 2
+    assert backup["rows"]["registered_model_aliases"] >= 1
+    verified = condition(server, "BackupVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
+    reasons = [e["reason"] for e in get(cluster, ns, "events")["items"]]
+    assert "BackupStarted" in reasons
+    with as_admin(monkeypatch, admin_of(cluster, ns)):
+        assert registry_contents(url) == before
+    managed.contents_before_upgrade = before  # for the rollback below
     # the superseded migration Job is cleaned up once the new image serves
     eventually(lambda: job_for(cluster, ns, managed.image) is None, "old migration Job pruned")
 
@@ -612,6 +678,57 @@ def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedS
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
         "Ready after going back",
     )
+
+
+def runbook(heading: str) -> list[str]:
+    """The shell blocks of one runbook in docs/mlflowserver.md, in order, as a reader copies
+    them (the list-item indentation removed)."""
+    text = (ROOT / "docs" / "mlflowserver.md").read_text()
+    section = text.split(f"### {heading}\n", 1)[1].split("\n#", 1)[0]
+    return [
+        textwrap.dedent(body)
+        for _, body in re.findall(r"^( *)```sh\n(.*?)^\1```", section, re.MULTILINE | re.DOTALL)
+    ]
+
+
+def test_a_failed_upgrade_is_rolled_back_by_the_runbook(
+    managed: ManagedServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docs/mlflowserver.md "Runbook: roll back a failed upgrade", block by block: the backup
+    taken before the upgrade to NEW_IMAGE is fetched, restored, and the old image comes back.
+    What was written after that backup is gone: the data really came from the dump."""
+    cluster, ns = managed.cluster, managed.namespace
+    before = managed.contents_before_upgrade
+    assert before
+    url = tracking_url(cluster, ns)
+    with as_admin(monkeypatch, admin_of(cluster, ns)):
+        ModelRegistry(url).log_version(f"lost-{uuid.uuid4().hex[:6]}")
+        assert registry_contents(url) != before
+    variables, *steps = runbook("Runbook: roll back a failed upgrade")
+    assert "previous=" in variables  # the reader's own values, set here instead
+    script = "\n".join(
+        [
+            "set -euo pipefail",
+            f"ns={ns}; server=mlflow; failed={NEW_IMAGE}; previous={managed.image}",
+            *steps,
+        ]
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{Path(kubectl_binary()).parent}:{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=1500, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "mlflow.dump").stat().st_size > 0
+    server = get(cluster, ns, "mlfs/mlflow")
+    assert server["status"]["migratedImage"] == managed.image
+    assert deployment_image(cluster, ns) == managed.image
+    with as_admin(monkeypatch, admin_of(cluster, ns)):
+        assert registry_contents(url) == before
 
 
 def test_a_storage_change_is_refused_as_such_and_the_rest_still_applies(

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlflow_operator.api.mlflowserver import MLflowServerStatus
+from mlflow_operator.api.mlflowserver import BackupRecord, MLflowServerStatus
 from mlflow_operator.core.conditions import get_condition
+from mlflow_operator.core.mlflowserver.backup import BackupState
 from mlflow_operator.core.mlflowserver.observation import (
     Fact,
     JobState,
@@ -39,6 +40,18 @@ def serving(image: str, ready: int = 2) -> WorkloadState:
 
 def done(image: str) -> JobState:
     return JobState("mlflow-migrate-x", image=image, succeeded=True)
+
+
+def stored(verified: bool = True, key: str = "s3://mlflow-backups/ns/mlflow/a.dump") -> BackupState:
+    record = BackupRecord(
+        key=key,
+        time="2026-01-01T00:00:00Z",
+        size_bytes=4096,
+        verified=verified,
+        rows={"experiments": 2, "runs": 5},
+        before_image=NEW,
+    )
+    return BackupState("mlflow-backup-y", succeeded=True, record=record)
 
 
 def status_of(
@@ -79,7 +92,9 @@ def test_migration_first_then_deployment() -> None:
 
 
 def test_new_image_keeps_the_old_server_until_its_migration_succeeds() -> None:
-    before = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
+    before = observation(
+        desired_image=NEW, deployment=serving(OLD), migrated_image=OLD, backup=stored()
+    )
     plan = plan_server(before)
     assert plan.create_migration
     assert plan.server_image == OLD
@@ -89,6 +104,68 @@ def test_new_image_keeps_the_old_server_until_its_migration_succeeds() -> None:
     assert running.server_image == OLD
     finished = plan_server(dataclasses.replace(before, migration=done(NEW)))
     assert finished.server_image == NEW
+
+
+def test_an_upgrade_backs_up_first_and_migrates_only_after_the_backup_is_stored() -> None:
+    upgrade = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
+    plan = plan_server(upgrade)
+    assert (plan.create_backup, plan.create_migration) == (True, False)
+    assert plan.server_image == OLD
+    assert condition(status_of(upgrade), "SchemaMigrated")[1] == "BackingUp"
+    running = dataclasses.replace(upgrade, backup=BackupState("mlflow-backup-y"))
+    plan = plan_server(running)
+    assert (plan.create_backup, plan.create_migration) == (False, False)
+    status = status_of(running)
+    assert condition(status, "Ready")[1] == "MigrationPending"
+    assert get_condition(status.conditions, "BackupVerified") is None  # no verdict yet
+    plan = plan_server(dataclasses.replace(upgrade, backup=stored()))
+    assert (plan.create_backup, plan.create_migration) == (False, True)
+
+
+def test_a_first_install_migrates_without_a_backup() -> None:
+    plan = plan_server(observation(desired_image=NEW))
+    assert (plan.create_backup, plan.create_migration) == (False, True)
+
+
+def test_a_failed_backup_keeps_the_old_server_and_blocks_the_migration() -> None:
+    failed = BackupState(
+        "mlflow-backup-y",
+        failed=True,
+        message="BackoffLimitExceeded; step verify exited 1: the restored copy differs",
+    )
+    obs = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD, backup=failed)
+    plan = plan_server(obs)
+    assert (plan.create_backup, plan.create_migration, plan.server_image) == (False, False, OLD)
+    status = status_of(obs)
+    state, reason, message = condition(status, "Ready")
+    assert (state, reason) == ("False", "BackupFailed")
+    assert "mlflow-backup-y" in message
+    assert "the restored copy differs" in message
+    assert f"keeps running {OLD}" in message
+    state, reason, _ = condition(status, "BackupVerified")
+    assert (state, reason) == ("False", "BackupFailed")
+    assert status.backups == []
+
+
+def test_a_stored_backup_is_listed_once_and_verified_says_what_was_compared() -> None:
+    obs = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
+    first = status_of(dataclasses.replace(obs, backup=stored()))
+    state, reason, message = condition(first, "BackupVerified")
+    assert (state, reason) == ("True", "BackupVerified")
+    assert "s3://mlflow-backups/ns/mlflow/a.dump" in message
+    assert "experiments 2, runs 5" in message
+    again = status_of(dataclasses.replace(obs, backup=stored()), previous=first)
+    assert [b.key for b in again.backups] == ["s3://mlflow-backups/ns/mlflow/a.dump"]
+    unverified = status_of(dataclasses.replace(obs, backup=stored(verified=False)))
+    assert condition(unverified, "BackupVerified")[:2] == ("False", "NotVerified")
+
+
+def test_status_keeps_the_newest_ten_backups() -> None:
+    obs = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
+    status = MLflowServerStatus()
+    for n in range(12):
+        status = status_of(dataclasses.replace(obs, backup=stored(key=f"s3://b/{n}")), status)
+    assert [b.key for b in status.backups] == [f"s3://b/{n}" for n in range(2, 12)]
 
 
 def test_failed_migration_keeps_the_old_server_and_says_why() -> None:

@@ -135,6 +135,26 @@ class TrackingServiceSpec(ServiceSpec):
     port: int = Field(default=5000, ge=1, le=65535, description="Port the Service listens on.")
 
 
+class BackupSpec(ApiModel):
+    """Backups of the database (pg_dump) in the object store.
+
+    One is always taken before a schema migration of an upgrade (a new image), and the
+    migration starts only once it is stored (and verified, unless verify is false).
+    """
+
+    keep: int = Field(
+        default=7,
+        ge=1,
+        le=1000,
+        description="Backups kept in the backup bucket; a new one deletes the oldest beyond this.",
+    )
+    verify: bool = Field(
+        default=True,
+        description="Restore each backup into a scratch database and compare the row counts of "
+        "the registry and tracking tables with the source before it counts.",
+    )
+
+
 class MLflowServerSpec(ApiModel):
     """Desired state of an MLflowServer."""
 
@@ -167,10 +187,32 @@ class MLflowServerSpec(ApiModel):
         description="Extra environment variables of the tracking server container (core/v1 "
         "EnvVar), e.g. MLflow's webhook settings; one named like the operator's wins over it.",
     )
+    backup: BackupSpec = Field(
+        default_factory=BackupSpec,
+        description="Database backups to the bucket <artifactStore.bucket>-backups (kept out "
+        "of the artifact bucket, which every MLflow user can read through the server).",
+    )
     pod_template: PodTemplate = Field(
         default_factory=PodTemplate,
         description="Pod-level settings of every pod of the server: the tracking server, its "
-        "schema-migration Job, and the managed PostgreSQL and MinIO.",
+        "schema-migration and backup Jobs, and the managed PostgreSQL and MinIO.",
+    )
+
+
+class BackupRecord(StatusModel):
+    """One backup stored in the object store."""
+
+    key: str = Field(description="Where it is: s3://<bucket>/<key>.")
+    time: str = Field(description="When the dump was taken (RFC 3339, UTC).")
+    size_bytes: int = Field(ge=0, description="Size of the pg_dump file.")
+    verified: bool = Field(
+        description="Restored into a scratch database with the same row counts as the source."
+    )
+    rows: dict[str, int] = Field(
+        default_factory=dict, description="Row counts per table at the time of the dump."
+    )
+    before_image: str = Field(
+        default="", description="The image whose schema migration it preceded; empty for none."
     )
 
 
@@ -185,6 +227,12 @@ class MLflowServerStatus(StatusModel):
     version: str | None = Field(default=None, description="MLflow version served.")
     migrated_image: str | None = Field(
         default=None, description="Image whose schema migration completed."
+    )
+    backups: list[BackupRecord] = Field(
+        default_factory=list,
+        max_length=10,
+        description="The latest backups, newest last (at most 10 here; the bucket keeps "
+        "spec.backup.keep).",
     )
 
 

@@ -11,6 +11,7 @@ from mlflow_operator.core.naming import LABEL_COMPONENT, LABEL_MLFLOW_SERVER, st
 
 COMPONENT_SERVER = "tracking-server"
 COMPONENT_MIGRATION = "schema-migration"
+COMPONENT_BACKUP = "backup"
 COMPONENT_POSTGRES = "postgresql"
 COMPONENT_MINIO = "minio"
 COMPONENT_CREDENTIALS = "credentials"
@@ -19,6 +20,7 @@ COMPONENT_AUTH = "auth"
 _APP_NAMES = {
     COMPONENT_SERVER: "mlflow",
     COMPONENT_MIGRATION: "mlflow",
+    COMPONENT_BACKUP: "mlflow",
     COMPONENT_POSTGRES: "postgresql",
     COMPONENT_MINIO: "minio",
     COMPONENT_CREDENTIALS: "mlflow",

@@ -28,6 +28,8 @@ ACCESS_KEY_ID_KEY = "accessKeyId"
 SECRET_ACCESS_KEY_KEY = "secretAccessKey"  # noqa: S105 - a key name
 FLASK_SECRET_KEY_KEY = "flaskSecretKey"  # noqa: S105 - a key name
 WEBHOOK_KEY_KEY = "webhookEncryptionKey"
+BUCKET_MAX = 63  # S3's longest bucket name
+BACKUP_SUFFIX = "-backups"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class ServerNames:
 
     def migration_job(self, migration_key: str) -> str:
         return child_name(self.server, f"migrate-{migration_key}")
+
+    def backup_job(self, migration_key: str) -> str:
+        """The backup taken before the migration of the same key."""
+        return child_name(self.server, f"backup-{migration_key}")
 
     def limits(self) -> list[tuple[str, str, int]]:
         """(what, name, longest allowed) of every child whose name has a limit below 253."""
@@ -178,6 +184,18 @@ def backend_store_uri(server: MLflowServer) -> str:
     host = f"{ServerNames(_name(server)).postgres}.{_namespace(server)}.svc"
     # the managed server has no TLS certificate: traffic stays inside the namespace
     return f"postgresql+psycopg2://{host}:{POSTGRES_PORT}/{MANAGED_DATABASE}?sslmode=disable"
+
+
+def backup_bucket(server: MLflowServer) -> str:
+    """Backups live outside the artifact bucket: `--serve-artifacts` lets every MLflow user
+    read any key of that one, and a dump holds the auth tables (password hashes)."""
+    stem = server.spec.artifact_store.bucket[: BUCKET_MAX - len(BACKUP_SUFFIX)].rstrip(".-")
+    return f"{stem}{BACKUP_SUFFIX}"
+
+
+def backup_prefix(server: MLflowServer) -> str:
+    """Key prefix of one server's backups (several servers may share a store)."""
+    return f"{_namespace(server)}/{_name(server)}/"
 
 
 def s3_endpoint(server: MLflowServer) -> str:

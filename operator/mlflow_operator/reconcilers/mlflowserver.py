@@ -21,10 +21,15 @@ from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.api.crdgen import MLFLOW_SERVER
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.validation import object_errors
+from mlflow_operator.builders.backup import build_backup_job
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
 from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
-from mlflow_operator.builders.server_common import COMPONENT_MIGRATION, selector_labels
+from mlflow_operator.builders.server_common import (
+    COMPONENT_BACKUP,
+    COMPONENT_MIGRATION,
+    selector_labels,
+)
 from mlflow_operator.builders.server_secrets import build_generated_secrets
 from mlflow_operator.builders.tracking_server import (
     ANNOTATION_IMAGE,
@@ -39,6 +44,7 @@ from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core import tracking
 from mlflow_operator.core.applied import already_applied
 from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.mlflowserver.backup import BackupState, observe_backup
 from mlflow_operator.core.mlflowserver.observation import (
     MIN_ADMIN_PASSWORD,
     Fact,
@@ -274,6 +280,7 @@ class _ServerRun:
         deployment = await self.kube.get("apps/v1", "Deployment", names.deployment, self.namespace)
         if deployment is not None:
             self.live["deployment"] = deployment
+        backup = await self._backup(names.backup_job(self._migration_key))
         return ServerObservation(
             generation=int(str(server.metadata.get("generation") or 0)),
             desired_image=self.image,
@@ -298,9 +305,25 @@ class _ServerRun:
                 else ""
             ),
             external_object_store=s3_external.endpoint if s3_external else "",
+            backup=backup,
         )
 
+    @property
+    def _migration_key(self) -> str:
+        return tracking.migration_key(self.image, tracking.backend_store_uri(self.server))
+
+    async def _backup(self, name: str) -> BackupState | None:
+        job = await self.kube.get("batch/v1", "Job", name, self.namespace)
+        if job is None:
+            return None
+        pods = await self.kube.list(
+            "v1", "Pod", self.namespace, {"batch.kubernetes.io/job-name": name}
+        )
+        return observe_backup(job, pods)
+
     async def act(self, obs: ServerObservation, plan: ServerPlan) -> None:
+        if plan.create_backup:
+            await self._create_backup(obs)
         if plan.create_migration:
             await self._create_migration(obs.desired_image)
         if plan.server_image is None:
@@ -322,10 +345,38 @@ class _ServerRun:
                 f"Tracking server Deployment {moved} image {plan.server_image}.",
             )
         elif plan.migrated:
+            names = tracking.ServerNames(self.owner.name)
             try:
-                await self._prune_migrations(migration_job_name(self.server, obs.desired_image))
+                await self._prune(COMPONENT_MIGRATION, names.migration_job(self._migration_key))
+                await self._prune(COMPONENT_BACKUP, names.backup_job(self._migration_key))
             except KubernetesRefused as refused:  # old Jobs stay; nothing else depends on it
                 logger.warning("%s", refused.refusal.message)
+
+    async def _create_backup(self, obs: ServerObservation) -> None:
+        managed = self.server.spec.backend_store.postgres.managed
+        job = build_backup_job(
+            self.owner,
+            self.server,
+            migration_key=self._migration_key,
+            before_image=obs.desired_image,
+            postgres_image=(managed.image if managed else "") or self.config.postgres_image,
+            # the upload runs in the image that serves now: it is known to work
+            store_image=(obs.deployment.image if obs.deployment else "")
+            or obs.migrated_image
+            or obs.desired_image,
+        )
+        try:
+            _, created = await self.kube.create_if_absent(job)
+        except KubernetesRefused as refused:
+            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
+            return
+        if created:
+            self.emit(
+                "Normal",
+                "BackupStarted",
+                f"Started Job {job['metadata']['name']} to back up the database before the "
+                f"migration to image {obs.desired_image}.",
+            )
 
     async def _create_migration(self, image: str) -> None:
         job = build_migration_job(self.owner, self.server, image)
@@ -341,10 +392,11 @@ class _ServerRun:
                 f"Started Job {job['metadata']['name']} to migrate the schema for image {image}.",
             )
 
-    async def _prune_migrations(self, keep: str) -> None:
-        """Delete Jobs of superseded migrations once the server runs the migrated image."""
+    async def _prune(self, component: str, keep: str) -> None:
+        """Delete Jobs of superseded migrations (or their backups) once the server runs the
+        migrated image."""
         jobs = await self.kube.list(
-            "batch/v1", "Job", self.namespace, selector_labels(self.owner.name, COMPONENT_MIGRATION)
+            "batch/v1", "Job", self.namespace, selector_labels(self.owner.name, component)
         )
         for job in jobs:
             name = job["metadata"]["name"]

@@ -9,8 +9,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlflow_operator.api.common import ConditionStatus
+
+if TYPE_CHECKING:
+    from mlflow_operator.core.mlflowserver.backup import BackupState
 
 MIN_ADMIN_PASSWORD = 12
 
@@ -89,6 +93,8 @@ class ServerObservation:
     external_database: str = ""
     """host:port/database (sslmode) of an external database, for messages."""
     external_object_store: str = ""
+    backup: BackupState | None = None
+    """The backup Job taken before the migration to the desired image; None when none exists."""
     problems: tuple[Fact, ...] = ()
     """Parts of the spec this reconcile could not apply (a refused write, an immutable field);
     the rest was applied. The first one is Ready's value."""

@@ -20,6 +20,11 @@ class ServerPlan:
     artifact_store: Fact
     create_migration: bool
     migrated: bool
+    upgrade: bool
+    """A new image on a database an older one migrated: a backup comes first."""
+    create_backup: bool
+    backup_done: bool
+    """The backup of this upgrade is stored (verified, unless spec.backup.verify is false)."""
     server_image: str | None
     """The image the Deployment runs: the desired one once migrated, else the one it runs
     now (the old server keeps serving), else None (no Deployment before a first migration)."""
@@ -29,7 +34,12 @@ def plan_server(obs: ServerObservation) -> ServerPlan:
     database = database_fact(obs)
     artifact_store = artifact_store_fact(obs)
     migrated = _migrated(obs)
-    create_migration = not migrated and obs.migration is None and database.status == "True"
+    # Not on a first install (nothing to lose yet), nor once the migration Job exists.
+    upgrade = obs.migrated_image is not None and not migrated and obs.migration is None
+    backup_done = obs.backup is not None and obs.backup.succeeded
+    can_start = not migrated and obs.migration is None and database.status == "True"
+    create_backup = can_start and upgrade and obs.backup is None
+    create_migration = can_start and (not upgrade or backup_done)
     if migrated:
         image: str | None = obs.desired_image
     elif obs.deployment is not None and obs.deployment.image:
@@ -41,6 +51,9 @@ def plan_server(obs: ServerObservation) -> ServerPlan:
         artifact_store=artifact_store,
         create_migration=create_migration,
         migrated=migrated,
+        upgrade=upgrade,
+        create_backup=create_backup,
+        backup_done=backup_done,
         server_image=image,
     )
 

@@ -1,8 +1,8 @@
 """The status of an MLflowServer, folded from the observation and the plan.
 
-Four conditions (Ready, DatabaseReady, ArtifactStoreReady, SchemaMigrated), the URL, the
-MLflow version served and the image whose migration completed last; and the Events a change
-of condition makes.
+Four conditions (Ready, DatabaseReady, ArtifactStoreReady, SchemaMigrated) and, once a backup
+has finished, BackupVerified; the URL, the MLflow version served, the image whose migration
+completed last and the latest backups; and the Events a change of condition makes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime
 from mlflow_operator.api.common import Condition
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
 from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.mlflowserver.backup import BACKUP_VERIFIED, verified_fact, with_backup
 from mlflow_operator.core.mlflowserver.observation import Fact, ServerObservation
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, secret_fact
 
@@ -21,7 +22,6 @@ READY = "Ready"
 DATABASE_READY = "DatabaseReady"
 ARTIFACT_STORE_READY = "ArtifactStoreReady"
 SCHEMA_MIGRATED = "SchemaMigrated"
-CONDITION_TYPES = (READY, DATABASE_READY, ARTIFACT_STORE_READY, SCHEMA_MIGRATED)
 
 # Reasons that mean a person has to act; they become Warning Events (so do the Kubernetes*
 # reasons of an API refusal, core/api_refusal.py).
@@ -31,6 +31,8 @@ WARNING_REASONS = frozenset(
         "SecretKeyMissing",
         "SecretValueInvalid",
         "MigrationFailed",
+        "BackupFailed",
+        "BackupUnreported",
         "InvalidSpec",
         "StorageChangeRefused",
     }
@@ -53,16 +55,30 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
         )
     if job is not None and job.failed:
         why = f"{job.reason}: {job.message}" if job.message else job.reason or "failed"
-        keeps = (
-            f" The server keeps running {obs.deployment.image}."
-            if obs.deployment and obs.deployment.image
-            else ""
-        )
+        keeps = _keeps_running(obs)
         return Fact(
             "False",
             "MigrationFailed",
             f"Job {job.name} failed to migrate the schema for image {obs.desired_image} "
             f"({why}).{keeps} Delete the Job to try again.",
+        )
+    backup = obs.backup
+    if plan.upgrade and not plan.backup_done:
+        keeps = _keeps_running(obs)
+        if backup is not None and backup.failed:
+            return Fact(
+                "False",
+                "BackupFailed",
+                f"The migration to image {obs.desired_image} waits for a backup of the "
+                f"database: Job {backup.name} failed ({backup.message}).{keeps} Delete the "
+                "Job to try again.",
+            )
+        name = backup.name if backup else "a backup Job"
+        return Fact(
+            "False",
+            "BackingUp",
+            f"{name} backs up the database before the migration to image "
+            f"{obs.desired_image}.{keeps}",
         )
     if job is not None or plan.create_migration:
         name = job.name if job else "the migration Job"
@@ -72,6 +88,12 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
             f"{name} runs `mlflow db upgrade` for image {obs.desired_image}.",
         )
     return Fact("False", "WaitingForDatabase", "The migration starts once the database is ready.")
+
+
+def _keeps_running(obs: ServerObservation) -> str:
+    if obs.deployment and obs.deployment.image:
+        return f" The server keeps running {obs.deployment.image}."
+    return ""
 
 
 def ready_fact(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact:
@@ -112,7 +134,8 @@ def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact 
         if fact.status != "True":
             return Fact("False", reason, fact.message)
     if migration.status != "True":
-        reason = "MigrationFailed" if migration.reason == "MigrationFailed" else "MigrationPending"
+        failed = migration.reason in ("MigrationFailed", "BackupFailed")
+        reason = migration.reason if failed else "MigrationPending"
         return Fact("False", reason, migration.message)
     return None
 
@@ -127,15 +150,17 @@ def fold_status(
 ) -> MLflowServerStatus:
     """The new status: the four conditions, url, version, migratedImage, observedGeneration."""
     migration = migration_fact(obs, plan)
-    facts = {
+    facts: dict[str, Fact] = {
         DATABASE_READY: plan.database,
         ARTIFACT_STORE_READY: plan.artifact_store,
         SCHEMA_MIGRATED: migration,
         READY: ready_fact(obs, plan, migration),
     }
+    backup = verified_fact(obs.backup) if obs.backup else None
+    if backup is not None:  # while a backup runs, the last one's verdict stands
+        facts[BACKUP_VERIFIED] = backup
     conditions: list[Condition] = list(previous.conditions)
-    for type_ in CONDITION_TYPES:
-        fact = facts[type_]
+    for type_, fact in facts.items():
         conditions = set_condition(
             conditions,
             type_,
@@ -152,6 +177,7 @@ def fold_status(
         url=url,
         version=image_version(serving_image) if serving_image else previous.version,
         migrated_image=obs.desired_image if plan.migrated else previous.migrated_image,
+        backups=with_backup(list(previous.backups), obs.backup),
     )
 
 

@@ -1,0 +1,153 @@
+"""The backup Job's manifest and how its finished pods are read. No I/O.
+
+The scripts themselves run for real in tests/integration/test_backup_scripts.py (local
+PostgreSQL and MinIO) and in the e2e upgrade (tests/e2e/test_mlflowserver.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlflow_operator.builders.backup import build_backup_job
+from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY
+from mlflow_operator.core import tracking
+from mlflow_operator.core.mlflowserver.backup import observe_backup
+from tests.unit.test_mlflowserver_builders import (
+    EXTERNAL_SPEC,
+    MANAGED_SPEC,
+    env_by_name,
+    make_server,
+    owner_of,
+    secret_ref,
+)
+
+OLD = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
+NEW = "ghcr.io/mlflow-operator/mlflow-server:3.18.0"
+PG = "postgres:16.4"
+
+
+def backup_job(spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    server = make_server(spec)
+    return build_backup_job(
+        owner_of(server),
+        server,
+        migration_key="abcdef0123",
+        before_image=NEW,
+        postgres_image=PG,
+        store_image=OLD,
+    )
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+def test_dump_then_verify_then_store_each_in_the_image_that_can() -> None:
+    job = backup_job()
+    assert job["metadata"]["name"] == "mlflow-backup-abcdef0123"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+    spec = pod_spec(job)
+    steps = [(c["name"], c["image"]) for c in spec["initContainers"] + spec["containers"]]
+    assert steps == [("dump", PG), ("verify", PG), ("store", OLD)]
+    for container in spec["initContainers"] + spec["containers"]:
+        assert container["securityContext"].items() >= RESTRICTED_CONTAINER_SECURITY.items()
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert job["spec"]["backoffLimit"] == 1
+
+
+def test_only_the_dump_and_store_steps_hold_credentials_and_only_by_reference() -> None:
+    dump, verify = pod_spec(backup_job())["initContainers"]
+    store = pod_spec(backup_job())["containers"][0]
+    assert secret_ref(env_by_name(dump)["PGPASSWORD"]) == ("mlflow-postgres", "password")
+    assert secret_ref(env_by_name(store)["AWS_SECRET_ACCESS_KEY"]) == (
+        "mlflow-minio",
+        "secretAccessKey",
+    )
+    assert not any("valueFrom" in e for e in verify["env"])  # a throwaway local database
+    assert env_by_name(dump)["PGHOST"]["value"] == "mlflow-postgres"
+
+
+def test_backups_go_to_their_own_bucket_under_the_servers_prefix() -> None:
+    env = env_by_name(pod_spec(backup_job())["containers"][0])
+    assert env["BACKUP_BUCKET"]["value"] == "models-backups"
+    assert env["BACKUP_PREFIX"]["value"] == "ml/mlflow/"
+    assert env["BACKUP_KEEP"]["value"] == "7"
+    assert env["BACKUP_BEFORE_IMAGE"]["value"] == NEW
+
+
+def test_a_long_bucket_name_still_gives_a_valid_backup_bucket() -> None:
+    spec = {**MANAGED_SPEC, "artifactStore": {"bucket": "a" * 54 + ".b", "s3": {"managed": {}}}}
+    bucket = tracking.backup_bucket(make_server(spec))
+    assert len(bucket) <= 63
+    assert bucket == "a" * 54 + "-backups"
+
+
+def test_an_external_database_is_dumped_where_it_is_and_verify_can_be_off() -> None:
+    job = backup_job({**EXTERNAL_SPEC, "backup": {"verify": False, "keep": 3}})
+    spec = pod_spec(job)
+    assert [c["name"] for c in spec["initContainers"]] == ["dump"]
+    env = env_by_name(spec["initContainers"][0])
+    assert (env["PGHOST"]["value"], env["PGPORT"]["value"]) == ("pg.example", "6432")
+    assert (env["PGDATABASE"]["value"], env["PGSSLMODE"]["value"]) == ("tracking", "require")
+    assert secret_ref(env["PGUSER"]) == ("pg-creds", "username")
+    assert env_by_name(spec["containers"][0])["BACKUP_KEEP"]["value"] == "3"
+
+
+def finished_job(condition: str, reason: str = "") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "mlflow-backup-abcdef0123"},
+        "status": {"conditions": [{"type": condition, "status": "True", "reason": reason}]},
+    }
+
+
+def pod(created: str, init: list[dict[str, Any]], main: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "metadata": {"creationTimestamp": created},
+        "status": {"initContainerStatuses": init, "containerStatuses": main},
+    }
+
+
+def exited(name: str, code: int, message: str = "") -> dict[str, Any]:
+    return {"name": name, "state": {"terminated": {"exitCode": code, "message": message}}}
+
+
+def test_a_succeeded_backup_is_what_the_store_step_reported() -> None:
+    result = {
+        "key": "s3://models-backups/ml/mlflow/20260101T000000Z-x.dump",
+        "time": "2026-01-01T00:00:00Z",
+        "sizeBytes": 123456,
+        "verified": True,
+        "rows": {"experiments": 2, "runs": 7},
+        "beforeImage": NEW,
+    }
+    done = pod(
+        "2026-01-01T00:00:00Z",
+        [exited("dump", 0), exited("verify", 0)],
+        [exited("store", 0, json.dumps(result))],
+    )
+    state = observe_backup(finished_job("Complete"), [done])
+    assert state.succeeded
+    assert state.record is not None
+    assert state.record.key == result["key"]
+    assert (state.record.size_bytes, state.record.rows["runs"]) == (123456, 7)
+
+
+def test_a_failed_backup_says_which_step_of_the_last_try_failed_and_why() -> None:
+    first = pod("2026-01-01T00:00:00Z", [exited("dump", 1, "rows changed")], [])
+    last = pod(
+        "2026-01-01T00:01:00Z",
+        [exited("dump", 0), exited("verify", 1, "the restored copy differs\nruns 7 6\n")],
+        [],
+    )
+    state = observe_backup(finished_job("Failed", "BackoffLimitExceeded"), [last, first])
+    assert state.failed
+    assert state.message == (
+        "BackoffLimitExceeded; step verify exited 1: the restored copy differs runs 7 6"
+    )
+
+
+def test_a_running_backup_has_no_verdict() -> None:
+    state = observe_backup({"metadata": {"name": "b"}, "status": {}}, [])
+    assert (state.succeeded, state.failed, state.record) == (False, False, None)
