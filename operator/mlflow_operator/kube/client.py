@@ -13,7 +13,7 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource, get_generic_resource
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
-from lightkube.resources.batch_v1 import Job
+from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import (
     ConfigMap,
     Event,
@@ -33,6 +33,7 @@ from mlflow_operator.metrics import KUBE_REQUESTS
 _KINDS: dict[tuple[str, str], Any] = {
     ("apps/v1", "Deployment"): Deployment,
     ("apps/v1", "StatefulSet"): StatefulSet,
+    ("batch/v1", "CronJob"): CronJob,
     ("batch/v1", "Job"): Job,
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("v1", "ConfigMap"): ConfigMap,
