@@ -287,6 +287,7 @@ class ManagedServer:
     node: NodeInfo
     # the registry as the tracking server answered before the upgrade to NEW_IMAGE
     contents_before_upgrade: dict[str, Any] = field(default_factory=dict)
+    backups_before_deletion: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def image(self) -> str:
@@ -543,7 +544,8 @@ def registry_contents(url: str) -> dict[str, Any]:
     versions, aliases and tags, as the tracking server answers them."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(url)
+    # both URIs: an earlier ModelRegistry set MLflow's global registry URI (another server)
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
     experiments = sorted((e.experiment_id, e.name) for e in client.search_experiments())
     runs = sorted(
         (r.info.run_id, tuple(sorted(r.data.params.items())))
@@ -634,6 +636,50 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
     eventually(lambda: job_for(cluster, ns, managed.image) is None, "old migration Job pruned")
 
 
+def psql(cluster: KubeCluster, namespace: str, sql: str) -> str:
+    """SQL as the MLflow database's owner, in the managed PostgreSQL pod."""
+    return cluster.kubectl(
+        "exec", "-n", namespace, "mlflow-postgres-0", "--", "sh", "-c",
+        'PGPASSWORD="$POSTGRES_PASSWORD" psql -X -q -A -t -U "$POSTGRES_USER" -d "$POSTGRES_DB" '
+        '-c "$0"', sql,
+    ).stdout.strip()  # fmt: skip
+
+
+def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: ManagedServer) -> None:
+    """The database says it was migrated by a newer MLflow (its alembic revision is one this
+    MLflow does not have: the state a newer `mlflow db upgrade` leaves; both local images have
+    the same MLflow, so the revision is written by hand). Another image is then refused by the
+    migration Job's check-schema step, at once, and the server keeps serving."""
+    cluster, ns = managed.cluster, managed.namespace
+    revision = psql(cluster, ns, "SELECT version_num FROM alembic_version")
+    psql(cluster, ns, "UPDATE alembic_version SET version_num = 'f0e1d2c3b4a5'")
+    try:
+        patch_spec(cluster, ns, {"image": managed.image})
+
+        def refused() -> dict[str, Any]:
+            cond = condition(get(cluster, ns, "mlfs/mlflow"), "Ready")
+            return cond if cond.get("reason") == "DowngradeRefused" else {}
+
+        cond = eventually(refused, "Ready=False, DowngradeRefused", timeout=300)
+        assert managed.image in cond["message"]
+        assert NEW_IMAGE in cond["message"]
+        assert "revision f0e1d2c3b4a5" in cond["message"]
+        job = job_for(cluster, ns, managed.image)
+        assert job is not None
+        pods = get(cluster, ns, "pods", "-l", f"job-name={job['metadata']['name']}")["items"]
+        assert len(pods) == 1  # failed at once: a newer schema does not get older by retrying
+        assert deployment_image(cluster, ns) == NEW_IMAGE
+        assert get(cluster, ns, "deployment/mlflow")["status"]["readyReplicas"] == 2
+    finally:
+        psql(cluster, ns, f"UPDATE alembic_version SET version_num = '{revision}'")  # noqa: S608 - read from the database above
+        patch_spec(cluster, ns, {"image": NEW_IMAGE})
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+        "Ready again on the newer image",
+    )
+    eventually(lambda: job_for(cluster, ns, managed.image) is None, "the refused Job pruned")
+
+
 def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedServer) -> None:
     cluster, ns = managed.cluster, managed.namespace
     patch_spec(cluster, ns, {"image": FAILING_IMAGE})
@@ -652,12 +698,15 @@ def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedS
         for p in get(cluster, ns, "pods", "-l", f"job-name={job['metadata']['name']}")["items"]
         if p["status"]["phase"] == "Failed"
     )
+    # the first step to touch the database (check-schema) fails: that image has no driver
     log = cluster.kubectl(
-        "logs", "-n", ns, failed_pod["metadata"]["name"], "-c", "upgrade-tracking-schema"
+        "logs", "-n", ns, failed_pod["metadata"]["name"], "-c", "check-schema"
     ).stdout
-    assert "psycopg2" in log, log[-2000:]  # the real reason: that image has no driver
+    assert "psycopg2" in log, log[-2000:]
     assert job["metadata"]["name"] in cond["message"]
     assert "BackoffLimitExceeded" in cond["message"]
+    assert "step check-schema exited 1" in cond["message"]
+    assert "psycopg2" in cond["message"]  # the end of the step's log, in the condition
     assert NEW_IMAGE in cond["message"]
     # the old server is untouched and still serving
     assert deployment_image(cluster, ns) == NEW_IMAGE
@@ -731,6 +780,28 @@ def test_a_failed_upgrade_is_rolled_back_by_the_runbook(
         assert registry_contents(url) == before
 
 
+def test_scheduled_backups_run_verified_and_stop_with_the_schedule(managed: ManagedServer) -> None:
+    cluster, ns = managed.cluster, managed.namespace
+    before = len(get(cluster, ns, "mlfs/mlflow")["status"].get("backups", []))
+    patch_spec(cluster, ns, {"backup": {"schedule": "* * * * *"}})
+    cronjob = eventually(lambda: get(cluster, ns, "cronjob/mlflow-backup"), "the CronJob")
+    assert cronjob["spec"]["schedule"] == "* * * * *"
+
+    def scheduled() -> dict[str, Any]:
+        server = get(cluster, ns, "mlfs/mlflow")
+        backups = server["status"].get("backups", [])[before:]
+        return next((b for b in backups if b["beforeImage"] == ""), {})
+
+    backup = eventually(scheduled, "a scheduled backup in status", timeout=180)
+    assert backup["verified"] is True
+    assert backup["job"].startswith("mlflow-backup-")  # <cronjob>-<scheduled minute>
+    assert backup["key"].startswith(f"s3://mlflow-backups/{ns}/mlflow/")
+    verified = condition(get(cluster, ns, "mlfs/mlflow"), "BackupVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
+    patch_spec(cluster, ns, {"backup": {"schedule": ""}})
+    eventually(lambda: get(cluster, ns, "cronjob/mlflow-backup") is None, "the CronJob deleted")
+
+
 def test_a_storage_change_is_refused_as_such_and_the_rest_still_applies(
     managed: ManagedServer,
 ) -> None:
@@ -782,6 +853,7 @@ def test_no_secret_value_in_pods_logs_events_or_status(managed: ManagedServer) -
 
 def test_deleting_keeps_volumes_and_generated_secrets(managed: ManagedServer) -> None:
     cluster, ns = managed.cluster, managed.namespace
+    managed.backups_before_deletion = get(cluster, ns, "mlfs/mlflow")["status"]["backups"]
     cluster.kubectl("delete", "-n", ns, "mlfs/mlflow", "--wait=true", "--timeout=60s")
 
     def children_gone() -> bool:
@@ -798,6 +870,38 @@ def test_deleting_keeps_volumes_and_generated_secrets(managed: ManagedServer) ->
     assert claims == ["data-mlflow-minio-0", "data-mlflow-postgres-0"]
     secrets = get(cluster, ns, "secrets", "-l", "app.kubernetes.io/component=credentials")
     assert len(secrets["items"]) == 4
+
+
+def test_a_lost_database_is_restored_from_its_backup_into_a_new_server(
+    managed: ManagedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disaster recovery: the database volume is gone; the MinIO volume, with the backups
+    bucket, and the generated Secrets were kept. A new MLflowServer of the same name with
+    spec.restoreFrom gets the registry back as it was at that backup."""
+    cluster, ns = managed.cluster, managed.namespace
+    # the last backup was taken (before the rollback's migration) of the restored database,
+    # whose contents are those from before the upgrade
+    last = managed.backups_before_deletion[-1]
+    assert last["verified"] is True
+    cluster.kubectl("delete", "-n", ns, "pvc", "data-mlflow-postgres-0", "--timeout=120s")
+    spec = {**managed_spec(managed.image, managed.node), "restoreFrom": {"key": last["key"]}}
+    apply_server(cluster, ns, spec)
+
+    def ready() -> dict[str, Any]:
+        server = get(cluster, ns, "mlfs/mlflow")
+        return server if condition(server, "Ready").get("status") == "True" else {}
+
+    server = eventually(ready, "Ready after the restore", timeout=420)
+    assert server["status"]["restoredFrom"] == last["key"]
+    (restore_job,) = jobs_of(cluster, ns, "restore")
+    assert job_complete(restore_job)
+    migration = job_for(cluster, ns, managed.image)
+    assert migration is not None
+    assert restore_job["status"]["completionTime"] <= migration["metadata"]["creationTimestamp"]
+    assert "RestoreStarted" in [e["reason"] for e in get(cluster, ns, "events")["items"]]
+    url = tracking_url(cluster, ns)
+    with as_admin(monkeypatch, admin_of(cluster, ns)):
+        assert registry_contents(url) == managed.contents_before_upgrade
 
 
 # --- external stores ---------------------------------------------------------------------

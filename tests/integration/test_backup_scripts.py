@@ -3,105 +3,40 @@ dump and the restore test with this machine's PostgreSQL binaries against the te
 PostgreSQL (with an MLflow schema and registry data), the upload with boto3 to its MinIO.
 
 The e2e (tests/e2e/test_mlflowserver.py) runs the same scripts as a Job on the real node;
-here the failures are cheap to make for real: a truncated dump, a source that lost rows.
+here the failures are cheap to make for real: a truncated dump, a source that lost rows, and
+writers active during the dump.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mlflow_operator.builders.backup import (
-    COUNTED_TABLES,
-    DUMP_SCRIPT,
-    ROW_COUNTS_SQL,
-    STORE_SCRIPT,
-    VERIFY_SCRIPT,
+from mlflow_operator.builders.backup import COUNTED_TABLES
+from tests.mlflowstack.backup_scripts import (
+    BUCKET,
+    dump,
+    fetch,
+    restore,
+    shared_dir,
+    source_rows,
+    store,
+    verify,
 )
-from tests.mlflowstack import postgres
 from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
 
 pytestmark = pytest.mark.integration
 
-BUCKET = "mlflow-backups"
-
 
 @pytest.fixture
 def backup_dir() -> Iterator[Path]:
-    """The Job's shared emptyDir; PostgreSQL's tools run as its user, as in the pod."""
-    path = Path(tempfile.mkdtemp(prefix="backup-"))
-    shutil.chown(path, postgres.RUN_AS, postgres.RUN_AS)
-    try:
+    with shared_dir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def run_as_postgres(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    argv = ["sh", "-c", script]
-    if os.geteuid() == 0:
-        argv = ["setpriv", f"--reuid={postgres.RUN_AS}", f"--regid={postgres.RUN_AS}",
-                "--init-groups", "--", *argv]  # fmt: skip
-    path = f"{postgres.bin_dir()}:{os.environ['PATH']}"
-    return subprocess.run(
-        argv, env={"PATH": path, "ROW_COUNTS": ROW_COUNTS_SQL, **env},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
-def dump(stack: MlflowStack, here: Path) -> subprocess.CompletedProcess[str]:
-    db = stack.postgres
-    return run_as_postgres(
-        DUMP_SCRIPT,
-        {
-            "BACKUP_DIR": str(here), "PGHOST": "127.0.0.1", "PGPORT": str(db.port),
-            "PGDATABASE": db.database, "PGUSER": db.user, "PGPASSWORD": db.password,
-            "PGSSLMODE": "disable", "HOME": str(here),
-        },
-    )  # fmt: skip
-
-
-def verify(here: Path) -> subprocess.CompletedProcess[str]:
-    return run_as_postgres(
-        VERIFY_SCRIPT,
-        {"BACKUP_DIR": str(here), "PGHOST": str(here), "PGUSER": "verify", "HOME": str(here)},
-    )
-
-
-def store(
-    stack: MlflowStack, here: Path, *, keep: int, name: str, prefix: str
-) -> dict[str, object]:
-    env = {
-        "PATH": os.environ["PATH"], "HOME": str(here), "BACKUP_DIR": str(here),
-        "MLFLOW_S3_ENDPOINT_URL": stack.minio.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": stack.minio.access_key,
-        "AWS_SECRET_ACCESS_KEY": stack.minio.secret_key,
-        "BACKUP_BUCKET": BUCKET, "BACKUP_PREFIX": prefix, "BACKUP_KEEP": str(keep),
-        "BACKUP_NAME": name, "BACKUP_BEFORE_IMAGE": "mlflow-server:3.18.0",
-        "TERMINATION_LOG": str(here / "termination-log"),
-    }  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", STORE_SCRIPT],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads((here / "termination-log").read_text())
-    return result
-
-
-def source_rows(stack: MlflowStack) -> dict[str, int]:
-    with stack.postgres.connect() as conn, conn.cursor() as cur:
-        cur.execute(ROW_COUNTS_SQL)
-        return {table: int(count) for table, count in cur.fetchall()}
 
 
 def test_a_backup_is_dumped_restored_compared_and_stored(
@@ -129,6 +64,46 @@ def test_a_backup_is_dumped_restored_compared_and_stored(
     stored = mlflow_stack.minio.s3_client().head_object(Bucket=BUCKET, Key=key)
     size = (backup_dir / "mlflow.dump").stat().st_size
     assert stored["ContentLength"] == result["sizeBytes"] == size
+
+
+def test_writers_active_during_the_dump_do_not_spoil_it(
+    mlflow_stack: MlflowStack, mlflow_registry: ModelRegistry, backup_dir: Path
+) -> None:
+    """The counts and the dump come from one snapshot: runs logged through the tracking server
+    while the dump runs are in neither, and the restore test still matches."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_stack.tracking_uri)
+    experiment = client.create_experiment(f"busy-{uuid.uuid4().hex[:6]}")
+    writing = threading.Event()
+    stop = threading.Event()
+    written = 0
+
+    def writer() -> None:
+        nonlocal written
+        while not stop.is_set():
+            run = client.create_run(experiment)
+            client.log_metric(run.info.run_id, "loss", 0.5)
+            written += 1
+            writing.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        assert writing.wait(30)
+        during = written
+        dumped = dump(mlflow_stack, backup_dir)
+        assert dumped.returncode == 0, dumped.stderr
+        after = written
+    finally:
+        stop.set()
+        thread.join(30)
+    assert after > during  # runs were written while pg_dump ran
+    final = source_rows(mlflow_stack)
+    recorded = dict(line.split() for line in (backup_dir / "rows").read_text().splitlines())
+    assert int(recorded["runs"]) < final["runs"]
+    verified = verify(backup_dir)
+    assert verified.returncode == 0, verified.stderr
 
 
 def test_a_truncated_dump_fails_the_restore_test_and_says_so(
@@ -175,3 +150,26 @@ def test_the_bucket_keeps_only_the_newest_backups(
     kept = sorted(str(k).removeprefix(f"s3://{BUCKET}/") for k in keys[1:])
     assert [n for n in names if n.endswith(".dump")] == kept
     assert len(names) == 4  # each .dump with its .json
+
+
+def test_a_stored_backup_is_fetched_and_restored_into_an_empty_database_only(
+    mlflow_stack: MlflowStack, mlflow_registry: ModelRegistry, backup_dir: Path
+) -> None:
+    mlflow_registry.log_version("restored")
+    assert dump(mlflow_stack, backup_dir).returncode == 0
+    key = str(
+        store(mlflow_stack, backup_dir, keep=5, name="restored-1", prefix="ns/restored/")["key"]
+    )
+    expected = source_rows(mlflow_stack)
+    with shared_dir("restore-") as here:
+        fetch(mlflow_stack, here, key)
+        empty = "restore_target"
+        mlflow_stack.postgres.create_database(empty)
+        restored = restore(mlflow_stack, here, empty)
+        assert restored.returncode == 0, restored.stderr
+        assert source_rows(mlflow_stack, empty) == expected
+        # the same again: the database now holds MLflow tables, and is left as it is
+        again = restore(mlflow_stack, here, empty)
+        assert again.returncode == 1
+        assert "already holds MLflow tables" in again.stderr
+        assert source_rows(mlflow_stack, empty) == expected

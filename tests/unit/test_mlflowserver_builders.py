@@ -15,6 +15,7 @@ from mlflow_operator.builders.minio import build_minio_service, build_minio_stat
 from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
 from mlflow_operator.builders.server_secrets import build_generated_secrets
 from mlflow_operator.builders.tracking_server import (
+    CHECK_SCHEMA_SCRIPT,
     ENSURE_BUCKET_SCRIPT,
     auth_config,
     build_auth_configmap,
@@ -431,23 +432,33 @@ def test_migration_job_runs_db_upgrade_then_auth_upgrade() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     uri = tracking.backend_store_uri(server)
-    (tracking_step,) = pod["initContainers"]
+    check_step, tracking_step = pod["initContainers"]
+    assert check_step["name"] == "check-schema"
+    assert check_step["args"] == ["-c", CHECK_SCHEMA_SCRIPT, uri]
     assert tracking_step["command"] == ["mlflow"]
     assert tracking_step["args"] == ["db", "upgrade", uri]
     (auth_step,) = pod["containers"]
     assert auth_step["args"] == ["-m", "mlflow.server.auth", "db", "upgrade", "--url", uri]
-    for step in (tracking_step, auth_step):
+    # a newer schema fails the Job at once: retries cannot make it older
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"] == {"containerName": "check-schema", "operator": "In", "values": [3]}
+    for step in (check_step, tracking_step, auth_step):
         assert step["image"] == IMAGE
         restricted(step)
         env = env_by_name(step)
         assert secret_ref(env["PGPASSWORD"]) == ("mlflow-postgres", "password")
 
 
-def test_migration_without_auth_is_one_container() -> None:
+def test_migration_without_auth_checks_then_upgrades_the_tracking_schema_only() -> None:
     server = make_server({**MANAGED_SPEC, "auth": {"enabled": False}})
     pod = build_migration_job(owner_of(server), server, IMAGE)["spec"]["template"]["spec"]
-    assert "initContainers" not in pod
+    assert [c["name"] for c in pod["initContainers"]] == ["check-schema"]
     assert pod["containers"][0]["args"][:2] == ["db", "upgrade"]
+
+
+def test_check_schema_script_is_valid_python() -> None:
+    compile(CHECK_SCHEMA_SCRIPT, "check-schema", "exec")
 
 
 def test_migration_job_name_changes_with_the_image_only() -> None:

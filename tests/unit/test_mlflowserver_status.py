@@ -13,6 +13,7 @@ from mlflow_operator.core.conditions import get_condition
 from mlflow_operator.core.mlflowserver.backup import BackupState
 from mlflow_operator.core.mlflowserver.observation import (
     Fact,
+    FailedStep,
     JobState,
     SecretCheck,
     ServerObservation,
@@ -133,7 +134,13 @@ def test_a_failed_backup_keeps_the_old_server_and_blocks_the_migration() -> None
         failed=True,
         message="BackoffLimitExceeded; step verify exited 1: the restored copy differs",
     )
-    obs = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD, backup=failed)
+    obs = observation(
+        desired_image=NEW,
+        deployment=serving(OLD),
+        migrated_image=OLD,
+        backup=failed,
+        latest_backup=failed,
+    )
     plan = plan_server(obs)
     assert (plan.create_backup, plan.create_migration, plan.server_image) == (False, False, OLD)
     status = status_of(obs)
@@ -149,14 +156,17 @@ def test_a_failed_backup_keeps_the_old_server_and_blocks_the_migration() -> None
 
 def test_a_stored_backup_is_listed_once_and_verified_says_what_was_compared() -> None:
     obs = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
-    first = status_of(dataclasses.replace(obs, backup=stored()))
+    done = stored()
+    first = status_of(
+        dataclasses.replace(obs, backup=done, latest_backup=done, new_backups=(done,))
+    )
     state, reason, message = condition(first, "BackupVerified")
     assert (state, reason) == ("True", "BackupVerified")
     assert "s3://mlflow-backups/ns/mlflow/a.dump" in message
     assert "experiments 2, runs 5" in message
-    again = status_of(dataclasses.replace(obs, backup=stored()), previous=first)
+    again = status_of(dataclasses.replace(obs, new_backups=(done,)), previous=first)
     assert [b.key for b in again.backups] == ["s3://mlflow-backups/ns/mlflow/a.dump"]
-    unverified = status_of(dataclasses.replace(obs, backup=stored(verified=False)))
+    unverified = status_of(dataclasses.replace(obs, latest_backup=stored(verified=False)))
     assert condition(unverified, "BackupVerified")[:2] == ("False", "NotVerified")
 
 
@@ -164,8 +174,99 @@ def test_status_keeps_the_newest_ten_backups() -> None:
     obs = observation(desired_image=NEW, deployment=serving(OLD), migrated_image=OLD)
     status = MLflowServerStatus()
     for n in range(12):
-        status = status_of(dataclasses.replace(obs, backup=stored(key=f"s3://b/{n}")), status)
+        stored_now = (stored(key=f"s3://b/{n}"),)
+        status = status_of(dataclasses.replace(obs, new_backups=stored_now), status)
     assert [b.key for b in status.backups] == [f"s3://b/{n}" for n in range(2, 12)]
+
+
+KEY = "s3://mlflow-backups/ml/mlflow/20260101T000000Z-mlflow-backup-y.dump"
+
+
+def test_a_new_server_with_restore_from_restores_then_migrates() -> None:
+    new = observation(desired_image=NEW, restore_key=KEY)
+    plan = plan_server(new)
+    assert (plan.create_restore, plan.create_migration) == (True, False)
+    assert condition(status_of(new), "SchemaMigrated")[1] == "Restoring"
+    running = dataclasses.replace(new, restore=BackupState("mlflow-restore"))
+    assert not plan_server(running).create_restore
+    done = dataclasses.replace(new, restore=BackupState("mlflow-restore", succeeded=True))
+    plan = plan_server(done)
+    assert (plan.create_restore, plan.create_migration) == (False, True)
+    assert status_of(done).restored_from == KEY
+    # restored once: a later reconcile (the Job pruned or not) neither restores nor waits
+    later = dataclasses.replace(new, restored_from=KEY, migrated_image=NEW)
+    plan = plan_server(later)
+    assert (plan.restoring, plan.create_restore, plan.restore_refused) == (False, False, False)
+
+
+def test_a_failed_restore_blocks_the_first_migration_and_says_why() -> None:
+    failed = BackupState(
+        "mlflow-restore",
+        failed=True,
+        message="BackoffLimitExceeded; step restore exited 1: the database already holds "
+        "MLflow tables",
+    )
+    obs = observation(desired_image=NEW, restore_key=KEY, restore=failed)
+    plan = plan_server(obs)
+    assert (plan.create_restore, plan.create_migration) == (False, False)
+    state, reason, message = condition(status_of(obs), "Ready")
+    assert (state, reason) == ("False", "RestoreFailed")
+    assert KEY in message
+    assert "already holds MLflow tables" in message
+
+
+def test_restore_from_on_a_migrated_server_is_refused_and_changes_nothing() -> None:
+    obs = observation(
+        desired_image=OLD, migrated_image=OLD, deployment=serving(OLD), restore_key=KEY
+    )
+    plan = plan_server(obs)
+    assert (plan.create_restore, plan.create_migration, plan.restore_refused) == (
+        False,
+        False,
+        True,
+    )
+    assert plan.server_image == OLD
+    state, reason, message = condition(status_of(obs), "Ready")
+    assert (state, reason) == ("False", "RestoreRefused")
+    assert KEY in message
+    assert OLD in message
+
+
+def test_an_image_older_than_the_schema_is_refused_naming_both_images() -> None:
+    refused = JobState(
+        "mlflow-migrate-z",
+        image=OLD,
+        failed=True,
+        reason="PodFailurePolicy",
+        failed_step=FailedStep(
+            "check-schema",
+            3,
+            "the database schema is at revision f0e1d2c3b4a5, which MLflow "
+            "3.17.2 of this image does not know",
+        ),
+    )
+    obs = observation(
+        desired_image=OLD, deployment=serving(NEW), migrated_image=NEW, migration=refused
+    )
+    plan = plan_server(obs)
+    assert (plan.create_migration, plan.server_image) == (False, NEW)
+    status = status_of(obs)
+    for type_ in ("SchemaMigrated", "Ready"):
+        state, reason, message = condition(status, type_)
+        assert (state, reason) == ("False", "DowngradeRefused")
+        assert f"Image {OLD} (MLflow 3.17.2)" in message
+        assert f"migrated by {NEW}" in message
+        assert "revision f0e1d2c3b4a5" in message
+        assert f"keeps running {NEW}" in message
+    # the same step failing otherwise (no driver, no network) is an ordinary failure
+    broken = dataclasses.replace(
+        refused, failed_step=FailedStep("check-schema", 1, "No module named 'psycopg2'")
+    )
+    state, reason, message = condition(
+        status_of(dataclasses.replace(obs, migration=broken)), "SchemaMigrated"
+    )
+    assert (state, reason) == ("False", "MigrationFailed")
+    assert "step check-schema exited 1: No module named 'psycopg2'" in message
 
 
 def test_failed_migration_keeps_the_old_server_and_says_why() -> None:

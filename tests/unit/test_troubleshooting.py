@@ -21,7 +21,8 @@ NOT_REASONS = {
     *("True", "False", "Normal", "Warning"),
     # kinds the operator reads and writes, and products named in messages
     *("Deployment", "Job", "Pod", "Secret", "Service", "ServiceAccount", "StatefulSet"),
-    *("ConfigMap", "Event", "PersistentVolumeClaim", "ModelDeployment", "MLflowServer"),
+    *("ConfigMap", "CronJob", "Event", "PersistentVolumeClaim", "ModelDeployment"),
+    "MLflowServer",
     "PodDisruptionBudget",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
     # results of status.history entries (docs/modeldeployment.md)

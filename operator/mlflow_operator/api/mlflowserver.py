@@ -21,6 +21,11 @@ from mlflow_operator.api.common import (
 # S3's rules for bucket names (lower case, digits, dots and hyphens; 3-63 characters).
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 STORAGE_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+# Five fields or a macro, optionally after CRON_TZ=/TZ=; the CronJob controller checks the rest.
+CRON_PATTERN = (
+    r"^$|^((CRON_)?TZ=\S+ +)?(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    r"|[0-9*/,?LW#A-Za-z-]+( +[0-9*/,?LW#A-Za-z-]+){4})$"
+)
 
 
 class ManagedStore(ApiModel):
@@ -142,6 +147,14 @@ class BackupSpec(ApiModel):
     migration starts only once it is stored (and verified, unless verify is false).
     """
 
+    schedule: str = Field(
+        default="",
+        max_length=100,
+        pattern=CRON_PATTERN,
+        description="Cron schedule of regular backups (a CronJob, in the controller manager's "
+        "time zone unless it starts with CRON_TZ=), e.g. '0 3 * * *'; empty: only before "
+        "upgrades.",
+    )
     keep: int = Field(
         default=7,
         ge=1,
@@ -152,6 +165,17 @@ class BackupSpec(ApiModel):
         default=True,
         description="Restore each backup into a scratch database and compare the row counts of "
         "the registry and tracking tables with the source before it counts.",
+    )
+
+
+class RestoreSource(ApiModel):
+    """A backup to fill the database of a new MLflowServer with."""
+
+    key: str = Field(
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]+\.dump$",
+        max_length=1100,
+        description="s3://<bucket>/<key>.dump, as in status.backups of the server that took it; "
+        "read with this server's object store credentials.",
     )
 
 
@@ -192,10 +216,15 @@ class MLflowServerSpec(ApiModel):
         description="Database backups to the bucket <artifactStore.bucket>-backups (kept out "
         "of the artifact bucket, which every MLflow user can read through the server).",
     )
+    restore_from: RestoreSource | None = Field(
+        default=None,
+        description="Fill the empty database of a new server from this backup before its "
+        "first migration; refused for a database that holds MLflow tables.",
+    )
     pod_template: PodTemplate = Field(
         default_factory=PodTemplate,
         description="Pod-level settings of every pod of the server: the tracking server, its "
-        "schema-migration and backup Jobs, and the managed PostgreSQL and MinIO.",
+        "schema-migration, backup and restore Jobs, and the managed PostgreSQL and MinIO.",
     )
 
 
@@ -214,6 +243,7 @@ class BackupRecord(StatusModel):
     before_image: str = Field(
         default="", description="The image whose schema migration it preceded; empty for none."
     )
+    job: str = Field(default="", description="The Job that took it.")
 
 
 class MLflowServerStatus(StatusModel):
@@ -227,6 +257,9 @@ class MLflowServerStatus(StatusModel):
     version: str | None = Field(default=None, description="MLflow version served.")
     migrated_image: str | None = Field(
         default=None, description="Image whose schema migration completed."
+    )
+    restored_from: str | None = Field(
+        default=None, description="The backup the database was filled from (spec.restoreFrom)."
     )
     backups: list[BackupRecord] = Field(
         default_factory=list,

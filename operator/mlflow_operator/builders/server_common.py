@@ -12,6 +12,7 @@ from mlflow_operator.core.naming import LABEL_COMPONENT, LABEL_MLFLOW_SERVER, st
 COMPONENT_SERVER = "tracking-server"
 COMPONENT_MIGRATION = "schema-migration"
 COMPONENT_BACKUP = "backup"
+COMPONENT_RESTORE = "restore"
 COMPONENT_POSTGRES = "postgresql"
 COMPONENT_MINIO = "minio"
 COMPONENT_CREDENTIALS = "credentials"
@@ -21,6 +22,7 @@ _APP_NAMES = {
     COMPONENT_SERVER: "mlflow",
     COMPONENT_MIGRATION: "mlflow",
     COMPONENT_BACKUP: "mlflow",
+    COMPONENT_RESTORE: "mlflow",
     COMPONENT_POSTGRES: "postgresql",
     COMPONENT_MINIO: "minio",
     COMPONENT_CREDENTIALS: "mlflow",

@@ -64,6 +64,38 @@ sys.exit("object store not reachable")
 """
 
 
+NEWER_SCHEMA_EXIT = tracking.NEWER_SCHEMA_EXIT
+STEP_CHECK_SCHEMA = tracking.STEP_CHECK_SCHEMA
+# Before `mlflow db upgrade`: a database migrated by a newer MLflow has a revision this image's
+# migrations do not know. MLflow cannot migrate back; its own error ("Can't locate revision")
+# says little, so this step says what happened, and exits 3, which fails the Job at once.
+CHECK_SCHEMA_SCRIPT = """\
+import os, sys
+import mlflow
+import sqlalchemy
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+scripts = ScriptDirectory(os.path.join(os.path.dirname(mlflow.__file__), "store", "db_migrations"))
+known = {script.revision for script in scripts.walk_revisions()}
+engine = sqlalchemy.create_engine(sys.argv[1])
+try:
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+finally:
+    engine.dispose()
+if current is not None and current not in known:
+    print(
+        f"the database schema is at revision {current}, which MLflow {mlflow.__version__} of "
+        "this image does not know: a newer MLflow migrated it, and MLflow cannot migrate a "
+        "schema back",
+        file=sys.stderr,
+    )
+    sys.exit(NEWER_SCHEMA_EXIT)
+print(f"schema revision {current or 'none (empty database)'}: known to MLflow {mlflow.__version__}")
+""".replace("NEWER_SCHEMA_EXIT", str(NEWER_SCHEMA_EXIT))
+
+
 def database_env(server: MLflowServer) -> list[dict[str, Any]]:
     """libpq's PGUSER/PGPASSWORD from the database Secret, by reference."""
     secret = tracking.database_secret(server)
@@ -202,7 +234,10 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
     key = tracking.migration_key(image, uri)
     labels = {**server_labels(owner.name, COMPONENT_MIGRATION), LABEL_MIGRATION_KEY: key}
     env = database_env(server)
-    steps = [_step("upgrade-tracking-schema", image, ["mlflow"], ["db", "upgrade", uri], env)]
+    steps = [
+        _step(STEP_CHECK_SCHEMA, image, ["python"], ["-c", CHECK_SCHEMA_SCRIPT, uri], env),
+        _step("upgrade-tracking-schema", image, ["mlflow"], ["db", "upgrade", uri], env),
+    ]
     if server.spec.auth.enabled:
         steps.append(
             _step(
@@ -237,6 +272,19 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
         "spec": {
             # migrations are not transactional: a few retries, then a person looks
             "backoffLimit": 2,
+            # a newer schema does not become older by retrying
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": STEP_CHECK_SCHEMA,
+                            "operator": "In",
+                            "values": [NEWER_SCHEMA_EXIT],
+                        },
+                    }
+                ]
+            },
             "activeDeadlineSeconds": 3600,
             "template": {
                 "metadata": pod_metadata(server.spec.pod_template, labels),
@@ -364,6 +412,8 @@ def _step(
         "args": args,
         "env": [*env, plain_env("HOME", "/tmp")],  # noqa: S108
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        # a failed step's last log lines become its message, which the operator reports
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
     }
 

@@ -13,6 +13,8 @@ DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # StatefulSet pods carry the label controller-revision-hash=<statefulset>-<hash>; the hash is
 # an FNV-32 printed in decimal (up to 10 characters) and a label value has at most 63.
 MAX_STATEFULSET_NAME = MAX_NAME - len("-") - 10
+# a CronJob's Jobs are named <cronjob>-<scheduled time in minutes>: 11 characters more
+MAX_CRONJOB_NAME = 52
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
-from mlflow_operator.core.naming import MAX_NAME, MAX_STATEFULSET_NAME, child_name
+from mlflow_operator.core.naming import (
+    MAX_CRONJOB_NAME,
+    MAX_NAME,
+    MAX_STATEFULSET_NAME,
+    child_name,
+)
 
 TRACKING_PORT = 5000
 POSTGRES_PORT = 5432
@@ -29,6 +34,9 @@ SECRET_ACCESS_KEY_KEY = "secretAccessKey"  # noqa: S105 - a key name
 FLASK_SECRET_KEY_KEY = "flaskSecretKey"  # noqa: S105 - a key name
 WEBHOOK_KEY_KEY = "webhookEncryptionKey"
 BUCKET_MAX = 63  # S3's longest bucket name
+# the migration Job's first step, and its exit code when the database's schema is newer
+STEP_CHECK_SCHEMA = "check-schema"
+NEWER_SCHEMA_EXIT = 3
 BACKUP_SUFFIX = "-backups"
 
 
@@ -81,6 +89,15 @@ class ServerNames:
         """The backup taken before the migration of the same key."""
         return child_name(self.server, f"backup-{migration_key}")
 
+    @property
+    def backup_cronjob(self) -> str:
+        """Scheduled backups; its Jobs are named <cronjob>-<minutes since 1970>."""
+        return child_name(self.server, "backup")
+
+    @property
+    def restore_job(self) -> str:
+        return child_name(self.server, "restore")
+
     def limits(self) -> list[tuple[str, str, int]]:
         """(what, name, longest allowed) of every child whose name has a limit below 253."""
         key = "0" * 10  # migration keys are 10 hex characters
@@ -93,6 +110,7 @@ class ServerNames:
             ("Service (MinIO)", self.minio, MAX_NAME),
             ("Deployment (its name is a label value)", self.deployment, MAX_NAME),
             ("Job (its name is a label value of its pods)", self.migration_job(key), MAX_NAME),
+            ("CronJob (its Jobs add 11 characters)", self.backup_cronjob, MAX_CRONJOB_NAME),
         ]
 
     def fit(self) -> bool:

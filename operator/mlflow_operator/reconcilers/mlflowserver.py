@@ -21,7 +21,12 @@ from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.api.crdgen import MLFLOW_SERVER
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.validation import object_errors
-from mlflow_operator.builders.backup import build_backup_job
+from mlflow_operator.builders.backup import (
+    JOB_NAME_LABEL,
+    build_backup_cronjob,
+    build_backup_job,
+    build_restore_job,
+)
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
 from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
@@ -33,6 +38,7 @@ from mlflow_operator.builders.server_common import (
 from mlflow_operator.builders.server_secrets import build_generated_secrets
 from mlflow_operator.builders.tracking_server import (
     ANNOTATION_IMAGE,
+    LABEL_MIGRATION_KEY,
     build_auth_configmap,
     build_migration_job,
     build_tracking_deployment,
@@ -53,6 +59,7 @@ from mlflow_operator.core.mlflowserver.observation import (
     ServerObservation,
     WorkloadState,
     check_secret,
+    failed_step,
 )
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
 from mlflow_operator.core.mlflowserver.status import READY, condition_events, fold_status
@@ -256,14 +263,14 @@ class _ServerRun:
 
     async def _apply_pdb(self) -> None:
         """The tracking server's PodDisruptionBudget with 2+ replicas; none with fewer."""
-        pdb = build_tracking_pdb(self.owner, self.server)
-        if pdb is not None:
-            await self._apply(pdb)
-            return
         name = tracking.ServerNames(self.owner.name).deployment
         try:
-            if await self.kube.get("policy/v1", "PodDisruptionBudget", name, self.namespace):
-                await self.kube.delete("policy/v1", "PodDisruptionBudget", name, self.namespace)
+            await self._apply_or_delete(
+                build_tracking_pdb(self.owner, self.server),
+                "policy/v1",
+                "PodDisruptionBudget",
+                name,
+            )
         except KubernetesRefused as refused:
             logger.warning("%s", refused.refusal.message)
             self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
@@ -280,7 +287,20 @@ class _ServerRun:
         deployment = await self.kube.get("apps/v1", "Deployment", names.deployment, self.namespace)
         if deployment is not None:
             self.live["deployment"] = deployment
-        backup = await self._backup(names.backup_job(self._migration_key))
+        backup_jobs = await self.kube.list(
+            "batch/v1", "Job", self.namespace, selector_labels(self.owner.name, COMPONENT_BACKUP)
+        )
+        by_name = {job["metadata"]["name"]: job for job in backup_jobs}
+        backup = await self._job_run(by_name.get(names.backup_job(self._migration_key)))
+        new_backups, latest_backup = await self._finished_backups(backup_jobs)
+        restore_from = spec.restore_from
+        restore = (
+            await self._job_run(
+                await self.kube.get("batch/v1", "Job", names.restore_job, self.namespace)
+            )
+            if restore_from
+            else None
+        )
         return ServerObservation(
             generation=int(str(server.metadata.get("generation") or 0)),
             desired_image=self.image,
@@ -295,7 +315,7 @@ class _ServerRun:
             postgres=None if pg_external else await self._workload("StatefulSet", names.postgres),
             managed_object_store=s3_external is None,
             minio=None if s3_external else await self._workload("StatefulSet", names.minio),
-            migration=_job_state(job) if job is not None else None,
+            migration=await self._migration_state(job),
             deployment=_workload_state(deployment) if deployment is not None else None,
             migrated_image=server.status.migrated_image,
             external_database=(
@@ -306,24 +326,65 @@ class _ServerRun:
             ),
             external_object_store=s3_external.endpoint if s3_external else "",
             backup=backup,
+            new_backups=new_backups,
+            latest_backup=latest_backup,
+            restore_key=restore_from.key if restore_from else None,
+            restored_from=server.status.restored_from,
+            restore=restore,
         )
 
     @property
     def _migration_key(self) -> str:
         return tracking.migration_key(self.image, tracking.backend_store_uri(self.server))
 
-    async def _backup(self, name: str) -> BackupState | None:
-        job = await self.kube.get("batch/v1", "Job", name, self.namespace)
+    async def _migration_state(self, job: dict[str, Any] | None) -> JobState | None:
         if job is None:
             return None
-        pods = await self.kube.list(
-            "v1", "Pod", self.namespace, {"batch.kubernetes.io/job-name": name}
-        )
+        state = _job_state(job)
+        if not state.failed:
+            return state
+        pods = await self.kube.list("v1", "Pod", self.namespace, {JOB_NAME_LABEL: state.name})
+        pods.sort(key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
+        return dataclasses.replace(state, failed_step=failed_step(pods))
+
+    async def _job_run(self, job: dict[str, Any] | None) -> BackupState | None:
+        """A backup or restore Job, and once it finished what its pods reported."""
+        if job is None:
+            return None
+        state = observe_backup(job, [])
+        if not (state.succeeded or state.failed):
+            return state
+        pods = await self.kube.list("v1", "Pod", self.namespace, {JOB_NAME_LABEL: state.name})
         return observe_backup(job, pods)
+
+    async def _finished_backups(
+        self, jobs: list[dict[str, Any]]
+    ) -> tuple[tuple[BackupState, ...], BackupState | None]:
+        """Succeeded backup Jobs that status.backups lacks, and the newest finished one (whose
+        verdict BackupVerified carries); pods are read only for those."""
+        finished = sorted(
+            (job for job in jobs if _finished(job)),
+            key=lambda job: str(job["metadata"].get("creationTimestamp") or ""),
+        )
+        recorded = {record.job for record in self.server.status.backups}
+        states = {}
+        for job in finished:
+            name = job["metadata"]["name"]
+            if name not in recorded or job is finished[-1]:
+                states[name] = await self._job_run(job)
+        new = tuple(
+            state
+            for state in states.values()
+            if state is not None and state.succeeded and state.name not in recorded
+        )
+        latest = states.get(finished[-1]["metadata"]["name"]) if finished else None
+        return new, latest
 
     async def act(self, obs: ServerObservation, plan: ServerPlan) -> None:
         if plan.create_backup:
             await self._create_backup(obs)
+        if plan.create_restore:
+            await self._create_restore(obs)
         if plan.create_migration:
             await self._create_migration(obs.desired_image)
         if plan.server_image is None:
@@ -349,48 +410,75 @@ class _ServerRun:
             try:
                 await self._prune(COMPONENT_MIGRATION, names.migration_job(self._migration_key))
                 await self._prune(COMPONENT_BACKUP, names.backup_job(self._migration_key))
+                await self._apply_backup_schedule(obs.desired_image)
             except KubernetesRefused as refused:  # old Jobs stay; nothing else depends on it
                 logger.warning("%s", refused.refusal.message)
 
-    async def _create_backup(self, obs: ServerObservation) -> None:
+    @property
+    def _postgres_image(self) -> str:
         managed = self.server.spec.backend_store.postgres.managed
+        return (managed.image if managed else "") or self.config.postgres_image
+
+    async def _create_backup(self, obs: ServerObservation) -> None:
         job = build_backup_job(
             self.owner,
             self.server,
             migration_key=self._migration_key,
             before_image=obs.desired_image,
-            postgres_image=(managed.image if managed else "") or self.config.postgres_image,
+            postgres_image=self._postgres_image,
             # the upload runs in the image that serves now: it is known to work
             store_image=(obs.deployment.image if obs.deployment else "")
             or obs.migrated_image
             or obs.desired_image,
         )
+        await self._start_job(
+            job, "BackupStarted", f"to back up the database before the migration to image "
+            f"{obs.desired_image}",
+        )  # fmt: skip
+
+    async def _create_restore(self, obs: ServerObservation) -> None:
+        job = build_restore_job(
+            self.owner,
+            self.server,
+            postgres_image=self._postgres_image,
+            fetch_image=obs.desired_image,
+        )
+        await self._start_job(job, "RestoreStarted", f"to fill the database from {obs.restore_key}")
+
+    async def _start_job(self, job: dict[str, Any], reason: str, purpose: str) -> None:
         try:
             _, created = await self.kube.create_if_absent(job)
         except KubernetesRefused as refused:
             self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
             return
         if created:
-            self.emit(
-                "Normal",
-                "BackupStarted",
-                f"Started Job {job['metadata']['name']} to back up the database before the "
-                f"migration to image {obs.desired_image}.",
-            )
+            self.emit("Normal", reason, f"Started Job {job['metadata']['name']} {purpose}.")
 
     async def _create_migration(self, image: str) -> None:
         job = build_migration_job(self.owner, self.server, image)
-        try:
-            _, created = await self.kube.create_if_absent(job)
-        except KubernetesRefused as refused:
-            self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
-            return
-        if created:
-            self.emit(
-                "Normal",
-                "MigrationStarted",
-                f"Started Job {job['metadata']['name']} to migrate the schema for image {image}.",
+        await self._start_job(job, "MigrationStarted", f"to migrate the schema for image {image}")
+
+    async def _apply_backup_schedule(self, image: str) -> None:
+        """The backup CronJob while spec.backup.schedule is set; none otherwise."""
+        name = tracking.ServerNames(self.owner.name).backup_cronjob
+        cronjob = (
+            build_backup_cronjob(
+                self.owner, self.server, postgres_image=self._postgres_image, store_image=image
             )
+            if self.server.spec.backup.schedule
+            else None
+        )
+        await self._apply_or_delete(cronjob, "batch/v1", "CronJob", name)
+
+    async def _apply_or_delete(
+        self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str
+    ) -> None:
+        """Apply the child the spec asks for; delete it when the spec asks for none."""
+        if manifest is not None:
+            await self._apply(manifest)
+            return
+        if await self.kube.get(api_version, kind, name, self.namespace):
+            await self.kube.delete(api_version, kind, name, self.namespace)
 
     async def _prune(self, component: str, keep: str) -> None:
         """Delete Jobs of superseded migrations (or their backups) once the server runs the
@@ -400,7 +488,8 @@ class _ServerRun:
         )
         for job in jobs:
             name = job["metadata"]["name"]
-            if name != keep:
+            # scheduled backups have no migration key: their CronJob keeps its own history
+            if name != keep and LABEL_MIGRATION_KEY in (job["metadata"].get("labels") or {}):
                 await self.kube.delete("batch/v1", "Job", name, self.namespace, background=True)
 
     async def _check_secret(self, keys: tracking.SecretKeys, min_password: int = 0) -> SecretCheck:
@@ -413,6 +502,11 @@ class _ServerRun:
     async def _workload(self, kind: str, name: str) -> WorkloadState | None:
         found = await self.kube.get("apps/v1", kind, name, self.namespace)
         return _workload_state(found) if found is not None else None
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    state = observe_backup(job, [])
+    return state.succeeded or state.failed
 
 
 def _last_status(body: Any) -> MLflowServerStatus:

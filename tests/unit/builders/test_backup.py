@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlflow_operator.builders.backup import build_backup_job
+from mlflow_operator.builders.backup import (
+    build_backup_cronjob,
+    build_backup_job,
+    build_restore_job,
+)
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY
 from mlflow_operator.core import tracking
 from mlflow_operator.core.mlflowserver.backup import observe_backup
@@ -93,6 +97,43 @@ def test_an_external_database_is_dumped_where_it_is_and_verify_can_be_off() -> N
     assert (env["PGDATABASE"]["value"], env["PGSSLMODE"]["value"]) == ("tracking", "require")
     assert secret_ref(env["PGUSER"]) == ("pg-creds", "username")
     assert env_by_name(spec["containers"][0])["BACKUP_KEEP"]["value"] == "3"
+
+
+def test_scheduled_backups_run_the_same_steps_one_at_a_time() -> None:
+    server = make_server({**MANAGED_SPEC, "backup": {"schedule": "0 3 * * *"}})
+    cronjob = build_backup_cronjob(owner_of(server), server, postgres_image=PG, store_image=OLD)
+    assert cronjob["metadata"]["name"] == "mlflow-backup"
+    spec = cronjob["spec"]
+    assert (spec["schedule"], spec["concurrencyPolicy"]) == ("0 3 * * *", "Forbid")
+    template = spec["jobTemplate"]["spec"]["template"]
+    assert template["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+    assert "mlflowops.dev/migration-key" not in template["metadata"]["labels"]  # never pruned
+    steps = template["spec"]["initContainers"] + template["spec"]["containers"]
+    assert [c["name"] for c in steps] == ["dump", "verify", "store"]
+    job_name = env_by_name(steps[-1])["BACKUP_NAME"]["valueFrom"]["fieldRef"]
+    assert job_name == {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+    assert env_by_name(steps[-1])["BACKUP_BEFORE_IMAGE"]["value"] == ""
+
+
+def test_a_restore_fetches_with_store_credentials_and_restores_with_database_ones() -> None:
+    key = "s3://models-backups/ml/old/20260101T000000Z-old-backup-1.dump"
+    server = make_server({**MANAGED_SPEC, "restoreFrom": {"key": key}})
+    job = build_restore_job(owner_of(server), server, postgres_image=PG, fetch_image=NEW)
+    assert job["metadata"]["name"] == "mlflow-restore"
+    assert job["spec"]["backoffLimit"] == 0  # never again over a half-done restore
+    spec = pod_spec(job)
+    (fetch,), (restore,) = spec["initContainers"], spec["containers"]
+    assert (fetch["name"], fetch["image"], restore["name"], restore["image"]) == (
+        "fetch",
+        NEW,
+        "restore",
+        PG,
+    )
+    assert env_by_name(fetch)["RESTORE_KEY"]["value"] == key
+    assert secret_ref(env_by_name(fetch)["AWS_ACCESS_KEY_ID"]) == ("mlflow-minio", "accessKeyId")
+    assert "PGPASSWORD" not in env_by_name(fetch)
+    assert secret_ref(env_by_name(restore)["PGPASSWORD"]) == ("mlflow-postgres", "password")
+    assert "AWS_SECRET_ACCESS_KEY" not in env_by_name(restore)
 
 
 def finished_job(condition: str, reason: str = "") -> dict[str, Any]:

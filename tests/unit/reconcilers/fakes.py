@@ -9,6 +9,7 @@ patch semantics of status, and errors injected per operation. The Deployment con
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import itertools
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ class FakeKube:
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
+        if obj["kind"] == "Secret" and "stringData" in obj:  # as the API server stores it
+            text = obj.pop("stringData")
+            obj.setdefault("data", {}).update(
+                {k: base64.b64encode(v.encode()).decode() for k, v in text.items()}
+            )
         obj["metadata"].setdefault("generation", 1)
         obj["metadata"].setdefault("uid", f"uid-{next(self._uids)}")
         self._bump(obj)
@@ -139,7 +145,9 @@ class FakeKube:
 
     async def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
         secret = self.objects.get(("Secret", namespace, name))
-        return None if secret is None else dict(secret["stringData"])
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
 def settle(kube: FakeKube, name: str, *, available: bool = True, exceeded: bool = False) -> None:

@@ -6,6 +6,7 @@ tested in tests/unit/test_mlflowserver_status.py and end to end in tests/e2e/.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlflow_operator.config import OperatorConfig
@@ -106,8 +107,7 @@ async def test_a_status_decided_from_an_older_object_is_not_written() -> None:
     world.kube.writes.clear()
     await world.reconcile()
     assert world.kube.writes == ["status"]
-    assert world.ready()["reason"] != "KubernetesConflict"
-    assert {reason for _, reason, _ in world.events} > {"SecretGenerated"}
+    assert world.ready()["reason"] == "DatabaseNotReady"  # decided and recorded this time
 
 
 async def test_a_namespace_being_deleted_gets_no_warning() -> None:
@@ -123,3 +123,75 @@ async def test_a_namespace_being_deleted_gets_no_warning() -> None:
     assert not any(type_ == "Warning" for type_, _, _ in world.events)
     server = world.kube.stored("MLflowServer", "mlflow") or {}
     assert "KubernetesForbidden" not in str(server.get("status"))
+
+
+def settle_stores(kube: FakeKube) -> None:
+    for name in ("mlflow-postgres", "mlflow-minio"):
+        store = kube.stored("StatefulSet", name)
+        assert store is not None
+        store["status"] = {
+            "readyReplicas": 1,
+            "observedGeneration": store["metadata"]["generation"],
+        }
+
+
+def jobs(kube: FakeKube, component: str) -> list[dict[str, Any]]:
+    return [
+        obj
+        for (kind, _, _), obj in kube.objects.items()
+        if kind == "Job" and obj["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+
+
+def complete(job: dict[str, Any]) -> None:
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+
+
+async def test_an_upgrade_creates_the_backup_job_first_and_the_migration_after_it() -> None:
+    """The order of Jobs through the glue, with the store step's report read from its pod."""
+    world = World(image="mlflow-server:3.17.2")
+    await world.reconcile()
+    settle_stores(world.kube)
+    await world.reconcile()
+    (first,) = jobs(world.kube, "schema-migration")
+    assert jobs(world.kube, "backup") == []  # a first install has nothing to lose
+    complete(first)
+    await world.reconcile()
+    server = world.kube.stored("MLflowServer", "mlflow")
+    assert server is not None
+    assert server["status"]["migratedImage"] == "mlflow-server:3.17.2"
+
+    server["spec"]["image"] = "mlflow-server:3.18.0"
+    await world.reconcile()
+    (backup,) = jobs(world.kube, "backup")
+    assert len(jobs(world.kube, "schema-migration")) == 1  # no migration before the backup
+    assert ("Normal", "BackupStarted") in [(t, r) for t, r, _ in world.events]
+
+    complete(backup)
+    key = "s3://mlflow-backups/default/mlflow/20260101T000000Z-b.dump"
+    report = {
+        "key": key, "time": "2026-01-01T00:00:00Z", "sizeBytes": 10, "verified": True,
+        "rows": {"runs": 3}, "beforeImage": "mlflow-server:3.18.0",
+        "job": backup["metadata"]["name"],
+    }  # fmt: skip
+    world.kube.pods = [
+        {
+            "metadata": {"name": "b-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "store",
+                        "state": {"terminated": {"exitCode": 0, "message": json.dumps(report)}},
+                    }
+                ]
+            },
+        }
+    ]
+    await world.reconcile()
+    migrations = jobs(world.kube, "schema-migration")
+    assert len(migrations) == 2
+    server = world.kube.stored("MLflowServer", "mlflow")
+    assert server is not None
+    assert [b["key"] for b in server["status"]["backups"]] == [key]
+    verified = next(c for c in server["status"]["conditions"] if c["type"] == "BackupVerified")
+    assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")

@@ -13,11 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlflow_operator.api.mlflowserver import BackupRecord
-from mlflow_operator.core.mlflowserver.observation import Fact
+from mlflow_operator.core.mlflowserver.observation import Fact, failed_step
 
 BACKUP_VERIFIED = "BackupVerified"
 STATUS_BACKUPS = 10  # status keeps the newest ten; the bucket keeps spec.backup.keep
-MESSAGE_TAIL = 500  # characters of a failed step's log in a condition
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ def observe_backup(job: dict[str, Any], pods: list[dict[str, Any]]) -> BackupSta
         return BackupState(name, succeeded=True, record=_stored(newest[-1] if newest else None))
     if "Failed" in done:
         why = str(done["Failed"].get("reason") or "failed")
-        step = _failed_step(newest)
+        step = failed_step(newest)
         return BackupState(name, failed=True, message=f"{why}; {step}" if step else why)
     return BackupState(name)
 
@@ -74,11 +73,16 @@ def verified_fact(state: BackupState) -> Fact | None:
     )
 
 
-def with_backup(records: list[BackupRecord], state: BackupState | None) -> list[BackupRecord]:
-    """status.backups with what this Job stored, once."""
-    if state is None or state.record is None or any(r.key == state.record.key for r in records):
-        return records
-    return [*records, state.record][-STATUS_BACKUPS:]
+def with_backups(
+    records: list[BackupRecord], states: tuple[BackupState, ...]
+) -> list[BackupRecord]:
+    """status.backups with what these Jobs stored, each once, the newest STATUS_BACKUPS."""
+    known = {r.key for r in records}
+    for state in states:
+        if state.record is not None and state.record.key not in known:
+            records = [*records, state.record]
+            known.add(state.record.key)
+    return records[-STATUS_BACKUPS:]
 
 
 def _stored(pod: dict[str, Any] | None) -> BackupRecord | None:
@@ -87,19 +91,6 @@ def _stored(pod: dict[str, Any] | None) -> BackupRecord | None:
         return BackupRecord.model_validate(json.loads(message))
     except (ValueError, ValidationError):
         return None
-
-
-def _failed_step(pods: list[dict[str, Any]]) -> str:
-    """The first step of the newest pod that exited non-zero, with the end of its log."""
-    for pod in reversed(pods):
-        for field in ("initContainerStatuses", "containerStatuses"):
-            for status in (pod.get("status") or {}).get(field) or []:
-                terminated = (status.get("state") or {}).get("terminated") or {}
-                if terminated.get("exitCode", 0) != 0:
-                    log = " ".join(str(terminated.get("message") or "").split())
-                    code = terminated["exitCode"]
-                    return f"step {status.get('name')} exited {code}: {log[-MESSAGE_TAIL:]}"
-    return ""
 
 
 def _terminated(pod: dict[str, Any] | None, field: str, container: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlflow_operator.api.common import ConditionStatus
 
@@ -61,6 +61,35 @@ class WorkloadState:
         return self.current_generation and self.ready >= self.desired and self.desired > 0
 
 
+MESSAGE_TAIL = 500  # characters of a failed step's log in a condition
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """The container of a Job's pod that exited non-zero, with the end of its log."""
+
+    name: str
+    exit_code: int
+    log: str
+
+    def __str__(self) -> str:
+        return f"step {self.name} exited {self.exit_code}: {self.log}"
+
+
+def failed_step(pods: Sequence[dict[str, Any]]) -> FailedStep | None:
+    """The first failed step of the newest pod (pods in creation order); its log is the
+    termination message (terminationMessagePolicy FallbackToLogsOnError)."""
+    for pod in reversed(pods):
+        for field in ("initContainerStatuses", "containerStatuses"):
+            for status in (pod.get("status") or {}).get(field) or []:
+                terminated = (status.get("state") or {}).get("terminated") or {}
+                code = int(terminated.get("exitCode", 0))
+                if code != 0:
+                    log = " ".join(str(terminated.get("message") or "").split())
+                    return FailedStep(str(status.get("name")), code, log[-MESSAGE_TAIL:])
+    return None
+
+
 @dataclass(frozen=True)
 class JobState:
     """A migration Job as observed."""
@@ -71,6 +100,8 @@ class JobState:
     failed: bool = False
     reason: str = ""
     message: str = ""
+    failed_step: FailedStep | None = None
+    """Once failed: which step, and why in its own words."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +126,16 @@ class ServerObservation:
     external_object_store: str = ""
     backup: BackupState | None = None
     """The backup Job taken before the migration to the desired image; None when none exists."""
+    new_backups: tuple[BackupState, ...] = ()
+    """Succeeded backup Jobs (before upgrades or scheduled) that status.backups lacks."""
+    latest_backup: BackupState | None = None
+    """The newest finished backup Job: BackupVerified is its verdict."""
+    restore_key: str | None = None
+    """spec.restoreFrom.key."""
+    restored_from: str | None = None
+    """status.restoredFrom: the backup the database was filled from."""
+    restore: BackupState | None = None
+    """The restore Job; None when none exists."""
     problems: tuple[Fact, ...] = ()
     """Parts of the spec this reconcile could not apply (a refused write, an immutable field);
     the rest was applied. The first one is Ready's value."""

@@ -25,6 +25,12 @@ class ServerPlan:
     create_backup: bool
     backup_done: bool
     """The backup of this upgrade is stored (verified, unless spec.backup.verify is false)."""
+    restoring: bool
+    """spec.restoreFrom names a backup not restored yet, on a server never migrated."""
+    create_restore: bool
+    restore_done: bool
+    restore_refused: bool
+    """spec.restoreFrom names a new backup on a server whose database was migrated."""
     server_image: str | None
     """The image the Deployment runs: the desired one once migrated, else the one it runs
     now (the old server keeps serving), else None (no Deployment before a first migration)."""
@@ -39,7 +45,17 @@ def plan_server(obs: ServerObservation) -> ServerPlan:
     backup_done = obs.backup is not None and obs.backup.succeeded
     can_start = not migrated and obs.migration is None and database.status == "True"
     create_backup = can_start and upgrade and obs.backup is None
-    create_migration = can_start and (not upgrade or backup_done)
+    # A restore fills the database of a new server, before its first migration (which then
+    # upgrades a backup of an older MLflow); never over a database a migration has touched.
+    wanted = obs.restore_key is not None and obs.restored_from != obs.restore_key
+    restoring = wanted and obs.migrated_image is None
+    restore_done = obs.restore is not None and obs.restore.succeeded
+    create_restore = (
+        can_start and restoring and obs.restore is None and artifact_store.status == "True"
+    )
+    create_migration = (
+        can_start and (not upgrade or backup_done) and (not restoring or restore_done)
+    )
     if migrated:
         image: str | None = obs.desired_image
     elif obs.deployment is not None and obs.deployment.image:
@@ -54,6 +70,10 @@ def plan_server(obs: ServerObservation) -> ServerPlan:
         upgrade=upgrade,
         create_backup=create_backup,
         backup_done=backup_done,
+        restoring=restoring,
+        create_restore=create_restore,
+        restore_done=restore_done,
+        restore_refused=wanted and obs.migrated_image is not None,
         server_image=image,
     )
 

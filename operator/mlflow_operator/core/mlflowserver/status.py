@@ -14,9 +14,10 @@ from datetime import datetime
 from mlflow_operator.api.common import Condition
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
 from mlflow_operator.core.conditions import get_condition, set_condition
-from mlflow_operator.core.mlflowserver.backup import BACKUP_VERIFIED, verified_fact, with_backup
+from mlflow_operator.core.mlflowserver.backup import BACKUP_VERIFIED, verified_fact, with_backups
 from mlflow_operator.core.mlflowserver.observation import Fact, ServerObservation
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, secret_fact
+from mlflow_operator.core.tracking import NEWER_SCHEMA_EXIT, STEP_CHECK_SCHEMA
 
 READY = "Ready"
 DATABASE_READY = "DatabaseReady"
@@ -32,6 +33,9 @@ WARNING_REASONS = frozenset(
         "SecretValueInvalid",
         "MigrationFailed",
         "BackupFailed",
+        "DowngradeRefused",
+        "RestoreFailed",
+        "RestoreRefused",
         "BackupUnreported",
         "InvalidSpec",
         "StorageChangeRefused",
@@ -54,7 +58,12 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
             "True", "MigrationSucceeded", f"Schema migrated{where} for image {obs.desired_image}."
         )
     if job is not None and job.failed:
+        step = job.failed_step
+        if step and (step.name, step.exit_code) == (STEP_CHECK_SCHEMA, NEWER_SCHEMA_EXIT):
+            return _downgrade_fact(obs, job.name, step.log)
         why = f"{job.reason}: {job.message}" if job.message else job.reason or "failed"
+        if job.failed_step is not None:
+            why = f"{why}; {job.failed_step}"
         keeps = _keeps_running(obs)
         return Fact(
             "False",
@@ -62,24 +71,9 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
             f"Job {job.name} failed to migrate the schema for image {obs.desired_image} "
             f"({why}).{keeps} Delete the Job to try again.",
         )
-    backup = obs.backup
-    if plan.upgrade and not plan.backup_done:
-        keeps = _keeps_running(obs)
-        if backup is not None and backup.failed:
-            return Fact(
-                "False",
-                "BackupFailed",
-                f"The migration to image {obs.desired_image} waits for a backup of the "
-                f"database: Job {backup.name} failed ({backup.message}).{keeps} Delete the "
-                "Job to try again.",
-            )
-        name = backup.name if backup else "a backup Job"
-        return Fact(
-            "False",
-            "BackingUp",
-            f"{name} backs up the database before the migration to image "
-            f"{obs.desired_image}.{keeps}",
-        )
+    waiting = _before_migration(obs, plan)
+    if waiting is not None:
+        return waiting
     if job is not None or plan.create_migration:
         name = job.name if job else "the migration Job"
         return Fact(
@@ -88,6 +82,62 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
             f"{name} runs `mlflow db upgrade` for image {obs.desired_image}.",
         )
     return Fact("False", "WaitingForDatabase", "The migration starts once the database is ready.")
+
+
+def _downgrade_fact(obs: ServerObservation, job: str, log: str) -> Fact:
+    desired = image_version(obs.desired_image) or obs.desired_image
+    migrated = obs.migrated_image or "a newer image"
+    back = f"set spec.image back to {obs.migrated_image}" if obs.migrated_image else "go back"
+    return Fact(
+        "False",
+        "DowngradeRefused",
+        f"Image {obs.desired_image} (MLflow {desired}) cannot run on this database, migrated "
+        f"by {migrated}: {log}.{_keeps_running(obs)} Either {back}, or restore a backup taken "
+        f"before that migration (docs/mlflowserver.md, roll back a failed upgrade) and delete "
+        f"Job {job}.",
+    )
+
+
+def _before_migration(obs: ServerObservation, plan: ServerPlan) -> Fact | None:
+    """What the migration waits for: a restore (spec.restoreFrom), or an upgrade's backup."""
+    if plan.restoring and not plan.restore_done:
+        return _restore_fact(obs)
+    backup = obs.backup
+    if not plan.upgrade or plan.backup_done:
+        return None
+    keeps = _keeps_running(obs)
+    if backup is not None and backup.failed:
+        return Fact(
+            "False",
+            "BackupFailed",
+            f"The migration to image {obs.desired_image} waits for a backup of the "
+            f"database: Job {backup.name} failed ({backup.message}).{keeps} Delete the "
+            "Job to try again.",
+        )
+    name = backup.name if backup else "a backup Job"
+    return Fact(
+        "False",
+        "BackingUp",
+        f"{name} backs up the database before the migration to image {obs.desired_image}.{keeps}",
+    )
+
+
+def _restore_fact(obs: ServerObservation) -> Fact:
+    restore = obs.restore
+    if restore is not None and restore.failed:
+        return Fact(
+            "False",
+            "RestoreFailed",
+            f"Job {restore.name} could not restore {obs.restore_key} ({restore.message}). Fix "
+            "the cause, empty the database if the restore began, and delete the Job to try "
+            "again.",
+        )
+    name = restore.name if restore else "a restore Job"
+    return Fact(
+        "False",
+        "Restoring",
+        f"{name} fills the database from {obs.restore_key} before the first migration.",
+    )
 
 
 def _keeps_running(obs: ServerObservation) -> str:
@@ -123,6 +173,14 @@ def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact 
     """The first prerequisite of the server that is not met, as Ready's value."""
     if obs.problems:  # a part of the spec that could not be applied comes first
         return obs.problems[0]
+    if plan.restore_refused:
+        return Fact(
+            "False",
+            "RestoreRefused",
+            f"spec.restoreFrom {obs.restore_key} fills only the database of a new server; "
+            f"this one was migrated by {obs.migrated_image} and is left alone. Remove the "
+            "field, or restore by hand (docs/mlflowserver.md, roll back a failed upgrade).",
+        )
     if obs.admin_secret is not None:
         problem = secret_fact(obs.admin_secret)
         if problem is not None:
@@ -134,7 +192,12 @@ def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact 
         if fact.status != "True":
             return Fact("False", reason, fact.message)
     if migration.status != "True":
-        failed = migration.reason in ("MigrationFailed", "BackupFailed")
+        failed = migration.reason in (
+            "MigrationFailed",
+            "DowngradeRefused",
+            "BackupFailed",
+            "RestoreFailed",
+        )
         reason = migration.reason if failed else "MigrationPending"
         return Fact("False", reason, migration.message)
     return None
@@ -156,8 +219,8 @@ def fold_status(
         SCHEMA_MIGRATED: migration,
         READY: ready_fact(obs, plan, migration),
     }
-    backup = verified_fact(obs.backup) if obs.backup else None
-    if backup is not None:  # while a backup runs, the last one's verdict stands
+    backup = verified_fact(obs.latest_backup) if obs.latest_backup else None
+    if backup is not None:  # without a finished backup, the condition stays as it was
         facts[BACKUP_VERIFIED] = backup
     conditions: list[Condition] = list(previous.conditions)
     for type_, fact in facts.items():
@@ -177,7 +240,10 @@ def fold_status(
         url=url,
         version=image_version(serving_image) if serving_image else previous.version,
         migrated_image=obs.desired_image if plan.migrated else previous.migrated_image,
-        backups=with_backup(list(previous.backups), obs.backup),
+        restored_from=(
+            obs.restore_key if plan.restoring and plan.restore_done else previous.restored_from
+        ),
+        backups=with_backups(list(previous.backups), obs.new_backups),
     )
 
 
