@@ -61,10 +61,13 @@ COUNTED_TABLES = (
     "model_versions",
     "model_version_tags",
 )
-ROW_COUNTS_SQL = " UNION ALL ".join(
-    f"SELECT '{table}', count(*) FROM {table}"  # noqa: S608 - constant table names
+# One line per table, sorted: UNION ALL has no order of its own (a parallel plan, which
+# PostgreSQL picks for big tables, returns its parts in any order).
+_COUNTS = " UNION ALL ".join(
+    f"SELECT '{table}' AS name, count(*) FROM {table}"  # noqa: S608 - constant table names
     for table in COUNTED_TABLES
 )
+ROW_COUNTS_SQL = f"SELECT * FROM ({_COUNTS}) AS counts ORDER BY name"  # noqa: S608
 
 # One session exports a snapshot and holds it open: the row counts and pg_dump read the same
 # instant, so the server keeps serving and writers may go on meanwhile.
