@@ -62,12 +62,14 @@ COUNTED_TABLES = (
     "model_version_tags",
 )
 # One line per table, sorted: UNION ALL has no order of its own (a parallel plan, which
-# PostgreSQL picks for big tables, returns its parts in any order).
+# PostgreSQL picks for big tables, returns its parts in any order), and bytewise ("C"): the
+# source's locale and the throwaway server's may order "model_versions" and "model_version_
+# tags" differently.
 _COUNTS = " UNION ALL ".join(
     f"SELECT '{table}' AS name, count(*) FROM {table}"  # noqa: S608 - constant table names
     for table in COUNTED_TABLES
 )
-ROW_COUNTS_SQL = f"SELECT * FROM ({_COUNTS}) AS counts ORDER BY name"  # noqa: S608
+ROW_COUNTS_SQL = f'SELECT * FROM ({_COUNTS}) AS counts ORDER BY name COLLATE "C"'  # noqa: S608
 
 # One session exports a snapshot and holds it open: the row counts and pg_dump read the same
 # instant, so the server keeps serving and writers may go on meanwhile.
