@@ -114,7 +114,7 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         with as_admin(monkeypatch, admin):
             tagged = eventually(
                 lambda: registry.get_version(model, v2.version).tags.get(key),
-                10,
+                30,
                 "write-back tag",
             )
         assert tagged.startswith("serving since ")

@@ -80,7 +80,7 @@ def test_alias_follow_and_promotion(
     # MLflow knows where the version serves (write-back, sent off the reconcile path)
     key = f"mlflow-operator.{k8s_namespace}.fraud"
     tagged = eventually(
-        lambda: mlflow_registry.get_version(model_name, "2").tags.get(key), 10, "write-back tag"
+        lambda: mlflow_registry.get_version(model_name, "2").tags.get(key), 30, "write-back tag"
     )
     assert tagged.startswith("serving since ")
 
@@ -294,7 +294,7 @@ def test_operator_killed_mid_rollout_converges(
     v2 = mlflow_registry.log_version(model_name)
     mlflow_registry.set_alias(model_name, "champion", v2.version)
     eventually(
-        lambda: template_version(kube_cluster, k8s_namespace, "crash") == "2", 15, "rollout began"
+        lambda: template_version(kube_cluster, k8s_namespace, "crash") == "2", 30, "rollout began"
     )
     operator.kill()
     operator.start()

@@ -60,7 +60,7 @@ def predict(url: str) -> list[int]:
 def eventually_served(url: str, version: TrainedVersion) -> None:
     """The Service answers with version's predictions. Not at the instant the ModelDeployment
     says Ready: kube-proxy stops sending to a replaced pod a moment after its endpoint goes."""
-    eventually(lambda: predict(url) == version.predict(), 15, f"v{version.version} answers")
+    eventually(lambda: predict(url) == version.predict(), 30, f"v{version.version} answers")
 
 
 def serving_pods(cluster: KubeCluster, namespace: str, name: str) -> list[dict[str, Any]]:

