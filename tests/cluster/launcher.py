@@ -43,6 +43,7 @@ SERVICE_CIDR = "10.96.0.0/16"  # without a real node; a real node's slot gives i
 # "0" runs the cluster with simulated (KWOK) nodes only: no root, no images, no containers.
 REAL_NODE_ENV = "MLFLOW_OPERATOR_TEST_REAL_NODE"
 STORAGE_CLASS = "local"  # the default StorageClass (tests/cluster/provisioner.py)
+EXPANDABLE_STORAGE_CLASS = f"{STORAGE_CLASS}-expandable"  # allowVolumeExpansion, same provisioner
 REPO_ROOT = Path(__file__).resolve().parents[2]  # helper programs run as `python -m tests...`
 POD_CIDR = "10.244.0.1/16"
 CLUSTER_NAME = "mlflow-operator-test"

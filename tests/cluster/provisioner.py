@@ -12,6 +12,12 @@ pinned to that node; when a released volume's class says Delete, remove both. `l
 Claims on simulated (KWOK) nodes get a volume too: nothing mounts it there, but the pod binds
 and schedules as it would on a real cluster.
 
+A second class, `<class>-expandable`, allows volume expansion, and this program is its resizer
+(the part a CSI driver's external-resizer plays): a bound claim that asks for more than it has
+gets it, in the claim's status and its volume's capacity. A directory has no size to grow, so
+that is the whole resize; the API server's checks (only an expandable class, never smaller)
+and the controllers' part are the real ones.
+
 Run by the real node (tests/cluster/realnode.py) as
 ``python -m tests.cluster.provisioner --kubeconfig K --storage-class C --root DIR``.
 """
@@ -28,6 +34,7 @@ from typing import Any
 
 import requests
 import yaml
+from lightkube.utils.quantity import parse_quantity
 
 PROVISIONER = "mlflowops.dev/test-local-volumes"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
@@ -49,7 +56,10 @@ class Api:
         self.session.cert = (user["client-certificate"], user["client-key"])
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.session.request(method, self.server + path, json=body, timeout=10)
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        response = self.session.request(
+            method, self.server + path, json=body, headers=headers, timeout=10
+        )
         if response.status_code == 404 and method == "DELETE":
             return None
         if response.status_code not in (200, 201, 409):
@@ -57,20 +67,26 @@ class Api:
         return response.json()
 
 
-def storage_class(name: str) -> dict[str, Any]:
+def storage_class(name: str, *, expandable: bool = False) -> dict[str, Any]:
     return {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
         "metadata": {
             "name": name,
-            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            "annotations": {
+                "storageclass.kubernetes.io/is-default-class": "false" if expandable else "true"
+            },
         },
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Delete",
         # the scheduler picks the node first, so the volume is made where the pod runs
         "volumeBindingMode": "WaitForFirstConsumer",
-        "allowVolumeExpansion": False,
+        "allowVolumeExpansion": expandable,
     }
+
+
+def expandable(klass: str) -> str:
+    return f"{klass}-expandable"
 
 
 def persistent_volume(claim: dict[str, Any], node: str, path: Path, klass: str) -> dict[str, Any]:
@@ -116,13 +132,14 @@ def persistent_volume(claim: dict[str, Any], node: str, path: Path, klass: str) 
     }
 
 
-def provision_pending(api: Api, klass: str, root: Path) -> None:
+def provision_pending(api: Api, classes: tuple[str, ...], root: Path) -> None:
     claims = api.request("GET", "/api/v1/persistentvolumeclaims")["items"]
     for claim in claims:
         meta, spec = claim["metadata"], claim["spec"]
         annotations = meta.get("annotations") or {}
+        klass = spec.get("storageClassName")
         if (
-            spec.get("storageClassName") != klass
+            klass not in classes
             or spec.get("volumeName")
             or claim.get("status", {}).get("phase") != "Pending"
             or SELECTED_NODE not in annotations
@@ -137,6 +154,28 @@ def provision_pending(api: Api, klass: str, root: Path) -> None:
             persistent_volume(claim, annotations[SELECTED_NODE], path, klass),
         )
         logger.info("provisioned %s/%s", meta["namespace"], meta["name"])
+
+
+def resize_grown(api: Api, klass: str) -> None:
+    """Give each bound claim of the expandable class the size it asks for."""
+    for claim in api.request("GET", "/api/v1/persistentvolumeclaims")["items"]:
+        meta, spec = claim["metadata"], claim["spec"]
+        asked = spec["resources"]["requests"]["storage"]
+        has = (claim.get("status") or {}).get("capacity", {}).get("storage")
+        if spec.get("storageClassName") != klass or not spec.get("volumeName") or not has:
+            continue
+        if parse_quantity(asked) <= parse_quantity(has):
+            continue
+        # the claim's status first: the kubelet expands a mounted volume whose capacity is
+        # above its claim's, and a directory has nothing for it to expand
+        path = f"/api/v1/namespaces/{meta['namespace']}/persistentvolumeclaims/{meta['name']}"
+        api.request("PATCH", f"{path}/status", {"status": {"capacity": {"storage": asked}}})
+        api.request(
+            "PATCH",
+            f"/api/v1/persistentvolumes/{spec['volumeName']}",
+            {"spec": {"capacity": {"storage": asked}}},
+        )
+        logger.info("resized %s/%s from %s to %s", meta["namespace"], meta["name"], has, asked)
 
 
 def delete_released(api: Api, root: Path) -> None:
@@ -160,9 +199,15 @@ def run(kubeconfig: Path, klass: str, root: Path) -> None:
     api = Api(kubeconfig)
     root.mkdir(parents=True, exist_ok=True)
     api.request("POST", "/apis/storage.k8s.io/v1/storageclasses", storage_class(klass))
+    api.request(
+        "POST",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        storage_class(expandable(klass), expandable=True),
+    )
     while True:
         try:
-            provision_pending(api, klass, root)
+            provision_pending(api, (klass, expandable(klass)), root)
+            resize_grown(api, expandable(klass))
             delete_released(api, root)
         except (requests.RequestException, RuntimeError) as exc:
             logger.warning("%s", exc)  # the API server restarting, a race with a deletion

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.core.mlflowserver.status import image_version
 from tests.cluster.fixtures import create_namespace
-from tests.cluster.launcher import KubeCluster, kubectl_binary
+from tests.cluster.launcher import EXPANDABLE_STORAGE_CLASS, KubeCluster, kubectl_binary
 from tests.cluster.realnode import NodeInfo
 from tests.e2e.mlflowservers import (
     admin_of,
@@ -57,7 +57,11 @@ def managed_spec(image: str, node: NodeInfo) -> dict[str, Any]:
         "image": image,
         "replicas": 2,
         "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}},
-        "artifactStore": {"bucket": "mlflow", "s3": {"managed": {"storage": "2Gi"}}},
+        # MinIO's volume can grow; PostgreSQL's class (the cluster default) forbids it
+        "artifactStore": {
+            "bucket": "mlflow",
+            "s3": {"managed": {"storage": "2Gi", "storageClassName": EXPANDABLE_STORAGE_CLASS}},
+        },
         # in-cluster webhook receivers have private addresses (docs/mlflowserver.md)
         "env": [{"name": "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "value": "true"}],
         "podTemplate": dict(node.placement),
@@ -802,17 +806,38 @@ def test_scheduled_backups_run_verified_and_stop_with_the_schedule(managed: Mana
     eventually(lambda: get(cluster, ns, "cronjob/mlflow-backup") is None, "the CronJob deleted")
 
 
-def test_a_storage_change_is_refused_as_such_and_the_rest_still_applies(
+def requested(obj: dict[str, Any]) -> str:
+    """The storage a claim, or a StatefulSet's claim template, asks for."""
+    spec = obj["spec"]
+    if "volumeClaimTemplates" in spec:
+        spec = spec["volumeClaimTemplates"][0]["spec"]
+    return str(spec["resources"]["requests"]["storage"])
+
+
+def capacity(claim: dict[str, Any]) -> str | None:
+    return (claim.get("status") or {}).get("capacity", {}).get("storage")
+
+
+def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
     managed: ManagedServer,
 ) -> None:
     """Defect 7: a StatefulSet's volumeClaimTemplates are immutable; a new storage size made
     the whole StatefulSet apply fail (422) and the reconcile with it, while status said
-    nothing. Now the refusal is Ready=False StorageChangeRefused (one Warning) and the other
+    nothing. Now MinIO, on a StorageClass that allows expansion, grows: its claim is expanded
+    and its StatefulSet recreated around the running pod. PostgreSQL's class forbids it: Ready
+    is False StorageChangeRefused with the API server's words (one Warning), and the other
     changes of the same spec edit are applied.
     """
     cluster, ns = managed.cluster, managed.namespace
+    minio_pod = get(cluster, ns, "pod/mlflow-minio-0")["metadata"]["uid"]
     patch_spec(
-        cluster, ns, {"workers": 3, "backendStore": {"postgres": {"managed": {"storage": "3Gi"}}}}
+        cluster,
+        ns,
+        {
+            "workers": 3,
+            "backendStore": {"postgres": {"managed": {"storage": "3Gi"}}},
+            "artifactStore": {"s3": {"managed": {"storage": "4Gi"}}},
+        },
     )
 
     def refused() -> dict[str, Any] | None:
@@ -822,9 +847,10 @@ def test_a_storage_change_is_refused_as_such_and_the_rest_still_applies(
     ready = eventually(refused, "Ready=False StorageChangeRefused")
     assert ready["status"] == "False"
     assert ready["message"].startswith(
-        "spec.backendStore.postgres.managed: cannot change storage from 1Gi to 3Gi of "
-        "StatefulSet mlflow-postgres: a StatefulSet's volumeClaimTemplates are immutable."
+        "spec.backendStore.postgres.managed: cannot expand the volume of StatefulSet "
+        "mlflow-postgres from 1Gi to 3Gi: "
     )
+    assert "the storageclass that provisions the pvc must support resize" in ready["message"]
 
     def workers() -> str | None:
         args = get(cluster, ns, "deployment/mlflow")["spec"]["template"]["spec"]["containers"][0]
@@ -832,19 +858,39 @@ def test_a_storage_change_is_refused_as_such_and_the_rest_still_applies(
         return command[command.index("--workers") + 1] if "--workers" in command else None
 
     eventually(lambda: workers() == "3", "the workers change applied despite the refusal")
-    sts = get(cluster, ns, "statefulset/mlflow-postgres")
-    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
-    assert claim == "1Gi"
+    assert requested(get(cluster, ns, "statefulset/mlflow-postgres")) == "1Gi"
+    assert requested(get(cluster, ns, "pvc/data-mlflow-postgres-0")) == "1Gi"
     warnings = get(
         cluster, ns, "events", "--field-selector",
         "involvedObject.name=mlflow,involvedObject.kind=MLflowServer,reason=StorageChangeRefused",
     )["items"]  # fmt: skip
     assert len(warnings) == 1, warnings
     assert sum(int(e.get("count") or 1) for e in warnings) == 1
+
+    # MinIO's volume grew, through the claim, and its pod kept running
+    eventually(
+        lambda: capacity(get(cluster, ns, "pvc/data-mlflow-minio-0")) == "4Gi",
+        "MinIO's claim has 4Gi",
+    )
+    eventually(
+        lambda: requested(get(cluster, ns, "statefulset/mlflow-minio")) == "4Gi",
+        "MinIO's StatefulSet recreated with a 4Gi claim template",
+    )
+    assert get(cluster, ns, "pod/mlflow-minio-0")["metadata"]["uid"] == minio_pod
+    expanding = get(
+        cluster, ns, "events", "--field-selector",
+        "involvedObject.name=mlflow,involvedObject.kind=MLflowServer,reason=StorageExpanding",
+    )["items"]  # fmt: skip
+    assert [e["type"] for e in expanding] == ["Normal"], expanding
+    assert "mlflow-minio from 2Gi to 4Gi" in expanding[0]["message"]
+
     patch_spec(
         cluster, ns, {"workers": 1, "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}}}
     )
     eventually(lambda: refused() is None, "the refusal cleared once the spec is back")
+    cluster.kubectl(
+        "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=120s", timeout=130
+    )
 
 
 def test_no_secret_value_in_pods_logs_events_or_status(managed: ManagedServer) -> None:

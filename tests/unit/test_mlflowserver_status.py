@@ -447,6 +447,27 @@ def test_a_part_of_the_spec_that_could_not_be_applied_is_ready_false_once() -> N
     ]
 
 
+def test_a_growing_volume_is_ready_false_as_progress_and_never_hides_a_failure() -> None:
+    serving_old = observation(migration=done(OLD), deployment=serving(OLD))
+    ok = status_of(serving_old)
+    growing = Fact(
+        "False",
+        "StorageExpanding",
+        "PersistentVolumeClaim data-mlflow-minio-0 has 1Gi of the 2Gi asked for; ...",
+    )
+    expanding = status_of(dataclasses.replace(serving_old, storage_pending=(growing,)), ok)
+    assert condition(expanding, "Ready") == ("False", growing.reason, growing.message)
+    events = condition_events(ok.conditions, expanding.conditions)
+    assert [(k, r) for k, r, _ in events] == [("Normal", "StorageExpanding")]
+    assert condition(status_of(serving_old, expanding), "Ready")[:2] == ("True", "Serving")
+    # a server that does not serve says why, not that a volume grows
+    rolling = observation(migration=done(OLD), deployment=serving(OLD, ready=1))
+    assert (
+        condition(status_of(dataclasses.replace(rolling, storage_pending=(growing,))), "Ready")[1]
+        == "PodsNotReady"
+    )
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 

@@ -32,10 +32,19 @@ class ManagedStore(ApiModel):
     """A store the operator runs itself (a StatefulSet with a PersistentVolumeClaim)."""
 
     storage: str = Field(
-        default="10Gi", pattern=STORAGE_PATTERN, description="Size of the volume, e.g. 10Gi."
+        default="10Gi",
+        pattern=STORAGE_PATTERN,
+        description=(
+            "Size of the volume, e.g. 10Gi. A larger size expands the volume in place when its "
+            "StorageClass allows expansion; a volume never shrinks."
+        ),
     )
     storage_class_name: str = Field(
-        default="", description="StorageClass of the volume; empty uses the cluster default."
+        default="",
+        description=(
+            "StorageClass of the volume; empty uses the cluster default. Fixed once the volume "
+            "exists."
+        ),
     )
     image: str = Field(
         default="", description="Image of the store; empty takes the operator's default."
@@ -46,7 +55,12 @@ class ManagedObjectStore(ManagedStore):
     """MinIO run by the operator."""
 
     storage: str = Field(
-        default="50Gi", pattern=STORAGE_PATTERN, description="Size of the volume, e.g. 50Gi."
+        default="50Gi",
+        pattern=STORAGE_PATTERN,
+        description=(
+            "Size of the volume, e.g. 50Gi. A larger size expands the volume in place when its "
+            "StorageClass allows expansion; a volume never shrinks."
+        ),
     )
 
 

@@ -135,11 +135,19 @@ class KubeClient:
         return [_to_dict(item) async for item in items]
 
     async def delete(
-        self, api_version: str, kind: str, name: str, namespace: str, *, background: bool = False
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        background: bool = False,
+        orphan: bool = False,
     ) -> None:
-        """Delete; background=True also deletes dependents (a Job's pods are orphaned else)."""
+        """Delete; background=True also deletes dependents (a Job's pods are orphaned else);
+        orphan=True keeps them running (a StatefulSet recreated with a new claim template)."""
         res = resource_class(api_version, kind)
-        cascade = CascadeType.BACKGROUND if background else None
+        cascade = CascadeType.ORPHAN if orphan else CascadeType.BACKGROUND if background else None
         KUBE_REQUESTS.labels(verb="delete", kind=kind).inc()
         try:
             await self._client.delete(res, name, namespace=namespace, cascade=cascade)

@@ -70,7 +70,14 @@ class Kube(Protocol):
     async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
 
     async def delete(
-        self, api_version: str, kind: str, name: str, namespace: str, *, background: bool = False
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        background: bool = False,
+        orphan: bool = False,
     ) -> None: ...
 
 
@@ -122,7 +129,16 @@ class NamingKube:
             return await self._kube.create_if_absent(manifest)
 
     async def delete(
-        self, api_version: str, kind: str, name: str, namespace: str, *, background: bool = False
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        background: bool = False,
+        orphan: bool = False,
     ) -> None:
         with doing(f"delete {kind} {namespace}/{name}"):
-            await self._kube.delete(api_version, kind, name, namespace, background=background)
+            await self._kube.delete(
+                api_version, kind, name, namespace, background=background, orphan=orphan
+            )

@@ -63,9 +63,9 @@ from mlflow_operator.core.mlflowserver.observation import (
 )
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
 from mlflow_operator.core.mlflowserver.status import READY, condition_events, fold_status
-from mlflow_operator.core.storage import keep_live_claims
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
+from mlflow_operator.reconcilers.store_volumes import step_for_store
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ class MLflowServerReconciler:
 
         plan = plan_server(obs)
         await run.act(obs, plan)
-        obs = dataclasses.replace(obs, problems=tuple(run.problems))
+        obs = dataclasses.replace(
+            obs, problems=tuple(run.problems), storage_pending=tuple(run.storage_pending)
+        )
         status = fold_status(previous, obs, plan, url=tracking.tracking_url(server), now=now)
         await self._settle(owner, previous, status, version, emit)
         metrics.RECONCILES.labels(kind=KIND, result="ok").inc()
@@ -189,6 +191,8 @@ class _ServerRun:
     # What could not be applied; each write is independent, so one refusal (a 422 on one
     # StatefulSet) does not hold back the others (the server's new image or configuration).
     problems: list[Fact] = field(default_factory=list)
+    # volumes growing to a new size (reconcilers/store_volumes.py)
+    storage_pending: list[Fact] = field(default_factory=list)
     # the tracking server Deployment as gathered, so that act() need not read it again
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -216,14 +220,17 @@ class _ServerRun:
             self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
 
     async def _apply_store(self, desired: dict[str, Any], field_path: str) -> None:
-        """A managed store's StatefulSet, minus a claim-template change it cannot take."""
+        """A managed store's StatefulSet; a new volume size is an expansion or a refusal."""
         live = await self.kube.get(
             "apps/v1", "StatefulSet", desired["metadata"]["name"], self.namespace
         )
-        manifest, refused = keep_live_claims(live, desired, field_path)
-        if refused:
-            self.problems.append(Fact("False", "StorageChangeRefused", refused))
-        await self._apply(manifest, live)
+        step = await step_for_store(self.kube, desired, live=live, field=field_path, emit=self.emit)
+        if step.refused is not None:
+            self.problems.append(step.refused)
+        if step.pending is not None:
+            self.storage_pending.append(step.pending)
+        if step.apply is not None:
+            await self._apply(step.apply, live)
 
     async def ensure_stores(self) -> None:
         """Generated Secrets (created once), managed stores, auth config and the Service."""

@@ -67,8 +67,23 @@ class FakeKube:
     def stored(self, kind: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, NAMESPACE, name))
 
-    def delete(self, kind: str, name: str) -> None:
+    def drop(self, kind: str, name: str) -> None:
+        """Remove an object behind the operator's back (a person's kubectl delete)."""
         self.objects.pop((kind, NAMESPACE, name), None)
+
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str,
+        *,
+        background: bool = False,
+        orphan: bool = False,
+    ) -> None:
+        self._raise(f"delete:{kind}")
+        self.writes.append(f"delete:{kind}" + (" orphan" if orphan else ""))
+        self.objects.pop((kind, namespace, name), None)
 
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str

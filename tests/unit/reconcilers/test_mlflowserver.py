@@ -195,3 +195,86 @@ async def test_an_upgrade_creates_the_backup_job_first_and_the_migration_after_i
     assert [b["key"] for b in server["status"]["backups"]] == [key]
     verified = next(c for c in server["status"]["conditions"] if c["type"] == "BackupVerified")
     assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
+
+
+def volume_claim(name: str, size: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+        "status": {"phase": "Bound", "capacity": {"storage": size}},
+    }
+
+
+def claim_template_size(kube: FakeKube, statefulset: str) -> str:
+    sts = kube.stored("StatefulSet", statefulset)
+    assert sts is not None
+    return str(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"])
+
+
+async def grow_postgres_volume(world: World, size: str) -> None:
+    await world.reconcile()
+    settle_stores(world.kube)
+    world.kube.put(volume_claim("data-mlflow-postgres-0", "1Gi"))
+    server = world.kube.stored("MLflowServer", "mlflow")
+    assert server is not None
+    server["spec"]["backendStore"]["postgres"]["managed"]["storage"] = size
+    world.kube.writes.clear()
+    world.events.clear()
+    await world.reconcile()
+
+
+async def test_a_larger_volume_expands_the_claim_then_recreates_the_statefulset() -> None:
+    """A StatefulSet's claim template is immutable: the claim is asked for the size, the
+    StatefulSet deleted with its pods orphaned, and created again with the new template."""
+    world = World()
+    await grow_postgres_volume(world, "3Gi")
+    writes = world.kube.writes
+    assert writes.index("apply:PersistentVolumeClaim") < writes.index("delete:StatefulSet orphan")
+    claim = world.kube.stored("PersistentVolumeClaim", "data-mlflow-postgres-0")
+    assert claim is not None
+    assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    assert [e[:2] for e in world.events if e[1] == "StorageExpanding"] == [
+        ("Normal", "StorageExpanding")
+    ]
+    assert world.kube.stored("StatefulSet", "mlflow-postgres") is None
+    world.kube.writes.clear()
+    await world.reconcile()  # the deletion's watch event
+    assert claim_template_size(world.kube, "mlflow-postgres") == "3Gi"
+    assert "delete:StatefulSet orphan" not in world.kube.writes
+    assert "apply:PersistentVolumeClaim" not in world.kube.writes  # asked once
+
+
+async def test_an_expansion_the_api_refuses_keeps_the_claim_and_applies_the_rest() -> None:
+    world = World()
+    world.kube.fail["apply:PersistentVolumeClaim"] = api_error(
+        403,
+        "Forbidden",
+        'persistentvolumeclaims "data-mlflow-postgres-0" is forbidden: only dynamically '
+        "provisioned pvc can be resized and the storageclass that provisions the pvc must "
+        "support resize",
+    )
+    await grow_postgres_volume(world, "3Gi")
+    assert "delete:StatefulSet orphan" not in world.kube.writes
+    assert claim_template_size(world.kube, "mlflow-postgres") == "1Gi"
+    ready = world.ready()
+    assert (ready["status"], ready["reason"]) == ("False", "StorageChangeRefused")
+    assert ready["message"].startswith(
+        "spec.backendStore.postgres.managed: cannot expand the volume of StatefulSet "
+        'mlflow-postgres from 1Gi to 3Gi: persistentvolumeclaims "data-mlflow-postgres-0" is '
+        "forbidden: only dynamically provisioned pvc can be resized"
+    )
+    assert [e[:2] for e in world.events if e[1] == "StorageChangeRefused"] == [
+        ("Warning", "StorageChangeRefused")
+    ]
+
+
+async def test_a_smaller_volume_is_refused_without_touching_the_claim() -> None:
+    world = World()
+    await grow_postgres_volume(world, "512Mi")
+    assert not any(
+        "PersistentVolumeClaim" in w or w.startswith("delete:") for w in world.kube.writes
+    )
+    assert world.ready()["reason"] == "StorageChangeRefused"
+    assert "cannot change storage from 1Gi to 512Mi" in world.ready()["message"]

@@ -124,7 +124,7 @@ async def test_a_deployment_deleted_during_a_reconcile_is_recreated_with_an_even
 
     async def apply_after_a_deletion(manifest: dict[str, Any]) -> dict[str, Any]:
         if manifest["kind"] == "Deployment":
-            world.kube.delete("Deployment", "fraud")
+            world.kube.drop("Deployment", "fraud")
         return await apply(manifest)
 
     world.kube.apply = apply_after_a_deletion  # type: ignore[method-assign]
@@ -194,7 +194,7 @@ async def test_a_vanished_secret_leaves_the_deployment_exactly_as_it_is() -> Non
     settle(world.kube, "fraud")
     await world.reconcile()
     before = world.deployment()
-    world.kube.delete("Secret", "mlflow-creds")
+    world.kube.drop("Secret", "mlflow-creds")
     await world.reconcile()
     assert world.deployment() == before
     synced = world.condition("RegistrySynced")
@@ -305,7 +305,7 @@ async def test_a_vanished_mlflowserver_leaves_the_deployment_untouched() -> None
     settle(world.kube, "fraud")
     await world.reconcile()
     before = world.deployment()
-    world.kube.delete("MLflowServer", "mlflow")
+    world.kube.drop("MLflowServer", "mlflow")
     world.kube.writes.clear()
     await world.reconcile()
     assert "apply:Deployment" not in world.kube.writes

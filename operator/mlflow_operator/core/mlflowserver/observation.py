@@ -139,6 +139,8 @@ class ServerObservation:
     problems: tuple[Fact, ...] = ()
     """Parts of the spec this reconcile could not apply (a refused write, an immutable field);
     the rest was applied. The first one is Ready's value."""
+    storage_pending: tuple[Fact, ...] = ()
+    """Volumes of managed stores still growing to the size asked for (StorageExpanding)."""
 
 
 def check_secret(

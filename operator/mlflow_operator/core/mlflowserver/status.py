@@ -164,9 +164,11 @@ def ready_fact(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fac
             "PodsNotReady",
             f"{deployment.ready} of {deployment.desired} tracking server pods are ready.",
         )
-    return Fact(
+    serving = Fact(
         "True", "Serving", f"{deployment.ready} tracking server pods serve {deployment.image}."
     )
+    # it serves, but a store's volume is not yet the size the spec asks for
+    return obs.storage_pending[0] if obs.storage_pending else serving
 
 
 def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact | None:
