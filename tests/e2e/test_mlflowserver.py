@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 import uuid
@@ -33,6 +34,7 @@ from tests.e2e.mlflowservers import (
     admin_of,
     as_admin,
     check_auth_hosts_and_metrics,
+    http_status,
     log_and_load_a_model,
     tracking_url,
 )
@@ -570,6 +572,55 @@ def registry_contents(url: str) -> dict[str, Any]:
     return {"experiments": experiments, "runs": runs, "models": models}
 
 
+def server_pods(cluster: KubeCluster, namespace: str) -> int:
+    """Tracking server pods, terminating ones included."""
+    pods = get(cluster, namespace, "pods", "-l", "app.kubernetes.io/component=tracking-server")
+    return len(pods["items"])
+
+
+@dataclass
+class HealthSampler:
+    """GETs the server's /health every 0.2 s on a thread; remembers when it did not answer."""
+
+    url: str
+    failures: list[float] = field(default_factory=list)
+    answers: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> HealthSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            at = time.monotonic()
+            try:
+                ok = http_status(self.url) == 200
+            except OSError:  # refused, reset, timed out: not answering
+                ok = False
+            (self.answers if ok else self.failures).append(at)
+            self._stop.wait(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def longest_outage(self) -> float:
+        """Seconds from the first failure after an answer to the next answer, the longest."""
+        longest, began = 0.0, None
+        for at, ok in sorted(
+            [(t, False) for t in self.failures] + [(t, True) for t in self.answers]
+        ):
+            if not ok and began is None:
+                began = at
+            elif ok and began is not None:
+                longest, began = max(longest, at - began), None
+        return longest
+
+
 def jobs_of(cluster: KubeCluster, namespace: str, component: str) -> list[dict[str, Any]]:
     found = get(cluster, namespace, "jobs", "-l", f"app.kubernetes.io/component={component}")
     return list(found["items"])
@@ -590,18 +641,30 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
         registry.set_alias(model, "champion", second.version)
         before = registry_contents(url)
     assert jobs_of(cluster, ns, "backup") == []  # none on the first install
+    health = HealthSampler(f"{url}/health").start()
     patch_spec(cluster, ns, {"image": NEW_IMAGE})
-    seen: list[tuple[bool, str | None]] = []
+    seen: list[tuple[bool, bool, int, str | None]] = []
 
     def moved() -> bool:
         job = job_for(cluster, ns, NEW_IMAGE)
         image = deployment_image(cluster, ns)
-        seen.append((job_complete(job), image))
+        seen.append((job is not None, job_complete(job), server_pods(cluster, ns), image))
         return image == NEW_IMAGE
 
-    eventually(moved, "Deployment at the new image")
+    try:
+        eventually(moved, "Deployment at the new image")
+        eventually(
+            lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+            "Ready at the new image",
+        )
+    finally:
+        health.stop()
     # never the new image before its migration completed
-    assert all(complete for complete, image in seen if image == NEW_IMAGE), seen
+    assert all(complete for _, complete, _, image in seen if image == NEW_IMAGE), seen
+    # MLflow migrates with every writer stopped: no server pod while the migration Job exists
+    assert all(pods == 0 for exists, complete, pods, _ in seen if exists and not complete), seen
+    assert any(exists and not complete for exists, complete, _, _ in seen), "migration not seen"
+    print(f"upgrade: the server did not answer /health for {health.longest_outage():.1f}s")
     new_job = job_for(cluster, ns, NEW_IMAGE)
     assert new_job is not None
     replica_sets = get(cluster, ns, "replicasets")["items"]
@@ -611,10 +674,6 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
         if rs["spec"]["template"]["spec"]["containers"][0]["image"] == NEW_IMAGE
     )
     assert new_job["status"]["completionTime"] <= new_rs["metadata"]["creationTimestamp"]
-    eventually(
-        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
-        "Ready at the new image",
-    )
     server = get(cluster, ns, "mlfs/mlflow")
     assert server["status"]["version"] == "3.18.0-test"
     assert server["status"]["migratedImage"] == NEW_IMAGE
@@ -632,7 +691,7 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
     verified = condition(server, "BackupVerified")
     assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
     reasons = [e["reason"] for e in get(cluster, ns, "events")["items"]]
-    assert "BackupStarted" in reasons
+    assert {"BackupStarted", "ServerStopped", "ServerImageChanged"} <= set(reasons)
     with as_admin(monkeypatch, admin_of(cluster, ns)):
         assert registry_contents(url) == before
     managed.contents_before_upgrade = before  # for the rollback below
@@ -673,7 +732,10 @@ def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: Manag
         pods = get(cluster, ns, "pods", "-l", f"job-name={job['metadata']['name']}")["items"]
         assert len(pods) == 1  # failed at once: a newer schema does not get older by retrying
         assert deployment_image(cluster, ns) == NEW_IMAGE
-        assert get(cluster, ns, "deployment/mlflow")["status"]["readyReplicas"] == 2
+        eventually(
+            lambda: get(cluster, ns, "deployment/mlflow")["status"].get("readyReplicas") == 2,
+            "the server started again on its image after the refused migration",
+        )
     finally:
         psql(cluster, ns, f"UPDATE alembic_version SET version_num = '{revision}'")  # noqa: S608 - read from the database above
         patch_spec(cluster, ns, {"image": NEW_IMAGE})
@@ -684,7 +746,9 @@ def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: Manag
     eventually(lambda: job_for(cluster, ns, managed.image) is None, "the refused Job pruned")
 
 
-def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedServer) -> None:
+def test_a_failing_migration_starts_the_old_server_again_and_says_why(
+    managed: ManagedServer,
+) -> None:
     cluster, ns = managed.cluster, managed.namespace
     patch_spec(cluster, ns, {"image": FAILING_IMAGE})
 
@@ -712,10 +776,12 @@ def test_a_failing_migration_keeps_the_old_server_and_says_why(managed: ManagedS
     assert "step check-schema exited 1" in cond["message"]
     assert "psycopg2" in cond["message"]  # the end of the step's log, in the condition
     assert NEW_IMAGE in cond["message"]
-    # the old server is untouched and still serving
+    # the old server, stopped for the migration, serves again on its image
     assert deployment_image(cluster, ns) == NEW_IMAGE
-    deployment = get(cluster, ns, "deployment/mlflow")
-    assert deployment["status"]["readyReplicas"] == 2
+    eventually(
+        lambda: get(cluster, ns, "deployment/mlflow")["status"].get("readyReplicas") == 2,
+        "the old server started again after the failed migration",
+    )
     server = get(cluster, ns, "mlfs/mlflow")
     assert condition(server, "Ready")["reason"] == "MigrationFailed"
     assert server["status"]["version"] == "3.18.0-test"

@@ -92,19 +92,44 @@ def test_migration_first_then_deployment() -> None:
     assert migrated.server_image == OLD
 
 
-def test_new_image_keeps_the_old_server_until_its_migration_succeeds() -> None:
-    before = observation(
-        desired_image=NEW, deployment=serving(OLD), migrated_image=OLD, backup=stored()
+def test_an_upgrade_stops_the_old_server_for_the_migration_and_starts_the_new_one() -> None:
+    """MLflow migrates only with every writer stopped: after the backup, the Deployment (on
+    the old image) goes to 0, the migration waits for its last pod, the new image starts."""
+    backed_up = observation(
+        desired_image=NEW, deployment=serving(OLD), migrated_image=OLD, backup=stored(),
+        server_pods=2,
+    )  # fmt: skip
+    plan = plan_server(backed_up)
+    assert (plan.stop_writers, plan.server_replicas, plan.server_image) == (True, 0, OLD)
+    assert not plan.create_migration
+    assert condition(status_of(backed_up), "SchemaMigrated")[1:] == (
+        "StoppingServer",
+        f"The backup is stored; the tracking server stops before the migration to image {NEW}, "
+        "because MLflow migrates only with every writer stopped (2 pods left).",
     )
-    plan = plan_server(before)
-    assert plan.create_migration
-    assert plan.server_image == OLD
+    stopped = dataclasses.replace(backed_up, server_pods=0)
+    assert plan_server(stopped).create_migration
     running = plan_server(
-        dataclasses.replace(before, migration=JobState("mlflow-migrate-y", image=NEW))
+        dataclasses.replace(stopped, migration=JobState("mlflow-migrate-y", image=NEW))
     )
-    assert running.server_image == OLD
-    finished = plan_server(dataclasses.replace(before, migration=done(NEW)))
-    assert finished.server_image == NEW
+    assert (running.server_replicas, running.server_image) == (0, OLD)
+    finished = plan_server(dataclasses.replace(stopped, migration=done(NEW)))
+    assert (finished.server_replicas, finished.server_image) == (None, NEW)
+
+
+def test_a_failed_migration_starts_the_old_server_again() -> None:
+    failed = observation(
+        desired_image=NEW, deployment=serving(OLD, ready=0), migrated_image=OLD,
+        backup=stored(), server_pods=0,
+        migration=JobState("mlflow-migrate-y", image=NEW, failed=True, reason="Failed"),
+    )  # fmt: skip
+    plan = plan_server(failed)
+    assert (plan.stop_writers, plan.server_replicas, plan.server_image) == (False, None, OLD)
+    assert not plan.create_migration
+
+
+def test_a_first_install_stops_nothing() -> None:
+    assert not plan_server(observation(desired_image=NEW)).stop_writers
 
 
 def test_an_upgrade_backs_up_first_and_migrates_only_after_the_backup_is_stored() -> None:
@@ -119,7 +144,7 @@ def test_an_upgrade_backs_up_first_and_migrates_only_after_the_backup_is_stored(
     status = status_of(running)
     assert condition(status, "Ready")[1] == "MigrationPending"
     assert get_condition(status.conditions, "BackupVerified") is None  # no verdict yet
-    plan = plan_server(dataclasses.replace(upgrade, backup=stored()))
+    plan = plan_server(dataclasses.replace(upgrade, backup=stored(), server_pods=0))
     assert (plan.create_backup, plan.create_migration) == (False, True)
 
 
@@ -148,7 +173,7 @@ def test_a_failed_backup_keeps_the_old_server_and_blocks_the_migration() -> None
     assert (state, reason) == ("False", "BackupFailed")
     assert "mlflow-backup-y" in message
     assert "the restored copy differs" in message
-    assert f"keeps running {OLD}" in message
+    assert f"The server runs {OLD}" in message
     state, reason, _ = condition(status, "BackupVerified")
     assert (state, reason) == ("False", "BackupFailed")
     assert status.backups == []
@@ -257,7 +282,7 @@ def test_an_image_older_than_the_schema_is_refused_naming_both_images() -> None:
         assert f"Image {OLD} (MLflow 3.17.2)" in message
         assert f"migrated by {NEW}" in message
         assert "revision f0e1d2c3b4a5" in message
-        assert f"keeps running {NEW}" in message
+        assert f"The server runs {NEW}" in message
     # the same step failing otherwise (no driver, no network) is an ordinary failure
     broken = dataclasses.replace(
         refused, failed_step=FailedStep("check-schema", 1, "No module named 'psycopg2'")
@@ -288,7 +313,7 @@ def test_failed_migration_keeps_the_old_server_and_says_why() -> None:
     assert (state, reason) == ("False", "MigrationFailed")
     assert "mlflow-migrate-y" in message
     assert "BackoffLimitExceeded" in message
-    assert f"keeps running {OLD}" in message
+    assert f"The server runs {OLD}" in message
     assert condition(status, "Ready")[:2] == ("False", "MigrationFailed")
     assert status.version == "3.17.2"  # still what serves
     assert status.migrated_image is None  # unchanged from previous (none given)

@@ -294,8 +294,11 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
     }
 
 
-def build_tracking_deployment(owner: Owner, server: MLflowServer, image: str) -> dict[str, Any]:
-    """The server Deployment at `image`, which the caller passes only once it is migrated."""
+def build_tracking_deployment(
+    owner: Owner, server: MLflowServer, image: str, replicas: int | None = None
+) -> dict[str, Any]:
+    """The server Deployment at `image`, which the caller passes only once it is migrated;
+    `replicas` overrides spec.replicas (0 while an upgrade's migration runs)."""
     spec = server.spec
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
     volumes = [empty_dir("tmp")]
@@ -352,7 +355,7 @@ def build_tracking_deployment(owner: Owner, server: MLflowServer, image: str) ->
             annotations={ANNOTATION_IMAGE: image},
         ),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.replicas if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_SERVER)},
             "strategy": {
                 "type": "RollingUpdate",

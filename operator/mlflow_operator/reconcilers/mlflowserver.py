@@ -33,6 +33,7 @@ from mlflow_operator.builders.postgres import build_postgres_services, build_pos
 from mlflow_operator.builders.server_common import (
     COMPONENT_BACKUP,
     COMPONENT_MIGRATION,
+    COMPONENT_SERVER,
     selector_labels,
 )
 from mlflow_operator.builders.server_secrets import build_generated_secrets
@@ -308,7 +309,20 @@ class _ServerRun:
             if restore_from
             else None
         )
+        behind = server.status.migrated_image not in (None, self.image)
         return ServerObservation(
+            server_pods=(
+                len(
+                    await self.kube.list(
+                        "v1",
+                        "Pod",
+                        self.namespace,
+                        selector_labels(self.owner.name, COMPONENT_SERVER),
+                    )
+                )
+                if behind
+                else None
+            ),
             generation=int(str(server.metadata.get("generation") or 0)),
             desired_image=self.image,
             database_secret=await self._check_secret(tracking.database_secret(server)),
@@ -398,13 +412,22 @@ class _ServerRun:
             return  # no Deployment before its first migration succeeded
         before = len(self.problems)
         await self._apply(
-            build_tracking_deployment(self.owner, self.server, plan.server_image),
+            build_tracking_deployment(
+                self.owner, self.server, plan.server_image, plan.server_replicas
+            ),
             self.live.get("deployment"),
         )
         if len(self.problems) > before:
             return  # refused: nothing moved
         old_image = obs.deployment.image if obs.deployment else None
-        if old_image != plan.server_image:
+        if plan.stop_writers and obs.deployment is not None and obs.deployment.desired > 0:
+            self.emit(
+                "Normal",
+                "ServerStopped",
+                f"Tracking server scaled to 0 for the migration to image {obs.desired_image}: "
+                "MLflow migrates only with every writer stopped. The backup is stored.",
+            )
+        elif old_image != plan.server_image:
             moved = f"from {old_image} to" if old_image else "with"
             logger.info("%s: tracking server image %s", self.owner.name, plan.server_image)
             self.emit(

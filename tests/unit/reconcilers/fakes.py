@@ -125,8 +125,12 @@ class FakeKube:
     async def list(
         self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
     ) -> list[dict[str, Any]]:
-        if kind == "Pod":
-            return copy.deepcopy(self.pods)
+        if kind == "Pod":  # pods are not objects here: the fake's controllers make none
+            return [
+                copy.deepcopy(pod)
+                for pod in self.pods
+                if all((pod["metadata"].get("labels") or {}).get(a) == b for a, b in labels.items())
+            ]
         return [
             copy.deepcopy(obj)
             for (k, ns, _), obj in self.objects.items()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mlflow_operator.builders.backup import JOB_NAME_LABEL
+from mlflow_operator.builders.server_common import COMPONENT_SERVER, selector_labels
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.mlflowserver import (
@@ -176,7 +178,11 @@ async def test_an_upgrade_creates_the_backup_job_first_and_the_migration_after_i
     }  # fmt: skip
     world.kube.pods = [
         {
-            "metadata": {"name": "b-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "metadata": {
+                "name": "b-1",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {JOB_NAME_LABEL: backup["metadata"]["name"]},
+            },
             "status": {
                 "containerStatuses": [
                     {
@@ -187,14 +193,43 @@ async def test_an_upgrade_creates_the_backup_job_first_and_the_migration_after_i
             },
         }
     ]
+    server_pod = {"metadata": {"name": "mlflow-1", "labels": server_pod_labels()}}
+    world.kube.pods.append(server_pod)
     await world.reconcile()
-    migrations = jobs(world.kube, "schema-migration")
-    assert len(migrations) == 2
+    # the backup is stored: the server stops, and the migration waits for its last pod
+    deployment = world.kube.stored("Deployment", "mlflow")
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 0
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "mlflow-server:3.17.2"
+    )
+    assert ("Normal", "ServerStopped") in [(t, r) for t, r, _ in world.events]
+    assert len(jobs(world.kube, "schema-migration")) == 1
+    assert world.ready()["message"].endswith("(1 pods left).")
     server = world.kube.stored("MLflowServer", "mlflow")
     assert server is not None
     assert [b["key"] for b in server["status"]["backups"]] == [key]
     verified = next(c for c in server["status"]["conditions"] if c["type"] == "BackupVerified")
     assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
+
+    world.kube.pods.remove(server_pod)
+    await world.reconcile()
+    migrations = jobs(world.kube, "schema-migration")
+    assert len(migrations) == 2
+    assert "The server is stopped until it ends." in world.ready()["message"]
+    (upgrade,) = [m for m in migrations if m is not first]
+    complete(upgrade)
+    await world.reconcile()
+    deployment = world.kube.stored("Deployment", "mlflow")
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 2  # spec.replicas (the default) again, new image
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "mlflow-server:3.18.0"
+    )
+
+
+def server_pod_labels() -> dict[str, str]:
+    return selector_labels("mlflow", COMPONENT_SERVER)
 
 
 def volume_claim(name: str, size: str) -> dict[str, Any]:

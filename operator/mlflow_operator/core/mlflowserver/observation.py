@@ -139,6 +139,9 @@ class ServerObservation:
     problems: tuple[Fact, ...] = ()
     """Parts of the spec this reconcile could not apply (a refused write, an immutable field);
     the rest was applied. The first one is Ready's value."""
+    server_pods: int | None = None
+    """Tracking server pods that exist, terminating ones included: the writers an upgrade's
+    migration waits to be gone. Counted only while the database is behind the desired image."""
     storage_pending: tuple[Fact, ...] = ()
     """Volumes of managed stores still growing to the size asked for (StorageExpanding)."""
 

@@ -31,9 +31,17 @@ class ServerPlan:
     restore_done: bool
     restore_refused: bool
     """spec.restoreFrom names a new backup on a server whose database was migrated."""
+    stop_writers: bool
+    """An upgrade's backup is stored and its migration has not ended: the server is scaled to
+    0, because MLflow's migrations need all writers stopped; it starts again after."""
     server_image: str | None
     """The image the Deployment runs: the desired one once migrated, else the one it runs
-    now (the old server keeps serving), else None (no Deployment before a first migration)."""
+    now (the old server), else None (no Deployment before a first migration)."""
+
+    @property
+    def server_replicas(self) -> int | None:
+        """The Deployment's replicas: 0 while writers are stopped, else spec.replicas (None)."""
+        return 0 if self.stop_writers else None
 
 
 def plan_server(obs: ServerObservation) -> ServerPlan:
@@ -53,8 +61,17 @@ def plan_server(obs: ServerObservation) -> ServerPlan:
     create_restore = (
         can_start and restoring and obs.restore is None and artifact_store.status == "True"
     )
+    # An upgrade (a database an older image migrated) stops the server once its backup is
+    # stored, and migrates once no server pod is left. A failed migration starts the old
+    # server again: on PostgreSQL `mlflow db upgrade` runs in one transaction (its alembic
+    # env.py), so the schema is as it was.
+    upgrading = obs.migrated_image is not None and not migrated
+    migration_failed = obs.migration is not None and obs.migration.failed
+    stop_writers = upgrading and backup_done and not migration_failed
     create_migration = (
-        can_start and (not upgrade or backup_done) and (not restoring or restore_done)
+        can_start
+        and (not upgrade or (backup_done and obs.server_pods == 0))
+        and (not restoring or restore_done)
     )
     if migrated:
         image: str | None = obs.desired_image
@@ -74,6 +91,7 @@ def plan_server(obs: ServerObservation) -> ServerPlan:
         create_restore=create_restore,
         restore_done=restore_done,
         restore_refused=wanted and obs.migrated_image is not None,
+        stop_writers=stop_writers,
         server_image=image,
     )
 

@@ -71,15 +71,28 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
             f"Job {job.name} failed to migrate the schema for image {obs.desired_image} "
             f"({why}).{keeps} Delete the Job to try again.",
         )
-    waiting = _before_migration(obs, plan)
-    if waiting is not None:
-        return waiting
+    return _before_migration(obs, plan) or _migration_progress(obs, plan)
+
+
+def _migration_progress(obs: ServerObservation, plan: ServerPlan) -> Fact:
+    """A migration that is allowed to run: running, waiting for the server to stop, or for
+    the database."""
+    job = obs.migration
     if job is not None or plan.create_migration:
         name = job.name if job else "the migration Job"
+        stopped = " The server is stopped until it ends." if plan.stop_writers else ""
         return Fact(
             "False",
             "MigrationRunning",
-            f"{name} runs `mlflow db upgrade` for image {obs.desired_image}.",
+            f"{name} runs `mlflow db upgrade` for image {obs.desired_image}.{stopped}",
+        )
+    if plan.stop_writers:
+        return Fact(
+            "False",
+            "StoppingServer",
+            f"The backup is stored; the tracking server stops before the migration to image "
+            f"{obs.desired_image}, because MLflow migrates only with every writer stopped "
+            f"({obs.server_pods or 0} pods left).",
         )
     return Fact("False", "WaitingForDatabase", "The migration starts once the database is ready.")
 
@@ -142,7 +155,7 @@ def _restore_fact(obs: ServerObservation) -> Fact:
 
 def _keeps_running(obs: ServerObservation) -> str:
     if obs.deployment and obs.deployment.image:
-        return f" The server keeps running {obs.deployment.image}."
+        return f" The server runs {obs.deployment.image}."
     return ""
 
 
