@@ -18,7 +18,9 @@ import argparse
 import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
@@ -34,16 +36,18 @@ from tests.mlflowstack.backup_scripts import (
     store,
     verify,
 )
-from tests.mlflowstack.stack import MlflowStack
 
 VERSIONS_PER_MODEL = 10
 
 
-def fill(stack: MlflowStack, runs: int, versions: int) -> float:
+def fill(
+    db_url: str, artifact_root: str, connect: Callable[[], Any], runs: int, versions: int
+) -> float:
     """One run logged through MLflow's store, cloned in SQL (every column copied, only the
-    run's id new) to `runs`; model versions through MLflow's registry store."""
+    run's id new) to `runs`; model versions through MLflow's registry store. `connect` opens
+    a psycopg2 connection to the same database."""
     started = time.monotonic()
-    tracking = TrackingStore(stack.db_url, stack.artifacts_destination)
+    tracking = TrackingStore(db_url, artifact_root)
     experiment = tracking.create_experiment(f"bench-{int(started)}")
     now = int(time.time() * 1000)
     seed = tracking.create_run(experiment, "bench", now, [], "seed").info.run_id
@@ -58,7 +62,7 @@ def fill(stack: MlflowStack, runs: int, versions: int) -> float:
         tags=[RunTag(f"t{k}", f"value-{k}") for k in range(3)],
     )
     tracking.engine.dispose()
-    with contextlib.closing(stack.postgres.connect()) as conn, conn.cursor() as cur:
+    with contextlib.closing(connect()) as conn, conn.cursor() as cur:
         for table in ("runs", "params", "metrics", "tags", "latest_metrics"):
             # to_jsonb of the row, the run id replaced, back into a row of the same table
             cur.execute(
@@ -68,7 +72,7 @@ def fill(stack: MlflowStack, runs: int, versions: int) -> float:
                 (runs, seed),
             )
     run_ids = [seed]
-    registry = RegistryStore(stack.db_url)
+    registry = RegistryStore(db_url)
     for n in range(versions):
         name = f"bench-model-{n // VERSIONS_PER_MODEL}"
         if n % VERSIONS_PER_MODEL == 0:
@@ -97,7 +101,10 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=1_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, stack_module.running(Path(tmp)) as stack:
-        filled = fill(stack, args.runs, args.versions)
+        filled = fill(
+            stack.db_url, stack.artifacts_destination, stack.postgres.connect, args.runs,
+            args.versions,
+        )  # fmt: skip
         rows = source_rows(stack)
         print(f"filled in {filled:.1f}s: " + ", ".join(f"{t} {c}" for t, c in rows.items()))
         times: dict[str, float] = {}

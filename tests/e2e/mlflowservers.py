@@ -4,12 +4,14 @@ Service's ClusterIP, the way a user with `kubectl port-forward` or a VPN would r
 from __future__ import annotations
 
 import base64
+import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -91,3 +93,52 @@ def log_and_load_a_model(url: str) -> TrainedVersion:
     predicted: Any = model.predict(features)
     assert [int(p) for p in predicted] == version.predict(features)
     return version
+
+
+def server_pods(cluster: KubeCluster, namespace: str) -> int:
+    """Tracking server pods, terminating ones included."""
+    selector = "app.kubernetes.io/component=tracking-server"
+    return len(get_json(cluster, "-n", namespace, "pods", "-l", selector)["items"])
+
+
+@dataclass
+class HealthSampler:
+    """GETs the server's /health every 0.2 s on a thread; remembers when it did not answer."""
+
+    url: str
+    failures: list[float] = field(default_factory=list)
+    answers: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> HealthSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            at = time.monotonic()
+            try:
+                ok = http_status(self.url) == 200
+            except OSError:  # refused, reset, timed out: not answering
+                ok = False
+            (self.answers if ok else self.failures).append(at)
+            self._stop.wait(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def longest_outage(self) -> float:
+        """Seconds from the first failure after an answer to the next answer, the longest."""
+        longest, began = 0.0, None
+        for at, ok in sorted(
+            [(t, False) for t in self.failures] + [(t, True) for t in self.answers]
+        ):
+            if not ok and began is None:
+                began = at
+            elif ok and began is not None:
+                longest, began = max(longest, at - began), None
+        return longest

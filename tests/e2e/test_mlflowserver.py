@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import urllib.request
 import uuid
@@ -31,11 +30,12 @@ from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import EXPANDABLE_STORAGE_CLASS, KubeCluster, kubectl_binary
 from tests.cluster.realnode import NodeInfo
 from tests.e2e.mlflowservers import (
+    HealthSampler,
     admin_of,
     as_admin,
     check_auth_hosts_and_metrics,
-    http_status,
     log_and_load_a_model,
+    server_pods,
     tracking_url,
 )
 from tests.e2e.operator_process import local_images_env
@@ -570,55 +570,6 @@ def registry_contents(url: str) -> dict[str, Any]:
         for m in client.search_registered_models()
     }
     return {"experiments": experiments, "runs": runs, "models": models}
-
-
-def server_pods(cluster: KubeCluster, namespace: str) -> int:
-    """Tracking server pods, terminating ones included."""
-    pods = get(cluster, namespace, "pods", "-l", "app.kubernetes.io/component=tracking-server")
-    return len(pods["items"])
-
-
-@dataclass
-class HealthSampler:
-    """GETs the server's /health every 0.2 s on a thread; remembers when it did not answer."""
-
-    url: str
-    failures: list[float] = field(default_factory=list)
-    answers: list[float] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> HealthSampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            at = time.monotonic()
-            try:
-                ok = http_status(self.url) == 200
-            except OSError:  # refused, reset, timed out: not answering
-                ok = False
-            (self.answers if ok else self.failures).append(at)
-            self._stop.wait(0.2)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def longest_outage(self) -> float:
-        """Seconds from the first failure after an answer to the next answer, the longest."""
-        longest, began = 0.0, None
-        for at, ok in sorted(
-            [(t, False) for t in self.failures] + [(t, True) for t in self.answers]
-        ):
-            if not ok and began is None:
-                began = at
-            elif ok and began is not None:
-                longest, began = max(longest, at - began), None
-        return longest
 
 
 def jobs_of(cluster: KubeCluster, namespace: str, component: str) -> list[dict[str, Any]]:

@@ -309,20 +309,8 @@ class _ServerRun:
             if restore_from
             else None
         )
-        behind = server.status.migrated_image not in (None, self.image)
         return ServerObservation(
-            server_pods=(
-                len(
-                    await self.kube.list(
-                        "v1",
-                        "Pod",
-                        self.namespace,
-                        selector_labels(self.owner.name, COMPONENT_SERVER),
-                    )
-                )
-                if behind
-                else None
-            ),
+            server_pods=await self._server_pods(),
             generation=int(str(server.metadata.get("generation") or 0)),
             desired_image=self.image,
             database_secret=await self._check_secret(tracking.database_secret(server)),
@@ -353,6 +341,14 @@ class _ServerRun:
             restored_from=server.status.restored_from,
             restore=restore,
         )
+
+    async def _server_pods(self) -> int | None:
+        """Tracking server pods, terminating ones included; counted only while the database
+        is behind the desired image (an upgrade's migration waits for none to be left)."""
+        if self.server.status.migrated_image in (None, self.image):
+            return None
+        selector = selector_labels(self.owner.name, COMPONENT_SERVER)
+        return len(await self.kube.list("v1", "Pod", self.namespace, selector))
 
     @property
     def _migration_key(self) -> str:
