@@ -321,8 +321,11 @@ def build_tracking_deployment(
         "ports": [{"name": "http", "containerPort": tracking.TRACKING_PORT}],
         "env": server_env(server),
         # /health answers before the database is touched; startup allows a slow first start
-        "startupProbe": _health_probe(period=5, failures=60),
-        "readinessProbe": _health_probe(period=10, failures=3),
+        # Short periods: after an upgrade's migration every pod starts at once, and the
+        # kubelet's first readiness probe waits one period after the startup probe passed;
+        # /health is a constant answer, cheap at any rate.
+        "startupProbe": _health_probe(period=2, failures=150),
+        "readinessProbe": _health_probe(period=3, failures=3),
         "livenessProbe": _health_probe(period=20, failures=6),
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": mounts,
