@@ -21,10 +21,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
+# uv installs the ~150 packages in seconds where pip takes minutes (CI starts from a fresh
+# clone); --native-tls trusts the system's certificates, as pip does.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q 'uv>=0.9,<1'
+	$(BIN)/uv pip install -q --native-tls --python $(BIN)/python -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## the virtualenv with the operator and its test tools
