@@ -15,7 +15,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlflow_operator import __version__
-from mlflow_operator.api.duration import Duration
 
 ENV_PREFIX = "MLFLOW_OPERATOR_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
@@ -80,9 +79,6 @@ class OperatorConfig(BaseSettings):
     minio_image: str = Field(default="", description="Default managed MinIO image.")
     gpu_toleration_key: str = Field(
         default="nvidia.com/gpu", description="Taint key tolerated by pods that request GPUs."
-    )
-    default_poll_interval: Duration = Field(
-        default="30s", description="Poll interval when a ModelDeployment sets none."
     )
     write_back_tags: bool = Field(
         default=True, description="Tag deployed (and failed) model versions in MLflow."

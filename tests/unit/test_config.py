@@ -15,7 +15,7 @@ def test_defaults_watch_all_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_OPERATOR_CONFIG", raising=False)
     config = load_config()
     assert config.cluster_wide
-    assert config.default_poll_interval == "30s"
+    assert config.write_back_tags
 
 
 def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +40,7 @@ def test_namespaces_from_environment_are_comma_separated(monkeypatch: pytest.Mon
     [
         ("MLFLOW_OPERATOR_METRICS_PORT", "eighty", "metrics_port"),
         ("MLFLOW_OPERATOR_WEBHOOK_PORT", "70000", "webhook_port"),
-        ("MLFLOW_OPERATOR_DEFAULT_POLL_INTERVAL", "often", "default_poll_interval"),
+        ("MLFLOW_OPERATOR_REQUEST_TIMEOUT_SECONDS", "soon", "request_timeout_seconds"),
         ("MLFLOW_OPERATOR_LOG_FORMAT", "xml", "log_format"),
     ],
 )

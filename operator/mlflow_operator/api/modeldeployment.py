@@ -376,13 +376,3 @@ class ModelDeploymentStatus(StatusModel):
     history: list[RolloutRecord] = Field(
         default_factory=list, description="The last 10 rollouts, newest last."
     )
-
-
-class ModelDeployment(StatusModel):
-    """A whole ModelDeployment object as read from the API server."""
-
-    api_version: str = Field(default="mlflowops.dev/v1alpha1")
-    kind: str = Field(default="ModelDeployment")
-    metadata: dict[str, object] = Field(default_factory=dict)
-    spec: ModelDeploymentSpec
-    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)

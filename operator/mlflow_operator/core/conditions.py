@@ -37,8 +37,3 @@ def set_condition(
 
 def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
-
-
-def is_true(conditions: Sequence[Condition], type_: str) -> bool:
-    condition = get_condition(conditions, type_)
-    return condition is not None and condition.status == "True"

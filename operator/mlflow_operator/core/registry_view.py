@@ -42,5 +42,4 @@ class RegistryState:
     synced: bool  # the last sweep succeeded
     last_sync: datetime | None  # when a sweep last succeeded
     error: str = ""  # why the last sweep failed (never contains credentials)
-    model_exists: bool = True
     reason: str = "RegistryUnreachable"  # the RegistrySynced reason when not synced

@@ -185,11 +185,6 @@ class RegistryClient:
         body = {"name": name, "version": version, "key": key, "value": value}
         await self._call("POST", "model-versions/set-tag", body=body)
 
-    async def list_webhooks(self) -> list[dict[str, Any]]:
-        data = await self._call("GET", "webhooks", {"max_results": "1000"})
-        hooks: list[dict[str, Any]] = data.get("webhooks", [])
-        return hooks
-
     async def create_webhook(self, name: str, url: str, events: list[str], secret: str) -> str:
         """Register a model-registry webhook; events like 'model_version_alias.created'."""
         body = {

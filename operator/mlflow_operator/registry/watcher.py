@@ -121,7 +121,6 @@ class RegistryWatcher:
                 synced=False,
                 last_sync=self._last_sync,
                 error=stalled,
-                model_exists=model in self._snapshots,
                 reason=STALLED,
             )
         return RegistryState(
@@ -130,7 +129,6 @@ class RegistryWatcher:
             last_sync=self._last_sync,
             error=self._error
             or ("" if self._synced else f"no sweep of {self.client.display_url} completed yet"),
-            model_exists=model in self._snapshots,
             reason=self._reason or STALLED,
         )
 

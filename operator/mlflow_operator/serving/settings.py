@@ -33,7 +33,3 @@ class ServeSettings:
     # Where a `models:/` or remote URI is downloaded to; None: a temporary directory.
     download_dir: str | None = None
     warm_up: bool = True
-
-    @property
-    def batching_enabled(self) -> bool:
-        return self.max_batch_size > 1
