@@ -54,10 +54,11 @@ test-images: install  ## the test cluster's images, built locally with buildah (
 locks: install  ## resolve the images' Python packages again (uv, PyPI): deploy/image/locks/*.txt
 	$(BIN)/python -m tests.images.locks
 
-lint: install  ## ruff and mypy (strict)
+lint: install  ## ruff, mypy (strict) and the import layers (import-linter, pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: env lint check-image  ## the whole suite: lint, image check, unit, integration (MLflow stack), e2e (test cluster)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder; rc=$$?; \

@@ -33,7 +33,7 @@ def version() -> None:
 )
 def crds(output_dir: Path | None) -> None:
     """Print the CustomResourceDefinitions generated from the API models."""
-    from mlflow_operator.api.crdgen import KINDS, crd_filename, render_crd
+    from mlflow_operator.crds import KINDS, crd_filename, render_crd
 
     if output_dir is None:
         click.echo("---\n".join(render_crd(kind) for kind in KINDS), nl=False)

@@ -11,8 +11,8 @@ import jsonschema
 import yaml
 from pydantic import BaseModel
 
-from mlflow_operator.api.crdgen import KINDS, Kind, build_crd
 from mlflow_operator.api.validation import object_errors
+from mlflow_operator.crds import KINDS, Kind, build_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlflow_operator.api.crdgen import (
+from mlflow_operator.crds import (
     KINDS,
     MLFLOW_SERVER,
     MODEL_DEPLOYMENT,

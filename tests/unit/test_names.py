@@ -15,7 +15,6 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlflow_operator.api.crdgen import MLFLOW_SERVER, MODEL_DEPLOYMENT, build_crd
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.api.names import name_errors
 from mlflow_operator.builders.meta import Owner
@@ -23,6 +22,7 @@ from mlflow_operator.builders.serving import build_serving_deployment, build_ser
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
 from mlflow_operator.core.tracking import ServerNames, max_server_name
+from mlflow_operator.crds import MLFLOW_SERVER, MODEL_DEPLOYMENT, build_crd
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -9,7 +9,7 @@ import semantic_version
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlflow_operator.core.semver import SEMVER_RANGE_PATTERN, is_semver_range, parse_version
+from mlflow_operator.api.semver import SEMVER_RANGE_PATTERN, is_semver_range, parse_version
 
 
 @settings(max_examples=150)

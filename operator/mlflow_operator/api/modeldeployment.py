@@ -22,9 +22,9 @@ from mlflow_operator.api.common import (
     service_spec_field,
 )
 from mlflow_operator.api.duration import Duration, parse_duration
-from mlflow_operator.core.naming import WRITE_BACK_TAG_PREFIX
-from mlflow_operator.core.redact import has_userinfo
-from mlflow_operator.core.semver import SEMVER_RANGE_PATTERN, is_semver_range
+from mlflow_operator.api.names import WRITE_BACK_TAG_PREFIX
+from mlflow_operator.api.semver import SEMVER_RANGE_PATTERN, is_semver_range
+from mlflow_operator.api.urls import has_userinfo
 
 ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
 VERSION_PATTERN = r"^[1-9][0-9]*$"

@@ -3,7 +3,7 @@
 A name the API server accepts must never lead to a half-applied set of children (a Deployment
 created, its Service refused). The limits come from the children: a ModelDeployment's name is
 its Service's name (a DNS-1035 label) and a label value; an MLflowServer's longest child name
-limit is computed in core/tracking.py and passed in by the CRD generator.
+limit is computed in core/tracking.py and passed in by the CRD generator (crds.py).
 
 CEL at the root of the schema may read self.metadata.name (and nothing else of metadata).
 """
@@ -15,7 +15,17 @@ from collections.abc import Sequence
 
 from mlflow_operator.api.base import Rule
 
+MAX_NAME = 63  # a DNS-1123/1035 label, and a label value
+# A Service name: lower-case letters, digits and '-', starting with a letter.
 DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# StatefulSet pods carry the label controller-revision-hash=<statefulset>-<hash>; the hash is
+# an FNV-32 printed in decimal (up to 10 characters) and a label value has at most 63.
+MAX_STATEFULSET_NAME = MAX_NAME - len("-") - 10
+# a CronJob's Jobs are named <cronjob>-<scheduled time in minutes>: 11 characters more
+MAX_CRONJOB_NAME = 52
+# MLflow version tags the operator writes (where, and since when, a version serves): a
+# ModelDeployment's own spec.tags may not use the prefix.
+WRITE_BACK_TAG_PREFIX = "mlflow-operator."
 
 
 def name_rules(kind: str, max_length: int, why_length: str) -> tuple[Rule, ...]:

@@ -5,16 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from mlflow_operator.api import API_GROUP
+from mlflow_operator.api.names import MAX_NAME, WRITE_BACK_TAG_PREFIX
 
 FIELD_MANAGER = "mlflow-operator"
-MAX_NAME = 63  # a DNS-1123/1035 label, and a label value
-# A Service name: lower-case letters, digits and '-', starting with a letter.
-DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-# StatefulSet pods carry the label controller-revision-hash=<statefulset>-<hash>; the hash is
-# an FNV-32 printed in decimal (up to 10 characters) and a label value has at most 63.
-MAX_STATEFULSET_NAME = MAX_NAME - len("-") - 10
-# a CronJob's Jobs are named <cronjob>-<scheduled time in minutes>: 11 characters more
-MAX_CRONJOB_NAME = 52
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -29,8 +22,6 @@ ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
 # The rollout ledger on the serving Deployment (core/ledger.py).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
 ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
-# MLflow version tags the operator writes: where, and since when, a version serves.
-WRITE_BACK_TAG_PREFIX = "mlflow-operator."
 
 
 def write_back_tag(namespace: str, name: str) -> str:

@@ -7,15 +7,9 @@ writes to status, Events, logs or metric labels passes through here first.
 
 from __future__ import annotations
 
-import re
-
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@")
+from mlflow_operator.api.urls import USERINFO
 
 
 def redact(text: str) -> str:
     """`text` with the userinfo of every URL in it replaced by `***`."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
-def has_userinfo(url: str) -> bool:
-    return _USERINFO.search(url) is not None
+    return USERINFO.sub(r"\1***@", text)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlflow_operator.api.modeldeployment import ModelSelector, VersionSelector
+from mlflow_operator.api.semver import in_range, parse_version
 from mlflow_operator.core.registry_view import READY, ModelSnapshot, VersionInfo
-from mlflow_operator.core.semver import in_range, parse_version
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,9 @@ import hashlib
 from dataclasses import dataclass
 
 from mlflow_operator.api.mlflowserver import MLflowServer
+from mlflow_operator.api.names import MAX_CRONJOB_NAME, MAX_NAME, MAX_STATEFULSET_NAME
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
-from mlflow_operator.core.naming import (
-    MAX_CRONJOB_NAME,
-    MAX_NAME,
-    MAX_STATEFULSET_NAME,
-    child_name,
-)
+from mlflow_operator.core.naming import child_name
 
 TRACKING_PORT = 5000
 POSTGRES_PORT = 5432

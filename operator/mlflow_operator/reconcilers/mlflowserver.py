@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
-from mlflow_operator.api.crdgen import MLFLOW_SERVER
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.backup import (
@@ -64,6 +63,7 @@ from mlflow_operator.core.mlflowserver.observation import (
 )
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
 from mlflow_operator.core.mlflowserver.status import READY, condition_events, fold_status
+from mlflow_operator.crds import MLFLOW_SERVER
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
 from mlflow_operator.reconcilers.store_volumes import step_for_store

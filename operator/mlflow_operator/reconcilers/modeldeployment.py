@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
-from mlflow_operator.api.crdgen import MODEL_DEPLOYMENT
 from mlflow_operator.api.duration import parse_duration
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
@@ -42,6 +41,7 @@ from mlflow_operator.core.rollout import (
     plan_rollout,
     recreating,
 )
+from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
 from mlflow_operator.registry.client import Credentials, RegistryClient

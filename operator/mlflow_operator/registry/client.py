@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from mlflow_operator.core.naming import WRITE_BACK_TAG_PREFIX
+from mlflow_operator.api.names import WRITE_BACK_TAG_PREFIX
 from mlflow_operator.core.redact import redact
 from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_operator.core.redact import has_userinfo, redact
+from mlflow_operator.api.urls import has_userinfo
+from mlflow_operator.core.redact import redact
 
 
 @pytest.mark.parametrize(

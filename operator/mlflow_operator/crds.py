@@ -21,8 +21,7 @@ from mlflow_operator.api import API_GROUP, API_VERSION, CATEGORY
 from mlflow_operator.api.base import Rule
 from mlflow_operator.api.mlflowserver import MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlflow_operator.api.names import name_rules
-from mlflow_operator.core.naming import MAX_NAME, MAX_STATEFULSET_NAME
+from mlflow_operator.api.names import MAX_NAME, MAX_STATEFULSET_NAME, name_rules
 from mlflow_operator.core.tracking import max_server_name
 
 HEADER = (
