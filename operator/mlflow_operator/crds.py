@@ -22,7 +22,7 @@ from mlflow_operator.api.base import Rule
 from mlflow_operator.api.mlflowserver import MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.api.names import MAX_NAME, MAX_STATEFULSET_NAME, name_rules
-from mlflow_operator.core.tracking import max_server_name
+from mlflow_operator.core.mlflowserver.layout import max_server_name
 
 HEADER = (
     "# Generated from the pydantic models in operator/mlflow_operator/api/ by\n"

@@ -5,11 +5,11 @@
 Starts the local MLflow stack (PostgreSQL, MinIO, tracking server), fills the database through
 MLflow's own SQLAlchemy stores (one run with 5 params, 3 tags and 5 metrics of 10 steps, cloned
 in SQL to --runs runs; the model versions spread over registered models of 10 versions each,
-every model with an alias),
-then runs the backup Job's scripts (builders/backup.py) as the Job runs them, one after the
-other, and times each: dump (snapshot, row counts, pg_dump), verify (throwaway PostgreSQL,
-pg_restore, counts), store (upload to MinIO), fetch and restore into an empty database (a
-restore of spec.restoreFrom). Prints numbers; nothing here passes or fails.
+every model with an alias), then runs the backup Job's scripts (builders/mlflowserver/backup.py)
+as the Job runs them, one after the other, and times each: dump (snapshot, row counts, pg_dump),
+verify (throwaway PostgreSQL, pg_restore, counts), store (upload to MinIO), fetch and restore
+into an empty database (a restore of spec.restoreFrom). Prints numbers; nothing here passes or
+fails.
 """
 
 from __future__ import annotations

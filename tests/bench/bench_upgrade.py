@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg2
 
-from mlflow_operator.core.tracking import (
+from mlflow_operator.core.mlflowserver.layout import (
     MANAGED_DATABASE,
     PASSWORD_KEY,
     POSTGRES_PORT,

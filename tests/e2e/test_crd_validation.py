@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflow_operator.core.tracking import max_server_name
+from mlflow_operator.core.mlflowserver.layout import max_server_name
 from tests.cluster.launcher import KubeCluster
 from tests.e2e.conftest import eventually, get_json
 from tests.e2e.operator_process import OperatorProcess

@@ -33,7 +33,7 @@ POLL = 5.0
 # A serving pod starts its server, downloads the model and answers /ping in ~10-20 s on a
 # quiet 2-core machine; a rollout of two pods is two of those in a row.
 ROLLOUT_TIMEOUT = 240.0
-SERVING_UID = 1000  # what builders/serving.py declares
+SERVING_UID = 1000  # what builders/modeldeployment.py declares
 
 
 def on_real_node(node: NodeInfo, **serving: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_operator.core.invariants import Auditor, Snapshot
+from mlflow_operator.core.modeldeployment.invariants import Auditor, Snapshot
 from tests.cluster.launcher import KubeCluster
 from tests.e2e.conftest import eventually, get_json
 from tests.e2e.modeldeployments import (
@@ -217,8 +217,8 @@ def test_a_deleted_deployment_comes_back_on_the_last_good_version(
     """Defect 9: a serving Deployment deleted while a failed version was still selected was
     never recreated (total outage, reported as NoVersion).
 
-    The live objects also go through the invariant checks (core/invariants.py), as a test that
-    kills the operator mid-rollout can do.
+    The live objects also go through the invariant checks (core/modeldeployment/invariants.py),
+    as a test that kills the operator mid-rollout can do.
     """
     auditor = Auditor()
 

@@ -1,6 +1,7 @@
 """Rollouts on real pods while the operator is SIGKILLed at random moments, the API server
 restarts and the registry answers a login page: the rollout guarantees I1-I6
-(docs/modeldeployment.md, mlflow_operator.core.invariants) hold on the live cluster throughout.
+(docs/modeldeployment.md, mlflow_operator.core.modeldeployment.invariants) hold on the live
+cluster throughout.
 
 A sampler audits the ModelDeployment and its Deployment every half second while a script of
 registry moves runs: good versions, versions whose model cannot load (they crash-loop for real,
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_operator.core.invariants import Auditor, Snapshot
+from mlflow_operator.core.modeldeployment.invariants import Auditor, Snapshot
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo

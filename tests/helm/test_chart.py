@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mlflow_operator import metrics
-from mlflow_operator.builders.serving import serving_labels
+from mlflow_operator.builders.modeldeployment import serving_labels
 from mlflow_operator.config import ENV_PREFIX, OperatorConfig
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from mlflow_operator.serving.metrics import ServingMetrics

@@ -1,6 +1,7 @@
-"""The backup Job's three scripts (builders/backup.py) run for real, outside Kubernetes: the
-dump and the restore test with this machine's PostgreSQL binaries against the test stack's
-PostgreSQL (with an MLflow schema and registry data), the upload with boto3 to its MinIO.
+"""The backup Job's three scripts (builders/mlflowserver/backup.py) run for real, outside
+Kubernetes: the dump and the restore test with this machine's PostgreSQL binaries against the
+test stack's PostgreSQL (with an MLflow schema and registry data), the upload with boto3 to its
+MinIO.
 
 The e2e (tests/e2e/test_mlflowserver.py) runs the same scripts as a Job on the real node;
 here the failures are cheap to make for real: a truncated dump, a source that lost rows, and
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_operator.builders.backup import COUNTED_TABLES
+from mlflow_operator.builders.mlflowserver.backup import COUNTED_TABLES
 from tests.mlflowstack.backup_scripts import (
     BUCKET,
     dump,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlflow_operator.api.modeldeployment import ModelSelector, VersionSelector
-from mlflow_operator.core.resolution import Resolved, Unresolved, resolve_target
+from mlflow_operator.core.modeldeployment.resolution import Resolved, Unresolved, resolve_target
 from mlflow_operator.registry.client import Credentials, RegistryClient
 from mlflow_operator.registry.watcher import Follower, RegistryWatcher
 from tests.mlflowstack.models import ModelRegistry

@@ -1,4 +1,4 @@
-"""The migration Job's check-schema step (builders/tracking_server.py) run for real against
+"""The migration Job's check-schema step (builders/mlflowserver/server.py) run for real against
 the test stack's PostgreSQL with this MLflow.
 
 A database migrated by a newer MLflow is made by writing a revision into `alembic_version`
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from mlflow_operator.builders.tracking_server import CHECK_SCHEMA_SCRIPT, NEWER_SCHEMA_EXIT
+from mlflow_operator.builders.mlflowserver.server import CHECK_SCHEMA_SCRIPT, NEWER_SCHEMA_EXIT
 from tests.mlflowstack.stack import MlflowStack
 
 pytestmark = pytest.mark.integration

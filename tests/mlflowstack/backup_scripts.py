@@ -1,6 +1,6 @@
-"""The backup Job's scripts (builders/backup.py), run outside Kubernetes against the local
-MLflow stack: PostgreSQL's tools from this machine's packages, as the PostgreSQL user (as in
-the pod), boto3 from this interpreter. Used by tests/integration/test_backup_scripts.py and
+"""The backup Job's scripts (builders/mlflowserver/backup.py), run outside Kubernetes against the
+local MLflow stack: PostgreSQL's tools from this machine's packages, as the PostgreSQL user (as
+in the pod), boto3 from this interpreter. Used by tests/integration/test_backup_scripts.py and
 tests/bench/bench_backup.py.
 """
 
@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlflow_operator.builders.backup import (
+from mlflow_operator.builders.mlflowserver.backup import (
     DUMP_SCRIPT,
     FETCH_SCRIPT,
     RESTORE_SCRIPT,

@@ -10,7 +10,7 @@ from mlflow_operator.core.mlflowserver.observation import (
     ServerObservation,
     WorkloadState,
 )
-from mlflow_operator.core.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
 
 SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
 

@@ -28,10 +28,10 @@ from mlflow_operator.core.conditions import set_condition
 from mlflow_operator.core.mlflowserver.observation import Fact, JobState, SecretCheck, WorkloadState
 from mlflow_operator.core.mlflowserver.plan import plan_server
 from mlflow_operator.core.mlflowserver.status import fold_status
-from mlflow_operator.core.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, Unresolved
+from mlflow_operator.core.modeldeployment.rollout import plan_rollout
 from mlflow_operator.core.registry_view import RegistryState
-from mlflow_operator.core.resolution import Resolution, Resolved, Unresolved
-from mlflow_operator.core.rollout import plan_rollout
 from tests.helm.argocd import ARGOCD, run_health
 from tests.unit.observations import SERVER_IMAGE, complete, in_progress, managed_server
 

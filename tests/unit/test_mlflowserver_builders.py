@@ -11,10 +11,13 @@ import pytest
 
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner
-from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
-from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
-from mlflow_operator.builders.server_secrets import build_generated_secrets
-from mlflow_operator.builders.tracking_server import (
+from mlflow_operator.builders.mlflowserver.minio import build_minio_service, build_minio_statefulset
+from mlflow_operator.builders.mlflowserver.postgres import (
+    build_postgres_services,
+    build_postgres_statefulset,
+)
+from mlflow_operator.builders.mlflowserver.secrets import build_generated_secrets
+from mlflow_operator.builders.mlflowserver.server import (
     CHECK_SCHEMA_SCRIPT,
     ENSURE_BUCKET_SCRIPT,
     auth_config,
@@ -26,8 +29,8 @@ from mlflow_operator.builders.tracking_server import (
     migration_job_name,
     server_args,
 )
-from mlflow_operator.core import tracking
 from mlflow_operator.core.endpoint import CredentialsSecret
+from mlflow_operator.core.mlflowserver import layout
 
 IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
 PG_IMAGE = "postgres:16.4"
@@ -431,7 +434,7 @@ def test_migration_job_runs_db_upgrade_then_auth_upgrade() -> None:
     assert job["metadata"]["annotations"]["mlflowops.dev/image"] == IMAGE
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    uri = tracking.backend_store_uri(server)
+    uri = layout.backend_store_uri(server)
     check_step, tracking_step = pod["initContainers"]
     assert check_step["name"] == "check-schema"
     assert check_step["args"] == ["-c", CHECK_SCHEMA_SCRIPT, uri]
@@ -519,7 +522,7 @@ def test_no_generated_value_appears_in_any_other_manifest(spec: dict[str, Any]) 
 
 
 def test_tracking_endpoint_of_a_server_with_generated_admin() -> None:
-    endpoint = tracking.tracking_endpoint(make_server())
+    endpoint = layout.tracking_endpoint(make_server())
     assert endpoint.url == "http://mlflow.ml.svc:5000"
     assert endpoint.credentials == CredentialsSecret(
         "mlflow-admin", username_key="username", password_key="password", token_key=None
@@ -528,12 +531,12 @@ def test_tracking_endpoint_of_a_server_with_generated_admin() -> None:
 
 def test_tracking_endpoint_with_named_admin_and_port() -> None:
     spec = {**EXTERNAL_SPEC, "service": {"port": 80}}
-    endpoint = tracking.tracking_endpoint(make_server(spec))
+    endpoint = layout.tracking_endpoint(make_server(spec))
     assert endpoint.url == "http://mlflow.ml.svc:80"
     assert endpoint.credentials is not None
     assert endpoint.credentials.name == "my-admin"
 
 
 def test_tracking_endpoint_without_auth_has_no_credentials() -> None:
-    endpoint = tracking.tracking_endpoint(make_server({**MANAGED_SPEC, "auth": {"enabled": False}}))
+    endpoint = layout.tracking_endpoint(make_server({**MANAGED_SPEC, "auth": {"enabled": False}}))
     assert endpoint.credentials is None

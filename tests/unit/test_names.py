@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.api.names import name_errors
 from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.serving import build_serving_deployment, build_serving_service
+from mlflow_operator.builders.modeldeployment import build_serving_deployment, build_serving_service
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
-from mlflow_operator.core.tracking import ServerNames, max_server_name
+from mlflow_operator.core.mlflowserver.layout import ServerNames, max_server_name
 from mlflow_operator.crds import MLFLOW_SERVER, MODEL_DEPLOYMENT, build_crd
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

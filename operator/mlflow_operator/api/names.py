@@ -3,7 +3,7 @@
 A name the API server accepts must never lead to a half-applied set of children (a Deployment
 created, its Service refused). The limits come from the children: a ModelDeployment's name is
 its Service's name (a DNS-1035 label) and a label value; an MLflowServer's longest child name
-limit is computed in core/tracking.py and passed in by the CRD generator (crds.py).
+limit is computed in core/mlflowserver/layout.py and passed in by the CRD generator (crds.py).
 
 CEL at the root of the schema may read self.metadata.name (and nothing else of metadata).
 """

@@ -43,3 +43,27 @@ def pod_labels(template: PodTemplate, own: dict[str, str]) -> dict[str, str]:
 
 def pod_annotations(template: PodTemplate, own: dict[str, str] | None = None) -> dict[str, str]:
     return {**(template.annotations or {}), **(own or {})}
+
+
+# Every probe the operator writes waits 5 s for an answer; what differs is how it asks, how often
+# and how many failures it takes.
+_PROBE_TIMEOUT_SECONDS = 5
+
+
+def http_probe(path: str, port: str, *, period: int, failures: int) -> dict[str, Any]:
+    """An HTTP GET probe of a named container port."""
+    return _probe({"httpGet": {"path": path, "port": port}}, period, failures)
+
+
+def exec_probe(command: Sequence[str], *, period: int, failures: int) -> dict[str, Any]:
+    """A probe that runs a command in the container; exit 0 is success."""
+    return _probe({"exec": {"command": list(command)}}, period, failures)
+
+
+def _probe(handler: dict[str, Any], period: int, failures: int) -> dict[str, Any]:
+    return {
+        **handler,
+        "periodSeconds": period,
+        "timeoutSeconds": _PROBE_TIMEOUT_SECONDS,
+        "failureThreshold": failures,
+    }

@@ -19,7 +19,7 @@ LABEL_MLFLOW_SERVER = f"{API_GROUP}/mlflowserver"
 LABEL_MODEL_VERSION = f"{API_GROUP}/model-version"
 ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
-# The rollout ledger on the serving Deployment (core/ledger.py).
+# The rollout ledger on the serving Deployment (core/modeldeployment/ledger.py).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
 ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
 

@@ -20,23 +20,26 @@ from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
 from mlflow_operator.api.validation import object_errors
-from mlflow_operator.builders.backup import (
+from mlflow_operator.builders.meta import Owner
+from mlflow_operator.builders.mlflowserver.backup import (
     JOB_NAME_LABEL,
     build_backup_cronjob,
     build_backup_job,
     build_restore_job,
 )
-from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.minio import build_minio_service, build_minio_statefulset
-from mlflow_operator.builders.postgres import build_postgres_services, build_postgres_statefulset
-from mlflow_operator.builders.server_common import (
+from mlflow_operator.builders.mlflowserver.common import (
     COMPONENT_BACKUP,
     COMPONENT_MIGRATION,
     COMPONENT_SERVER,
     selector_labels,
 )
-from mlflow_operator.builders.server_secrets import build_generated_secrets
-from mlflow_operator.builders.tracking_server import (
+from mlflow_operator.builders.mlflowserver.minio import build_minio_service, build_minio_statefulset
+from mlflow_operator.builders.mlflowserver.postgres import (
+    build_postgres_services,
+    build_postgres_statefulset,
+)
+from mlflow_operator.builders.mlflowserver.secrets import build_generated_secrets
+from mlflow_operator.builders.mlflowserver.server import (
     ANNOTATION_IMAGE,
     LABEL_MIGRATION_KEY,
     build_auth_configmap,
@@ -47,9 +50,9 @@ from mlflow_operator.builders.tracking_server import (
     migration_job_name,
 )
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.core import tracking
 from mlflow_operator.core.applied import already_applied
 from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.mlflowserver.backup import BackupState, observe_backup
 from mlflow_operator.core.mlflowserver.observation import (
     MIN_ADMIN_PASSWORD,
@@ -149,7 +152,7 @@ class MLflowServerReconciler:
         obs = dataclasses.replace(
             obs, problems=tuple(run.problems), storage_pending=tuple(run.storage_pending)
         )
-        status = fold_status(previous, obs, plan, url=tracking.tracking_url(server), now=now)
+        status = fold_status(previous, obs, plan, url=layout.tracking_url(server), now=now)
         await self._settle(owner, previous, status, version, emit)
         metrics.RECONCILES.labels(kind=KIND, result="ok").inc()
         ready = get_condition(status.conditions, READY)
@@ -271,7 +274,7 @@ class _ServerRun:
 
     async def _apply_pdb(self) -> None:
         """The tracking server's PodDisruptionBudget with 2+ replicas; none with fewer."""
-        name = tracking.ServerNames(self.owner.name).deployment
+        name = layout.ServerNames(self.owner.name).deployment
         try:
             await self._apply_or_delete(
                 build_tracking_pdb(self.owner, self.server),
@@ -286,7 +289,7 @@ class _ServerRun:
     async def gather(self) -> ServerObservation:
         """Everything the decisions need, read once; Secret values are checked, never kept."""
         server, spec = self.server, self.server.spec
-        names = tracking.ServerNames(self.owner.name)
+        names = layout.ServerNames(self.owner.name)
         pg_external = spec.backend_store.postgres.external
         s3_external = spec.artifact_store.s3.external
         job = await self.kube.get(
@@ -313,10 +316,10 @@ class _ServerRun:
             server_pods=await self._server_pods(),
             generation=int(str(server.metadata.get("generation") or 0)),
             desired_image=self.image,
-            database_secret=await self._check_secret(tracking.database_secret(server)),
-            object_store_secret=await self._check_secret(tracking.object_store_secret(server)),
+            database_secret=await self._check_secret(layout.database_secret(server)),
+            object_store_secret=await self._check_secret(layout.object_store_secret(server)),
             admin_secret=(
-                await self._check_secret(tracking.admin_secret(server), MIN_ADMIN_PASSWORD)
+                await self._check_secret(layout.admin_secret(server), MIN_ADMIN_PASSWORD)
                 if spec.auth.enabled
                 else None
             ),
@@ -352,7 +355,7 @@ class _ServerRun:
 
     @property
     def _migration_key(self) -> str:
-        return tracking.migration_key(self.image, tracking.backend_store_uri(self.server))
+        return layout.migration_key(self.image, layout.backend_store_uri(self.server))
 
     async def _migration_state(self, job: dict[str, Any] | None) -> JobState | None:
         if job is None:
@@ -432,7 +435,7 @@ class _ServerRun:
                 f"Tracking server Deployment {moved} image {plan.server_image}.",
             )
         elif plan.migrated:
-            names = tracking.ServerNames(self.owner.name)
+            names = layout.ServerNames(self.owner.name)
             try:
                 await self._prune(COMPONENT_MIGRATION, names.migration_job(self._migration_key))
                 await self._prune(COMPONENT_BACKUP, names.backup_job(self._migration_key))
@@ -486,7 +489,7 @@ class _ServerRun:
 
     async def _apply_backup_schedule(self, image: str) -> None:
         """The backup CronJob while spec.backup.schedule is set; none otherwise."""
-        name = tracking.ServerNames(self.owner.name).backup_cronjob
+        name = layout.ServerNames(self.owner.name).backup_cronjob
         cronjob = (
             build_backup_cronjob(
                 self.owner, self.server, postgres_image=self._postgres_image, store_image=image
@@ -518,7 +521,7 @@ class _ServerRun:
             if name != keep and LABEL_MIGRATION_KEY in (job["metadata"].get("labels") or {}):
                 await self.kube.delete("batch/v1", "Job", name, self.namespace, background=True)
 
-    async def _check_secret(self, keys: tracking.SecretKeys, min_password: int = 0) -> SecretCheck:
+    async def _check_secret(self, keys: layout.SecretKeys, min_password: int = 0) -> SecretCheck:
         found = await self.kube.get("v1", "Secret", keys.name, self.namespace)
         data = None if found is None else (found.get("data") or {})
         return check_secret(

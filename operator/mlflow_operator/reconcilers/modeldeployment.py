@@ -19,7 +19,7 @@ from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.serving import (
+from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
     build_serving_service,
     selector_labels,
@@ -27,20 +27,20 @@ from mlflow_operator.builders.serving import (
     serving_name,
 )
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.core import tracking
 from mlflow_operator.core.api_refusal import ApiRefusal
 from mlflow_operator.core.conditions import get_condition, set_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
-from mlflow_operator.core.naming import write_back_tag
-from mlflow_operator.core.observation import observe_deployment
-from mlflow_operator.core.registry_view import RegistryState
-from mlflow_operator.core.resolution import resolve_target
-from mlflow_operator.core.rollout import (
+from mlflow_operator.core.mlflowserver import layout
+from mlflow_operator.core.modeldeployment.observation import observe_deployment
+from mlflow_operator.core.modeldeployment.resolution import resolve_target
+from mlflow_operator.core.modeldeployment.rollout import (
     RolloutPlan,
     deployment_recreated,
     plan_rollout,
     recreating,
 )
+from mlflow_operator.core.naming import write_back_tag
+from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
@@ -84,7 +84,7 @@ class ModelDeploymentReconciler:
     # the last refusal reported per object: one Event per distinct error, not one per retry
     _refusals: dict[str, str] = field(default_factory=dict)
     # serving Deployment (uid, generation) -> the generation of its last spec change, when the
-    # operator's own writes since changed only its annotations (core/observation.py)
+    # operator's own writes since changed only its annotations (core/modeldeployment/observation.py)
     _spec_generations: dict[str, tuple[str | None, int | None, int]] = field(default_factory=dict)
     tag_writer: TagWriter = field(default_factory=TagWriter)
 
@@ -270,7 +270,7 @@ class ModelDeploymentReconciler:
                     f"MLflowServer {registry.server_ref.name!r} not found in namespace {namespace}",
                 )
             server = MLflowServer.model_validate(server_body)
-            endpoint = tracking.tracking_endpoint(server)
+            endpoint = layout.tracking_endpoint(server)
         else:
             assert registry.tracking_uri is not None  # noqa: S101  (the API rules: one of the two)
             keys = (

@@ -1,4 +1,5 @@
-"""A managed store's StatefulSet, made to fit the volume size asked for (core/storage.py).
+"""A managed store's StatefulSet, made to fit the volume size asked for
+(core/mlflowserver/storage.py).
 
 The I/O of a storage change: read the live claims, ask them for the new size, delete the
 StatefulSet with its pods orphaned so that the next apply creates it with the new claim
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow_operator.core.mlflowserver.observation import Fact
-from mlflow_operator.core.storage import (
+from mlflow_operator.core.mlflowserver.storage import (
     ClaimChange,
     claim_change,
     claim_names,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlflow_operator.builders.backup import (
+from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY
+from mlflow_operator.builders.mlflowserver.backup import (
     build_backup_cronjob,
     build_backup_job,
     build_restore_job,
 )
-from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY
-from mlflow_operator.core import tracking
+from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.mlflowserver.backup import observe_backup
 from tests.unit.test_mlflowserver_builders import (
     EXTERNAL_SPEC,
@@ -83,7 +83,7 @@ def test_backups_go_to_their_own_bucket_under_the_servers_prefix() -> None:
 
 def test_a_long_bucket_name_still_gives_a_valid_backup_bucket() -> None:
     spec = {**MANAGED_SPEC, "artifactStore": {"bucket": "a" * 54 + ".b", "s3": {"managed": {}}}}
-    bucket = tracking.backup_bucket(make_server(spec))
+    bucket = layout.backup_bucket(make_server(spec))
     assert len(bucket) <= 63
     assert bucket == "a" * 54 + "-backups"
 

@@ -6,14 +6,14 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.serving import (
+from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
     build_serving_service,
     service_url,
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
-from mlflow_operator.core.ledger import RolloutLedger, read_ledger
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger, read_ledger
 
 OWNER = Owner("mlflowops.dev/v1alpha1", "ModelDeployment", "fraud", "ml-prod", "uid-1")
 ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", CredentialsSecret("mlflow-creds"))

@@ -10,8 +10,8 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
-from mlflow_operator.core.observation import observe_deployment
-from mlflow_operator.core.resolution import Resolved
+from mlflow_operator.core.modeldeployment.observation import observe_deployment
+from mlflow_operator.core.modeldeployment.resolution import Resolved
 from tests.unit.core.test_rollout import _deployment, spec, step
 from tests.unit.observations import complete
 

@@ -1,14 +1,14 @@
 """The invariant checks themselves: each one fires on a history that breaks it, and only then.
 
 They take the objects as an API server holds them, so that an e2e test can feed them what
-kubectl returns (core/invariants.py).
+kubectl returns (core/modeldeployment/invariants.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mlflow_operator.core.invariants import Auditor, Snapshot, disagreements
+from mlflow_operator.core.modeldeployment.invariants import Auditor, Snapshot, disagreements
 
 
 def md(status: dict[str, Any] | None = None, **rollout: Any) -> dict[str, Any]:

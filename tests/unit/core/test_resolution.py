@@ -3,8 +3,13 @@ from __future__ import annotations
 import pytest
 
 from mlflow_operator.api.modeldeployment import ModelSelector
+from mlflow_operator.core.modeldeployment.resolution import (
+    Resolved,
+    Unresolved,
+    follows,
+    resolve_target,
+)
 from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
-from mlflow_operator.core.resolution import Resolved, Unresolved, follows, resolve_target
 
 SNAPSHOT = ModelSnapshot(
     name="fraud",

@@ -7,10 +7,13 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
-from mlflow_operator.core.observation import DeploymentObservation, observe_deployment
+from mlflow_operator.core.modeldeployment.observation import (
+    DeploymentObservation,
+    observe_deployment,
+)
+from mlflow_operator.core.modeldeployment.resolution import Resolved, Unresolved
+from mlflow_operator.core.modeldeployment.rollout import RolloutPlan, plan_rollout
 from mlflow_operator.core.registry_view import RegistryState
-from mlflow_operator.core.resolution import Resolved, Unresolved
-from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
 from tests.unit.observations import complete, in_progress
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -12,10 +12,10 @@ The operator is the real code: resolve_target, observe_deployment, plan_rollout 
 build_serving_deployment; only its order of acts is modelled, as the reconciler does them:
 status first (refused when the object changed since it was read), then the apply.
 
-After every step core/invariants.py's Auditor checks I1-I6 on the objects as the API server
-holds them, plus two checks only a model can make exactly: a version declared failed was on
-the template whose own ProgressDeadlineExceeded the controller set (I4), and never while its
-pods were kept from running the model by the cluster (defect 11).
+After every step core/modeldeployment/invariants.py's Auditor checks I1-I6 on the objects as
+the API server holds them, plus two checks only a model can make exactly: a version declared
+failed was on the template whose own ProgressDeadlineExceeded the controller set (I4), and never
+while its pods were kept from running the model by the cluster (defect 11).
 
 Size and seed: STEPS steps or more per run (EXAMPLES histories of up to STEPS_PER_HISTORY
 steps; the run asserts the count). Each run draws a seed and prints it; a failure also names
@@ -44,14 +44,14 @@ from hypothesis.stateful import (
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.serving import build_serving_deployment
+from mlflow_operator.builders.modeldeployment import build_serving_deployment
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
-from mlflow_operator.core.invariants import Auditor, Snapshot
-from mlflow_operator.core.observation import observe_deployment
+from mlflow_operator.core.modeldeployment.invariants import Auditor, Snapshot
+from mlflow_operator.core.modeldeployment.observation import observe_deployment
+from mlflow_operator.core.modeldeployment.resolution import Resolution, resolve_target
+from mlflow_operator.core.modeldeployment.rollout import RolloutPlan, plan_rollout
 from mlflow_operator.core.registry_view import ModelSnapshot, RegistryState, VersionInfo
-from mlflow_operator.core.resolution import Resolution, resolve_target
-from mlflow_operator.core.rollout import RolloutPlan, plan_rollout
 
 SEED_ENV = "ROLLOUT_MODEL_SEED"
 EXAMPLES = 120

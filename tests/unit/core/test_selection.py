@@ -6,8 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlflow_operator.api.modeldeployment import ModelSelector, VersionSelector
+from mlflow_operator.core.modeldeployment.resolution import (
+    Resolved,
+    Unresolved,
+    follows,
+    resolve_target,
+)
 from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
-from mlflow_operator.core.resolution import Resolved, Unresolved, follows, resolve_target
 
 
 def version(number: int, status: str = "READY", **tags: str) -> VersionInfo:

@@ -7,8 +7,8 @@ from typing import Any
 from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.api.mlflowserver import ManagedStore
 from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.postgres import build_postgres_statefulset
-from mlflow_operator.core.storage import (
+from mlflow_operator.builders.mlflowserver.postgres import build_postgres_statefulset
+from mlflow_operator.core.mlflowserver.storage import (
     claim_change,
     claim_names,
     claims_to_expand,

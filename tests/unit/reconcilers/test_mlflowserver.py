@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlflow_operator.builders.backup import JOB_NAME_LABEL
-from mlflow_operator.builders.server_common import COMPONENT_SERVER, selector_labels
+from mlflow_operator.builders.mlflowserver.backup import JOB_NAME_LABEL
+from mlflow_operator.builders.mlflowserver.common import COMPONENT_SERVER, selector_labels
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.mlflowserver import (

@@ -1,7 +1,7 @@
 """A backup Job as observed, what it means for the BackupVerified condition and status.backups.
 
 The Job's `store` step reports what it stored as its termination message (JSON, see
-builders/backup.py); a failed step's message is the tail of its log.
+builders/mlflowserver/backup.py); a failed step's message is the tail of its log.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from mlflow_operator.api.common import Condition
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
 from mlflow_operator.core.conditions import get_condition, set_condition
 from mlflow_operator.core.mlflowserver.backup import BACKUP_VERIFIED, verified_fact, with_backups
+from mlflow_operator.core.mlflowserver.layout import NEWER_SCHEMA_EXIT, STEP_CHECK_SCHEMA
 from mlflow_operator.core.mlflowserver.observation import Fact, ServerObservation
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, secret_fact
-from mlflow_operator.core.tracking import NEWER_SCHEMA_EXIT, STEP_CHECK_SCHEMA
 
 READY = "Ready"
 DATABASE_READY = "DatabaseReady"

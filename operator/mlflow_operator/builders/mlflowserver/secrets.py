@@ -15,8 +15,8 @@ from typing import Any
 
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.api.mlflowserver import MLflowServer
-from mlflow_operator.builders.server_common import COMPONENT_CREDENTIALS, server_labels
-from mlflow_operator.core import tracking
+from mlflow_operator.builders.mlflowserver.common import COMPONENT_CREDENTIALS, server_labels
+from mlflow_operator.core.mlflowserver import layout
 
 RandomBytes = Callable[[int], bytes]
 ANNOTATION_GENERATED = f"{API_GROUP}/generated"
@@ -32,15 +32,15 @@ def build_generated_secrets(
     away: the first values stay for the life of the data.
     """
     name = str(server.metadata["name"])
-    names = tracking.ServerNames(name)
+    names = layout.ServerNames(name)
     wanted: list[tuple[str, dict[str, str]]] = []
     if server.spec.backend_store.postgres.managed is not None:
         wanted.append(
             (
                 names.postgres,
                 {
-                    tracking.USERNAME_KEY: tracking.MANAGED_DATABASE_USER,
-                    tracking.PASSWORD_KEY: _token(random_bytes, 24),
+                    layout.USERNAME_KEY: layout.MANAGED_DATABASE_USER,
+                    layout.PASSWORD_KEY: _token(random_bytes, 24),
                 },
             )
         )
@@ -49,8 +49,8 @@ def build_generated_secrets(
             (
                 names.minio,
                 {
-                    tracking.ACCESS_KEY_ID_KEY: random_bytes(10).hex(),
-                    tracking.SECRET_ACCESS_KEY_KEY: _token(random_bytes, 30),
+                    layout.ACCESS_KEY_ID_KEY: random_bytes(10).hex(),
+                    layout.SECRET_ACCESS_KEY_KEY: _token(random_bytes, 30),
                 },
             )
         )
@@ -59,9 +59,9 @@ def build_generated_secrets(
             (
                 names.admin_secret,
                 {
-                    tracking.USERNAME_KEY: tracking.ADMIN_USERNAME,
+                    layout.USERNAME_KEY: layout.ADMIN_USERNAME,
                     # 32 characters: MLflow refuses admin passwords under 12
-                    tracking.PASSWORD_KEY: _token(random_bytes, 24),
+                    layout.PASSWORD_KEY: _token(random_bytes, 24),
                 },
             )
         )
@@ -69,9 +69,9 @@ def build_generated_secrets(
         (
             names.keys_secret,
             {
-                tracking.FLASK_SECRET_KEY_KEY: random_bytes(32).hex(),
+                layout.FLASK_SECRET_KEY_KEY: random_bytes(32).hex(),
                 # a Fernet key (urlsafe base64 of 32 bytes), as MLflow's webhook store expects
-                tracking.WEBHOOK_KEY_KEY: base64.urlsafe_b64encode(random_bytes(32)).decode(),
+                layout.WEBHOOK_KEY_KEY: base64.urlsafe_b64encode(random_bytes(32)).decode(),
             },
         )
     )

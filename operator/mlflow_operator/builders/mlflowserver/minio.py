@@ -7,8 +7,7 @@ from typing import Any
 from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.api.mlflowserver import ManagedObjectStore
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
-from mlflow_operator.builders.postgres import DATA_VOLUME, volume_claim_template
-from mlflow_operator.builders.server_common import (
+from mlflow_operator.builders.mlflowserver.common import (
     COMPONENT_MINIO,
     empty_dir,
     plain_env,
@@ -17,7 +16,9 @@ from mlflow_operator.builders.server_common import (
     server_labels,
     store_stateful_set,
 )
-from mlflow_operator.core import tracking
+from mlflow_operator.builders.mlflowserver.postgres import DATA_VOLUME, volume_claim_template
+from mlflow_operator.builders.pod import http_probe
+from mlflow_operator.core.mlflowserver import layout
 
 MINIO_UID = 1000
 DATA_MOUNT = "/data"
@@ -26,21 +27,21 @@ DATA_MOUNT = "/data"
 def build_minio_statefulset(
     owner: Owner, managed: ManagedObjectStore, default_image: str, pod: PodTemplate
 ) -> dict[str, Any]:
-    names = tracking.ServerNames(owner.name)
+    names = layout.ServerNames(owner.name)
     container = {
         "name": "minio",
         "image": managed.image or default_image,
         "command": ["minio"],
-        "args": ["server", DATA_MOUNT, "--address", f":{tracking.MINIO_PORT}"],
-        "ports": [{"name": "s3", "containerPort": tracking.MINIO_PORT}],
+        "args": ["server", DATA_MOUNT, "--address", f":{layout.MINIO_PORT}"],
+        "ports": [{"name": "s3", "containerPort": layout.MINIO_PORT}],
         "env": [
-            secret_env("MINIO_ROOT_USER", names.minio, tracking.ACCESS_KEY_ID_KEY),
-            secret_env("MINIO_ROOT_PASSWORD", names.minio, tracking.SECRET_ACCESS_KEY_KEY),
+            secret_env("MINIO_ROOT_USER", names.minio, layout.ACCESS_KEY_ID_KEY),
+            secret_env("MINIO_ROOT_PASSWORD", names.minio, layout.SECRET_ACCESS_KEY_KEY),
             # MinIO keeps its certs directory under $HOME; the root filesystem is read-only
             plain_env("HOME", "/tmp"),  # noqa: S108 - an emptyDir of the pod
         ],
-        "readinessProbe": _http_probe("/minio/health/ready", period=5, failures=3),
-        "livenessProbe": _http_probe("/minio/health/live", period=10, failures=6),
+        "readinessProbe": http_probe("/minio/health/ready", "s3", period=5, failures=3),
+        "livenessProbe": http_probe("/minio/health/live", "s3", period=10, failures=6),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [
@@ -64,7 +65,7 @@ def build_minio_statefulset(
 
 
 def build_minio_service(owner: Owner) -> dict[str, Any]:
-    names = tracking.ServerNames(owner.name)
+    names = layout.ServerNames(owner.name)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -73,16 +74,7 @@ def build_minio_service(owner: Owner) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(owner.name, COMPONENT_MINIO),
             "ports": [
-                {"name": "s3", "port": tracking.MINIO_PORT, "targetPort": "s3", "protocol": "TCP"}
+                {"name": "s3", "port": layout.MINIO_PORT, "targetPort": "s3", "protocol": "TCP"}
             ],
         },
-    }
-
-
-def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "s3"},
-        "periodSeconds": period,
-        "timeoutSeconds": 5,
-        "failureThreshold": failures,
     }

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_operator.core.ledger import RolloutLedger, read_ledger
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger, read_ledger
 from mlflow_operator.core.naming import LABEL_MODEL_VERSION
 from mlflow_operator.core.redact import redact
 

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mlflow_operator.core.ledger import RolloutLedger
-from mlflow_operator.core.observation import DeploymentObservation, observe_deployment
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
+from mlflow_operator.core.modeldeployment.observation import (
+    DeploymentObservation,
+    observe_deployment,
+)
 
 DEFAULT_DEADLINE = 600
 

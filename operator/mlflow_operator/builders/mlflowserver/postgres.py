@@ -7,7 +7,7 @@ from typing import Any
 from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.api.mlflowserver import ManagedStore
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
-from mlflow_operator.builders.server_common import (
+from mlflow_operator.builders.mlflowserver.common import (
     COMPONENT_POSTGRES,
     empty_dir,
     plain_env,
@@ -16,7 +16,8 @@ from mlflow_operator.builders.server_common import (
     server_labels,
     store_stateful_set,
 )
-from mlflow_operator.core import tracking
+from mlflow_operator.builders.pod import exec_probe
+from mlflow_operator.core.mlflowserver import layout
 
 POSTGRES_UID = 999  # the postgres user of the official image
 DATA_MOUNT = "/var/lib/postgresql/data"
@@ -56,23 +57,23 @@ _PG_ISREADY = [
 def build_postgres_statefulset(
     owner: Owner, managed: ManagedStore, default_image: str, pod: PodTemplate
 ) -> dict[str, Any]:
-    names = tracking.ServerNames(owner.name)
+    names = layout.ServerNames(owner.name)
     secret = names.postgres
     container = {
         "name": "postgres",
         "image": managed.image or default_image,
         "command": ["sh", "-c", START_SCRIPT],
-        "ports": [{"name": "postgres", "containerPort": tracking.POSTGRES_PORT}],
+        "ports": [{"name": "postgres", "containerPort": layout.POSTGRES_PORT}],
         "env": [
-            secret_env("POSTGRES_USER", secret, tracking.USERNAME_KEY),
-            secret_env("POSTGRES_PASSWORD", secret, tracking.PASSWORD_KEY),
-            plain_env("POSTGRES_DB", tracking.MANAGED_DATABASE),
+            secret_env("POSTGRES_USER", secret, layout.USERNAME_KEY),
+            secret_env("POSTGRES_PASSWORD", secret, layout.PASSWORD_KEY),
+            plain_env("POSTGRES_DB", layout.MANAGED_DATABASE),
             plain_env("PGDATA", PGDATA),
         ],
         # a first start runs initdb: allow it minutes before liveness counts
-        "startupProbe": _exec_probe(period=5, failures=60),
-        "readinessProbe": _exec_probe(period=5, failures=3),
-        "livenessProbe": _exec_probe(period=10, failures=6),
+        "startupProbe": _pg_probe(period=5, failures=60),
+        "readinessProbe": _pg_probe(period=5, failures=3),
+        "livenessProbe": _pg_probe(period=10, failures=6),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [
@@ -99,11 +100,11 @@ def build_postgres_statefulset(
 
 def build_postgres_services(owner: Owner) -> list[dict[str, Any]]:
     """The headless Service the StatefulSet needs for pod DNS, and the Service clients use."""
-    names = tracking.ServerNames(owner.name)
+    names = layout.ServerNames(owner.name)
     labels = server_labels(owner.name, COMPONENT_POSTGRES)
     port = {
         "name": "postgres",
-        "port": tracking.POSTGRES_PORT,
+        "port": layout.POSTGRES_PORT,
         "targetPort": "postgres",
         "protocol": "TCP",
     }
@@ -141,10 +142,5 @@ def volume_claim_template(
     return {"metadata": {"name": DATA_VOLUME, "labels": dict(labels)}, "spec": spec}
 
 
-def _exec_probe(period: int, failures: int) -> dict[str, Any]:
-    return {
-        "exec": {"command": list(_PG_ISREADY)},
-        "periodSeconds": period,
-        "timeoutSeconds": 5,
-        "failureThreshold": failures,
-    }
+def _pg_probe(*, period: int, failures: int) -> dict[str, Any]:
+    return exec_probe(_PG_ISREADY, period=period, failures=failures)

@@ -12,8 +12,7 @@ from typing import Any
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
-from mlflow_operator.builders.pod import placement
-from mlflow_operator.builders.server_common import (
+from mlflow_operator.builders.mlflowserver.common import (
     COMPONENT_AUTH,
     COMPONENT_MIGRATION,
     COMPONENT_SERVER,
@@ -25,7 +24,8 @@ from mlflow_operator.builders.server_common import (
     selector_labels,
     server_labels,
 )
-from mlflow_operator.core import tracking
+from mlflow_operator.builders.pod import http_probe, placement
+from mlflow_operator.core.mlflowserver import layout
 
 SERVER_UID = 65532  # the "nonroot" user of the mlflow-server image (Dockerfile)
 AUTH_CONFIG_DIR = "/etc/mlflow/auth"
@@ -64,8 +64,8 @@ sys.exit("object store not reachable")
 """
 
 
-NEWER_SCHEMA_EXIT = tracking.NEWER_SCHEMA_EXIT
-STEP_CHECK_SCHEMA = tracking.STEP_CHECK_SCHEMA
+NEWER_SCHEMA_EXIT = layout.NEWER_SCHEMA_EXIT
+STEP_CHECK_SCHEMA = layout.STEP_CHECK_SCHEMA
 # Before `mlflow db upgrade`: a database migrated by a newer MLflow has a revision this image's
 # migrations do not know. MLflow cannot migrate back; its own error ("Can't locate revision")
 # says little, so this step says what happened, and exits 3, which fails the Job at once.
@@ -98,7 +98,7 @@ print(f"schema revision {current or 'none (empty database)'}: known to MLflow {m
 
 def database_env(server: MLflowServer) -> list[dict[str, Any]]:
     """libpq's PGUSER/PGPASSWORD from the database Secret, by reference."""
-    secret = tracking.database_secret(server)
+    secret = layout.database_secret(server)
     return [
         secret_env("PGUSER", secret.name, secret.username_key),
         secret_env("PGPASSWORD", secret.name, secret.password_key),
@@ -107,10 +107,10 @@ def database_env(server: MLflowServer) -> list[dict[str, Any]]:
 
 def object_store_env(server: MLflowServer) -> list[dict[str, Any]]:
     """boto3's S3 settings; only the tracking server holds them (it proxies artifacts)."""
-    secret = tracking.object_store_secret(server)
+    secret = layout.object_store_secret(server)
     return [
-        plain_env("MLFLOW_S3_ENDPOINT_URL", tracking.s3_endpoint(server)),
-        plain_env("AWS_DEFAULT_REGION", tracking.s3_region(server)),
+        plain_env("MLFLOW_S3_ENDPOINT_URL", layout.s3_endpoint(server)),
+        plain_env("AWS_DEFAULT_REGION", layout.s3_region(server)),
         secret_env("AWS_ACCESS_KEY_ID", secret.name, secret.username_key),
         secret_env("AWS_SECRET_ACCESS_KEY", secret.name, secret.password_key),
     ]
@@ -123,17 +123,17 @@ def server_args(server: MLflowServer) -> list[str]:
         "--host",
         "0.0.0.0",  # noqa: S104 - a pod listens on its own IP
         "--port",
-        str(tracking.TRACKING_PORT),
+        str(layout.TRACKING_PORT),
         "--workers",
         str(server.spec.workers),
         "--backend-store-uri",
-        tracking.backend_store_uri(server),
+        layout.backend_store_uri(server),
         "--artifacts-destination",
         f"s3://{server.spec.artifact_store.bucket}",
         # clients and serving pods get artifacts through the server: they need no S3 keys
         "--serve-artifacts",
         "--allowed-hosts",
-        ",".join(tracking.allowed_hosts(server)),
+        ",".join(layout.allowed_hosts(server)),
     ]
     if server.spec.auth.enabled:
         args += ["--app-name", "basic-auth"]
@@ -143,7 +143,7 @@ def server_args(server: MLflowServer) -> list[str]:
 
 
 def server_env(server: MLflowServer) -> list[dict[str, Any]]:
-    names = tracking.ServerNames(str(server.metadata["name"]))
+    names = layout.ServerNames(str(server.metadata["name"]))
     env = [
         *database_env(server),
         *object_store_env(server),
@@ -153,17 +153,17 @@ def server_env(server: MLflowServer) -> list[dict[str, Any]]:
         plain_env("MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS", "false"),
         # the same key on every replica, or webhook secrets written by one are garbage to another
         secret_env(
-            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", names.keys_secret, tracking.WEBHOOK_KEY_KEY
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY", names.keys_secret, layout.WEBHOOK_KEY_KEY
         ),
         plain_env("HOME", "/tmp"),  # noqa: S108 - an emptyDir; the root filesystem is read-only
         plain_env("PYTHONUNBUFFERED", "1"),
     ]
     if server.spec.auth.enabled:
-        admin = tracking.admin_secret(server)
+        admin = layout.admin_secret(server)
         env += [
             plain_env("MLFLOW_AUTH_CONFIG_PATH", f"{AUTH_CONFIG_DIR}/{AUTH_CONFIG_FILE}"),
             secret_env(
-                "MLFLOW_FLASK_SERVER_SECRET_KEY", names.keys_secret, tracking.FLASK_SECRET_KEY_KEY
+                "MLFLOW_FLASK_SERVER_SECRET_KEY", names.keys_secret, layout.FLASK_SECRET_KEY_KEY
             ),
             # used only on the first start against an empty user table
             secret_env("MLFLOW_AUTH_ADMIN_USERNAME", admin.name, admin.username_key),
@@ -185,7 +185,7 @@ def build_tracking_pdb(owner: Owner, server: MLflowServer) -> dict[str, Any] | N
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": child_metadata(
-            tracking.ServerNames(owner.name).deployment,
+            layout.ServerNames(owner.name).deployment,
             owner,
             server_labels(owner.name, COMPONENT_SERVER),
         ),
@@ -202,14 +202,14 @@ def auth_config(server: MLflowServer) -> str:
     return (
         "[mlflow]\n"
         "default_permission = READ\n"
-        f"database_uri = {tracking.backend_store_uri(server)}\n"
-        f"admin_username = {tracking.ADMIN_USERNAME}\n"
+        f"database_uri = {layout.backend_store_uri(server)}\n"
+        f"admin_username = {layout.ADMIN_USERNAME}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
 
 
 def build_auth_configmap(owner: Owner, server: MLflowServer) -> dict[str, Any]:
-    names = tracking.ServerNames(owner.name)
+    names = layout.ServerNames(owner.name)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -221,8 +221,8 @@ def build_auth_configmap(owner: Owner, server: MLflowServer) -> dict[str, Any]:
 
 
 def migration_job_name(server: MLflowServer, image: str) -> str:
-    key = tracking.migration_key(image, tracking.backend_store_uri(server))
-    return tracking.ServerNames(str(server.metadata["name"])).migration_job(key)
+    key = layout.migration_key(image, layout.backend_store_uri(server))
+    return layout.ServerNames(str(server.metadata["name"])).migration_job(key)
 
 
 def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[str, Any]:
@@ -230,8 +230,8 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
     each new image migrates once, and a Job that exists is never changed (Jobs are immutable).
     With auth on, the auth tables are migrated after, so replicas do not race to create them.
     """
-    uri = tracking.backend_store_uri(server)
-    key = tracking.migration_key(image, uri)
+    uri = layout.backend_store_uri(server)
+    key = layout.migration_key(image, uri)
     labels = {**server_labels(owner.name, COMPONENT_MIGRATION), LABEL_MIGRATION_KEY: key}
     env = database_env(server)
     steps = [
@@ -264,7 +264,7 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": child_metadata(
-            tracking.ServerNames(owner.name).migration_job(key),
+            layout.ServerNames(owner.name).migration_job(key),
             owner,
             labels,
             annotations={ANNOTATION_IMAGE: image},
@@ -310,7 +310,7 @@ def build_tracking_deployment(
         volumes.append(
             {
                 "name": "auth-config",
-                "configMap": {"name": tracking.ServerNames(owner.name).auth_config},
+                "configMap": {"name": layout.ServerNames(owner.name).auth_config},
             }
         )
     container: dict[str, Any] = {
@@ -318,15 +318,15 @@ def build_tracking_deployment(
         "image": image,
         "command": ["mlflow"],
         "args": server_args(server),
-        "ports": [{"name": "http", "containerPort": tracking.TRACKING_PORT}],
+        "ports": [{"name": "http", "containerPort": layout.TRACKING_PORT}],
         "env": server_env(server),
         # /health answers before the database is touched; startup allows a slow first start
         # Short periods: after an upgrade's migration every pod starts at once, and the
         # kubelet's first readiness probe waits one period after the startup probe passed;
         # /health is a constant answer, cheap at any rate.
-        "startupProbe": _health_probe(period=2, failures=150),
-        "readinessProbe": _health_probe(period=3, failures=3),
-        "livenessProbe": _health_probe(period=20, failures=6),
+        "startupProbe": http_probe("/health", "http", period=2, failures=150),
+        "readinessProbe": http_probe("/health", "http", period=3, failures=3),
+        "livenessProbe": http_probe("/health", "http", period=20, failures=6),
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": mounts,
     }
@@ -352,7 +352,7 @@ def build_tracking_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": child_metadata(
-            tracking.ServerNames(owner.name).deployment,
+            layout.ServerNames(owner.name).deployment,
             owner,
             labels,
             annotations={ANNOTATION_IMAGE: image},
@@ -374,7 +374,7 @@ def build_tracking_service(owner: Owner, server: MLflowServer) -> dict[str, Any]
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": child_metadata(
-            tracking.ServerNames(owner.name).service,
+            layout.ServerNames(owner.name).service,
             owner,
             server_labels(owner.name, COMPONENT_SERVER),
         ),
@@ -421,13 +421,4 @@ def _step(
         # a failed step's last log lines become its message, which the operator reports
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
-    }
-
-
-def _health_probe(period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": "/health", "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": 5,
-        "failureThreshold": failures,
     }

@@ -25,9 +25,7 @@ from typing import Any
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.api.mlflowserver import MLflowServer
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
-from mlflow_operator.builders.pod import placement
-from mlflow_operator.builders.postgres import POSTGRES_UID
-from mlflow_operator.builders.server_common import (
+from mlflow_operator.builders.mlflowserver.common import (
     COMPONENT_BACKUP,
     COMPONENT_RESTORE,
     empty_dir,
@@ -36,14 +34,16 @@ from mlflow_operator.builders.server_common import (
     pod_security_context,
     server_labels,
 )
-from mlflow_operator.builders.tracking_server import (
+from mlflow_operator.builders.mlflowserver.postgres import POSTGRES_UID
+from mlflow_operator.builders.mlflowserver.server import (
     ANNOTATION_IMAGE,
     LABEL_MIGRATION_KEY,
     SERVER_UID,
     database_env,
     object_store_env,
 )
-from mlflow_operator.core import tracking
+from mlflow_operator.builders.pod import placement
+from mlflow_operator.core.mlflowserver import layout
 
 BACKUP_DIR = "/backup"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller
@@ -212,7 +212,7 @@ def build_restore_job(
     source = server.spec.restore_from
     if source is None:
         raise ValueError("build_restore_job needs spec.restoreFrom")
-    name = tracking.ServerNames(owner.name).restore_job
+    name = layout.ServerNames(owner.name).restore_job
     labels = server_labels(owner.name, COMPONENT_RESTORE)
     fetch_env = [*object_store_env(server), plain_env("RESTORE_KEY", source.key)]
     fetch = _step("fetch", fetch_image, FETCH_SCRIPT, fetch_env, SERVER_UID, python=True)
@@ -243,7 +243,7 @@ def build_backup_job(
     `store_image` runs the upload: the image the server runs now, which is known to work;
     `postgres_image` must be at least the database server's major version (pg_dump's rule).
     """
-    name = tracking.ServerNames(owner.name).backup_job(migration_key)
+    name = layout.ServerNames(owner.name).backup_job(migration_key)
     labels = {**server_labels(owner.name, COMPONENT_BACKUP), LABEL_MIGRATION_KEY: migration_key}
     steps = _backup_steps(
         server, postgres_image, store_image, before_image, plain_env("BACKUP_NAME", name)
@@ -263,7 +263,7 @@ def build_backup_cronjob(
     owner: Owner, server: MLflowServer, *, postgres_image: str, store_image: str
 ) -> dict[str, Any]:
     """Backups on spec.backup.schedule, the same steps as the one before an upgrade."""
-    name = tracking.ServerNames(owner.name).backup_cronjob
+    name = layout.ServerNames(owner.name).backup_cronjob
     labels = server_labels(owner.name, COMPONENT_BACKUP)
     # the Job's name is the CronJob controller's; its pods carry it as a label
     job_name = {
@@ -302,8 +302,8 @@ def _backup_steps(
         steps.append(_step("verify", postgres_image, VERIFY_SCRIPT, scratch, POSTGRES_UID))
     store_env = [
         *object_store_env(server),
-        plain_env("BACKUP_BUCKET", tracking.backup_bucket(server)),
-        plain_env("BACKUP_PREFIX", tracking.backup_prefix(server)),
+        plain_env("BACKUP_BUCKET", layout.backup_bucket(server)),
+        plain_env("BACKUP_PREFIX", layout.backup_prefix(server)),
         plain_env("BACKUP_KEEP", str(backup.keep)),
         job_name,
         plain_env("BACKUP_BEFORE_IMAGE", before_image),
@@ -361,9 +361,9 @@ def _where(server: MLflowServer) -> list[dict[str, Any]]:
             plain_env("PGSSLMODE", external.ssl_mode),
         ]
     return [
-        plain_env("PGHOST", tracking.ServerNames(str(server.metadata["name"])).postgres),
-        plain_env("PGPORT", str(tracking.POSTGRES_PORT)),
-        plain_env("PGDATABASE", tracking.MANAGED_DATABASE),
+        plain_env("PGHOST", layout.ServerNames(str(server.metadata["name"])).postgres),
+        plain_env("PGPORT", str(layout.POSTGRES_PORT)),
+        plain_env("PGDATABASE", layout.MANAGED_DATABASE),
         plain_env("PGSSLMODE", "disable"),
     ]
 

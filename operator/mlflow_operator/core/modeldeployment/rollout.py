@@ -2,8 +2,8 @@
 
 Level-triggered: the decision depends only on these inputs, never on having seen an event, so a
 restarted operator reaches the same decision. The Deployment's pod template (the version label)
-is the record of what is being rolled out; its ledger annotations (core/ledger.py) and status
-hold what served and what failed.
+is the record of what is being rolled out; its ledger annotations (ledger.py) and status hold
+what served and what failed.
 
 The promises kept here (docs/modeldeployment.md, "Guarantees"; checked by
 tests/unit/core/test_rollout_model.py after every step of random histories):
@@ -28,10 +28,10 @@ from mlflow_operator.api.modeldeployment import (
     RolloutRecord,
 )
 from mlflow_operator.core.conditions import get_condition, set_condition
-from mlflow_operator.core.ledger import RolloutLedger
-from mlflow_operator.core.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
+from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
 from mlflow_operator.core.registry_view import RegistryState
-from mlflow_operator.core.resolution import Resolution, Resolved, follows
 
 HISTORY_LIMIT = 10
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
-from mlflow_operator.builders.pod import placement, pod_annotations, pod_labels
+from mlflow_operator.builders.pod import http_probe, placement, pod_annotations, pod_labels
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
-from mlflow_operator.core.ledger import RolloutLedger
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.naming import (
     ANNOTATION_MODEL_URI,
     LABEL_COMPONENT,
@@ -110,15 +110,6 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return resources
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": 5,
-        "failureThreshold": failures,
-    }
-
-
 def _gpu_tolerations(spec: ModelDeploymentSpec, config: OperatorConfig) -> list[dict[str, Any]]:
     if spec.serving.gpu.count == 0:
         return []
@@ -138,7 +129,7 @@ def build_serving_deployment(
     """The Deployment that serves `version` of the model.
 
     `ledger` goes into the Deployment's own annotations (never the pod template's), so that
-    the write that changes the template also records why (core/ledger.py).
+    the write that changes the template also records why (core/modeldeployment/ledger.py).
     """
     name = serving_name(owner.name)
     uri = model_uri(spec.model.name, version)
@@ -160,9 +151,9 @@ def build_serving_deployment(
         "command": serving_command(spec, uri),
         "env": serving_env(spec, uri, endpoint),
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-        "startupProbe": _probe("/ping", 5, STARTUP_SECONDS // 5),
-        "readinessProbe": _probe("/ping", 5, 3),
-        "livenessProbe": _probe("/health", 10, 3),
+        "startupProbe": http_probe("/ping", "http", period=5, failures=STARTUP_SECONDS // 5),
+        "readinessProbe": http_probe("/ping", "http", period=5, failures=3),
+        "livenessProbe": http_probe("/health", "http", period=10, failures=3),
         "resources": _resources(spec),
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
