@@ -1,8 +1,10 @@
 """docs/troubleshooting.md names every condition reason and Event reason the operator writes.
 
-The reasons are the CamelCase string literals of the code that decides status and Events; the
-words there that are not reasons are listed below, each for a reason. A new reason in the code
-fails this test until the page has a row for it.
+The reasons are constants of one module per kind (core/modeldeployment/conditions.py,
+core/mlflowserver/conditions.py); the scan reads every CamelCase string literal of the code that
+decides status and Events, so a reason written as a literal elsewhere is found too (and refused
+below). The words there that are not reasons are listed, each for a reason. A new reason in the
+code fails this test until the page has a row for it.
 """
 
 from __future__ import annotations
@@ -66,3 +68,26 @@ def test_the_kubernetes_refusal_reasons_are_documented() -> None:
     assert "`Kubernetes<Reason>`" in text
     assert "KubernetesForbidden" in text
     assert "KubernetesInvalid" in text
+
+
+# Reasons Kubernetes writes into pods and Deployments, which the operator passes on as they are.
+KUBERNETES_REASONS = {
+    *("CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "OOMKilled"),
+    *("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"),
+    "ReplicaFailure",
+}
+
+
+def test_reasons_are_the_constants_of_the_conditions_modules() -> None:
+    """A reason is written once, in its kind's conditions module: a literal elsewhere is a
+    second spelling waiting to drift."""
+    elsewhere = {}
+    for directory in WHERE:
+        for path in (PACKAGE / directory).rglob("*.py"):
+            if path.name == "conditions.py":
+                continue
+            found = set(re.findall(r'"([A-Z][A-Za-z]+)"', path.read_text()))
+            stray = found - NOT_REASONS - KUBERNETES_REASONS
+            if stray:
+                elsewhere[str(path.relative_to(PACKAGE))] = sorted(stray)
+    assert elsewhere == {}

@@ -7,6 +7,11 @@ from datetime import datetime
 
 from mlflow_operator.api.common import Condition, ConditionStatus
 
+# The summary condition of both kinds (`kubectl wait --for=condition=Ready`).
+READY = "Ready"
+# Both kinds: the spec breaks a rule the API server could not check (or an older CRD let in).
+INVALID_SPEC = "InvalidSpec"
+
 
 def set_condition(
     conditions: Sequence[Condition],

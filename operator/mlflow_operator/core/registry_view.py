@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-READY = "READY"
+from mlflow_operator.core.modeldeployment.conditions import REGISTRY_UNREACHABLE
+
+# A model version's status in MLflow once its files are registered (not a condition).
+VERSION_READY = "READY"
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class VersionInfo:
     """One model version as the registry reports it."""
 
     version: str
-    status: str = READY  # READY | PENDING_REGISTRATION | FAILED_REGISTRATION
+    status: str = VERSION_READY  # READY | PENDING_REGISTRATION | FAILED_REGISTRATION
     status_message: str = ""
     run_id: str = ""
     current_stage: str = "None"
@@ -42,4 +45,4 @@ class RegistryState:
     synced: bool  # the last sweep succeeded
     last_sync: datetime | None  # when a sweep last succeeded
     error: str = ""  # why the last sweep failed (never contains credentials)
-    reason: str = "RegistryUnreachable"  # the RegistrySynced reason when not synced
+    reason: str = REGISTRY_UNREACHABLE  # the RegistrySynced reason when not synced

@@ -51,9 +51,17 @@ from mlflow_operator.builders.mlflowserver.server import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.applied import already_applied
-from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.conditions import INVALID_SPEC, READY, get_condition, set_condition
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.mlflowserver.backup import BackupState, observe_backup
+from mlflow_operator.core.mlflowserver.conditions import (
+    BACKUP_STARTED,
+    MIGRATION_STARTED,
+    RESTORE_STARTED,
+    SECRET_GENERATED,
+    SERVER_IMAGE_CHANGED,
+    SERVER_STOPPED,
+)
 from mlflow_operator.core.mlflowserver.observation import (
     MIN_ADMIN_PASSWORD,
     Fact,
@@ -65,7 +73,7 @@ from mlflow_operator.core.mlflowserver.observation import (
     failed_step,
 )
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
-from mlflow_operator.core.mlflowserver.status import READY, condition_events, fold_status
+from mlflow_operator.core.mlflowserver.status import condition_events, fold_status
 from mlflow_operator.crds import MLFLOW_SERVER
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
@@ -124,7 +132,7 @@ class MLflowServerReconciler:
         errors = object_errors(MLflowServerSpec, MLFLOW_SERVER.name_rules, fresh)
         if errors:
             message = "Invalid spec: " + "; ".join(errors)
-            status = _with_ready(previous, "InvalidSpec", message, generation, now)
+            status = _with_ready(previous, INVALID_SPEC, message, generation, now)
             status.observed_generation = generation
             await self._settle(owner, previous, status, version, emit)
             metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
@@ -244,7 +252,7 @@ class _ServerRun:
                 name = secret["metadata"]["name"]
                 self.emit(
                     "Normal",
-                    "SecretGenerated",
+                    SECRET_GENERATED,
                     f"Generated Secret {name}; the operator never rotates it.",
                 )
         spec = self.server.spec
@@ -422,7 +430,7 @@ class _ServerRun:
         if plan.stop_writers and obs.deployment is not None and obs.deployment.desired > 0:
             self.emit(
                 "Normal",
-                "ServerStopped",
+                SERVER_STOPPED,
                 f"Tracking server scaled to 0 for the migration to image {obs.desired_image}: "
                 "MLflow migrates only with every writer stopped. The backup is stored.",
             )
@@ -431,7 +439,7 @@ class _ServerRun:
             logger.info("%s: tracking server image %s", self.owner.name, plan.server_image)
             self.emit(
                 "Normal",
-                "ServerImageChanged",
+                SERVER_IMAGE_CHANGED,
                 f"Tracking server Deployment {moved} image {plan.server_image}.",
             )
         elif plan.migrated:
@@ -461,7 +469,7 @@ class _ServerRun:
             or obs.desired_image,
         )
         await self._start_job(
-            job, "BackupStarted", f"to back up the database before the migration to image "
+            job, BACKUP_STARTED, f"to back up the database before the migration to image "
             f"{obs.desired_image}",
         )  # fmt: skip
 
@@ -472,7 +480,7 @@ class _ServerRun:
             postgres_image=self._postgres_image,
             fetch_image=obs.desired_image,
         )
-        await self._start_job(job, "RestoreStarted", f"to fill the database from {obs.restore_key}")
+        await self._start_job(job, RESTORE_STARTED, f"to fill the database from {obs.restore_key}")
 
     async def _start_job(self, job: dict[str, Any], reason: str, purpose: str) -> None:
         try:
@@ -485,7 +493,7 @@ class _ServerRun:
 
     async def _create_migration(self, image: str) -> None:
         job = build_migration_job(self.owner, self.server, image)
-        await self._start_job(job, "MigrationStarted", f"to migrate the schema for image {image}")
+        await self._start_job(job, MIGRATION_STARTED, f"to migrate the schema for image {image}")
 
     async def _apply_backup_schedule(self, image: str) -> None:
         """The backup CronJob while spec.backup.schedule is set; none otherwise."""

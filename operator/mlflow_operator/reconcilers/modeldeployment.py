@@ -28,9 +28,16 @@ from mlflow_operator.builders.modeldeployment import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.api_refusal import ApiRefusal
-from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.conditions import INVALID_SPEC, get_condition, set_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.mlflowserver import layout
+from mlflow_operator.core.modeldeployment.conditions import (
+    CREDENTIALS_NOT_FOUND,
+    ROLLING_BACK,
+    ROLLOUT_STARTED,
+    SERVER_NOT_FOUND,
+    SUSPENDED,
+)
 from mlflow_operator.core.modeldeployment.observation import observe_deployment
 from mlflow_operator.core.modeldeployment.resolution import resolve_target
 from mlflow_operator.core.modeldeployment.rollout import (
@@ -183,7 +190,7 @@ class ModelDeploymentReconciler:
             await self._api.apply(build_serving_service(spec, owner))
         self._write_back(spec, owner, plan, client)
         self._count(owner, plan)
-        if view.lag is not None and any(e.reason == "RolloutStarted" for e in plan.events):
+        if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
         return ReconcileResult(
             recheck_after=ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
@@ -266,7 +273,7 @@ class ModelDeploymentReconciler:
             )
             if server_body is None:
                 raise EndpointProblem(
-                    "ServerNotFound",
+                    SERVER_NOT_FOUND,
                     f"MLflowServer {registry.server_ref.name!r} not found in namespace {namespace}",
                 )
             server = MLflowServer.model_validate(server_body)
@@ -287,7 +294,7 @@ class ModelDeploymentReconciler:
         data = await self._api.secret_data(keys.name, namespace)
         if data is None:
             raise EndpointProblem(
-                "CredentialsNotFound", f"Secret {keys.name!r} not found in namespace {namespace}"
+                CREDENTIALS_NOT_FOUND, f"Secret {keys.name!r} not found in namespace {namespace}"
             )
         credentials = Credentials(
             username=data.get(keys.username_key or "", ""),
@@ -297,7 +304,7 @@ class ModelDeploymentReconciler:
         if not (credentials.token or credentials.username):
             wanted = [k for k in (keys.username_key, keys.token_key) if k]
             raise EndpointProblem(
-                "CredentialsNotFound",
+                CREDENTIALS_NOT_FOUND,
                 f"Secret {keys.name!r} has none of the keys {', '.join(wanted)}",
             )
         return credentials
@@ -331,7 +338,7 @@ class ModelDeploymentReconciler:
                 status.conditions,
                 type_,
                 "False" if type_ == "Ready" else "True",
-                reason="InvalidSpec",
+                reason=INVALID_SPEC,
                 message="; ".join(errors),
                 generation=generation,
                 now=now,
@@ -433,11 +440,11 @@ class ModelDeploymentReconciler:
             target=status.target_version,
             serving=status.serving_version,
             # as status says it (Progressing reason Suspended), so the alert agrees with kubectl
-            suspended=any(c.reason == "Suspended" for c in status.conditions),
+            suspended=any(c.reason == SUSPENDED for c in status.conditions),
             last_sync=status.last_registry_sync,
             succeeded=bool(plan.succeeded_version),
             failed=bool(plan.failed_version),
-            rolled_back=any(e.reason == "RollingBack" for e in plan.events),
+            rolled_back=any(e.reason == ROLLING_BACK for e in plan.events),
         )
 
 

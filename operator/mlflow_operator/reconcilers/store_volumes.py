@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_operator.core.mlflowserver.conditions import STORAGE_CHANGE_REFUSED, STORAGE_EXPANDING
 from mlflow_operator.core.mlflowserver.observation import Fact
 from mlflow_operator.core.mlflowserver.storage import (
     ClaimChange,
@@ -28,9 +29,6 @@ from mlflow_operator.kube.refusals import KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink
 
 logger = logging.getLogger(__name__)
-
-STORAGE_EXPANDING = "StorageExpanding"
-STORAGE_CHANGE_REFUSED = "StorageChangeRefused"
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,14 @@ from typing import Any
 import aiohttp
 
 from mlflow_operator.api.names import WRITE_BACK_TAG_PREFIX
+from mlflow_operator.core.modeldeployment.conditions import (
+    REGISTRY_BAD_RESPONSE,
+    REGISTRY_CREDENTIALS_REFUSED,
+    REGISTRY_HTTP_ERROR,
+    REGISTRY_UNREACHABLE,
+)
 from mlflow_operator.core.redact import redact
-from mlflow_operator.core.registry_view import ModelSnapshot, VersionInfo
+from mlflow_operator.core.registry_view import VERSION_READY, ModelSnapshot, VersionInfo
 
 API = "/api/2.0/mlflow"
 PAGE_SIZE = 1000  # the server's maximum for registered-models/search
@@ -26,16 +32,10 @@ VERSIONS_PAGE_SIZE = 10_000  # model-versions/search allows 200,000; ~5 MB of JS
 MAX_FILTER_CHARS = 4000  # keep URLs well under common proxy limits
 
 
-UNREACHABLE = "RegistryUnreachable"  # no connection, or no answer in time
-CREDENTIALS_REFUSED = "RegistryCredentialsRefused"  # HTTP 401/403
-HTTP_ERROR = "RegistryHttpError"  # any other HTTP error status
-BAD_RESPONSE = "RegistryBadResponse"  # an answer that is not MLflow's JSON (a login page, ...)
-
-
 class RegistryError(Exception):
     """MLflow could not be read; the message names the endpoint, never its credentials."""
 
-    def __init__(self, message: str, reason: str = UNREACHABLE) -> None:
+    def __init__(self, message: str, reason: str = REGISTRY_UNREACHABLE) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -101,7 +101,7 @@ class RegistryClient:
                 except (aiohttp.ClientPayloadError, UnicodeDecodeError) as exc:
                     raise RegistryError(
                         f"MLflow at {where} sent a broken answer to {path} ({type(exc).__name__})",
-                        BAD_RESPONSE,
+                        REGISTRY_BAD_RESPONSE,
                     ) from None
                 if resp.status >= 400:
                     raise _http_error(where, resp.status, path, text)
@@ -178,7 +178,7 @@ class RegistryClient:
             raise RegistryError(
                 f"MLflow at {self.display_url} answered {path} with JSON that is not MLflow's "
                 f"({type(exc).__name__}: {exc})"[:300],
-                BAD_RESPONSE,
+                REGISTRY_BAD_RESPONSE,
             ) from None
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
@@ -208,13 +208,15 @@ def _http_error(where: str, status: int, path: str, text: str) -> RegistryError:
     except (ValueError, AttributeError):
         code = ""
     if status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
-        return RegistryNotFound(f"{path}: not found", HTTP_ERROR)
+        return RegistryNotFound(f"{path}: not found", REGISTRY_HTTP_ERROR)
     if status in (401, 403):
         return RegistryError(
-            f"MLflow at {where} refused the credentials (HTTP {status})", CREDENTIALS_REFUSED
+            f"MLflow at {where} refused the credentials (HTTP {status})",
+            REGISTRY_CREDENTIALS_REFUSED,
         )
     return RegistryError(
-        f"MLflow at {where} answered HTTP {status} {code} to {path}".replace("  ", " "), HTTP_ERROR
+        f"MLflow at {where} answered HTTP {status} {code} to {path}".replace("  ", " "),
+        REGISTRY_HTTP_ERROR,
     )
 
 
@@ -232,7 +234,7 @@ def _json_object(where: str, path: str, content_type: str, text: str) -> dict[st
         raise RegistryError(
             f"MLflow at {where} answered {path} with HTTP 200 but not MLflow's JSON: "
             f"content type {content_type or 'unknown'}{hint}",
-            BAD_RESPONSE,
+            REGISTRY_BAD_RESPONSE,
         )
     return data
 
@@ -271,7 +273,7 @@ def _name_filters(names: Sequence[str]) -> list[str]:
 def _version(data: dict[str, Any]) -> VersionInfo:
     return VersionInfo(
         version=str(data.get("version", "")),
-        status=str(data.get("status", "READY")),
+        status=str(data.get("status", VERSION_READY)),
         status_message=str(data.get("status_message", "")),
         run_id=str(data.get("run_id", "")),
         current_stage=str(data.get("current_stage", "None")),

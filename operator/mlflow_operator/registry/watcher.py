@@ -17,9 +17,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mlflow_operator import metrics
-from mlflow_operator.core.registry_view import READY, ModelSnapshot, RegistryState, VersionInfo
+from mlflow_operator.core.modeldeployment.conditions import REGISTRY_BAD_RESPONSE, REGISTRY_STALLED
+from mlflow_operator.core.registry_view import (
+    VERSION_READY,
+    ModelSnapshot,
+    RegistryState,
+    VersionInfo,
+)
 from mlflow_operator.registry.client import (
-    BAD_RESPONSE,
     Credentials,
     RegistryClient,
     RegistryError,
@@ -30,7 +35,6 @@ MAX_BACKOFF_SECONDS = 300.0
 # A watcher that has not completed a sweep for this many poll intervals says so, whatever
 # the cause (a request that hangs, a loop that died, an event loop that is starved).
 STALL_INTERVALS = 3
-STALLED = "RegistryStalled"
 
 
 @dataclass
@@ -121,7 +125,7 @@ class RegistryWatcher:
                 synced=False,
                 last_sync=self._last_sync,
                 error=stalled,
-                reason=STALLED,
+                reason=REGISTRY_STALLED,
             )
         return RegistryState(
             snapshot=self._snapshots.get(model),
@@ -129,7 +133,7 @@ class RegistryWatcher:
             last_sync=self._last_sync,
             error=self._error
             or ("" if self._synced else f"no sweep of {self.client.display_url} completed yet"),
-            reason=self._reason or STALLED,
+            reason=self._reason or REGISTRY_STALLED,
         )
 
     def _stalled(self) -> str:
@@ -198,7 +202,7 @@ class RegistryWatcher:
         except Exception as exc:  # whatever it is, the followers must hear of it
             logger.exception("registry sweep of %s failed", self.client.display_url)
             message = f"reading MLflow at {self.client.display_url} failed: {type(exc).__name__}"
-            self._failed(names, message, BAD_RESPONSE, was_synced)
+            self._failed(names, message, REGISTRY_BAD_RESPONSE, was_synced)
             return
         finally:
             label = self.client.display_url
@@ -269,7 +273,7 @@ class RegistryWatcher:
             info = self._ready_versions.get(key) or await self.client.get_version(*key)
             if info is None:
                 continue
-            if info.status == READY:
+            if info.status == VERSION_READY:
                 self._ready_versions[key] = info
             extra[version] = info
         if not extra:

@@ -13,9 +13,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlflow_operator.api.mlflowserver import BackupRecord
+from mlflow_operator.core.mlflowserver.conditions import (
+    BACKUP_FAILED,
+    BACKUP_UNREPORTED,
+    BACKUP_VERIFIED,
+    NOT_VERIFIED,
+)
 from mlflow_operator.core.mlflowserver.observation import Fact, failed_step
 
-BACKUP_VERIFIED = "BackupVerified"
 STATUS_BACKUPS = 10  # status keeps the newest ten; the bucket keeps spec.backup.keep
 
 
@@ -49,18 +54,18 @@ def observe_backup(job: dict[str, Any], pods: list[dict[str, Any]]) -> BackupSta
 def verified_fact(state: BackupState) -> Fact | None:
     """BackupVerified's value once the Job has finished; None while it runs."""
     if state.failed:
-        return Fact("False", "BackupFailed", f"Job {state.name} failed: {state.message}")
+        return Fact("False", BACKUP_FAILED, f"Job {state.name} failed: {state.message}")
     if not state.succeeded:
         return None
     record = state.record
     if record is None:
         return Fact(
-            "False", "BackupUnreported", f"Job {state.name} succeeded but reported no result."
+            "False", BACKUP_UNREPORTED, f"Job {state.name} succeeded but reported no result."
         )
     if not record.verified:
         return Fact(
             "False",
-            "NotVerified",
+            NOT_VERIFIED,
             f"Backup {record.key} ({record.size_bytes} bytes) of {record.time} is stored "
             "without a restore test (spec.backup.verify is false).",
         )

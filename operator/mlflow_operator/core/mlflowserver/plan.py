@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlflow_operator.core.mlflowserver.conditions import (
+    EXTERNAL_DATABASE_CONFIGURED,
+    EXTERNAL_STORE_CONFIGURED,
+    MINIO_NOT_READY,
+    MINIO_READY,
+    POSTGRES_NOT_READY,
+    POSTGRES_READY,
+    SECRET_KEY_MISSING,
+    SECRET_NOT_FOUND,
+    SECRET_VALUE_INVALID,
+)
 from mlflow_operator.core.mlflowserver.observation import (
     Fact,
     SecretCheck,
@@ -108,9 +119,9 @@ def database_fact(obs: ServerObservation) -> Fact:
     if problem is not None:
         return problem
     if obs.managed_database:
-        return _workload_fact(obs.postgres, "PostgreSQL", "PostgresReady", "PostgresNotReady")
+        return _workload_fact(obs.postgres, "PostgreSQL", POSTGRES_READY, POSTGRES_NOT_READY)
     return Fact(
-        "True", "ExternalDatabaseConfigured", f"Using PostgreSQL at {obs.external_database}."
+        "True", EXTERNAL_DATABASE_CONFIGURED, f"Using PostgreSQL at {obs.external_database}."
     )
 
 
@@ -119,23 +130,23 @@ def artifact_store_fact(obs: ServerObservation) -> Fact:
     if problem is not None:
         return problem
     if obs.managed_object_store:
-        return _workload_fact(obs.minio, "MinIO", "MinioReady", "MinioNotReady")
+        return _workload_fact(obs.minio, "MinIO", MINIO_READY, MINIO_NOT_READY)
     return Fact(
-        "True", "ExternalStoreConfigured", f"Using S3 storage at {obs.external_object_store}."
+        "True", EXTERNAL_STORE_CONFIGURED, f"Using S3 storage at {obs.external_object_store}."
     )
 
 
 def secret_fact(check: SecretCheck) -> Fact | None:
     if not check.found:
-        return Fact("False", "SecretNotFound", f"Secret {check.name} not found.")
+        return Fact("False", SECRET_NOT_FOUND, f"Secret {check.name} not found.")
     if check.missing_keys:
         keys = ", ".join(check.missing_keys)
         noun = "key" if len(check.missing_keys) == 1 else "keys"
         return Fact(
-            "False", "SecretKeyMissing", f"Secret {check.name} has no (or an empty) {noun} {keys}."
+            "False", SECRET_KEY_MISSING, f"Secret {check.name} has no (or an empty) {noun} {keys}."
         )
     if check.problems:
-        return Fact("False", "SecretValueInvalid", " ".join(check.problems))
+        return Fact("False", SECRET_VALUE_INVALID, " ".join(check.problems))
     return None
 
 

@@ -13,32 +13,57 @@ from datetime import datetime
 
 from mlflow_operator.api.common import Condition
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
-from mlflow_operator.core.conditions import get_condition, set_condition
-from mlflow_operator.core.mlflowserver.backup import BACKUP_VERIFIED, verified_fact, with_backups
+from mlflow_operator.core.conditions import INVALID_SPEC, READY, get_condition, set_condition
+from mlflow_operator.core.mlflowserver.backup import verified_fact, with_backups
+from mlflow_operator.core.mlflowserver.conditions import (
+    ARTIFACT_STORE_NOT_READY,
+    ARTIFACT_STORE_READY,
+    BACKING_UP,
+    BACKUP_FAILED,
+    BACKUP_UNREPORTED,
+    BACKUP_VERIFIED,
+    DATABASE_NOT_READY,
+    DATABASE_READY,
+    DEPLOYING,
+    DOWNGRADE_REFUSED,
+    MIGRATION_FAILED,
+    MIGRATION_PENDING,
+    MIGRATION_RUNNING,
+    MIGRATION_SUCCEEDED,
+    PODS_NOT_READY,
+    RESTORE_FAILED,
+    RESTORE_REFUSED,
+    RESTORING,
+    ROLLING_OUT,
+    SCALED_TO_ZERO,
+    SCHEMA_MIGRATED,
+    SECRET_KEY_MISSING,
+    SECRET_NOT_FOUND,
+    SECRET_VALUE_INVALID,
+    SERVING,
+    STOPPING_SERVER,
+    STORAGE_CHANGE_REFUSED,
+    WAITING_FOR_DATABASE,
+)
 from mlflow_operator.core.mlflowserver.layout import NEWER_SCHEMA_EXIT, STEP_CHECK_SCHEMA
 from mlflow_operator.core.mlflowserver.observation import Fact, ServerObservation
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, secret_fact
-
-READY = "Ready"
-DATABASE_READY = "DatabaseReady"
-ARTIFACT_STORE_READY = "ArtifactStoreReady"
-SCHEMA_MIGRATED = "SchemaMigrated"
 
 # Reasons that mean a person has to act; they become Warning Events (so do the Kubernetes*
 # reasons of an API refusal, core/api_refusal.py).
 WARNING_REASONS = frozenset(
     {
-        "SecretNotFound",
-        "SecretKeyMissing",
-        "SecretValueInvalid",
-        "MigrationFailed",
-        "BackupFailed",
-        "DowngradeRefused",
-        "RestoreFailed",
-        "RestoreRefused",
-        "BackupUnreported",
-        "InvalidSpec",
-        "StorageChangeRefused",
+        SECRET_NOT_FOUND,
+        SECRET_KEY_MISSING,
+        SECRET_VALUE_INVALID,
+        MIGRATION_FAILED,
+        BACKUP_FAILED,
+        DOWNGRADE_REFUSED,
+        RESTORE_FAILED,
+        RESTORE_REFUSED,
+        BACKUP_UNREPORTED,
+        INVALID_SPEC,
+        STORAGE_CHANGE_REFUSED,
     }
 )
 
@@ -55,7 +80,7 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
     if plan.migrated:
         where = f" by Job {job.name}" if job else ""
         return Fact(
-            "True", "MigrationSucceeded", f"Schema migrated{where} for image {obs.desired_image}."
+            "True", MIGRATION_SUCCEEDED, f"Schema migrated{where} for image {obs.desired_image}."
         )
     if job is not None and job.failed:
         step = job.failed_step
@@ -67,7 +92,7 @@ def migration_fact(obs: ServerObservation, plan: ServerPlan) -> Fact:
         keeps = _keeps_running(obs)
         return Fact(
             "False",
-            "MigrationFailed",
+            MIGRATION_FAILED,
             f"Job {job.name} failed to migrate the schema for image {obs.desired_image} "
             f"({why}).{keeps} Delete the Job to try again.",
         )
@@ -83,18 +108,18 @@ def _migration_progress(obs: ServerObservation, plan: ServerPlan) -> Fact:
         stopped = " The server is stopped until it ends." if plan.stop_writers else ""
         return Fact(
             "False",
-            "MigrationRunning",
+            MIGRATION_RUNNING,
             f"{name} runs `mlflow db upgrade` for image {obs.desired_image}.{stopped}",
         )
     if plan.stop_writers:
         return Fact(
             "False",
-            "StoppingServer",
+            STOPPING_SERVER,
             f"The backup is stored; the tracking server stops before the migration to image "
             f"{obs.desired_image}, because MLflow migrates only with every writer stopped "
             f"({obs.server_pods or 0} pods left).",
         )
-    return Fact("False", "WaitingForDatabase", "The migration starts once the database is ready.")
+    return Fact("False", WAITING_FOR_DATABASE, "The migration starts once the database is ready.")
 
 
 def _downgrade_fact(obs: ServerObservation, job: str, log: str) -> Fact:
@@ -103,7 +128,7 @@ def _downgrade_fact(obs: ServerObservation, job: str, log: str) -> Fact:
     back = f"set spec.image back to {obs.migrated_image}" if obs.migrated_image else "go back"
     return Fact(
         "False",
-        "DowngradeRefused",
+        DOWNGRADE_REFUSED,
         f"Image {obs.desired_image} (MLflow {desired}) cannot run on this database, migrated "
         f"by {migrated}: {log}.{_keeps_running(obs)} Either {back}, or restore a backup taken "
         f"before that migration (docs/mlflowserver.md, roll back a failed upgrade) and delete "
@@ -122,7 +147,7 @@ def _before_migration(obs: ServerObservation, plan: ServerPlan) -> Fact | None:
     if backup is not None and backup.failed:
         return Fact(
             "False",
-            "BackupFailed",
+            BACKUP_FAILED,
             f"The migration to image {obs.desired_image} waits for a backup of the "
             f"database: Job {backup.name} failed ({backup.message}).{keeps} Delete the "
             "Job to try again.",
@@ -130,7 +155,7 @@ def _before_migration(obs: ServerObservation, plan: ServerPlan) -> Fact | None:
     name = backup.name if backup else "a backup Job"
     return Fact(
         "False",
-        "BackingUp",
+        BACKING_UP,
         f"{name} backs up the database before the migration to image {obs.desired_image}.{keeps}",
     )
 
@@ -140,7 +165,7 @@ def _restore_fact(obs: ServerObservation) -> Fact:
     if restore is not None and restore.failed:
         return Fact(
             "False",
-            "RestoreFailed",
+            RESTORE_FAILED,
             f"Job {restore.name} could not restore {obs.restore_key} ({restore.message}). Fix "
             "the cause, empty the database if the restore began, and delete the Job to try "
             "again.",
@@ -148,7 +173,7 @@ def _restore_fact(obs: ServerObservation) -> Fact:
     name = restore.name if restore else "a restore Job"
     return Fact(
         "False",
-        "Restoring",
+        RESTORING,
         f"{name} fills the database from {obs.restore_key} before the first migration.",
     )
 
@@ -166,19 +191,19 @@ def ready_fact(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fac
         return blocker
     deployment = obs.deployment
     if deployment is None:
-        return Fact("False", "Deploying", "The tracking server Deployment is being created.")
+        return Fact("False", DEPLOYING, "The tracking server Deployment is being created.")
     if deployment.desired == 0:
-        return Fact("False", "ScaledToZero", "spec.replicas is 0: no server runs.")
+        return Fact("False", SCALED_TO_ZERO, "spec.replicas is 0: no server runs.")
     if deployment.image != obs.desired_image or not deployment.current_generation:
-        return Fact("False", "RollingOut", f"Rolling out image {obs.desired_image}.")
+        return Fact("False", ROLLING_OUT, f"Rolling out image {obs.desired_image}.")
     if not deployment.all_ready or deployment.updated < deployment.desired:
         return Fact(
             "False",
-            "PodsNotReady",
+            PODS_NOT_READY,
             f"{deployment.ready} of {deployment.desired} tracking server pods are ready.",
         )
     serving = Fact(
-        "True", "Serving", f"{deployment.ready} tracking server pods serve {deployment.image}."
+        "True", SERVING, f"{deployment.ready} tracking server pods serve {deployment.image}."
     )
     # it serves, but a store's volume is not yet the size the spec asks for
     return obs.storage_pending[0] if obs.storage_pending else serving
@@ -191,7 +216,7 @@ def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact 
     if plan.restore_refused:
         return Fact(
             "False",
-            "RestoreRefused",
+            RESTORE_REFUSED,
             f"spec.restoreFrom {obs.restore_key} fills only the database of a new server; "
             f"this one was migrated by {obs.migrated_image} and is left alone. Remove the "
             "field, or restore by hand (docs/mlflowserver.md, roll back a failed upgrade).",
@@ -201,19 +226,19 @@ def _blocker(obs: ServerObservation, plan: ServerPlan, migration: Fact) -> Fact 
         if problem is not None:
             return problem
     for fact, reason in (
-        (plan.database, "DatabaseNotReady"),
-        (plan.artifact_store, "ArtifactStoreNotReady"),
+        (plan.database, DATABASE_NOT_READY),
+        (plan.artifact_store, ARTIFACT_STORE_NOT_READY),
     ):
         if fact.status != "True":
             return Fact("False", reason, fact.message)
     if migration.status != "True":
         failed = migration.reason in (
-            "MigrationFailed",
-            "DowngradeRefused",
-            "BackupFailed",
-            "RestoreFailed",
+            MIGRATION_FAILED,
+            DOWNGRADE_REFUSED,
+            BACKUP_FAILED,
+            RESTORE_FAILED,
         )
-        reason = migration.reason if failed else "MigrationPending"
+        reason = migration.reason if failed else MIGRATION_PENDING
         return Fact("False", reason, migration.message)
     return None
 

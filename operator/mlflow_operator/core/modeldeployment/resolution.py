@@ -10,7 +10,17 @@ from dataclasses import dataclass
 
 from mlflow_operator.api.modeldeployment import ModelSelector, VersionSelector
 from mlflow_operator.api.semver import in_range, parse_version
-from mlflow_operator.core.registry_view import READY, ModelSnapshot, VersionInfo
+from mlflow_operator.core.modeldeployment.conditions import (
+    ALIAS_NOT_FOUND,
+    MODEL_NOT_FOUND,
+    NO_MATCHING_VERSION,
+    NO_SELECTOR,
+    NO_VERSION_IN_STAGE,
+    VERSION_NOT_FOUND,
+    VERSION_NOT_READY,
+    VERSIONS_NOT_READ,
+)
+from mlflow_operator.core.registry_view import VERSION_READY, ModelSnapshot, VersionInfo
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ def resolve_target(selector: ModelSelector, snapshot: ModelSnapshot | None) -> R
     """The version the registry selects now, if it is deployable."""
     if snapshot is None:
         return Unresolved(
-            "ModelNotFound", f"registered model {selector.name!r} does not exist in MLflow"
+            MODEL_NOT_FOUND, f"registered model {selector.name!r} does not exist in MLflow"
         )
     if selector.selector is not None:
         return _select(snapshot, selector.selector)
@@ -72,7 +82,7 @@ def resolve_target(selector: ModelSelector, snapshot: ModelSnapshot | None) -> R
     if info is None:
         if selector.version is not None:
             return Unresolved(
-                "VersionNotFound", f"registered model {selector.name!r} has no version {version}"
+                VERSION_NOT_FOUND, f"registered model {selector.name!r} has no version {version}"
             )
         info = VersionInfo(version=version)  # aliased/staged versions exist by construction
     return _deployable(selector.name, info)
@@ -85,26 +95,26 @@ def _named_version(selector: ModelSelector, snapshot: ModelSnapshot) -> str | Un
         version = snapshot.aliases.get(selector.alias)
         if version is None:
             return Unresolved(
-                "AliasNotFound", f"registered model {name!r} has no alias {selector.alias!r}"
+                ALIAS_NOT_FOUND, f"registered model {name!r} has no alias {selector.alias!r}"
             )
         return version
     if selector.stage is not None:
         version = snapshot.latest_by_stage.get(selector.stage)
         if version is None:
             return Unresolved(
-                "NoVersionInStage", f"registered model {name!r} has no version in {selector.stage}"
+                NO_VERSION_IN_STAGE, f"registered model {name!r} has no version in {selector.stage}"
             )
         return version
     if selector.version is None:  # the API rules allow exactly one way; none is a bug upstream
-        return Unresolved("NoSelector", "spec.model sets none of alias, stage, version or selector")
+        return Unresolved(NO_SELECTOR, "spec.model sets none of alias, stage, version or selector")
     return selector.version
 
 
 def _deployable(name: str, info: VersionInfo) -> Resolution:
-    if info.status != READY:
+    if info.status != VERSION_READY:
         detail = f": {info.status_message}" if info.status_message else ""
         return Unresolved(
-            "VersionNotReady",
+            VERSION_NOT_READY,
             f"version {info.version} of {name!r} is {info.status}, not READY{detail}",
         )
     return Resolved(version=info.version, run_id=info.run_id)
@@ -116,12 +126,12 @@ def _select(snapshot: ModelSnapshot, selector: VersionSelector) -> Resolution:
     name = snapshot.name
     if not snapshot.all_versions:
         return Unresolved(
-            "VersionsNotRead",
+            VERSIONS_NOT_READ,
             f"the versions of {name!r} have not been read yet; the next registry sweep reads them",
         )
     what = _selector_text(selector)
     tagged = [v for v in snapshot.versions.values() if _has_tags(v, selector.tags or {})]
-    ready = [v for v in tagged if v.status == READY]
+    ready = [v for v in tagged if v.status == VERSION_READY]
     ranked: list[tuple[tuple[object, ...], VersionInfo, str]] = []
     outside: list[str] = []
     for info in ready:
@@ -132,7 +142,7 @@ def _select(snapshot: ModelSnapshot, selector: VersionSelector) -> Resolution:
             ranked.append((key, info, semver))
     if not ranked:
         return Unresolved(
-            "NoMatchingVersion",
+            NO_MATCHING_VERSION,
             f"no READY version of {name!r} matches {what}"
             + _counts(len(snapshot.versions), tagged, ready, outside),
         )

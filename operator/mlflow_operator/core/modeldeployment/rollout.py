@@ -27,18 +27,36 @@ from mlflow_operator.api.modeldeployment import (
     ModelDeploymentStatus,
     RolloutRecord,
 )
-from mlflow_operator.core.conditions import get_condition, set_condition
+from mlflow_operator.core.conditions import READY, get_condition, set_condition
+from mlflow_operator.core.modeldeployment.conditions import (
+    AS_EXPECTED,
+    DEGRADED,
+    ENDPOINT_UNKNOWN,
+    NEW_VERSION,
+    NO_VERSION,
+    PODS_UNSCHEDULABLE,
+    PROGRESSING,
+    RECREATING,
+    REGISTRY_SYNCED,
+    RESOLVED,
+    ROLLING_BACK,
+    ROLLING_OUT,
+    ROLLOUT_BLOCKED,
+    ROLLOUT_COMPLETE,
+    ROLLOUT_FAILED,
+    ROLLOUT_STARTED,
+    ROLLOUT_SUCCEEDED,
+    SERVING,
+    SERVING_PREVIOUS_VERSION,
+    SPEC_ROLLOUT_FAILED,
+    SUSPENDED,
+)
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
 from mlflow_operator.core.registry_view import RegistryState
 
 HISTORY_LIMIT = 10
-
-READY = "Ready"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-REGISTRY_SYNCED = "RegistrySynced"
 
 
 @dataclass(frozen=True)
@@ -285,7 +303,7 @@ def _announce_failure(
         draft.record(target, "RolledBack", cause)
         draft.event(
             "Warning",
-            "RolloutFailed",
+            ROLLOUT_FAILED,
             f"{not_available}; rolling back to version {deploy}; it is not retried until the "
             "registry selects another version",
         )
@@ -296,7 +314,7 @@ def _announce_failure(
         if not spec.rollout.auto_rollback
         else "no earlier version served"
     )
-    draft.event("Warning", "RolloutFailed", f"{not_available}; {why}")
+    draft.event("Warning", ROLLOUT_FAILED, f"{not_available}; {why}")
 
 
 def _failure_cause(status: ModelDeploymentStatus, version: str) -> str | None:
@@ -329,12 +347,10 @@ def _not_the_versions_fault(
     spec change, not the version: blaming it would forbid the only version known to work.
     """
     if deployment.infrastructure_blocker:
-        return _Stuck(
-            "RolloutBlocked", _blocked_message(version, deployment.infrastructure_blocker)
-        )
+        return _Stuck(ROLLOUT_BLOCKED, _blocked_message(version, deployment.infrastructure_blocker))
     if version == known.last_good:
         return _Stuck(
-            "SpecRolloutFailed",
+            SPEC_ROLLOUT_FAILED,
             f"the pods of the changed spec did not become available within "
             f"{spec.rollout.progress_deadline_seconds}s; version {version} served before and is "
             "not blamed; change the spec back or fix what keeps the new pods from starting",
@@ -359,7 +375,7 @@ def _blocked_message(version: str | None, blocker: str) -> str:
 def recreating(version: str, why: str) -> PlannedEvent:
     """The Event of a serving Deployment that a person (or a tool) deleted."""
     return PlannedEvent(
-        "Normal", "Recreating", f"the serving Deployment {why}; recreating it on version {version}"
+        "Normal", RECREATING, f"the serving Deployment {why}; recreating it on version {version}"
     )
 
 
@@ -379,14 +395,14 @@ def _announce_change(
 ) -> None:
     if deploy == target and target not in known.failed:
         _start(draft, deploy, current)
-    elif draft.events and draft.events[-1].reason == "RolloutFailed":
+    elif draft.events and draft.events[-1].reason == ROLLOUT_FAILED:
         pass  # the failure's Event already says where it goes
     elif current is None:
         event = recreating(deploy, "is missing")
         draft.event(event.type, event.reason, event.message)
     else:
         # the failure was decided before (e.g. by an operator that died before acting)
-        draft.event("Normal", "RollingBack", f"returning to version {deploy}")
+        draft.event("Normal", ROLLING_BACK, f"returning to version {deploy}")
 
 
 def _registry_conditions(
@@ -404,7 +420,7 @@ def _registry_conditions(
     elif resolution is None or isinstance(resolution, Resolved):
         version = resolution.version if resolution else draft.status.target_version
         draft.condition(
-            REGISTRY_SYNCED, "True", "Resolved", f"{draft.status.follows} is version {version}"
+            REGISTRY_SYNCED, "True", RESOLVED, f"{draft.status.follows} is version {version}"
         )
     else:
         draft.condition(REGISTRY_SYNCED, "False", resolution.reason, resolution.message)
@@ -425,16 +441,16 @@ def _complete(draft: _Draft, known: _Record, version: str) -> str | None:
     known.last_good = version
     draft.record(version, "Succeeded")
     was = f" (was {before})" if before else ""
-    draft.event("Normal", "RolloutSucceeded", f"serving version {version}{was}")
+    draft.event("Normal", ROLLOUT_SUCCEEDED, f"serving version {version}{was}")
     return version
 
 
 def _start(draft: _Draft, version: str, current: str | None) -> None:
     draft.start(version)
     if current is None:
-        draft.event("Normal", "RolloutStarted", f"deploying version {version}")
+        draft.event("Normal", ROLLOUT_STARTED, f"deploying version {version}")
     else:
-        draft.event("Normal", "RolloutStarted", f"rolling out version {version} (was {current})")
+        draft.event("Normal", ROLLOUT_STARTED, f"rolling out version {version} (was {current})")
 
 
 @dataclass(frozen=True)
@@ -481,11 +497,11 @@ def _degraded(
         else:
             parts.append(f"serving version {deploy}")
         parts.append("waiting for the registry to select another version")
-        draft.condition(DEGRADED, "True", "RolloutFailed", "; ".join(parts))
+        draft.condition(DEGRADED, "True", ROLLOUT_FAILED, "; ".join(parts))
     elif decision.stuck is not None:
         draft.condition(DEGRADED, "True", decision.stuck.reason, decision.stuck.message)
     else:
-        draft.condition(DEGRADED, "False", "AsExpected", "no failed rollout")
+        draft.condition(DEGRADED, "False", AS_EXPECTED, "no failed rollout")
 
 
 def _progressing(
@@ -496,21 +512,19 @@ def _progressing(
 ) -> None:
     deploy = decision.deploy
     if spec.suspend:
-        draft.condition(
-            PROGRESSING, "False", "Suspended", "suspended: the registry is not followed"
-        )
+        draft.condition(PROGRESSING, "False", SUSPENDED, "suspended: the registry is not followed")
     elif deploy is None:
-        draft.condition(PROGRESSING, "False", "NoVersion", "no version to deploy")
+        draft.condition(PROGRESSING, "False", NO_VERSION, "no version to deploy")
     elif decision.stays_failed:
         draft.condition(
-            PROGRESSING, "False", "RolloutFailed", f"the rollout of version {deploy} failed"
+            PROGRESSING, "False", ROLLOUT_FAILED, f"the rollout of version {deploy} failed"
         )
     elif decision.stuck is not None:
         draft.condition(PROGRESSING, "False", decision.stuck.reason, decision.stuck.message)
     elif decision.rolling_out:
         draft.condition(PROGRESSING, "True", *_progress(deploy, deployment))
     else:
-        draft.condition(PROGRESSING, "False", "RolloutComplete", f"version {deploy} rolled out")
+        draft.condition(PROGRESSING, "False", ROLLOUT_COMPLETE, f"version {deploy} rolled out")
 
 
 def _ready(
@@ -520,25 +534,25 @@ def _ready(
     if deploy is None:
         if not decision.endpoint_known:
             draft.condition(
-                READY, "False", "EndpointUnknown",
+                READY, "False", ENDPOINT_UNKNOWN,
                 "no serving Deployment, and none can be built while the MLflow endpoint "
                 "cannot be determined (see RegistrySynced)",
             )  # fmt: skip
         elif known.failed:
             draft.condition(
-                READY, "False", "NoVersion",
+                READY, "False", NO_VERSION,
                 f"version {min(known.failed)} failed and no earlier version served",
             )  # fmt: skip
         else:
             draft.condition(
-                READY, "False", "NoVersion", "waiting for the registry to resolve a version"
+                READY, "False", NO_VERSION, "waiting for the registry to resolve a version"
             )
     elif deploy == decision.current and deployment.rollout_complete:
-        reason = "ServingPreviousVersion" if known.failed else "Serving"
+        reason = SERVING_PREVIOUS_VERSION if known.failed else SERVING
         draft.condition(READY, "True", reason, f"serving version {deploy}")
     elif decision.stays_failed:
         draft.condition(
-            READY, "False", "RolloutFailed",
+            READY, "False", ROLLOUT_FAILED,
             f"version {deploy} failed to become available: {deployment.available_replicas}/"
             f"{deployment.desired_replicas} pods available",
         )  # fmt: skip
@@ -547,23 +561,23 @@ def _ready(
     else:
         serving = known.last_good
         meanwhile = f"; version {serving} serves meanwhile" if serving and serving != deploy else ""
-        draft.condition(READY, "False", "RollingOut", f"rolling out version {deploy}{meanwhile}")
+        draft.condition(READY, "False", ROLLING_OUT, f"rolling out version {deploy}{meanwhile}")
 
 
 def _progress(version: str, deployment: DeploymentObservation) -> tuple[str, str]:
     if deployment.version == version and deployment.infrastructure_blocker:
-        return "RolloutBlocked", _blocked_message(version, deployment.infrastructure_blocker)
+        return ROLLOUT_BLOCKED, _blocked_message(version, deployment.infrastructure_blocker)
     if deployment.unschedulable_message:
         return (
-            "PodsUnschedulable",
+            PODS_UNSCHEDULABLE,
             f"rolling out version {version}: new pods cannot be scheduled: "
             f"{deployment.unschedulable_message}",
         )
     if deployment.version != version:
-        return "NewVersion", f"rolling out version {version}"
+        return NEW_VERSION, f"rolling out version {version}"
     trouble = f"; {deployment.pod_troubles[0]}" if deployment.pod_troubles else ""
     return (
-        "RollingOut",
+        ROLLING_OUT,
         f"rolling out version {version}: {deployment.updated_replicas}/"
         f"{deployment.desired_replicas} pods updated, {deployment.available_replicas} available"
         f"{trouble}",

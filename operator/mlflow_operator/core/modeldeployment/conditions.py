@@ -1,0 +1,50 @@
+"""A ModelDeployment's condition types and the reasons of its conditions and Events.
+
+The stable words users match in alerts, GitOps health checks and `kubectl wait`: every one has
+a row in docs/troubleshooting.md (tests/unit/test_troubleshooting.py). Reasons Kubernetes
+writes and the operator passes on (CrashLoopBackOff, ImagePullBackOff...) are not here: they
+are read from pods (observation.py).
+"""
+
+from __future__ import annotations
+
+# condition types (besides READY, core/conditions.py)
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+REGISTRY_SYNCED = "RegistrySynced"
+
+# reasons, of conditions and of Events
+ALIAS_NOT_FOUND = "AliasNotFound"
+AS_EXPECTED = "AsExpected"
+CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+ENDPOINT_UNKNOWN = "EndpointUnknown"
+MODEL_NOT_FOUND = "ModelNotFound"
+NEW_VERSION = "NewVersion"
+NO_MATCHING_VERSION = "NoMatchingVersion"
+NO_SELECTOR = "NoSelector"
+NO_VERSION = "NoVersion"
+NO_VERSION_IN_STAGE = "NoVersionInStage"
+PODS_UNSCHEDULABLE = "PodsUnschedulable"
+RECREATING = "Recreating"
+# an answer that is not MLflow's JSON (a login page, ...)
+REGISTRY_BAD_RESPONSE = "RegistryBadResponse"
+REGISTRY_CREDENTIALS_REFUSED = "RegistryCredentialsRefused"  # HTTP 401/403
+REGISTRY_HTTP_ERROR = "RegistryHttpError"  # any other HTTP error status
+REGISTRY_STALLED = "RegistryStalled"
+REGISTRY_UNREACHABLE = "RegistryUnreachable"  # no connection, or no answer in time
+RESOLVED = "Resolved"
+ROLLING_BACK = "RollingBack"
+ROLLING_OUT = "RollingOut"
+ROLLOUT_BLOCKED = "RolloutBlocked"
+ROLLOUT_COMPLETE = "RolloutComplete"
+ROLLOUT_FAILED = "RolloutFailed"
+ROLLOUT_STARTED = "RolloutStarted"
+ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+SERVER_NOT_FOUND = "ServerNotFound"
+SERVING = "Serving"
+SERVING_PREVIOUS_VERSION = "ServingPreviousVersion"
+SPEC_ROLLOUT_FAILED = "SpecRolloutFailed"
+SUSPENDED = "Suspended"
+VERSION_NOT_FOUND = "VersionNotFound"
+VERSION_NOT_READY = "VersionNotReady"
+VERSIONS_NOT_READ = "VersionsNotRead"
