@@ -16,6 +16,7 @@ from mlflow_operator.core.naming import (
     LABEL_MODEL_DEPLOYMENT,
     LABEL_MODEL_VERSION,
     child_name,
+    model_uri,
     standard_labels,
 )
 
@@ -29,10 +30,6 @@ STARTUP_SECONDS = 600
 
 def serving_name(md_name: str) -> str:
     return child_name(md_name)
-
-
-def model_uri(model_name: str, version: str) -> str:
-    return f"models:/{model_name}/{version}"
 
 
 def selector_labels(md_name: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ LABEL_MLFLOW_SERVER = f"{API_GROUP}/mlflowserver"
 LABEL_MODEL_VERSION = f"{API_GROUP}/model-version"
 ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
+ANNOTATION_IMAGE = f"{API_GROUP}/image"
 # The rollout ledger on the serving Deployment (core/modeldeployment/ledger.py).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
 ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
@@ -47,3 +48,8 @@ def standard_labels(name: str, instance: str, component: str) -> dict[str, str]:
         LABEL_PART_OF: "mlflow-operator",
         LABEL_MANAGED_BY: FIELD_MANAGER,
     }
+
+
+def model_uri(model: str, version: str) -> str:
+    """The registry URI of one model version, as pods load it and status shows it."""
+    return f"models:/{model}/{version}"

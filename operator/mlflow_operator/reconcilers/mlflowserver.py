@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.api.mlflowserver import MLflowServer, MLflowServerSpec, MLflowServerStatus
@@ -40,7 +38,6 @@ from mlflow_operator.builders.mlflowserver.postgres import (
 )
 from mlflow_operator.builders.mlflowserver.secrets import build_generated_secrets
 from mlflow_operator.builders.mlflowserver.server import (
-    ANNOTATION_IMAGE,
     LABEL_MIGRATION_KEY,
     build_auth_configmap,
     build_migration_job,
@@ -51,9 +48,9 @@ from mlflow_operator.builders.mlflowserver.server import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.applied import already_applied
-from mlflow_operator.core.conditions import INVALID_SPEC, READY, get_condition, set_condition
+from mlflow_operator.core.conditions import INVALID_SPEC, READY, get_condition
 from mlflow_operator.core.mlflowserver import layout
-from mlflow_operator.core.mlflowserver.backup import BackupState, observe_backup
+from mlflow_operator.core.mlflowserver.backup import BackupState, backup_finished, observe_backup
 from mlflow_operator.core.mlflowserver.conditions import (
     BACKUP_STARTED,
     MIGRATION_STARTED,
@@ -71,9 +68,16 @@ from mlflow_operator.core.mlflowserver.observation import (
     WorkloadState,
     check_secret,
     failed_step,
+    job_state,
+    workload_state,
 )
 from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
-from mlflow_operator.core.mlflowserver.status import condition_events, fold_status
+from mlflow_operator.core.mlflowserver.status import (
+    condition_events,
+    fold_status,
+    last_status,
+    with_ready,
+)
 from mlflow_operator.crds import MLFLOW_SERVER
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
@@ -124,7 +128,7 @@ class MLflowServerReconciler:
         if fresh is None:
             return ReconcileResult(recheck_after=SETTLED_RECHECK_SECONDS)  # deleted
         owner = Owner.from_body(fresh)
-        previous = _last_status(fresh)
+        previous = last_status(fresh)
         generation = int(fresh["metadata"].get("generation") or 0)
         version = fresh["metadata"].get("resourceVersion")
         now = datetime.now(UTC)
@@ -132,7 +136,7 @@ class MLflowServerReconciler:
         errors = object_errors(MLflowServerSpec, MLFLOW_SERVER.name_rules, fresh)
         if errors:
             message = "Invalid spec: " + "; ".join(errors)
-            status = _with_ready(previous, INVALID_SPEC, message, generation, now)
+            status = with_ready(previous, INVALID_SPEC, message, generation, now)
             status.observed_generation = generation
             await self._settle(owner, previous, status, version, emit)
             metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
@@ -148,7 +152,7 @@ class MLflowServerReconciler:
             if refused.refusal.namespace_terminating:
                 raise
             logger.warning("%s", refused.refusal.message)
-            status = _with_ready(
+            status = with_ready(
                 previous, refused.refusal.reason, refused.refusal.message, generation, now
             )
             await self._settle(owner, previous, status, version, emit)
@@ -336,7 +340,7 @@ class _ServerRun:
             managed_object_store=s3_external is None,
             minio=None if s3_external else await self._workload("StatefulSet", names.minio),
             migration=await self._migration_state(job),
-            deployment=_workload_state(deployment) if deployment is not None else None,
+            deployment=workload_state(deployment) if deployment is not None else None,
             migrated_image=server.status.migrated_image,
             external_database=(
                 f"{pg_external.host}:{pg_external.port}/{pg_external.database} "
@@ -368,7 +372,7 @@ class _ServerRun:
     async def _migration_state(self, job: dict[str, Any] | None) -> JobState | None:
         if job is None:
             return None
-        state = _job_state(job)
+        state = job_state(job)
         if not state.failed:
             return state
         pods = await self.kube.list("v1", "Pod", self.namespace, {JOB_NAME_LABEL: state.name})
@@ -391,7 +395,7 @@ class _ServerRun:
         """Succeeded backup Jobs that status.backups lacks, and the newest finished one (whose
         verdict BackupVerified carries); pods are read only for those."""
         finished = sorted(
-            (job for job in jobs if _finished(job)),
+            (job for job in jobs if backup_finished(job)),
             key=lambda job: str(job["metadata"].get("creationTimestamp") or ""),
         )
         recorded = {record.job for record in self.server.status.backups}
@@ -538,57 +542,4 @@ class _ServerRun:
 
     async def _workload(self, kind: str, name: str) -> WorkloadState | None:
         found = await self.kube.get("apps/v1", kind, name, self.namespace)
-        return _workload_state(found) if found is not None else None
-
-
-def _finished(job: dict[str, Any]) -> bool:
-    state = observe_backup(job, [])
-    return state.succeeded or state.failed
-
-
-def _last_status(body: Any) -> MLflowServerStatus:
-    try:
-        return MLflowServerStatus.model_validate(body.get("status") or {})
-    except ValidationError:  # written by an older operator in another shape: start afresh
-        return MLflowServerStatus()
-
-
-def _with_ready(
-    previous: MLflowServerStatus, reason: str, message: str, generation: int, now: datetime
-) -> MLflowServerStatus:
-    """The previous status with Ready=False for this reason (its other conditions kept)."""
-    conditions = set_condition(
-        previous.conditions, READY, "False", reason=reason, message=message,
-        generation=generation, now=now,
-    )  # fmt: skip
-    return previous.model_copy(update={"conditions": conditions})
-
-
-def _workload_state(obj: dict[str, Any]) -> WorkloadState:
-    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
-    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-    annotations = meta.get("annotations") or {}
-    image = annotations.get(ANNOTATION_IMAGE) or (containers[0].get("image") if containers else "")
-    return WorkloadState(
-        name=meta["name"],
-        desired=int(spec.get("replicas", 1)),
-        ready=int(status.get("readyReplicas") or 0),
-        updated=int(status.get("updatedReplicas") or 0),
-        current_generation=int(status.get("observedGeneration") or 0)
-        >= int(meta.get("generation") or 0),
-        image=str(image or ""),
-    )
-
-
-def _job_state(obj: dict[str, Any]) -> JobState:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    by_type = {c.get("type"): c for c in conditions if c.get("status") == "True"}
-    failed = by_type.get("Failed")
-    return JobState(
-        name=obj["metadata"]["name"],
-        image=(obj["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGE, ""),
-        succeeded="Complete" in by_type,
-        failed=failed is not None,
-        reason=str((failed or {}).get("reason") or ""),
-        message=str((failed or {}).get("message") or ""),
-    )
+        return workload_state(found) if found is not None else None

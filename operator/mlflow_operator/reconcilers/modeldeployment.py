@@ -6,11 +6,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from lightkube import ApiError
-from pydantic import ValidationError
 
 from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
@@ -28,7 +27,7 @@ from mlflow_operator.builders.modeldeployment import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.api_refusal import ApiRefusal
-from mlflow_operator.core.conditions import INVALID_SPEC, get_condition, set_condition
+from mlflow_operator.core.conditions import READY, get_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.modeldeployment.conditions import (
@@ -46,6 +45,13 @@ from mlflow_operator.core.modeldeployment.rollout import (
     plan_rollout,
     recreating,
 )
+from mlflow_operator.core.modeldeployment.status import (
+    invalid_status,
+    last_status,
+    not_ready_status,
+    status_changed,
+)
+from mlflow_operator.core.modeldeployment.write_back import version_tag_values
 from mlflow_operator.core.naming import write_back_tag
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
@@ -61,8 +67,6 @@ API = f"{API_GROUP}/{API_VERSION}"
 KIND = "ModelDeployment"
 # While a rollout runs, look again this often even without a watch event (a safety net).
 ROLLOUT_RECHECK_SECONDS = 2.0
-# lastRegistrySync alone does not justify a status write more often than this.
-SYNC_STAMP_REFRESH = timedelta(minutes=5)
 FIRST_SWEEP_WAIT_SECONDS = 10.0
 
 
@@ -129,15 +133,15 @@ class ModelDeploymentReconciler:
         owner = Owner.from_body(fresh)
         generation = fresh["metadata"].get("generation")
         version = fresh["metadata"].get("resourceVersion")
-        last = _last_status(fresh)
+        last = last_status(fresh)
         now = datetime.now(UTC)
 
         # gather ---------------------------------------------------------------------------
         errors = object_errors(ModelDeploymentSpec, MODEL_DEPLOYMENT.name_rules, fresh)
         if errors:
             self.hub.unfollow(_key(owner))  # an invalid spec names no endpoint to follow
-            await self._report_invalid(
-                owner, generation, last, errors, now, resource_version=version
+            await self._write_status(
+                owner, last, invalid_status(last, errors, generation, now), resource_version=version
             )
             metrics.RECONCILES.labels(kind=KIND, result="invalid").inc()
             return ReconcileResult(recheck_after=300.0)
@@ -158,13 +162,11 @@ class ModelDeploymentReconciler:
         # decide ---------------------------------------------------------------------------
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
-            endpoint_known=view.endpoint is not None,
+            endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
         )  # fmt: skip
-        if plan.deploy_version is not None:
-            plan.status.url = service_url(spec, owner)
 
         # act: the decision is durable before anything acts on it --------------------------
-        await self._write_status(owner, last, plan.status, now, resource_version=version)
+        await self._write_status(owner, last, plan.status, resource_version=version)
         # Events tell of the decision, now recorded: a refused apply below must not lose them
         # (the next reconcile knows the decision was announced and does not repeat it).
         for event in plan.events:
@@ -188,7 +190,7 @@ class ModelDeploymentReconciler:
                     event = recreating(plan.deploy_version, "was deleted during a reconcile")
                     emit(event.type, event.reason, event.message)
             await self._api.apply(build_serving_service(spec, owner))
-        self._write_back(spec, owner, plan, client)
+        self._write_back(spec, owner, plan, client, now)
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
@@ -321,36 +323,11 @@ class ModelDeploymentReconciler:
         return await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
 
     # -- act helpers -----------------------------------------------------------------------
-    async def _report_invalid(
-        self,
-        owner: Owner,
-        generation: int | None,
-        last: ModelDeploymentStatus,
-        errors: list[str],
-        now: datetime,
-        *,
-        resource_version: str | None,
-    ) -> None:
-        status = last.model_copy(deep=True)
-        status.observed_generation = generation
-        for type_ in ("Ready", "Degraded"):
-            status.conditions = set_condition(
-                status.conditions,
-                type_,
-                "False" if type_ == "Ready" else "True",
-                reason=INVALID_SPEC,
-                message="; ".join(errors),
-                generation=generation,
-                now=now,
-            )
-        await self._write_status(owner, last, status, now, resource_version=resource_version)
-
     async def _write_status(
         self,
         owner: Owner,
         last: ModelDeploymentStatus,
         new: ModelDeploymentStatus,
-        now: datetime,
         *,
         resource_version: str | None,
     ) -> str | None:
@@ -360,7 +337,7 @@ class ModelDeploymentReconciler:
         before anything acted on the decision; the next reconcile decides again from the new
         object. Returns the resourceVersion the object has now.
         """
-        if not _status_changed(last, new, now):
+        if not status_changed(last, new):
             return resource_version
         stored = await self._api.patch_status(
             API, KIND, owner.name, owner.namespace, status_patch(new),
@@ -381,24 +358,19 @@ class ModelDeploymentReconciler:
         try:
             fresh = await self.kube.get(API, KIND, owner.name, owner.namespace)
             if fresh is not None:
-                last = _last_status(fresh)
-                ready = get_condition(last.conditions, "Ready")
+                last = last_status(fresh)
+                ready = get_condition(last.conditions, READY)
                 already = already or (
                     ready is not None
                     and (ready.reason, ready.message) == (refusal.reason, refusal.message)
                 )
-                status = last.model_copy(deep=True)
-                # Degraded too when a person must act, so that GitOps health says so
-                for type_ in ("Ready", "Degraded") if refusal.needs_a_person else ("Ready",):
-                    status.conditions = set_condition(
-                        status.conditions, type_, "False" if type_ == "Ready" else "True",
-                        reason=refusal.reason, message=refusal.message,
-                        generation=fresh["metadata"].get("generation"), now=datetime.now(UTC),
-                    )  # fmt: skip
-                await self._write_status(
-                    owner, last, status, datetime.now(UTC),
-                    resource_version=fresh["metadata"].get("resourceVersion"),
+                status = not_ready_status(
+                    last, refusal.reason, refusal.message, fresh["metadata"].get("generation"),
+                    datetime.now(UTC), degraded=refusal.needs_a_person,
                 )  # fmt: skip
+                await self._write_status(
+                    owner, last, status, resource_version=fresh["metadata"].get("resourceVersion")
+                )
         except (ApiError, KubernetesRefused) as exc:  # e.g. status not writable: the Event remains
             logger.warning("could not report the refusal in status: %s", exc)
         if not already:
@@ -411,6 +383,7 @@ class ModelDeploymentReconciler:
         owner: Owner,
         plan: RolloutPlan,
         client: RegistryClient | None,
+        now: datetime,
     ) -> None:
         """Tag model versions in MLflow so an auditor can see what served where, and when.
 
@@ -419,17 +392,11 @@ class ModelDeploymentReconciler:
         if not self.config.write_back_tags or client is None:
             return
         key = write_back_tag(owner.namespace, owner.name)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        tags: list[tuple[str, str]] = []
-        if plan.succeeded_version:
-            tags.append((plan.succeeded_version, f"serving since {stamp}"))
-            previous = plan.status.previous_version
-            if previous and previous != plan.succeeded_version:
-                tags.append((previous, f"replaced by version {plan.succeeded_version} at {stamp}"))
-        if plan.failed_version:
-            tags.append((plan.failed_version, f"rollout failed at {stamp}"))
-        model = spec.model.name
-        self.tag_writer.submit(client, (VersionTag(model, v, key, value) for v, value in tags))
+        tags = (
+            VersionTag(spec.model.name, version, key, value)
+            for version, value in version_tag_values(plan, now)
+        )
+        self.tag_writer.submit(client, tags)
 
     def _count(self, owner: Owner, plan: RolloutPlan) -> None:
         metrics.RECONCILES.labels(kind=KIND, result="ok").inc()
@@ -456,20 +423,3 @@ def _unreadable(problem: EndpointProblem) -> RegistryState:
 
 def _key(owner: Owner) -> str:
     return f"{owner.namespace}/{owner.name}"
-
-
-def _last_status(body: Any) -> ModelDeploymentStatus:
-    try:
-        return ModelDeploymentStatus.model_validate(body.get("status") or {})
-    except ValidationError:  # written by an older operator in another shape: start afresh
-        return ModelDeploymentStatus()
-
-
-def _status_changed(last: ModelDeploymentStatus, new: ModelDeploymentStatus, now: datetime) -> bool:
-    if last.to_wire() == new.to_wire():
-        return False
-    old_sync, new_sync = last.last_registry_sync, new.last_registry_sync
-    only_stamp = last.model_copy(update={"last_registry_sync": new_sync}).to_wire() == new.to_wire()
-    if only_stamp and old_sync is not None and new_sync is not None:
-        return new_sync - old_sync >= SYNC_STAMP_REFRESH
-    return True

@@ -36,7 +36,6 @@ from mlflow_operator.builders.mlflowserver.common import (
 )
 from mlflow_operator.builders.mlflowserver.postgres import POSTGRES_UID
 from mlflow_operator.builders.mlflowserver.server import (
-    ANNOTATION_IMAGE,
     LABEL_MIGRATION_KEY,
     SERVER_UID,
     database_env,
@@ -44,6 +43,7 @@ from mlflow_operator.builders.mlflowserver.server import (
 )
 from mlflow_operator.builders.pod import placement
 from mlflow_operator.core.mlflowserver import layout
+from mlflow_operator.core.naming import ANNOTATION_IMAGE
 
 BACKUP_DIR = "/backup"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set on a Job's pods by the Job controller

@@ -26,12 +26,12 @@ from mlflow_operator.builders.mlflowserver.common import (
 )
 from mlflow_operator.builders.pod import http_probe, placement
 from mlflow_operator.core.mlflowserver import layout
+from mlflow_operator.core.naming import ANNOTATION_IMAGE
 
 SERVER_UID = 65532  # the "nonroot" user of the mlflow-server image (Dockerfile)
 AUTH_CONFIG_DIR = "/etc/mlflow/auth"
 AUTH_CONFIG_FILE = "basic_auth.ini"
 PROMETHEUS_DIR = "/prometheus"
-ANNOTATION_IMAGE = f"{API_GROUP}/image"
 LABEL_MIGRATION_KEY = f"{API_GROUP}/migration-key"
 
 # Creates the bucket unless it exists; safe to run in every pod start and in parallel.

@@ -103,3 +103,9 @@ def _terminated(pod: dict[str, Any] | None, field: str, container: str) -> dict[
         if status.get("name") == container:
             return dict((status.get("state") or {}).get("terminated") or {})
     return {}
+
+
+def backup_finished(job: dict[str, Any]) -> bool:
+    """Whether a backup Job is done, one way or the other."""
+    state = observe_backup(job, [])
+    return state.succeeded or state.failed

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlflow_operator.api.common import ConditionStatus
+from mlflow_operator.core.naming import ANNOTATION_IMAGE
 
 if TYPE_CHECKING:
     from mlflow_operator.core.mlflowserver.backup import BackupState
@@ -166,3 +167,35 @@ def check_secret(
                 "which MLflow refuses for the admin password.",
             )
     return SecretCheck(name=name, found=True, missing_keys=missing, problems=problems)
+
+
+def workload_state(obj: dict[str, Any]) -> WorkloadState:
+    """A Deployment or StatefulSet as the plan needs it: replicas, rollout done, image."""
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    annotations = meta.get("annotations") or {}
+    image = annotations.get(ANNOTATION_IMAGE) or (containers[0].get("image") if containers else "")
+    return WorkloadState(
+        name=meta["name"],
+        desired=int(spec.get("replicas", 1)),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        current_generation=int(status.get("observedGeneration") or 0)
+        >= int(meta.get("generation") or 0),
+        image=str(image or ""),
+    )
+
+
+def job_state(obj: dict[str, Any]) -> JobState:
+    """A Job as the plan needs it: finished how, and why it failed."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    by_type = {c.get("type"): c for c in conditions if c.get("status") == "True"}
+    failed = by_type.get("Failed")
+    return JobState(
+        name=obj["metadata"]["name"],
+        image=(obj["metadata"].get("annotations") or {}).get(ANNOTATION_IMAGE, ""),
+        succeeded="Complete" in by_type,
+        failed=failed is not None,
+        reason=str((failed or {}).get("reason") or ""),
+        message=str((failed or {}).get("message") or ""),
+    )

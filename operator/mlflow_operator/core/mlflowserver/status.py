@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
 
 from mlflow_operator.api.common import Condition
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
@@ -312,3 +315,22 @@ def image_version(image: str) -> str | None:
         return None
     match = _VERSION_TAG.match(last.rsplit(":", 1)[1])
     return match.group(1) if match else None
+
+
+def last_status(body: Any) -> MLflowServerStatus:
+    """The status an object carries; empty when an older operator wrote another shape."""
+    try:
+        return MLflowServerStatus.model_validate(body.get("status") or {})
+    except ValidationError:  # written by an older operator in another shape: start afresh
+        return MLflowServerStatus()
+
+
+def with_ready(
+    previous: MLflowServerStatus, reason: str, message: str, generation: int, now: datetime
+) -> MLflowServerStatus:
+    """The previous status with Ready=False for this reason (its other conditions kept)."""
+    conditions = set_condition(
+        previous.conditions, READY, "False", reason=reason, message=message,
+        generation=generation, now=now,
+    )  # fmt: skip
+    return previous.model_copy(update={"conditions": conditions})

@@ -36,6 +36,7 @@ from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
 )
+from mlflow_operator.core.naming import model_uri
 
 DEFAULT_DEADLINE = 600
 
@@ -105,7 +106,7 @@ def disagreements(snapshot: Snapshot) -> list[str]:
         if ready.get("status") == "True":
             found.append("Ready is True but no Deployment exists")
         return found
-    if status.get("modelUri") != f"models:/{model}/{obs.version}":
+    if status.get("modelUri") != model_uri(str(model), str(obs.version)):
         found.append(
             f"status.modelUri {status.get('modelUri')} but the template pins {obs.version}"
         )

@@ -54,6 +54,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
+from mlflow_operator.core.naming import model_uri
 from mlflow_operator.core.registry_view import RegistryState
 
 HISTORY_LIMIT = 10
@@ -168,13 +169,15 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     now: datetime,
     *,
     endpoint_known: bool = True,
+    url: str | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
     `endpoint_known` False: the MLflow endpoint cannot be determined (the MLflowServer of
     serverRef is missing), so no correct pod template can be built; the live Deployment is
     left exactly as it is. A missing credentials Secret does not make it unknown: the pods
-    name the Secret, they never hold its values.
+    name the Secret, they never hold its values. `url`: the Service's, shown in status while
+    a version is deployed.
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
@@ -242,7 +245,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     )
     decision = _Decision(deploy, current, stuck, rolling_out, stays_failed, endpoint_known)
     _rollout_conditions(draft, spec, decision, deployment, known)
-    status.model_uri = f"models:/{spec.model.name}/{deploy}" if deploy else None
+    status.model_uri = model_uri(spec.model.name, deploy) if deploy else None
+    if deploy is not None and url is not None:
+        status.url = url
     status.replicas = deployment.replicas if deployment.exists else 0
     status.ready_replicas = deployment.ready_replicas if deployment.exists else 0
     return RolloutPlan(

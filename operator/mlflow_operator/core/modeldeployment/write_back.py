@@ -1,0 +1,24 @@
+"""The MLflow version tags that record what served where, and when (spec: writeBackTags).
+
+Decided here from the reconcile's plan, sent by registry/tag_writer.py in the background.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mlflow_operator.core.modeldeployment.rollout import RolloutPlan
+
+
+def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]]:
+    """(version, tag value) for each version whose role changed in this reconcile."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    tags: list[tuple[str, str]] = []
+    if plan.succeeded_version:
+        tags.append((plan.succeeded_version, f"serving since {stamp}"))
+        previous = plan.status.previous_version
+        if previous and previous != plan.succeeded_version:
+            tags.append((previous, f"replaced by version {plan.succeeded_version} at {stamp}"))
+    if plan.failed_version:
+        tags.append((plan.failed_version, f"rollout failed at {stamp}"))
+    return tags
