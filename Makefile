@@ -61,7 +61,7 @@ lint: install  ## ruff, mypy (strict) and the import layers (import-linter, pypr
 	$(BIN)/lint-imports
 
 test: env lint check-image  ## the whole suite: lint, image check, unit, integration (MLflow stack), e2e (test cluster)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder; rc=$$?; \
+	$(BIN)/python -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-unit: install  ## unit tests only (no I/O, seconds)
