@@ -35,7 +35,7 @@ from mlflow_operator.core.mlflowserver.layout import (
 from tests.bench.bench_backup import fill
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import ControlPlane, KubeCluster
-from tests.e2e.conftest import get_json
+from tests.e2e.kube import get_json
 from tests.e2e.mlflowservers import HealthSampler, tracking_url
 from tests.e2e.test_mlflowserver import (
     NEW_IMAGE,

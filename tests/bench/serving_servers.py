@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -147,10 +148,10 @@ def ping_ok(port: int, path: str = "/ping") -> bool:
 def wait_ready(server: Server, timeout: float = 180.0, path: str = "/ping") -> float:
     """Block until the server answers 200 on path; return the seconds waited."""
     started = time.monotonic()
-    wait_until(
+    eventually(
         lambda: ping_ok(server.port, path),
-        timeout,
-        f"{server.name} ready",
+        timeout=timeout,
+        what=f"{server.name} ready",
         interval=0.05,
         processes=[server.process],
     )

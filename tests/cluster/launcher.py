@@ -33,7 +33,8 @@ from tests.cluster.api import ApiClient
 from tests.cluster.build import KUBERNETES_VERSION, ensure_built
 from tests.cluster.pki import Pki, create_pki
 from tests.cluster.realnode import NodeInfo, RealNode
-from tests.support.processes import ManagedProcess, PidRecord, free_port, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, PidRecord, free_port, http_ok
 
 # Workdirs of all clusters live under one parent so that a later session finds and removes the
 # ones a crashed session left behind (their owner file names a process that is gone).
@@ -190,12 +191,12 @@ class KubeCluster:
         (apiserver,) = [p for p in self.processes if p.name == "kube-apiserver"]
         apiserver.stop(timeout=10)
         apiserver.start()
-        wait_until(
+        eventually(
             lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
-            READY_TIMEOUT,
-            "kube-apiserver ready again",
-            0.2,
-            [apiserver],
+            timeout=READY_TIMEOUT,
+            what="kube-apiserver ready again",
+            interval=0.2,
+            processes=[apiserver],
         )
 
     def expose_to_pods(self, port: int) -> str:
@@ -210,7 +211,13 @@ class KubeCluster:
             cwd=REPO_ROOT,
         ).start()
         self.helpers.append(process)
-        wait_until(lambda: _listening(self.node.host_ip, port), 10, "forwarder", 0.05, [process])  # type: ignore[union-attr]
+        eventually(
+            lambda: _listening(self.node.host_ip, port),  # type: ignore[union-attr]
+            timeout=10,
+            what="forwarder",
+            interval=0.05,
+            processes=[process],
+        )
         return address
 
 
@@ -288,12 +295,12 @@ class ControlPlane:
             self._start(self._apiserver(binary))
             controllers = self._start(self._controller_manager(binary))
             scheduler = self._start(self._scheduler(binary))
-            wait_until(
+            eventually(
                 lambda: api.ok("/readyz"),
-                READY_TIMEOUT,
-                "kube-apiserver /readyz",
-                0.2,
-                self.processes,
+                timeout=READY_TIMEOUT,
+                what="kube-apiserver /readyz",
+                interval=0.2,
+                processes=self.processes,
             )
             self._install_simulation(api, binary)
             self._start(self._volume_provisioner())
@@ -367,12 +374,12 @@ class ControlPlane:
             ).stdout
         )
         api.apply(crd)
-        wait_until(
+        eventually(
             lambda: _crd_established(api, crd["metadata"]["name"]),
-            30,
-            "KWOK Stage CRD established",
-            0.1,
-            self.processes,
+            timeout=30,
+            what="KWOK Stage CRD established",
+            interval=0.1,
+            processes=self.processes,
         )
         for stage in simulation.all_stages():
             api.apply(stage)
@@ -386,21 +393,21 @@ class ControlPlane:
         scheduler: ManagedProcess,
     ) -> None:
         expected = {n["metadata"]["name"] for n in simulation.simulated_nodes()}
-        wait_until(
+        eventually(
             lambda: _ready_nodes(api) >= expected,
-            READY_TIMEOUT,
-            "simulated nodes Ready (KWOK)",
-            0.2,
-            self.processes,
+            timeout=READY_TIMEOUT,
+            what="simulated nodes Ready (KWOK)",
+            interval=0.2,
+            processes=self.processes,
         )
         # The service-account controller creates "default" in each namespace; pods are refused
         # until it exists, so it is the sign that kube-controller-manager is at work.
-        wait_until(
+        eventually(
             lambda: api.ok("/api/v1/namespaces/default/serviceaccounts/default"),
-            READY_TIMEOUT,
-            "kube-controller-manager (default ServiceAccount)",
-            0.2,
-            self.processes,
+            timeout=READY_TIMEOUT,
+            what="kube-controller-manager (default ServiceAccount)",
+            interval=0.2,
+            processes=self.processes,
         )
         # Their serving certificates are self-signed: what is checked here is that they serve.
         unverified = ssl._create_unverified_context()  # noqa: S323
@@ -409,12 +416,12 @@ class ControlPlane:
             (scheduler, self.ports.scheduler),
         ):
             url = f"https://127.0.0.1:{port}/healthz"
-            wait_until(
+            eventually(
                 lambda url=url: http_ok(url, context=unverified),  # type: ignore[misc]
-                READY_TIMEOUT,
-                f"{process.name} /healthz",
-                0.2,
-                self.processes,
+                timeout=READY_TIMEOUT,
+                what=f"{process.name} /healthz",
+                interval=0.2,
+                processes=self.processes,
             )
 
     # -- components --------------------------------------------------------------------------

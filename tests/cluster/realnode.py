@@ -26,7 +26,8 @@ from tests.cluster import nodehost
 from tests.cluster.api import ApiClient
 from tests.cluster.nodebuild import NodePrograms
 from tests.cluster.nodehost import HeldSlot, NodeSlot, NodeState
-from tests.support.processes import ManagedProcess, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, http_ok
 
 NODE_LABEL = "node.mlflowops.dev/pool"
 NODE_POOL = "real"
@@ -120,12 +121,12 @@ class RealNode:
             # containers inherit the shim's limits, and runc may only lower them here
             prefix=["prlimit", "--nofile=20000:20000", "--nproc=4096:4096"],
         )
-        wait_until(
+        eventually(
             lambda: self._ctr("version").returncode == 0,
-            60,
-            "containerd answers",
-            0.1,
-            [containerd],
+            timeout=60,
+            what="containerd answers",
+            interval=0.1,
+            processes=[containerd],
         )
 
     def _forget_pods_of_earlier_sessions(self, config: Path) -> None:
@@ -213,22 +214,26 @@ class RealNode:
         corefile.write_text(corefile_text(slot, kubeconfig))
         coredns = self._start("coredns", [str(self.programs.coredns), "-conf", str(corefile)])
         watched = [kubelet, proxy, coredns, *self.processes[:1]]
-        wait_until(
-            lambda: _node_ready(api, slot.name), READY_TIMEOUT, f"{slot.name} Ready", 0.2, watched
+        eventually(
+            lambda: _node_ready(api, slot.name),
+            timeout=READY_TIMEOUT,
+            what=f"{slot.name} Ready",
+            interval=0.2,
+            processes=watched,
         )
-        wait_until(
+        eventually(
             lambda: http_ok(f"http://{slot.node_ip}:{KUBE_PROXY_HEALTH_PORT}/healthz"),
-            READY_TIMEOUT,
-            "kube-proxy /healthz",
-            0.2,
-            watched,
+            timeout=READY_TIMEOUT,
+            what="kube-proxy /healthz",
+            interval=0.2,
+            processes=watched,
         )
-        wait_until(
+        eventually(
             lambda: http_ok(f"http://{slot.node_ip}:{COREDNS_READY_PORT}/ready"),
-            READY_TIMEOUT,
-            "CoreDNS /ready",
-            0.2,
-            watched,
+            timeout=READY_TIMEOUT,
+            what="CoreDNS /ready",
+            interval=0.2,
+            processes=watched,
         )
 
     def info(self, images: Mapping[str, str]) -> NodeInfo:

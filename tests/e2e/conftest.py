@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +11,9 @@ import pytest
 from tests.cluster.fixtures import SESSION_NAMESPACE_PREFIX
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
+from tests.e2e.modeldeployments import ModelDeploymentEnv, RealPodsEnv
 from tests.e2e.operator_process import OperatorProcess, local_images_env
+from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +66,57 @@ def pods_tracking_uri(
     return f"http://{kube_cluster.expose_to_pods(port)}"
 
 
+@pytest.fixture
+def env(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> ModelDeploymentEnv:
+    """The six fixtures nearly every ModelDeployment test asks for, as one.
+
+    Their order here is the order in which they are set up (and, reversed, torn down). A test
+    with a fixture of its own in front of MLflow (a proxy) lists it before `env`, so that it is
+    started before the test's namespace is created and stopped after its deletion is asked for.
+    """
+    return ModelDeploymentEnv(
+        operator=operator,
+        cluster=kube_cluster,
+        stack=mlflow_stack,
+        registry=mlflow_registry,
+        model=model_name,
+        namespace=k8s_namespace,
+        tracking_uri=mlflow_stack.tracking_uri,
+    )
+
+
+@pytest.fixture
+def pods_env(
+    operator: OperatorProcess,
+    kube_cluster: KubeCluster,
+    real_node: NodeInfo,
+    pods_tracking_uri: str,
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+    k8s_namespace: str,
+) -> RealPodsEnv:
+    """`env` for the tests whose serving pods run on the real node (skipped without one): the
+    ModelDeployments follow MLflow at the address those pods reach it on."""
+    return RealPodsEnv(
+        operator=operator,
+        cluster=kube_cluster,
+        stack=mlflow_stack,
+        registry=mlflow_registry,
+        model=model_name,
+        namespace=k8s_namespace,
+        tracking_uri=pods_tracking_uri,
+        node=real_node,
+    )
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -78,22 +128,3 @@ def pytest_runtest_makereport(
         process = item.config.stash.get(_OPERATOR_KEY, None)
         if process is not None:
             report.sections.append(("operator log (tail)", process.log_tail(80)))
-
-
-def get_json(cluster: KubeCluster, *args: str) -> Any:
-    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll check() until it returns a truthy value; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001  (an object that does not exist yet)
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not true after {timeout:.0f}s; last: {last!r}")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import get_json
+from tests.e2e.kube import get_json
 from tests.mlflowstack.models import ModelRegistry, TrainedVersion
 
 

@@ -1,13 +1,19 @@
-"""Helpers of the ModelDeployment e2e tests: manifests, status reads, events."""
+"""Helpers of the ModelDeployment e2e tests: manifests, status reads, events, and what a test
+works with (ModelDeploymentEnv, the `env` and `pods_env` fixtures of conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import eventually, get_json
+from tests.cluster.realnode import NodeInfo
+from tests.e2e.kube import get_json
+from tests.e2e.operator_process import OperatorProcess
 from tests.mlflowstack.models import ModelRegistry, TrainedVersion
+from tests.mlflowstack.stack import MlflowStack
+from tests.support.polling import eventually
 
 
 def model_deployment(
@@ -63,7 +69,7 @@ def eventually_condition(
         found = condition(status(cluster, namespace, name), type_)
         return found if found and check(found) else None
 
-    result: dict[str, Any] = eventually(accepted, timeout, what)
+    result: dict[str, Any] = eventually(accepted, timeout=timeout, what=what)
     return result
 
 
@@ -98,18 +104,43 @@ def event_reasons(cluster: KubeCluster, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events(cluster, namespace, name)]
 
 
-def serve_first_version(
-    cluster: KubeCluster,
-    registry: ModelRegistry,
-    tracking_uri: str,
-    namespace: str,
-    name: str,
-    model: str,
-    **manifest: Any,
-) -> TrainedVersion:
-    """Register v1, point alias champion at it, apply the ModelDeployment, wait Ready on v1."""
-    v1 = registry.log_version(model)
-    registry.set_alias(model, "champion", v1.version)
-    cluster.apply(model_deployment(name, namespace, model, tracking_uri, **manifest))
-    eventually(lambda: is_ready_on(cluster, namespace, name, v1.version), 60, f"{name} Ready on v1")
-    return v1
+@dataclass(frozen=True)
+class ModelDeploymentEnv:
+    """What a ModelDeployment e2e test works with, as one fixture instead of six: the session's
+    operator, cluster and MLflow stack, and the test's own model name and namespace.
+
+    tracking_uri is the MLflow the ModelDeployments follow: the stack's, as the operator (on
+    this machine) reaches it, unless the fixture says otherwise.
+    """
+
+    operator: OperatorProcess
+    cluster: KubeCluster
+    stack: MlflowStack
+    registry: ModelRegistry
+    model: str
+    namespace: str
+    tracking_uri: str
+
+    def serve_first_version(
+        self, name: str, *, tracking_uri: str | None = None, **manifest: Any
+    ) -> TrainedVersion:
+        """Register v1, point alias champion at it, apply the ModelDeployment `name` (following
+        tracking_uri, self.tracking_uri unless given), wait Ready on v1."""
+        v1 = self.registry.log_version(self.model)
+        self.registry.set_alias(self.model, "champion", v1.version)
+        uri = self.tracking_uri if tracking_uri is None else tracking_uri
+        self.cluster.apply(model_deployment(name, self.namespace, self.model, uri, **manifest))
+        eventually(
+            lambda: is_ready_on(self.cluster, self.namespace, name, v1.version),
+            timeout=60,
+            what=f"{name} Ready on v1",
+        )
+        return v1
+
+
+@dataclass(frozen=True)
+class RealPodsEnv(ModelDeploymentEnv):
+    """The same, for tests whose serving pods run on the cluster's real node: tracking_uri is
+    the stack's as those pods reach it (the `pods_tracking_uri` fixture)."""
+
+    node: NodeInfo

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.cluster.launcher import KubeCluster
-from tests.support.processes import ManagedProcess, free_port, http_ok, tail, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port, http_ok, tail
 
 
 def local_images_env(cluster: KubeCluster) -> dict[str, str]:
@@ -71,10 +72,11 @@ class OperatorProcess:
             log_path=self.log_path,
             env=env,
         ).start()
-        wait_until(
+        eventually(
             lambda: http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
-            60,
-            "operator /healthz",
+            timeout=60,
+            what="operator /healthz",
+            interval=0.1,
             processes=[self.process],
         )
         return self

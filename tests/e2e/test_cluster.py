@@ -19,7 +19,7 @@ import yaml
 
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.simulation import NEVER_READY_LABEL
-from tests.support.processes import wait_until
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -140,10 +140,11 @@ def test_deployment_becomes_available_scales_and_rolls_out(
 
     kube_cluster.kubectl("set", "image", "-n", k8s_namespace, "deployment/web", f"app={IMAGE}:v2")
     rollout_status(kube_cluster, k8s_namespace, "web")
-    wait_until(
+    eventually(
         lambda: len(pods_of(kube_cluster, k8s_namespace, "web")) == 5,
-        30,
-        "old pods gone after the rollout",
+        timeout=30,
+        what="old pods gone after the rollout",
+        interval=0.1,
     )
     pods = pods_of(kube_cluster, k8s_namespace, "web")
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {f"{IMAGE}:v2"}
@@ -269,7 +270,9 @@ def test_deleting_an_owner_deletes_its_dependents(
         names = {i["metadata"]["name"] for i in left["items"]}
         return not any(n.startswith(("dependent-", "owned-")) for n in names)
 
-    wait_until(dependents_gone, 60, "garbage collection of the dependents")
+    eventually(
+        dependents_gone, timeout=60, what="garbage collection of the dependents", interval=0.1
+    )
 
 
 # -- RBAC --------------------------------------------------------------------------------------
@@ -388,13 +391,14 @@ def test_pods_of_a_chosen_model_version_stay_unready_and_a_rollback_recovers(
 
     cluster.kubectl("rollout", "undo", "-n", k8s_namespace, "deployment/model")
     rollout_status(cluster, k8s_namespace, "model")
-    wait_until(
+    eventually(
         lambda: (
             {p["metadata"]["labels"][version] for p in pods_of(cluster, k8s_namespace, "model")}
             == {"7"}
         ),
-        30,
-        "version 8 pods gone after the rollback",
+        timeout=30,
+        what="version 8 pods gone after the rollback",
+        interval=0.1,
     )
 
 
@@ -419,8 +423,8 @@ def wait_for_info(launcher: subprocess.Popen[bytes], info_file: Path, log: Path)
         return info_file.exists()
 
     try:
-        wait_until(ready, 180, "launcher in a subprocess")
-    except TimeoutError as error:
+        eventually(ready, timeout=180, what="launcher in a subprocess", interval=0.1)
+    except AssertionError as error:
         raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
     info: dict[str, Any] = json.loads(info_file.read_text())
     return info

@@ -14,8 +14,9 @@ import yaml
 
 from mlflow_operator.core.mlflowserver.layout import max_server_name
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.operator_process import OperatorProcess
+from tests.support.polling import eventually
 from tests.unit.manifests import EXAMPLES, INVALID, load_invalid
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,6 @@ def test_the_longest_accepted_mlflowserver_name_gets_its_postgresql_pod(
     for pod in (f"{name}-postgres-0", f"{name}-minio-0"):
         eventually(
             lambda pod=pod: get_json(crds_installed, "-n", k8s_namespace, "pod", pod),  # type: ignore[misc]
-            60,
-            f"pod {pod} created by its StatefulSet",
+            timeout=60,
+            what=f"pod {pod} created by its StatefulSet",
         )

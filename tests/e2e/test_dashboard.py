@@ -21,14 +21,13 @@ import pytest
 import requests
 import yaml
 
-from tests.cluster.launcher import KubeCluster
-from tests.cluster.realnode import NodeInfo
-from tests.e2e.conftest import eventually, get_json
-from tests.e2e.modeldeployments import is_ready_on, model_deployment
+from tests.e2e.kube import get_json
+from tests.e2e.modeldeployments import RealPodsEnv, is_ready_on, model_deployment
 from tests.e2e.operator_process import OperatorProcess
 from tests.helm import dashboard
-from tests.mlflowstack.models import ModelRegistry, sample_input
+from tests.mlflowstack.models import sample_input
 from tests.prometheus.build import ensure_built
+from tests.support.polling import eventually
 from tests.support.processes import ManagedProcess, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -61,7 +60,11 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     ).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        eventually(lambda: session().get(f"{url}/-/ready", timeout=2).ok, 60, "prometheus ready")
+        eventually(
+            lambda: session().get(f"{url}/-/ready", timeout=2).ok,
+            timeout=60,
+            what="prometheus ready",
+        )
         yield url, config
     finally:
         process.stop()
@@ -103,7 +106,7 @@ def scrape(prometheus: tuple[str, Path], operator: OperatorProcess, pod: dict[st
             "mlflow-serving": "up",
         }
 
-    eventually(both_up, 60, "prometheus scrapes the operator and the serving pod")
+    eventually(both_up, timeout=60, what="prometheus scrapes the operator and the serving pod")
 
 
 def as_grafana_sends_it(expr: str, namespace: str) -> str:
@@ -123,25 +126,24 @@ def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
 
 
 def test_every_dashboard_query_returns_data(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    real_node: NodeInfo,
-    pods_tracking_uri: str,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-    prometheus: tuple[str, Path],
+    pods_env: RealPodsEnv, prometheus: tuple[str, Path]
 ) -> None:
-    ns = k8s_namespace
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    serving = {"replicas": 1, "runtime": "batched", "podTemplate": dict(real_node.placement)}
-    kube_cluster.apply(model_deployment("dash", ns, model_name, pods_tracking_uri, serving=serving))
-    eventually(lambda: is_ready_on(kube_cluster, ns, "dash", v1.version), ROLLOUT_TIMEOUT, "v1")
-    (pod,) = get_json(kube_cluster, "-n", ns, "pods", "-l", "mlflowops.dev/modeldeployment=dash")[
-        "items"
-    ]
-    scrape(prometheus, operator, pod)
+    ns = pods_env.namespace
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+    serving = {"replicas": 1, "runtime": "batched", "podTemplate": dict(pods_env.node.placement)}
+    pods_env.cluster.apply(
+        model_deployment("dash", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
+    )
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "dash", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1",
+    )
+    (pod,) = get_json(
+        pods_env.cluster, "-n", ns, "pods", "-l", "mlflowops.dev/modeldeployment=dash"
+    )["items"]
+    scrape(prometheus, pods_env.operator, pod)
 
     # traffic for the serving row: answers, and one error (JSON the scoring protocol refuses)
     invocations = f"http://{pod['status']['podIP']}:8080/invocations"
@@ -167,7 +169,9 @@ def test_every_dashboard_query_returns_data(
     empty: list[tuple[str, str]] = []
     for title, expr in queries:
         try:
-            eventually(lambda expr=expr: query(url, expr), 45, f"{title}: {expr}", interval=1)
+            eventually(
+                lambda expr=expr: query(url, expr), timeout=45, what=f"{title}: {expr}", interval=1
+            )
         except AssertionError:
             empty.append((title, expr))
     assert empty == [], empty

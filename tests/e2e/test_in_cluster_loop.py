@@ -14,12 +14,13 @@ import pytest
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.mlflowservers import admin_of, as_admin, tracking_url
 from tests.e2e.modeldeployments import is_ready_on
 from tests.e2e.test_install import fullname, helm_in, install
 from tests.e2e.test_modeldeployment_pods import eventually_served, service_url
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 TIMEOUT = 300.0
@@ -98,7 +99,11 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
                 },
             }
         )
-        eventually(lambda: is_ready_on(cluster, ns, "iris", v1.version), TIMEOUT, "Ready on v1")
+        eventually(
+            lambda: is_ready_on(cluster, ns, "iris", v1.version),
+            timeout=TIMEOUT,
+            what="Ready on v1",
+        )
         serving = service_url(cluster, ns, "iris")
         eventually_served(serving, v1)
 
@@ -107,15 +112,19 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
             v2 = registry.log_version(model, c=DIFFERENT_C)
             moved = time.monotonic()
             registry.set_alias(model, "champion", v2.version)
-        eventually(lambda: is_ready_on(cluster, ns, "iris", v2.version), TIMEOUT, "Ready on v2")
+        eventually(
+            lambda: is_ready_on(cluster, ns, "iris", v2.version),
+            timeout=TIMEOUT,
+            what="Ready on v2",
+        )
         print(f"in-cluster alias move to Ready on v2: {time.monotonic() - moved:.1f}s")
         eventually_served(serving, v2)
         key = f"mlflow-operator.{ns}.iris"
         with as_admin(monkeypatch, admin):
             tagged = eventually(
                 lambda: registry.get_version(model, v2.version).tags.get(key),
-                30,
-                "write-back tag",
+                timeout=30,
+                what="write-back tag",
             )
         assert tagged.startswith("serving since ")
 

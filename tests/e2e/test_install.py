@@ -18,13 +18,14 @@ import pytest
 import yaml
 
 from tests.cluster.launcher import KubeCluster, KubectlError
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import is_ready_on, model_deployment
 from tests.e2e.operator_process import OperatorProcess
 from tests.helm.argocd import MODELDEPLOYMENT_HEALTH, run_health
 from tests.helm.chart import CHART, helm, value_args
 from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -317,8 +318,8 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         )
         eventually(
             lambda: is_ready_on(kube_cluster, workload_namespace, "fraud", v1.version),
-            90,
-            "Ready on v1",
+            timeout=90,
+            what="Ready on v1",
         )
         before = get_json(kube_cluster, "-n", workload_namespace, "mdep", "fraud")
 
@@ -326,8 +327,8 @@ def test_modeldeployment_flow_with_the_charts_rbac_only(
         mlflow_registry.set_alias(model_name, "champion", v2.version)
         eventually(
             lambda: is_ready_on(kube_cluster, workload_namespace, "fraud", v2.version),
-            60,
-            "Ready on v2",
+            timeout=60,
+            what="Ready on v2",
         )
         after = get_json(kube_cluster, "-n", workload_namespace, "mdep", "fraud")
         # The operator never writes spec: nothing for Argo CD or Flux to see as drift.

@@ -17,7 +17,7 @@ import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from tests.e2e.mlflowservers import (
 )
 from tests.e2e.operator_process import local_images_env
 from tests.mlflowstack.models import ModelRegistry
-from tests.support.processes import ManagedProcess, free_port, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port, http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +52,9 @@ REPOSITORY = "localhost/mlflow-operator/mlflow-server"
 # serving image, which has MLflow but no PostgreSQL driver: its `mlflow db upgrade` really fails.
 NEW_IMAGE = f"{REPOSITORY}:3.18.0-test"
 FAILING_IMAGE = f"{REPOSITORY}:3.19.0-broken"
+# The polls of this file wait TIMEOUT unless they say otherwise, look every half second (each
+# check is one or more kubectl calls), and let an exception from a check fail the test at once
+# (retry_on=()) rather than count as "not yet": what this file's own poll loop always did.
 TIMEOUT = 240.0
 
 
@@ -87,18 +91,6 @@ def condition(server: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         if cond["type"] == type_:
             return dict(cond)
     return {}
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll until check() returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
 
 
 def decoded(secret: dict[str, Any]) -> dict[str, str]:
@@ -163,10 +155,11 @@ class OperatorProcess:
             },
             cwd=self.workdir,
         ).start()
-        wait_until(
+        eventually(
             lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/metrics"),
-            60,
-            "operator /metrics",
+            timeout=60,
+            what="operator /metrics",
+            interval=0.1,
             processes=[self.process],
         )
         return self
@@ -429,8 +422,10 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     eventually(
         lambda: (get(cluster, ns, "pdb/mlflow").get("status") or {}).get("expectedPods") == 2,
-        "the disruption controller counts both pods",
         timeout=30,
+        what="the disruption controller counts both pods",
+        interval=0.5,
+        retry_on=(),
     )
 
     # PostgreSQL and MinIO: secretKeyRefs, probes, volumes that outlive them
@@ -493,12 +488,28 @@ def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
         # an annotation change is a change of the object: it wakes the reconcile
         done = managed.operator.reconciles()
         cluster.kubectl("annotate", "-n", ns, "mlfs/mlflow", f"test/touch={i}", "--overwrite")
-        eventually(lambda done=done: managed.operator.reconciles() > done, f"reconcile {i}")
+        eventually(
+            lambda done=done: managed.operator.reconciles() > done,
+            timeout=TIMEOUT,
+            what=f"reconcile {i}",
+            interval=0.5,
+            retry_on=(),
+        )
     assert generated() == before
     managed.operator.restart()
-    eventually(lambda: managed.operator.reconciles() >= 1, "a reconcile after the restart")
     eventually(
-        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
+        lambda: managed.operator.reconciles() >= 1,
+        timeout=TIMEOUT,
+        what="a reconcile after the restart",
+        interval=0.5,
+        retry_on=(),
+    )
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+        timeout=TIMEOUT,
+        what="Ready",
+        interval=0.5,
+        retry_on=(),
     )
     assert generated() == before
 
@@ -510,7 +521,11 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
     change waited for that timer."""
     cluster, ns, operator = managed.cluster, managed.namespace, managed.operator
     eventually(
-        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+        timeout=TIMEOUT,
+        what="Ready",
+        interval=0.5,
+        retry_on=(),
     )
     time.sleep(5)  # the reconcile woken by the last status write
     writes, reconciles = operator.kube_writes(), operator.reconciles()
@@ -529,19 +544,37 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
     scaled = time.monotonic()
     eventually(
         lambda: get(cluster, ns, "deployment/mlflow")["spec"]["replicas"] == 2,
-        "spec.replicas back to 2",
         timeout=60,
+        what="spec.replicas back to 2",
+        interval=0.5,
+        retry_on=(),
     )
     print(f"hand-scaled Deployment restored after {time.monotonic() - scaled:.1f}s")
     assert operator.kube_writes() > writes
 
     # one replica: no budget (it would block every drain or protect nothing); two: back
     patch_spec(cluster, ns, {"replicas": 1})
-    eventually(lambda: get(cluster, ns, "pdb/mlflow") is None, "no PDB at 1 replica", timeout=60)
-    patch_spec(cluster, ns, {"replicas": 2})
-    eventually(lambda: get(cluster, ns, "pdb/mlflow") is not None, "PDB at 2 replicas", timeout=60)
     eventually(
-        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True", "Ready"
+        lambda: get(cluster, ns, "pdb/mlflow") is None,
+        timeout=60,
+        what="no PDB at 1 replica",
+        interval=0.5,
+        retry_on=(),
+    )
+    patch_spec(cluster, ns, {"replicas": 2})
+    eventually(
+        lambda: get(cluster, ns, "pdb/mlflow") is not None,
+        timeout=60,
+        what="PDB at 2 replicas",
+        interval=0.5,
+        retry_on=(),
+    )
+    eventually(
+        lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
+        timeout=TIMEOUT,
+        what="Ready",
+        interval=0.5,
+        retry_on=(),
     )
 
 
@@ -603,10 +636,15 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
         return image == NEW_IMAGE
 
     try:
-        eventually(moved, "Deployment at the new image")
+        eventually(
+            moved, timeout=TIMEOUT, what="Deployment at the new image", interval=0.5, retry_on=()
+        )
         eventually(
             lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
-            "Ready at the new image",
+            timeout=TIMEOUT,
+            what="Ready at the new image",
+            interval=0.5,
+            retry_on=(),
         )
     finally:
         health.stop()
@@ -647,7 +685,13 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
         assert registry_contents(url) == before
     managed.contents_before_upgrade = before  # for the rollback below
     # the superseded migration Job is cleaned up once the new image serves
-    eventually(lambda: job_for(cluster, ns, managed.image) is None, "old migration Job pruned")
+    eventually(
+        lambda: job_for(cluster, ns, managed.image) is None,
+        timeout=TIMEOUT,
+        what="old migration Job pruned",
+        interval=0.5,
+        retry_on=(),
+    )
 
 
 def psql(cluster: KubeCluster, namespace: str, sql: str) -> str:
@@ -674,7 +718,9 @@ def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: Manag
             cond = condition(get(cluster, ns, "mlfs/mlflow"), "Ready")
             return cond if cond.get("reason") == "DowngradeRefused" else {}
 
-        cond = eventually(refused, "Ready=False, DowngradeRefused", timeout=300)
+        cond = eventually(
+            refused, timeout=300, what="Ready=False, DowngradeRefused", interval=0.5, retry_on=()
+        )
         assert managed.image in cond["message"]
         assert NEW_IMAGE in cond["message"]
         assert "revision f0e1d2c3b4a5" in cond["message"]
@@ -688,16 +734,28 @@ def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: Manag
         assert deployment_image(cluster, ns) == NEW_IMAGE
         eventually(
             lambda: get(cluster, ns, "deployment/mlflow")["spec"]["replicas"] == 2,
-            "the Deployment back at spec.replicas after the refused migration",
+            timeout=TIMEOUT,
+            what="the Deployment back at spec.replicas after the refused migration",
+            interval=0.5,
+            retry_on=(),
         )
     finally:
         psql(cluster, ns, f"UPDATE alembic_version SET version_num = '{revision}'")  # noqa: S608 - read from the database above
         patch_spec(cluster, ns, {"image": NEW_IMAGE})
     eventually(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
-        "Ready again on the newer image",
+        timeout=TIMEOUT,
+        what="Ready again on the newer image",
+        interval=0.5,
+        retry_on=(),
     )
-    eventually(lambda: job_for(cluster, ns, managed.image) is None, "the refused Job pruned")
+    eventually(
+        lambda: job_for(cluster, ns, managed.image) is None,
+        timeout=TIMEOUT,
+        what="the refused Job pruned",
+        interval=0.5,
+        retry_on=(),
+    )
 
 
 def test_a_failing_migration_starts_the_old_server_again_and_says_why(
@@ -711,7 +769,9 @@ def test_a_failing_migration_starts_the_old_server_again_and_says_why(
         return cond if cond.get("reason") == "MigrationFailed" else {}
 
     # three real attempts with the Job controller's back-off between them (10 s, 20 s)
-    cond = eventually(failed, "SchemaMigrated=False, MigrationFailed", timeout=300)
+    cond = eventually(
+        failed, timeout=300, what="SchemaMigrated=False, MigrationFailed", interval=0.5, retry_on=()
+    )
     assert cond["status"] == "False"
     job = job_for(cluster, ns, FAILING_IMAGE)
     assert job is not None
@@ -734,7 +794,10 @@ def test_a_failing_migration_starts_the_old_server_again_and_says_why(
     assert deployment_image(cluster, ns) == NEW_IMAGE
     eventually(
         lambda: get(cluster, ns, "deployment/mlflow")["status"].get("readyReplicas") == 2,
-        "the old server started again after the failed migration",
+        timeout=TIMEOUT,
+        what="the old server started again after the failed migration",
+        interval=0.5,
+        retry_on=(),
     )
     server = get(cluster, ns, "mlfs/mlflow")
     assert condition(server, "Ready")["reason"] == "MigrationFailed"
@@ -749,7 +812,10 @@ def test_a_failing_migration_starts_the_old_server_again_and_says_why(
     patch_spec(cluster, ns, {"image": NEW_IMAGE})
     eventually(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
-        "Ready after going back",
+        timeout=TIMEOUT,
+        what="Ready after going back",
+        interval=0.5,
+        retry_on=(),
     )
 
 
@@ -808,7 +874,13 @@ def test_scheduled_backups_run_verified_and_stop_with_the_schedule(managed: Mana
     cluster, ns = managed.cluster, managed.namespace
     before = len(get(cluster, ns, "mlfs/mlflow")["status"].get("backups", []))
     patch_spec(cluster, ns, {"backup": {"schedule": "* * * * *"}})
-    cronjob = eventually(lambda: get(cluster, ns, "cronjob/mlflow-backup"), "the CronJob")
+    cronjob = eventually(
+        lambda: get(cluster, ns, "cronjob/mlflow-backup"),
+        timeout=TIMEOUT,
+        what="the CronJob",
+        interval=0.5,
+        retry_on=(),
+    )
     assert cronjob["spec"]["schedule"] == "* * * * *"
 
     def scheduled() -> dict[str, Any]:
@@ -816,14 +888,22 @@ def test_scheduled_backups_run_verified_and_stop_with_the_schedule(managed: Mana
         backups = server["status"].get("backups", [])[before:]
         return next((b for b in backups if b["beforeImage"] == ""), {})
 
-    backup = eventually(scheduled, "a scheduled backup in status", timeout=180)
+    backup = eventually(
+        scheduled, timeout=180, what="a scheduled backup in status", interval=0.5, retry_on=()
+    )
     assert backup["verified"] is True
     assert backup["job"].startswith("mlflow-backup-")  # <cronjob>-<scheduled minute>
     assert backup["key"].startswith(f"s3://mlflow-backups/{ns}/mlflow/")
     verified = condition(get(cluster, ns, "mlfs/mlflow"), "BackupVerified")
     assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
     patch_spec(cluster, ns, {"backup": {"schedule": ""}})
-    eventually(lambda: get(cluster, ns, "cronjob/mlflow-backup") is None, "the CronJob deleted")
+    eventually(
+        lambda: get(cluster, ns, "cronjob/mlflow-backup") is None,
+        timeout=TIMEOUT,
+        what="the CronJob deleted",
+        interval=0.5,
+        retry_on=(),
+    )
 
 
 def requested(obj: dict[str, Any]) -> str:
@@ -864,7 +944,9 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
         ready = condition(get(cluster, ns, "mlfs/mlflow"), "Ready")
         return ready if ready.get("reason") == "StorageChangeRefused" else None
 
-    ready = eventually(refused, "Ready=False StorageChangeRefused")
+    ready = eventually(
+        refused, timeout=TIMEOUT, what="Ready=False StorageChangeRefused", interval=0.5, retry_on=()
+    )
     assert ready["status"] == "False"
     assert ready["message"].startswith(
         "spec.backendStore.postgres.managed: cannot expand the volume of StatefulSet "
@@ -877,7 +959,13 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
         command = [*args.get("command", []), *args.get("args", [])]
         return command[command.index("--workers") + 1] if "--workers" in command else None
 
-    eventually(lambda: workers() == "3", "the workers change applied despite the refusal")
+    eventually(
+        lambda: workers() == "3",
+        timeout=TIMEOUT,
+        what="the workers change applied despite the refusal",
+        interval=0.5,
+        retry_on=(),
+    )
     assert requested(get(cluster, ns, "statefulset/mlflow-postgres")) == "1Gi"
     assert requested(get(cluster, ns, "pvc/data-mlflow-postgres-0")) == "1Gi"
     warnings = get(
@@ -890,11 +978,17 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
     # MinIO's volume grew, through the claim, and its pod kept running
     eventually(
         lambda: capacity(get(cluster, ns, "pvc/data-mlflow-minio-0")) == "4Gi",
-        "MinIO's claim has 4Gi",
+        timeout=TIMEOUT,
+        what="MinIO's claim has 4Gi",
+        interval=0.5,
+        retry_on=(),
     )
     eventually(
         lambda: requested(get(cluster, ns, "statefulset/mlflow-minio")) == "4Gi",
-        "MinIO's StatefulSet recreated with a 4Gi claim template",
+        timeout=TIMEOUT,
+        what="MinIO's StatefulSet recreated with a 4Gi claim template",
+        interval=0.5,
+        retry_on=(),
     )
     assert get(cluster, ns, "pod/mlflow-minio-0")["metadata"]["uid"] == minio_pod
     expanding = get(
@@ -907,7 +1001,13 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
     patch_spec(
         cluster, ns, {"workers": 1, "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}}}
     )
-    eventually(lambda: refused() is None, "the refusal cleared once the spec is back")
+    eventually(
+        lambda: refused() is None,
+        timeout=TIMEOUT,
+        what="the refusal cleared once the spec is back",
+        interval=0.5,
+        retry_on=(),
+    )
     cluster.kubectl(
         "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=120s", timeout=130
     )
@@ -931,7 +1031,13 @@ def test_deleting_keeps_volumes_and_generated_secrets(managed: ManagedServer) ->
         services = get(cluster, ns, "services", "-l", "mlflowops.dev/mlflowserver=mlflow")
         return not remaining and not services["items"]
 
-    eventually(children_gone, "owned children garbage-collected")
+    eventually(
+        children_gone,
+        timeout=TIMEOUT,
+        what="owned children garbage-collected",
+        interval=0.5,
+        retry_on=(),
+    )
     claims = sorted(o["metadata"]["name"] for o in get(cluster, ns, "pvc")["items"])
     assert claims == ["data-mlflow-minio-0", "data-mlflow-postgres-0"]
     secrets = get(cluster, ns, "secrets", "-l", "app.kubernetes.io/component=credentials")
@@ -957,7 +1063,9 @@ def test_a_lost_database_is_restored_from_its_backup_into_a_new_server(
         server = get(cluster, ns, "mlfs/mlflow")
         return server if condition(server, "Ready").get("status") == "True" else {}
 
-    server = eventually(ready, "Ready after the restore", timeout=420)
+    server = eventually(
+        ready, timeout=420, what="Ready after the restore", interval=0.5, retry_on=()
+    )
     assert server["status"]["restoredFrom"] == last["key"]
     (restore_job,) = jobs_of(cluster, ns, "restore")
     assert job_complete(restore_job)
@@ -1053,7 +1161,13 @@ def test_external_stores_serve_a_real_model(
             cond = condition(get(cluster, ns, "mlfs/mlflow"), "DatabaseReady")
             return cond if cond.get("reason") == "SecretKeyMissing" else {}
 
-        cond = eventually(missing_key, "DatabaseReady=False naming the missing key")
+        cond = eventually(
+            missing_key,
+            timeout=TIMEOUT,
+            what="DatabaseReady=False naming the missing key",
+            interval=0.5,
+            retry_on=(),
+        )
         assert cond["status"] == "False"
         assert "pg-creds" in cond["message"]
         assert "password" in cond["message"]

@@ -7,17 +7,15 @@ from typing import Any
 import pytest
 
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import (
+    ModelDeploymentEnv,
     condition,
     is_ready_on,
     model_deployment,
-    serve_first_version,
     status,
 )
-from tests.e2e.operator_process import OperatorProcess
-from tests.mlflowstack.models import ModelRegistry
-from tests.mlflowstack.stack import MlflowStack
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 GPU = "nvidia.com/gpu"
@@ -43,77 +41,62 @@ def gpus_in_use(cluster: KubeCluster) -> int:
     return used
 
 
-def test_gpu_model_lands_on_a_gpu_node_with_the_limit(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
-    serve_first_version(
-        kube_cluster,
-        mlflow_registry,
-        mlflow_stack.tracking_uri,
-        k8s_namespace,
-        "gpu",
-        model_name,
-        serving={"replicas": 1, "gpu": {"count": 1}},
-    )
-    (pod,) = pods(kube_cluster, k8s_namespace)
-    assert pod["spec"]["nodeName"] in gpu_nodes(kube_cluster)
+def test_gpu_model_lands_on_a_gpu_node_with_the_limit(env: ModelDeploymentEnv) -> None:
+    env.serve_first_version("gpu", serving={"replicas": 1, "gpu": {"count": 1}})
+    (pod,) = pods(env.cluster, env.namespace)
+    assert pod["spec"]["nodeName"] in gpu_nodes(env.cluster)
     assert pod["spec"]["containers"][0]["resources"]["limits"][GPU] == "1"
     assert pod["spec"]["containers"][0]["image"].endswith(":0.1.0")
     assert "serving-gpu" in pod["spec"]["containers"][0]["image"]
 
 
-def test_more_gpus_than_any_node_has_is_reported_not_hidden(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
+def test_more_gpus_than_any_node_has_is_reported_not_hidden(env: ModelDeploymentEnv) -> None:
+    v1 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v1.version)
     md = model_deployment(
-        "huge", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        "huge", env.namespace, env.model, env.tracking_uri,
         serving={"replicas": 1, "gpu": {"count": 8}},
     )  # fmt: skip
-    kube_cluster.apply(md)
+    env.cluster.apply(md)
 
     def reported() -> dict[str, Any] | None:
-        progressing = condition(status(kube_cluster, k8s_namespace, "huge"), "Progressing")
+        progressing = condition(status(env.cluster, env.namespace, "huge"), "Progressing")
         return progressing if progressing.get("reason") == "PodsUnschedulable" else None
 
-    progressing = eventually(reported, 30, "Progressing says why the pods cannot be scheduled")
+    progressing = eventually(
+        reported, timeout=30, what="Progressing says why the pods cannot be scheduled"
+    )
     assert progressing["status"] == "True"
     assert f"Insufficient {GPU}" in progressing["message"]
-    assert condition(status(kube_cluster, k8s_namespace, "huge"), "Ready")["status"] == "False"
+    assert condition(status(env.cluster, env.namespace, "huge"), "Ready")["status"] == "False"
 
 
 def test_rollout_that_fills_every_gpu_completes_without_surge_deadlock(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    env: ModelDeploymentEnv,
 ) -> None:
-    eventually(lambda: gpus_in_use(kube_cluster) == 0, 60, "GPUs of earlier tests released")
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    eventually(
+        lambda: gpus_in_use(env.cluster) == 0, timeout=60, what="GPUs of earlier tests released"
+    )
+    v1 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v1.version)
     # 2 pods x 4 GPUs: every GPU of the cluster; a surge pod can never be scheduled
     md = model_deployment(
-        "full", k8s_namespace, model_name, mlflow_stack.tracking_uri,
+        "full", env.namespace, env.model, env.tracking_uri,
         serving={"replicas": 2, "gpu": {"count": 4}},
     )  # fmt: skip
-    kube_cluster.apply(md)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "full", "1"), 60, "v1 on 8 GPUs")
-    v2 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v2.version)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "full", "2"), 90, "v2 on 8 GPUs")
-    st = status(kube_cluster, k8s_namespace, "full")
+    env.cluster.apply(md)
+    eventually(
+        lambda: is_ready_on(env.cluster, env.namespace, "full", "1"),
+        timeout=60,
+        what="v1 on 8 GPUs",
+    )
+    v2 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v2.version)
+    eventually(
+        lambda: is_ready_on(env.cluster, env.namespace, "full", "2"),
+        timeout=90,
+        what="v2 on 8 GPUs",
+    )
+    st = status(env.cluster, env.namespace, "full")
     assert st["previousVersion"] == "1"
     assert st.get("failedVersions", []) == []

@@ -15,8 +15,9 @@ import requests
 
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import (
+    RealPodsEnv,
     condition,
     events,
     eventually_condition,
@@ -25,8 +26,8 @@ from tests.e2e.modeldeployments import (
     status,
     template_version,
 )
-from tests.e2e.operator_process import OperatorProcess
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry, TrainedVersion, sample_input
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 POLL = 5.0
@@ -60,7 +61,9 @@ def predict(url: str) -> list[int]:
 def eventually_served(url: str, version: TrainedVersion) -> None:
     """The Service answers with version's predictions. Not at the instant the ModelDeployment
     says Ready: kube-proxy stops sending to a replaced pod a moment after its endpoint goes."""
-    eventually(lambda: predict(url) == version.predict(), 30, f"v{version.version} answers")
+    eventually(
+        lambda: predict(url) == version.predict(), timeout=30, what=f"v{version.version} answers"
+    )
 
 
 def serving_pods(cluster: KubeCluster, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -101,82 +104,91 @@ def assert_pods_run_as_declared(
 
 @pytest.mark.parametrize("runtime", ["mlflow", "batched"])
 def test_an_alias_move_rolls_out_real_pods_that_serve_the_new_version(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    real_node: NodeInfo,
-    pods_tracking_uri: str,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-    runtime: str,
+    pods_env: RealPodsEnv, runtime: str
 ) -> None:
-    ns = k8s_namespace
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    serving = on_real_node(real_node, runtime=runtime, replicas=2)
-    kube_cluster.apply(model_deployment("iris", ns, model_name, pods_tracking_uri, serving=serving))
+    ns = pods_env.namespace
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+    serving = on_real_node(pods_env.node, runtime=runtime, replicas=2)
+    pods_env.cluster.apply(
+        model_deployment("iris", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
+    )
     started = time.monotonic()
-    eventually(lambda: is_ready_on(kube_cluster, ns, "iris", v1.version), ROLLOUT_TIMEOUT, "v1")
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "iris", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1",
+    )
     print(f"{runtime}: first version Ready in {time.monotonic() - started:.1f}s")
-    url = service_url(kube_cluster, ns, "iris")
+    url = service_url(pods_env.cluster, ns, "iris")
     eventually_served(url, v1)
-    assert_pods_run_as_declared(kube_cluster, ns, real_node, "iris")
+    assert_pods_run_as_declared(pods_env.cluster, ns, pods_env.node, "iris")
 
-    v2 = mlflow_registry.log_version(model_name, c=DIFFERENT_C)
+    v2 = pods_env.registry.log_version(pods_env.model, c=DIFFERENT_C)
     assert v2.predict() != v1.predict()  # else the check below could not tell them apart
     moved = time.monotonic()
-    mlflow_registry.set_alias(model_name, "champion", v2.version)
-    eventually(lambda: is_ready_on(kube_cluster, ns, "iris", v2.version), ROLLOUT_TIMEOUT, "v2")
+    pods_env.registry.set_alias(pods_env.model, "champion", v2.version)
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "iris", v2.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v2",
+    )
     print(f"{runtime}: alias move to Ready on v2 in {time.monotonic() - moved:.1f}s")
     eventually_served(url, v2)
     eventually(
-        lambda: not pods_of_version(serving_pods(kube_cluster, ns, "iris"), v1.version),
-        60,
-        "v1's pods gone",
+        lambda: not pods_of_version(serving_pods(pods_env.cluster, ns, "iris"), v1.version),
+        timeout=60,
+        what="v1's pods gone",
     )
-    assert_pods_run_as_declared(kube_cluster, ns, real_node, "iris")
+    assert_pods_run_as_declared(pods_env.cluster, ns, pods_env.node, "iris")
 
 
 def test_tagging_a_newer_version_rolls_out_real_pods_and_untagging_rolls_back(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    real_node: NodeInfo,
-    pods_tracking_uri: str,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    pods_env: RealPodsEnv,
 ) -> None:
     """spec.model.selector on real pods: the version tag set in MLflow decides what the
     Service answers with; a version outside the semver range never serves."""
-    ns = k8s_namespace
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.tag_version(model_name, v1.version, "semver", "1.0.0")
-    mlflow_registry.tag_version(model_name, v1.version, "stage", "prod")
+    ns = pods_env.namespace
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.tag_version(pods_env.model, v1.version, "semver", "1.0.0")
+    pods_env.registry.tag_version(pods_env.model, v1.version, "stage", "prod")
     md = model_deployment(
-        "tagged", ns, model_name, pods_tracking_uri,
+        "tagged", ns, pods_env.model, pods_env.tracking_uri,
         selector={"selector": {"tags": {"stage": "prod"}, "semver": "^1"}},
-        serving=on_real_node(real_node),
+        serving=on_real_node(pods_env.node),
     )  # fmt: skip
-    kube_cluster.apply(md)
-    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v1.version), ROLLOUT_TIMEOUT, "v1")
-    url = service_url(kube_cluster, ns, "tagged")
+    pods_env.cluster.apply(md)
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "tagged", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1",
+    )
+    url = service_url(pods_env.cluster, ns, "tagged")
     eventually_served(url, v1)
 
-    v2 = mlflow_registry.log_version(model_name, c=DIFFERENT_C)
+    v2 = pods_env.registry.log_version(pods_env.model, c=DIFFERENT_C)
     assert v2.predict() != v1.predict()  # else the checks below could not tell them apart
-    mlflow_registry.tag_version(model_name, v2.version, "semver", "2.0.0")  # outside ^1
-    mlflow_registry.tag_version(model_name, v2.version, "stage", "prod")
+    pods_env.registry.tag_version(pods_env.model, v2.version, "semver", "2.0.0")  # outside ^1
+    pods_env.registry.tag_version(pods_env.model, v2.version, "stage", "prod")
     time.sleep(POLL + 2)
-    assert template_version(kube_cluster, ns, "tagged") == v1.version
-    mlflow_registry.tag_version(model_name, v2.version, "semver", "1.1.0")  # now inside ^1
-    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v2.version), ROLLOUT_TIMEOUT, "v2")
+    assert template_version(pods_env.cluster, ns, "tagged") == v1.version
+    pods_env.registry.tag_version(pods_env.model, v2.version, "semver", "1.1.0")  # now inside ^1
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "tagged", v2.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v2",
+    )
     eventually_served(url, v2)
-    assert status(kube_cluster, ns, "tagged")["selection"].startswith(
+    assert status(pods_env.cluster, ns, "tagged")["selection"].startswith(
         f"version {v2.version}, semver 1.1.0: the newest of 2 READY version(s)"
     )
 
-    mlflow_registry.delete_version_tag(model_name, v2.version, "stage")
-    eventually(lambda: is_ready_on(kube_cluster, ns, "tagged", v1.version), ROLLOUT_TIMEOUT, "v1")
+    pods_env.registry.delete_version_tag(pods_env.model, v2.version, "stage")
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "tagged", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1",
+    )
     eventually_served(url, v1)
 
 
@@ -188,62 +200,65 @@ def _broken_or_good(registry: ModelRegistry, model: str, broken: bool) -> Traine
 
 @pytest.mark.parametrize("broken", [True, False], ids=["model-fails-to-load", "good-model"])
 def test_a_version_whose_model_cannot_load_is_rolled_back_for_that_reason(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    real_node: NodeInfo,
-    pods_tracking_uri: str,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-    broken: bool,
+    pods_env: RealPodsEnv, broken: bool
 ) -> None:
     """The same steps with a good version and with one whose model file is junk: only the
     junk one fails, because its server really cannot load it."""
-    ns = k8s_namespace
+    ns = pods_env.namespace
     deadline = 45
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    kube_cluster.apply(
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+    pods_env.cluster.apply(
         model_deployment(
             "rb",
             ns,
-            model_name,
-            pods_tracking_uri,
-            serving=on_real_node(real_node),
+            pods_env.model,
+            pods_env.tracking_uri,
+            serving=on_real_node(pods_env.node),
             deadline=deadline,
         )
     )
-    eventually(lambda: is_ready_on(kube_cluster, ns, "rb", v1.version), ROLLOUT_TIMEOUT, "v1")
-    url = service_url(kube_cluster, ns, "rb")
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "rb", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1",
+    )
+    url = service_url(pods_env.cluster, ns, "rb")
 
-    candidate = _broken_or_good(mlflow_registry, model_name, broken)
+    candidate = _broken_or_good(pods_env.registry, pods_env.model, broken)
     version = candidate if isinstance(candidate, str) else candidate.version
-    mlflow_registry.set_alias(model_name, "champion", version)
+    pods_env.registry.set_alias(pods_env.model, "champion", version)
     if not broken:
         assert isinstance(candidate, TrainedVersion)
-        eventually(lambda: is_ready_on(kube_cluster, ns, "rb", version), ROLLOUT_TIMEOUT, "good")
+        eventually(
+            lambda: is_ready_on(pods_env.cluster, ns, "rb", version),
+            timeout=ROLLOUT_TIMEOUT,
+            what="good",
+        )
         eventually_served(url, candidate)
-        assert status(kube_cluster, ns, "rb").get("failedVersions", []) == []
+        assert status(pods_env.cluster, ns, "rb").get("failedVersions", []) == []
         return
 
     # Its pod starts, fails to load the model, and restarts: the real reason, in its log.
     def failing_pod() -> dict[str, Any] | None:
-        pods = pods_of_version(serving_pods(kube_cluster, ns, "rb"), version)
+        pods = pods_of_version(serving_pods(pods_env.cluster, ns, "rb"), version)
         return next((p for p in pods if restarts(p) > 0), None)
 
-    pod = eventually(failing_pod, ROLLOUT_TIMEOUT, f"a pod of version {version} restarted")
-    log = kube_cluster.kubectl(
+    pod = eventually(
+        failing_pod, timeout=ROLLOUT_TIMEOUT, what=f"a pod of version {version} restarted"
+    )
+    log = pods_env.cluster.kubectl(
         "logs", "-n", ns, pod["metadata"]["name"], "--previous", check=False
     ).stdout
     assert "Traceback" in log, log[-2000:]
     assert predict(url) == v1.predict()  # the old version serves meanwhile
 
     eventually(
-        lambda: condition(status(kube_cluster, ns, "rb"), "Degraded").get("status") == "True",
-        deadline + 60,
-        "Degraded after the progress deadline",
+        lambda: condition(status(pods_env.cluster, ns, "rb"), "Degraded").get("status") == "True",
+        timeout=deadline + 60,
+        what="Degraded after the progress deadline",
     )
-    st = status(kube_cluster, ns, "rb")
+    st = status(pods_env.cluster, ns, "rb")
     assert st["failedVersions"] == [version]
     assert st["servingVersion"] == v1.version
     assert condition(st, "Degraded")["reason"] == "RolloutFailed"
@@ -253,98 +268,98 @@ def test_a_version_whose_model_cannot_load_is_rolled_back_for_that_reason(
     (failed,) = [h for h in st["history"] if h["version"] == version]
     assert failed["result"] == "RolledBack"
     assert last_line[-80:] in failed["message"]
-    eventually(lambda: template_version(kube_cluster, ns, "rb") == v1.version, 30, "rolled back")
     eventually(
-        lambda: not pods_of_version(serving_pods(kube_cluster, ns, "rb"), version),
-        60,
-        "the failed version's pods gone",
+        lambda: template_version(pods_env.cluster, ns, "rb") == v1.version,
+        timeout=30,
+        what="rolled back",
     )
-    warnings = [e for e in events(kube_cluster, ns, "rb") if e["type"] == "Warning"]
+    eventually(
+        lambda: not pods_of_version(serving_pods(pods_env.cluster, ns, "rb"), version),
+        timeout=60,
+        what="the failed version's pods gone",
+    )
+    warnings = [e for e in events(pods_env.cluster, ns, "rb") if e["type"] == "Warning"]
     assert any(e["reason"] == "RolloutFailed" and last_line[-80:] in e["message"] for e in warnings)
-    assert last_line[-80:] in condition(status(kube_cluster, ns, "rb"), "Degraded")["message"]
+    assert last_line[-80:] in condition(status(pods_env.cluster, ns, "rb"), "Degraded")["message"]
 
     # Never retried while the registry still selects it.
     time.sleep(3 * POLL)
-    assert template_version(kube_cluster, ns, "rb") == v1.version
-    assert not pods_of_version(serving_pods(kube_cluster, ns, "rb"), version)
+    assert template_version(pods_env.cluster, ns, "rb") == v1.version
+    assert not pods_of_version(serving_pods(pods_env.cluster, ns, "rb"), version)
     assert predict(url) == v1.predict()
-    tags = mlflow_registry.get_version(model_name, version).tags
+    tags = pods_env.registry.get_version(pods_env.model, version).tags
     assert tags[f"mlflow-operator.{ns}.rb"].startswith("rollout failed at ")
 
     # The registry moves on: the next good version rolls out.
-    v3 = mlflow_registry.log_version(model_name, c=DIFFERENT_C)
-    mlflow_registry.set_alias(model_name, "champion", v3.version)
-    eventually(lambda: is_ready_on(kube_cluster, ns, "rb", v3.version), ROLLOUT_TIMEOUT, "v3")
+    v3 = pods_env.registry.log_version(pods_env.model, c=DIFFERENT_C)
+    pods_env.registry.set_alias(pods_env.model, "champion", v3.version)
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "rb", v3.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v3",
+    )
     eventually_served(url, v3)
-    assert status(kube_cluster, ns, "rb").get("failedVersions", []) == []
+    assert status(pods_env.cluster, ns, "rb").get("failedVersions", []) == []
 
 
 def test_a_memory_limit_too_small_is_reported_as_oomkilled_with_the_limit(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    real_node: NodeInfo,
-    pods_tracking_uri: str,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    pods_env: RealPodsEnv,
 ) -> None:
     """The server process is killed by the kernel while it starts: the user reads why, and
     which limit to raise, in Progressing while it happens and in Degraded after the deadline."""
-    ns = k8s_namespace
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    ns = pods_env.namespace
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
     small = {"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}}
-    serving = on_real_node(real_node, resources=small)
-    kube_cluster.apply(
-        model_deployment("oom", ns, model_name, pods_tracking_uri, serving=serving, deadline=45)
+    serving = on_real_node(pods_env.node, resources=small)
+    pods_env.cluster.apply(
+        model_deployment(
+            "oom", ns, pods_env.model, pods_env.tracking_uri, serving=serving, deadline=45
+        )
     )
     progressing = eventually_condition(
-        kube_cluster, ns, "oom", "Progressing", lambda c: "OOMKilled" in c.get("message", ""),
+        pods_env.cluster, ns, "oom", "Progressing", lambda c: "OOMKilled" in c.get("message", ""),
         ROLLOUT_TIMEOUT, "Progressing names the OOM kill",
     )  # fmt: skip
     assert progressing["status"] == "True"
     assert "memory limit 64Mi" in progressing["message"]
     degraded = eventually_condition(
-        kube_cluster, ns, "oom", "Degraded", lambda c: c.get("status") == "True",
+        pods_env.cluster, ns, "oom", "Degraded", lambda c: c.get("status") == "True",
         45 + 60, "Degraded after the progress deadline",
     )  # fmt: skip
     assert degraded["reason"] == "RolloutFailed"
     assert "OOMKilled: the container ran out of its memory limit 64Mi" in degraded["message"]
-    (pod,) = serving_pods(kube_cluster, ns, "oom")
+    (pod,) = serving_pods(pods_env.cluster, ns, "oom")
     (container,) = pod["status"]["containerStatuses"]
     assert container["lastState"]["terminated"]["reason"] == "OOMKilled"  # the kubelet agrees
 
 
 def test_an_image_that_does_not_exist_blocks_the_rollout_and_names_the_image(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    real_node: NodeInfo,
-    pods_tracking_uri: str,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    pods_env: RealPodsEnv,
 ) -> None:
     """An image nobody can pull is the cluster's problem, not the version's: the rollout is
     blocked (not failed) and the message names the image. The registry is on loopback's
     discard port, so the pull is refused at once and nothing leaves the machine."""
-    ns = k8s_namespace
+    ns = pods_env.namespace
     image = "127.0.0.1:9/mlflow-operator/serving-cpu:does-not-exist"
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    serving = on_real_node(real_node, image=image)
-    kube_cluster.apply(
-        model_deployment("noimg", ns, model_name, pods_tracking_uri, serving=serving, deadline=30)
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+    serving = on_real_node(pods_env.node, image=image)
+    pods_env.cluster.apply(
+        model_deployment(
+            "noimg", ns, pods_env.model, pods_env.tracking_uri, serving=serving, deadline=30
+        )
     )
     progressing = eventually_condition(
-        kube_cluster, ns, "noimg", "Progressing", lambda c: c.get("reason") == "RolloutBlocked",
+        pods_env.cluster, ns, "noimg", "Progressing", lambda c: c.get("reason") == "RolloutBlocked",
         ROLLOUT_TIMEOUT, "Progressing says the rollout is blocked",
     )  # fmt: skip
     assert image in progressing["message"]
     assert "ImagePullBackOff" in progressing["message"] or "ErrImagePull" in progressing["message"]
     degraded = eventually_condition(
-        kube_cluster, ns, "noimg", "Degraded", lambda c: c.get("status") == "True",
+        pods_env.cluster, ns, "noimg", "Degraded", lambda c: c.get("status") == "True",
         30 + 60, "Degraded after the progress deadline",
     )  # fmt: skip
     assert degraded["reason"] == "RolloutBlocked"
     assert image in degraded["message"]
-    assert status(kube_cluster, ns, "noimg").get("failedVersions", []) == []
+    assert status(pods_env.cluster, ns, "noimg").get("failedVersions", []) == []

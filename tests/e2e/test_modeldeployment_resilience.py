@@ -20,22 +20,21 @@ import pytest
 
 from mlflow_operator.core.modeldeployment.invariants import Auditor, Snapshot
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import (
+    ModelDeploymentEnv,
     condition,
     event_reasons,
     events,
     is_ready_on,
     model_deployment,
-    serve_first_version,
     status,
     template_version,
 )
-from tests.e2e.operator_process import OperatorProcess
-from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
 from tests.support.counting_proxy import CountingProxy
 from tests.support.fault_proxy import FaultProxy
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 POLL = 5.0
@@ -77,143 +76,112 @@ def fault_proxy(mlflow_stack: MlflowStack) -> Iterator[FaultProxy]:
 
 
 def test_a_vanished_credentials_secret_does_not_restart_the_serving_pods(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    env: ModelDeploymentEnv,
 ) -> None:
     """Defect 4: the Deployment was re-applied without the credential env vars while the
     Secret was missing; every pod restarted unable to reach MLflow."""
-    create_credentials(kube_cluster, k8s_namespace, "mlflow-creds")
-    serve_first_version(
-        kube_cluster, mlflow_registry, mlflow_stack.tracking_uri, k8s_namespace, "creds",
-        model_name, credentials="mlflow-creds",
-    )  # fmt: skip
-    before = deployment(kube_cluster, k8s_namespace, "creds")
-    kube_cluster.kubectl("delete", "secret", "mlflow-creds", "-n", k8s_namespace)
+    create_credentials(env.cluster, env.namespace, "mlflow-creds")
+    env.serve_first_version("creds", credentials="mlflow-creds")
+    before = deployment(env.cluster, env.namespace, "creds")
+    env.cluster.kubectl("delete", "secret", "mlflow-creds", "-n", env.namespace)
     gone = eventually(
         lambda: (
-            (s := synced(kube_cluster, k8s_namespace, "creds")).get("reason")
+            (s := synced(env.cluster, env.namespace, "creds")).get("reason")
             == "CredentialsNotFound"
             and s
         ),
-        3 * POLL,
-        "RegistrySynced=False CredentialsNotFound",
+        timeout=3 * POLL,
+        what="RegistrySynced=False CredentialsNotFound",
     )
     assert "mlflow-creds" in gone["message"]
     time.sleep(2 * POLL)  # a few more reconciles without the Secret
-    after = deployment(kube_cluster, k8s_namespace, "creds")
+    after = deployment(env.cluster, env.namespace, "creds")
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert after["spec"]["template"] == before["spec"]["template"]
-    assert is_ready_on(kube_cluster, k8s_namespace, "creds", "1")
-    create_credentials(kube_cluster, k8s_namespace, "mlflow-creds")
+    assert is_ready_on(env.cluster, env.namespace, "creds", "1")
+    create_credentials(env.cluster, env.namespace, "mlflow-creds")
     eventually(
-        lambda: synced(kube_cluster, k8s_namespace, "creds").get("status") == "True",
-        4 * POLL,
-        "RegistrySynced=True with the Secret back",
+        lambda: synced(env.cluster, env.namespace, "creds").get("status") == "True",
+        timeout=4 * POLL,
+        what="RegistrySynced=True with the Secret back",
     )
-    again = deployment(kube_cluster, k8s_namespace, "creds")
+    again = deployment(env.cluster, env.namespace, "creds")
     assert again["metadata"]["generation"] == before["metadata"]["generation"]
 
 
 def test_registry_faults_are_reported_and_the_watcher_recovers(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_registry: ModelRegistry,
-    fault_proxy: FaultProxy,
-    model_name: str,
-    k8s_namespace: str,
+    fault_proxy: FaultProxy, env: ModelDeploymentEnv
 ) -> None:
     """Defect 5: an SSO login page answered with 200 killed the registry watcher while status
     kept saying RegistrySynced=True; no later promotion was ever seen."""
-    serve_first_version(
-        kube_cluster, mlflow_registry, fault_proxy.url, k8s_namespace, "faulty", model_name
-    )
+    env.serve_first_version("faulty", tracking_uri=fault_proxy.url)
     fault_proxy.fault = "html"
     bad = eventually(
         lambda: (
-            (s := synced(kube_cluster, k8s_namespace, "faulty")).get("reason")
+            (s := synced(env.cluster, env.namespace, "faulty")).get("reason")
             == "RegistryBadResponse"
             and s
         ),
-        4 * POLL,
-        "RegistrySynced=False RegistryBadResponse",
+        timeout=4 * POLL,
+        what="RegistrySynced=False RegistryBadResponse",
     )
     assert fault_proxy.url in bad["message"]
     assert "content type text/html" in bad["message"]
-    assert is_ready_on(kube_cluster, k8s_namespace, "faulty", "1")  # serving is unchanged
+    assert is_ready_on(env.cluster, env.namespace, "faulty", "1")  # serving is unchanged
     fault_proxy.fault = None
     eventually(
-        lambda: synced(kube_cluster, k8s_namespace, "faulty").get("status") == "True",
-        6 * POLL,  # back-off after failures
-        "RegistrySynced=True once MLflow answers again",
+        lambda: synced(env.cluster, env.namespace, "faulty").get("status") == "True",
+        timeout=6 * POLL,  # back-off after failures
+        what="RegistrySynced=True once MLflow answers again",
     )
-    v2 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    v2 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v2.version)
     eventually(
-        lambda: is_ready_on(kube_cluster, k8s_namespace, "faulty", v2.version),
-        4 * POLL,
-        "the watcher still follows the registry: v2 rolled out",
+        lambda: is_ready_on(env.cluster, env.namespace, "faulty", v2.version),
+        timeout=4 * POLL,
+        what="the watcher still follows the registry: v2 rolled out",
     )
     # a registry that stops answering (the operator's MLflow timeout is 30s): the watchdog
     # says so after 3 poll intervals instead of RegistrySynced=True
     fault_proxy.fault = "slow"
     stalled = eventually(
         lambda: (
-            (s := synced(kube_cluster, k8s_namespace, "faulty")).get("reason") == "RegistryStalled"
+            (s := synced(env.cluster, env.namespace, "faulty")).get("reason") == "RegistryStalled"
             and s
         ),
-        3 * POLL + 3 * POLL,
-        "RegistrySynced=False RegistryStalled",
+        timeout=3 * POLL + 3 * POLL,
+        what="RegistrySynced=False RegistryStalled",
     )
     assert "3 poll intervals" in stalled["message"]
     fault_proxy.fault = None
     eventually(
-        lambda: synced(kube_cluster, k8s_namespace, "faulty").get("status") == "True",
-        40,
-        "RegistrySynced=True once the slow answers end",
+        lambda: synced(env.cluster, env.namespace, "faulty").get("status") == "True",
+        timeout=40,
+        what="RegistrySynced=True once the slow answers end",
     )
 
 
-def test_a_new_tracking_uri_unfollows_the_old_endpoint(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
+def test_a_new_tracking_uri_unfollows_the_old_endpoint(env: ModelDeploymentEnv) -> None:
     """Defect 8: after trackingUri changed, the old endpoint was polled forever."""
-    old = CountingProxy(mlflow_stack.tracking_uri).start()
-    new = CountingProxy(mlflow_stack.tracking_uri).start()
+    old = CountingProxy(env.tracking_uri).start()
+    new = CountingProxy(env.tracking_uri).start()
     try:
-        serve_first_version(
-            kube_cluster, mlflow_registry, old.url, k8s_namespace, "moved", model_name
-        )
+        env.serve_first_version("moved", tracking_uri=old.url)
         assert old.total() > 0
-        kube_cluster.apply(model_deployment("moved", k8s_namespace, model_name, new.url))
-        eventually(lambda: new.total() > 0, 3 * POLL, "the new endpoint is polled")
+        env.cluster.apply(model_deployment("moved", env.namespace, env.model, new.url))
+        eventually(lambda: new.total() > 0, timeout=3 * POLL, what="the new endpoint is polled")
         time.sleep(1)  # a sweep of the old one may be in flight
         polled = old.total()
         time.sleep(3 * POLL)
         assert old.total() == polled, "the old endpoint is still polled"
         assert new.total() >= 2
-        assert synced(kube_cluster, k8s_namespace, "moved").get("status") == "True"
+        assert synced(env.cluster, env.namespace, "moved").get("status") == "True"
     finally:
         old.stop()
         new.stop()
 
 
-def test_a_deleted_deployment_comes_back_on_the_last_good_version(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
+def test_a_deleted_deployment_comes_back_on_the_last_good_version(env: ModelDeploymentEnv) -> None:
     """Defect 9: a serving Deployment deleted while a failed version was still selected was
     never recreated (total outage, reported as NoVersion).
 
@@ -223,143 +191,123 @@ def test_a_deleted_deployment_comes_back_on_the_last_good_version(
     auditor = Auditor()
 
     def audit(selected: str, *, quiet: bool = False) -> None:
-        md = get_json(kube_cluster, "-n", k8s_namespace, "mdep", "revived")
-        found = kube_cluster.kubectl(
-            "get", "-n", k8s_namespace, "deployment", "revived", "-o", "json", check=False
+        md = get_json(env.cluster, "-n", env.namespace, "mdep", "revived")
+        found = env.cluster.kubectl(
+            "get", "-n", env.namespace, "deployment", "revived", "-o", "json", check=False
         )
         dep = json.loads(found.stdout) if found.returncode == 0 else None
         auditor.observe(Snapshot(md, dep, selected), settled=quiet, quiet=quiet)
         assert auditor.violations == []
 
-    serve_first_version(
-        kube_cluster, mlflow_registry, mlflow_stack.tracking_uri, k8s_namespace, "revived",
-        model_name, deadline=10,
-    )  # fmt: skip
+    env.serve_first_version("revived", deadline=10)
     audit("1", quiet=True)
-    broken = mlflow_registry.log_broken_version(model_name)
-    kube_cluster.keep_pods_unready(VERSION_LABEL, [broken])
+    broken = env.registry.log_broken_version(env.model)
+    env.cluster.keep_pods_unready(VERSION_LABEL, [broken])
     try:
-        mlflow_registry.set_alias(model_name, "champion", broken)
+        env.registry.set_alias(env.model, "champion", broken)
         audit(broken)
 
         def rolled_back() -> bool:
             audit(broken)
             return (
-                status(kube_cluster, k8s_namespace, "revived").get("failedVersions") == [broken]
-                and template_version(kube_cluster, k8s_namespace, "revived") == "1"
+                status(env.cluster, env.namespace, "revived").get("failedVersions") == [broken]
+                and template_version(env.cluster, env.namespace, "revived") == "1"
             )
 
-        eventually(rolled_back, POLL + 10 + 30, "failed and rolled back")
-        kube_cluster.kubectl("delete", "deployment", "revived", "-n", k8s_namespace)
+        eventually(rolled_back, timeout=POLL + 10 + 30, what="failed and rolled back")
+        env.cluster.kubectl("delete", "deployment", "revived", "-n", env.namespace)
         audit(broken)
         eventually(
-            lambda: template_version(kube_cluster, k8s_namespace, "revived") == "1",
-            3 * POLL,
-            "recreated on version 1",
+            lambda: template_version(env.cluster, env.namespace, "revived") == "1",
+            timeout=3 * POLL,
+            what="recreated on version 1",
         )
 
         def ready_on_previous() -> bool:
-            ready = condition(status(kube_cluster, k8s_namespace, "revived"), "Ready")
+            ready = condition(status(env.cluster, env.namespace, "revived"), "Ready")
             return (ready.get("status"), ready.get("reason")) == ("True", "ServingPreviousVersion")
 
-        eventually(ready_on_previous, 30, "Ready on version 1 again")
-        assert "Recreating" in event_reasons(kube_cluster, k8s_namespace, "revived")
+        eventually(ready_on_previous, timeout=30, what="Ready on version 1 again")
+        assert "Recreating" in event_reasons(env.cluster, env.namespace, "revived")
         # the recreated Deployment carries the failure record again
-        annotations = deployment(kube_cluster, k8s_namespace, "revived")["metadata"]["annotations"]
+        annotations = deployment(env.cluster, env.namespace, "revived")["metadata"]["annotations"]
         assert annotations["mlflowops.dev/failed-versions"] == broken
         assert annotations["mlflowops.dev/last-good-version"] == "1"
         time.sleep(2 * POLL)
-        assert template_version(kube_cluster, k8s_namespace, "revived") == "1"
+        assert template_version(env.cluster, env.namespace, "revived") == "1"
         audit(broken, quiet=True)
     finally:
-        kube_cluster.reset_unready_rules()
+        env.cluster.reset_unready_rules()
 
 
-def test_an_api_refusal_is_in_ready_and_in_one_event(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
+def test_an_api_refusal_is_in_ready_and_in_one_event(env: ModelDeploymentEnv) -> None:
     """Defect 7: a 422 on apply left Ready=True although nothing could be applied."""
-    manifest = model_deployment("refused", k8s_namespace, model_name, mlflow_stack.tracking_uri)
-    serve_first_version(
-        kube_cluster, mlflow_registry, mlflow_stack.tracking_uri, k8s_namespace, "refused",
-        model_name,
-    )  # fmt: skip
+    manifest = model_deployment("refused", env.namespace, env.model, env.tracking_uri)
+    env.serve_first_version("refused")
     bad = copy.deepcopy(manifest)
     # the CRD takes any pod labels; the API server refuses this one in the Deployment (422)
     bad["spec"]["serving"]["podTemplate"] = {"labels": {"team": "fraud detection"}}
-    kube_cluster.apply(bad)
+    env.cluster.apply(bad)
     ready = eventually(
         lambda: (
-            (c := condition(status(kube_cluster, k8s_namespace, "refused"), "Ready")).get("reason")
+            (c := condition(status(env.cluster, env.namespace, "refused"), "Ready")).get("reason")
             == "KubernetesInvalid"
             and c
         ),
-        3 * POLL,
-        "Ready=False KubernetesInvalid",
+        timeout=3 * POLL,
+        what="Ready=False KubernetesInvalid",
     )
     assert ready["status"] == "False"
     assert ready["message"].startswith(
-        f"the Kubernetes API refused to apply Deployment {k8s_namespace}/refused (HTTP 422 Invalid)"
+        f"the Kubernetes API refused to apply Deployment {env.namespace}/refused (HTTP 422 Invalid)"
     )
     time.sleep(10)  # the daemon retries with back-off meanwhile
     refusals = [
         e
-        for e in events(kube_cluster, k8s_namespace, "refused")
+        for e in events(env.cluster, env.namespace, "refused")
         if e["reason"] == "KubernetesInvalid"
     ]
     assert len(refusals) == 1
     assert int(refusals[0].get("count") or 1) == 1
-    kube_cluster.apply(manifest)
+    env.cluster.apply(manifest)
     eventually(
-        lambda: is_ready_on(kube_cluster, k8s_namespace, "refused", "1"),
-        3 * POLL,
-        "Ready again with the spec fixed",
+        lambda: is_ready_on(env.cluster, env.namespace, "refused", "1"),
+        timeout=3 * POLL,
+        what="Ready again with the spec fixed",
     )
 
 
-def test_pods_the_cluster_cannot_create_do_not_fail_the_version(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
-) -> None:
+def test_pods_the_cluster_cannot_create_do_not_fail_the_version(env: ModelDeploymentEnv) -> None:
     """Defect 11: pods refused by the API server (a missing ServiceAccount) after the progress
     deadline put the version in failedVersions and tagged it "rollout failed" in MLflow."""
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    v1 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v1.version)
     md = model_deployment(
-        "blocked", k8s_namespace, model_name, mlflow_stack.tracking_uri, deadline=10,
+        "blocked", env.namespace, env.model, env.tracking_uri, deadline=10,
         serving={"replicas": 1, "podTemplate": {"serviceAccountName": "serving"}},
     )  # fmt: skip
-    kube_cluster.apply(md)
+    env.cluster.apply(md)
     degraded = eventually(
         lambda: (
-            (c := condition(status(kube_cluster, k8s_namespace, "blocked"), "Degraded")).get(
+            (c := condition(status(env.cluster, env.namespace, "blocked"), "Degraded")).get(
                 "reason"
             )
             == "RolloutBlocked"
             and c
         ),
-        POLL + 10 + 30,
-        "Degraded=True RolloutBlocked after the deadline",
+        timeout=POLL + 10 + 30,
+        what="Degraded=True RolloutBlocked after the deadline",
     )
     assert degraded["status"] == "True"
     assert 'serviceaccount "serving" not found' in degraded["message"]
-    st = status(kube_cluster, k8s_namespace, "blocked")
+    st = status(env.cluster, env.namespace, "blocked")
     assert st.get("failedVersions", []) == []
-    assert "RolloutFailed" not in event_reasons(kube_cluster, k8s_namespace, "blocked")
-    key = f"mlflow-operator.{k8s_namespace}.blocked"
-    assert key not in mlflow_registry.get_version(model_name, v1.version).tags
-    kube_cluster.kubectl("create", "serviceaccount", "serving", "-n", k8s_namespace)
+    assert "RolloutFailed" not in event_reasons(env.cluster, env.namespace, "blocked")
+    key = f"mlflow-operator.{env.namespace}.blocked"
+    assert key not in env.registry.get_version(env.model, v1.version).tags
+    env.cluster.kubectl("create", "serviceaccount", "serving", "-n", env.namespace)
     eventually(
-        lambda: is_ready_on(kube_cluster, k8s_namespace, "blocked", v1.version),
-        120,  # the ReplicaSet controller retries pod creation with back-off
-        "Ready on v1 once the ServiceAccount exists",
+        lambda: is_ready_on(env.cluster, env.namespace, "blocked", v1.version),
+        timeout=120,  # the ReplicaSet controller retries pod creation with back-off
+        what="Ready on v1 once the ServiceAccount exists",
     )

@@ -7,13 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import eventually
-from tests.e2e.modeldeployments import is_ready_on, model_deployment
-from tests.e2e.operator_process import OperatorProcess
-from tests.mlflowstack.models import ModelRegistry
+from tests.e2e.modeldeployments import ModelDeploymentEnv, is_ready_on, model_deployment
 from tests.mlflowstack.stack import MlflowStack
 from tests.support.counting_proxy import CountingProxy
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 MODELS = 5
@@ -35,22 +32,17 @@ def requests_in_window(proxy: CountingProxy) -> int:
 
 
 def test_fifty_deployments_of_five_models_cost_what_five_cost(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    proxy: CountingProxy,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    proxy: CountingProxy, env: ModelDeploymentEnv
 ) -> None:
-    models = [f"{model_name}-{i}" for i in range(MODELS)]
+    models = [f"{env.model}-{i}" for i in range(MODELS)]
     for name in models:
-        mlflow_registry.set_alias(name, "champion", mlflow_registry.log_version(name).version)
+        env.registry.set_alias(name, "champion", env.registry.log_version(name).version)
 
     def deploy(index: int) -> str:
         name = f"md-{index}"
-        kube_cluster.apply(
+        env.cluster.apply(
             model_deployment(
-                name, k8s_namespace, models[index % MODELS], proxy.url,
+                name, env.namespace, models[index % MODELS], proxy.url,
                 poll=f"{POLL:.0f}s", serving={"replicas": 1},
             )
         )  # fmt: skip
@@ -58,11 +50,15 @@ def test_fifty_deployments_of_five_models_cost_what_five_cost(
 
     first = [deploy(i) for i in range(MODELS)]
     for name in first:
-        eventually(lambda n=name: is_ready_on(kube_cluster, k8s_namespace, n, "1"), 60, name)
+        eventually(
+            lambda n=name: is_ready_on(env.cluster, env.namespace, n, "1"), timeout=60, what=name
+        )
     with_five = requests_in_window(proxy)
     rest = [deploy(i) for i in range(MODELS, 50)]
     for name in rest:
-        eventually(lambda n=name: is_ready_on(kube_cluster, k8s_namespace, n, "1"), 120, name)
+        eventually(
+            lambda n=name: is_ready_on(env.cluster, env.namespace, n, "1"), timeout=120, what=name
+        )
     with_fifty = requests_in_window(proxy)
     print(f"MLflow GET requests in {WINDOW:.0f}s: 5 deployments {with_five}, 50 {with_fifty}")
     # one registered-models/search per interval, whatever the number of followers

@@ -13,12 +13,14 @@ import pytest
 
 from mlflow_operator.registry.client import RegistryClient
 from mlflow_operator.registry.webhook import EVENTS, sign
-from tests.cluster.launcher import KubeCluster
-from tests.e2e.conftest import eventually
-from tests.e2e.modeldeployments import is_ready_on, model_deployment, template_version
+from tests.e2e.modeldeployments import (
+    ModelDeploymentEnv,
+    is_ready_on,
+    model_deployment,
+    template_version,
+)
 from tests.e2e.operator_process import OperatorProcess
-from tests.mlflowstack.models import ModelRegistry
-from tests.mlflowstack.stack import MlflowStack
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -70,65 +72,66 @@ def test_forged_stale_and_replayed_deliveries_are_refused(operator: OperatorProc
 
 
 def test_real_webhook_from_mlflow_triggers_the_rollout_without_waiting_for_the_poll(
-    operator: OperatorProcess,
-    kube_cluster: KubeCluster,
-    mlflow_stack: MlflowStack,
-    mlflow_registry: ModelRegistry,
-    model_name: str,
-    k8s_namespace: str,
+    env: ModelDeploymentEnv,
 ) -> None:
-    v1 = mlflow_registry.log_version(model_name)
-    mlflow_registry.set_alias(model_name, "champion", v1.version)
-    mlflow_registry.tag_version(model_name, v1.version, "stage", "prod")
+    v1 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v1.version)
+    env.registry.tag_version(env.model, v1.version, "stage", "prod")
     # a poll interval so long that only the webhook can explain a prompt rollout
-    md = model_deployment(
-        "hooked", k8s_namespace, model_name, mlflow_stack.tracking_uri, poll="10m"
-    )
-    kube_cluster.apply(md)
+    md = model_deployment("hooked", env.namespace, env.model, env.tracking_uri, poll="10m")
+    env.cluster.apply(md)
     tagged = model_deployment(
-        "tagged", k8s_namespace, model_name, mlflow_stack.tracking_uri, poll="10m",
+        "tagged", env.namespace, env.model, env.tracking_uri, poll="10m",
         selector={"selector": {"tags": {"stage": "prod"}}},
     )  # fmt: skip
-    kube_cluster.apply(tagged)
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "hooked", "1"), 60, "v1")
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "tagged", "1"), 60, "v1 tagged")
+    env.cluster.apply(tagged)
+    eventually(
+        lambda: is_ready_on(env.cluster, env.namespace, "hooked", "1"), timeout=60, what="v1"
+    )
+    eventually(
+        lambda: is_ready_on(env.cluster, env.namespace, "tagged", "1"),
+        timeout=60,
+        what="v1 tagged",
+    )
 
     async def register() -> None:
-        client = RegistryClient(mlflow_stack.tracking_uri)
+        client = RegistryClient(env.tracking_uri)
         try:
             await client.create_webhook(
-                f"operator-{model_name}",
-                operator.webhook_url,
+                f"operator-{env.model}",
+                env.operator.webhook_url,
                 list(EVENTS),
-                operator.webhook_secret,
+                env.operator.webhook_secret,
             )
         finally:
             await client.close()
 
     asyncio.run(register())
     time.sleep(2)  # MLflow caches its webhook list (MLFLOW_WEBHOOK_CACHE_TTL, 1s in the stack)
-    v2 = mlflow_registry.log_version(model_name)
+    v2 = env.registry.log_version(env.model)
     moved = time.monotonic()
-    mlflow_registry.set_alias(model_name, "champion", v2.version)
+    env.registry.set_alias(env.model, "champion", v2.version)
     # pollInterval is 10m: a rollout inside this window can only come from the webhook. How
     # fast is measured by tests/bench/bench_promotion.py (docs/benchmarks.md), not here: a
     # deadline of seconds fails on a loaded CI machine without anything being wrong.
     eventually(
-        lambda: template_version(kube_cluster, k8s_namespace, "hooked") == "2",
-        WELL_BEFORE_THE_POLL,
-        "rollout of v2 began after the alias move, without a poll",
+        lambda: template_version(env.cluster, env.namespace, "hooked") == "2",
+        timeout=WELL_BEFORE_THE_POLL,
+        what="rollout of v2 began after the alias move, without a poll",
         interval=0.05,
     )
     print(f"alias move -> rollout started: {time.monotonic() - moved:.2f}s")
-    eventually(lambda: is_ready_on(kube_cluster, k8s_namespace, "hooked", "2"), 30, "v2 Ready")
+    eventually(
+        lambda: is_ready_on(env.cluster, env.namespace, "hooked", "2"), timeout=30, what="v2 Ready"
+    )
 
     # a model_version_tag.set delivery moves a selector as promptly
     tagged_at = time.monotonic()
-    mlflow_registry.tag_version(model_name, v2.version, "stage", "prod")
+    env.registry.tag_version(env.model, v2.version, "stage", "prod")
     eventually(
-        lambda: template_version(kube_cluster, k8s_namespace, "tagged") == "2",
-        WELL_BEFORE_THE_POLL,
-        "rollout of v2 began after the tag, without a poll",
+        lambda: template_version(env.cluster, env.namespace, "tagged") == "2",
+        timeout=WELL_BEFORE_THE_POLL,
+        what="rollout of v2 began after the tag, without a poll",
         interval=0.05,
     )
     print(f"version tag set -> rollout started: {time.monotonic() - tagged_at:.2f}s")

@@ -29,13 +29,14 @@ from mlflow_operator.core.modeldeployment.invariants import Auditor, Snapshot
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
-from tests.e2e.conftest import eventually, get_json
+from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import condition, is_ready_on, model_deployment, status
 from tests.e2e.operator_process import OperatorProcess, local_images_env
 from tests.e2e.test_modeldeployment_pods import eventually_served, on_real_node, service_url
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry, TrainedVersion
 from tests.mlflowstack.stack import MlflowStack
 from tests.support.fault_proxy import FaultProxy
+from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 NAME = "chaos"
@@ -170,7 +171,7 @@ def test_operator_kills_during_real_rollouts_keep_every_guarantee(
 
         def converge(what: str, done: Callable[[], bool]) -> None:
             try:
-                eventually(done, CONVERGE, what)
+                eventually(done, timeout=CONVERGE, what=what)
             except AssertionError as error:
                 raise AssertionError(f"{error}\noperator log:\n{operator.log_tail(60)}") from None
             sampler.audit(quiet=True)  # settled and quiet: I2, I5 and I6 are checked here
@@ -225,8 +226,8 @@ def test_operator_kills_during_real_rollouts_keep_every_guarantee(
                         condition(status(kube_cluster, ns, NAME), "RegistrySynced").get("reason")
                         == "RegistryBadResponse"
                     ),
-                    4 * POLL,
-                    "RegistryBadResponse",
+                    timeout=4 * POLL,
+                    what="RegistryBadResponse",
                 )
                 time.sleep(2 * POLL)
                 assert is_ready_on(kube_cluster, ns, NAME, last_good)
@@ -236,8 +237,8 @@ def test_operator_kills_during_real_rollouts_keep_every_guarantee(
                         condition(status(kube_cluster, ns, NAME), "RegistrySynced").get("status")
                         == "True"
                     ),
-                    8 * POLL,
-                    "RegistrySynced again",
+                    timeout=8 * POLL,
+                    what="RegistrySynced again",
                 )
                 continue
             if step == "broken":
@@ -271,4 +272,6 @@ def test_operator_kills_during_real_rollouts_keep_every_guarantee(
             return {p["metadata"]["labels"]["mlflowops.dev/model-version"] for p in pods}
 
         # the replaced pod goes after its preStop pause and shutdown
-        eventually(lambda: versions_running() == {last_good}, 60, f"only {last_good} runs")
+        eventually(
+            lambda: versions_running() == {last_good}, timeout=60, what=f"only {last_good} runs"
+        )

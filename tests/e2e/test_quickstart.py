@@ -36,13 +36,13 @@ import pytest
 from mlflow_operator.config import POSTGRES_IMAGE
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
-from tests.e2e.conftest import ROOT
 from tests.helm.build import ensure_built as helm_binary
 from tests.helm.chart import command_blocks, helm
 from tests.images.build import publish_module
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.e2e]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 NAMESPACES = ("mlflow-operator", "ml")  # what the README creates
 PLACEMENT_ANNOTATIONS = {

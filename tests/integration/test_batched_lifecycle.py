@@ -19,7 +19,7 @@ from tests.bench.serving_servers import (
 )
 from tests.mlflowstack.models import ModelRegistry, sample_input
 from tests.mlflowstack.stack import MlflowStack
-from tests.support.processes import wait_until
+from tests.support.polling import eventually
 
 JSON = "application/json"
 
@@ -119,10 +119,11 @@ def test_workers_share_one_port_and_metrics(iris_dir: Path, tmp_path: Path) -> N
         wait_ready(server)
         log = Path(server.process.log_path)
         # /ready answers as soon as one worker is up; the other may still be loading the model.
-        wait_until(
+        eventually(
             lambda: log.read_text().count("ready after") == 2,
             timeout=60,
             what="both workers ready",
+            interval=0.1,
             processes=[server.process],
         )
         body = split_body(sample_input(3))

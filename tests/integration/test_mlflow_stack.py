@@ -25,7 +25,8 @@ from tests.mlflowstack import postgres, serving
 from tests.mlflowstack.mlflow_server import MlflowServer
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry, sample_input
 from tests.mlflowstack.stack import ARTIFACTS_PREFIX, MlflowStack
-from tests.support.processes import PidRecord, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import PidRecord, http_ok
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +203,7 @@ def test_orphans_of_a_killed_session_are_reaped_by_the_next(tmp_path: Path) -> N
         stderr=(tmp_path / "session.log").open("wb"),
     )
     try:
-        wait_until(info_file.exists, 180, "stack in a subprocess")
+        eventually(info_file.exists, timeout=180, what="stack in a subprocess", interval=0.1)
         record = PidRecord.default()
         orphans = [e.pid for e in record.entries() if e.owner == session.pid]
         assert len(orphans) == 3  # postgres, minio, mlflow server

@@ -18,7 +18,8 @@ import boto3
 from botocore.config import Config
 
 from tests.support.cache import cache_root, content_key
-from tests.support.processes import ManagedProcess, free_port, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port, http_ok
 
 MINIO_MODULE = "github.com/minio/minio"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
@@ -124,10 +125,11 @@ def start(workdir: Path, bucket: str = "mlflow") -> MinioServer:
     endpoint = f"http://127.0.0.1:{port}"
     server = MinioServer(process, endpoint, access_key, secret_key, bucket, data_dir)
     try:
-        wait_until(
+        eventually(
             lambda: http_ok(f"{endpoint}/minio/health/ready"),
-            START_TIMEOUT_S,
-            "MinIO ready",
+            timeout=START_TIMEOUT_S,
+            what="MinIO ready",
+            interval=0.1,
             processes=[process],
         )
         server.s3_client().create_bucket(Bucket=bucket)

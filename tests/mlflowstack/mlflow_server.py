@@ -11,7 +11,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from tests.support.processes import ManagedProcess, free_port, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port, http_ok
 
 START_TIMEOUT_S = 90.0
 ADMIN_USER = "admin"
@@ -134,10 +135,10 @@ class MlflowServer:
             cwd=self.workdir,  # anything MLflow writes relative to its cwd lands in the workdir
         ).start()
         try:
-            wait_until(
+            eventually(
                 lambda: http_ok(f"{self.tracking_uri}/health"),
-                timeout,
-                f"{self.name} /health",
+                timeout=timeout,
+                what=f"{self.name} /health",
                 interval=0.2,
                 processes=[self.process],
             )

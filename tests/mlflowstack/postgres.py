@@ -22,7 +22,8 @@ from pathlib import Path
 import psycopg2
 
 from tests.support.cache import cache_root, content_key
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port
 
 RUN_AS = "postgres"
 SUPERUSER = "postgres"
@@ -184,10 +185,11 @@ def _launch(
     superuser_password, password = passwords
     server = PostgresServer(process, port, data_root, database, user, password, superuser_password)
     try:
-        wait_until(
+        eventually(
             lambda: _accepts_connections(server),
-            START_TIMEOUT_S,
-            "PostgreSQL accepting connections",
+            timeout=START_TIMEOUT_S,
+            what="PostgreSQL accepting connections",
+            interval=0.1,
             processes=[process],
         )
     except BaseException:

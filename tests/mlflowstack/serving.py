@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.support.processes import ManagedProcess, free_port, http_ok, wait_until
+from tests.support.polling import eventually
+from tests.support.processes import ManagedProcess, free_port, http_ok
 
 READY_TIMEOUT_S = 120.0
 
@@ -25,10 +26,10 @@ class ScoringServer:
         return http_ok(f"{self.url}/ping")
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        wait_until(
+        eventually(
             self.ready,
-            timeout,
-            f"{self.process.name} /ping",
+            timeout=timeout,
+            what=f"{self.process.name} /ping",
             interval=0.1,
             processes=[self.process],
         )

@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,28 +205,6 @@ class PidRecord:
                 stopped.append(entry.pid)
         self._write(kept)
         return stopped
-
-
-def wait_until(
-    check: Callable[[], bool],
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    processes: Sequence[ManagedProcess] = (),
-) -> None:
-    """Poll check() until true; on timeout, or when a watched process died, raise with logs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        dead = [p for p in processes if not p.alive()]
-        if dead:
-            logs = "\n".join(p.log_tail() for p in dead)
-            raise RuntimeError(f"{what}: {', '.join(p.name for p in dead)} exited\n{logs}")
-        time.sleep(interval)
-    logs = "\n".join(p.log_tail() for p in processes)
-    raise TimeoutError(f"{what}: not ready after {timeout:.0f}s\n{logs}")
 
 
 def http_ok(url: str, timeout: float = 2.0, context: object | None = None) -> bool:

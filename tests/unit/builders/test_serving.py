@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
@@ -14,19 +13,11 @@ from mlflow_operator.builders.modeldeployment import (
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger, read_ledger
+from tests.unit.specs import spec
 
 OWNER = Owner("mlflowops.dev/v1alpha1", "ModelDeployment", "fraud", "ml-prod", "uid-1")
 ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", CredentialsSecret("mlflow-creds"))
 CONFIG = OperatorConfig()
-
-
-def spec(**overrides: Any) -> ModelDeploymentSpec:
-    body: dict[str, Any] = {
-        "model": {"name": "fraud-model", "alias": "champion"},
-        "registry": {"serverRef": {"name": "mlflow"}},
-    }
-    body.update(overrides)
-    return ModelDeploymentSpec.model_validate(body)
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:

@@ -15,19 +15,12 @@ from mlflow_operator.core.modeldeployment.resolution import Resolved, Unresolved
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan, plan_rollout
 from mlflow_operator.core.registry_view import RegistryState
 from tests.unit.observations import complete, in_progress
+from tests.unit.specs import spec
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 SYNCED = RegistryState(snapshot=None, synced=True, last_sync=NOW)
 DOWN = RegistryState(snapshot=None, synced=False, last_sync=NOW, error="connection refused")
-
-
-def spec(**overrides: Any) -> ModelDeploymentSpec:
-    body: dict[str, Any] = {
-        "model": {"name": "fraud", "alias": "champion"},
-        "registry": {"serverRef": {"name": "mlflow"}},
-    }
-    body.update(overrides)
-    return ModelDeploymentSpec.model_validate(body)
+MODEL = "fraud"  # in the model URIs asserted below
 
 
 def cond(plan: RolloutPlan, type_: str) -> tuple[str, str]:
@@ -46,7 +39,7 @@ def step(
     minutes: int = 0,
 ) -> RolloutPlan:
     return plan_rollout(
-        the_spec or spec(),
+        the_spec or spec(MODEL),
         1,
         last,
         registry,
@@ -162,14 +155,14 @@ def test_alias_deleted_keeps_serving_and_reports_why() -> None:
 def test_suspend_freezes_the_served_version() -> None:
     plan = step(ModelDeploymentStatus(), Resolved("1"), DeploymentObservation())
     plan = step(plan.status, Resolved("1"), complete("1"))
-    frozen = step(plan.status, Resolved("2"), complete("1"), spec(suspend=True))
+    frozen = step(plan.status, Resolved("2"), complete("1"), spec(MODEL, suspend=True))
     assert frozen.deploy_version == "1"
     assert frozen.status.target_version == "2"
     assert cond(frozen, "Progressing") == ("False", "Suspended")
 
 
 def test_gpu_rollout_that_cannot_schedule_switches_to_replace_in_place() -> None:
-    gpu = spec(serving={"gpu": {"count": 1}})
+    gpu = spec(MODEL, serving={"gpu": {"count": 1}})
     plan = step(ModelDeploymentStatus(serving_version="1"), Resolved("2"), complete("1"), gpu)
     assert not plan.replace_in_place
     msg = "0/5 nodes are available: 2 Insufficient nvidia.com/gpu."
@@ -200,7 +193,7 @@ def test_history_is_bounded() -> None:
 
 def test_observed_generation_on_status_and_conditions() -> None:
     plan = plan_rollout(
-        spec(), 7, ModelDeploymentStatus(), SYNCED, Resolved("1"), DeploymentObservation(), NOW
+        spec(MODEL), 7, ModelDeploymentStatus(), SYNCED, Resolved("1"), DeploymentObservation(), NOW
     )
     assert plan.status.observed_generation == 7
     assert {c.observed_generation for c in plan.status.conditions} == {7}
@@ -214,7 +207,7 @@ def test_auto_rollback_off_keeps_the_failed_version_on_every_later_reconcile() -
 
     Failed on the code before the fix: the second reconcile planned version 1.
     """
-    manual = spec(rollout={"autoRollback": False})
+    manual = spec(MODEL, rollout={"autoRollback": False})
     plan = step(ModelDeploymentStatus(serving_version="1"), Resolved("2"), complete("1"), manual)
     assert plan.deploy_version == "2"
     plan = step(plan.status, Resolved("2"), in_progress("2", exceeded=True), manual, minutes=11)
@@ -426,7 +419,7 @@ def test_a_spec_change_that_never_becomes_available_does_not_blame_the_served_ve
     back on it without breaking I1. Now the stuck spec change is reported, the version is not
     listed as failed.
     """
-    gpu = spec(serving={"gpu": {"count": 1}})
+    gpu = spec(MODEL, serving={"gpu": {"count": 1}})
     served = ModelDeploymentStatus(target_version="1", serving_version="1")
     plan = step(served, Resolved("1"), in_progress("1", exceeded=True), gpu)
     assert plan.deploy_version == "1"
