@@ -1,8 +1,9 @@
 """Server-side apply and reads of the operator's children, through lightkube's async client.
 
-kopf watches and patches the custom resources themselves (status, Events); this module owns
-everything else the operator writes: one field manager, forced apply (the operator is the only
-writer of the fields it sets), and typed results.
+kopf watches the custom resources and posts Events; this module does every other read and
+write: the children (one field manager, forced apply: the operator is the only writer of the
+fields it sets), and the status of both kinds (`patch_status`, with a resourceVersion
+precondition), with typed results.
 """
 
 from __future__ import annotations
