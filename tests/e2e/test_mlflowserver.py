@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import re
@@ -52,10 +53,10 @@ REPOSITORY = "localhost/mlflow-operator/mlflow-server"
 # serving image, which has MLflow but no PostgreSQL driver: its `mlflow db upgrade` really fails.
 NEW_IMAGE = f"{REPOSITORY}:3.18.0-test"
 FAILING_IMAGE = f"{REPOSITORY}:3.19.0-broken"
-# The polls of this file wait TIMEOUT unless they say otherwise, look every half second (each
-# check is one or more kubectl calls), and let an exception from a check fail the test at once
-# (retry_on=()) rather than count as "not yet": what this file's own poll loop always did.
 TIMEOUT = 240.0
+# The polls of this file look every half second (each check is one or more kubectl calls) and
+# let an exception from a check fail the test at once rather than count as "not yet".
+poll = functools.partial(eventually, interval=0.5, retry_on=())
 
 
 def managed_spec(image: str, node: NodeInfo) -> dict[str, Any]:
@@ -420,12 +421,10 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     owned(pdb)
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
-    eventually(
+    poll(
         lambda: (get(cluster, ns, "pdb/mlflow").get("status") or {}).get("expectedPods") == 2,
         timeout=30,
         what="the disruption controller counts both pods",
-        interval=0.5,
-        retry_on=(),
     )
 
     # PostgreSQL and MinIO: secretKeyRefs, probes, volumes that outlive them
@@ -488,28 +487,22 @@ def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
         # an annotation change is a change of the object: it wakes the reconcile
         done = managed.operator.reconciles()
         cluster.kubectl("annotate", "-n", ns, "mlfs/mlflow", f"test/touch={i}", "--overwrite")
-        eventually(
+        poll(
             lambda done=done: managed.operator.reconciles() > done,
             timeout=TIMEOUT,
             what=f"reconcile {i}",
-            interval=0.5,
-            retry_on=(),
         )
     assert generated() == before
     managed.operator.restart()
-    eventually(
+    poll(
         lambda: managed.operator.reconciles() >= 1,
         timeout=TIMEOUT,
         what="a reconcile after the restart",
-        interval=0.5,
-        retry_on=(),
     )
-    eventually(
+    poll(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
         timeout=TIMEOUT,
         what="Ready",
-        interval=0.5,
-        retry_on=(),
     )
     assert generated() == before
 
@@ -520,12 +513,10 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
     """Every MLflowServer re-applied its eight children every 10 s, changed or not; a child's
     change waited for that timer."""
     cluster, ns, operator = managed.cluster, managed.namespace, managed.operator
-    eventually(
+    poll(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
         timeout=TIMEOUT,
         what="Ready",
-        interval=0.5,
-        retry_on=(),
     )
     time.sleep(5)  # the reconcile woken by the last status write
     writes, reconciles = operator.kube_writes(), operator.reconciles()
@@ -542,39 +533,31 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
     # not at the next safety-net reconcile (5 minutes while Ready)
     cluster.kubectl("scale", "-n", ns, "deployment/mlflow", "--replicas=1")
     scaled = time.monotonic()
-    eventually(
+    poll(
         lambda: get(cluster, ns, "deployment/mlflow")["spec"]["replicas"] == 2,
         timeout=60,
         what="spec.replicas back to 2",
-        interval=0.5,
-        retry_on=(),
     )
     print(f"hand-scaled Deployment restored after {time.monotonic() - scaled:.1f}s")
     assert operator.kube_writes() > writes
 
     # one replica: no budget (it would block every drain or protect nothing); two: back
     patch_spec(cluster, ns, {"replicas": 1})
-    eventually(
+    poll(
         lambda: get(cluster, ns, "pdb/mlflow") is None,
         timeout=60,
         what="no PDB at 1 replica",
-        interval=0.5,
-        retry_on=(),
     )
     patch_spec(cluster, ns, {"replicas": 2})
-    eventually(
+    poll(
         lambda: get(cluster, ns, "pdb/mlflow") is not None,
         timeout=60,
         what="PDB at 2 replicas",
-        interval=0.5,
-        retry_on=(),
     )
-    eventually(
+    poll(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
         timeout=TIMEOUT,
         what="Ready",
-        interval=0.5,
-        retry_on=(),
     )
 
 
@@ -636,15 +619,11 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
         return image == NEW_IMAGE
 
     try:
-        eventually(
-            moved, timeout=TIMEOUT, what="Deployment at the new image", interval=0.5, retry_on=()
-        )
-        eventually(
+        poll(moved, timeout=TIMEOUT, what="Deployment at the new image")
+        poll(
             lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
             timeout=TIMEOUT,
             what="Ready at the new image",
-            interval=0.5,
-            retry_on=(),
         )
     finally:
         health.stop()
@@ -685,12 +664,10 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
         assert registry_contents(url) == before
     managed.contents_before_upgrade = before  # for the rollback below
     # the superseded migration Job is cleaned up once the new image serves
-    eventually(
+    poll(
         lambda: job_for(cluster, ns, managed.image) is None,
         timeout=TIMEOUT,
         what="old migration Job pruned",
-        interval=0.5,
-        retry_on=(),
     )
 
 
@@ -718,9 +695,7 @@ def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: Manag
             cond = condition(get(cluster, ns, "mlfs/mlflow"), "Ready")
             return cond if cond.get("reason") == "DowngradeRefused" else {}
 
-        cond = eventually(
-            refused, timeout=300, what="Ready=False, DowngradeRefused", interval=0.5, retry_on=()
-        )
+        cond = poll(refused, timeout=300, what="Ready=False, DowngradeRefused")
         assert managed.image in cond["message"]
         assert NEW_IMAGE in cond["message"]
         assert "revision f0e1d2c3b4a5" in cond["message"]
@@ -732,29 +707,23 @@ def test_an_image_older_than_the_schema_is_refused_as_a_downgrade(managed: Manag
         # revision is the made-up one (a real newer MLflow would know it), so serving again
         # is checked once the revision is put back
         assert deployment_image(cluster, ns) == NEW_IMAGE
-        eventually(
+        poll(
             lambda: get(cluster, ns, "deployment/mlflow")["spec"]["replicas"] == 2,
             timeout=TIMEOUT,
             what="the Deployment back at spec.replicas after the refused migration",
-            interval=0.5,
-            retry_on=(),
         )
     finally:
         psql(cluster, ns, f"UPDATE alembic_version SET version_num = '{revision}'")  # noqa: S608 - read from the database above
         patch_spec(cluster, ns, {"image": NEW_IMAGE})
-    eventually(
+    poll(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
         timeout=TIMEOUT,
         what="Ready again on the newer image",
-        interval=0.5,
-        retry_on=(),
     )
-    eventually(
+    poll(
         lambda: job_for(cluster, ns, managed.image) is None,
         timeout=TIMEOUT,
         what="the refused Job pruned",
-        interval=0.5,
-        retry_on=(),
     )
 
 
@@ -769,9 +738,7 @@ def test_a_failing_migration_starts_the_old_server_again_and_says_why(
         return cond if cond.get("reason") == "MigrationFailed" else {}
 
     # three real attempts with the Job controller's back-off between them (10 s, 20 s)
-    cond = eventually(
-        failed, timeout=300, what="SchemaMigrated=False, MigrationFailed", interval=0.5, retry_on=()
-    )
+    cond = poll(failed, timeout=300, what="SchemaMigrated=False, MigrationFailed")
     assert cond["status"] == "False"
     job = job_for(cluster, ns, FAILING_IMAGE)
     assert job is not None
@@ -792,12 +759,10 @@ def test_a_failing_migration_starts_the_old_server_again_and_says_why(
     assert NEW_IMAGE in cond["message"]
     # the old server, stopped for the migration, serves again on its image
     assert deployment_image(cluster, ns) == NEW_IMAGE
-    eventually(
+    poll(
         lambda: get(cluster, ns, "deployment/mlflow")["status"].get("readyReplicas") == 2,
         timeout=TIMEOUT,
         what="the old server started again after the failed migration",
-        interval=0.5,
-        retry_on=(),
     )
     server = get(cluster, ns, "mlfs/mlflow")
     assert condition(server, "Ready")["reason"] == "MigrationFailed"
@@ -810,12 +775,10 @@ def test_a_failing_migration_starts_the_old_server_again_and_says_why(
     assert warnings
     # back to the good image: Ready again, no new migration for it
     patch_spec(cluster, ns, {"image": NEW_IMAGE})
-    eventually(
+    poll(
         lambda: condition(get(cluster, ns, "mlfs/mlflow"), "Ready").get("status") == "True",
         timeout=TIMEOUT,
         what="Ready after going back",
-        interval=0.5,
-        retry_on=(),
     )
 
 
@@ -874,12 +837,10 @@ def test_scheduled_backups_run_verified_and_stop_with_the_schedule(managed: Mana
     cluster, ns = managed.cluster, managed.namespace
     before = len(get(cluster, ns, "mlfs/mlflow")["status"].get("backups", []))
     patch_spec(cluster, ns, {"backup": {"schedule": "* * * * *"}})
-    cronjob = eventually(
+    cronjob = poll(
         lambda: get(cluster, ns, "cronjob/mlflow-backup"),
         timeout=TIMEOUT,
         what="the CronJob",
-        interval=0.5,
-        retry_on=(),
     )
     assert cronjob["spec"]["schedule"] == "* * * * *"
 
@@ -888,21 +849,17 @@ def test_scheduled_backups_run_verified_and_stop_with_the_schedule(managed: Mana
         backups = server["status"].get("backups", [])[before:]
         return next((b for b in backups if b["beforeImage"] == ""), {})
 
-    backup = eventually(
-        scheduled, timeout=180, what="a scheduled backup in status", interval=0.5, retry_on=()
-    )
+    backup = poll(scheduled, timeout=180, what="a scheduled backup in status")
     assert backup["verified"] is True
     assert backup["job"].startswith("mlflow-backup-")  # <cronjob>-<scheduled minute>
     assert backup["key"].startswith(f"s3://mlflow-backups/{ns}/mlflow/")
     verified = condition(get(cluster, ns, "mlfs/mlflow"), "BackupVerified")
     assert (verified["status"], verified["reason"]) == ("True", "BackupVerified")
     patch_spec(cluster, ns, {"backup": {"schedule": ""}})
-    eventually(
+    poll(
         lambda: get(cluster, ns, "cronjob/mlflow-backup") is None,
         timeout=TIMEOUT,
         what="the CronJob deleted",
-        interval=0.5,
-        retry_on=(),
     )
 
 
@@ -944,9 +901,7 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
         ready = condition(get(cluster, ns, "mlfs/mlflow"), "Ready")
         return ready if ready.get("reason") == "StorageChangeRefused" else None
 
-    ready = eventually(
-        refused, timeout=TIMEOUT, what="Ready=False StorageChangeRefused", interval=0.5, retry_on=()
-    )
+    ready = poll(refused, timeout=TIMEOUT, what="Ready=False StorageChangeRefused")
     assert ready["status"] == "False"
     assert ready["message"].startswith(
         "spec.backendStore.postgres.managed: cannot expand the volume of StatefulSet "
@@ -959,12 +914,10 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
         command = [*args.get("command", []), *args.get("args", [])]
         return command[command.index("--workers") + 1] if "--workers" in command else None
 
-    eventually(
+    poll(
         lambda: workers() == "3",
         timeout=TIMEOUT,
         what="the workers change applied despite the refusal",
-        interval=0.5,
-        retry_on=(),
     )
     assert requested(get(cluster, ns, "statefulset/mlflow-postgres")) == "1Gi"
     assert requested(get(cluster, ns, "pvc/data-mlflow-postgres-0")) == "1Gi"
@@ -976,19 +929,15 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
     assert sum(int(e.get("count") or 1) for e in warnings) == 1
 
     # MinIO's volume grew, through the claim, and its pod kept running
-    eventually(
+    poll(
         lambda: capacity(get(cluster, ns, "pvc/data-mlflow-minio-0")) == "4Gi",
         timeout=TIMEOUT,
         what="MinIO's claim has 4Gi",
-        interval=0.5,
-        retry_on=(),
     )
-    eventually(
+    poll(
         lambda: requested(get(cluster, ns, "statefulset/mlflow-minio")) == "4Gi",
         timeout=TIMEOUT,
         what="MinIO's StatefulSet recreated with a 4Gi claim template",
-        interval=0.5,
-        retry_on=(),
     )
     assert get(cluster, ns, "pod/mlflow-minio-0")["metadata"]["uid"] == minio_pod
     expanding = get(
@@ -1001,12 +950,10 @@ def test_a_volume_grows_in_place_and_one_its_class_forbids_is_refused_alone(
     patch_spec(
         cluster, ns, {"workers": 1, "backendStore": {"postgres": {"managed": {"storage": "1Gi"}}}}
     )
-    eventually(
+    poll(
         lambda: refused() is None,
         timeout=TIMEOUT,
         what="the refusal cleared once the spec is back",
-        interval=0.5,
-        retry_on=(),
     )
     cluster.kubectl(
         "wait", "-n", ns, "--for=condition=Ready", "mlfs/mlflow", "--timeout=120s", timeout=130
@@ -1031,12 +978,10 @@ def test_deleting_keeps_volumes_and_generated_secrets(managed: ManagedServer) ->
         services = get(cluster, ns, "services", "-l", "mlflowops.dev/mlflowserver=mlflow")
         return not remaining and not services["items"]
 
-    eventually(
+    poll(
         children_gone,
         timeout=TIMEOUT,
         what="owned children garbage-collected",
-        interval=0.5,
-        retry_on=(),
     )
     claims = sorted(o["metadata"]["name"] for o in get(cluster, ns, "pvc")["items"])
     assert claims == ["data-mlflow-minio-0", "data-mlflow-postgres-0"]
@@ -1063,9 +1008,7 @@ def test_a_lost_database_is_restored_from_its_backup_into_a_new_server(
         server = get(cluster, ns, "mlfs/mlflow")
         return server if condition(server, "Ready").get("status") == "True" else {}
 
-    server = eventually(
-        ready, timeout=420, what="Ready after the restore", interval=0.5, retry_on=()
-    )
+    server = poll(ready, timeout=420, what="Ready after the restore")
     assert server["status"]["restoredFrom"] == last["key"]
     (restore_job,) = jobs_of(cluster, ns, "restore")
     assert job_complete(restore_job)
@@ -1161,12 +1104,10 @@ def test_external_stores_serve_a_real_model(
             cond = condition(get(cluster, ns, "mlfs/mlflow"), "DatabaseReady")
             return cond if cond.get("reason") == "SecretKeyMissing" else {}
 
-        cond = eventually(
+        cond = poll(
             missing_key,
             timeout=TIMEOUT,
             what="DatabaseReady=False naming the missing key",
-            interval=0.5,
-            retry_on=(),
         )
         assert cond["status"] == "False"
         assert "pg-creds" in cond["message"]
