@@ -44,14 +44,15 @@ ENTRYPOINT ["mlflow-operator"]
 CMD ["run"]
 
 # ---------------------------------------------------------------------------------------------
-# Serving: the pod runs `mlflow models serve` (runtime mlflow) or `mlflow-operator serve`
-# (runtime batched) with env-manager local, so the model's libraries must be in the image.
+# Serving: the pod runs `mlflow models serve` (runtime mlflow) or `mlflow-operator-serve`
+# (runtime batched, serving/) with env-manager local, so the model's libraries must be in the
+# image. The operator itself is not: the serving runtime is a distribution of its own.
 FROM ${PYTHON_IMAGE} AS serving-deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# Everything but the operator's own package: the model libraries and the operator's runtime
+# Everything but the serving runtime's own package: the model libraries and the runtime's
 # dependencies, as the lock pins them. The final images copy this virtualenv as one layer, so
-# it must not change with the operator's code: an operator release then ships a layer of a
-# few hundred kilobytes instead of a new 1.6 GB one.
+# it must not change with our code: a release then ships a layer of a few hundred kilobytes
+# instead of a new 1.6 GB one.
 COPY deploy/image/locks/serving-cpu.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --quiet --require-hashes --no-deps --requirement /tmp/requirements.txt \
@@ -81,17 +82,18 @@ EXPOSE 8080
 
 FROM serving-base AS serving-cpu
 COPY --from=serving-deps /opt/venv /opt/venv
-COPY pyproject.toml README.md /src/
-COPY operator/ /src/operator/
-# the operator's package alone (mlflow-operator serve): its dependencies are in the layer above
-RUN PIP_NO_CACHE_DIR=1 /opt/venv/bin/pip install --quiet --no-deps /src && rm -rf /src
+COPY serving/ /src/
+# the runtime's package alone (mlflow-operator-serve): its dependencies are in the layer above,
+# and `pip check` says the lock has them all
+RUN PIP_NO_CACHE_DIR=1 /opt/venv/bin/pip install --quiet --no-deps /src \
+ && /opt/venv/bin/pip check && rm -rf /src
 USER 65532:65532
 
 FROM serving-base AS serving-gpu
 COPY --from=serving-gpu-deps /opt/venv /opt/venv
-COPY pyproject.toml README.md /src/
-COPY operator/ /src/operator/
-RUN PIP_NO_CACHE_DIR=1 /opt/venv/bin/pip install --quiet --no-deps /src && rm -rf /src
+COPY serving/ /src/
+RUN PIP_NO_CACHE_DIR=1 /opt/venv/bin/pip install --quiet --no-deps /src \
+ && /opt/venv/bin/pip check && rm -rf /src
 # What the NVIDIA container toolkit needs to mount the driver into the container.
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -13,7 +13,7 @@ IMAGE_BUILD_FLAGS ?=
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml serving/pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
 .PHONY: help install env build-cluster build-helm build-prom images test-images locks manifests check-image bench lint test test-unit crds run cluster mlflow demo clean
@@ -23,10 +23,10 @@ help:  ## list the targets
 
 # uv installs the ~150 packages in seconds where pip takes minutes (CI starts from a fresh
 # clone); --native-tls trusts the system's certificates, as pip does.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml serving/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q 'uv>=0.9,<1'
-	$(BIN)/uv pip install -q --native-tls --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install -q --native-tls --python $(BIN)/python -e '.[dev]' -e ./serving
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)  ## the virtualenv with the operator and its test tools

@@ -1,4 +1,4 @@
-"""The `mlflow-operator` command: run the operator, print CRDs, serve a model, print the version."""
+"""The `mlflow-operator` command: run the operator, print CRDs, print the version."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import click
 
 from mlflow_operator import __version__
 
-# Each command imports what it needs when it runs: `serve` is a pod's entrypoint, and the CRD
-# models and settings (a third of a second of pydantic imports) would only delay its start.
+# Each command imports what it needs when it runs: `version` and `crds` need neither kopf nor
+# the settings. (The serving runtime is its own program: serving/, `mlflow-operator-serve`.)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,14 +137,3 @@ def run(  # noqa: PLR0917  (click passes every option as an argument)
     except StartupError as exc:
         click.echo(f"mlflow-operator: {exc}", err=True)
         sys.exit(1)
-
-
-def _register_serve() -> None:
-    try:
-        from mlflow_operator.serving.cli import serve
-    except ImportError:  # the serving runtime is optional in a trimmed install
-        return
-    main.add_command(serve)
-
-
-_register_serve()

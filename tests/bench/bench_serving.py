@@ -8,7 +8,7 @@ one server at a time (each alone on the CPUs while it starts and while it is mea
 - `mlflow models serve -w 1 --env-manager local` (MLflow's scoring server, /invocations)
 - MLServer 1.7.1 + mlserver-mlflow, V2 infer, without and with adaptive batching (its batcher
   only wraps the V2 path), from its own virtualenv (serving_mlserver.py)
-- `mlflow-operator serve` (batched) with 1 worker, and with --workers auto (the CPU limit)
+- `mlflow-operator-serve` (batched) with 1 worker, and with --workers auto (the CPU limit)
 
 The load generator runs on the same machine and competes for the CPUs, as a sidecar would.
 Cold start: from process start to the first 200 on the readiness endpoint.

@@ -1,7 +1,7 @@
 """Models and serving processes shared by the `batched` runtime's tests and benchmark.
 
 Each server is a real process (tests.support.processes.ManagedProcess) on loopback:
-`mlflow models serve` (MLflow's scoring server), `mlflow-operator serve` (ours), and, for the
+`mlflow models serve` (MLflow's scoring server), `mlflow-operator-serve` (ours), and, for the
 benchmark only, MLServer from its own virtualenv (see serving_mlserver.py).
 """
 
@@ -121,17 +121,15 @@ def start_batched(
 ) -> Server:
     port = free_port()
     # The command a pod runs; the module directly where the package is not installed.
-    script = VENV_BIN / "mlflow-operator"
+    script = VENV_BIN / "mlflow-operator-serve"
     command = (
-        [str(script), "serve"]
-        if script.exists()
-        else [sys.executable, "-m", "mlflow_operator.serving.cli"]
+        [str(script)] if script.exists() else [sys.executable, "-m", "mlflow_operator_serve.cli"]
     )
     argv = [*command, "-m", model_uri, "--host", "127.0.0.1", "--port", str(port), *args]
     process = ManagedProcess(
         f"batched-{port}", argv, log_dir / f"batched-{port}.log", env=_env(env)
     ).start()
-    return Server("mlflow-operator serve", process, port)
+    return Server("mlflow-operator-serve", process, port)
 
 
 def ping_ok(port: int, path: str = "/ping") -> bool:

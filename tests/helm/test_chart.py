@@ -22,7 +22,7 @@ from mlflow_operator import metrics
 from mlflow_operator.builders.modeldeployment import serving_labels
 from mlflow_operator.config import ENV_PREFIX, OperatorConfig
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
-from mlflow_operator.serving.metrics import ServingMetrics
+from mlflow_operator_serve.metrics import ServingMetrics
 from tests.cluster.build import KUBERNETES_VERSION as CLUSTER_VERSION
 from tests.helm import dashboard, manifests, valuesdoc
 from tests.helm.chart import (

@@ -8,8 +8,9 @@
 Each image installs exactly its lock, with hashes (`pip install --require-hashes --no-deps`),
 so a rebuild next month installs what was tested, not whatever PyPI serves then. The locks are
 universal (uv's markers) for Python 3.11 and newer: the published images run Python 3.12, the
-test images Debian's 3.11. Inputs: pyproject.toml's [project.dependencies] (the operator runs in
-the operator and serving images) and deploy/image/locks/<image>.in. A lock records the hash of
+test images Debian's 3.11. Inputs: [project.dependencies] of pyproject.toml (the operator, in
+its image) or of serving/pyproject.toml (the serving runtime, in the serving images), and
+deploy/image/locks/<image>.in. A lock records the hash of
 its inputs in its header; the check compares it, so an edited input without a new lock fails
 the tests.
 """
@@ -29,7 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "deploy" / "image" / "locks"
-PYPROJECT = ROOT / "pyproject.toml"
+OPERATOR = ROOT / "pyproject.toml"
+SERVING = ROOT / "serving" / "pyproject.toml"
 PYTHON_FLOOR = "3.11"
 UV_OPTIONS = (
     "--universal",
@@ -45,7 +47,7 @@ INPUTS_LINE = re.compile(r"^# inputs: sha256:([0-9a-f]{64})$", re.M)
 @dataclass(frozen=True)
 class Lock:
     image: str
-    with_operator: bool  # the operator's own dependencies are part of it
+    project: Path | None  # the pyproject.toml whose [project.dependencies] are part of it
     requirements: str | None  # deploy/image/locks/<name>.in, or None
 
     @property
@@ -68,28 +70,30 @@ class Lock:
 
     def inputs_hash(self) -> str:
         digest = hashlib.sha256(" ".join(UV_OPTIONS).encode())
-        if self.with_operator:
-            digest.update("\n".join(operator_dependencies()).encode())
+        if self.project is not None:
+            digest.update("\n".join(project_dependencies(self.project)).encode())
         for path in self.inputs():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()
 
 
 LOCK_FILES = (
-    Lock("operator", with_operator=True, requirements=None),
-    Lock("serving-cpu", with_operator=True, requirements="serving-cpu.in"),
-    Lock("serving-gpu", with_operator=True, requirements="serving-gpu.in"),
-    Lock("mlflow-server", with_operator=False, requirements="mlflow-server.in"),
+    Lock("operator", project=OPERATOR, requirements=None),
+    Lock("serving-cpu", project=SERVING, requirements="serving-cpu.in"),
+    Lock("serving-gpu", project=SERVING, requirements="serving-gpu.in"),
+    Lock("mlflow-server", project=None, requirements="mlflow-server.in"),
 )
 
 
-def operator_dependencies() -> list[str]:
-    project = tomllib.loads(PYPROJECT.read_text())["project"]
+def project_dependencies(pyproject: Path) -> list[str]:
+    project = tomllib.loads(pyproject.read_text())["project"]
     return list(project["dependencies"])
 
 
 def header(lock: Lock) -> str:
-    sources = ["pyproject.toml [project.dependencies]"] if lock.with_operator else []
+    sources = (
+        [] if lock.project is None else [f"{lock.project.relative_to(ROOT)} [project.dependencies]"]
+    )
     sources += [str(p.relative_to(ROOT)) for p in lock.inputs()]
     return (
         f"# Python packages of the {lock.image} image, installed with --require-hashes --no-deps.\n"
@@ -107,10 +111,10 @@ def compile_lock(lock: Lock, *, upgrade: bool = False) -> str:
         raise SystemExit("uv not found: run `make install` (it is a dev dependency)")
     with tempfile.TemporaryDirectory() as scratch:
         sources = [str(LOCKS / lock.requirements)] if lock.requirements else []
-        if lock.with_operator:
-            operator = Path(scratch) / "operator.in"
-            operator.write_text("\n".join(operator_dependencies()) + "\n")
-            sources.insert(0, str(operator))
+        if lock.project is not None:
+            project = Path(scratch) / "project.in"
+            project.write_text("\n".join(project_dependencies(lock.project)) + "\n")
+            sources.insert(0, str(project))
         output = Path(scratch) / "lock.txt"
         if lock.path.exists() and not upgrade:
             shutil.copyfile(lock.path, output)

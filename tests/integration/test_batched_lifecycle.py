@@ -1,4 +1,4 @@
-"""`mlflow-operator serve` as a pod runs it: from the registry, with workers, stopped by SIGTERM."""
+"""`mlflow-operator-serve` as a pod runs it: from the registry, with workers, stopped by SIGTERM."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Property: under concurrency, every response equals the response to that request alone.
 
 Random mixes of requests (formats, row counts, schema errors, extra columns, params) are sent
-to `mlflow-operator serve` all at once, so that they queue and get merged, and then one at a
+to `mlflow-operator-serve` all at once, so that they queue and get merged, and then one at a
 time, so that each runs alone. Status and body must be the same for every request.
 """
 

@@ -1,4 +1,4 @@
-"""MLflow's scoring protocol: `mlflow-operator serve` answers exactly as `mlflow models serve`.
+"""MLflow's scoring protocol: `mlflow-operator-serve` answers exactly as `mlflow models serve`.
 
 Both servers run as real processes on the same saved model; every request goes to both, and
 status, Content-Type and body must be identical. The one deliberate difference - MLflow puts

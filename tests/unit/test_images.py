@@ -28,6 +28,10 @@ def _repository(root: Path) -> Path:
     (package / "__init__.py").write_text('"""the package"""\n')
     (package / "cli.py").write_text("def main() -> None: ...\n")
     shutil.copy(build.ROOT / "operator/mlflow_operator/config.py", package)  # MLFLOW_VERSION
+    serving = root / "serving/mlflow_operator_serve"
+    serving.mkdir(parents=True)
+    shutil.copy(build.ROOT / "serving/pyproject.toml", root / "serving")
+    (serving / "cli.py").write_text("def serve() -> None: ...\n")
     return root
 
 
@@ -85,12 +89,18 @@ def test_keys_do_not_depend_on_where_the_checkout_is(
     assert build.image_names() == before
 
 
-def test_operator_source_changes_only_the_images_that_copy_it(repo: Path) -> None:
+def test_operator_source_changes_only_the_operator_image(repo: Path) -> None:
     before = build.image_names()
     (repo / "operator/mlflow_operator/cli.py").write_text("def main() -> None: print()\n")
     after = build.image_names()
-    changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"operator", "serving-cpu"}
+    assert {name for name in before if before[name] != after[name]} == {"operator"}
+
+
+def test_serving_runtime_source_changes_only_the_serving_image(repo: Path) -> None:
+    before = build.image_names()
+    (repo / "serving/mlflow_operator_serve/cli.py").write_text("def serve() -> None: print()\n")
+    after = build.image_names()
+    assert {name for name in before if before[name] != after[name]} == {"serving-cpu"}
 
 
 def test_a_new_source_file_changes_the_key(repo: Path) -> None:
@@ -106,9 +116,9 @@ def test_files_dockerignore_keeps_out_change_nothing(repo: Path) -> None:
     (cache / "cli.cpython-311.pyc").write_bytes(b"\0")
     (repo / "tests").mkdir()
     (repo / "tests/test_x.py").write_text("")
-    (repo / "README.md").write_text("changed\n")  # copied: this one counts
+    (repo / "README.md").write_text("changed\n")  # copied into the operator image: it counts
     after = build.image_names()
-    assert {name for name in before if before[name] != after[name]} == {"operator", "serving-cpu"}
+    assert {name for name in before if before[name] != after[name]} == {"operator"}
 
 
 def test_the_install_script_changes_only_the_operator(repo: Path) -> None:

@@ -48,7 +48,7 @@ def serving_command(spec: ModelDeploymentSpec, uri: str) -> list[str]:
         return list(serving.command)
     if serving.runtime == "batched":
         return [
-            "mlflow-operator", "serve",
+            "mlflow-operator-serve",
             "--model-uri", uri,
             "--host", "0.0.0.0",  # noqa: S104  (a pod serves on all its interfaces)
             "--port", str(SERVING_PORT),

@@ -151,7 +151,7 @@ def test_batched_runtime_command() -> None:
         spec(serving={"runtime": "batched"}), OWNER, "3", ENDPOINT, CONFIG
     )
     cmd = container(dep)["command"]
-    assert cmd[:2] == ["mlflow-operator", "serve"]
+    assert cmd[0] == "mlflow-operator-serve"
     assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/3"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlflow_operator.serving.metrics import ServingMetrics
+from mlflow_operator_serve.metrics import ServingMetrics
 
 
 def test_queue_depth_is_zero_before_anything_queues() -> None:

@@ -15,7 +15,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    values,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,10 +35,6 @@ class ServingMetrics:
     """The metrics of one served model; also the batcher's observer."""
 
     def __init__(self, model_name: str, model_version: str) -> None:
-        if _multiprocess_dir():
-            # prometheus-client picks file-backed values when it is imported; the operator's
-            # CLI may have imported it before `serve` set the directory.
-            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         model_labels = ("model_name", "model_version")
         self._model = {"model_name": model_name, "model_version": model_version}

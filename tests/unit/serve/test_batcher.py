@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mlflow_operator.serving.batcher import AdaptiveBatcher
+from mlflow_operator_serve.batcher import AdaptiveBatcher
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from mlflow_operator.serving.settings import ServeSettings
+from mlflow_operator_serve.settings import ServeSettings
+
+if TYPE_CHECKING:  # at run time these import MLflow and pandas: only after options are parsed
+    from mlflow_operator_serve.batcher import AdaptiveBatcher
+    from mlflow_operator_serve.metrics import ServingMetrics
+    from mlflow_operator_serve.protocol import ParsedRequest, ScoringProtocol
 
 _logger = logging.getLogger(__name__)
 
@@ -42,16 +47,16 @@ MAX_BODY_BYTES = 100 * 1024 * 1024
 class ServingState:
     """Everything the request handlers use, created once per worker process."""
 
-    protocol: Any  # protocol.ScoringProtocol; Any keeps MLflow out of this module's imports
-    batcher: Any  # batcher.AdaptiveBatcher[ParsedRequest, Any]
-    metrics: Any  # metrics.ServingMetrics
+    protocol: ScoringProtocol
+    batcher: AdaptiveBatcher[ParsedRequest, Any]
+    metrics: ServingMetrics
     timeout_seconds: float
 
 
 def build_app(state: ServingState) -> web.Application:
     from mlflow.exceptions import MlflowException
 
-    from mlflow_operator.serving import protocol as proto
+    from mlflow_operator_serve import protocol as proto
 
     def reply(r: proto.Reply) -> web.Response:
         return web.Response(status=r.status, body=r.body, headers={"Content-Type": r.content_type})
@@ -66,7 +71,7 @@ def build_app(state: ServingState) -> web.Application:
         return reply(version_response)
 
     async def metrics(_: web.Request) -> web.Response:
-        from mlflow_operator.serving.metrics import CONTENT_TYPE
+        from mlflow_operator_serve.metrics import CONTENT_TYPE
 
         return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -121,11 +126,11 @@ def build_app(state: ServingState) -> web.Application:
 
 def prepare_state(settings: ServeSettings, model_dir: Path, started: float) -> ServingState:
     """Load the model, build the protocol, batcher and metrics, and warm the model up."""
-    from mlflow_operator.serving import loading
-    from mlflow_operator.serving.batcher import AdaptiveBatcher
-    from mlflow_operator.serving.metrics import ServingMetrics
-    from mlflow_operator.serving.predictor import PyfuncBatchModel
-    from mlflow_operator.serving.protocol import ParsedRequest, ScoringProtocol
+    from mlflow_operator_serve import loading
+    from mlflow_operator_serve.batcher import AdaptiveBatcher
+    from mlflow_operator_serve.metrics import ServingMetrics
+    from mlflow_operator_serve.predictor import PyfuncBatchModel
+    from mlflow_operator_serve.protocol import ScoringProtocol
 
     model = loading.load_pyfunc(model_dir)
     protocol = ScoringProtocol(model)  # type: ignore[arg-type]
@@ -148,10 +153,10 @@ def prepare_state(settings: ServeSettings, model_dir: Path, started: float) -> S
     return ServingState(protocol, batcher, metrics, settings.timeout_seconds)
 
 
-def _warm_up(protocol: Any, example: str | None) -> None:
+def _warm_up(protocol: ScoringProtocol, example: str | None) -> None:
     """One predict through the same path as a request, so the first client does not pay for
     lazy imports and first-call setup (schema enforcement, BLAS, JIT, CUDA context)."""
-    from mlflow_operator.serving.protocol import Reply
+    from mlflow_operator_serve.protocol import Reply
 
     if example is None:
         _logger.info("the model has no serving input example; no warm-up predict")
@@ -198,12 +203,12 @@ def run(settings: ServeSettings) -> int:
     # prepare_state collects once and turns the collector back on.
     gc.disable()
     if settings.workers > 1:
-        # Must be set before prometheus-client creates the first metric (see metrics.py).
+        # Must be set before prometheus-client is imported: it picks file-backed values then.
         os.environ.setdefault(
             "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mlflow-serving-metrics-")
         )
-    from mlflow_operator.serving import loading
-    from mlflow_operator.serving.workers import listening_socket, run_forked
+    from mlflow_operator_serve import loading
+    from mlflow_operator_serve.workers import listening_socket, run_forked
 
     model_dir = loading.local_model_dir(settings)
     if settings.workers == 1:
@@ -218,7 +223,7 @@ def run(settings: ServeSettings) -> int:
     # (OpenMP, BLAS) or a CUDA context at load time does not survive a fork.
     loading.import_flavor(model_dir)
     for module in ("batcher", "metrics", "predictor", "protocol"):
-        importlib.import_module(f"mlflow_operator.serving.{module}")
+        importlib.import_module(f"mlflow_operator_serve.{module}")
     sock = listening_socket(settings.host, settings.port)
     # Objects that live on in the workers stay out of the collector, and so out of the
     # pages it would otherwise write to (copy-on-write stays shared).

@@ -28,7 +28,7 @@ from mlflow.pyfunc import PyFuncModel
 from mlflow.pyfunc import scoring_server as _scoring_server
 from mlflow.version import VERSION as MLFLOW_VERSION
 
-from mlflow_operator.serving import jsonrows
+from mlflow_operator_serve import jsonrows
 
 _logger = logging.getLogger(__name__)
 

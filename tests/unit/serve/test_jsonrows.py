@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlflow_operator.serving import jsonrows
+from mlflow_operator_serve import jsonrows
 
 SPLIT = {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, "x"], [2.5, "y"]]}}
 RECORDS = {"dataframe_records": [{"a": 1, "b": True}, {"a": 2, "b": False}]}

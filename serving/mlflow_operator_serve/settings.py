@@ -1,4 +1,4 @@
-"""What `mlflow-operator serve` was asked to do."""
+"""What `mlflow-operator-serve` was asked to do."""
 
 from __future__ import annotations
 

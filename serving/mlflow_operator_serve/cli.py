@@ -1,4 +1,4 @@
-"""`mlflow-operator serve`: the command a `serving.runtime: batched` pod runs.
+"""`mlflow-operator-serve`: the command a `serving.runtime: batched` pod runs.
 
 This module is imported by the operator's CLI, so it imports nothing heavy: MLflow, pandas and
 numpy are imported by `server.run`, after the options are parsed.
@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from mlflow_operator.serving import settings as defaults
+from mlflow_operator_serve import settings as defaults
 
 _ENV = "MLFLOW_OPERATOR_SERVE_"
 
@@ -129,14 +129,14 @@ def serve(  # click passes options by name
         download_dir=download_dir,
         warm_up=warm_up,
     )
-    from mlflow_operator.serving.server import run
+    from mlflow_operator_serve.server import run
 
     sys.exit(run(settings))
 
 
 def _worker_count(value: str) -> int:
     if value == "auto":
-        from mlflow_operator.serving.workers import default_worker_count
+        from mlflow_operator_serve.workers import default_worker_count
 
         return default_worker_count()
     try:

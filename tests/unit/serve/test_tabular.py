@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_operator.serving import tabular
+from mlflow_operator_serve import tabular
 
 
 def frame(**columns: list[object]) -> pd.DataFrame:

@@ -8,12 +8,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mlflow_operator.serving import cli
+from mlflow_operator_serve import cli
 
 
 def test_importing_the_cli_does_not_import_mlflow_pandas_or_numpy() -> None:
     code = (
-        "import sys, mlflow_operator.serving.cli\n"
+        "import sys, mlflow_operator_serve.cli\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'pandas', 'numpy'})\n"
         "print(','.join(heavy))"
     )
@@ -30,7 +30,7 @@ def test_options_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(settings)
         return 0
 
-    monkeypatch.setattr("mlflow_operator.serving.server.run", fake_run)
+    monkeypatch.setattr("mlflow_operator_serve.server.run", fake_run)
     result = CliRunner().invoke(
         cli.serve,
         ["-m", "models:/m/3", "--port", "9000", "-w", "3", "--max-batch-size", "8", "-t", "5"],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow_operator.serving.settings import ServeSettings
+from mlflow_operator_serve.settings import ServeSettings
 
 _logger = logging.getLogger(__name__)
 

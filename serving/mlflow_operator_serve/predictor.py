@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from mlflow_operator.serving import tabular
-from mlflow_operator.serving.protocol import ParsedRequest, ScoringProtocol
+from mlflow_operator_serve import tabular
+from mlflow_operator_serve.protocol import ParsedRequest, ScoringProtocol
 
 
 class PyfuncBatchModel:

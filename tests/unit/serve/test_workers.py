@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_operator.serving import workers
+from mlflow_operator_serve import workers
 
 
 @pytest.fixture

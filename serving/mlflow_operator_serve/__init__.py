@@ -1,6 +1,6 @@
 """The `batched` serving runtime: MLflow's scoring HTTP API with adaptive batching and metrics.
 
-`mlflow-operator serve` (see `cli.py`) loads one MLflow pyfunc model and serves it. The pieces,
+`mlflow-operator-serve` (see `cli.py`) loads one MLflow pyfunc model and serves it. The pieces,
 one job each:
 
 - `settings.py`  what the command was asked to do (a frozen dataclass, no I/O)
