@@ -114,6 +114,9 @@ def test_files_dockerignore_keeps_out_change_nothing(repo: Path) -> None:
     cache = repo / "operator/mlflow_operator/__pycache__"
     cache.mkdir()
     (cache / "cli.cpython-311.pyc").write_bytes(b"\0")
+    tool_cache = repo / "operator/.import_linter_cache"  # a tool run with operator/ as its cwd
+    tool_cache.mkdir()
+    (tool_cache / "mlflow_operator.meta.json").write_text("{}")
     (repo / "tests").mkdir()
     (repo / "tests/test_x.py").write_text("")
     (repo / "README.md").write_text("changed\n")  # copied into the operator image: it counts
