@@ -253,10 +253,14 @@ class ControlPlane:
         workdir: Path | None = None,
         binary: Path | None = None,
         real_node: bool | None = None,
+        node_images: bool = True,
     ) -> None:
         self.workdir = workdir or new_workdir()
         self.binary = binary
         self.real_node = real_node_wanted() if real_node is None else real_node
+        # False: the real node gets none of the project's images (pods cannot run there), and
+        # starts in seconds instead of importing gigabytes into a new slot's store.
+        self.node_images = node_images
         self.ports = Ports.pick()
         self.processes: list[ManagedProcess] = []
         self.pki: Pki | None = None
@@ -325,7 +329,7 @@ class ControlPlane:
 
         nodehost.check_host()
         programs = ensure_node_programs()
-        built = ensure_images()
+        built = ensure_images() if self.node_images else {}
         held = nodehost.acquire_slot()
         slot = held.slot
         self.address = slot.host_ip
@@ -335,7 +339,11 @@ class ControlPlane:
             workdir=self.workdir / "node",
             programs=programs,
             cluster_binary=binary,
-            image_archives={image.name: image.archive for image in built.values()},
+            image_archives=(
+                {image.name: image.archive for image in built.values()}
+                if self.node_images
+                else None
+            ),
         )
         self.node.start_runtime()
         return {name: image.name for name, image in built.items()}
@@ -678,9 +686,9 @@ def _remove_tree(path: Path, attempts: int = 10) -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(keep_workdir: bool = False) -> Iterator[KubeCluster]:
+def running_cluster(keep_workdir: bool = False, node_images: bool = True) -> Iterator[KubeCluster]:
     """An embedded cluster for the duration of the block; every process stopped on the way out."""
-    plane = ControlPlane()
+    plane = ControlPlane(node_images=node_images)
     try:
         yield plane.start()
     finally:
@@ -705,6 +713,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-workdir", action="store_true", help="keep logs and etcd data on exit"
     )
+    parser.add_argument(
+        "--without-images",
+        action="store_true",
+        help="give the real node none of the project's images: it starts in seconds, but "
+        "pods cannot run on it (for tests of the cluster itself)",
+    )
     return parser.parse_args(argv)
 
 
@@ -718,7 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     started = time.monotonic()
     try:
-        with running_cluster(keep_workdir=args.keep_workdir) as cluster:
+        with running_cluster(
+            keep_workdir=args.keep_workdir, node_images=not args.without_images
+        ) as cluster:
             print(f"cluster ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
             print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
             if args.info_file:

@@ -76,7 +76,8 @@ class RealNode:
     workdir: Path
     programs: NodePrograms
     cluster_binary: Path
-    image_archives: Mapping[str, Path]  # full image name -> docker-archive tar
+    # full image name -> docker-archive tar; None: import nothing and leave the store alone
+    image_archives: Mapping[str, Path] | None
     processes: list[ManagedProcess] = field(default_factory=list)
     _imports: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _mount_ns: Path | None = None
@@ -145,6 +146,8 @@ class RealNode:
 
     def _start_image_imports(self) -> None:
         """Import the images containerd lacks, in the background; remove ones no longer built."""
+        if self.image_archives is None:
+            return
         present = set(self._ctr_list("images"))
         wanted = set(self.image_archives)
         stale = [name for name in present - wanted if name.startswith(LOCAL_IMAGE_PREFIX)]

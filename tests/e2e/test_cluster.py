@@ -407,7 +407,9 @@ def test_pods_of_a_chosen_model_version_stay_unready_and_a_rollback_recovers(
 
 def start_launcher(info_file: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.cluster", "--info-file", str(info_file)],
+        # Without images: what is checked is the crash and the clean-up, and a slot other
+        # than the session's starts with an empty image store (gigabytes to import).
+        [sys.executable, "-m", "tests.cluster", "--info-file", str(info_file), "--without-images"],
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
         env=dict(os.environ, MLFLOW_OPERATOR_TEST_CLUSTER="embedded"),
