@@ -148,8 +148,11 @@ def build_serving_deployment(
         "command": serving_command(spec, uri),
         "env": serving_env(spec, uri, endpoint),
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
-        "startupProbe": http_probe("/ping", "http", period=5, failures=STARTUP_SECONDS // 5),
-        "readinessProbe": http_probe("/ping", "http", period=5, failures=3),
+        # Short periods: a pod is Ready one startup period plus one readiness period after its
+        # model answers (the kubelet's first readiness probe waits a period after the startup
+        # probe passed), and a rollout waits for each surge pod in turn; /ping costs nothing.
+        "startupProbe": http_probe("/ping", "http", period=2, failures=STARTUP_SECONDS // 2),
+        "readinessProbe": http_probe("/ping", "http", period=3, failures=3),
         "livenessProbe": http_probe("/health", "http", period=10, failures=3),
         "resources": _resources(spec),
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},

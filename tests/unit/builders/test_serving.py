@@ -99,6 +99,8 @@ def test_security_and_probes() -> None:
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert c["readinessProbe"]["httpGet"]["path"] == "/ping"
     assert c["startupProbe"]["httpGet"]["path"] == "/ping"
+    # a model download may take minutes: the startup probe allows ten
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 600
     assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     # the server is not PID 1, so SIGTERM stops it (MLflow's CLI installs no handler)
     assert dep["spec"]["template"]["spec"]["shareProcessNamespace"] is True
