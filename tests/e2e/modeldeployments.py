@@ -60,6 +60,7 @@ def eventually_condition(
     name: str,
     type_: str,
     check: Callable[[dict[str, Any]], bool],
+    *,
     timeout: float,
     what: str,
 ) -> dict[str, Any]:

@@ -149,7 +149,8 @@ def test_selector_follows_version_tags_within_a_semver_range(env: ModelDeploymen
     env.registry.delete_version_tag(env.model, v1, "stage")
     synced = eventually_condition(
         env.cluster, ns, "tagged", "RegistrySynced",
-        lambda c: c.get("reason") == "NoMatchingVersion", POLL + 5, "NoMatchingVersion",
+        lambda c: c.get("reason") == "NoMatchingVersion",
+        timeout=POLL + 5, what="NoMatchingVersion",
     )  # fmt: skip
     assert synced["status"] == "False"
     assert "matches tags:stage=prod,semver:^2.1" in synced["message"]

@@ -319,13 +319,13 @@ def test_a_memory_limit_too_small_is_reported_as_oomkilled_with_the_limit(
     )
     progressing = eventually_condition(
         pods_env.cluster, ns, "oom", "Progressing", lambda c: "OOMKilled" in c.get("message", ""),
-        ROLLOUT_TIMEOUT, "Progressing names the OOM kill",
+        timeout=ROLLOUT_TIMEOUT, what="Progressing names the OOM kill",
     )  # fmt: skip
     assert progressing["status"] == "True"
     assert "memory limit 64Mi" in progressing["message"]
     degraded = eventually_condition(
         pods_env.cluster, ns, "oom", "Degraded", lambda c: c.get("status") == "True",
-        45 + 60, "Degraded after the progress deadline",
+        timeout=45 + 60, what="Degraded after the progress deadline",
     )  # fmt: skip
     assert degraded["reason"] == "RolloutFailed"
     assert "OOMKilled: the container ran out of its memory limit 64Mi" in degraded["message"]
@@ -352,13 +352,13 @@ def test_an_image_that_does_not_exist_blocks_the_rollout_and_names_the_image(
     )
     progressing = eventually_condition(
         pods_env.cluster, ns, "noimg", "Progressing", lambda c: c.get("reason") == "RolloutBlocked",
-        ROLLOUT_TIMEOUT, "Progressing says the rollout is blocked",
+        timeout=ROLLOUT_TIMEOUT, what="Progressing says the rollout is blocked",
     )  # fmt: skip
     assert image in progressing["message"]
     assert "ImagePullBackOff" in progressing["message"] or "ErrImagePull" in progressing["message"]
     degraded = eventually_condition(
         pods_env.cluster, ns, "noimg", "Degraded", lambda c: c.get("status") == "True",
-        30 + 60, "Degraded after the progress deadline",
+        timeout=30 + 60, what="Degraded after the progress deadline",
     )  # fmt: skip
     assert degraded["reason"] == "RolloutBlocked"
     assert image in degraded["message"]

@@ -8,11 +8,11 @@ upgraded still gets a clear error, not a crash).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -96,3 +96,11 @@ class StatusModel(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Self:
+        """The status an object carries; empty when an older operator wrote another shape."""
+        try:
+            return cls.model_validate(obj.get("status") or {})
+        except ValidationError:  # start afresh: the reconcile writes a whole status again
+            return cls()

@@ -75,7 +75,6 @@ from mlflow_operator.core.mlflowserver.plan import ServerPlan, plan_server
 from mlflow_operator.core.mlflowserver.status import (
     condition_events,
     fold_status,
-    last_status,
     with_ready,
 )
 from mlflow_operator.crds import MLFLOW_SERVER
@@ -128,7 +127,7 @@ class MLflowServerReconciler:
         if fresh is None:
             return ReconcileResult(recheck_after=SETTLED_RECHECK_SECONDS)  # deleted
         owner = Owner.from_body(fresh)
-        previous = last_status(fresh)
+        previous = MLflowServerStatus.of(fresh)
         generation = int(fresh["metadata"].get("generation") or 0)
         version = fresh["metadata"].get("resourceVersion")
         now = datetime.now(UTC)

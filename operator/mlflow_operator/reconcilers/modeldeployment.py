@@ -47,7 +47,6 @@ from mlflow_operator.core.modeldeployment.rollout import (
 )
 from mlflow_operator.core.modeldeployment.status import (
     invalid_status,
-    last_status,
     not_ready_status,
     status_changed,
 )
@@ -133,7 +132,7 @@ class ModelDeploymentReconciler:
         owner = Owner.from_body(fresh)
         generation = fresh["metadata"].get("generation")
         version = fresh["metadata"].get("resourceVersion")
-        last = last_status(fresh)
+        last = ModelDeploymentStatus.of(fresh)
         now = datetime.now(UTC)
 
         # gather ---------------------------------------------------------------------------
@@ -358,7 +357,7 @@ class ModelDeploymentReconciler:
         try:
             fresh = await self.kube.get(API, KIND, owner.name, owner.namespace)
             if fresh is not None:
-                last = last_status(fresh)
+                last = ModelDeploymentStatus.of(fresh)
                 ready = get_condition(last.conditions, READY)
                 already = already or (
                     ready is not None

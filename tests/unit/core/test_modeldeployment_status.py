@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from mlflow_operator.api.base import StatusModel
+from mlflow_operator.api.mlflowserver import MLflowServerStatus
 from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan
 from mlflow_operator.core.modeldeployment.status import (
     SYNC_STAMP_REFRESH,
     invalid_status,
-    last_status,
     not_ready_status,
     status_changed,
 )
@@ -19,10 +22,11 @@ from mlflow_operator.core.modeldeployment.write_back import version_tag_values
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
-def test_a_status_of_another_shape_reads_as_empty() -> None:
-    assert last_status({"status": {"servingVersion": "3"}}).serving_version == "3"
-    assert last_status({"status": {"conditions": "not a list"}}) == ModelDeploymentStatus()
-    assert last_status({}) == ModelDeploymentStatus()
+@pytest.mark.parametrize("kind", [ModelDeploymentStatus, MLflowServerStatus])
+def test_a_status_of_another_shape_reads_as_empty(kind: type[StatusModel]) -> None:
+    assert kind.of({"status": {"observedGeneration": 3}}) == kind(observed_generation=3)
+    assert kind.of({"status": {"conditions": "not a list"}}) == kind()
+    assert kind.of({}) == kind()
 
 
 def test_an_invalid_spec_is_not_ready_and_degraded_with_every_error() -> None:

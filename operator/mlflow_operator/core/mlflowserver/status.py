@@ -10,9 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-from pydantic import ValidationError
 
 from mlflow_operator.api.common import Condition
 from mlflow_operator.api.mlflowserver import MLflowServerStatus
@@ -315,14 +312,6 @@ def image_version(image: str) -> str | None:
         return None
     match = _VERSION_TAG.match(last.rsplit(":", 1)[1])
     return match.group(1) if match else None
-
-
-def last_status(body: Any) -> MLflowServerStatus:
-    """The status an object carries; empty when an older operator wrote another shape."""
-    try:
-        return MLflowServerStatus.model_validate(body.get("status") or {})
-    except ValidationError:  # written by an older operator in another shape: start afresh
-        return MLflowServerStatus()
 
 
 def with_ready(

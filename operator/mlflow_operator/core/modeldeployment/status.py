@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
-
-from pydantic import ValidationError
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.conditions import INVALID_SPEC, READY, set_condition
@@ -15,14 +12,6 @@ from mlflow_operator.core.modeldeployment.conditions import DEGRADED
 
 # lastRegistrySync alone does not justify a status write more often than this.
 SYNC_STAMP_REFRESH = timedelta(minutes=5)
-
-
-def last_status(body: Any) -> ModelDeploymentStatus:
-    """The status an object carries; empty when an older operator wrote another shape."""
-    try:
-        return ModelDeploymentStatus.model_validate(body.get("status") or {})
-    except ValidationError:  # written by an older operator in another shape: start afresh
-        return ModelDeploymentStatus()
 
 
 def not_ready_status(
