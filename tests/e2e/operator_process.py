@@ -6,8 +6,11 @@ import os
 import secrets
 import signal
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.launcher import KubeCluster
 from tests.support.polling import eventually
@@ -95,6 +98,32 @@ class OperatorProcess:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(timeout=20)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the operator's samples of `name` whose labels include `labels` (a
+        restarted operator counts from zero)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as answer:
+            text = answer.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def kube_writes(self) -> float:
+        """Requests that wrote to the API server (no-op applies included)."""
+        return sum(
+            self.metric("mlflow_operator_kube_requests_total", verb=verb)
+            for verb in ("apply", "create", "delete", "patch_status")
+        )
+
+    def reconciles(self, kind: str) -> float:
+        return self.metric("mlflow_operator_reconciles_total", kind=kind)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

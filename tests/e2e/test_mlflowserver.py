@@ -13,10 +13,8 @@ import json
 import os
 import re
 import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.core.mlflowserver.status import image_version
 from tests.cluster.fixtures import create_namespace
@@ -39,15 +36,14 @@ from tests.e2e.mlflowservers import (
     server_pods,
     tracking_url,
 )
-from tests.e2e.operator_process import local_images_env
+from tests.e2e.operator_process import OperatorProcess, local_images_env
 from tests.mlflowstack.models import ModelRegistry
 from tests.support.polling import eventually
-from tests.support.processes import ManagedProcess, free_port, http_ok
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATOR = Path(sys.executable).with_name("mlflow-operator")
+KIND = "MLflowServer"
 REPOSITORY = "localhost/mlflow-operator/mlflow-server"
 # Another tag of the same image (an upgrade, as far as the operator can tell), and a tag of the
 # serving image, which has MLflow but no PostgreSQL driver: its `mlflow db upgrade` really fails.
@@ -99,91 +95,21 @@ def decoded(secret: dict[str, Any]) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
-@dataclass
-class OperatorProcess:
-    """`mlflow-operator run` for one namespace, as it runs in its pod (KUBECONFIG instead of
-    the service account)."""
-
-    cluster: KubeCluster
-    namespace: str
-    workdir: Path
-    process: ManagedProcess | None = None
-    metrics_port: int = field(default_factory=free_port)
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "operator.log"
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the operator's samples of `name` whose labels include `labels`."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            text = answer.read().decode()
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-        )
-
-    def kube_writes(self) -> float:
-        return sum(
-            self.metric("mlflow_operator_kube_requests_total", verb=verb)
-            for verb in ("apply", "create", "delete", "patch_status")
-        )
-
-    def reconciles(self) -> float:
-        return self.metric("mlflow_operator_reconciles_total", kind="MLflowServer")
-
-    def start(self) -> OperatorProcess:
-        self.process = ManagedProcess(
-            name=f"mlflow-operator-{self.namespace}",
-            argv=[
-                str(OPERATOR),
-                "run",
-                "--namespace",
-                self.namespace,
-                "--metrics-port",
-                str(self.metrics_port),
-                "--health-port",
-                str(free_port()),
-            ],
-            log_path=self.log_path,
-            env={
-                "KUBECONFIG": str(self.cluster.kubeconfig),
-                "MLFLOW_OPERATOR_WEBHOOK_ENABLED": "false",
-                "MLFLOW_OPERATOR_LOG_LEVEL": "debug",  # the leak check reads the most it can
-                **local_images_env(self.cluster),
-            },
-            cwd=self.workdir,
-        ).start()
-        eventually(
-            lambda: http_ok(f"http://127.0.0.1:{self.metrics_port}/metrics"),
-            timeout=60,
-            what="operator /metrics",
-            interval=0.1,
-            processes=[self.process],
-        )
-        return self
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 def start_operator(cluster: KubeCluster, namespace: str, workdir: Path) -> OperatorProcess:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/mlflowservers.mlflowops.dev", "--timeout=60s"
     )
-    return OperatorProcess(cluster, namespace, workdir).start()
+    return OperatorProcess(
+        kubeconfig=cluster.kubeconfig,
+        workdir=workdir,
+        namespaces=(namespace,),
+        extra_env={
+            "MLFLOW_OPERATOR_WEBHOOK_ENABLED": "false",
+            "MLFLOW_OPERATOR_LOG_LEVEL": "debug",  # the leak check reads the most it can
+            **local_images_env(cluster),
+        },
+    ).start()
 
 
 def apply_server(cluster: KubeCluster, namespace: str, spec: dict[str, Any]) -> None:
@@ -486,17 +412,17 @@ def test_reconciles_and_a_restart_leave_generated_secrets_byte_identical(
     assert len(before) == 4
     for i in range(10):
         # an annotation change is a change of the object: it wakes the reconcile
-        done = managed.operator.reconciles()
+        done = managed.operator.reconciles(KIND)
         cluster.kubectl("annotate", "-n", ns, "mlfs/mlflow", f"test/touch={i}", "--overwrite")
         poll(
-            lambda done=done: managed.operator.reconciles() > done,
+            lambda done=done: managed.operator.reconciles(KIND) > done,
             timeout=TIMEOUT,
             what=f"reconcile {i}",
         )
     assert generated() == before
     managed.operator.restart()
     poll(
-        lambda: managed.operator.reconciles() >= 1,
+        lambda: managed.operator.reconciles(KIND) >= 1,
         timeout=TIMEOUT,
         what="a reconcile after the restart",
     )
@@ -520,13 +446,13 @@ def test_an_idle_server_writes_nothing_and_a_child_change_is_acted_on_at_once(
         what="Ready",
     )
     time.sleep(5)  # the reconcile woken by the last status write
-    writes, reconciles = operator.kube_writes(), operator.reconciles()
+    writes, reconciles = operator.kube_writes(), operator.reconciles(KIND)
     reads = operator.metric("mlflow_operator_kube_requests_total", verb="get")
     time.sleep(IDLE_SECONDS)  # three periods of the old 10 s timer
     print(
         f"idle {IDLE_SECONDS} s: {operator.kube_writes() - writes:.0f} writes, "
         f"{operator.metric('mlflow_operator_kube_requests_total', verb='get') - reads:.0f} reads, "
-        f"{operator.reconciles() - reconciles:.0f} reconciles"
+        f"{operator.reconciles(KIND) - reconciles:.0f} reconciles"
     )
     assert operator.kube_writes() == writes, "an idle MLflowServer wrote to the API server"
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 
+from tests.cluster.fixtures import create_namespace
+from tests.cluster.launcher import KubeCluster
 from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import (
     ModelDeploymentEnv,
@@ -23,6 +26,9 @@ from tests.e2e.modeldeployments import (
     status,
     template_version,
 )
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack.models import ModelRegistry
+from tests.mlflowstack.stack import MlflowStack
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -269,3 +275,58 @@ def test_deleting_the_model_deployment_removes_its_children(env: ModelDeployment
         return len(deps) + len(svcs) + len(pods)
 
     eventually(lambda: children() == 0, timeout=60, what="children garbage-collected")
+
+
+def test_an_idle_model_deployment_writes_nothing_and_a_field_taken_out_goes(
+    crds_installed: KubeCluster,
+    mlflow_registry: ModelRegistry,
+    mlflow_stack: MlflowStack,
+    model_name: str,
+    tmp_path: Path,
+) -> None:
+    """Every reconcile re-applied the Deployment and the Service (two writes per object per
+    poll interval); skipping unchanged applies must still take out a field the spec dropped."""
+    cluster = crds_installed
+    ns = create_namespace(cluster, prefix="idle")  # its own operator counts its own writes
+    operator = OperatorProcess(kubeconfig=cluster.kubeconfig, workdir=tmp_path, namespaces=(ns,))
+    try:
+        operator.start()
+        v1 = mlflow_registry.log_version(model_name)
+        mlflow_registry.set_alias(model_name, "champion", v1.version)
+        limits = {"cpu": "2", "memory": "1Gi"}
+        cluster.apply(
+            model_deployment(
+                "idle", ns, model_name, mlflow_stack.tracking_uri,
+                serving={"replicas": 1, "resources": {"limits": limits}},
+            )
+        )  # fmt: skip
+        eventually(lambda: is_ready_on(cluster, ns, "idle", v1.version), timeout=60, what="v1")
+        time.sleep(POLL)  # the reconciles woken by the rollout's last events
+        writes = operator.kube_writes()
+        reconciles = operator.reconciles("ModelDeployment")
+        time.sleep(3 * POLL)
+        idle_writes = operator.kube_writes() - writes
+        idle_reconciles = operator.reconciles("ModelDeployment") - reconciles
+        print(f"idle {3 * POLL:.0f} s: {idle_writes:.0f} writes, {idle_reconciles:.0f} reconciles")
+        assert idle_reconciles >= 2  # it looked, once per poll interval
+        assert idle_writes == 0, "an idle ModelDeployment wrote to the API server"
+
+        cluster.kubectl(
+            "patch", "-n", ns, "mdep", "idle", "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/serving/resources/limits/memory"}]',
+        )  # fmt: skip
+
+        def container_limits() -> dict[str, str]:
+            deployment = get_json(cluster, "-n", ns, "deployment", "idle")
+            (container,) = deployment["spec"]["template"]["spec"]["containers"]
+            found: dict[str, str] = container.get("resources", {}).get("limits", {})
+            return found
+
+        eventually(
+            lambda: container_limits() == {"cpu": "2"},
+            timeout=3 * POLL,
+            what="the memory limit gone from the Deployment",
+        )
+    finally:
+        operator.stop()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

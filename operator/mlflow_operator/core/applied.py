@@ -6,15 +6,37 @@ re-applied its eight children on every resync. Applying only what differs keeps 
 operator at zero writes. The comparison is deliberately strict: any doubt (a value the API
 server normalised, such as a quantity "0.5" stored as "500m") counts as a difference, which
 costs one harmless no-op apply, never a missed change.
+
+A field the desired manifest no longer sets (a limit or a node selector taken out of the
+spec) is still in the live object, which therefore still "holds everything desired"; only an
+apply removes it (server-side apply drops fields their manager stops sending). So every
+manifest is `stamped` with the hash of its content: a manifest that changed in any way,
+removals included, carries a hash the live object does not have.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from typing import Any
+
+from mlflow_operator.core.naming import ANNOTATION_APPLIED_HASH
+
+
+def stamped(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with `ANNOTATION_APPLIED_HASH`: a hash of everything else in it."""
+    result = copy.deepcopy(manifest)
+    annotations = result["metadata"].setdefault("annotations", {})
+    annotations.pop(ANNOTATION_APPLIED_HASH, None)
+    content = json.dumps(result, sort_keys=True, separators=(",", ":"))
+    annotations[ANNOTATION_APPLIED_HASH] = hashlib.sha256(content.encode()).hexdigest()[:16]
+    return result
 
 
 def already_applied(live: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
-    """True when every field of `desired` is in `live` with the same value.
+    """True when every field of `desired` (a `stamped` manifest) is in `live` with the same
+    value: nothing changed since it was applied, and nobody changed what it sets.
 
     Fields the API server or other controllers add (status, defaults, extra labels) are
     ignored; lists must match item by item, in order, as the API server keeps them.

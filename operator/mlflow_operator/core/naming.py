@@ -20,6 +20,8 @@ LABEL_MODEL_VERSION = f"{API_GROUP}/model-version"
 ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
 ANNOTATION_IMAGE = f"{API_GROUP}/image"
+# The hash of the manifest last applied to a child (core/applied.py).
+ANNOTATION_APPLIED_HASH = f"{API_GROUP}/applied-hash"
 # The rollout ledger on the serving Deployment (core/modeldeployment/ledger.py).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
 ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"

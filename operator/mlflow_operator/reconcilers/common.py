@@ -9,6 +9,9 @@ from typing import Any, Literal
 from mlflow_operator.api.base import StatusModel
 
 EventSink = Callable[[Literal["Normal", "Warning"], str, str], None]
+# A status write refused with 409 Conflict: the object changed after it was read, nothing acted
+# on the decision, and the next reconcile decides again from the new object, at once.
+CONFLICT_RETRY_SECONDS = 0.5
 
 
 @dataclass(frozen=True)

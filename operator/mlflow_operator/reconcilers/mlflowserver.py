@@ -47,7 +47,7 @@ from mlflow_operator.builders.mlflowserver.server import (
     migration_job_name,
 )
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.core.applied import already_applied
+from mlflow_operator.core.applied import already_applied, stamped
 from mlflow_operator.core.conditions import INVALID_SPEC, READY, get_condition
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.mlflowserver.backup import BackupState, backup_finished, observe_backup
@@ -79,7 +79,12 @@ from mlflow_operator.core.mlflowserver.status import (
 )
 from mlflow_operator.crds import MLFLOW_SERVER
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
-from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
+from mlflow_operator.reconcilers.common import (
+    CONFLICT_RETRY_SECONDS,
+    EventSink,
+    ReconcileResult,
+    status_patch,
+)
 from mlflow_operator.reconcilers.store_volumes import step_for_store
 
 logger = logging.getLogger(__name__)
@@ -90,7 +95,6 @@ KIND = "MLflowServer"
 # watched (the operator may not list Secrets), so a server that waits looks again soon.
 SETTLED_RECHECK_SECONDS = 300.0
 WAITING_RECHECK_SECONDS = 10.0
-CONFLICT_RETRY_SECONDS = 0.5
 
 
 @dataclass
@@ -220,6 +224,7 @@ class _ServerRun:
         return self.server.spec.image or self.config.tracking_server_image
 
     async def _apply(self, manifest: dict[str, Any], live: dict[str, Any] | None = None) -> None:
+        manifest = stamped(manifest)
         meta = manifest["metadata"]
         try:
             if live is None:

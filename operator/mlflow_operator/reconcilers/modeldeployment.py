@@ -27,6 +27,7 @@ from mlflow_operator.builders.modeldeployment import (
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.api_refusal import ApiRefusal
+from mlflow_operator.core.applied import already_applied, stamped
 from mlflow_operator.core.conditions import READY, get_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.mlflowserver import layout
@@ -55,7 +56,12 @@ from mlflow_operator.core.naming import write_back_tag
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
-from mlflow_operator.reconcilers.common import EventSink, ReconcileResult, status_patch
+from mlflow_operator.reconcilers.common import (
+    CONFLICT_RETRY_SECONDS,
+    EventSink,
+    ReconcileResult,
+    status_patch,
+)
 from mlflow_operator.registry.client import Credentials, RegistryClient
 from mlflow_operator.registry.tag_writer import TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
@@ -110,6 +116,9 @@ class ModelDeploymentReconciler:
         try:
             result = await self._reconcile(body, emit, wake)
         except KubernetesRefused as refused:
+            if refused.refusal.code == 409:  # the object changed since it was read: decide again
+                logger.debug("%s", refused.refusal.message)
+                return ReconcileResult(recheck_after=CONFLICT_RETRY_SECONDS)
             if refused.refusal.namespace_terminating:  # it goes away with its namespace
                 logger.info("%s", refused.refusal.message)
                 return ReconcileResult(recheck_after=300.0)
@@ -173,7 +182,7 @@ class ModelDeploymentReconciler:
         endpoint, client = view.endpoint, view.client
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
-                stored = await self._api.apply(
+                desired = stamped(
                     build_serving_deployment(
                         spec,
                         owner,
@@ -184,11 +193,21 @@ class ModelDeploymentReconciler:
                         ledger=plan.ledger,
                     )
                 )
+                stored = (
+                    deployment  # an idle reconcile writes nothing
+                    if deployment is not None and already_applied(deployment, desired)
+                    else await self._api.apply(desired)
+                )
                 self._note_spec_generation(owner, deployment, stored)
                 if deployment_recreated(deployment, stored):
                     event = recreating(plan.deploy_version, "was deleted during a reconcile")
                     emit(event.type, event.reason, event.message)
-            await self._api.apply(build_serving_service(spec, owner))
+            service = stamped(build_serving_service(spec, owner))
+            live_service = await self._api.get(
+                "v1", "Service", service["metadata"]["name"], owner.namespace
+            )
+            if not already_applied(live_service, service):
+                await self._api.apply(service)
         self._write_back(spec, owner, plan, client, now)
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
@@ -349,8 +368,6 @@ class ModelDeploymentReconciler:
     async def _report_refusal(self, body: Any, refusal: ApiRefusal, emit: EventSink) -> None:
         """Ready=False naming the refusal, and one Warning Event per distinct refusal."""
         logger.warning("%s", refusal.message)
-        if refusal.code == 409 and refusal.action.startswith("write the status"):
-            return  # the object changed since it was read: decide again, nothing to report
         owner = Owner.from_body(body)
         key = _key(owner)
         already = self._refusals.get(key) == refusal.message

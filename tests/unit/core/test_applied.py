@@ -1,11 +1,13 @@
-"""already_applied: skip a server-side apply only when the live object holds every field."""
+"""already_applied: skip a server-side apply only when the live object holds every field, and
+stamped: a manifest that changed in any way, removals included, is never taken as applied."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from mlflow_operator.core.applied import already_applied
+from mlflow_operator.core.applied import already_applied, stamped
+from mlflow_operator.core.naming import ANNOTATION_APPLIED_HASH
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -69,3 +71,33 @@ def test_a_value_of_another_type_is_a_difference() -> None:
     boolean = live_copy()
     boolean["spec"]["replicas"] = True  # equal to 1 in Python, not in the API
     assert not already_applied(boolean, one)
+
+
+def stored(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The object after a server-side apply of manifest: what it sent, and what others add."""
+    live = copy.deepcopy(manifest)
+    live["metadata"] |= {"resourceVersion": "7", "uid": "u"}
+    live["status"] = {"readyReplicas": 2}
+    return live
+
+
+def test_a_field_taken_out_of_the_manifest_needs_an_apply() -> None:
+    """Only an apply removes a field its manager stops sending; the live object still holds
+    every field of the smaller manifest, so without the stamp nothing would be applied."""
+    pinned = copy.deepcopy(DESIRED)
+    pinned["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "gpu"}
+    live = stored(stamped(pinned))
+    assert already_applied(live, stamped(pinned))
+    assert already_applied(live, DESIRED)  # what the stamp is for
+    assert not already_applied(live, stamped(DESIRED))
+
+
+def test_the_stamp_depends_on_the_content_only() -> None:
+    original = copy.deepcopy(DESIRED)
+    once = stamped(DESIRED)
+    assert original == DESIRED  # not modified in place
+    assert stamped(once) == once == stamped(copy.deepcopy(DESIRED))
+    other = copy.deepcopy(DESIRED)
+    other["spec"]["replicas"] = 3
+    hash_of = lambda m: m["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]  # noqa: E731
+    assert hash_of(stamped(other)) != hash_of(once)

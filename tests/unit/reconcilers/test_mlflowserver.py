@@ -81,6 +81,23 @@ async def test_a_child_changed_by_hand_is_applied_again() -> None:
     assert again["spec"]["template"]["spec"]["containers"][0]["image"] != "postgres:9"
 
 
+async def test_a_node_selector_taken_out_of_the_spec_is_taken_out_of_the_children() -> None:
+    """The live StatefulSet still held every field the smaller manifest sets, so the operator
+    skipped the apply and the selector stayed."""
+    world = World(podTemplate={"nodeSelector": {"pool": "cpu"}})
+    await world.reconcile()
+
+    def selector() -> Any:
+        postgres = world.kube.stored("StatefulSet", "mlflow-postgres")
+        assert postgres is not None
+        return postgres["spec"]["template"]["spec"].get("nodeSelector")
+
+    assert selector() == {"pool": "cpu"}
+    del world.kube.objects[("MLflowServer", NAMESPACE, "mlflow")]["spec"]["podTemplate"]
+    await world.reconcile()
+    assert selector() is None
+
+
 async def test_an_invalid_spec_is_reported_once_not_at_every_reconcile() -> None:
     """kopf's PermanentError was raised again by the 10 s timer: a Warning Event each time."""
     world = World(replicas=-1)

@@ -13,9 +13,10 @@ import pytest
 from lightkube import ApiError
 
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.reconcilers.common import ReconcileResult
+from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from tests.unit.reconcilers.fakes import (
+    NAMESPACE,
     FakeHub,
     FakeKube,
     api_error,
@@ -129,6 +130,8 @@ async def test_a_deployment_deleted_during_a_reconcile_is_recreated_with_an_even
 
     world.kube.apply = apply_after_a_deletion  # type: ignore[method-assign]
     world.events.clear()
+    # a person scaled it by hand, so this reconcile applies (an idle one writes nothing)
+    world.kube.objects[("Deployment", NAMESPACE, "fraud")]["spec"]["replicas"] = 5
     await world.reconcile()
     assert world.deployment()["metadata"]["uid"] != before
     assert template_version(world.kube, "fraud") == "1"
@@ -174,10 +177,11 @@ async def test_a_concurrent_change_refuses_the_status_write_and_nothing_acts() -
 
     kube.get = get_then_someone_writes  # type: ignore[method-assign]
     kube.writes.clear()
-    with pytest.raises(ApiError) as refused:
-        await world.reconcile()
-    assert refused.value.status.code == 409
+    world.events.clear()
+    result = await world.reconcile()
     assert kube.writes == []
+    assert world.events == []  # nothing to report: the next reconcile decides again, at once
+    assert result.recheck_after == CONFLICT_RETRY_SECONDS
     assert template_version(kube, "fraud") == "2"
 
 
@@ -409,3 +413,27 @@ async def test_a_namespace_being_deleted_gets_no_status_and_no_event() -> None:
     assert not any(type_ == "Warning" for type_, _, _ in world.events)
     assert world.condition("Ready").get("reason") != "KubernetesForbidden"
     assert result.recheck_after >= 60
+
+
+async def test_an_idle_reconcile_writes_nothing() -> None:
+    """Every reconcile re-applied the Deployment and the Service, changed or not: two writes
+    per object per poll interval."""
+    world = World()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == []
+
+
+async def test_a_limit_taken_out_of_the_spec_is_taken_out_of_the_deployment() -> None:
+    world = World(serving={"resources": {"limits": {"cpu": "2", "memory": "1Gi"}}})
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    body = world.kube.objects[("ModelDeployment", NAMESPACE, "fraud")]
+    body["spec"]["serving"] = {"resources": {"limits": {"cpu": "2"}}}
+    await world.reconcile()
+    (container,) = world.deployment()["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {"limits": {"cpu": "2"}}
