@@ -27,6 +27,7 @@ from mlflow_operator.core.mlflowserver.status import image_version
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import EXPANDABLE_STORAGE_CLASS, KubeCluster, kubectl_binary
 from tests.cluster.realnode import NodeInfo
+from tests.e2e.kube import require_requests
 from tests.e2e.mlflowservers import (
     HealthSampler,
     admin_of,
@@ -227,6 +228,9 @@ def managed(
 ) -> Iterator[ManagedServer]:
     # Its own operator, for this namespace only (the session's operator watches t-*).
     namespace = create_namespace(kube_cluster, prefix="mlfs")
+    # every pod of the server (stores, migrations, backups, tracking server) must request
+    # CPU and memory, or the API server refuses it here
+    require_requests(kube_cluster, namespace)
     real_node.tag_image(real_node.images["mlflow-server"], NEW_IMAGE)
     real_node.tag_image(real_node.images["serving-cpu"], FAILING_IMAGE)
     operator = start_operator(kube_cluster, namespace, tmp_path_factory.mktemp("operator"))

@@ -15,7 +15,7 @@ import requests
 
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
-from tests.e2e.kube import get_json
+from tests.e2e.kube import get_json, require_requests
 from tests.e2e.modeldeployments import (
     RealPodsEnv,
     condition,
@@ -363,3 +363,75 @@ def test_an_image_that_does_not_exist_blocks_the_rollout_and_names_the_image(
     assert degraded["reason"] == "RolloutBlocked"
     assert image in degraded["message"]
     assert status(pods_env.cluster, ns, "noimg").get("failedVersions", []) == []
+
+
+def evict(cluster: KubeCluster, namespace: str, pod: dict[str, Any]) -> tuple[bool, str]:
+    """Ask for a pod's eviction as `kubectl drain` does: (granted, the API server's answer)."""
+    name = pod["metadata"]["name"]
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+    result = cluster.kubectl(
+        "create", "--raw", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", "-f", "-",
+        input=json.dumps(eviction), check=False,
+    )  # fmt: skip
+    return result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serving_pods_fit_a_quota_namespace_and_a_drain_evicts_one_at_a_time(
+    pods_env: RealPodsEnv,
+) -> None:
+    """A namespace whose ResourceQuota counts requests refuses any pod that requests nothing;
+    with two replicas, a node drain takes one serving pod at a time, and the budget goes when
+    the deployment is scaled back to one."""
+    ns, cluster = pods_env.namespace, pods_env.cluster
+    require_requests(cluster, ns)
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+    serving = on_real_node(pods_env.node, runtime="batched", replicas=2)
+    cluster.apply(
+        model_deployment("drained", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
+    )
+    eventually(
+        lambda: is_ready_on(cluster, ns, "drained", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="two pods of v1 in a quota namespace",
+    )
+    pods = serving_pods(cluster, ns, "drained")
+    assert len(pods) == 2
+    for pod in pods:
+        (container,) = pod["spec"]["containers"]
+        assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    eventually(
+        lambda: (
+            get_json(cluster, "-n", ns, "pdb", "drained")
+            .get("status", {})
+            .get("disruptionsAllowed")
+            == 1
+        ),
+        timeout=30,
+        what="the budget allows one disruption",
+    )
+    first, second = pods
+    granted, answer = evict(cluster, ns, first)
+    assert granted, answer
+    granted, answer = evict(cluster, ns, second)
+    assert not granted
+    assert "disruption budget" in answer, answer
+    eventually(
+        lambda: is_ready_on(cluster, ns, "drained", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="the evicted pod replaced",
+    )
+
+    cluster.kubectl(
+        "-n", ns, "patch", "modeldeployment", "drained", "--type=merge",
+        "-p", json.dumps({"spec": {"serving": {"replicas": 1}}}),
+    )  # fmt: skip
+    eventually(
+        lambda: cluster.kubectl("-n", ns, "get", "pdb", "drained", check=False).returncode != 0,
+        timeout=30,
+        what="the budget deleted at one replica",
+    )

@@ -6,7 +6,14 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
-from mlflow_operator.builders.pod import http_probe, placement, pod_annotations, pod_labels
+from mlflow_operator.builders.pod import (
+    disruption_budget,
+    http_probe,
+    placement,
+    pod_annotations,
+    pod_labels,
+    with_default_requests,
+)
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
@@ -197,7 +204,7 @@ def build_serving_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
-                "spec": pod_spec,
+                "spec": with_default_requests(pod_spec),
             },
         },
     }
@@ -217,6 +224,12 @@ def build_serving_service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, 
             ],
         },
     }
+
+
+def build_serving_pdb(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
+    """Node drains evict one serving pod at a time, with 2+ replicas; None with fewer."""
+    metadata = child_metadata(serving_name(owner.name), owner, serving_labels(owner.name))
+    return disruption_budget(metadata, selector_labels(owner.name), spec.serving.replicas)
 
 
 def service_url(spec: ModelDeploymentSpec, owner: Owner) -> str:

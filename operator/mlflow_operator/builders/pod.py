@@ -36,6 +36,62 @@ def placement(
     return pod
 
 
+# Requests of every container the operator creates, where the user sets neither a request nor a
+# limit: a namespace whose ResourceQuota counts requests refuses pods without them, and the
+# scheduler packs pods without them as if they cost nothing. Small on purpose (a lower bound
+# for scheduling, not a size): users size their pods with `resources`.
+DEFAULT_REQUESTS: dict[str, str] = {"cpu": "100m", "memory": "256Mi"}
+
+
+def requests_defaulted(
+    resources: dict[str, Any], defaults: dict[str, str] = DEFAULT_REQUESTS
+) -> dict[str, Any]:
+    """`resources` with a default request for each of cpu and memory that has neither a
+    request nor a limit (with only a limit, Kubernetes makes the request equal to it; a
+    default above a small limit would make the pod invalid)."""
+    requests = dict(resources.get("requests") or {})
+    limits = resources.get("limits") or {}
+    for name, quantity in defaults.items():
+        if name not in requests and name not in limits:
+            requests[name] = quantity
+    return {**resources, "requests": requests} if requests else dict(resources)
+
+
+def with_default_requests(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec with `requests_defaulted` applied to every container and init container."""
+    result = dict(pod_spec)
+    for key in ("initContainers", "containers"):
+        if key in result:
+            result[key] = [
+                {**c, "resources": requests_defaulted(c.get("resources") or {})}
+                for c in result[key]
+            ]
+    return result
+
+
+def disruption_budget(
+    metadata: dict[str, Any], match_labels: dict[str, str], replicas: int
+) -> dict[str, Any] | None:
+    """A PodDisruptionBudget that lets node drains evict one pod of a set at a time.
+
+    None below 2 replicas: a budget over one pod either blocks every drain or protects
+    nothing. Pods that are not Ready may always be evicted: a crash-looping rollout must
+    never hold a node drain hostage.
+    """
+    if replicas < 2:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata,
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": match_labels},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def pod_labels(template: PodTemplate, own: dict[str, str]) -> dict[str, str]:
     """The user's pod labels with the operator's own on top (selectors depend on those)."""
     return {**(template.labels or {}), **own}

@@ -20,6 +20,7 @@ from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
+    build_serving_pdb,
     build_serving_service,
     selector_labels,
     service_url,
@@ -202,12 +203,10 @@ class ModelDeploymentReconciler:
                 if deployment_recreated(deployment, stored):
                     event = recreating(plan.deploy_version, "was deleted during a reconcile")
                     emit(event.type, event.reason, event.message)
-            service = stamped(build_serving_service(spec, owner))
-            live_service = await self._api.get(
-                "v1", "Service", service["metadata"]["name"], owner.namespace
-            )
-            if not already_applied(live_service, service):
-                await self._api.apply(service)
+            name = serving_name(owner.name)
+            await self._ensure(build_serving_service(spec, owner), "v1", "Service", name, owner)
+            pdb = build_serving_pdb(spec, owner)
+            await self._ensure(pdb, "policy/v1", "PodDisruptionBudget", name, owner)
         self._write_back(spec, owner, plan, client, now)
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
@@ -222,6 +221,20 @@ class ModelDeploymentReconciler:
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
         metrics.forget_model_deployment(owner.namespace, owner.name)
+
+    async def _ensure(
+        self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
+    ) -> None:
+        """The child as built, applied only when the live one differs; deleted when none is
+        wanted. One GET per reconcile, no write at rest."""
+        live = await self._api.get(api_version, kind, name, owner.namespace)
+        if manifest is None:
+            if live is not None:
+                await self._api.delete(api_version, kind, name, owner.namespace)
+            return
+        desired = stamped(manifest)
+        if not already_applied(live, desired):
+            await self._api.apply(desired)
 
     # -- gather helpers --------------------------------------------------------------------
     def _spec_generation(self, owner: Owner, deployment: dict[str, Any] | None) -> int | None:

@@ -15,6 +15,12 @@ from mlflow_operator.builders.mlflowserver.backup import (
     build_backup_job,
     build_restore_job,
 )
+from mlflow_operator.builders.mlflowserver.minio import build_minio_statefulset
+from mlflow_operator.builders.mlflowserver.postgres import build_postgres_statefulset
+from mlflow_operator.builders.mlflowserver.server import (
+    build_migration_job,
+    build_tracking_deployment,
+)
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.mlflowserver.backup import observe_backup
 from tests.unit.test_mlflowserver_builders import (
@@ -192,3 +198,40 @@ def test_a_failed_backup_says_which_step_of_the_last_try_failed_and_why() -> Non
 def test_a_running_backup_has_no_verdict() -> None:
     state = observe_backup({"metadata": {"name": "b"}, "status": {}}, [])
     assert (state.succeeded, state.failed, state.record) == (False, False, None)
+
+
+def test_every_container_of_every_mlflowserver_pod_requests_cpu_and_memory() -> None:
+    """A namespace whose ResourceQuota counts requests refuses a pod if one container of it
+    (init containers included) requests nothing."""
+    key = "s3://models-backups/ml/old/20260101T000000Z-old-backup-1.dump"
+    server = make_server({**MANAGED_SPEC, "restoreFrom": {"key": key}})
+    owner = owner_of(server)
+    managed = server.spec
+    pod_specs = [
+        pod_spec(backup_job()),
+        pod_spec(build_restore_job(owner, server, postgres_image=PG, fetch_image=NEW)),
+        build_backup_cronjob(owner, server, postgres_image=PG, store_image=OLD)["spec"][
+            "jobTemplate"
+        ]["spec"]["template"]["spec"],
+        *(
+            manifest["spec"]["template"]["spec"]
+            for manifest in (
+                build_tracking_deployment(owner, server, NEW),
+                build_migration_job(owner, server, NEW),
+                build_postgres_statefulset(
+                    owner, managed.backend_store.postgres.managed, PG, managed.pod_template
+                ),
+                build_minio_statefulset(
+                    owner, managed.artifact_store.s3.managed, "minio", managed.pod_template
+                ),
+            )
+        ),
+    ]
+    containers = [
+        c for spec in pod_specs for c in spec.get("initContainers", []) + spec["containers"]
+    ]
+    assert len(containers) >= 10
+    for container in containers:
+        assert set(container["resources"]["requests"]) >= {"cpu", "memory"}, container["name"]
+    (server_container,) = pod_specs[3]["containers"]
+    assert server_container["resources"]["requests"]["memory"] == "512Mi"

@@ -7,6 +7,7 @@ from typing import Any
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
+    build_serving_pdb,
     build_serving_service,
     service_url,
 )
@@ -173,3 +174,30 @@ def test_the_ledger_is_on_the_deployment_never_on_the_pod_template() -> None:
     template = dep["spec"]["template"]["metadata"]["annotations"]
     assert not any(key.endswith(("failed-versions", "last-good-version")) for key in template)
     assert read_ledger(dep["metadata"]["annotations"]) == ledger
+
+
+def test_a_disruption_budget_only_for_two_replicas_or_more() -> None:
+    assert build_serving_pdb(spec(serving={"replicas": 1}), OWNER) is None
+    pdb = build_serving_pdb(spec(serving={"replicas": 3}), OWNER)
+    assert pdb is not None
+    dep = build_serving_deployment(spec(serving={"replicas": 3}), OWNER, "1", ENDPOINT, CONFIG)
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # a crash-looping rollout must not block a node drain
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_requests_default_where_the_user_sets_neither_request_nor_limit() -> None:
+    """A namespace whose ResourceQuota counts requests refuses pods without them."""
+    plain = container(build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG))
+    assert plain["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    mine = spec(serving={"resources": {"requests": {"cpu": "2"}, "limits": {"memory": "64Mi"}}})
+    resources = container(build_serving_deployment(mine, OWNER, "1", ENDPOINT, CONFIG))["resources"]
+    # the user's request wins; a limit alone makes Kubernetes request the same (a default
+    # request above a small limit would make the pod invalid)
+    assert resources == {"requests": {"cpu": "2"}, "limits": {"memory": "64Mi"}}
+    gpu = spec(serving={"gpu": {"count": 1}})
+    resources = container(build_serving_deployment(gpu, OWNER, "1", ENDPOINT, CONFIG))["resources"]
+    assert resources["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert resources["limits"] == {"nvidia.com/gpu": 1}

@@ -436,4 +436,27 @@ async def test_a_limit_taken_out_of_the_spec_is_taken_out_of_the_deployment() ->
     body["spec"]["serving"] = {"resources": {"limits": {"cpu": "2"}}}
     await world.reconcile()
     (container,) = world.deployment()["spec"]["template"]["spec"]["containers"]
-    assert container["resources"] == {"limits": {"cpu": "2"}}
+    assert container["resources"] == {"limits": {"cpu": "2"}, "requests": {"memory": "256Mi"}}
+
+
+async def test_a_budget_comes_with_a_second_replica_and_goes_with_it() -> None:
+    """Node drains evict one serving pod at a time once there are two; an idle reconcile of a
+    deployment with its budget still writes nothing."""
+    world = World(serving={"replicas": 2})
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    pdb = world.kube.stored("PodDisruptionBudget", "fraud")
+    assert pdb is not None
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == world.deployment()["spec"]["selector"]["matchLabels"]
+    )
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == []
+    body = world.kube.objects[("ModelDeployment", NAMESPACE, "fraud")]
+    body["spec"]["serving"] = {"replicas": 1}
+    await world.reconcile()
+    assert world.kube.stored("PodDisruptionBudget", "fraud") is None
+    assert "delete:PodDisruptionBudget" in world.kube.writes

@@ -41,7 +41,7 @@ from mlflow_operator.builders.mlflowserver.server import (
     database_env,
     object_store_env,
 )
-from mlflow_operator.builders.pod import placement
+from mlflow_operator.builders.pod import placement, with_default_requests
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.naming import ANNOTATION_IMAGE
 
@@ -344,7 +344,7 @@ def _job(
             "activeDeadlineSeconds": 3600,
             "template": {
                 "metadata": pod_metadata(server.spec.pod_template, labels),
-                "spec": pod_spec,
+                "spec": with_default_requests(pod_spec),
             },
         },
     }

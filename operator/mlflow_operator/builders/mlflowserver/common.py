@@ -6,7 +6,12 @@ from typing import Any
 
 from mlflow_operator.api.common import PodTemplate
 from mlflow_operator.builders.meta import Owner, child_metadata
-from mlflow_operator.builders.pod import placement, pod_annotations, pod_labels
+from mlflow_operator.builders.pod import (
+    placement,
+    pod_annotations,
+    pod_labels,
+    with_default_requests,
+)
 from mlflow_operator.core.naming import LABEL_COMPONENT, LABEL_MLFLOW_SERVER, standard_labels
 
 COMPONENT_SERVER = "tracking-server"
@@ -114,7 +119,10 @@ def store_stateful_set(
                 "whenDeleted": "Retain",
                 "whenScaled": "Retain",
             },
-            "template": {"metadata": pod_metadata(pod, labels), "spec": pod_spec},
+            "template": {
+                "metadata": pod_metadata(pod, labels),
+                "spec": with_default_requests(pod_spec),
+            },
             "volumeClaimTemplates": [claim],
         },
     }

@@ -42,7 +42,6 @@ def build_minio_statefulset(
         ],
         "readinessProbe": http_probe("/minio/health/ready", "s3", period=5, failures=3),
         "livenessProbe": http_probe("/minio/health/live", "s3", period=10, failures=6),
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": DATA_MOUNT},

@@ -74,7 +74,6 @@ def build_postgres_statefulset(
         "startupProbe": _pg_probe(period=5, failures=60),
         "readinessProbe": _pg_probe(period=5, failures=3),
         "livenessProbe": _pg_probe(period=10, failures=6),
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": DATA_MOUNT},

@@ -24,11 +24,18 @@ from mlflow_operator.builders.mlflowserver.common import (
     selector_labels,
     server_labels,
 )
-from mlflow_operator.builders.pod import http_probe, placement
+from mlflow_operator.builders.pod import (
+    disruption_budget,
+    http_probe,
+    placement,
+    requests_defaulted,
+    with_default_requests,
+)
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.naming import ANNOTATION_IMAGE
 
 SERVER_UID = 65532  # the "nonroot" user of the mlflow-server image (Dockerfile)
+TRACKING_REQUESTS = {"cpu": "100m", "memory": "512Mi"}
 AUTH_CONFIG_DIR = "/etc/mlflow/auth"
 AUTH_CONFIG_FILE = "basic_auth.ini"
 PROMETHEUS_DIR = "/prometheus"
@@ -175,25 +182,15 @@ def server_env(server: MLflowServer) -> list[dict[str, Any]]:
 
 
 def build_tracking_pdb(owner: Owner, server: MLflowServer) -> dict[str, Any] | None:
-    """At most one tracking server pod evicted at a time (node drains), with 2+ replicas.
-
-    None with fewer: a budget over one pod either blocks every drain or protects nothing.
-    """
-    if server.spec.replicas < 2:
-        return None
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": child_metadata(
-            layout.ServerNames(owner.name).deployment,
-            owner,
-            server_labels(owner.name, COMPONENT_SERVER),
-        ),
-        "spec": {
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": selector_labels(owner.name, COMPONENT_SERVER)},
-        },
-    }
+    """At most one tracking server pod evicted at a time (node drains), with 2+ replicas."""
+    metadata = child_metadata(
+        layout.ServerNames(owner.name).deployment,
+        owner,
+        server_labels(owner.name, COMPONENT_SERVER),
+    )
+    return disruption_budget(
+        metadata, selector_labels(owner.name, COMPONENT_SERVER), server.spec.replicas
+    )
 
 
 def auth_config(server: MLflowServer) -> str:
@@ -288,7 +285,7 @@ def build_migration_job(owner: Owner, server: MLflowServer, image: str) -> dict[
             "activeDeadlineSeconds": 3600,
             "template": {
                 "metadata": pod_metadata(server.spec.pod_template, labels),
-                "spec": pod_spec,
+                "spec": with_default_requests(pod_spec),
             },
         },
     }
@@ -330,9 +327,8 @@ def build_tracking_deployment(
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
         "volumeMounts": mounts,
     }
-    resources = spec.resources.to_wire()
-    if resources:
-        container["resources"] = resources
+    # gunicorn workers of `mlflow server` take ~150 MiB each: more than the pods' default
+    container["resources"] = requests_defaulted(spec.resources.to_wire(), TRACKING_REQUESTS)
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(SERVER_UID),
         "enableServiceLinks": False,
@@ -364,7 +360,10 @@ def build_tracking_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
-            "template": {"metadata": pod_metadata(spec.pod_template, labels), "spec": pod_spec},
+            "template": {
+                "metadata": pod_metadata(spec.pod_template, labels),
+                "spec": with_default_requests(pod_spec),
+            },
         },
     }
 
