@@ -478,7 +478,11 @@ class ControlPlane:
                 # Namespace annotations that place every pod of a namespace (a node selector and
                 # default tolerations): how the quick-start test runs README's commands, which
                 # place nothing, on the real node. Inert for namespaces without the annotations.
-                "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+                # OwnerReferencesPermissionEnforcement, as OpenShift runs it: setting
+                # blockOwnerDeletion needs update on the owner's finalizers, which the chart's
+                # RBAC must grant (the in-cluster tests run the operator with that RBAC).
+                "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction,"
+                "OwnerReferencesPermissionEnforcement",
                 f"--service-account-key-file={pki.sa_public_key}",
                 f"--service-account-signing-key-file={pki.sa_private_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
