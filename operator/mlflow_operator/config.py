@@ -7,6 +7,7 @@ The config object is passed down explicitly, never read from a global.
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -90,6 +91,19 @@ class OperatorConfig(BaseSettings):
         description="HMAC secret of MLflow webhook deliveries (set it when you register the "
         "operator's webhook in an MLflow server yourself).",
     )
+    webhook_secret_file: str = Field(
+        default="",
+        description="File of HMAC secrets of MLflow webhook deliveries, one per line (a mounted "
+        "Secret): re-read when it changes, so a rotation needs no restart.",
+    )
+    webhook_tls_cert_file: str = Field(
+        default="",
+        description="PEM certificate (chain) of the webhook receiver; with the key file, the "
+        "receiver serves HTTPS, and a renewed certificate is loaded without a restart.",
+    )
+    webhook_tls_key_file: str = Field(
+        default="", description="PEM private key of the webhook receiver's certificate."
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0: off.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Liveness/readiness port.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
@@ -108,6 +122,44 @@ class OperatorConfig(BaseSettings):
         le=3600,
         description="Server-side timeout of a watch; the watch restarts after it.",
     )
+
+    ca_bundle_file: str = Field(
+        default="",
+        description="PEM file of CAs to trust, besides the system's, for https:// MLflow "
+        "tracking servers (a private CA). Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY.",
+    )
+
+    @field_validator("ca_bundle_file")
+    @classmethod
+    def _loadable_ca_bundle(cls, value: str) -> str:
+        if value:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=value)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load CA certificates from {value}: {exc}") from None
+        return value
+
+    @field_validator("webhook_secret_file")
+    @classmethod
+    def _readable_secret_file(cls, value: str) -> str:
+        if value and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_tls_pair(self) -> OperatorConfig:
+        cert, key = self.webhook_tls_cert_file, self.webhook_tls_key_file
+        if bool(cert) != bool(key):
+            missing = "webhook_tls_key_file" if cert else "webhook_tls_cert_file"
+            raise ValueError(f"{missing} must be set too: the receiver needs both to serve TLS")
+        if cert:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"cannot load the certificate {cert} with key {key}: {exc}"
+                ) from None
+        return self
 
     @model_validator(mode="after")
     def _default_images(self) -> OperatorConfig:

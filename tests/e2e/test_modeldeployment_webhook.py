@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
 from mlflow_operator.registry.client import RegistryClient
 from mlflow_operator.registry.webhook import EVENTS, sign
+from tests.cluster.launcher import KubeCluster
+from tests.cluster.pki import create_pki
 from tests.e2e.modeldeployments import (
     ModelDeploymentEnv,
     is_ready_on,
@@ -135,3 +140,75 @@ def test_real_webhook_from_mlflow_triggers_the_rollout_without_waiting_for_the_p
         interval=0.05,
     )
     print(f"version tag set -> rollout started: {time.monotonic() - tagged_at:.2f}s")
+
+
+def signed_delivery(secret: str) -> tuple[bytes, str, str, str]:
+    data = {"name": "any", "alias": "champion", "version": "1"}
+    body = json.dumps({"entity": "model_version_alias", "action": "created", "data": data}).encode()
+    delivery, now = str(uuid.uuid4()), str(int(time.time()))
+    return body, delivery, now, sign(secret, delivery, now, body)
+
+
+def post(url: str, delivery: tuple[bytes, str, str, str], tls: ssl.SSLContext | None) -> int:
+    body, delivery_id, timestamp, signature = delivery
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-MLflow-Delivery-Id": delivery_id,
+            "X-MLflow-Timestamp": timestamp,
+            "X-MLflow-Signature": signature,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=tls) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_the_receiver_serves_https_and_a_rotated_secret_file_needs_no_restart(
+    crds_installed: KubeCluster, tmp_path: Path
+) -> None:
+    """As the chart runs it with `webhook.tls.secretName` and `webhook.existingSecret`: the
+    certificate and the secrets are files, and the secret file is rotated in place."""
+    pki = create_pki(tmp_path / "pki")  # its server certificate names 127.0.0.1
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text("old-secret\n")
+    receiver = OperatorProcess(
+        kubeconfig=crds_installed.kubeconfig,
+        workdir=tmp_path,
+        namespaces=("tlshook-*",),  # no object lives there: this operator only receives
+        extra_env={
+            "MLFLOW_OPERATOR_WEBHOOK_SECRET": "",
+            "MLFLOW_OPERATOR_WEBHOOK_SECRET_FILE": str(secret_file),
+            "MLFLOW_OPERATOR_WEBHOOK_TLS_CERT_FILE": str(pki.server_cert),
+            "MLFLOW_OPERATOR_WEBHOOK_TLS_KEY_FILE": str(pki.server_key),
+        },
+    ).start()
+    try:
+        https_url = receiver.webhook_url.replace("http://", "https://")
+        trusting_ca = ssl.create_default_context(cafile=str(pki.ca_cert))
+        assert post(https_url, signed_delivery("old-secret"), trusting_ca) == 200
+        # plain HTTP is not served on that port: the TLS server closes the connection
+        with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+            post(receiver.webhook_url, signed_delivery("old-secret"), None)
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            post(https_url, signed_delivery("old-secret"), ssl.create_default_context())
+
+        # the rotation, as a mounted Secret changes: the kubelet swaps the file
+        replacement = tmp_path / "next"
+        replacement.write_text("old-secret\nnew-secret\n")
+        replacement.replace(secret_file)
+        assert post(https_url, signed_delivery("new-secret"), trusting_ca) == 200
+        assert post(https_url, signed_delivery("old-secret"), trusting_ca) == 200
+        replacement.write_text("new-secret\n")
+        replacement.replace(secret_file)
+        assert post(https_url, signed_delivery("old-secret"), trusting_ca) == 401
+        assert post(https_url, signed_delivery("new-secret"), trusting_ca) == 200
+        assert receiver.starts == 1
+        assert "(https)" in receiver.log()
+    finally:
+        receiver.stop()

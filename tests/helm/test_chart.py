@@ -277,7 +277,7 @@ def test_deployment_environment_names_only_real_settings() -> None:
     names = [e["name"] for e in container["env"] if e["name"].startswith(ENV_PREFIX)]
     settings = {f"{ENV_PREFIX}{field.upper()}" for field in OperatorConfig.model_fields}
     assert set(names) <= settings, set(names) - settings
-    assert "MLFLOW_OPERATOR_WEBHOOK_SECRET" in names
+    assert "MLFLOW_OPERATOR_WEBHOOK_SECRET_FILE" in names
     assert "MLFLOW_OPERATOR_SERVING_IMAGE_CPU" in names
     assert "MLFLOW_OPERATOR_POSTGRES_IMAGE" not in names  # empty: the operator's default
 
@@ -468,3 +468,49 @@ def test_kubernetes_floor_is_the_version_the_tests_run() -> None:
     minor = CLUSTER_VERSION.removeprefix("v").rsplit(".", 1)[0]
     assert chart["kubeVersion"] == f">={minor}.0-0"
     assert f"**{minor}** or newer" in (CHART.parents[1] / "docs" / "install.md").read_text()
+
+
+def test_a_ca_bundle_is_mounted_where_the_operator_setting_points() -> None:
+    objects = render_scenario(CHART / "ci" / "egress-values.yaml")
+    bundle = next(
+        c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-ca-bundle")
+    )
+    assert "BEGIN CERTIFICATE" in bundle["data"]["ca.crt"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = env[f"{ENV_PREFIX}CA_BUNDLE_FILE"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert path == f"{mounts['ca-bundle']}/ca.crt"
+    assert volumes["ca-bundle"]["configMap"]["name"] == bundle["metadata"]["name"]
+    # a bundle kept elsewhere: the user's volumes and mounts pass through as written
+    assert mounts["company-cas"] == "/etc/company-cas"
+    assert volumes["company-cas"]["configMap"] == {"name": "company-cas"}
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    # without a bundle, nothing of it is rendered
+    plain = render()
+    assert not [
+        c for c in by_kind(plain, "ConfigMap") if c["metadata"]["name"].endswith("-ca-bundle")
+    ]
+
+
+def test_the_webhook_secret_and_certificate_are_mounted_files_the_operator_rereads() -> None:
+    """Files, not env vars: the kubelet updates a mounted Secret in place, and the operator
+    re-reads both, so rotating either needs no restart."""
+    values = {"webhook": {"existingSecret": "hook", "tls": {"secretName": "hook-tls"}}}
+    pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret_file = env[f"{ENV_PREFIX}WEBHOOK_SECRET_FILE"]
+    assert secret_file == f"{mounts['webhook-secret']}/secret"
+    assert volumes["webhook-secret"]["secret"] == {
+        "secretName": "hook",
+        "items": [{"key": "webhook-secret", "path": "secret"}],
+    }
+    assert env[f"{ENV_PREFIX}WEBHOOK_TLS_CERT_FILE"] == f"{mounts['webhook-tls']}/tls.crt"
+    assert env[f"{ENV_PREFIX}WEBHOOK_TLS_KEY_FILE"] == f"{mounts['webhook-tls']}/tls.key"
+    assert volumes["webhook-tls"]["secret"] == {"secretName": "hook-tls"}
+    assert not any("subPath" in m for m in container["volumeMounts"])  # subPaths never update

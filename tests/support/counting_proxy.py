@@ -1,12 +1,15 @@
 """A reverse proxy on loopback that counts the HTTP requests reaching a real server.
 
 Used to count, at the server's door, what the operator sends to MLflow: the proxy forwards
-every request unchanged to the real tracking server and records its method and path.
+every request unchanged to the real tracking server and records its method and path. With
+`tls`, it is an HTTPS front of the plain-HTTP server. It also serves as a plain-HTTP forward
+proxy (HTTP_PROXY): a request in absolute form is forwarded to `upstream` all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,13 +27,14 @@ class CountingProxy:
     upstream: str
     port: int = field(default_factory=free_port)
     counts: Counter[str] = field(default_factory=Counter)
+    tls: ssl.SSLContext | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def total(self, prefix: str = "") -> int:
         return sum(n for path, n in self.counts.items() if path.startswith(prefix))
@@ -61,7 +65,7 @@ class CountingProxy:
         app.on_cleanup.append(lambda _: session.close())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
 
     async def answer(
         self, request: web.Request, session: aiohttp.ClientSession

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_operator.config import ConfigError, OperatorConfig, load_config
+from tests.cluster.pki import create_pki
 
 
 def test_defaults_watch_all_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,3 +107,35 @@ def test_version_command() -> None:
         check=True,
     )
     assert result.stdout.strip().count(".") >= 2
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_stops_the_operator_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    not_pem = tmp_path / "ca.crt"
+    not_pem.write_text("not a certificate\n")
+    for path in (tmp_path / "missing.crt", not_pem):
+        with pytest.raises(ConfigError) as refused:
+            load_config(ca_bundle_file=str(path))
+        message = str(refused.value)
+        assert message.startswith(
+            "invalid setting ca_bundle_file (MLFLOW_OPERATOR_CA_BUNDLE_FILE)"
+        ), message
+        assert str(path) in message
+        assert "\n" not in message
+
+
+def test_the_webhook_certificate_needs_its_key_and_both_must_load(tmp_path: Path) -> None:
+    pki = create_pki(tmp_path / "pki")
+    with pytest.raises(ConfigError, match="webhook_tls_key_file must be set too"):
+        load_config(webhook_tls_cert_file=str(pki.server_cert))
+    with pytest.raises(ConfigError, match="cannot load the certificate"):
+        load_config(
+            webhook_tls_cert_file=str(pki.server_cert), webhook_tls_key_file=str(pki.ca_key)
+        )
+    config = load_config(
+        webhook_tls_cert_file=str(pki.server_cert), webhook_tls_key_file=str(pki.server_key)
+    )
+    assert config.webhook_tls_key_file == str(pki.server_key)
+    with pytest.raises(ConfigError, match=r"webhook_secret_file .* cannot read"):
+        load_config(webhook_secret_file=str(tmp_path / "absent"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -15,6 +18,7 @@ from mlflow_operator.kube.client import KubeClient
 from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from mlflow_operator.registry import webhook
+from mlflow_operator.registry.client import trusting
 from mlflow_operator.registry.watcher import RegistryHub
 
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -42,7 +46,9 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.posting.level = logging.WARNING
 
     memo.kube = KubeClient()
-    memo.hub = RegistryHub(timeout_seconds=config.request_timeout_seconds)
+    memo.hub = RegistryHub(
+        timeout_seconds=config.request_timeout_seconds, tls=trusting(config.ca_bundle_file)
+    )
     memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
     memo.wakers = {}
     memo.modeldeployments = ModelDeploymentReconciler(memo.kube, memo.hub, config)
@@ -53,13 +59,36 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
 async def _start_webhook_receiver(config: OperatorConfig, hub: RegistryHub) -> Any:
     if not config.webhook_enabled:
         return None
-    secret = config.webhook_secret.get_secret_value() if config.webhook_secret else ""
-    app = webhook.build_app(lambda: [secret], hub.poke_model)
+    secrets = webhook.WebhookSecrets(
+        fixed=config.webhook_secret.get_secret_value() if config.webhook_secret else "",
+        file=Path(config.webhook_secret_file) if config.webhook_secret_file else None,
+    )
+    app = webhook.build_app(secrets, hub.poke_model)
+    cert, key = config.webhook_tls_cert_file, config.webhook_tls_key_file
+    tls = webhook.server_tls(cert, key) if cert else None
+    if tls is not None:
+        reloading = asyncio.create_task(webhook.reload_tls_on_change(tls, cert, key))
+        app.on_cleanup.append(lambda _: _cancel(reloading))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", config.webhook_port).start()  # noqa: S104
-    logger.info("MLflow webhook receiver on port %d%s", config.webhook_port, webhook.PATH)
+    site = web.TCPSite(runner, "0.0.0.0", config.webhook_port, ssl_context=tls)  # noqa: S104
+    await site.start()
+    logger.info(
+        "MLflow webhook receiver on port %d%s (%s)",
+        config.webhook_port, webhook.PATH, "https" if tls else "plain http",
+    )  # fmt: skip
+    if not secrets():
+        logger.warning(
+            "no webhook secret is set: every MLflow webhook delivery will be refused as "
+            "unsigned, and registry changes are seen at the next poll only"
+        )
     return runner
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @kopf.on.cleanup()

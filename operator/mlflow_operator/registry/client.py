@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,16 @@ class Credentials:
         return {}
 
 
+def trusting(ca_bundle_file: str) -> ssl.SSLContext | None:
+    """TLS settings that trust the CAs of a PEM bundle besides the system's; None (aiohttp's
+    defaults, the system's CAs) without one. Raises OSError or ssl.SSLError for a bad file."""
+    if not ca_bundle_file:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_bundle_file)
+    return context
+
+
 class RegistryClient:
     """Reads registered models and versions from one MLflow tracking server."""
 
@@ -67,8 +78,10 @@ class RegistryClient:
         *,
         timeout_seconds: float = 10.0,
         session: aiohttp.ClientSession | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._tls = tls
         self.display_url = redact(self.url)  # for messages, logs and metric labels
         self.credentials = credentials or Credentials()
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -77,7 +90,13 @@ class RegistryClient:
 
     async def _session_(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # trust_env: HTTP(S)_PROXY and NO_PROXY of the operator's environment apply, as
+            # for any HTTP client a platform team runs behind an egress proxy
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                trust_env=True,
+                connector=aiohttp.TCPConnector(ssl=self._tls) if self._tls else None,
+            )
         return self._session
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -290,9 +291,10 @@ class RegistryWatcher:
 class RegistryHub:
     """All watchers of this operator, one per MLflow endpoint and credentials."""
 
-    def __init__(self, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, timeout_seconds: float = 10.0, tls: ssl.SSLContext | None = None) -> None:
         self._watchers: dict[str, RegistryWatcher] = {}
         self._timeout = timeout_seconds
+        self._tls = tls
 
     def follow(
         self,
@@ -309,7 +311,7 @@ class RegistryHub:
         """
         watcher = self._watchers.get(identity)
         if watcher is None:
-            client = RegistryClient(url, credentials, timeout_seconds=self._timeout)
+            client = RegistryClient(url, credentials, timeout_seconds=self._timeout, tls=self._tls)
             watcher = self._watchers[identity] = RegistryWatcher(client)
         elif watcher.client.credentials != credentials:
             watcher.update_credentials(credentials)

@@ -7,16 +7,20 @@ stage transitions and drops a delivery after 4 tries, so polling remains the saf
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import logging
+import os
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from aiohttp import web
 
@@ -49,6 +53,69 @@ def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
     message = f"{delivery_id}.{timestamp}.".encode() + body
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+@dataclass
+class WebhookSecrets:
+    """The secrets a delivery may be signed with: the configured one, and those in `file`,
+    one per line, re-read whenever the file changes.
+
+    A Kubernetes Secret mounted as a volume is updated in place by the kubelet, so rotating it
+    needs no restart: put the old and the new secret in it, change MLflow's webhook to the new
+    one, then drop the old. An unreadable file keeps the secrets last read from it.
+    """
+
+    fixed: str = ""
+    file: Path | None = None
+    _stamp: tuple[int, int] | None = field(default=None, init=False)
+    _from_file: list[str] = field(default_factory=list, init=False)
+
+    def __call__(self) -> list[str]:
+        if self.file is not None:
+            self._refresh(self.file)
+        return [s for s in (self.fixed, *self._from_file) if s]
+
+    def _refresh(self, path: Path) -> None:
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_ino)
+            if stamp != self._stamp:
+                lines = path.read_text().splitlines()
+                self._from_file = [line.strip() for line in lines if line.strip()]
+                self._stamp = stamp
+        except OSError as exc:
+            if self._stamp is not None:  # once per loss, not once per delivery
+                logger.warning("cannot read the webhook secret file %s: %s", path, exc.strerror)
+            self._stamp = None
+
+
+def server_tls(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS of the receiver from a certificate (chain) and key in PEM files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def reload_tls_on_change(
+    context: ssl.SSLContext, cert_file: str, key_file: str, interval: float = 30.0
+) -> None:
+    """Load a renewed certificate into the serving context (cert-manager renews the Secret in
+    place); connections made after that get it, without a restart. Runs until cancelled."""
+
+    def stamp() -> tuple[float, float]:
+        return os.stat(cert_file).st_mtime, os.stat(key_file).st_mtime
+
+    last = stamp()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            now = stamp()
+            if now != last:
+                context.load_cert_chain(cert_file, key_file)
+                last = now
+                logger.info("webhook receiver: loaded the renewed certificate %s", cert_file)
+        except (OSError, ssl.SSLError) as exc:  # half-written during an update: next time
+            logger.warning("webhook receiver: cannot load certificate %s: %s", cert_file, exc)
 
 
 @dataclass

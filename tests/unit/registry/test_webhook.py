@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+import ssl
+from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from mlflow_operator.registry.webhook import PATH, ReplayGuard, Verdict, build_app, sign, verify
+from mlflow_operator.registry.webhook import (
+    PATH,
+    ReplayGuard,
+    Verdict,
+    WebhookSecrets,
+    build_app,
+    reload_tls_on_change,
+    server_tls,
+    sign,
+    verify,
+)
+from tests.cluster.pki import create_pki
 
 SECRET = "s3cret-for-tests"
 NOW = 1_800_000_000.0
@@ -93,3 +110,57 @@ async def test_receiver_pokes_only_for_accepted_deliveries() -> None:
         unsigned = await client.post(PATH, data=BODY)
         assert unsigned.status == 401
     assert poked == ["fraud"]
+
+
+def test_a_rotated_secret_file_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    """The kubelet swaps a mounted Secret's files in place; the receiver re-reads the file."""
+    file = tmp_path / "secret"
+    file.write_text("old-secret\n")
+    secrets = WebhookSecrets(fixed="from-env", file=file)
+    assert secrets() == ["from-env", "old-secret"]
+    replacement = tmp_path / "next"
+    replacement.write_text("old-secret\nnew-secret\n\n")  # both while MLflow switches over
+    replacement.replace(file)
+    assert secrets() == ["from-env", "old-secret", "new-secret"]
+    replacement.write_text("new-secret")
+    replacement.replace(file)
+    assert secrets() == ["from-env", "new-secret"]
+    file.unlink()  # unreadable for a moment: what was read last still counts
+    assert secrets() == ["from-env", "new-secret"]
+    assert WebhookSecrets()() == []
+
+
+async def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager renews the Secret in place; new connections get the new certificate."""
+    first, renewed = create_pki(tmp_path / "first"), create_pki(tmp_path / "renewed")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(first.server_cert, cert)
+    shutil.copy(first.server_key, key)
+    tls = server_tls(str(cert), str(key))
+    server = TestServer(web.Application(), host="127.0.0.1")
+    await server.start_server(ssl=tls)
+    reloading = asyncio.create_task(reload_tls_on_change(tls, str(cert), str(key), interval=0.05))
+
+    async def issuer_accepted(ca: Path) -> bool:
+        context = ssl.create_default_context(cafile=str(ca))
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.get(f"https://127.0.0.1:{server.port}/", ssl=context):
+                    return True
+            except aiohttp.ClientConnectorCertificateError:
+                return False
+
+    try:
+        assert await issuer_accepted(first.ca_cert)
+        await asyncio.sleep(0.01)  # a later modification time than the first files
+        shutil.copy(renewed.server_cert, cert)
+        shutil.copy(renewed.server_key, key)
+        for _ in range(100):
+            if await issuer_accepted(renewed.ca_cert):
+                break
+            await asyncio.sleep(0.05)
+        assert await issuer_accepted(renewed.ca_cert)
+        assert not await issuer_accepted(first.ca_cert)
+    finally:
+        reloading.cancel()
+        await server.close()
