@@ -44,6 +44,8 @@ class Kind:
     status: type[BaseModel]
     printer_columns: tuple[dict[str, str], ...]
     name_rules: tuple[Rule, ...] = ()  # CEL on metadata.name, at the root of the schema
+    # The scale subresource (kubectl scale, HorizontalPodAutoscaler, KEDA), when it has one
+    scale: dict[str, str] | None = None
 
     @property
     def crd_name(self) -> str:
@@ -80,6 +82,11 @@ MODEL_DEPLOYMENT = Kind(
         MAX_NAME,
         "it is the name of the serving Deployment and Service, and a label value",
     ),
+    scale={
+        "specReplicasPath": ".spec.serving.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    },
 )
 
 MLFLOW_SERVER = Kind(
@@ -210,7 +217,10 @@ def build_crd(kind: Kind) -> dict[str, Any]:
                     "name": API_VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {
+                        "status": {},
+                        **({"scale": dict(kind.scale)} if kind.scale else {}),
+                    },
                     "additionalPrinterColumns": [dict(c) for c in kind.printer_columns],
                     "schema": {"openAPIV3Schema": _root_schema(kind, spec_schema, status_schema)},
                 }

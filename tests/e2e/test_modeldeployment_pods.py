@@ -435,3 +435,97 @@ def test_serving_pods_fit_a_quota_namespace_and_a_drain_evicts_one_at_a_time(
         timeout=30,
         what="the budget deleted at one replica",
     )
+
+
+def test_kubectl_scale_and_an_hpa_scale_the_model_deployment_and_the_operator_keeps_it(
+    pods_env: RealPodsEnv,
+) -> None:
+    """The scale subresource: `kubectl scale mdep` and a HorizontalPodAutoscaler change
+    spec.serving.replicas, and the operator rolls that out instead of undoing it. The HPA has
+    no metrics here (no metrics server): it scales to its minReplicas through /scale alone."""
+    ns, cluster = pods_env.namespace, pods_env.cluster
+    v1 = pods_env.registry.log_version(pods_env.model)
+    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+    serving = on_real_node(pods_env.node, runtime="batched", replicas=1)
+    cluster.apply(
+        model_deployment("scaled", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
+    )
+    eventually(
+        lambda: is_ready_on(cluster, ns, "scaled", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="one pod of v1",
+    )
+
+    def scale() -> dict[str, Any]:
+        found: dict[str, Any] = get_json(
+            cluster, "-n", ns, "--subresource=scale", "modeldeployment", "scaled"
+        )
+        return found
+
+    def ready_pods() -> int:
+        return sum(
+            1
+            for pod in serving_pods(cluster, ns, "scaled")
+            if pod["metadata"].get("deletionTimestamp") is None
+            and all(c.get("ready") for c in pod["status"].get("containerStatuses", [{}]))
+        )
+
+    assert scale()["status"]["replicas"] == 1
+    selected = cluster.kubectl(
+        "-n", ns, "get", "pods", "-l", scale()["status"]["selector"], "-o", "name"
+    ).stdout.split()  # fmt: skip
+    assert len(selected) == 1  # the selector HPAs use finds exactly the serving pods
+
+    cluster.kubectl("-n", ns, "scale", "modeldeployment", "scaled", "--replicas=2")
+    eventually(lambda: ready_pods() == 2, timeout=ROLLOUT_TIMEOUT, what="two ready pods")
+    eventually(lambda: scale()["status"]["replicas"] == 2, timeout=30, what="status.replicas at 2")
+
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "scaled", "namespace": ns},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "mlflowops.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "name": "scaled",
+            },
+            "minReplicas": 3,
+            "maxReplicas": 4,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ],
+        },
+    }
+    cluster.apply(hpa)
+    eventually(
+        lambda: (
+            get_json(cluster, "-n", ns, "modeldeployment", "scaled")["spec"]["serving"]["replicas"]
+            == 3
+        ),
+        timeout=60,
+        what="the HPA raised spec.serving.replicas to its minimum",
+    )
+    eventually(lambda: ready_pods() == 3, timeout=ROLLOUT_TIMEOUT, what="three ready pods")
+    able = next(
+        c
+        for c in get_json(cluster, "-n", ns, "hpa", "scaled")["status"]["conditions"]
+        if c["type"] == "AbleToScale"
+    )
+    # it read and wrote the ModelDeployment's /scale (SucceededRescale, or SucceededGetScale
+    # at its next resync)
+    assert able["status"] == "True", able
+    assert able["reason"] in {"SucceededRescale", "SucceededGetScale"}, able
+    # reconciles ran after the HPA's write (its rollout was rechecked every 2 s until the
+    # three pods were Ready); a little longer, nothing is undone either
+    time.sleep(10)
+    deployment = get_json(cluster, "-n", ns, "deployment", "scaled")
+    assert deployment["spec"]["replicas"] == 3
+    assert ready_pods() == 3
+    assert status(cluster, ns, "scaled")["servingVersion"] == v1.version

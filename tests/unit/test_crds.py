@@ -80,7 +80,8 @@ def test_kubectl_facing_names() -> None:
     assert md["names"]["categories"] == ms["names"]["categories"] == ["mlflow"]
     for spec in (md, ms):
         assert spec["scope"] == "Namespaced"
-        assert spec["versions"][0]["subresources"] == {"status": {}}
+    assert ms["versions"][0]["subresources"] == {"status": {}}
+    assert set(md["versions"][0]["subresources"]) == {"status", "scale"}
     columns = [c["name"] for c in md["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Model", "Follows", "Target", "Serving", "Ready", "Age"]
     columns = [c["name"] for c in ms["versions"][0]["additionalPrinterColumns"]]
@@ -104,3 +105,21 @@ def test_sections_default_so_the_api_server_fills_their_fields() -> None:
     assert props["registry"]["properties"]["pollInterval"]["default"] == "30s"
     assert "default" not in props["registry"]  # required: no default
     assert "default" not in props["model"]["properties"]["alias"]  # optional: absent stays absent
+
+
+def test_the_scale_subresource_points_at_fields_of_the_schema() -> None:
+    """kubectl scale, HPAs and KEDA read and write these paths; a wrong one fails only at
+    run time (the API server does not check them against the schema)."""
+    version = build_crd(MODEL_DEPLOYMENT)["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    scale = version["subresources"]["scale"]
+
+    def field(path: str) -> dict[str, Any]:
+        node = schema
+        for part in path.lstrip(".").split("."):
+            node = node["properties"][part]
+        return dict(node)
+
+    assert field(scale["specReplicasPath"])["type"] == "integer"
+    assert field(scale["statusReplicasPath"])["type"] == "integer"
+    assert field(scale["labelSelectorPath"])["type"] == "string"

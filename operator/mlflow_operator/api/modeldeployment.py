@@ -369,6 +369,11 @@ class ModelDeploymentStatus(StatusModel):
     url: str | None = Field(default=None, description="In-cluster URL of the Service.")
     replicas: int | None = Field(default=None, description="Serving pods.")
     ready_replicas: int | None = Field(default=None, description="Ready serving pods.")
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the serving pods, for the scale subresource (kubectl "
+        "scale, HorizontalPodAutoscaler, KEDA).",
+    )
     failed_versions: list[str] = Field(
         default_factory=list,
         description="Versions whose rollout failed; not retried until the registry moves on.",

@@ -44,6 +44,11 @@ def selector_labels(md_name: str) -> dict[str, str]:
     return {LABEL_MODEL_DEPLOYMENT: md_name, LABEL_COMPONENT: COMPONENT}
 
 
+def pod_selector(md_name: str) -> str:
+    """`selector_labels` as a label selector string (status.selector, for the /scale of HPAs)."""
+    return ",".join(f"{key}={value}" for key, value in selector_labels(md_name).items())
+
+
 def serving_labels(md_name: str) -> dict[str, str]:
     return {**standard_labels("mlflow-serving", md_name, COMPONENT), **selector_labels(md_name)}
 

@@ -22,6 +22,7 @@ from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
     build_serving_pdb,
     build_serving_service,
+    pod_selector,
     selector_labels,
     service_url,
     serving_name,
@@ -172,6 +173,7 @@ class ModelDeploymentReconciler:
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
+            selector=pod_selector(owner.name),
         )  # fmt: skip
 
         # act: the decision is durable before anything acts on it --------------------------

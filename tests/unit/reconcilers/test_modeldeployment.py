@@ -460,3 +460,11 @@ async def test_a_budget_comes_with_a_second_replica_and_goes_with_it() -> None:
     await world.reconcile()
     assert world.kube.stored("PodDisruptionBudget", "fraud") is None
     assert "delete:PodDisruptionBudget" in world.kube.writes
+
+
+async def test_status_carries_the_pod_selector_that_the_scale_subresource_reads() -> None:
+    world = World()
+    await world.reconcile()
+    selector = world.status["selector"]
+    labels = dict(pair.split("=") for pair in selector.split(","))
+    assert labels == world.deployment()["spec"]["selector"]["matchLabels"]

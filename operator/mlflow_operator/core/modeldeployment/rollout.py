@@ -170,6 +170,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     *,
     endpoint_known: bool = True,
     url: str | None = None,
+    selector: str | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
@@ -177,7 +178,8 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     serverRef is missing), so no correct pod template can be built; the live Deployment is
     left exactly as it is. A missing credentials Secret does not make it unknown: the pods
     name the Secret, they never hold its values. `url`: the Service's, shown in status while
-    a version is deployed.
+    a version is deployed. `selector`: the serving pods' label selector, for the scale
+    subresource.
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
@@ -250,6 +252,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         status.url = url
     status.replicas = deployment.replicas if deployment.exists else 0
     status.ready_replicas = deployment.ready_replicas if deployment.exists else 0
+    status.selector = selector or status.selector
     return RolloutPlan(
         deploy_version=deploy,
         replace_in_place=replace_in_place,
