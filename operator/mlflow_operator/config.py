@@ -123,6 +123,12 @@ class OperatorConfig(BaseSettings):
         description="Server-side timeout of a watch; the watch restarts after it.",
     )
 
+    openshift: bool = Field(
+        default=False,
+        description="Leave user and group ids to the platform (OpenShift's restricted-v2 SCC "
+        "assigns them from the namespace's range): pods set no runAsUser, runAsGroup or "
+        "fsGroup. The chart sets it when the cluster serves security.openshift.io.",
+    )
     ca_bundle_file: str = Field(
         default="",
         description="PEM file of CAs to trust, besides the system's, for https:// MLflow "

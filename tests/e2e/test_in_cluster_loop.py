@@ -1,11 +1,14 @@
 """The whole loop inside the cluster, as a user runs it: the operator installed with helm from
 the locally built image, an MLflowServer with managed PostgreSQL and MinIO, a model logged and
 registered through that server from outside the cluster, and a ModelDeployment with `serverRef`
-serving it. Every pod here runs for real on the real node, the operator's included.
+serving it. Every pod here runs for real on the real node, the operator's included, in a
+namespace that assigns user ids as OpenShift's restricted-v2 does (the chart's `openshift: true`).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from typing import Any
 
@@ -14,7 +17,7 @@ import pytest
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
-from tests.e2e.kube import get_json
+from tests.e2e.kube import ASSIGNED_UID, ASSIGNED_UID_RANGE, emulate_restricted_v2, get_json
 from tests.e2e.mlflowservers import admin_of, as_admin, tracking_url
 from tests.e2e.modeldeployments import is_ready_on
 from tests.e2e.test_install import fullname, helm_in, install
@@ -31,6 +34,7 @@ def chart_values(node: NodeInfo, namespace: str) -> dict[str, Any]:
     return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "watchNamespaces": [namespace],
+        "openshift": True,
         "nodeSelector": node.placement["nodeSelector"],
         "tolerations": node.placement["tolerations"],
         "operator": {
@@ -45,6 +49,52 @@ def chart_values(node: NodeInfo, namespace: str) -> dict[str, Any]:
     }
 
 
+def assert_ids_are_assigned_and_enforced(cluster: KubeCluster, namespace: str) -> None:
+    """The emulation bites (server-side dry runs, which pass through admission): a pod with
+    a uid of its own is refused, one without gets the namespace's."""
+
+    def dry_run(security: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe", "namespace": namespace},
+            "spec": {
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                    **security,
+                },
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "probe",
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        }
+        return cluster.kubectl(
+            "create", "--dry-run=server", "-o", "json", "-f", "-",
+            input=json.dumps(pod), check=False,
+        )  # fmt: skip
+
+    # the API server loads new policies a moment after they are created
+    def refused_own_uid() -> subprocess.CompletedProcess[str] | None:
+        result = dry_run({"runAsUser": 1000})
+        return result if result.returncode != 0 else None
+
+    refused = eventually(
+        refused_own_uid, timeout=30, what="emulated restricted-v2 refuses a uid of the pod's own"
+    )
+    assert "must be in the namespace's range" in refused.stderr, refused.stderr
+    assigned = dry_run({})
+    assert assigned.returncode == 0, assigned.stderr
+    assert json.loads(assigned.stdout)["spec"]["securityContext"]["runAsUser"] == ASSIGNED_UID
+
+
 def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
     kube_cluster: KubeCluster,
     crds_installed: KubeCluster,
@@ -54,7 +104,9 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
     cluster = kube_cluster
     ns = create_namespace(cluster, prefix="loop")
     release = "mlflow-operator"
+    forget_policies = emulate_restricted_v2(cluster, ns)
     try:
+        assert_ids_are_assigned_and_enforced(cluster, ns)
         install(cluster, release, ns, chart_values(real_node, ns))
         (pod,) = get_json(cluster, "-n", ns, "pods", "-l", f"app.kubernetes.io/instance={release}")[
             "items"
@@ -131,7 +183,22 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
         for refusal in ("Forbidden", "forbidden", "Traceback"):
             assert refusal not in log, log[-3000:]
+
+        # every pod ran under the uid the namespace assigned, none under an id of its own
+        first, last = ASSIGNED_UID_RANGE
+        running = [
+            p for p in get_json(cluster, "-n", ns, "pods")["items"]
+            if p["status"].get("phase") == "Running"
+        ]  # fmt: skip
+        components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in running}
+        assert {"operator", "postgresql", "minio", "tracking-server", "serving"} <= components
+        for running_pod in running:
+            assert running_pod["spec"]["securityContext"]["runAsUser"] == ASSIGNED_UID
+            name = running_pod["metadata"]["name"]
+            uid = cluster.kubectl("exec", "-n", ns, name, "--", "id", "-u").stdout.strip()
+            assert first <= int(uid) <= last, (name, uid)
     finally:
+        forget_policies()
         cluster.kubectl(
             "delete", "-n", ns, "mdep,mlflowserver", "--all", "--timeout=60s", check=False
         )

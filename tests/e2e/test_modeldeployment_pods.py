@@ -480,7 +480,7 @@ def test_kubectl_scale_and_an_hpa_scale_the_model_deployment_and_the_operator_ke
     eventually(lambda: ready_pods() == 2, timeout=ROLLOUT_TIMEOUT, what="two ready pods")
     eventually(lambda: scale()["status"]["replicas"] == 2, timeout=30, what="status.replicas at 2")
 
-    hpa = {
+    hpa: dict[str, object] = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "scaled", "namespace": ns},

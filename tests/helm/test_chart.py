@@ -514,3 +514,27 @@ def test_the_webhook_secret_and_certificate_are_mounted_files_the_operator_rerea
     assert env[f"{ENV_PREFIX}WEBHOOK_TLS_KEY_FILE"] == f"{mounts['webhook-tls']}/tls.key"
     assert volumes["webhook-tls"]["secret"] == {"secretName": "hook-tls"}
     assert not any("subPath" in m for m in container["volumeMounts"])  # subPaths never update
+
+
+@pytest.mark.parametrize(
+    ("values", "extra", "expected"),
+    [
+        ({}, (), "false"),
+        ({}, ("--api-versions", "security.openshift.io/v1"), "true"),  # auto: detected
+        ({"openshift": True}, (), "true"),
+        ({"openshift": False}, ("--api-versions", "security.openshift.io/v1"), "false"),
+    ],
+    ids=["auto-elsewhere", "auto-on-openshift", "forced-on", "forced-off"],
+)
+def test_on_openshift_no_pod_sets_its_own_ids(
+    values: dict[str, Any], extra: tuple[str, ...], expected: str
+) -> None:
+    """restricted-v2 assigns the uid and fsGroup from the namespace's range and refuses others:
+    the operator's pod and (through the setting) every pod it creates leave them unset."""
+    pod = one(render(values, extra=extra), "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[f"{ENV_PREFIX}OPENSHIFT"] == expected
+    ids = {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
+    assert ids == (set() if expected == "true" else {"runAsUser", "runAsGroup", "fsGroup"})
+    assert pod["securityContext"]["runAsNonRoot"] is True

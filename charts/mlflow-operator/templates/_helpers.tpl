@@ -62,3 +62,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" $repository (default (include "mlflow-operator.imageTag" .) .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when user and group ids are the platform's to assign: `openshift`, or with "auto"
+whether the cluster serves OpenShift's security.openshift.io API. */}}
+{{- define "mlflow-operator.openshift" -}}
+{{- if eq (toString .Values.openshift) "auto" }}
+{{- .Capabilities.APIVersions.Has "security.openshift.io/v1" }}
+{{- else }}
+{{- eq (toString .Values.openshift) "true" }}
+{{- end }}
+{{- end }}

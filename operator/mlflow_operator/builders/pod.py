@@ -3,6 +3,7 @@ creates (serving pods, and the tracking server, its migration Job and managed st
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,6 +91,39 @@ def disruption_budget(
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
+
+
+# What a platform that assigns user and group ids itself (OpenShift's restricted-v2 SCC: a UID
+# and fsGroup from the namespace's range) refuses when a pod sets them to anything else.
+_ASSIGNED_IDS = ("runAsUser", "runAsGroup", "fsGroup")
+
+
+def without_fixed_ids(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with no runAsUser, runAsGroup or fsGroup in its pod template, pod or
+    container security contexts, for a platform that assigns them (config `openshift`).
+
+    Done on the finished manifest rather than in each builder: the ids are a property of the
+    platform, not of any one child, and every child must lose them alike. runAsNonRoot
+    stays: the assigned UID is never 0.
+    """
+    result = copy.deepcopy(manifest)
+    pod = _pod_spec(result)
+    if pod is None:
+        return result
+    for key in _ASSIGNED_IDS:
+        pod.get("securityContext", {}).pop(key, None)
+    for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+        for key in _ASSIGNED_IDS:
+            container.get("securityContext", {}).pop(key, None)
+    return result
+
+
+def _pod_spec(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    spec = manifest.get("spec") or {}
+    if manifest.get("kind") == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    template = spec.get("template")
+    return template.get("spec") if isinstance(template, dict) else None
 
 
 def pod_labels(template: PodTemplate, own: dict[str, str]) -> dict[str, str]:

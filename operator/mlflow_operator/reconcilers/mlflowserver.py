@@ -46,6 +46,7 @@ from mlflow_operator.builders.mlflowserver.server import (
     build_tracking_service,
     migration_job_name,
 )
+from mlflow_operator.builders.pod import without_fixed_ids
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.applied import already_applied, stamped
 from mlflow_operator.core.conditions import INVALID_SPEC, READY, get_condition
@@ -223,8 +224,12 @@ class _ServerRun:
     def image(self) -> str:
         return self.server.spec.image or self.config.tracking_server_image
 
+    def _for_platform(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Without fixed user and group ids where the platform assigns them."""
+        return without_fixed_ids(manifest) if self.config.openshift else manifest
+
     async def _apply(self, manifest: dict[str, Any], live: dict[str, Any] | None = None) -> None:
-        manifest = stamped(manifest)
+        manifest = stamped(self._for_platform(manifest))
         meta = manifest["metadata"]
         try:
             if live is None:
@@ -241,6 +246,7 @@ class _ServerRun:
 
     async def _apply_store(self, desired: dict[str, Any], field_path: str) -> None:
         """A managed store's StatefulSet; a new volume size is an expansion or a refusal."""
+        desired = self._for_platform(desired)
         live = await self.kube.get(
             "apps/v1", "StatefulSet", desired["metadata"]["name"], self.namespace
         )
@@ -492,7 +498,7 @@ class _ServerRun:
 
     async def _start_job(self, job: dict[str, Any], reason: str, purpose: str) -> None:
         try:
-            _, created = await self.kube.create_if_absent(job)
+            _, created = await self.kube.create_if_absent(self._for_platform(job))
         except KubernetesRefused as refused:
             self.problems.append(Fact("False", refused.refusal.reason, refused.refusal.message))
             return

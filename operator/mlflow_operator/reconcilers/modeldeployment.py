@@ -27,6 +27,7 @@ from mlflow_operator.builders.modeldeployment import (
     service_url,
     serving_name,
 )
+from mlflow_operator.builders.pod import without_fixed_ids
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.api_refusal import ApiRefusal
 from mlflow_operator.core.applied import already_applied, stamped
@@ -185,17 +186,16 @@ class ModelDeploymentReconciler:
         endpoint, client = view.endpoint, view.client
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
-                desired = stamped(
-                    build_serving_deployment(
-                        spec,
-                        owner,
-                        plan.deploy_version,
-                        endpoint,
-                        self.config,
-                        replace_in_place=plan.replace_in_place,
-                        ledger=plan.ledger,
-                    )
+                built = build_serving_deployment(
+                    spec,
+                    owner,
+                    plan.deploy_version,
+                    endpoint,
+                    self.config,
+                    replace_in_place=plan.replace_in_place,
+                    ledger=plan.ledger,
                 )
+                desired = stamped(without_fixed_ids(built) if self.config.openshift else built)
                 stored = (
                     deployment  # an idle reconcile writes nothing
                     if deployment is not None and already_applied(deployment, desired)

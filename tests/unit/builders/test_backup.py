@@ -21,6 +21,7 @@ from mlflow_operator.builders.mlflowserver.server import (
     build_migration_job,
     build_tracking_deployment,
 )
+from mlflow_operator.builders.pod import without_fixed_ids
 from mlflow_operator.core.mlflowserver import layout
 from mlflow_operator.core.mlflowserver.backup import observe_backup
 from tests.unit.test_mlflowserver_builders import (
@@ -200,38 +201,68 @@ def test_a_running_backup_has_no_verdict() -> None:
     assert (state.succeeded, state.failed, state.record) == (False, False, None)
 
 
-def test_every_container_of_every_mlflowserver_pod_requests_cpu_and_memory() -> None:
-    """A namespace whose ResourceQuota counts requests refuses a pod if one container of it
-    (init containers included) requests nothing."""
+def every_pod_manifest() -> list[dict[str, Any]]:
+    """Every child of a managed MLflowServer that runs pods."""
     key = "s3://models-backups/ml/old/20260101T000000Z-old-backup-1.dump"
     server = make_server({**MANAGED_SPEC, "restoreFrom": {"key": key}})
     owner = owner_of(server)
     managed = server.spec
-    pod_specs = [
-        pod_spec(backup_job()),
-        pod_spec(build_restore_job(owner, server, postgres_image=PG, fetch_image=NEW)),
-        build_backup_cronjob(owner, server, postgres_image=PG, store_image=OLD)["spec"][
-            "jobTemplate"
-        ]["spec"]["template"]["spec"],
-        *(
-            manifest["spec"]["template"]["spec"]
-            for manifest in (
-                build_tracking_deployment(owner, server, NEW),
-                build_migration_job(owner, server, NEW),
-                build_postgres_statefulset(
-                    owner, managed.backend_store.postgres.managed, PG, managed.pod_template
-                ),
-                build_minio_statefulset(
-                    owner, managed.artifact_store.s3.managed, "minio", managed.pod_template
-                ),
-            )
+    return [
+        backup_job(),
+        build_restore_job(owner, server, postgres_image=PG, fetch_image=NEW),
+        build_backup_cronjob(owner, server, postgres_image=PG, store_image=OLD),
+        build_tracking_deployment(owner, server, NEW),
+        build_migration_job(owner, server, NEW),
+        build_postgres_statefulset(
+            owner, managed.backend_store.postgres.managed, PG, managed.pod_template
+        ),
+        build_minio_statefulset(
+            owner, managed.artifact_store.s3.managed, "minio", managed.pod_template
         ),
     ]
-    containers = [
-        c for spec in pod_specs for c in spec.get("initContainers", []) + spec["containers"]
-    ]
+
+
+def template_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest["spec"]
+    if manifest["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    result: dict[str, Any] = spec["template"]["spec"]
+    return result
+
+
+def containers_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = template_spec(manifest)
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_every_container_of_every_mlflowserver_pod_requests_cpu_and_memory() -> None:
+    """A namespace whose ResourceQuota counts requests refuses a pod if one container of it
+    (init containers included) requests nothing."""
+    manifests = every_pod_manifest()
+    containers = [c for manifest in manifests for c in containers_of(manifest)]
     assert len(containers) >= 10
     for container in containers:
         assert set(container["resources"]["requests"]) >= {"cpu", "memory"}, container["name"]
-    (server_container,) = pod_specs[3]["containers"]
+    (server_container,) = template_spec(manifests[3])["containers"]
     assert server_container["resources"]["requests"]["memory"] == "512Mi"
+
+
+def test_without_fixed_ids_no_pod_sets_a_user_or_group_and_nothing_else_changes() -> None:
+    """OpenShift's restricted-v2 assigns uid and fsGroup and refuses pods that set others."""
+    ids = {"runAsUser", "runAsGroup", "fsGroup"}
+    for manifest in every_pod_manifest():
+        before = json.dumps(manifest, sort_keys=True)
+        platform = without_fixed_ids(manifest)
+        assert json.dumps(manifest, sort_keys=True) == before  # the input is left alone
+        spec = template_spec(platform)
+        assert not ids & set(spec["securityContext"]), manifest["metadata"]["name"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in containers_of(platform):
+            assert not ids & set(container.get("securityContext", {})), container["name"]
+        # put back what was removed: the rest is identical
+        for original, changed in zip(containers_of(manifest), containers_of(platform), strict=True):
+            security = original.get("securityContext", {})
+            changed.get("securityContext", {}).update({k: security[k] for k in ids & set(security)})
+        original_pod = template_spec(manifest)["securityContext"]
+        spec["securityContext"].update({k: original_pod[k] for k in ids & set(original_pod)})
+        assert json.dumps(platform, sort_keys=True) == before

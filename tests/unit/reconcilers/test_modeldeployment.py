@@ -468,3 +468,16 @@ async def test_status_carries_the_pod_selector_that_the_scale_subresource_reads(
     selector = world.status["selector"]
     labels = dict(pair.split("=") for pair in selector.split(","))
     assert labels == world.deployment()["spec"]["selector"]["matchLabels"]
+
+
+async def test_where_the_platform_assigns_ids_the_serving_pods_set_none() -> None:
+    world = World()
+    world.reconciler = ModelDeploymentReconciler(
+        world.kube,  # type: ignore[arg-type]
+        world.hub,  # type: ignore[arg-type]
+        OperatorConfig(openshift=True),
+    )
+    await world.reconcile()
+    pod = world.deployment()["spec"]["template"]["spec"]
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
+    assert pod["securityContext"]["runAsNonRoot"] is True

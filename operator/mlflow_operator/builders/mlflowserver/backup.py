@@ -34,7 +34,7 @@ from mlflow_operator.builders.mlflowserver.common import (
     pod_security_context,
     server_labels,
 )
-from mlflow_operator.builders.mlflowserver.postgres import POSTGRES_UID
+from mlflow_operator.builders.mlflowserver.postgres import ASSIGNED_UID_IDENTITY, POSTGRES_UID
 from mlflow_operator.builders.mlflowserver.server import (
     LABEL_MIGRATION_KEY,
     SERVER_UID,
@@ -106,8 +106,12 @@ echo "dumped $(wc -c < mlflow.dump) bytes at snapshot $snapshot"
 """
 
 # A throwaway server on a Unix socket in the shared directory (PGHOST), no TCP port.
-VERIFY_SCRIPT = """\
+VERIFY_SCRIPT = (
+    """\
 set -eu
+"""
+    + ASSIGNED_UID_IDENTITY
+    + """\
 cd "$BACKUP_DIR"
 rm -rf scratch verified
 initdb --auth=trust --username="$PGUSER" --pgdata=scratch > /dev/null
@@ -124,6 +128,7 @@ fi
 touch verified
 echo "restored into a scratch database: row counts match"
 """
+)
 
 # Writes the result as JSON to the termination message (at most 4 KiB: a few hundred bytes).
 STORE_SCRIPT = """\

@@ -25,6 +25,24 @@ DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"
 DATA_VOLUME = "data"
 
+# initdb and postgres look up their user by uid, and a uid the platform assigned (OpenShift, see
+# config `openshift`) has no /etc/passwd entry: they would stop with "could not look up
+# effective user ID". nss_wrapper gives it one, as the official image's entrypoint does (the
+# official image ships the library; so must any other PostgreSQL image run that way).
+ASSIGNED_UID_IDENTITY = """\
+if ! id -un > /dev/null 2>&1; then
+  for lib in /usr/lib/libnss_wrapper.so /usr/lib/*/libnss_wrapper.so; do
+    if [ -e "$lib" ]; then
+      NSS_WRAPPER_PASSWD="$(mktemp)" && NSS_WRAPPER_GROUP="$(mktemp)"
+      echo "postgres:x:$(id -u):$(id -g):PostgreSQL:/tmp:/bin/false" > "$NSS_WRAPPER_PASSWD"
+      echo "postgres:x:$(id -g):" > "$NSS_WRAPPER_GROUP"
+      export LD_PRELOAD="$lib" NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP
+      break
+    fi
+  done
+fi
+"""
+
 # The container's whole start, spelled out instead of left to an image's entrypoint script: the
 # first start creates the cluster (superuser and password from the Secret, passed through a
 # file in the pod's /tmp, never an argument), lets clients in by password (scram-sha-256) from
@@ -32,8 +50,12 @@ DATA_VOLUME = "data"
 # every start then runs the server on all interfaces. It needs only initdb and postgres on PATH,
 # so it runs the official postgres image and Debian's packages alike (and takes over a volume
 # the official image's entrypoint initialised: its PG_VERSION says it is done).
-START_SCRIPT = """\
+START_SCRIPT = (
+    """\
 set -eu
+"""
+    + ASSIGNED_UID_IDENTITY
+    + """\
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile="$(mktemp)"
   printf '%s' "$POSTGRES_PASSWORD" > "$pwfile"
@@ -45,6 +67,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 exec postgres -c listen_addresses='*'
 """
+)
 
 # pg_isready over TCP: the same path MLflow uses, and it needs no password.
 _PG_ISREADY = [
