@@ -123,6 +123,12 @@ class OperatorConfig(BaseSettings):
         description="Server-side timeout of a watch; the watch restarts after it.",
     )
 
+    network_policies: bool = Field(
+        default=False,
+        description="Create NetworkPolicies: managed PostgreSQL and MinIO take connections "
+        "only from their MLflowServer's pods that use them; tracking server and serving pods "
+        "only on their port.",
+    )
     openshift: bool = Field(
         default=False,
         description="Leave user and group ids to the platform (OpenShift's restricted-v2 SCC "

@@ -107,6 +107,7 @@ def start_operator(cluster: KubeCluster, namespace: str, workdir: Path) -> Opera
         namespaces=(namespace,),
         extra_env={
             "MLFLOW_OPERATOR_WEBHOOK_ENABLED": "false",
+            "MLFLOW_OPERATOR_NETWORK_POLICIES": "true",
             "MLFLOW_OPERATOR_LOG_LEVEL": "debug",  # the leak check reads the most it can
             **local_images_env(cluster),
         },
@@ -244,6 +245,38 @@ def managed(
         kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def label_selector(selector: dict[str, Any]) -> str:
+    """A LabelSelector as kubectl's -l string (matchLabels and `In` expressions)."""
+    terms = [f"{k}={v}" for k, v in selector.get("matchLabels", {}).items()]
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        terms.append(f"{expression['key']} in ({','.join(expression['values'])})")
+    return ",".join(terms)
+
+
+def assert_network_policies_select_the_real_pods(cluster: KubeCluster, ns: str) -> None:
+    """With no NetworkPolicy implementation here, what can be checked is that each policy's
+    selectors, evaluated by the API server on the running pods, pick the intended ones."""
+    policies = {p["metadata"]["name"]: p for p in get(cluster, ns, "networkpolicies")["items"]}
+    assert set(policies) == {"mlflow", "mlflow-postgres", "mlflow-minio"}
+
+    def components(selector: dict[str, Any]) -> set[str]:
+        pods = get(cluster, ns, "pods", "-l", label_selector(selector))["items"]
+        return {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods}
+
+    for name, component in (
+        ("mlflow", "tracking-server"), ("mlflow-postgres", "postgresql"), ("mlflow-minio", "minio"),
+    ):  # fmt: skip
+        assert components(policies[name]["spec"]["podSelector"]) == {component}
+    for name in ("mlflow-postgres", "mlflow-minio"):
+        (rule,) = policies[name]["spec"]["ingress"]
+        allowed = components(rule["from"][0]["podSelector"])
+        # the running tracking server and the finished migration's pod; never the stores
+        assert "tracking-server" in allowed, (name, allowed)
+        assert not allowed & {"postgresql", "minio"}, (name, allowed)
+    assert "from" not in policies["mlflow"]["spec"]["ingress"][0]  # the server: from anywhere
+
+
 def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     managed: ManagedServer,
 ) -> None:
@@ -293,6 +326,7 @@ def test_managed_server_creates_the_expected_objects_and_becomes_ready(
     (job,) = migration_jobs(cluster, ns)
     owned(job)
     assert job_complete(job)
+    assert_network_policies_select_the_real_pods(cluster, ns)
 
     # generated Secrets: created once, not owned (they unlock the retained volumes)
     generated = {

@@ -538,3 +538,30 @@ def test_on_openshift_no_pod_sets_its_own_ids(
     ids = {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
     assert ids == (set() if expected == "true" else {"runAsUser", "runAsGroup", "fsGroup"})
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_network_policies_are_opt_in_and_the_role_grows_with_them() -> None:
+    def networkpolicy_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in _rules(objects) if "networkpolicies" in r.get("resources", [])]
+
+    plain = render()
+    assert by_kind(plain, "NetworkPolicy") == []
+    assert networkpolicy_rules(plain) == []
+    assert {"name": f"{ENV_PREFIX}NETWORK_POLICIES", "value": "false"} in one(plain, "Deployment")[
+        "spec"
+    ]["template"]["spec"]["containers"][0]["env"]
+
+    objects = render_scenario(CHART / "ci" / "egress-values.yaml")
+    (rule,) = networkpolicy_rules(objects)
+    assert set(rule["verbs"]) == {"get", "create", "patch"}
+    policy = one(objects, "NetworkPolicy")
+    deployment = one(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    match = policy["spec"]["podSelector"]["matchLabels"]
+    assert match.items() <= pod_labels.items()  # it holds the operator's pod
+    webhook_rule = next(
+        r for r in policy["spec"]["ingress"] if {"protocol": "TCP", "port": "webhook"} in r["ports"]
+    )
+    tracking = {"app.kubernetes.io/component": "tracking-server"}
+    assert webhook_rule["from"][0]["podSelector"]["matchLabels"].items() >= tracking.items()
+    assert len(webhook_rule["from"]) == 2  # and the one webhookFrom names

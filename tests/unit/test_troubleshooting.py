@@ -26,6 +26,7 @@ NOT_REASONS = {
     *("ConfigMap", "CronJob", "Event", "PersistentVolumeClaim", "ModelDeployment"),
     "MLflowServer",
     "PodDisruptionBudget",
+    "NetworkPolicy",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
     # results of status.history entries (docs/modeldeployment.md)
     *("InProgress", "Succeeded", "Failed", "Superseded", "RolledBack"),

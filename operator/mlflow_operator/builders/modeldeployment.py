@@ -9,6 +9,7 @@ from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, 
 from mlflow_operator.builders.pod import (
     disruption_budget,
     http_probe,
+    ingress_policy,
     placement,
     pod_annotations,
     pod_labels,
@@ -235,6 +236,12 @@ def build_serving_pdb(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]
     """Node drains evict one serving pod at a time, with 2+ replicas; None with fewer."""
     metadata = child_metadata(serving_name(owner.name), owner, serving_labels(owner.name))
     return disruption_budget(metadata, selector_labels(owner.name), spec.serving.replicas)
+
+
+def build_serving_network_policy(owner: Owner) -> dict[str, Any]:
+    """Serving pods take connections on their port from anywhere, and on no other port."""
+    metadata = child_metadata(serving_name(owner.name), owner, serving_labels(owner.name))
+    return ingress_policy(metadata, selector_labels(owner.name), "http")
 
 
 def service_url(spec: ModelDeploymentSpec, owner: Owner) -> str:

@@ -93,6 +93,31 @@ def disruption_budget(
     }
 
 
+def ingress_policy(
+    metadata: dict[str, Any],
+    match_labels: dict[str, str],
+    port: str | int,
+    allowed_from: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A NetworkPolicy: the selected pods take connections on `port` only, from the pods of
+    their namespace that `allowed_from` (a label selector) selects, or from anywhere when it
+    is None (which still closes every other port, and opens this one in a default-deny
+    namespace). Egress is left alone: DNS, MLflow and object stores are the platform's."""
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+    if allowed_from is not None:
+        rule["from"] = [{"podSelector": allowed_from}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": match_labels},
+            "policyTypes": ["Ingress"],
+            "ingress": [rule],
+        },
+    }
+
+
 # What a platform that assigns user and group ids itself (OpenShift's restricted-v2 SCC: a UID
 # and fsGroup from the namespace's range) refuses when a pod sets them to anything else.
 _ASSIGNED_IDS = ("runAsUser", "runAsGroup", "fsGroup")

@@ -24,6 +24,7 @@ from lightkube.resources.core_v1 import (
     Service,
     ServiceAccount,
 )
+from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
@@ -37,6 +38,7 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("batch/v1", "CronJob"): CronJob,
     ("batch/v1", "Job"): Job,
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
+    ("networking.k8s.io/v1", "NetworkPolicy"): NetworkPolicy,
     ("v1", "ConfigMap"): ConfigMap,
     ("v1", "Event"): Event,
     ("v1", "PersistentVolumeClaim"): PersistentVolumeClaim,

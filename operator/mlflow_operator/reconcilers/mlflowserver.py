@@ -32,6 +32,7 @@ from mlflow_operator.builders.mlflowserver.common import (
     selector_labels,
 )
 from mlflow_operator.builders.mlflowserver.minio import build_minio_service, build_minio_statefulset
+from mlflow_operator.builders.mlflowserver.network import build_network_policies
 from mlflow_operator.builders.mlflowserver.postgres import (
     build_postgres_services,
     build_postgres_statefulset,
@@ -293,6 +294,9 @@ class _ServerRun:
             await self._apply(build_auth_configmap(self.owner, self.server))
         await self._apply(build_tracking_service(self.owner, self.server))
         await self._apply_pdb()
+        if self.config.network_policies:  # off: no reads either (turning it off keeps them)
+            for policy in build_network_policies(self.owner, self.server):
+                await self._apply(policy)
 
     async def _apply_pdb(self) -> None:
         """The tracking server's PodDisruptionBudget with 2+ replicas; none with fewer."""

@@ -20,6 +20,7 @@ from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     build_serving_deployment,
+    build_serving_network_policy,
     build_serving_pdb,
     build_serving_service,
     pod_selector,
@@ -209,6 +210,9 @@ class ModelDeploymentReconciler:
             await self._ensure(build_serving_service(spec, owner), "v1", "Service", name, owner)
             pdb = build_serving_pdb(spec, owner)
             await self._ensure(pdb, "policy/v1", "PodDisruptionBudget", name, owner)
+            if self.config.network_policies:  # off: no reads either (turning it off keeps it)
+                policy = build_serving_network_policy(owner)
+                await self._ensure(policy, "networking.k8s.io/v1", "NetworkPolicy", name, owner)
         self._write_back(spec, owner, plan, client, now)
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):

@@ -16,6 +16,7 @@ from mlflow_operator.builders.mlflowserver.backup import (
     build_restore_job,
 )
 from mlflow_operator.builders.mlflowserver.minio import build_minio_statefulset
+from mlflow_operator.builders.mlflowserver.network import build_network_policies
 from mlflow_operator.builders.mlflowserver.postgres import build_postgres_statefulset
 from mlflow_operator.builders.mlflowserver.server import (
     build_migration_job,
@@ -266,3 +267,49 @@ def test_without_fixed_ids_no_pod_sets_a_user_or_group_and_nothing_else_changes(
         original_pod = template_spec(manifest)["securityContext"]
         spec["securityContext"].update({k: original_pod[k] for k in ids & set(original_pod)})
         assert json.dumps(platform, sort_keys=True) == before
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes label selection, for the matchLabels and `In` expressions the builders use."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def pod_labels_of(manifest: dict[str, Any]) -> dict[str, str]:
+    spec = manifest["spec"]
+    if manifest["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    labels: dict[str, str] = spec["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_the_stores_take_connections_only_from_the_pods_that_use_them() -> None:
+    manifests = {m["metadata"]["name"]: m for m in every_pod_manifest()}
+    server = make_server(MANAGED_SPEC)
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(owner_of(server), server)}
+    assert set(policies) == {"mlflow", "mlflow-postgres", "mlflow-minio"}
+    for name, policy in policies.items():
+        # each policy holds its own component's pods
+        (target,) = [m for m in manifests.values() if m["metadata"]["name"] == name]
+        assert selects(policy["spec"]["podSelector"], pod_labels_of(target)), name
+        assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress is the platform's
+    tracking = policies["mlflow"]["spec"]["ingress"]
+    assert tracking == [{"ports": [{"protocol": "TCP", "port": 5000}]}]  # from anywhere
+    allowed = {
+        name: {
+            m["metadata"]["name"]
+            for m in manifests.values()
+            if selects(policy["spec"]["ingress"][0]["from"][0]["podSelector"], pod_labels_of(m))
+        }
+        for name, policy in policies.items()
+        if name != "mlflow"
+    }
+    jobs = {n for n, m in manifests.items() if m["kind"] in ("Job", "CronJob")}
+    migration = {n for n in jobs if "migrate" in n}
+    assert allowed["mlflow-postgres"] == {"mlflow"} | jobs
+    assert allowed["mlflow-minio"] == {"mlflow"} | (jobs - migration)

@@ -481,3 +481,23 @@ async def test_where_the_platform_assigns_ids_the_serving_pods_set_none() -> Non
     pod = world.deployment()["spec"]["template"]["spec"]
     assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+async def test_with_network_policies_serving_pods_take_connections_on_their_port_only() -> None:
+    world = World()
+    world.reconciler = ModelDeploymentReconciler(
+        world.kube,  # type: ignore[arg-type]
+        world.hub,  # type: ignore[arg-type]
+        OperatorConfig(network_policies=True),
+    )
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    policy = world.kube.stored("NetworkPolicy", "fraud")
+    assert policy is not None
+    selector = world.deployment()["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": selector}
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert world.kube.writes == []  # at rest, still nothing written
