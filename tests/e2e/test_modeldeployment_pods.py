@@ -365,6 +365,22 @@ def test_an_image_that_does_not_exist_blocks_the_rollout_and_names_the_image(
     assert status(pods_env.cluster, ns, "noimg").get("failedVersions", []) == []
 
 
+def serve_a_first_version(env: RealPodsEnv, name: str, *, replicas: int) -> TrainedVersion:
+    """A version under the alias, served by a `batched` ModelDeployment once it is Ready."""
+    v1 = env.registry.log_version(env.model)
+    env.registry.set_alias(env.model, "champion", v1.version)
+    serving = on_real_node(env.node, runtime="batched", replicas=replicas)
+    env.cluster.apply(
+        model_deployment(name, env.namespace, env.model, env.tracking_uri, serving=serving)
+    )
+    eventually(
+        lambda: is_ready_on(env.cluster, env.namespace, name, v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what=f"{replicas} pod(s) of v1",
+    )
+    return v1
+
+
 def evict(cluster: KubeCluster, namespace: str, pod: dict[str, Any]) -> tuple[bool, str]:
     """Ask for a pod's eviction as `kubectl drain` does: (granted, the API server's answer)."""
     name = pod["metadata"]["name"]
@@ -388,17 +404,7 @@ def test_serving_pods_fit_a_quota_namespace_and_a_drain_evicts_one_at_a_time(
     the deployment is scaled back to one."""
     ns, cluster = pods_env.namespace, pods_env.cluster
     require_requests(cluster, ns)
-    v1 = pods_env.registry.log_version(pods_env.model)
-    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
-    serving = on_real_node(pods_env.node, runtime="batched", replicas=2)
-    cluster.apply(
-        model_deployment("drained", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
-    )
-    eventually(
-        lambda: is_ready_on(cluster, ns, "drained", v1.version),
-        timeout=ROLLOUT_TIMEOUT,
-        what="two pods of v1 in a quota namespace",
-    )
+    v1 = serve_a_first_version(pods_env, "drained", replicas=2)
     pods = serving_pods(cluster, ns, "drained")
     assert len(pods) == 2
     for pod in pods:
@@ -444,17 +450,7 @@ def test_kubectl_scale_and_an_hpa_scale_the_model_deployment_and_the_operator_ke
     spec.serving.replicas, and the operator rolls that out instead of undoing it. The HPA has
     no metrics here (no metrics server): it scales to its minReplicas through /scale alone."""
     ns, cluster = pods_env.namespace, pods_env.cluster
-    v1 = pods_env.registry.log_version(pods_env.model)
-    pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
-    serving = on_real_node(pods_env.node, runtime="batched", replicas=1)
-    cluster.apply(
-        model_deployment("scaled", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
-    )
-    eventually(
-        lambda: is_ready_on(cluster, ns, "scaled", v1.version),
-        timeout=ROLLOUT_TIMEOUT,
-        what="one pod of v1",
-    )
+    v1 = serve_a_first_version(pods_env, "scaled", replicas=1)
 
     def scale() -> dict[str, Any]:
         found: dict[str, Any] = get_json(

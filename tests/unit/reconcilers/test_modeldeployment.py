@@ -28,13 +28,15 @@ from tests.unit.reconcilers.fakes import (
 
 
 class World:
-    def __init__(self, write_back_tags: bool = False, **spec: Any) -> None:
+    def __init__(
+        self, write_back_tags: bool = False, config: dict[str, Any] | None = None, **spec: Any
+    ) -> None:
         self.kube = FakeKube()
         self.hub = FakeHub()
         self.reconciler = ModelDeploymentReconciler(
             self.kube,  # type: ignore[arg-type]
             self.hub,  # type: ignore[arg-type]
-            OperatorConfig(write_back_tags=write_back_tags),
+            OperatorConfig(write_back_tags=write_back_tags, **(config or {})),
         )
         self.events: list[tuple[str, str, str]] = []
         self.kube.put(credentials_secret())
@@ -471,12 +473,7 @@ async def test_status_carries_the_pod_selector_that_the_scale_subresource_reads(
 
 
 async def test_where_the_platform_assigns_ids_the_serving_pods_set_none() -> None:
-    world = World()
-    world.reconciler = ModelDeploymentReconciler(
-        world.kube,  # type: ignore[arg-type]
-        world.hub,  # type: ignore[arg-type]
-        OperatorConfig(openshift=True),
-    )
+    world = World(config={"openshift": True})
     await world.reconcile()
     pod = world.deployment()["spec"]["template"]["spec"]
     assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
@@ -484,12 +481,7 @@ async def test_where_the_platform_assigns_ids_the_serving_pods_set_none() -> Non
 
 
 async def test_with_network_policies_serving_pods_take_connections_on_their_port_only() -> None:
-    world = World()
-    world.reconciler = ModelDeploymentReconciler(
-        world.kube,  # type: ignore[arg-type]
-        world.hub,  # type: ignore[arg-type]
-        OperatorConfig(network_policies=True),
-    )
+    world = World(config={"network_policies": True})
     await world.reconcile()
     settle(world.kube, "fraud")
     await world.reconcile()
