@@ -202,14 +202,21 @@ def test_a_running_backup_has_no_verdict() -> None:
     assert (state.succeeded, state.failed, state.record) == (False, False, None)
 
 
-def every_pod_manifest() -> list[dict[str, Any]]:
+def every_pod_manifest(**spec: Any) -> list[dict[str, Any]]:
     """Every child of a managed MLflowServer that runs pods."""
     key = "s3://models-backups/ml/old/20260101T000000Z-old-backup-1.dump"
-    server = make_server({**MANAGED_SPEC, "restoreFrom": {"key": key}})
+    server = make_server({**MANAGED_SPEC, "restoreFrom": {"key": key}, **spec})
     owner = owner_of(server)
     managed = server.spec
     return [
-        backup_job(),
+        build_backup_job(
+            owner,
+            server,
+            migration_key="abcdef0123",
+            before_image=NEW,
+            postgres_image=PG,
+            store_image=OLD,
+        ),
         build_restore_job(owner, server, postgres_image=PG, fetch_image=NEW),
         build_backup_cronjob(owner, server, postgres_image=PG, store_image=OLD),
         build_tracking_deployment(owner, server, NEW),
@@ -313,3 +320,10 @@ def test_the_stores_take_connections_only_from_the_pods_that_use_them() -> None:
     migration = {n for n in jobs if "migrate" in n}
     assert allowed["mlflow-postgres"] == {"mlflow"} | jobs
     assert allowed["mlflow-minio"] == {"mlflow"} | (jobs - migration)
+
+
+def test_image_pull_secrets_reach_every_pod_of_the_server() -> None:
+    """Images from a private registry: podTemplate.imagePullSecrets on every pod it runs."""
+    for manifest in every_pod_manifest(podTemplate={"imagePullSecrets": [{"name": "regcred"}]}):
+        secrets = template_spec(manifest)["imagePullSecrets"]
+        assert secrets == [{"name": "regcred"}], manifest["metadata"]["name"]
