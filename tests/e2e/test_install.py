@@ -145,6 +145,30 @@ def test_helm_install_upgrade_uninstall(kube_cluster: KubeCluster, k8s_namespace
     assert all("*" not in verbs for verbs in rules.values()), rules
     assert rules["secrets"] == SECRET_VERBS
 
+    # people with Kubernetes' default roles: edit manages and scales them, view only reads
+    for role in ("edit", "view"):
+        kube_cluster.kubectl(
+            "create", "rolebinding", f"{role}-user", "-n", k8s_namespace,
+            f"--clusterrole={role}", f"--serviceaccount={k8s_namespace}:{role}-user",
+        )  # fmt: skip
+
+    def can(role: str, verb: str, resource: str, *subresource: str) -> bool:
+        answer = kube_cluster.kubectl(
+            "auth", "can-i", verb, resource, *subresource, "-n", k8s_namespace,
+            f"--as=system:serviceaccount:{k8s_namespace}:{role}-user", check=False,
+        )  # fmt: skip
+        return answer.stdout.strip() == "yes"
+
+    eventually(  # the cluster aggregates the chart's roles into the default ones
+        lambda: can("edit", "patch", "modeldeployments", "--subresource=scale"),
+        timeout=30,
+        what="edit may scale ModelDeployments",
+    )
+    assert can("edit", "create", "mlflowservers")
+    assert can("view", "list", "modeldeployments")
+    assert not can("view", "create", "modeldeployments")
+    assert not can("view", "patch", "modeldeployments", "--subresource=scale")
+
     # a ModelDeployment is accepted; a wrong one is refused by the CRD's schema
     kube_cluster.apply(
         model_deployment("accepted", k8s_namespace, "fraud", "http://mlflow.example:5000")
