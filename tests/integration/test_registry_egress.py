@@ -5,7 +5,6 @@ environment (HTTP_PROXY, NO_PROXY), and to an https:// server signed by a privat
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.integration
 UNRESOLVABLE = "http://mlflow.invalid:5000"
 
 
-@pytest.fixture
-def forward_proxy(mlflow_stack: MlflowStack) -> Iterator[CountingProxy]:
-    proxy = CountingProxy(mlflow_stack.tracking_uri).start()
-    yield proxy
-    proxy.stop()
-
-
 async def aliases(client: RegistryClient, model: str) -> dict[str, str]:
     try:
         return dict((await client.search_models([model]))[model].aliases)
@@ -37,7 +29,7 @@ async def aliases(client: RegistryClient, model: str) -> dict[str, str]:
 
 
 async def test_requests_go_through_the_environments_proxy_except_for_no_proxy_hosts(
-    forward_proxy: CountingProxy,
+    counting_proxy: CountingProxy,
     mlflow_registry: ModelRegistry,
     model_name: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -46,16 +38,16 @@ async def test_requests_go_through_the_environments_proxy_except_for_no_proxy_ho
     mlflow_registry.set_alias(model_name, "champion", v1.version)
     for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("HTTP_PROXY", counting_proxy.url)
 
     assert await aliases(RegistryClient(UNRESOLVABLE), model_name) == {"champion": v1.version}
-    through_proxy = forward_proxy.total()
+    through_proxy = counting_proxy.total()
     assert through_proxy >= 1
 
     monkeypatch.setenv("NO_PROXY", "mlflow.invalid")
     with pytest.raises(RegistryError, match=r"cannot reach MLflow at http://mlflow\.invalid:5000"):
         await aliases(RegistryClient(UNRESOLVABLE), model_name)
-    assert forward_proxy.total() == through_proxy
+    assert counting_proxy.total() == through_proxy
 
 
 async def test_an_https_mlflow_of_a_private_ca_is_trusted_with_the_ca_bundle_only(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,13 +17,6 @@ from tests.support.counting_proxy import CountingProxy
 pytestmark = pytest.mark.integration
 SEARCH = "GET /api/2.0/mlflow/registered-models/search"
 VERSIONS = "GET /api/2.0/mlflow/model-versions/search"
-
-
-@pytest.fixture
-def proxy(mlflow_stack: MlflowStack) -> Iterator[CountingProxy]:
-    counting = CountingProxy(mlflow_stack.tracking_uri).start()
-    yield counting
-    counting.stop()
 
 
 async def test_sweep_resolves_alias_stage_and_pinned_versions(
@@ -57,7 +49,7 @@ async def test_sweep_resolves_alias_stage_and_pinned_versions(
 
 
 async def test_requests_per_sweep_do_not_grow_with_followers(
-    proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
+    counting_proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
 ) -> None:
     models = [f"{model_name}-{i}" for i in range(5)]
     for name in models:
@@ -65,25 +57,25 @@ async def test_requests_per_sweep_do_not_grow_with_followers(
         mlflow_registry.set_alias(name, "champion", version.version)
 
     async def requests_per_sweep(followers: int) -> int:
-        watcher = RegistryWatcher(RegistryClient(proxy.url))
+        watcher = RegistryWatcher(RegistryClient(counting_proxy.url))
         for i in range(followers):
             watcher._followers[f"md-{i}"] = Follower(models[i % len(models)], 30.0)
         await watcher.sweep()  # the first sweep also fetches the aliased versions once
-        before = proxy.total()
+        before = counting_proxy.total()
         for _ in range(3):
             await watcher.sweep()
         await watcher.client.close()
-        return (proxy.total() - before) // 3
+        return (counting_proxy.total() - before) // 3
 
     five = await requests_per_sweep(5)
     fifty = await requests_per_sweep(50)
     print(f"MLflow requests per sweep: 5 followers {five}, 50 followers {fifty}")
     assert five == fifty == 1
-    assert proxy.counts[SEARCH] >= 8
+    assert counting_proxy.counts[SEARCH] >= 8
 
 
 async def test_selectors_read_version_tags_at_the_cost_of_aliases(
-    proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
+    counting_proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
 ) -> None:
     """Tag and semver selection against MLflow's own model-versions/search: one request per
     sweep for every selector follower of every model, like aliases; a tag moved in MLflow
@@ -96,7 +88,7 @@ async def test_selectors_read_version_tags_at_the_cost_of_aliases(
             mlflow_registry.tag_version(name, version.version, "semver", semver)
     selector = VersionSelector(tags={"stage": "prod"}, semver="^2.1")
 
-    watcher = RegistryWatcher(RegistryClient(proxy.url))
+    watcher = RegistryWatcher(RegistryClient(counting_proxy.url))
     woken: list[int] = []
     for i in range(50):
         watcher._followers[f"md-{i}"] = Follower(
@@ -108,14 +100,14 @@ async def test_selectors_read_version_tags_at_the_cost_of_aliases(
     )
     assert isinstance(chosen, Resolved)
     assert chosen.version == "2"  # 3 is 3.0.0: outside ^2.1
-    before = proxy.total()
+    before = counting_proxy.total()
     for _ in range(3):
         await watcher.sweep()
-    per_sweep = (proxy.total() - before) // 3
+    per_sweep = (counting_proxy.total() - before) // 3
     print(f"MLflow requests per sweep, 50 selector followers of 5 models: {per_sweep}")
     assert per_sweep == 1
-    assert proxy.counts[VERSIONS] >= 4
-    assert proxy.counts.get(SEARCH, 0) == 0  # selector-only models need no model search
+    assert counting_proxy.counts[VERSIONS] >= 4
+    assert counting_proxy.counts.get(SEARCH, 0) == 0  # selector-only models need no model search
 
     # the operator's own write-back tag (set at every rollout) wakes nobody
     woken.clear()
