@@ -318,6 +318,34 @@ def test_a_lost_or_stale_status_does_not_retry_a_failed_version() -> None:
         assert cond(plan, "Degraded") == ("True", "RolloutFailed")
 
 
+def test_a_success_recorded_before_a_crash_is_not_recorded_again() -> None:
+    """Seen once in a full e2e run (history 1, 2, 2): the operator wrote the status with the
+    success of 2 and died before the apply that moves the ledger's last good version to 2.
+    The next operator trusted the lagging ledger and recorded (and announced) it again.
+    The model-based test finds it too, as I7 (core/modeldeployment/invariants.py).
+    """
+    first = step(ModelDeploymentStatus(), Resolved("1"), DeploymentObservation())
+    first = step(first.status, Resolved("1"), complete("1"))
+    started = step(first.status, Resolved("2"), complete("1"), minutes=1)
+    lagging = observe_deployment(
+        _deployment(
+            "2",
+            annotations={
+                "mlflowops.dev/failed-versions": "",
+                "mlflowops.dev/last-good-version": "1",
+            },
+        )
+    )
+    recorded = step(started.status, Resolved("2"), lagging, minutes=2)
+    assert recorded.events[0].reason == "RolloutSucceeded"
+    again = step(recorded.status, Resolved("2"), lagging, minutes=3)  # after the crash
+    assert [h.version for h in again.status.history] == ["1", "2"]
+    assert again.events == ()
+    assert again.succeeded_version is None
+    assert again.status.serving_version == "2"
+    assert again.ledger.last_good_version == "2"  # the apply of this reconcile catches up
+
+
 def test_the_apply_that_rolls_back_records_the_failure() -> None:
     plan = step(
         ModelDeploymentStatus(serving_version="1"), Resolved("2"), in_progress("2", exceeded=True)

@@ -17,7 +17,9 @@ I3  with autoRollback off, the version in the template never changes after a fai
 I4  no version is declared failed by a condition about another template (checked from the
     history: a rollout is declared failed at least progressDeadlineSeconds after it started);
 I5  whenever a good version is known and the object is not suspended, a Deployment exists;
-I6  after a quiet reconcile, status and the live Deployment agree.
+I6  after a quiet reconcile, status and the live Deployment agree;
+I7  a rollout's success is recorded once: the history never shows the same version succeed
+    twice in a row (a restarted operator re-announcing what its predecessor recorded).
 
 `settled`: the operator reconciled after the last change of the world (I5). `quiet`: settled,
 and that reconcile changed nothing (I2, I6). A failure stays "recorded" while the status or
@@ -26,6 +28,7 @@ the serving Deployment keeps it: a design must keep the record as long as either
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -160,6 +163,17 @@ def early_failures(snapshot: Snapshot) -> list[str]:
     return found
 
 
+def repeated_successes(snapshot: Snapshot) -> list[str]:
+    """I7, from history: two entries in a row of the same version's success."""
+    history = snapshot.status.get("history") or []
+    return [
+        f"I7: the success of version {later.get('version')} is recorded twice in a row"
+        for earlier, later in itertools.pairwise(history)
+        if earlier.get("version") == later.get("version")
+        and earlier.get("result") == later.get("result") == "Succeeded"
+    ]
+
+
 def _time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
@@ -168,7 +182,7 @@ def _time(value: Any) -> datetime:
 
 @dataclass
 class Auditor:
-    """Checks I1-I6 over a sequence of snapshots; violations accumulate, each one once."""
+    """Checks I1-I7 over a sequence of snapshots; violations accumulate, each one once."""
 
     violations: list[str] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)  # failed while the registry selects them
@@ -189,6 +203,7 @@ class Auditor:
         found += self._transitions(now, before)
         self._update_failures(now, learn=not restored)
         found += early_failures(now)
+        found += repeated_successes(now)
         if settled or quiet:
             found += self._served(now)
         if quiet:

@@ -439,6 +439,11 @@ def _complete(draft: _Draft, known: _Record, version: str) -> str | None:
     status = draft.status
     # It became available after all (e.g. GPUs were freed): it is no longer a failed version.
     known.failed.discard(version)
+    if known.last_good != version and _success_recorded(status, version):
+        # Status recorded this success, and the operator stopped before the apply that carries
+        # it to the Deployment's ledger: the news was told then (no second entry or Event).
+        known.last_good = version
+        return None
     if known.last_good == version:
         if any(h.version == version and h.result == "InProgress" for h in status.history):
             draft.record(version, "Succeeded")
@@ -451,6 +456,15 @@ def _complete(draft: _Draft, known: _Record, version: str) -> str | None:
     was = f" (was {before})" if before else ""
     draft.event("Normal", ROLLOUT_SUCCEEDED, f"serving version {version}{was}")
     return version
+
+
+def _success_recorded(status: ModelDeploymentStatus, version: str) -> bool:
+    latest = status.history[-1] if status.history else None
+    return (
+        status.serving_version == version
+        and latest is not None
+        and (latest.version, latest.result) == (version, "Succeeded")
+    )
 
 
 def _start(draft: _Draft, version: str, current: str | None) -> None:
