@@ -7,9 +7,11 @@ namespace that assigns user ids as OpenShift's restricted-v2 does (the chart's `
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
 from tests.e2e.kube import ASSIGNED_UID, ASSIGNED_UID_RANGE, emulate_restricted_v2, get_json
-from tests.e2e.mlflowservers import admin_of, as_admin, tracking_url
+from tests.e2e.mlflowservers import admin_of, as_admin, http_status, tracking_url
 from tests.e2e.modeldeployments import is_ready_on
 from tests.e2e.test_install import fullname, helm_in, install
 from tests.e2e.test_modeldeployment_pods import eventually_served, service_url
@@ -95,6 +97,72 @@ def assert_ids_are_assigned_and_enforced(cluster: KubeCluster, namespace: str) -
     assert json.loads(assigned.stdout)["spec"]["securityContext"]["runAsUser"] == ASSIGNED_UID
 
 
+READER_SECRET = "iris-mlflow-reader"
+# Run in a serving pod with its own environment: what a model's code could do with it.
+TRY_WITH_POD_CREDENTIALS = """
+import base64, json, os, sys, urllib.error, urllib.request
+model, other = sys.argv[1], sys.argv[2]
+base = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/"
+token = os.environ["MLFLOW_TRACKING_USERNAME"] + ":" + os.environ["MLFLOW_TRACKING_PASSWORD"]
+auth = "Basic " + base64.b64encode(token.encode()).decode()
+def status(path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method="POST" if data else "GET",
+        headers={"Authorization": auth, "Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as err:
+        return err.code
+print(json.dumps({
+    "user": os.environ["MLFLOW_TRACKING_USERNAME"],
+    "password": os.environ["MLFLOW_TRACKING_PASSWORD"],
+    "read": status("registered-models/get?name=" + model),
+    "set_alias": status("registered-models/alias",
+                        {"name": model, "alias": "champion", "version": "1"}),
+    "create_version": status("model-versions/create",
+                             {"name": model, "source": "models:/m-0123456789abcdef"}),
+    "read_another_model": status("registered-models/get?name=" + other),
+}))
+"""
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def reader_credentials(cluster: KubeCluster, namespace: str) -> tuple[str, str]:
+    found = cluster.kubectl("get", "secret", "-n", namespace, READER_SECRET, "-o", "json",
+                            check=False)  # fmt: skip
+    if found.returncode != 0:
+        return "", ""
+    data = {k: base64.b64decode(v).decode() for k, v in json.loads(found.stdout)["data"].items()}
+    return data["MLFLOW_TRACKING_USERNAME"], data["MLFLOW_TRACKING_PASSWORD"]
+
+
+def assert_pods_read_as_their_own_read_only_user(
+    cluster: KubeCluster, namespace: str, name: str, model: str
+) -> str:
+    """Issue 16: the serving pods' credentials read their model and cannot set an alias,
+    create a version or read another model; they are not the admin's. Returns the password."""
+    template = get_json(cluster, "-n", namespace, "deployment", name)["spec"]["template"]
+    env = template["spec"]["containers"][0]["env"]
+    secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e}
+    assert secrets == {READER_SECRET}
+    tried = json.loads(
+        cluster.kubectl(
+            "exec", "-n", namespace, f"deployment/{name}", "--",
+            "python", "-c", TRY_WITH_POD_CREDENTIALS, model, "someone-elses-model",
+        ).stdout
+    )  # fmt: skip
+    assert tried["user"] == f"modeldeployment/{namespace}/{name}"
+    assert (tried["user"], tried["password"]) == reader_credentials(cluster, namespace)
+    outcome = {k: tried[k] for k in ("read", "set_alias", "create_version", "read_another_model")}
+    assert outcome == {
+        "read": 200, "set_alias": 403, "create_version": 403, "read_another_model": 403,
+    }  # fmt: skip
+    return str(tried["password"])
+
+
 def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
     kube_cluster: KubeCluster,
     crds_installed: KubeCluster,
@@ -138,6 +206,7 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
             registry = ModelRegistry(url)
             v1 = registry.log_version(model)
             registry.set_alias(model, "champion", v1.version)
+            registry.log_version("someone-elses-model")
 
         cluster.apply(
             {
@@ -158,6 +227,23 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         )
         serving = service_url(cluster, ns, "iris")
         eventually_served(serving, v1)
+        first_password = assert_pods_read_as_their_own_read_only_user(cluster, ns, "iris", model)
+
+        # Rotation: delete the Secret; a new password, the old one refused by MLflow.
+        cluster.kubectl("delete", "secret", "-n", ns, READER_SECRET)
+        second_password = eventually(
+            lambda: (p := reader_credentials(cluster, ns)[1]) != first_password and p,
+            timeout=60,
+            what="a new reader password",
+        )
+        user = reader_credentials(cluster, ns)[0]
+        models_get = f"{url}/api/2.0/mlflow/registered-models/get?name={model}"
+        eventually(
+            lambda: http_status(models_get, {"Authorization": basic(user, second_password)}) == 200,
+            timeout=60,
+            what="MLflow takes the new password",
+        )
+        assert http_status(models_get, {"Authorization": basic(user, first_password)}) == 401
 
         # Moving the alias in the in-cluster registry is the whole release.
         with as_admin(monkeypatch, admin):
@@ -171,6 +257,11 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         )
         print(f"in-cluster alias move to Ready on v2: {time.monotonic() - moved:.1f}s")
         eventually_served(serving, v2)
+        # the pods of v2 started after the rotation: they read with the new password
+        assert (
+            assert_pods_read_as_their_own_read_only_user(cluster, ns, "iris", model)
+            == second_password
+        )
         key = f"mlflow-operator.{ns}.iris"
         with as_admin(monkeypatch, admin):
             tagged = eventually(
@@ -183,6 +274,10 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
         for refusal in ("Forbidden", "forbidden", "Traceback"):
             assert refusal not in log, log[-3000:]
+        events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+        for secret in (first_password, second_password, admin.password):
+            assert secret not in log
+            assert secret not in events
 
         # every pod ran under the uid the namespace assigned, none under an id of its own
         first, last = ASSIGNED_UID_RANGE
@@ -197,6 +292,18 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
             name = running_pod["metadata"]["name"]
             uid = cluster.kubectl("exec", "-n", ns, name, "--", "id", "-u").stdout.strip()
             assert first <= int(uid) <= last, (name, uid)
+
+        # The ModelDeployment's user goes with it (and its Secret, by owner reference).
+        cluster.kubectl("delete", "mdep", "-n", ns, "iris", "--timeout=120s", timeout=130)
+        users_get = f"{url}/api/2.0/mlflow/users/get?username={urllib.parse.quote(user)}"
+        assert http_status(users_get, {"Authorization": admin.header}) == 404
+        eventually(
+            lambda: cluster.kubectl(
+                "get", "secret", "-n", ns, READER_SECRET, check=False
+            ).returncode != 0,
+            timeout=60,
+            what="the reader Secret garbage-collected",
+        )  # fmt: skip
     finally:
         forget_policies()
         cluster.kubectl(

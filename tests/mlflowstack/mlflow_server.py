@@ -109,7 +109,7 @@ class MlflowServer:
             config = self.workdir / f"{self.name}-auth.ini"
             config.write_text(
                 "[mlflow]\n"
-                "default_permission = READ\n"
+                "default_permission = NO_PERMISSIONS\n"  # as the MLflowServers the operator runs
                 f"database_uri = {self.auth.database_uri}\n"
                 f"admin_username = {self.auth.username}\n"
                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"

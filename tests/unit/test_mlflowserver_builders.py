@@ -422,6 +422,19 @@ def test_auth_config_has_the_database_but_no_credentials() -> None:
     assert "@" not in ini  # no user:password@ in the URL
 
 
+def test_users_without_a_grant_see_nothing_unless_asked_and_a_change_rolls_the_server() -> None:
+    """Least privilege by default: a ModelDeployment's own user reads its model only."""
+    server = make_server()
+    assert "default_permission = NO_PERMISSIONS\n" in auth_config(server)
+    hashes = set()
+    for permission in ("NO_PERMISSIONS", "READ"):
+        changed = make_server({**MANAGED_SPEC, "auth": {"defaultPermission": permission}})
+        assert f"default_permission = {permission}\n" in auth_config(changed)
+        template = build_tracking_deployment(owner_of(changed), changed, IMAGE)["spec"]["template"]
+        hashes.add(template["metadata"]["annotations"]["mlflowops.dev/config-hash"])
+    assert len(hashes) == 2  # MLflow reads the file once at start: new pods read the new one
+
+
 # --- schema migration --------------------------------------------------------------------
 
 

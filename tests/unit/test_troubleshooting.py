@@ -28,12 +28,13 @@ NOT_REASONS = {
     "PodDisruptionBudget",
     "NetworkPolicy",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
+    "READ",  # an MLflow permission, granted by registry/accounts.py
     # results of status.history entries (docs/modeldeployment.md)
     *("InProgress", "Succeeded", "Failed", "Superseded", "RolledBack"),
     # what Kubernetes writes, read by the operator
     *("PodScheduled", "Unschedulable", "Complete", "ProgressDeadlineExceeded"),
     # HTTP and MLflow's REST API, spoken by registry/
-    *("GET", "POST", "Authorization", "ACTIVE"),
+    *("GET", "POST", "PATCH", "DELETE", "Authorization", "ACTIVE"),
     # a section of docs/modeldeployment.md that docstrings name
     "Guarantees",
     # the prefix of Kubernetes<Reason> (the API's refusal reason appended): see the test below

@@ -136,6 +136,12 @@ class AuthSpec(ApiModel):
         description="Secret with keys username and password (>= 12 characters) of the admin; "
         "empty name: the operator creates one once.",
     )
+    default_permission: Literal["NO_PERMISSIONS", "READ", "EDIT", "MANAGE"] = Field(
+        default="NO_PERMISSIONS",
+        description="What a user who is not an admin may do with an experiment or model that "
+        "grants them nothing: NO_PERMISSIONS (least privilege; each ModelDeployment's own "
+        "user reads its model and nothing else) or MLflow's own default, READ.",
+    )
 
 
 class MetricsSpec(ApiModel):

@@ -193,6 +193,14 @@ class RegistrySpec(ApiModel):
             holds=lambda r: r.tracking_uri is None or not has_userinfo(r.tracking_uri),
             field_path=".trackingUri",
         ),
+        Rule(
+            # with serverRef the operator makes each ModelDeployment a read-only MLflow user
+            cel="!has(self.serverRef) || !has(self.servingCredentialsSecretRef)",
+            message="servingCredentialsSecretRef is for trackingUri: with serverRef the "
+            "operator gives the serving pods a read-only MLflow user of their own",
+            holds=lambda r: r.server_ref is None or r.serving_credentials_secret_ref is None,
+            field_path=".servingCredentialsSecretRef",
+        ),
     )
 
     server_ref: LocalObjectReference | None = Field(
@@ -207,7 +215,14 @@ class RegistrySpec(ApiModel):
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description="Secret with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
-        "or MLFLOW_TRACKING_TOKEN.",
+        "or MLFLOW_TRACKING_TOKEN: what the operator reads the registry with (trackingUri). "
+        "Serving pods get it too unless servingCredentialsSecretRef is set.",
+    )
+    serving_credentials_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret with the same keys for the serving pods only (trackingUri), e.g. "
+        "a user that can read this model and nothing else; then the operator's own "
+        "credentials never reach a pod.",
     )
     poll_interval: Duration = Field(
         default="30s", description="How often the registry is read (minimum 5s), e.g. 30s, 2m."

@@ -18,6 +18,7 @@ from mlflow_operator.builders.pod import (
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import TrackingEndpoint
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
+from mlflow_operator.core.modeldeployment.serving_identity import reader_secret_name
 from mlflow_operator.core.naming import (
     ANNOTATION_MODEL_URI,
     LABEL_COMPONENT,
@@ -97,7 +98,7 @@ def serving_env(
     # the object store whenever the server offers them, and the object store may be out of the
     # pods' reach. Downloads through the tracking server itself need its URL and nothing else.
     put("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", value="false")
-    creds = endpoint.credentials
+    creds = endpoint.serving_credentials
     if creds is not None:
         for var, key in (
             ("MLFLOW_TRACKING_USERNAME", creds.username_key),
@@ -246,3 +247,19 @@ def build_serving_network_policy(owner: Owner) -> dict[str, Any]:
 
 def service_url(spec: ModelDeploymentSpec, owner: Owner) -> str:
     return f"http://{serving_name(owner.name)}.{owner.namespace}.svc:{spec.service.port}"
+
+
+def build_reader_secret(owner: Owner, username: str, password: str) -> dict[str, Any]:
+    """The serving pods' MLflow credentials (core/modeldeployment/serving_identity.py), owned by
+    the ModelDeployment: created once, gone with it, a new password when deleted."""
+    labels = {
+        **standard_labels("mlflow-serving", owner.name, "credentials"),
+        LABEL_MODEL_DEPLOYMENT: owner.name,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": child_metadata(reader_secret_name(owner.name), owner, labels),
+        "type": "Opaque",
+        "stringData": {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password},
+    }

@@ -17,10 +17,12 @@ class CredentialsSecret:
 
 @dataclass(frozen=True)
 class TrackingEndpoint:
-    """An MLflow tracking server as clients reach it."""
+    """An MLflow tracking server as clients reach it: the operator with `credentials`, the
+    serving pods with `serving_credentials` (never the operator's, unless a user chose so)."""
 
     url: str
     credentials: CredentialsSecret | None = None
+    serving_credentials: CredentialsSecret | None = None
 
     def identity(self, namespace: str) -> str:
         """Key of the shared registry watcher: one per URL and credentials (never their values)."""

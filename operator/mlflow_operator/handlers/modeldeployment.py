@@ -13,6 +13,7 @@ from typing import Any, Literal
 import kopf
 
 from mlflow_operator.api import API_GROUP, API_VERSION
+from mlflow_operator.core.modeldeployment.conditions import SERVING_IDENTITY_FAILED
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from mlflow_operator.handlers.reconcile_loop import reconcile_until_stopped, wake
 from mlflow_operator.reconcilers.common import ReconcileResult
@@ -38,6 +39,16 @@ async def modeldeployment_daemon(
     finally:
         memo.wakers.pop(key, None)
         reconciler.forget(body)
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, "modeldeployments", id="serving-identity")
+async def modeldeployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Its serving pods' MLflow user goes with it (its Secret goes by owner reference). Once:
+    a deletion must not hang on an MLflow that may be going away too."""
+    reconciler: ModelDeploymentReconciler = memo.modeldeployments
+    problem = await reconciler.remove_serving_identity(body)
+    if problem is not None:
+        kopf.event(body, type="Warning", reason=SERVING_IDENTITY_FAILED, message=problem)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "modeldeployments")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     ROLLING_BACK,
     ROLLOUT_STARTED,
     SERVER_NOT_FOUND,
+    SERVING_IDENTITY_FAILED,
     SUSPENDED,
 )
 from mlflow_operator.core.modeldeployment.observation import observe_deployment
@@ -66,7 +67,8 @@ from mlflow_operator.reconcilers.common import (
     ReconcileResult,
     status_patch,
 )
-from mlflow_operator.registry.client import Credentials, RegistryClient
+from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
+from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.tag_writer import TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
 
@@ -107,9 +109,12 @@ class ModelDeploymentReconciler:
     # operator's own writes since changed only its annotations (core/modeldeployment/observation.py)
     _spec_generations: dict[str, tuple[str | None, int | None, int]] = field(default_factory=dict)
     tag_writer: TagWriter = field(default_factory=TagWriter)
+    # the last problem reported per object in making its serving pods' MLflow user
+    _identity_problems: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
+        self.identities = ServingIdentities(self._api)
 
     async def reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
@@ -187,6 +192,10 @@ class ModelDeploymentReconciler:
         endpoint, client = view.endpoint, view.client
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
+                endpoint = await self._for_pods(
+                    spec, owner, endpoint, client, version=plan.deploy_version, emit=emit
+                )
+            if plan.apply and endpoint is not None:
                 built = build_serving_deployment(
                     spec,
                     owner,
@@ -226,7 +235,38 @@ class ModelDeploymentReconciler:
         owner = Owner.from_body(body)
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
+        self._identity_problems.pop(_key(owner), None)
+        self.identities.forget(owner)
         metrics.forget_model_deployment(owner.namespace, owner.name)
+
+    async def remove_serving_identity(self, body: Any) -> str | None:
+        """The ModelDeployment is being deleted: delete its serving pods' MLflow user.
+
+        Returns why that could not be done (the caller tells it in an Event; deletion goes
+        on: a namespace being deleted may be taking the MLflowServer with it), or None.
+        """
+        owner = Owner.from_body(body)
+        try:
+            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValueError:
+            return None  # an invalid spec never got a user
+        if spec.registry.server_ref is None:
+            return None
+        try:
+            endpoint = await self._endpoint(spec, owner.namespace)
+            if endpoint.credentials is None:
+                return None  # basic auth is off: there are no users
+            credentials = await self._credentials(endpoint.credentials, owner.namespace)
+        except EndpointProblem as problem:
+            return f"the MLflow user of its serving pods was not deleted: {problem.message}"
+        client = self.hub.new_client(endpoint.url, credentials)
+        try:
+            await self.identities.remove(owner, client)
+        except RegistryError as exc:
+            return f"the MLflow user of its serving pods was not deleted: {exc}"
+        finally:
+            await client.close()
+        return None
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
@@ -241,6 +281,38 @@ class ModelDeploymentReconciler:
         desired = stamped(manifest)
         if not already_applied(live, desired):
             await self._api.apply(desired)
+
+    async def _for_pods(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        endpoint: TrackingEndpoint,
+        client: RegistryClient | None,
+        *,
+        version: str,
+        emit: EventSink,
+    ) -> TrackingEndpoint | None:
+        """The endpoint with the credentials the serving pods get; None while the pods' own
+        MLflow user (serverRef with basic auth) cannot be made: then nothing is applied, and
+        what serves now keeps serving."""
+        if spec.registry.server_ref is None or endpoint.credentials is None:
+            return endpoint  # trackingUri: the user's choice; no basic auth: no credentials
+        key = _key(owner)
+        problem = "the operator cannot read this MLflow server now (see RegistrySynced)"
+        if client is not None:
+            try:
+                reader = await self.identities.ensure(owner, spec.model.name, [version], client)
+            except (RegistryError, SecretUnusable) as exc:
+                problem = str(exc)
+            else:
+                self._identity_problems.pop(key, None)
+                return replace(endpoint, serving_credentials=reader)
+        if self._identity_problems.get(key) != problem:
+            logger.warning("%s: cannot make the serving pods' MLflow user: %s", key, problem)
+            emit("Warning", SERVING_IDENTITY_FAILED, f"cannot make the serving pods' MLflow user "
+                 f"(nothing new is rolled out until it exists): {problem}")  # fmt: skip
+        self._identity_problems[key] = problem
+        return None
 
     # -- gather helpers --------------------------------------------------------------------
     def _spec_generation(self, owner: Owner, deployment: dict[str, Any] | None) -> int | None:
@@ -324,7 +396,12 @@ class ModelDeploymentReconciler:
                 if registry.credentials_secret_ref
                 else None
             )
-            endpoint = TrackingEndpoint(registry.tracking_uri, keys)
+            serving = (
+                CredentialsSecret(registry.serving_credentials_secret_ref.name)
+                if registry.serving_credentials_secret_ref
+                else keys
+            )
+            endpoint = TrackingEndpoint(registry.tracking_uri, keys, serving_credentials=serving)
         return endpoint
 
     async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:

@@ -28,6 +28,7 @@ from mlflow_operator.core.redact import redact
 from mlflow_operator.core.registry_view import VERSION_READY, ModelSnapshot, VersionInfo
 
 API = "/api/2.0/mlflow"
+API_V3 = "/api/3.0/mlflow"  # MLflow 3's permission API (users/permissions/...)
 PAGE_SIZE = 1000  # the server's maximum for registered-models/search
 VERSIONS_PAGE_SIZE = 10_000  # model-versions/search allows 200,000; ~5 MB of JSON per page
 MAX_FILTER_CHARS = 4000  # keep URLs well under common proxy limits
@@ -103,13 +104,20 @@ class RegistryClient:
         if self._session is not None:
             await self._session.close()
 
-    async def _call(
-        self, method: str, path: str, params: dict[str, str] | None = None, body: Any = None
+    async def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        *,
+        api: str = API,
     ) -> dict[str, Any]:
-        """One request; every way it can go wrong is a RegistryError with its reason."""
+        """One request to MLflow's REST API (`registry/accounts.py` builds on it too); every
+        way it can go wrong is a RegistryError with its reason."""
         session = await self._session_()
         self.requests += 1
-        url = f"{self.url}{API}/{path}"
+        url = f"{self.url}{api}/{path}"
         where = self.display_url
         try:
             async with session.request(
@@ -170,7 +178,7 @@ class RegistryClient:
                 params = {"filter": chunk, "max_results": str(page_size)}
                 if token:
                     params["page_token"] = token
-                page = await self._call("GET", path, params)
+                page = await self.call("GET", path, params)
                 with self._shape(path):
                     items = list(page.get(items_key, []))
                     token = str(page.get("next_page_token", ""))
@@ -182,7 +190,7 @@ class RegistryClient:
     async def get_version(self, name: str, version: str) -> VersionInfo | None:
         """One model version, or None when it does not exist."""
         try:
-            data = await self._call("GET", "model-versions/get", {"name": name, "version": version})
+            data = await self.call("GET", "model-versions/get", {"name": name, "version": version})
         except RegistryNotFound:
             return None
         with self._shape("model-versions/get"):
@@ -202,7 +210,7 @@ class RegistryClient:
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         body = {"name": name, "version": version, "key": key, "value": value}
-        await self._call("POST", "model-versions/set-tag", body=body)
+        await self.call("POST", "model-versions/set-tag", body=body)
 
     async def create_webhook(self, name: str, url: str, events: list[str], secret: str) -> str:
         """Register a model-registry webhook; events like 'model_version_alias.created'."""
@@ -213,12 +221,16 @@ class RegistryClient:
             "secret": secret,
             "status": "ACTIVE",
         }
-        data = await self._call("POST", "webhooks", body=body)
+        data = await self.call("POST", "webhooks", body=body)
         return str(data.get("webhook", {}).get("webhook_id", ""))
 
 
 class RegistryNotFound(RegistryError):  # noqa: N818  (reads as the situation, like FileNotFoundError)
     """The model or version does not exist."""
+
+
+class RegistryAlreadyExists(RegistryError):  # noqa: N818  (the situation, like FileExistsError)
+    """What a create call asked for exists already (a user, a permission)."""
 
 
 def _http_error(where: str, status: int, path: str, text: str) -> RegistryError:
@@ -228,6 +240,8 @@ def _http_error(where: str, status: int, path: str, text: str) -> RegistryError:
         code = ""
     if status == 404 or code == "RESOURCE_DOES_NOT_EXIST":
         return RegistryNotFound(f"{path}: not found", REGISTRY_HTTP_ERROR)
+    if code == "RESOURCE_ALREADY_EXISTS":
+        return RegistryAlreadyExists(f"{path}: already exists", REGISTRY_HTTP_ERROR)
     if status in (401, 403):
         return RegistryError(
             f"MLflow at {where} refused the credentials (HTTP {status})",

@@ -311,8 +311,7 @@ class RegistryHub:
         """
         watcher = self._watchers.get(identity)
         if watcher is None:
-            client = RegistryClient(url, credentials, timeout_seconds=self._timeout, tls=self._tls)
-            watcher = self._watchers[identity] = RegistryWatcher(client)
+            watcher = self._watchers[identity] = RegistryWatcher(self.new_client(url, credentials))
         elif watcher.client.credentials != credentials:
             watcher.update_credentials(credentials)
         self._unfollow(key, keep=identity)
@@ -321,6 +320,10 @@ class RegistryHub:
 
     def unfollow(self, key: str) -> None:
         self._unfollow(key, keep=None)
+
+    def new_client(self, url: str, credentials: Credentials) -> RegistryClient:
+        """A client of its own (the caller closes it), with the hub's timeout and TLS."""
+        return RegistryClient(url, credentials, timeout_seconds=self._timeout, tls=self._tls)
 
     def endpoints(self) -> list[str]:
         """Identities of the watchers that run (for tests and debugging)."""

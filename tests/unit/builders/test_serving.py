@@ -17,7 +17,11 @@ from mlflow_operator.core.modeldeployment.ledger import RolloutLedger, read_ledg
 from tests.unit.specs import spec
 
 OWNER = Owner("mlflowops.dev/v1alpha1", "ModelDeployment", "fraud", "ml-prod", "uid-1")
-ENDPOINT = TrackingEndpoint("http://mlflow.ml-prod.svc:5000", CredentialsSecret("mlflow-creds"))
+ENDPOINT = TrackingEndpoint(
+    "http://mlflow.ml-prod.svc:5000",
+    CredentialsSecret("operator-creds"),
+    serving_credentials=CredentialsSecret("mlflow-creds"),
+)
 CONFIG = OperatorConfig()
 
 
@@ -68,6 +72,16 @@ def test_credentials_only_by_secret_key_ref() -> None:
     for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
         assert "value" not in env[var]
         assert env[var]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-creds"
+
+
+def test_the_operators_own_credentials_never_reach_a_pod() -> None:
+    operator_only = TrackingEndpoint(ENDPOINT.url, CredentialsSecret("operator-creds"))
+    for endpoint in (ENDPOINT, operator_only):
+        built = build_serving_deployment(spec(), OWNER, "1", endpoint, CONFIG)
+        assert "operator-creds" not in str(built)
+    env = {e["name"] for e in container(build_serving_deployment(
+        spec(), OWNER, "1", operator_only, CONFIG))["env"]}  # fmt: skip
+    assert not env & {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
 
 
 def test_artifacts_come_through_the_tracking_server_not_presigned_object_store_urls() -> None:

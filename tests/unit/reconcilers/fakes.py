@@ -19,8 +19,14 @@ from typing import Any
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
+from mlflow_operator.core.modeldeployment.serving_identity import Grant
 from mlflow_operator.core.registry_view import ModelSnapshot, RegistryState, VersionInfo
-from mlflow_operator.registry.client import Credentials
+from mlflow_operator.registry.client import (
+    Credentials,
+    RegistryAlreadyExists,
+    RegistryError,
+    RegistryNotFound,
+)
 from mlflow_operator.registry.watcher import Follower
 
 NAMESPACE = "ml"
@@ -199,14 +205,71 @@ def template_version(kube: FakeKube, name: str) -> str | None:
 
 
 class FakeRegistryClient:
+    """The admin's client: version tags, and the users of MLflow's auth app (in memory; the
+    real calls are proven against MLflow in tests/integration/test_registry_accounts.py).
+    Every version was logged in experiment `7`."""
+
+    url = "http://mlflow.ml.svc:5000"
+
     def __init__(self) -> None:
         self.tags: list[tuple[str, str, str]] = []
         self.answering = asyncio.Event()  # clear it: MLflow takes its time to answer
         self.answering.set()
+        self.users: dict[str, str] = {}  # username -> password
+        self.grants: dict[str, set[Grant]] = {}
+        self.calls: list[str] = []  # "POST users/create", ... in order
+        self.refusing: RegistryError | None = None  # raised by every call
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         await self.answering.wait()
         self.tags.append((version, key, value))
+
+    async def close(self) -> None:
+        pass
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        *,
+        api: str = "",
+    ) -> dict[str, Any]:
+        self.calls.append(f"{method} {path}")
+        if self.refusing is not None:
+            raise self.refusing
+        args = {**(params or {}), **(body or {})}
+        if path == "model-versions/get":
+            return {"model_version": {"source": f"models:/m-{args['version']}", "run_id": ""}}
+        if path.startswith("logged-models/"):
+            return {"model": {"info": {"experiment_id": "7"}}}
+        user = args.get("username", "")
+        if path == "users/create":
+            if user in self.users:
+                raise RegistryAlreadyExists("users/create: already exists")
+            self.users[user] = args["password"]
+        elif path == "users/update-password":
+            self.users[user] = args["password"]
+        elif path == "users/delete":
+            if self.users.pop(user, None) is None:
+                raise RegistryNotFound("users/delete: not found")
+            self.grants.pop(user, None)
+        elif path == "users/permissions/list":
+            return {"permissions": [
+                {"resource_type": g.resource_type, "resource_pattern": g.resource_id,
+                 "permission": g.permission, "role_name": "__user_2__"}
+                for g in self.grants.get(user, set())
+            ]}  # fmt: skip
+        elif path == "users/permissions/grant":
+            grant = Grant(args["resource_type"], args["resource_id"], args["permission"])
+            self.grants.setdefault(user, set()).add(grant)
+        elif path == "users/permissions/revoke":
+            self.grants[user] = {
+                g for g in self.grants.get(user, set())
+                if (g.resource_type, g.resource_id) != (args["resource_type"], args["resource_id"])
+            }  # fmt: skip
+        return {}
 
 
 @dataclass
@@ -261,6 +324,9 @@ class FakeHub:
 
     def unfollow(self, key: str) -> None:
         self.following.pop(key, None)
+
+    def new_client(self, url: str, credentials: Credentials) -> FakeRegistryClient:
+        return self.client
 
 
 def model_deployment(name: str = "fraud", **spec: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and PGPASSWORD, so no credential is ever part of a URL, an argument or a file.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from mlflow_operator.api import API_GROUP
@@ -32,7 +33,7 @@ from mlflow_operator.builders.pod import (
     with_default_requests,
 )
 from mlflow_operator.core.mlflowserver import layout
-from mlflow_operator.core.naming import ANNOTATION_IMAGE
+from mlflow_operator.core.naming import ANNOTATION_CONFIG_HASH, ANNOTATION_IMAGE
 
 SERVER_UID = 65532  # the "nonroot" user of the mlflow-server image (Dockerfile)
 TRACKING_REQUESTS = {"cpu": "100m", "memory": "512Mi"}
@@ -198,7 +199,7 @@ def auth_config(server: MLflowServer) -> str:
     alembic version table), so every replica sees the same users."""
     return (
         "[mlflow]\n"
-        "default_permission = READ\n"
+        f"default_permission = {server.spec.auth.default_permission}\n"
         f"database_uri = {layout.backend_store_uri(server)}\n"
         f"admin_username = {layout.ADMIN_USERNAME}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
@@ -344,6 +345,11 @@ def build_tracking_deployment(
     if spec.artifact_store.s3.managed is not None:
         pod_spec["initContainers"] = [_ensure_bucket_container(server, image)]
     labels = server_labels(owner.name, COMPONENT_SERVER)
+    template_metadata = pod_metadata(spec.pod_template, labels)
+    if spec.auth.enabled:
+        # MLflow reads basic_auth.ini once at start: a changed one rolls the pods
+        digest = hashlib.sha256(auth_config(server).encode()).hexdigest()[:16]
+        template_metadata.setdefault("annotations", {})[ANNOTATION_CONFIG_HASH] = digest
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -361,7 +367,7 @@ def build_tracking_deployment(
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "template": {
-                "metadata": pod_metadata(spec.pod_template, labels),
+                "metadata": template_metadata,
                 "spec": with_default_requests(pod_spec),
             },
         },

@@ -42,6 +42,8 @@ ROLLOUT_STARTED = "RolloutStarted"
 ROLLOUT_SUCCEEDED = "RolloutSucceeded"
 SERVER_NOT_FOUND = "ServerNotFound"
 SERVING = "Serving"
+# the serving pods' own MLflow user (serverRef with basic auth) could not be made
+SERVING_IDENTITY_FAILED = "ServingIdentityFailed"
 SERVING_PREVIOUS_VERSION = "ServingPreviousVersion"
 SPEC_ROLLOUT_FAILED = "SpecRolloutFailed"
 SUSPENDED = "Suspended"

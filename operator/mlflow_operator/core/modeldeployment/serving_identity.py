@@ -1,0 +1,69 @@
+"""The MLflow user a `serverRef` ModelDeployment's serving pods read the registry as.
+
+Model code is arbitrary code (pickle, pyfunc): with the admin's password a model could move an
+alias and get any version deployed. So each ModelDeployment gets a user of its own, which may
+read its registered model and the experiments its versions were logged in (MLflow's artifact
+proxy judges a download by the experiment) and nothing else. Its password lives in a Secret the
+ModelDeployment owns; deleting that Secret rotates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Set
+from dataclasses import dataclass
+
+from mlflow_operator.core.naming import child_name
+
+REGISTERED_MODEL = "registered_model"
+EXPERIMENT = "experiment"
+READ = "READ"
+READER_SECRET_SUFFIX = "mlflow-reader"  # noqa: S105  (a name)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One permission of a user on one resource, as MLflow lists it."""
+
+    resource_type: str  # registered_model | experiment | ...
+    resource_id: str  # a model name, an experiment id
+    permission: str = READ
+
+
+def reader_username(namespace: str, name: str) -> str:
+    """One MLflow user per ModelDeployment; `/` cannot occur in either name, so no two
+    ModelDeployments share one."""
+    return f"modeldeployment/{namespace}/{name}"
+
+
+def reader_secret_name(md_name: str) -> str:
+    return child_name(md_name, READER_SECRET_SUFFIX)
+
+
+def grant_changes(
+    current: Set[Grant], model: str, experiments: Set[str]
+) -> tuple[list[Grant], list[Grant]]:
+    """(to revoke, to grant) so the user reads `model` and `experiments`.
+
+    Experiments granted for earlier versions stay: a pod of the version being replaced may
+    restart during a rollout (or a rollback bring it back) and download it again. Everything
+    else the user holds (another model after `spec.model.name` changed, a permission above
+    READ that someone gave it) goes.
+    """
+    wanted = {Grant(REGISTERED_MODEL, model)} | {Grant(EXPERIMENT, e) for e in experiments}
+    kept_experiments = {
+        g for g in current if g.resource_type == EXPERIMENT and g.permission == READ
+    }
+    revoke = sorted(current - wanted - kept_experiments, key=_order)
+    grant = sorted(wanted - current, key=_order)
+    return revoke, grant
+
+
+def fingerprint(username: str, password: str, model: str, experiments: Set[str]) -> str:
+    """What the user was last made to be, without keeping its password in memory."""
+    text = "\n".join([username, password, model, *sorted(experiments)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _order(grant: Grant) -> tuple[str, str, str]:
+    return grant.resource_type, grant.resource_id, grant.permission
