@@ -471,3 +471,16 @@ def test_an_annotation_only_generation_counts_as_observed_when_the_spec_generati
     assert not observe_deployment(dep).rollout_complete  # unknown: the generation counts
     assert observe_deployment(dep, spec_generation=3).rollout_complete
     assert not observe_deployment(dep, spec_generation=4).rollout_complete
+
+
+def test_a_deleted_deployment_of_the_serving_version_is_recreated_not_rolled_out_again() -> None:
+    """Found by invariant I7: recreating the Deployment of the version that serves was told as
+    a new rollout of it (RolloutStarted, a second Succeeded entry in history)."""
+    first = step(ModelDeploymentStatus(), Resolved("1"), DeploymentObservation())
+    serving = step(first.status, Resolved("1"), complete("1"))
+    gone = step(serving.status, Resolved("1"), DeploymentObservation(), minutes=1)
+    assert gone.deploy_version == "1"
+    assert [e.reason for e in gone.events] == ["Recreating"]
+    back = step(gone.status, Resolved("1"), complete("1"), minutes=2)
+    assert [(h.version, h.result) for h in back.status.history] == [("1", "Succeeded")]
+    assert back.events == ()

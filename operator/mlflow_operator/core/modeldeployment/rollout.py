@@ -401,7 +401,8 @@ def deployment_recreated(observed: dict[str, Any] | None, applied: dict[str, Any
 def _announce_change(
     draft: _Draft, target: str | None, known: _Record, deploy: str, current: str | None
 ) -> None:
-    if deploy == target and target not in known.failed:
+    recreating_good = current is None and deploy == known.last_good
+    if deploy == target and target not in known.failed and not recreating_good:
         _start(draft, deploy, current)
     elif draft.events and draft.events[-1].reason == ROLLOUT_FAILED:
         pass  # the failure's Event already says where it goes
