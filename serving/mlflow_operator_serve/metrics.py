@@ -79,6 +79,14 @@ class ServingMetrics:
             multiprocess_mode="livesum",
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "mlflow_serving_in_flight_requests",
+            "Scoring requests received and not answered yet (queued or being predicted): the "
+            "concurrency the operator's autoscaler targets.",
+            model_labels,
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
         self.load_seconds = Gauge(
             "mlflow_serving_model_load_seconds",
             "Seconds from process start to the model loaded and warmed up.",
@@ -89,8 +97,13 @@ class ServingMetrics:
         # A series from the start: requests that find the model idle skip the queue, so without
         # this a quiet pod has no queue_depth at all and a dashboard shows "no data", not 0.
         self.queue.labels(**self._model).set(0)
+        self.in_flight.labels(**self._model).set(0)
+
+    def request_started(self) -> None:
+        self.in_flight.labels(**self._model).inc()
 
     def request_done(self, status: int, seconds: float) -> None:
+        self.in_flight.labels(**self._model).dec()
         labels = {**self._model, "status": str(status)}
         self.requests.labels(**labels).inc()
         self.request_seconds.labels(**labels).observe(seconds)

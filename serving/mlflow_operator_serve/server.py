@@ -91,6 +91,7 @@ def build_app(state: ServingState) -> web.Application:
 
     async def invocations(request: web.Request) -> web.Response:
         started = time.perf_counter()
+        state.metrics.request_started()
         try:
             body = await request.read()
             async with asyncio.timeout(state.timeout_seconds):

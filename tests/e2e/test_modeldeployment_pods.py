@@ -7,6 +7,7 @@ cannot load crash-loops for real and is rolled back. No KWOK rule is involved in
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -525,3 +526,90 @@ def test_kubectl_scale_and_an_hpa_scale_the_model_deployment_and_the_operator_ke
     assert deployment["spec"]["replicas"] == 3
     assert ready_pods() == 3
     assert status(cluster, ns, "scaled")["servingVersion"] == v1.version
+
+
+class LoadGenerator:
+    """Bounded load on the Service from this machine: `clients` threads, each one request at
+    a time, for at most `limit` seconds. Counts answers and failures."""
+
+    def __init__(self, url: str, clients: int, limit: float) -> None:
+        self.url, self.limit = url, limit
+        self.answered = self.failed = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> LoadGenerator:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=40)
+
+    def _run(self) -> None:
+        body = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
+        session = requests.Session()
+        session.trust_env = False
+        ends = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < ends:
+            try:
+                ok = session.post(f"{self.url}/invocations", json=body, timeout=30).ok
+            except requests.RequestException:
+                ok = False
+            with self._lock:
+                if ok:
+                    self.answered += 1
+                else:
+                    self.failed += 1
+
+
+def test_the_autoscaler_adds_pods_under_load_and_removes_them_after_it(
+    pods_env: RealPodsEnv,
+) -> None:
+    """serving.autoscaling on the real node: the operator reads the pods' own /metrics (no
+    Prometheus, no metrics server), adds pods while a load generator runs and removes them
+    scaleDownDelay after it stops; no request fails meanwhile."""
+    ns, cluster = pods_env.namespace, pods_env.cluster
+    serve_a_first_version(pods_env, "autoscaled", replicas=1)
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "target": {"requestsPerSecond": 5},
+        "scaleDownDelay": "20s",
+    }
+    cluster.kubectl(
+        "-n", ns, "patch", "modeldeployment", "autoscaled", "--type=merge", "-p",
+        json.dumps({"spec": {"serving": {"autoscaling": autoscaling}}}),
+    )  # fmt: skip
+
+    def ready_pods() -> int:
+        return sum(
+            1
+            for pod in serving_pods(cluster, ns, "autoscaled")
+            if pod["metadata"].get("deletionTimestamp") is None
+            and all(c.get("ready") for c in pod["status"].get("containerStatuses", [{}]))
+        )
+
+    url = service_url(cluster, ns, "autoscaled")
+    started = time.monotonic()
+    with LoadGenerator(url, clients=4, limit=ROLLOUT_TIMEOUT) as load:
+        eventually(lambda: ready_pods() == 3, timeout=ROLLOUT_TIMEOUT, what="three ready pods")
+        scaled_up = time.monotonic() - started
+    stopped = time.monotonic()
+    assert load.failed == 0, f"{load.failed} of {load.answered + load.failed} requests failed"
+    scaling = status(cluster, ns, "autoscaled")["autoscaling"]
+    assert scaling["desiredReplicas"] == 3
+    assert scaling["load"].startswith("requestsPerSecond ")
+    eventually(lambda: ready_pods() == 1, timeout=120, what="back to one pod")
+    scaled_down = time.monotonic() - stopped
+    assert status(cluster, ns, "autoscaled")["autoscaling"]["desiredReplicas"] == 1
+    reasons = [e["reason"] for e in events(cluster, ns, "autoscaled")]
+    assert reasons.count("Scaled") >= 2
+    print(
+        f"autoscaler: 1 -> 3 ready pods {scaled_up:.1f}s after the load started "
+        f"({load.answered} answers, {load.answered / scaled_up:.0f}/s); back to 1 pod "
+        f"{scaled_down:.1f}s after it stopped (scaleDownDelay 20s)"
+    )

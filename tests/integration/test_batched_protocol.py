@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlflow_operator.podmetrics import parse_load
 from tests.bench.serving_servers import (
     RawResponse,
     Server,
@@ -193,6 +194,11 @@ def test_metrics_count_requests_by_status(servers: tuple[Server, Server]) -> Non
         "mlflow_serving_model_load_seconds",
     ):
         assert name in text
+    # what the operator's autoscaler reads from it: every request answered, none in flight
+    load = parse_load("pod", text)
+    assert load is not None
+    assert load.in_flight == 0
+    assert load.answered >= 1
 
 
 def test_model_load_log_mentions_the_warm_up(servers: tuple[Server, Server]) -> None:

@@ -29,6 +29,7 @@ from mlflow_operator.api.urls import has_userinfo
 ALIAS_PATTERN = r"^[A-Za-z0-9_-]+$"
 VERSION_PATTERN = r"^[1-9][0-9]*$"
 MIN_POLL_INTERVAL = "5s"
+MIN_SCALE_DOWN_DELAY = "10s"
 Stage = Literal["Staging", "Production", "Archived"]
 
 
@@ -246,6 +247,57 @@ class GpuSpec(ApiModel):
     )
 
 
+class ScalingTarget(ApiModel):
+    """What one serving pod should carry, on average over the ready pods."""
+
+    __rules__ = (exactly_one_of("concurrency", "queueDepth", "requestsPerSecond"),)
+
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Requests in flight per pod (received, not answered yet).",
+    )
+    queue_depth: int | None = Field(
+        default=None, ge=1, le=100_000, description="Requests waiting for the model per pod."
+    )
+    requests_per_second: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Requests answered per second per pod."
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """The operator scales the serving pods on the batched runtime's own load metrics."""
+
+    __rules__ = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            holds=lambda a: a.min_replicas <= a.max_replicas,
+            field_path=".minReplicas",
+        ),
+        Rule(
+            cel=f"duration(self.scaleDownDelay) >= duration('{MIN_SCALE_DOWN_DELAY}')",
+            message=f"scaleDownDelay must be at least {MIN_SCALE_DOWN_DELAY}",
+            holds=lambda a: (
+                parse_duration(a.scale_down_delay) >= parse_duration(MIN_SCALE_DOWN_DELAY)
+            ),
+            field_path=".scaleDownDelay",
+        ),
+    )
+
+    min_replicas: int = Field(
+        default=1, ge=1, le=1000, description="Fewest pods (scale to zero is not supported yet)."
+    )
+    max_replicas: int = Field(ge=1, le=1000, description="Most pods.")
+    target: ScalingTarget = Field(description="The load per pod to keep: exactly one metric.")
+    scale_down_delay: Duration = Field(
+        default="5m",
+        description="Pods are removed only after the load has wanted fewer for this long "
+        "(minimum 10s); more pods are added at once.",
+    )
+
+
 class ServingSpec(ApiModel):
     """How the model is served."""
 
@@ -255,6 +307,12 @@ class ServingSpec(ApiModel):
             "self.image != '' && has(self.command) && size(self.command) > 0)",
             message="runtime custom needs image and command",
             holds=lambda s: s.runtime != "custom" or (bool(s.image) and bool(s.command)),
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || (has(self.runtime) && self.runtime == 'batched')",
+            message="autoscaling needs runtime batched (the load metrics are its own)",
+            holds=lambda s: s.autoscaling is None or s.runtime == "batched",
+            field_path=".autoscaling",
         ),
     )
 
@@ -273,7 +331,18 @@ class ServingSpec(ApiModel):
         description="Command of the serving container (runtime custom only). "
         "MODEL_URI, PORT and MLFLOW_TRACKING_URI are set in its environment.",
     )
-    replicas: int = Field(default=1, ge=0, le=1000, description="Number of serving pods.")
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Number of serving pods; with autoscaling, ignored (the autoscaler sets the "
+        "count).",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Scale between minReplicas and maxReplicas on the pods' load (runtime "
+        "batched).",
+    )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="core/v1 ResourceRequirements."
     )
@@ -354,6 +423,18 @@ class RolloutRecord(StatusModel):
     )
 
 
+class AutoscalingStatus(StatusModel):
+    """What the autoscaler saw and decided last."""
+
+    desired_replicas: int = Field(description="The pod count it wants now.")
+    load: str | None = Field(
+        default=None, description="The load it decided on, e.g. 'concurrency 5.5/pod (target 2)'."
+    )
+    last_scale_time: datetime | None = Field(
+        default=None, description="When it last changed the count."
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     """Observed state of a ModelDeployment."""
 
@@ -395,4 +476,7 @@ class ModelDeploymentStatus(StatusModel):
     )
     history: list[RolloutRecord] = Field(
         default_factory=list, description="The last 10 rollouts, newest last."
+    )
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The autoscaler's last decision (serving.autoscaling)."
     )

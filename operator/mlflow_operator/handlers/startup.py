@@ -99,6 +99,7 @@ async def close_services(memo: kopf.Memo, **_: Any) -> None:
         memo.stop_registry_metrics()
     if getattr(memo, "modeldeployments", None) is not None:
         await memo.modeldeployments.tag_writer.close()
+        await memo.modeldeployments.pod_metrics.close()
     if getattr(memo, "hub", None) is not None:
         await memo.hub.close()
     if getattr(memo, "kube", None) is not None:

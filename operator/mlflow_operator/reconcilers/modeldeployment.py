@@ -15,10 +15,15 @@ from mlflow_operator import metrics
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.api.duration import parse_duration
 from mlflow_operator.api.mlflowserver import MLflowServer
-from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from mlflow_operator.api.modeldeployment import (
+    AutoscalingStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
+    SERVING_PORT,
     build_serving_deployment,
     build_serving_network_policy,
     build_serving_pdb,
@@ -35,10 +40,16 @@ from mlflow_operator.core.applied import already_applied, stamped
 from mlflow_operator.core.conditions import READY, get_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.mlflowserver import layout
+from mlflow_operator.core.modeldeployment.autoscaling import (
+    LoadSample,
+    decide_replicas,
+    measured_load,
+)
 from mlflow_operator.core.modeldeployment.conditions import (
     CREDENTIALS_NOT_FOUND,
     ROLLING_BACK,
     ROLLOUT_STARTED,
+    SCALED,
     SERVER_NOT_FOUND,
     SERVING_IDENTITY_FAILED,
     SUSPENDED,
@@ -61,6 +72,7 @@ from mlflow_operator.core.naming import write_back_tag
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
+from mlflow_operator.podmetrics import PodMetricsReader
 from mlflow_operator.reconcilers.common import (
     CONFLICT_RETRY_SECONDS,
     EventSink,
@@ -78,6 +90,8 @@ API = f"{API_GROUP}/{API_VERSION}"
 KIND = "ModelDeployment"
 # While a rollout runs, look again this often even without a watch event (a safety net).
 ROLLOUT_RECHECK_SECONDS = 2.0
+# How often the autoscaler samples the pods' load (an HPA's default sync period is 15 s).
+AUTOSCALE_SECONDS = 5.0
 FIRST_SWEEP_WAIT_SECONDS = 10.0
 
 
@@ -111,6 +125,11 @@ class ModelDeploymentReconciler:
     tag_writer: TagWriter = field(default_factory=TagWriter)
     # the last problem reported per object in making its serving pods' MLflow user
     _identity_problems: dict[str, str] = field(default_factory=dict)
+    pod_metrics: PodMetricsReader = field(default_factory=PodMetricsReader)
+    # per autoscaled object: its last load sample (for rates) and since when the load has
+    # wanted fewer pods than it has (core/modeldeployment/autoscaling.py)
+    _load_samples: dict[str, LoadSample] = field(default_factory=dict)
+    _busy_since: dict[str, datetime] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -177,14 +196,17 @@ class ModelDeploymentReconciler:
         )
 
         # decide ---------------------------------------------------------------------------
+        spec, scaled = await self._autoscale(spec, owner, last, now)
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
             selector=pod_selector(owner.name),
         )  # fmt: skip
 
+        plan.status.autoscaling = scaled
         # act: the decision is durable before anything acts on it --------------------------
         await self._write_status(owner, last, plan.status, resource_version=version)
+        _announce_scale(last.autoscaling, scaled, emit)
         # Events tell of the decision, now recorded: a refused apply below must not lose them
         # (the next reconcile knows the decision was announced and does not repeat it).
         for event in plan.events:
@@ -226,9 +248,7 @@ class ModelDeploymentReconciler:
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
-        return ReconcileResult(
-            recheck_after=ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
-        )
+        return ReconcileResult(recheck_after=_recheck_after(plan, interval, scaled))
 
     def forget(self, body: Any) -> None:
         """The ModelDeployment is gone (or this operator stops following it)."""
@@ -236,6 +256,8 @@ class ModelDeploymentReconciler:
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
         self._identity_problems.pop(_key(owner), None)
+        self._load_samples.pop(_key(owner), None)
+        self._busy_since.pop(_key(owner), None)
         self.identities.forget(owner)
         metrics.forget_model_deployment(owner.namespace, owner.name)
 
@@ -281,6 +303,31 @@ class ModelDeploymentReconciler:
         desired = stamped(manifest)
         if not already_applied(live, desired):
             await self._api.apply(desired)
+
+    async def _autoscale(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        last: ModelDeploymentStatus,
+        now: datetime,
+    ) -> tuple[ModelDeploymentSpec, AutoscalingStatus | None]:
+        """The spec with the count the load wants now in place of spec.serving.replicas, and
+        the autoscaler's decision; the spec as it is and None without autoscaling."""
+        autoscaling, key = spec.serving.autoscaling, _key(owner)
+        if autoscaling is None:
+            self._load_samples.pop(key, None)
+            self._busy_since.pop(key, None)
+            return spec, None
+        pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+        sample = await self.pod_metrics.sample(pods, SERVING_PORT, now)
+        load = measured_load(autoscaling, sample, self._load_samples.get(key))
+        self._load_samples[key] = sample
+        decision, self._busy_since[key] = decide_replicas(
+            autoscaling, last.autoscaling, spec.serving.replicas, load,
+            busy_since=self._busy_since.get(key), now=now,
+        )  # fmt: skip
+        serving = spec.serving.model_copy(update={"replicas": decision.desired_replicas})
+        return spec.model_copy(update={"serving": serving}), decision
 
     async def _for_pods(
         self,
@@ -525,6 +572,19 @@ class ModelDeploymentReconciler:
             failed=bool(plan.failed_version),
             rolled_back=any(e.reason == ROLLING_BACK for e in plan.events),
         )
+
+
+def _recheck_after(plan: RolloutPlan, interval: float, scaled: AutoscalingStatus | None) -> float:
+    """Soon while a rollout moves or the autoscaler samples the load; else at the poll."""
+    recheck = ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
+    return min(recheck, AUTOSCALE_SECONDS) if scaled is not None else recheck
+
+
+def _announce_scale(
+    last: AutoscalingStatus | None, scaled: AutoscalingStatus | None, emit: EventSink
+) -> None:
+    if scaled is not None and last is not None and scaled.desired_replicas != last.desired_replicas:
+        emit("Normal", SCALED, f"{scaled.desired_replicas} pods for {scaled.load}")
 
 
 def _unreadable(problem: EndpointProblem) -> RegistryState:

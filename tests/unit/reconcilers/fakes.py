@@ -353,3 +353,21 @@ def credentials_secret(name: str = "mlflow-creds") -> dict[str, Any]:
         "metadata": {"name": name, "namespace": NAMESPACE},
         "stringData": {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p"},
     }
+
+
+def put_mlflow_server(kube: FakeKube) -> None:
+    """An MLflowServer `mlflow` with basic auth and its admin Secret, for serverRef."""
+    kube.put(
+        {
+            "apiVersion": "mlflowops.dev/v1alpha1",
+            "kind": "MLflowServer",
+            "metadata": {"name": "mlflow", "namespace": NAMESPACE},
+            "spec": {
+                "backendStore": {"postgres": {"managed": {}}},
+                "artifactStore": {"s3": {"managed": {}}},
+            },
+        }
+    )
+    kube.put(credentials_secret("mlflow-admin") | {
+        "stringData": {"username": "admin", "password": "p" * 12}
+    })  # fmt: skip

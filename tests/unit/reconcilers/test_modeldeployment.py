@@ -22,6 +22,7 @@ from tests.unit.reconcilers.fakes import (
     api_error,
     credentials_secret,
     model_deployment,
+    put_mlflow_server,
     settle,
     template_version,
 )
@@ -293,20 +294,7 @@ async def test_a_vanished_mlflowserver_leaves_the_deployment_untouched() -> None
     """Defect 4, the other half: without the MLflowServer the endpoint (its URL, its admin
     Secret) cannot be determined; no template is built and the live one stays as it is."""
     world = World(registry={"serverRef": {"name": "mlflow"}})
-    world.kube.put(
-        {
-            "apiVersion": "mlflowops.dev/v1alpha1",
-            "kind": "MLflowServer",
-            "metadata": {"name": "mlflow", "namespace": "ml"},
-            "spec": {
-                "backendStore": {"postgres": {"managed": {}}},
-                "artifactStore": {"s3": {"managed": {}}},
-            },
-        }
-    )
-    world.kube.put(credentials_secret("mlflow-admin") | {
-        "stringData": {"username": "admin", "password": "p" * 12}
-    })  # fmt: skip
+    put_mlflow_server(world.kube)
     await world.reconcile()
     settle(world.kube, "fraud")
     await world.reconcile()

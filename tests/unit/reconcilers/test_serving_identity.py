@@ -13,7 +13,7 @@ from typing import Any
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.core.modeldeployment.serving_identity import Grant
 from mlflow_operator.registry.client import RegistryError
-from tests.unit.reconcilers.fakes import credentials_secret, settle
+from tests.unit.reconcilers.fakes import credentials_secret, put_mlflow_server, settle
 from tests.unit.reconcilers.test_modeldeployment import World
 
 USER = "modeldeployment/ml/fraud"
@@ -23,20 +23,7 @@ EXPECTED = {Grant("registered_model", "fraud"), Grant("experiment", "7")}
 
 def server_ref_world(**spec: Any) -> World:
     world = World(registry={"serverRef": {"name": "mlflow"}}, **spec)
-    world.kube.put(
-        {
-            "apiVersion": "mlflowops.dev/v1alpha1",
-            "kind": "MLflowServer",
-            "metadata": {"name": "mlflow", "namespace": "ml"},
-            "spec": {
-                "backendStore": {"postgres": {"managed": {}}},
-                "artifactStore": {"s3": {"managed": {}}},
-            },
-        }
-    )
-    world.kube.put(credentials_secret("mlflow-admin") | {
-        "stringData": {"username": "admin", "password": "p" * 12}
-    })  # fmt: skip
+    put_mlflow_server(world.kube)
     return world
 
 

@@ -14,3 +14,14 @@ def test_queue_depth_is_zero_before_anything_queues() -> None:
         "mlflow_serving_queue_depth", {"model_name": "iris", "model_version": "3"}
     )
     assert value == 0.0
+
+
+def test_in_flight_counts_requests_not_answered_yet() -> None:
+    """What the operator's autoscaler reads as a pod's concurrency."""
+    metrics = ServingMetrics("iris", "3")
+    labels = {"model_name": "iris", "model_version": "3"}
+    assert metrics.registry.get_sample_value("mlflow_serving_in_flight_requests", labels) == 0.0
+    metrics.request_started()
+    metrics.request_started()
+    metrics.request_done(200, 0.01)
+    assert metrics.registry.get_sample_value("mlflow_serving_in_flight_requests", labels) == 1.0

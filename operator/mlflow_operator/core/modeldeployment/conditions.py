@@ -40,6 +40,8 @@ ROLLOUT_COMPLETE = "RolloutComplete"
 ROLLOUT_FAILED = "RolloutFailed"
 ROLLOUT_STARTED = "RolloutStarted"
 ROLLOUT_SUCCEEDED = "RolloutSucceeded"
+# the autoscaler changed the number of serving pods (an Event)
+SCALED = "Scaled"
 SERVER_NOT_FOUND = "ServerNotFound"
 SERVING = "Serving"
 # the serving pods' own MLflow user (serverRef with basic auth) could not be made

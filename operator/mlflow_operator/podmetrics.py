@@ -1,0 +1,87 @@
+"""Reads the load of serving pods from their /metrics: the input of the operator's autoscaler
+(core/modeldeployment/autoscaling.py says why it reads pods and not Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlflow_operator.core.modeldeployment.autoscaling import LoadSample, PodLoad
+
+logger = logging.getLogger(__name__)
+
+IN_FLIGHT = "mlflow_serving_in_flight_requests"
+QUEUE_DEPTH = "mlflow_serving_queue_depth"
+ANSWERED = "mlflow_serving_requests_total"
+
+
+def parse_load(pod: str, text: str) -> PodLoad | None:
+    """A pod's load from the text exposition format; None without the runtime's series (not
+    the batched runtime, or an older one)."""
+    totals = {IN_FLIGHT: 0.0, QUEUE_DEPTH: 0.0, ANSWERED: 0.0}
+    seen = set()
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+                    seen.add(sample.name)
+    except ValueError:
+        return None
+    if IN_FLIGHT not in seen:
+        return None
+    return PodLoad(pod, totals[IN_FLIGHT], totals[QUEUE_DEPTH], totals[ANSWERED])
+
+
+def ready_pod_addresses(pods: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Pod name -> IP of the pods that are Ready and not being deleted."""
+    found = {}
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if ready and status.get("podIP") and not meta.get("deletionTimestamp"):
+            found[str(meta.get("name"))] = str(status["podIP"])
+    return found
+
+
+class PodMetricsReader:
+    """One HTTP session for all scrapes of this operator process."""
+
+    def __init__(self, timeout_seconds: float = 2.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def sample(self, pods: Sequence[dict[str, Any]], port: int, now: datetime) -> LoadSample:
+        """The load of every ready pod that answers in time; a pod that does not is left out
+        (the average is over the pods that answered, as an HPA's is)."""
+        addresses = ready_pod_addresses(pods)
+        loads = await asyncio.gather(
+            *(self._read(name, f"http://{ip}:{port}/metrics") for name, ip in addresses.items())
+        )
+        return LoadSample(now, tuple(load for load in loads if load is not None))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _read(self, pod: str, url: str) -> PodLoad | None:
+        if self._session is None or self._session.closed:
+            # no proxy: pod IPs are never what an egress proxy is for
+            self._session = aiohttp.ClientSession(timeout=self._timeout, trust_env=False)
+        try:
+            async with self._session.get(url) as resp:
+                if resp.status != 200:
+                    return None
+                return parse_load(pod, await resp.text())
+        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
+            logger.debug("no metrics from pod %s: %s", pod, type(exc).__name__)
+            return None
