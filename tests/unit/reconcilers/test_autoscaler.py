@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from mlflow_operator.core.modeldeployment.autoscaling import LoadSample, PodLoad
-from tests.unit.reconcilers.fakes import settle
+from tests.unit.reconcilers.fakes import settle, template_version
 from tests.unit.reconcilers.test_modeldeployment import World
 
 
@@ -86,3 +86,20 @@ async def test_without_autoscaling_status_forgets_it_and_spec_replicas_count_aga
     await world.reconcile()
     assert "autoscaling" not in world.status
     assert world.deployment()["spec"]["replicas"] == 7
+
+
+async def test_a_new_version_rolls_out_on_the_count_the_load_wants() -> None:
+    world, load = autoscaled_world()
+    body = world.body
+    body["spec"]["serving"]["replicas"] = 1
+    world.kube.put(body)
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    load.in_flight = [5.0]
+    await world.reconcile()  # 3 pods wanted
+    settle(world.kube, "fraud")
+    load.in_flight = [2.0, 2.0, 2.0]
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    assert world.deployment()["spec"]["replicas"] == 3
