@@ -26,11 +26,11 @@ class FakePodMetrics:
         pass
 
 
-def autoscaled_world() -> tuple[World, FakePodMetrics]:
+def autoscaled_world(replicas: int = 7) -> tuple[World, FakePodMetrics]:
     world = World(
         serving={
             "runtime": "batched",
-            "replicas": 7,  # the count to start from (within the bounds), then the load's
+            "replicas": replicas,  # the count to start from (within the bounds), then the load's
             "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "target": {"concurrency": 2}},
         }
     )
@@ -62,10 +62,7 @@ async def test_the_load_sets_the_deployments_replicas_and_status_says_why() -> N
 
 
 async def test_a_scale_is_announced_with_the_load_that_wanted_it() -> None:
-    world, load = autoscaled_world()
-    body = world.body
-    body["spec"]["serving"]["replicas"] = 1
-    world.kube.put(body)
+    world, load = autoscaled_world(replicas=1)
     await world.reconcile()
     assert world.deployment()["spec"]["replicas"] == 1
     load.in_flight = [7.0]
@@ -89,10 +86,7 @@ async def test_without_autoscaling_status_forgets_it_and_spec_replicas_count_aga
 
 
 async def test_a_new_version_rolls_out_on_the_count_the_load_wants() -> None:
-    world, load = autoscaled_world()
-    body = world.body
-    body["spec"]["serving"]["replicas"] = 1
-    world.kube.put(body)
+    world, load = autoscaled_world(replicas=1)
     await world.reconcile()
     settle(world.kube, "fraud")
     load.in_flight = [5.0]
