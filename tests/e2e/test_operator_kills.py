@@ -6,7 +6,7 @@ cluster throughout.
 A sampler audits the ModelDeployment and its Deployment every half second while a script of
 registry moves runs: good versions, versions whose model cannot load (they crash-loop for real,
 their deadline passes, the operator rolls back), and a move back to an older version. During
-each rollout the operator is killed two or three times at random moments (after a random
+each rollout the operator is killed four or five times at random moments (after a random
 outage it is started again). `KILL_TEST_SEED=<n>` replays a run's timing; the seed is printed.
 """
 
@@ -112,8 +112,8 @@ class Chaos:
     kills: int = 0
 
     def during(self, seconds: float) -> None:
-        """Three or four SIGKILLs spread over the next `seconds`, each followed by an outage."""
-        for _ in range(self.rng.choice((3, 4))):
+        """Four or five SIGKILLs spread over the next `seconds`, each followed by an outage."""
+        for _ in range(self.rng.choice((4, 5))):
             time.sleep(self.rng.uniform(0, seconds / 2))
             self.operator.kill()
             self.kills += 1
@@ -205,9 +205,9 @@ def test_operator_kills_during_real_rollouts_keep_every_guarantee(
         chaos.during(20)
         converge("Ready on v1", ready_on(v1))
 
+        # six rollouts of four or five kills each: every kind once (a second round of good
+        # and broken versions found nothing more and cost 70 s of the suite)
         script: list[tuple[str, str | None]] = [
-            ("good", None),
-            ("broken", None),
             ("good", None),
             ("broken", None),
             ("back", v1),  # the registry goes back to an older good version
