@@ -6,6 +6,7 @@ The config object is passed down explicitly, never read from a global.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from pathlib import Path
@@ -106,6 +107,18 @@ class OperatorConfig(BaseSettings):
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0: off.")
     health_port: int = Field(default=8081, ge=1, le=65535, description="Liveness/readiness port.")
+    activator_port: int = Field(
+        default=8082,
+        ge=0,
+        le=65535,
+        description="Port of the activator, which holds the requests of a ModelDeployment "
+        "scaled to zero until a pod answers; 0: off (minReplicas 0 then keeps one pod).",
+    )
+    activator_address: str = Field(
+        default="",
+        description="The IP address at which Services reach the activator (the operator "
+        "pod's IP: the chart sets it from status.podIP). Empty: scale to zero is off.",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe level logged."
@@ -157,6 +170,23 @@ class OperatorConfig(BaseSettings):
         if value and not os.access(value, os.R_OK):
             raise ValueError(f"cannot read {value}")
         return value
+
+    @field_validator("activator_address")
+    @classmethod
+    def _activator_ip(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address (an EndpointSlice points at an IP)"
+                ) from None
+        return value
+
+    @property
+    def scale_to_zero(self) -> bool:
+        """The activator runs and Services can reach it."""
+        return bool(self.activator_port and self.activator_address)
 
     @model_validator(mode="after")
     def _webhook_tls_pair(self) -> OperatorConfig:

@@ -51,6 +51,18 @@ RESOLUTION_LAG_SECONDS = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
 )
 ROLLOUT_RESULTS = ("Succeeded", "Failed")
+ACTIVATOR_REQUESTS = Counter(
+    "mlflow_operator_activator_requests_total",
+    "Requests a Service scaled to zero sent to the operator's activator, by result "
+    "(forwarded, timeout, overloaded, unknown_host).",
+    ["result"],
+)
+ACTIVATOR_HOLD_SECONDS = Histogram(
+    "mlflow_operator_activator_hold_seconds",
+    "From a request's arrival at the activator to the pod's answer (a cold start when the "
+    "ModelDeployment had no pod).",
+    buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)
 ROLLOUTS = Counter(
     "mlflow_operator_rollouts_total",
     "Finished rollouts of a ModelDeployment by result (Succeeded, Failed).",

@@ -53,6 +53,28 @@ def ready_pod_addresses(pods: Sequence[dict[str, Any]]) -> dict[str, str]:
     return found
 
 
+def running_pod_addresses(pods: Sequence[dict[str, Any]]) -> list[str]:
+    """IPs of the pods that have one and are not being deleted, ready or not (the activator
+    asks them /ping itself)."""
+    return [
+        str(pod["status"]["podIP"])
+        for pod in pods
+        if (pod.get("status") or {}).get("podIP")
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def starting_pods(pods: Sequence[dict[str, Any]]) -> int:
+    """Pods not being deleted that are not Ready yet: starting, or loading their model."""
+    ready = ready_pod_addresses(pods)
+    return sum(
+        1
+        for pod in pods
+        if not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and str((pod.get("metadata") or {}).get("name")) not in ready
+    )
+
+
 class PodMetricsReader:
     """One HTTP session for all scrapes of this operator process."""
 

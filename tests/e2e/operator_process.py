@@ -28,6 +28,9 @@ def local_images_env(cluster: KubeCluster) -> dict[str, str]:
         "MLFLOW_OPERATOR_TRACKING_SERVER_IMAGE": images["mlflow-server"],
         "MLFLOW_OPERATOR_POSTGRES_IMAGE": images["postgres"],
         "MLFLOW_OPERATOR_MINIO_IMAGE": images["minio"],
+        # the address at which the node's kube-proxy reaches this machine: the activator of
+        # ModelDeployments scaled to zero (the operator runs here, not in a pod)
+        "MLFLOW_OPERATOR_ACTIVATOR_ADDRESS": cluster.node.host_ip,
     }
 
 
@@ -42,6 +45,7 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
+    activator_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
     starts: int = 0
 
@@ -65,6 +69,7 @@ class OperatorProcess:
             "MLFLOW_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "MLFLOW_OPERATOR_HEALTH_PORT": str(self.health_port),
             "MLFLOW_OPERATOR_WEBHOOK_PORT": str(self.webhook_port),
+            "MLFLOW_OPERATOR_ACTIVATOR_PORT": str(self.activator_port),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -566,19 +566,21 @@ class LoadGenerator:
                     self.failed += 1
 
 
-def test_the_autoscaler_adds_pods_under_load_and_removes_them_after_it(
+def test_the_autoscaler_follows_the_load_down_to_zero_and_a_burst_at_zero_loses_nothing(
     pods_env: RealPodsEnv,
 ) -> None:
     """serving.autoscaling on the real node: the operator reads the pods' own /metrics (no
-    Prometheus, no metrics server), adds pods while a load generator runs and removes them
-    scaleDownDelay after it stops; no request fails meanwhile."""
+    Prometheus, no metrics server), adds pods while a load generator runs, and removes them all
+    scaleDownDelay after it stops (minReplicas 0); no request fails meanwhile. At zero the
+    Service sends to the operator's activator: a burst of 50 requests starts a pod, and every
+    one of them gets the version's answer."""
     ns, cluster = pods_env.namespace, pods_env.cluster
-    serve_a_first_version(pods_env, "autoscaled", replicas=1)
+    v1 = serve_a_first_version(pods_env, "autoscaled", replicas=1)
     autoscaling = {
-        "minReplicas": 1,
+        "minReplicas": 0,
         "maxReplicas": 3,
         "target": {"requestsPerSecond": 5},
-        "scaleDownDelay": "20s",
+        "scaleDownDelay": "10s",
     }
     cluster.kubectl(
         "-n", ns, "patch", "modeldeployment", "autoscaled", "--type=merge", "-p",
@@ -603,17 +605,88 @@ def test_the_autoscaler_adds_pods_under_load_and_removes_them_after_it(
     scaling = status(cluster, ns, "autoscaled")["autoscaling"]
     assert scaling["desiredReplicas"] == 3
     assert scaling["load"].startswith("requestsPerSecond ")
-    eventually(lambda: ready_pods() == 1, timeout=120, what="back to one pod")
+    wait_scaled_to_zero(pods_env, "autoscaled")
     scaled_down = time.monotonic() - stopped
-    assert status(cluster, ns, "autoscaled")["autoscaling"]["desiredReplicas"] == 1
-    # kopf posts Events from a queue of its own: the second may come a moment after the scale
+    endpoints = get_json(cluster, "-n", ns, "endpointslice", "autoscaled-activator")
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "autoscaled"
+    assert endpoints["endpoints"][0]["addresses"] == [pods_env.node.host_ip]
+    assert condition(status(cluster, ns, "autoscaled"), "Ready").get("status") == "True"
+
+    answers, seconds = burst(url, 50)
+    failed = [a for a in answers if a != v1.predict()]
+    assert len(answers) == 50
+    assert failed == [], failed[:3]
+    assert status(cluster, ns, "autoscaled")["autoscaling"]["desiredReplicas"] >= 1
+    # kopf posts Events from a queue of its own: the last may come a moment after the scale
     eventually(
-        lambda: [e["reason"] for e in events(cluster, ns, "autoscaled")].count("Scaled") >= 2,
+        lambda: any(m.startswith("0 -> ") for m in scaled_messages(cluster, ns, "autoscaled")),
         timeout=30,
-        what="a Scaled Event for each change",
+        what="a Scaled Event for the wake-up",
     )
+    messages = scaled_messages(cluster, ns, "autoscaled")
+    assert any(" -> 3 pods " in m for m in messages), messages
+    assert any(m.startswith("3 -> 0 pods") for m in messages), messages
+    # a ready pod: requests go straight to it again, not through the operator
+    eventually(
+        lambda: get_json(cluster, "-n", ns, "endpointslice", "-l",
+                         "endpointslice.kubernetes.io/managed-by=activator.mlflowops.dev")["items"]
+        == [],
+        timeout=30, what="the activator's EndpointSlice gone",
+    )  # fmt: skip
     print(
         f"autoscaler: 1 -> 3 ready pods {scaled_up:.1f}s after the load started "
-        f"({load.answered} answers, {load.answered / scaled_up:.0f}/s); back to 1 pod "
-        f"{scaled_down:.1f}s after it stopped (scaleDownDelay 20s)"
+        f"({load.answered} answers, {load.answered / scaled_up:.0f}/s); no pod "
+        f"{scaled_down:.1f}s after it stopped (scaleDownDelay 10s); 50 requests at zero pods: "
+        f"first answer {min(seconds):.1f}s, last {max(seconds):.1f}s, 0 failures"
     )
+
+
+def wait_scaled_to_zero(env: RealPodsEnv, name: str) -> None:
+    eventually(
+        lambda: (
+            (status(env.cluster, env.namespace, name).get("autoscaling") or {}).get(
+                "desiredReplicas"
+            )
+            == 0
+            and serving_pods(env.cluster, env.namespace, name) == []
+        ),
+        timeout=120,
+        what="no pod left",
+    )
+
+
+def scaled_messages(cluster: KubeCluster, namespace: str, name: str) -> list[str]:
+    return [e["message"] for e in events(cluster, namespace, name) if e["reason"] == "Scaled"]
+
+
+def burst(url: str, count: int) -> tuple[list[list[int] | str], list[float]]:
+    """`count` requests at once: each one's predictions (or why it failed), and the seconds
+    each took to its answer."""
+    body = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
+    answers: list[list[int] | str] = []
+    seconds: list[float] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def ask() -> None:
+        session = requests.Session()
+        session.trust_env = False
+        try:
+            answer = session.post(f"{url}/invocations", json=body, timeout=ROLLOUT_TIMEOUT)
+            result: list[int] | str = (
+                [int(p) for p in answer.json()["predictions"]]
+                if answer.ok
+                else f"{answer.status_code} {answer.text[:200]}"
+            )
+        except requests.RequestException as error:
+            result = repr(error)
+        with lock:
+            answers.append(result)
+            seconds.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=ask) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=ROLLOUT_TIMEOUT + 10)
+    return answers, seconds

@@ -565,3 +565,29 @@ def test_network_policies_are_opt_in_and_the_role_grows_with_them() -> None:
     tracking = {"app.kubernetes.io/component": "tracking-server"}
     assert webhook_rule["from"][0]["podSelector"]["matchLabels"].items() >= tracking.items()
     assert len(webhook_rule["from"]) == 2  # and the one webhookFrom names
+
+
+def test_the_activator_is_reached_at_the_pods_ip_and_may_write_endpointslices_only_when_on() -> (
+    None
+):
+    def endpointslice_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in _rules(objects) if "endpointslices" in r.get("resources", [])]
+
+    objects = render()
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env[f"{ENV_PREFIX}ACTIVATOR_ADDRESS"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "status.podIP"}
+    }
+    assert env[f"{ENV_PREFIX}ACTIVATOR_PORT"]["value"] == "8082"
+    assert {"name": "activator", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
+    (rule,) = endpointslice_rules(objects)
+    assert rule["apiGroups"] == ["discovery.k8s.io"]
+    assert set(rule["verbs"]) == {"get", "create", "patch", "delete"}
+
+    off = render({"activator": {"enabled": False}})
+    container = one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env[f"{ENV_PREFIX}ACTIVATOR_PORT"]["value"] == "0"
+    assert f"{ENV_PREFIX}ACTIVATOR_ADDRESS" not in env
+    assert endpointslice_rules(off) == []

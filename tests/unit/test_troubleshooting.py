@@ -27,6 +27,7 @@ NOT_REASONS = {
     "MLflowServer",
     "PodDisruptionBudget",
     "NetworkPolicy",
+    "EndpointSlice",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
     "READ",  # an MLflow permission, granted by registry/accounts.py
     # results of status.history entries (docs/modeldeployment.md)

@@ -287,7 +287,11 @@ class AutoscalingSpec(ApiModel):
     )
 
     min_replicas: int = Field(
-        default=1, ge=1, le=1000, description="Fewest pods (scale to zero is not supported yet)."
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest pods; 0: none while idle (scaleDownDelay after the last request), "
+        "the first request starts one and waits for it at the operator's activator.",
     )
     max_replicas: int = Field(ge=1, le=1000, description="Most pods.")
     target: ScalingTarget = Field(description="The load per pod to keep: exactly one metric.")

@@ -233,6 +233,32 @@ def build_serving_service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, 
     }
 
 
+ACTIVATOR_SLICE_MANAGER = "activator.mlflowops.dev"  # never the endpointslice controller's
+
+
+def activator_slice_name(md_name: str) -> str:
+    return child_name(md_name, "activator")
+
+
+def build_activator_endpoint_slice(owner: Owner, address: str, port: int) -> dict[str, Any]:
+    """One more EndpointSlice of the serving Service, pointing at the operator's activator
+    (core/modeldeployment/activation.py): kube-proxy sends the Service's requests there while
+    there is no ready pod. The port's name is the Service port's, as kube-proxy matches them."""
+    labels = {
+        **serving_labels(owner.name),
+        "kubernetes.io/service-name": serving_name(owner.name),
+        "endpointslice.kubernetes.io/managed-by": ACTIVATOR_SLICE_MANAGER,
+    }
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": child_metadata(activator_slice_name(owner.name), owner, labels),
+        "addressType": "IPv6" if ":" in address else "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    }
+
+
 def build_serving_pdb(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any] | None:
     """Node drains evict one serving pod at a time, with 2+ replicas; None with fewer."""
     metadata = child_metadata(serving_name(owner.name), owner, serving_labels(owner.name))

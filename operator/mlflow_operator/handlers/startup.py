@@ -12,8 +12,11 @@ import kopf
 from aiohttp import web
 
 from mlflow_operator import metrics
+from mlflow_operator.activator import Activator
 from mlflow_operator.api import API_GROUP
+from mlflow_operator.builders.modeldeployment import SERVING_PORT
 from mlflow_operator.config import OperatorConfig
+from mlflow_operator.handlers.reconcile_loop import wake
 from mlflow_operator.kube.client import KubeClient
 from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
@@ -54,6 +57,34 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     memo.modeldeployments = ModelDeploymentReconciler(memo.kube, memo.hub, config)
     memo.mlflowservers = MLflowServerReconciler(memo.kube, config)
     memo.webhook_runner = await _start_webhook_receiver(config, memo.hub)
+    memo.activator_runner = await _start_activator(config, memo)
+
+
+async def _start_activator(config: OperatorConfig, memo: kopf.Memo) -> Any:
+    """The activator (mlflow_operator/activator.py) of ModelDeployments scaled to zero."""
+    if not config.activator_port:
+        return None
+    reconciler: ModelDeploymentReconciler = memo.modeldeployments
+    activator = Activator(
+        pod_addresses=reconciler.activator_pods,
+        wake=lambda key: wake(memo, key),
+        pod_port=SERVING_PORT,
+    )
+    reconciler.activator = activator
+    runner = web.AppRunner(activator.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", config.activator_port).start()  # noqa: S104
+    if config.scale_to_zero:
+        logger.info(
+            "activator on %s:%d: ModelDeployments may scale to zero",
+            config.activator_address, config.activator_port,
+        )  # fmt: skip
+    else:
+        logger.info(
+            "activator on port %d, but no activatorAddress is set: minReplicas 0 keeps one pod",
+            config.activator_port,
+        )
+    return runner
 
 
 async def _start_webhook_receiver(config: OperatorConfig, hub: RegistryHub) -> Any:
@@ -95,6 +126,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def close_services(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "webhook_runner", None) is not None:
         await memo.webhook_runner.cleanup()
+    if getattr(memo, "activator_runner", None) is not None:
+        await memo.activator_runner.cleanup()
     if getattr(memo, "stop_registry_metrics", None) is not None:
         memo.stop_registry_metrics()
     if getattr(memo, "modeldeployments", None) is not None:

@@ -24,6 +24,7 @@ from lightkube.resources.core_v1 import (
     Service,
     ServiceAccount,
 )
+from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
@@ -37,6 +38,7 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("apps/v1", "StatefulSet"): StatefulSet,
     ("batch/v1", "CronJob"): CronJob,
     ("batch/v1", "Job"): Job,
+    ("discovery.k8s.io/v1", "EndpointSlice"): EndpointSlice,
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("networking.k8s.io/v1", "NetworkPolicy"): NetworkPolicy,
     ("v1", "ConfigMap"): ConfigMap,

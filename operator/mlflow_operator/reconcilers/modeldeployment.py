@@ -12,6 +12,7 @@ from typing import Any
 from lightkube import ApiError
 
 from mlflow_operator import metrics
+from mlflow_operator.activator import Activator
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.api.duration import parse_duration
 from mlflow_operator.api.mlflowserver import MLflowServer
@@ -24,6 +25,8 @@ from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     SERVING_PORT,
+    activator_slice_name,
+    build_activator_endpoint_slice,
     build_serving_deployment,
     build_serving_network_policy,
     build_serving_pdb,
@@ -40,23 +43,31 @@ from mlflow_operator.core.applied import already_applied, stamped
 from mlflow_operator.core.conditions import READY, get_condition
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
 from mlflow_operator.core.mlflowserver import layout
+from mlflow_operator.core.modeldeployment.activation import ActivatorRoute, activator_wanted
 from mlflow_operator.core.modeldeployment.autoscaling import (
     LoadSample,
     decide_replicas,
     measured_load,
+    rollout_needs_a_pod,
+    scale_message,
 )
 from mlflow_operator.core.modeldeployment.conditions import (
     CREDENTIALS_NOT_FOUND,
     ROLLING_BACK,
     ROLLOUT_STARTED,
+    SCALE_TO_ZERO_UNAVAILABLE,
     SCALED,
     SERVER_NOT_FOUND,
     SERVING_IDENTITY_FAILED,
     SUSPENDED,
 )
-from mlflow_operator.core.modeldeployment.observation import observe_deployment
-from mlflow_operator.core.modeldeployment.resolution import resolve_target
+from mlflow_operator.core.modeldeployment.observation import (
+    DeploymentObservation,
+    observe_deployment,
+)
+from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, resolve_target
 from mlflow_operator.core.modeldeployment.rollout import (
+    PlannedEvent,
     RolloutPlan,
     deployment_recreated,
     plan_rollout,
@@ -72,7 +83,7 @@ from mlflow_operator.core.naming import write_back_tag
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
-from mlflow_operator.podmetrics import PodMetricsReader
+from mlflow_operator.podmetrics import PodMetricsReader, running_pod_addresses, starting_pods
 from mlflow_operator.reconcilers.common import (
     CONFLICT_RETRY_SECONDS,
     EventSink,
@@ -130,6 +141,11 @@ class ModelDeploymentReconciler:
     # wanted fewer pods than it has (core/modeldeployment/autoscaling.py)
     _load_samples: dict[str, LoadSample] = field(default_factory=dict)
     _busy_since: dict[str, datetime] = field(default_factory=dict)
+    # scale to zero: the activator holding requests for Services with no ready pod (None: off),
+    # the objects routed through it, and those told once that it is off
+    activator: Activator | None = None
+    _activated: set[str] = field(default_factory=set)
+    _told_no_activator: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -196,7 +212,9 @@ class ModelDeploymentReconciler:
         )
 
         # decide ---------------------------------------------------------------------------
-        spec, scaled = await self._autoscale(spec, owner, last, now)
+        spec, scaled, scale_events = await self._autoscale(
+            spec, owner, last, now, resolution=resolution, observed=observed, emit=emit
+        )
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
@@ -206,12 +224,13 @@ class ModelDeploymentReconciler:
         plan.status.autoscaling = scaled
         # act: the decision is durable before anything acts on it --------------------------
         await self._write_status(owner, last, plan.status, resource_version=version)
-        _announce_scale(last.autoscaling, scaled, emit)
         # Events tell of the decision, now recorded: a refused apply below must not lose them
         # (the next reconcile knows the decision was announced and does not repeat it).
-        for event in plan.events:
+        for event in (*scale_events, *plan.events):
             emit(event.type, event.reason, event.message)
         endpoint, client = view.endpoint, view.client
+        # before the Deployment goes to zero pods, the Service has somewhere else to send to
+        await self._route_through_activator(spec, owner, scaled, observed.ready_replicas)
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
                 endpoint = await self._for_pods(
@@ -258,6 +277,10 @@ class ModelDeploymentReconciler:
         self._identity_problems.pop(_key(owner), None)
         self._load_samples.pop(_key(owner), None)
         self._busy_since.pop(_key(owner), None)
+        self._activated.discard(_key(owner))
+        self._told_no_activator.discard(_key(owner))
+        if self.activator is not None:
+            self.activator.forget(_key(owner))
         self.identities.forget(owner)
         metrics.forget_model_deployment(owner.namespace, owner.name)
 
@@ -310,24 +333,101 @@ class ModelDeploymentReconciler:
         owner: Owner,
         last: ModelDeploymentStatus,
         now: datetime,
-    ) -> tuple[ModelDeploymentSpec, AutoscalingStatus | None]:
-        """The spec with the count the load wants now in place of spec.serving.replicas, and
-        the autoscaler's decision; the spec as it is and None without autoscaling."""
+        *,
+        resolution: Resolution | None,
+        observed: DeploymentObservation,
+        emit: EventSink,
+    ) -> tuple[ModelDeploymentSpec, AutoscalingStatus | None, list[PlannedEvent]]:
+        """The spec with the count the load wants now in place of spec.serving.replicas, the
+        autoscaler's decision and its Scaled Event if the count changes; the spec as it is and
+        None without autoscaling."""
         autoscaling, key = spec.serving.autoscaling, _key(owner)
         if autoscaling is None:
             self._load_samples.pop(key, None)
             self._busy_since.pop(key, None)
-            return spec, None
+            return spec, None, []
+        # a new version proves itself on a pod: never rolled out on zero
+        must_run = rollout_needs_a_pod(
+            last.serving_version,
+            last.failed_versions,
+            resolution.version if isinstance(resolution, Resolved) else None,
+            observed.version,
+        )
         pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
         sample = await self.pod_metrics.sample(pods, SERVING_PORT, now)
         load = measured_load(autoscaling, sample, self._load_samples.get(key))
         self._load_samples[key] = sample
+        waiting = self.activator.waiting(key) if self.activator is not None else 0
+        if autoscaling.min_replicas == 0 and not self.config.scale_to_zero:
+            self._tell_no_activator(key, emit)
+        zero = self.config.scale_to_zero and not (must_run or waiting)
         decision, self._busy_since[key] = decide_replicas(
             autoscaling, last.autoscaling, spec.serving.replicas, load,
             busy_since=self._busy_since.get(key), now=now,
+            floor=0 if zero else 1, settling=starting_pods(pods) > 0,
         )  # fmt: skip
         serving = spec.serving.model_copy(update={"replicas": decision.desired_replicas})
-        return spec.model_copy(update={"serving": serving}), decision
+        scaled = scale_message(last.autoscaling, spec.serving.replicas, decision)
+        events = [PlannedEvent("Normal", SCALED, scaled)] if scaled else []
+        return spec.model_copy(update={"serving": serving}), decision, events
+
+    def _tell_no_activator(self, key: str, emit: EventSink) -> None:
+        if key in self._told_no_activator:
+            return
+        self._told_no_activator.add(key)
+        emit("Warning", SCALE_TO_ZERO_UNAVAILABLE, "minReplicas is 0 but this operator runs no "
+             "activator (activatorPort 0 or no activatorAddress): it keeps one pod")  # fmt: skip
+
+    async def _route_through_activator(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        scaled: AutoscalingStatus | None,
+        ready_replicas: int,
+    ) -> None:
+        """While a ModelDeployment that may scale to zero has no ready pod, its Service sends
+        to the activator (core/modeldeployment/activation.py); else the activator's slice goes."""
+        key, activator = _key(owner), self.activator
+        autoscaling = spec.serving.autoscaling
+        slice_name = activator_slice_name(owner.name)
+        if (
+            activator is None
+            or scaled is None
+            or autoscaling is None
+            or autoscaling.min_replicas > 0
+            or not self.config.scale_to_zero
+        ):
+            if key in self._activated:  # only then: no read for every ModelDeployment
+                self._activated.discard(key)
+                if activator is not None:
+                    activator.forget(key)
+                await self._ensure(None, "discovery.k8s.io/v1", "EndpointSlice", slice_name, owner)
+            return
+        self._activated.add(key)
+        service = await self._api.get("v1", "Service", serving_name(owner.name), owner.namespace)
+        cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
+        activator.route(
+            ActivatorRoute(
+                owner.namespace, owner.name, serving_name(owner.name),
+                cluster_ip if cluster_ip and cluster_ip != "None" else None,
+            )
+        )  # fmt: skip
+        wanted = activator_wanted(True, scaled.desired_replicas, ready_replicas)
+        if wanted:
+            activator.cold(key)
+        manifest = (
+            build_activator_endpoint_slice(
+                owner, self.config.activator_address, self.config.activator_port
+            )
+            if wanted
+            else None
+        )
+        await self._ensure(manifest, "discovery.k8s.io/v1", "EndpointSlice", slice_name, owner)
+
+    async def activator_pods(self, route: ActivatorRoute) -> list[str]:
+        """The activator's view of a ModelDeployment's pods (mlflow_operator/activator.py)."""
+        pods = await self._api.list("v1", "Pod", route.namespace, selector_labels(route.name))
+        return running_pod_addresses(pods)
 
     async def _for_pods(
         self,
@@ -578,13 +678,6 @@ def _recheck_after(plan: RolloutPlan, interval: float, scaled: AutoscalingStatus
     """Soon while a rollout moves or the autoscaler samples the load; else at the poll."""
     recheck = ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
     return min(recheck, AUTOSCALE_SECONDS) if scaled is not None else recheck
-
-
-def _announce_scale(
-    last: AutoscalingStatus | None, scaled: AutoscalingStatus | None, emit: EventSink
-) -> None:
-    if scaled is not None and last is not None and scaled.desired_replicas != last.desired_replicas:
-        emit("Normal", SCALED, f"{scaled.desired_replicas} pods for {scaled.load}")
 
 
 def _unreadable(problem: EndpointProblem) -> RegistryState:

@@ -12,6 +12,8 @@ from mlflow_operator.core.modeldeployment.autoscaling import (
     PodLoad,
     decide_replicas,
     measured_load,
+    rollout_needs_a_pod,
+    scale_message,
     wanted_replicas,
 )
 from mlflow_operator.podmetrics import parse_load, ready_pod_addresses
@@ -123,3 +125,66 @@ def test_only_ready_pods_that_are_not_going_away_are_read() -> None:
         [pod("a", "True"), pod("b", "False"), pod("c", "True", deletionTimestamp="x")]
     )
     assert found == {"a": "10.0.0.1"}
+
+
+def test_a_change_of_the_count_in_effect_is_announced_once() -> None:
+    decision = AutoscalingStatus(desired_replicas=3, load="concurrency 6.0/pod over 1 pods")
+    kept = AutoscalingStatus(desired_replicas=3, load="concurrency 4.0/pod over 3 pods")
+    assert scale_message(None, 1, decision) == "1 -> 3 pods for concurrency 6.0/pod over 1 pods"
+    assert scale_message(None, 3, decision) is None  # spec's count, kept
+    assert scale_message(kept, 1, decision) is None  # status's count, kept
+    assert scale_message(decision, 3, AutoscalingStatus(desired_replicas=1)) == (
+        "3 -> 1 pods within minReplicas and maxReplicas"
+    )
+
+
+def zero_to(n: int, **target: int) -> AutoscalingSpec:
+    return AutoscalingSpec.model_validate(
+        {"minReplicas": 0, "maxReplicas": n, "target": target or {"concurrency": 4},
+         "scaleDownDelay": "60s"}
+    )  # fmt: skip
+
+
+def test_only_an_idle_load_takes_the_count_to_zero_after_the_delay() -> None:
+    spec = zero_to(3)
+    before = LoadSample(T0, (PodLoad("p0", 0, 0, 10),))
+    same = LoadSample(T0 + timedelta(seconds=5), (PodLoad("p0", 0, 0, 10),))
+    answered = LoadSample(T0 + timedelta(seconds=5), (PodLoad("p0", 0, 0, 12),))
+    idle = measured_load(spec, same, before)
+    between_requests = measured_load(spec, answered, before)  # nothing in flight right now
+    assert idle is not None
+    assert idle.idle
+    assert between_requests is not None
+    assert not between_requests.idle
+    assert wanted_replicas(spec, 1, between_requests) == 1
+    assert wanted_replicas(spec, 1, idle) == 0
+    status = AutoscalingStatus(desired_replicas=1)
+    down, _ = decide_replicas(spec, status, 1, idle, busy_since=T0, now=T0 + timedelta(59))
+    assert down.desired_replicas == 0  # 59 days: long past the delay
+    kept, _ = decide_replicas(spec, status, 1, idle, busy_since=T0, now=T0 + timedelta(seconds=59))
+    assert kept.desired_replicas == 1
+
+
+def test_a_waiting_request_or_a_new_version_wants_a_pod_at_once() -> None:
+    spec = zero_to(3)
+    zero = AutoscalingStatus(desired_replicas=0)
+    woken, _ = decide_replicas(spec, zero, 1, None, busy_since=T0, now=T0, floor=1)
+    assert woken.desired_replicas == 1
+    assert woken.last_scale_time == T0
+    asleep, _ = decide_replicas(spec, zero, 1, None, busy_since=T0, now=T0)
+    assert asleep.desired_replicas == 0
+    assert rollout_needs_a_pod("1", [], target="2", template="1")
+    assert rollout_needs_a_pod("1", [], target="1", template="2")  # a rollout under way
+    assert not rollout_needs_a_pod("1", ["2"], target="2", template="1")  # 2 failed: stays off
+    assert not rollout_needs_a_pod("1", [], target=None, template="1")
+
+
+def test_no_pod_is_removed_while_one_is_still_loading_its_model() -> None:
+    spec = zero_to(3)
+    idle = Load(0, 2, "concurrency", 4, idle=True)
+    status = AutoscalingStatus(desired_replicas=3)
+    late = T0 + timedelta(minutes=10)
+    held, _ = decide_replicas(spec, status, 1, idle, busy_since=T0, now=late, settling=True)
+    assert held.desired_replicas == 3
+    down, _ = decide_replicas(spec, status, 1, idle, busy_since=T0, now=late)
+    assert down.desired_replicas == 0

@@ -43,6 +43,9 @@ class Load:
     pods: int
     metric: str  # concurrency | queueDepth | requestsPerSecond
     target: int
+    # no pod answered a request since the sample before, none holds or queues one: only an
+    # idle load may take the count to zero (an instant with nothing in flight is not idle)
+    idle: bool = False
 
     def describe(self) -> str:
         return f"{self.metric} {self.per_pod:.1f}/pod over {self.pods} pods (target {self.target})"
@@ -55,12 +58,13 @@ def measured_load(spec: AutoscalingSpec, now: LoadSample, before: LoadSample | N
     pods = now.pods
     if not pods:
         return None
+    idle = _idle(now, before)
     if target.concurrency is not None:
         average = sum(p.in_flight for p in pods) / len(pods)
-        return Load(average, len(pods), "concurrency", target.concurrency)
+        return Load(average, len(pods), "concurrency", target.concurrency, idle)
     if target.queue_depth is not None:
         average = sum(p.queue_depth for p in pods) / len(pods)
-        return Load(average, len(pods), "queueDepth", target.queue_depth)
+        return Load(average, len(pods), "queueDepth", target.queue_depth, idle)
     assert target.requests_per_second is not None  # noqa: S101  (the API: exactly one)
     if before is None or now.at <= before.at:
         return None
@@ -75,18 +79,30 @@ def measured_load(spec: AutoscalingSpec, now: LoadSample, before: LoadSample | N
     if not rates:
         return None
     return Load(
-        sum(rates) / len(rates), len(rates), "requestsPerSecond", target.requests_per_second
+        sum(rates) / len(rates), len(rates), "requestsPerSecond", target.requests_per_second, idle
+    )
+
+
+def _idle(now: LoadSample, before: LoadSample | None) -> bool:
+    if before is None:
+        return False
+    earlier = {p.pod: p.answered for p in before.pods}
+    return all(
+        p.pod in earlier and p.answered == earlier[p.pod] and p.in_flight == 0 == p.queue_depth
+        for p in now.pods
     )
 
 
 def wanted_replicas(spec: AutoscalingSpec, current: int, load: Load | None) -> int:
-    """The count this load wants now, within [minReplicas, maxReplicas]."""
+    """The count this load wants now, within [minReplicas, maxReplicas]; zero only for an
+    idle load (minReplicas 0)."""
     if load is None:
         return _clamp(spec, current)
     ratio = load.per_pod / load.target
     if abs(ratio - 1) <= TOLERANCE:
         return _clamp(spec, current)
-    return _clamp(spec, math.ceil(load.pods * ratio))
+    wanted = _clamp(spec, math.ceil(load.pods * ratio))
+    return wanted if wanted > 0 or load.idle else 1
 
 
 def decide_replicas(
@@ -97,22 +113,28 @@ def decide_replicas(
     *,
     busy_since: datetime | None,
     now: datetime,
+    floor: int = 0,
+    settling: bool = False,
 ) -> tuple[AutoscalingStatus, datetime]:
     """(the decision, when the load last wanted the current count or more).
 
     `fallback`: the count before autoscaling decided anything (spec.serving.replicas).
     `busy_since` lives in the operator's memory only: after a restart scale-down waits a full
     delay again, the safe side, and status is not rewritten on every sample.
+    `floor`: the fewest pods whatever the load (1 while requests wait at the activator for a
+    pod, or while a new version must prove itself on one). `settling`: a pod is still
+    starting or loading its model: nothing is removed until it is ready (the ReplicaSet
+    would remove that pod first, and with it the load it is about to take).
     """
     current = last.desired_replicas if last is not None else fallback
-    wanted = wanted_replicas(spec, current, load)
-    clamped = _clamp(spec, current)
+    wanted = max(wanted_replicas(spec, current, load), floor)
+    clamped = max(_clamp(spec, current), floor)
     described = load.describe() if load is not None else (last.load if last else None)
     last_scale = last.last_scale_time if last is not None else None
     if wanted >= clamped or busy_since is None:
         busy_since = now  # nothing to wait for yet: the delay starts now
     delay = parse_duration(spec.scale_down_delay)
-    if wanted > clamped or (wanted < clamped and now - busy_since >= delay):
+    if wanted > clamped or (wanted < clamped and now - busy_since >= delay and not settling):
         decided, busy_since = wanted, now
     else:
         decided = clamped
@@ -121,6 +143,31 @@ def decide_replicas(
     return AutoscalingStatus(
         desired_replicas=decided, load=described, last_scale_time=last_scale
     ), busy_since
+
+
+def rollout_needs_a_pod(
+    serving: str | None, failed: list[str], target: str | None, template: str | None
+) -> bool:
+    """A version other than the serving one is, or is about to be, rolled out: it proves
+    itself on a pod, so scale to zero waits (a Deployment of zero pods "completes" any rollout
+    without loading the model)."""
+    return any(v is not None and v != serving and v not in failed for v in (target, template))
+
+
+def scale_message(
+    last: AutoscalingStatus | None, fallback: int, decision: AutoscalingStatus
+) -> str | None:
+    """The Scaled Event's message when `decision` changes the count in effect, else None.
+
+    The count in effect is status's, or spec.serving.replicas before status has one: a first
+    decision whose status write was refused (409) is made again from no status with the load
+    known by then, and that change must be announced too.
+    """
+    before = last.desired_replicas if last is not None else fallback
+    if decision.desired_replicas == before:
+        return None
+    why = f"for {decision.load}" if decision.load else "within minReplicas and maxReplicas"
+    return f"{before} -> {decision.desired_replicas} pods {why}"
 
 
 def _clamp(spec: AutoscalingSpec, replicas: int) -> int:

@@ -42,6 +42,7 @@ ROLLOUT_STARTED = "RolloutStarted"
 ROLLOUT_SUCCEEDED = "RolloutSucceeded"
 # the autoscaler changed the number of serving pods (an Event)
 SCALED = "Scaled"
+SCALE_TO_ZERO_UNAVAILABLE = "ScaleToZeroUnavailable"
 SERVER_NOT_FOUND = "ServerNotFound"
 SERVING = "Serving"
 # the serving pods' own MLflow user (serverRef with basic auth) could not be made
