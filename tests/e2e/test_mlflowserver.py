@@ -578,9 +578,15 @@ def test_image_change_backs_up_verifies_and_migrates_before_the_deployment_moves
     seen: list[tuple[bool, bool, int, str | None]] = []
 
     def moved() -> bool:
-        job = job_for(cluster, ns, NEW_IMAGE)
+        # The migration Job is read before and after the Deployment and the pods: a Job that
+        # existed before and was still incomplete after was running while they were read. (One
+        # read of each mixes moments: a migration that completed right after the Job was read
+        # was seen as running next to the new server's first pod.)
+        before = job_for(cluster, ns, NEW_IMAGE)
         image = deployment_image(cluster, ns)
-        seen.append((job is not None, job_complete(job), server_pods(cluster, ns), image))
+        pods = server_pods(cluster, ns)
+        after = job_for(cluster, ns, NEW_IMAGE)
+        seen.append((before is not None, job_complete(after), pods, image))
         return image == NEW_IMAGE
 
     try:
