@@ -23,7 +23,7 @@ from tests.e2e.kube import ASSIGNED_UID, ASSIGNED_UID_RANGE, emulate_restricted_
 from tests.e2e.mlflowservers import admin_of, as_admin, http_status, tracking_url
 from tests.e2e.modeldeployments import is_ready_on
 from tests.e2e.test_install import fullname, helm_in, install
-from tests.e2e.test_modeldeployment_pods import eventually_served, service_url
+from tests.e2e.test_modeldeployment_pods import eventually_served, predict, service_url
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry
 from tests.support.polling import eventually
 
@@ -270,6 +270,36 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
                 what="write-back tag",
             )
         assert tagged.startswith("serving since ")
+
+        # Scale to zero through the chart's activator: the operator pod's own IP (downward
+        # API), its EndpointSlice rights; the first request after the idle spell is answered.
+        cluster.kubectl(
+            "-n", ns, "patch", "mdep", "iris", "--type=merge", "-p",
+            json.dumps({"spec": {"serving": {"runtime": "batched", "autoscaling": {
+                "minReplicas": 0, "maxReplicas": 1, "target": {"concurrency": 4},
+                "scaleDownDelay": "10s",
+            }}}}),
+        )  # fmt: skip
+        eventually(
+            lambda: (
+                (get_json(cluster, "-n", ns, "mdep", "iris").get("status") or {})
+                .get("autoscaling", {})
+                .get("desiredReplicas")
+                == 0
+                and not get_json(
+                    cluster, "-n", ns, "pods", "-l", "mlflowops.dev/modeldeployment=iris"
+                )["items"]
+            ),
+            timeout=TIMEOUT,
+            what="the batched pods, then none",
+        )
+        operator_ip = get_json(cluster, "-n", ns, "pod", pod["metadata"]["name"])["status"]["podIP"]
+        activator = get_json(cluster, "-n", ns, "endpointslice", "iris-activator")
+        assert activator["endpoints"][0]["addresses"] == [operator_ip]
+        woken = time.monotonic()
+        # held by the activator until a pod answers (a cold start: seconds)
+        assert predict(serving, timeout=TIMEOUT) == v2.predict()
+        print(f"in-cluster: first answer {time.monotonic() - woken:.1f}s after zero pods")
 
         log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
         for refusal in ("Forbidden", "forbidden", "Traceback"):

@@ -49,12 +49,12 @@ def service_url(cluster: KubeCluster, namespace: str, name: str) -> str:
     return f"http://{service['spec']['clusterIP']}:{port}"
 
 
-def predict(url: str) -> list[int]:
+def predict(url: str, timeout: float = 30.0) -> list[int]:
     """The Service's answer for the sample rows, as MLflow's scoring protocol gives it."""
     body = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
     session = requests.Session()
     session.trust_env = False  # straight to the ClusterIP, never through a proxy
-    response = session.post(f"{url}/invocations", json=body, timeout=30)
+    response = session.post(f"{url}/invocations", json=body, timeout=timeout)
     response.raise_for_status()
     return [int(p) for p in response.json()["predictions"]]
 
