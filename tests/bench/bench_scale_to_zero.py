@@ -68,6 +68,12 @@ def at_zero(cluster: KubeCluster) -> bool:
     return scaling.get("desiredReplicas") == 0 and pods(cluster) == []
 
 
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
+
+
 def pod_start(pod: dict[str, Any]) -> tuple[float, float]:
     """(created -> container started, created -> Ready) in seconds, as the pod records them
     (whole seconds: the API's timestamps)."""
@@ -142,6 +148,7 @@ def run(
         },
     }  # fmt: skip
     cluster.apply(model_deployment(NAME, NAMESPACE, MODEL, tracking_uri, serving=serving))
+    wait(lambda: get(cluster, "service", NAME), 120, "the Service")
     service = get(cluster, "service", NAME)
     url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
     body = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
@@ -163,8 +170,8 @@ def run(
         failures += sum(1 for ok, _ in results if not ok)
         first = min(seconds for _, seconds in results)
         firsts.append(first)
-        pod = pods(cluster)[0]
-        starts.append(pod_start(pod))
+        wait(lambda: is_ready(pods(cluster)[0]), 120, "the pod Ready")
+        starts.append(pod_start(pods(cluster)[0]))
         last = max(seconds for _, seconds in results)
         print(
             f"activation {n + 1}: first answer {first:.2f}s, last {last:.2f}s; pod created -> "
