@@ -33,7 +33,7 @@ _NOT_FORWARDED = frozenset(
     }
 )  # fmt: skip
 PROBE_SECONDS = 0.25  # how often pods coming up are asked /ping
-MAX_BODY_BYTES = 256 * 1024 * 1024  # as the batched runtime accepts
+MAX_BODY_BYTES = 100 * 1024 * 1024  # as the batched runtime accepts
 
 # The addresses (pod IPs) of the pods of a ModelDeployment that are running and not going away,
 # ready or not: the activator asks them /ping itself, sooner than the kubelet's probe says so.
@@ -133,7 +133,10 @@ class Activator:
         return search
 
     async def _find_answering_pod(self, route: ActivatorRoute) -> str:
-        while True:
+        """The address of the first pod that answers /ping; "" once nobody waits any more (a
+        pod that never comes must not be looked for forever). A waiter counts itself before it
+        takes this search, so none holds it when it ends so."""
+        while self._waiting.get(route.key):
             try:
                 addresses = await self.pod_addresses(route)
             except Exception as exc:  # noqa: BLE001  (the API server restarting: ask again)
@@ -144,6 +147,7 @@ class Activator:
                     self._backends[route.key] = address
                     return address
             await asyncio.sleep(PROBE_SECONDS)
+        return ""
 
     async def _answers_ping(self, address: str) -> bool:
         try:

@@ -143,13 +143,27 @@ async def test_a_host_of_no_scaled_to_zero_service_is_refused_with_a_404(harness
     assert harness.wakes == []
 
 
-async def test_a_pod_that_never_comes_is_a_503_after_the_hold(harness: Harness) -> None:
+async def test_a_pod_that_never_comes_is_a_503_after_the_hold_and_no_longer_looked_for(
+    harness: Harness,
+) -> None:
     harness.activator.hold_seconds = 0.5
+    listed: list[float] = []
+    inner = harness.activator.pod_addresses
+
+    async def counted(route: ActivatorRoute) -> Sequence[str]:
+        listed.append(asyncio.get_running_loop().time())
+        return await inner(route)
+
+    harness.activator.pod_addresses = counted
     async with aiohttp.ClientSession() as session:
         status, body = await harness.post(session, b"row", "fraud.ml")
     assert status == 503
     assert b"ml/fraud" in body
     assert harness.activator.waiting("ml/fraud") == 0
+    await asyncio.sleep(0.6)  # more than two probe intervals
+    before = len(listed)
+    await asyncio.sleep(0.6)
+    assert len(listed) == before, "the pods are still listed with nobody waiting"
 
 
 async def test_a_pod_gone_since_it_answered_is_replaced_by_the_next_one_found(
