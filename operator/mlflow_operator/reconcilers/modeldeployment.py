@@ -412,7 +412,7 @@ class ModelDeploymentReconciler:
                 cluster_ip if cluster_ip and cluster_ip != "None" else None,
             )
         )  # fmt: skip
-        wanted = activator_wanted(True, scaled.desired_replicas, ready_replicas)
+        wanted = activator_wanted(scaled.desired_replicas, ready_replicas)
         if wanted:
             activator.cold(key)
         manifest = (

@@ -37,7 +37,6 @@ def test_an_ambiguous_or_foreign_host_names_no_route() -> None:
 
 
 def test_the_service_sends_to_the_activator_only_while_no_pod_is_ready() -> None:
-    assert activator_wanted(True, desired_replicas=0, ready_replicas=1)  # the last one goes
-    assert activator_wanted(True, desired_replicas=1, ready_replicas=0)  # waking up
-    assert not activator_wanted(True, desired_replicas=1, ready_replicas=1)
-    assert not activator_wanted(False, desired_replicas=0, ready_replicas=0)
+    assert activator_wanted(desired_replicas=0, ready_replicas=1)  # the last one goes
+    assert activator_wanted(desired_replicas=1, ready_replicas=0)  # waking up
+    assert not activator_wanted(desired_replicas=1, ready_replicas=1)

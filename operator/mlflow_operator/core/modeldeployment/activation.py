@@ -54,10 +54,11 @@ def route_for_host(host: str, routes: dict[str, ActivatorRoute]) -> ActivatorRou
     return found[0] if len(found) == 1 else None
 
 
-def activator_wanted(scale_to_zero: bool, desired_replicas: int, ready_replicas: int) -> bool:
-    """The Service sends to the activator while there is no ready pod to send to; once one is
-    ready the operator's slice goes, so requests take no detour through the operator."""
-    return scale_to_zero and (desired_replicas == 0 or ready_replicas == 0)
+def activator_wanted(desired_replicas: int, ready_replicas: int) -> bool:
+    """For a ModelDeployment that may scale to zero: the Service sends to the activator while
+    there is no ready pod to send to; once one is ready the operator's slice goes, so requests
+    take no detour through the operator."""
+    return desired_replicas == 0 or ready_replicas == 0
 
 
 def _without_port(host: str) -> str:
