@@ -32,8 +32,8 @@ pytestmark = pytest.mark.e2e
 CHART_NAME = "mlflow-operator"
 SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
 # Verbs a ServiceAccount may hold on Secrets in a watched namespace (read named ones, create
-# generated ones); never list or watch.
-SECRET_VERBS = {"get", "create"}
+# generated ones, delete a serving pods' one left on an old server); never list, watch, change.
+SECRET_VERBS = {"get", "create", "delete"}
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -16,10 +16,16 @@ from mlflow_operator.builders.pod import (
     with_default_requests,
 )
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.core.endpoint import TrackingEndpoint
+from mlflow_operator.core.endpoint import (
+    TRACKING_PASSWORD,
+    TRACKING_TOKEN,
+    TRACKING_USERNAME,
+    TrackingEndpoint,
+)
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.serving_identity import reader_secret_name
 from mlflow_operator.core.naming import (
+    ANNOTATION_MLFLOW_SERVER,
     ANNOTATION_MODEL_URI,
     LABEL_COMPONENT,
     LABEL_MODEL_DEPLOYMENT,
@@ -101,9 +107,9 @@ def serving_env(
     creds = endpoint.serving_credentials
     if creds is not None:
         for var, key in (
-            ("MLFLOW_TRACKING_USERNAME", creds.username_key),
-            ("MLFLOW_TRACKING_PASSWORD", creds.password_key),
-            ("MLFLOW_TRACKING_TOKEN", creds.token_key),
+            (TRACKING_USERNAME, creds.username_key),
+            (TRACKING_PASSWORD, creds.password_key),
+            (TRACKING_TOKEN, creds.token_key),
         ):
             if key:
                 ref = {"name": creds.name, "key": key, "optional": True}
@@ -275,17 +281,19 @@ def service_url(spec: ModelDeploymentSpec, owner: Owner) -> str:
     return f"http://{serving_name(owner.name)}.{owner.namespace}.svc:{spec.service.port}"
 
 
-def build_reader_secret(owner: Owner, username: str, password: str) -> dict[str, Any]:
+def build_reader_secret(owner: Owner, username: str, password: str, server: str) -> dict[str, Any]:
     """The serving pods' MLflow credentials (core/modeldeployment/serving_identity.py), owned by
-    the ModelDeployment: created once, gone with it, a new password when deleted."""
+    the ModelDeployment: created once, gone with it, a new password when deleted. It records
+    the MLflowServer `server` its user lives on, to be found there when the spec moves away."""
     labels = {
         **standard_labels("mlflow-serving", owner.name, "credentials"),
         LABEL_MODEL_DEPLOYMENT: owner.name,
     }
+    annotations = {ANNOTATION_MLFLOW_SERVER: server}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": child_metadata(reader_secret_name(owner.name), owner, labels),
+        "metadata": child_metadata(reader_secret_name(owner.name), owner, labels, annotations),
         "type": "Opaque",
-        "stringData": {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password},
+        "stringData": {TRACKING_USERNAME: username, TRACKING_PASSWORD: password},
     }

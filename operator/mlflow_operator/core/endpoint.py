@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The MLflow client's environment variables, and by default the keys of a credentials Secret.
+TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"
+TRACKING_PASSWORD = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105  (a key name)
+TRACKING_TOKEN = "MLFLOW_TRACKING_TOKEN"  # noqa: S105  (a key name)
+
 
 @dataclass(frozen=True)
 class CredentialsSecret:
     """A Secret in the ModelDeployment's namespace and the keys of the MLflow credentials in it."""
 
     name: str
-    username_key: str | None = "MLFLOW_TRACKING_USERNAME"
-    password_key: str | None = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105  (a key name)
-    token_key: str | None = "MLFLOW_TRACKING_TOKEN"  # noqa: S105  (a key name)
+    username_key: str | None = TRACKING_USERNAME
+    password_key: str | None = TRACKING_PASSWORD
+    token_key: str | None = TRACKING_TOKEN
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ ANNOTATION_APPLIED_HASH = f"{API_GROUP}/applied-hash"
 # The rollout ledger on the serving Deployment (core/modeldeployment/ledger.py).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
 ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
+# The MLflowServer on which the user of a serving pods' credentials Secret lives
+# (core/modeldeployment/serving_identity.py).
+ANNOTATION_MLFLOW_SERVER = f"{API_GROUP}/mlflow-server"
 
 
 def write_back_tag(namespace: str, name: str) -> str:

@@ -285,33 +285,57 @@ class ModelDeploymentReconciler:
         metrics.forget_model_deployment(owner.namespace, owner.name)
 
     async def remove_serving_identity(self, body: Any) -> str | None:
-        """The ModelDeployment is being deleted: delete its serving pods' MLflow user.
+        """The ModelDeployment is being deleted: delete its serving pods' MLflow user, on the
+        MLflowServer its reader Secret records (the spec's when it records none).
 
         Returns why that could not be done (the caller tells it in an Event; deletion goes
         on: a namespace being deleted may be taking the MLflowServer with it), or None.
         """
         owner = Owner.from_body(body)
         try:
-            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+            ref = ModelDeploymentSpec.model_validate(body.get("spec") or {}).registry.server_ref
         except ValueError:
-            return None  # an invalid spec never got a user
-        if spec.registry.server_ref is None:
-            return None
+            ref = None  # an invalid spec names no server; its reader Secret may
+        server = await self.identities.recorded_server(owner, ref.name if ref else None)
+        if server is None:
+            return None  # never a serverRef: never a user
+        return await self._remove_reader(owner, server)
+
+    async def _remove_reader(self, owner: Owner, server: str) -> str | None:
+        """Delete the serving pods' MLflow user on the MLflowServer `server`; why that could
+        not be done, or None."""
+        cannot = f"the MLflow user of its serving pods on MLflowServer {server!r} was not deleted"
         try:
-            endpoint = await self._endpoint(spec, owner.namespace)
+            endpoint = await self._server_endpoint(server, owner.namespace)
             if endpoint.credentials is None:
                 return None  # basic auth is off: there are no users
             credentials = await self._credentials(endpoint.credentials, owner.namespace)
         except EndpointProblem as problem:
-            return f"the MLflow user of its serving pods was not deleted: {problem.message}"
+            return f"{cannot}: {problem.message}"
         client = self.hub.new_client(endpoint.url, credentials)
         try:
             await self.identities.remove(owner, client)
         except RegistryError as exc:
-            return f"the MLflow user of its serving pods was not deleted: {exc}"
+            return f"{cannot}: {exc}"
         finally:
             await client.close()
         return None
+
+    async def _leave_old_server(self, owner: Owner, server: str | None, emit: EventSink) -> None:
+        """The reader user on a server the pods no longer read with basic auth (`server` is the
+        one they do; None: none) is deleted there, and its Secret: a new one is made for
+        `server`. What cannot be done is told once and holds nothing up."""
+        try:
+            old = await self.identities.server_to_leave(owner, server)
+            if old is None:
+                return
+            problem = await self._remove_reader(owner, old)
+            await self.identities.leave(owner, server)
+        except KubernetesRefused as refused:  # no RBAC to delete Secrets (an older chart)
+            problem = refused.refusal.message
+        if problem is not None:
+            logger.warning("%s: %s", _key(owner), problem)
+            emit("Warning", SERVING_IDENTITY_FAILED, problem)
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
@@ -442,13 +466,18 @@ class ModelDeploymentReconciler:
         """The endpoint with the credentials the serving pods get; None while the pods' own
         MLflow user (serverRef with basic auth) cannot be made: then nothing is applied, and
         what serves now keeps serving."""
-        if spec.registry.server_ref is None or endpoint.credentials is None:
+        ref = spec.registry.server_ref
+        server = ref.name if ref is not None and endpoint.credentials is not None else None
+        await self._leave_old_server(owner, server, emit)
+        if server is None:
             return endpoint  # trackingUri: the user's choice; no basic auth: no credentials
         key = _key(owner)
         problem = "the operator cannot read this MLflow server now (see RegistrySynced)"
         if client is not None:
             try:
-                reader = await self.identities.ensure(owner, spec.model.name, [version], client)
+                reader = await self.identities.ensure(
+                    owner, server, spec.model.name, [version], client
+                )
             except (RegistryError, SecretUnusable) as exc:
                 problem = str(exc)
             else:
@@ -526,16 +555,7 @@ class ModelDeploymentReconciler:
     async def _endpoint(self, spec: ModelDeploymentSpec, namespace: str) -> TrackingEndpoint:
         registry = spec.registry
         if registry.server_ref is not None:
-            server_body = await self._api.get(
-                API, "MLflowServer", registry.server_ref.name, namespace
-            )
-            if server_body is None:
-                raise EndpointProblem(
-                    SERVER_NOT_FOUND,
-                    f"MLflowServer {registry.server_ref.name!r} not found in namespace {namespace}",
-                )
-            server = MLflowServer.model_validate(server_body)
-            endpoint = layout.tracking_endpoint(server)
+            endpoint = await self._server_endpoint(registry.server_ref.name, namespace)
         else:
             assert registry.tracking_uri is not None  # noqa: S101  (the API rules: one of the two)
             keys = (
@@ -550,6 +570,14 @@ class ModelDeploymentReconciler:
             )
             endpoint = TrackingEndpoint(registry.tracking_uri, keys, serving_credentials=serving)
         return endpoint
+
+    async def _server_endpoint(self, name: str, namespace: str) -> TrackingEndpoint:
+        server_body = await self._api.get(API, "MLflowServer", name, namespace)
+        if server_body is None:
+            raise EndpointProblem(
+                SERVER_NOT_FOUND, f"MLflowServer {name!r} not found in namespace {namespace}"
+            )
+        return layout.tracking_endpoint(MLflowServer.model_validate(server_body))
 
     async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:
         if keys is None:

@@ -4,24 +4,29 @@
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import build_reader_secret
-from mlflow_operator.core.endpoint import CredentialsSecret
+from mlflow_operator.core.endpoint import TRACKING_PASSWORD, TRACKING_USERNAME, CredentialsSecret
 from mlflow_operator.core.modeldeployment.serving_identity import (
     fingerprint,
     grant_changes,
     reader_secret_name,
     reader_username,
+    recorded_server,
+    server_to_leave,
 )
 from mlflow_operator.kube.refusals import NamingKube
 from mlflow_operator.registry.accounts import MlflowAccounts
 from mlflow_operator.registry.client import RegistryClient
 
-USERNAME_KEY = "MLFLOW_TRACKING_USERNAME"
-PASSWORD_KEY = "MLFLOW_TRACKING_PASSWORD"  # noqa: S105  (a key name)
+# (MLflow URL, model, version) -> experiment id entries kept: the versions deployed now, and
+# then some; the least recently used go first (MLflow is asked again if one is wanted again).
+EXPERIMENTS_KEPT = 4096
 
 
 class SecretUnusable(Exception):  # noqa: N818  (a situation reported in an Event, not a bug)
@@ -39,20 +44,30 @@ class ServingIdentities:
 
     api: NamingKube
     new_password: Callable[[], str] = _new_password
+    experiments_kept: int = EXPERIMENTS_KEPT
     # ModelDeployment -> fingerprint of what its user was last made to be
     _made: dict[str, str] = field(default_factory=dict)
-    # (MLflow URL, model, version) -> experiment id: a version never moves
-    _experiments: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # ModelDeployment -> the server (None: none) its reader Secret was last found to belong to
+    _checked: dict[str, str | None] = field(default_factory=dict)
+    # (MLflow URL, model, version) -> experiment id, least recently used first: a version
+    # never moves
+    _experiments: OrderedDict[tuple[str, str, str], str] = field(default_factory=OrderedDict)
 
     async def ensure(
-        self, owner: Owner, model: str, versions: Iterable[str], client: RegistryClient
+        self,
+        owner: Owner,
+        server: str,
+        model: str,
+        versions: Iterable[str],
+        client: RegistryClient,
     ) -> CredentialsSecret:
-        """The Secret the serving pods read MLflow with, once its user can read `versions` of
-        `model`. `client` is the admin's. Raises RegistryError when MLflow cannot be told,
-        SecretUnusable when the Secret was edited into something unusable."""
+        """The Secret the serving pods read MLflow with, once its user on the MLflowServer
+        `server` can read `versions` of `model`. `client` is the admin's. Raises RegistryError
+        when MLflow cannot be told, SecretUnusable when the Secret was edited into something
+        unusable."""
         name = reader_secret_name(owner.name)
         username = reader_username(owner.namespace, owner.name)
-        password = await self._password(owner, name, username)
+        password = await self._password(owner, server, name, username)
         accounts = MlflowAccounts(client)
         experiments = {await self._experiment(accounts, client.url, model, v) for v in versions}
         mark = fingerprint(username, password, model, experiments)
@@ -65,7 +80,7 @@ class ServingIdentities:
             for each in grant:
                 await accounts.grant(username, each)
             self._made[key] = mark
-        return CredentialsSecret(name, USERNAME_KEY, PASSWORD_KEY, token_key=None)
+        return CredentialsSecret(name, TRACKING_USERNAME, TRACKING_PASSWORD, token_key=None)
 
     async def remove(self, owner: Owner, client: RegistryClient) -> bool:
         """Delete the user (and so its permissions); False when it did not exist."""
@@ -74,29 +89,66 @@ class ServingIdentities:
             reader_username(owner.namespace, owner.name)
         )
 
+    async def recorded_server(self, owner: Owner, current: str | None) -> str | None:
+        """The MLflowServer the user of `owner`'s reader Secret lives on (`current`, the one
+        the spec names, when the Secret records none or there is none)."""
+        return recorded_server(await self._secret(owner), current)
+
+    async def server_to_leave(self, owner: Owner, current: str | None) -> str | None:
+        """The MLflowServer whose user of `owner` must go (then `leave`), as its reader Secret
+        records it, when that is not `current` (the server the pods read with basic auth now;
+        None: none). The Secret is read only when `current` is new to this process."""
+        key = f"{owner.namespace}/{owner.name}"
+        if key in self._checked and self._checked[key] == current:
+            return None
+        secret = await self._secret(owner)
+        server = server_to_leave(secret, current)
+        if server is None:
+            self._checked[key] = current
+        return server
+
+    async def leave(self, owner: Owner, current: str | None) -> None:
+        """Delete the reader Secret whose user was deleted (or is left behind, reported): a new
+        one, with a new password, is made for the server the pods read now. Tried once per
+        `current` in this process, refused or not."""
+        self.forget(owner)
+        try:
+            await self.api.delete("v1", "Secret", reader_secret_name(owner.name), owner.namespace)
+        finally:
+            self._checked[f"{owner.namespace}/{owner.name}"] = current
+
     def forget(self, owner: Owner) -> None:
         self._made.pop(f"{owner.namespace}/{owner.name}", None)
+        self._checked.pop(f"{owner.namespace}/{owner.name}", None)
 
-    async def _password(self, owner: Owner, name: str, username: str) -> str:
+    async def _secret(self, owner: Owner) -> dict[str, Any] | None:
+        return await self.api.get("v1", "Secret", reader_secret_name(owner.name), owner.namespace)
+
+    async def _password(self, owner: Owner, server: str, name: str, username: str) -> str:
         data = await self.api.secret_data(name, owner.namespace)
-        if data and data.get(USERNAME_KEY) == username and data.get(PASSWORD_KEY):
-            return data[PASSWORD_KEY]
+        if data and data.get(TRACKING_USERNAME) == username and data.get(TRACKING_PASSWORD):
+            return data[TRACKING_PASSWORD]
         if data is not None:  # the operator may create Secrets, never change one (RBAC)
             raise SecretUnusable(
-                f"Secret {name!r} lacks {USERNAME_KEY}={username} or a {PASSWORD_KEY}: "
+                f"Secret {name!r} lacks {TRACKING_USERNAME}={username} or a {TRACKING_PASSWORD}: "
                 "delete it and the operator makes a new one"
             )
-        secret = build_reader_secret(owner, username, self.new_password())
+        secret = build_reader_secret(owner, username, self.new_password(), server)
         await self.api.create_if_absent(secret)  # another writer's Secret stays
         data = await self.api.secret_data(name, owner.namespace) or {}
-        if not data.get(PASSWORD_KEY):
+        if not data.get(TRACKING_PASSWORD):
             raise SecretUnusable(f"Secret {name!r} was just created but has no password")
-        return data[PASSWORD_KEY]
+        return data[TRACKING_PASSWORD]
 
     async def _experiment(
         self, accounts: MlflowAccounts, url: str, model: str, version: str
     ) -> str:
         key = (url, model, version)
-        if key not in self._experiments:
-            self._experiments[key] = await accounts.experiment_of(model, version)
-        return self._experiments[key]
+        if key in self._experiments:
+            self._experiments.move_to_end(key)
+            return self._experiments[key]
+        experiment = await accounts.experiment_of(model, version)
+        self._experiments[key] = experiment
+        while len(self._experiments) > self.experiments_kept:
+            self._experiments.popitem(last=False)
+        return experiment

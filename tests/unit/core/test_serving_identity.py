@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlflow_operator.core.modeldeployment.serving_identity import (
     Grant,
     grant_changes,
     reader_secret_name,
     reader_username,
+    recorded_server,
+    server_to_leave,
 )
 
 MODEL = Grant("registered_model", "fraud")
@@ -43,3 +47,30 @@ def test_one_user_and_one_secret_per_model_deployment() -> None:
     assert reader_username("a-b", "c") != reader_username("a", "b-c")
     assert reader_secret_name("fraud") == "fraud-mlflow-reader"
     assert len(reader_secret_name("x" * 253)) <= 63
+
+
+def reader_secret(server: str | None) -> dict[str, Any]:
+    annotations = {"mlflowops.dev/mlflow-server": server} if server else {}
+    return {"metadata": {"name": "fraud-mlflow-reader", "annotations": annotations}}
+
+
+def test_the_user_goes_from_the_server_its_secret_records_when_the_pods_left_it() -> None:
+    assert server_to_leave(reader_secret("a"), None) == "a"  # to a trackingUri, or auth off
+    assert server_to_leave(reader_secret("a"), "b") == "a"  # to another MLflowServer
+    assert server_to_leave(reader_secret("a"), "a") is None
+    assert server_to_leave(None, "a") is None  # no Secret: nothing was made
+
+
+def test_a_secret_that_records_no_server_counts_as_made_for_the_current_one() -> None:
+    """Secrets of the release before (and a person's) churn nothing on an upgrade."""
+    for unrecorded in (reader_secret(None), {"metadata": {"name": "fraud-mlflow-reader"}}):
+        assert server_to_leave(unrecorded, "a") is None
+        assert server_to_leave(unrecorded, None) is None
+        assert recorded_server(unrecorded, "a") == "a"
+
+
+def test_deletion_looks_for_the_user_where_the_secret_says() -> None:
+    assert recorded_server(reader_secret("a"), "b") == "a"
+    assert recorded_server(reader_secret("a"), None) == "a"
+    assert recorded_server(None, "b") == "b"
+    assert recorded_server(None, None) is None

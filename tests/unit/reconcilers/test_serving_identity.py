@@ -8,12 +8,13 @@ real node in tests/e2e/test_in_cluster_loop.py.
 from __future__ import annotations
 
 import base64
+import copy
 from typing import Any
 
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.core.modeldeployment.serving_identity import Grant
 from mlflow_operator.registry.client import RegistryError
-from tests.unit.reconcilers.fakes import credentials_secret, put_mlflow_server, settle
+from tests.unit.reconcilers.fakes import api_error, credentials_secret, put_mlflow_server, settle
 from tests.unit.reconcilers.test_modeldeployment import World
 
 USER = "modeldeployment/ml/fraud"
@@ -166,3 +167,167 @@ async def test_a_secret_edited_into_something_unusable_is_reported_not_overwritt
     world.kube.drop("Secret", READER)
     await world.reconcile()
     assert pod_secrets(world) == {READER}
+
+
+def put_second_server(world: World, name: str = "mlflow-b", *, auth: bool = True) -> None:
+    """Another MLflowServer (or `mlflow` again, with `auth` as given) and its admin Secret."""
+    server = copy.deepcopy(world.kube.stored("MLflowServer", "mlflow"))
+    assert server is not None
+    server["metadata"] = {"name": name, "namespace": "ml"}
+    server["spec"]["auth"] = {"enabled": auth}
+    world.kube.put(server)
+    admin = {"username": "admin", "password": "p" * 12}
+    world.kube.put(credentials_secret(f"{name}-admin") | {"stringData": admin})
+
+
+def clients_made(world: World) -> list[str]:
+    """The URLs the operator made an admin client for (deleting a user goes through one)."""
+    urls: list[str] = []
+    made = world.hub.new_client
+
+    def new_client(url: str, credentials: Any) -> Any:
+        urls.append(url)
+        return made(url, credentials)
+
+    world.hub.new_client = new_client  # type: ignore[method-assign]
+    return urls
+
+
+def move_registry(world: World, registry: dict[str, Any]) -> None:
+    body = world.body
+    body["spec"]["registry"] = registry
+    world.kube.put(body)
+
+
+def recorded(world: World) -> str | None:
+    secret = world.kube.stored("Secret", READER)
+    assert secret is not None
+    return secret["metadata"]["annotations"].get("mlflowops.dev/mlflow-server")
+
+
+async def test_the_secret_records_the_server_its_user_lives_on() -> None:
+    world = server_ref_world()
+    await world.reconcile()
+    assert recorded(world) == "mlflow"
+
+
+async def test_moving_to_a_tracking_uri_deletes_the_user_and_its_secret() -> None:
+    world = server_ref_world()
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    urls = clients_made(world)
+    move_registry(
+        world,
+        {"trackingUri": "http://other.example", "credentialsSecretRef": {"name": "mlflow-creds"}},
+    )
+    await world.reconcile()
+    assert world.hub.client.users == {}
+    assert urls == ["http://mlflow.ml.svc:5000"]  # deleted where it lived
+    assert world.kube.stored("Secret", READER) is None
+    assert pod_secrets(world) == {"mlflow-creds"}
+    assert not [e for e in world.events if e[1] == "ServingIdentityFailed"]
+    world.hub.client.calls.clear()
+    await world.reconcile()
+    assert world.hub.client.calls == []  # done once
+
+
+async def test_moving_to_another_server_makes_a_new_secret_for_it() -> None:
+    world = server_ref_world()
+    await world.reconcile()
+    first = reader_password(world)
+    put_second_server(world)
+    urls = clients_made(world)
+    world.hub.client.calls.clear()
+    move_registry(world, {"serverRef": {"name": "mlflow-b"}})
+    await world.reconcile()
+    assert urls == ["http://mlflow.ml.svc:5000"]
+    assert world.hub.client.calls[:1] == ["DELETE users/delete"]  # on the old server, first
+    assert recorded(world) == "mlflow-b"
+    assert reader_password(world) != first
+    assert world.hub.client.users == {USER: reader_password(world)}  # made on the new one
+    assert pod_secrets(world) == {READER}
+
+
+async def test_turning_basic_auth_off_drops_the_secret() -> None:
+    world = server_ref_world()
+    await world.reconcile()
+    put_second_server(world, "mlflow", auth=False)
+    await world.reconcile()
+    assert world.kube.stored("Secret", READER) is None
+    assert pod_secrets(world) == set()  # no auth: no credentials
+
+
+async def test_a_secret_of_the_release_before_churns_nothing() -> None:
+    """It records no server: it counts as made for the one the spec names."""
+    world = server_ref_world()
+    await world.reconcile()
+    secret = world.kube.objects[("Secret", "ml", READER)]
+    del secret["metadata"]["annotations"]
+    password = reader_password(world)
+    world.reconciler.identities.forget(Owner.from_body(world.body))  # as after an upgrade
+    await world.reconcile()
+    assert reader_password(world) == password
+    assert world.hub.client.users == {USER: password}
+    assert "delete:Secret" not in world.kube.writes
+
+
+async def test_a_user_that_cannot_be_deleted_on_the_old_server_is_told_once() -> None:
+    world = server_ref_world()
+    await world.reconcile()
+    world.kube.drop("Secret", "mlflow-admin")  # the operator cannot log in there now
+    move_registry(
+        world,
+        {"trackingUri": "http://other.example", "credentialsSecretRef": {"name": "mlflow-creds"}},
+    )
+    for _ in range(3):
+        await world.reconcile()
+    (warning,) = [e for e in world.events if e[1] == "ServingIdentityFailed"]
+    assert "MLflowServer 'mlflow'" in warning[2]
+    assert "not deleted" in warning[2]
+    assert world.kube.stored("Secret", READER) is None  # a new server gets a new one
+    assert pod_secrets(world) == {"mlflow-creds"}  # the rollout went on
+
+
+async def test_a_secret_the_operator_may_not_delete_holds_nothing_up() -> None:
+    """An older chart's role has no `delete` on Secrets."""
+    world = server_ref_world()
+    await world.reconcile()
+    world.kube.fail["delete:Secret"] = api_error(403, "Forbidden", "secrets is forbidden")
+    move_registry(
+        world,
+        {"trackingUri": "http://other.example", "credentialsSecretRef": {"name": "mlflow-creds"}},
+    )
+    await world.reconcile()
+    assert world.hub.client.users == {}
+    (warning,) = [e for e in world.events if e[1] == "ServingIdentityFailed"]
+    assert "Forbidden" in warning[2] or "forbidden" in warning[2]
+    assert pod_secrets(world) == {"mlflow-creds"}
+
+
+async def test_deleting_the_model_deployment_deletes_the_user_where_the_secret_says() -> None:
+    world = server_ref_world()
+    await world.reconcile()
+    put_second_server(world)
+    move_registry(world, {"serverRef": {"name": "mlflow-b"}})  # deleted before a reconcile
+    urls = clients_made(world)
+    assert await world.reconciler.remove_serving_identity(world.body) is None
+    assert urls == ["http://mlflow.ml.svc:5000"]
+    assert world.hub.client.users == {}
+
+
+async def test_the_experiments_remembered_stay_bounded_and_still_answer() -> None:
+    world = server_ref_world()
+    identities = world.reconciler.identities
+    identities.experiments_kept = 3
+    owner = Owner.from_body(world.body)
+    for version in range(10):
+        await identities.ensure(owner, "mlflow", "fraud", [str(version)], world.hub.client)
+    assert len(identities._experiments) == 3
+    assert list(identities._experiments) == [
+        (world.hub.client.url, "fraud", v) for v in ("7", "8", "9")
+    ]
+    world.hub.client.calls.clear()
+    await identities.ensure(owner, "mlflow", "fraud", ["0"], world.hub.client)
+    assert "GET model-versions/get" in world.hub.client.calls  # asked again: dropped
+    assert len(identities._experiments) == 3

@@ -5,15 +5,20 @@ alias and get any version deployed. So each ModelDeployment gets a user of its o
 read its registered model and the experiments its versions were logged in (MLflow's artifact
 proxy judges a download by the experiment) and nothing else. Its password lives in a Secret the
 ModelDeployment owns; deleting that Secret rotates it.
+
+The Secret records the MLflowServer its user lives on. When the spec moves away from it (to a
+`trackingUri`, another server, or basic auth turned off), the user there goes, and the Secret
+with it, so a user never stays behind on a server that no longer serves the ModelDeployment.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
+from typing import Any
 
-from mlflow_operator.core.naming import child_name
+from mlflow_operator.core.naming import ANNOTATION_MLFLOW_SERVER, child_name
 
 REGISTERED_MODEL = "registered_model"
 EXPERIMENT = "experiment"
@@ -38,6 +43,26 @@ def reader_username(namespace: str, name: str) -> str:
 
 def reader_secret_name(md_name: str) -> str:
     return child_name(md_name, READER_SECRET_SUFFIX)
+
+
+def recorded_server(secret: Mapping[str, Any] | None, current: str | None) -> str | None:
+    """The MLflowServer on which the user of the reader Secret `secret` (None: there is none)
+    lives. A Secret that records none (made before it recorded one, or by a person), or no
+    Secret, counts as made for `current`, the server the spec names now: nothing churns on an
+    upgrade."""
+    annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+    recorded = annotations.get(ANNOTATION_MLFLOW_SERVER)
+    return recorded if isinstance(recorded, str) and recorded else current
+
+
+def server_to_leave(secret: Mapping[str, Any] | None, current: str | None) -> str | None:
+    """The MLflowServer whose reader user (and the Secret with its password) must go, because
+    the serving pods no longer read MLflow there: `current` is the server they read with
+    basic auth now, None when none (a `trackingUri`, or basic auth off). None: nothing goes."""
+    if secret is None:
+        return None
+    recorded = recorded_server(secret, current)
+    return recorded if recorded != current else None
 
 
 def grant_changes(
