@@ -193,6 +193,109 @@ def test_tagging_a_newer_version_rolls_out_real_pods_and_untagging_rolls_back(
     eventually_served(url, v1)
 
 
+GATES = {
+    "requireTags": {"validation_status": "approved"},
+    "metrics": [{"name": "accuracy", "min": 0.8}],
+    "notWorseThanServing": [{"metric": "accuracy", "tolerance": 0.01}],
+}
+
+
+def gated_version(
+    registry: ModelRegistry, model: str, accuracy: float, *, approved: bool, c: float = 1.0
+) -> TrainedVersion:
+    """A version whose run logged `accuracy`, tagged approved or not."""
+    version = registry.log_version(
+        model, c=c, tags={"validation_status": "approved"} if approved else None
+    )
+    registry.client.log_metric(version.run_id, "accuracy", accuracy)
+    return version
+
+
+def assert_held_on(env: RealPodsEnv, name: str, serving: str, held: str, seconds: float) -> None:
+    """For `seconds`: the template pins `serving`, no pod of `held` exists, Ready stays."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        assert template_version(env.cluster, env.namespace, name) == serving
+        assert not pods_of_version(serving_pods(env.cluster, env.namespace, name), held)
+        assert is_ready_on(env.cluster, env.namespace, name, serving)
+        time.sleep(1)
+
+
+def test_gates_hold_a_version_without_a_pod_until_approved_and_block_one_worse_than_serving(
+    pods_env: RealPodsEnv,
+) -> None:
+    """spec.gates on real pods and a real MLflow: an unapproved version never gets a pod while
+    the serving one keeps answering; tagging it approved rolls it out; an approved version
+    whose run's accuracy is worse than the serving version's is blocked with the numbers."""
+    ns, registry, model = pods_env.namespace, pods_env.registry, pods_env.model
+    v1 = gated_version(registry, model, 0.90, approved=True)
+    registry.set_alias(model, "champion", v1.version)
+    md = model_deployment(
+        "gated", ns, model, pods_env.tracking_uri, serving=on_real_node(pods_env.node)
+    )
+    md["spec"]["gates"] = GATES
+    pods_env.cluster.apply(md)
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "gated", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1 (it passes the gates)",
+    )
+    url = service_url(pods_env.cluster, ns, "gated")
+    eventually_served(url, v1)
+
+    v2 = gated_version(registry, model, 0.95, approved=False, c=DIFFERENT_C)
+    assert v2.predict() != v1.predict()  # else the checks below could not tell them apart
+    registry.set_alias(model, "champion", v2.version)
+    blocked = eventually_condition(
+        pods_env.cluster, ns, "gated", "Progressing", lambda c: c["reason"] == "GateBlocked",
+        timeout=60, what="v2 blocked by the approval gate",
+    )  # fmt: skip
+    assert blocked["message"] == (
+        f"version {v2.version} is blocked: tag validation_status is not set, not 'approved' "
+        "(spec.gates.requireTags)"
+    )
+    assert_held_on(pods_env, "gated", v1.version, v2.version, seconds=2 * POLL)
+    assert predict(url) == v1.predict()
+    st = status(pods_env.cluster, ns, "gated")
+    assert st["gates"] == {
+        "version": v2.version,
+        "verdict": "Blocked",
+        "message": blocked["message"],
+    }
+    assert "GateBlocked" in [e["reason"] for e in events(pods_env.cluster, ns, "gated")]
+    key = f"mlflow-operator.{ns}.gated"
+    tag = eventually(
+        lambda: registry.get_version(model, v2.version).tags.get(key),
+        timeout=30, what="the verdict tagged on v2 in MLflow",
+    )  # fmt: skip
+    assert tag.startswith("blocked by spec.gates at ")
+    assert blocked["message"] in tag
+
+    registry.tag_version(model, v2.version, "validation_status", "approved")
+    eventually(
+        lambda: is_ready_on(pods_env.cluster, ns, "gated", v2.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v2 rolled out once approved",
+    )
+    eventually_served(url, v2)
+    assert status(pods_env.cluster, ns, "gated")["gates"]["verdict"] == "Passed"
+
+    v3 = gated_version(registry, model, 0.90, approved=True)
+    registry.set_alias(model, "champion", v3.version)
+    blocked = eventually_condition(
+        pods_env.cluster, ns, "gated", "Progressing",
+        lambda c: c["reason"] == "GateBlocked" and f"version {v3.version}" in c["message"],
+        timeout=60, what="v3 blocked: worse than the serving version",
+    )  # fmt: skip
+    assert blocked["message"] == (
+        f"version {v3.version} is blocked: accuracy 0.9 vs 0.95 of serving version "
+        f"{v2.version}: worse by 0.05, more than the tolerance 0.01 (higher is better; "
+        "spec.gates.notWorseThanServing[0])"
+    )
+    assert_held_on(pods_env, "gated", v2.version, v3.version, seconds=POLL)
+    assert predict(url) == v2.predict()
+
+
 def _broken_or_good(registry: ModelRegistry, model: str, broken: bool) -> TrainedVersion | str:
     return (
         registry.log_broken_version(model) if broken else registry.log_version(model, c=DIFFERENT_C)

@@ -92,7 +92,11 @@ async def test_selectors_read_version_tags_at_the_cost_of_aliases(
     woken: list[int] = []
     for i in range(50):
         watcher._followers[f"md-{i}"] = Follower(
-            models[i % 5], 30.0, wake=lambda i=i: woken.append(i), all_versions=True
+            models[i % 5],
+            30.0,
+            wake=lambda i=i: woken.append(i),
+            all_versions=True,
+            aliases=False,
         )
     await watcher.sweep()
     chosen = resolve_target(
@@ -125,13 +129,45 @@ async def test_selectors_read_version_tags_at_the_cost_of_aliases(
     await watcher.client.close()
 
 
+async def test_a_gated_alias_follower_sees_the_alias_and_an_approval_tag_at_the_next_sweep(
+    counting_proxy: CountingProxy, mlflow_registry: ModelRegistry, model_name: str
+) -> None:
+    """spec.gates on an alias: the sweep reads the aliases and every version's tags (two
+    requests, whatever the number of followers), so an approval tag set in MLflow wakes the
+    follower; an aliased version is otherwise read once and cached."""
+    v1 = mlflow_registry.log_version(model_name)
+    mlflow_registry.set_alias(model_name, "champion", v1.version)
+    watcher = RegistryWatcher(RegistryClient(counting_proxy.url))
+    woken: list[str] = []
+    watcher._followers["md"] = Follower(
+        model_name, 30.0, wake=lambda: woken.append("md"), all_versions=True
+    )
+    await watcher.sweep()
+    snapshot = watcher.state(model_name).snapshot
+    assert snapshot is not None
+    assert snapshot.aliases == {"champion": v1.version}
+    assert snapshot.versions[v1.version].tags == {}
+    before = counting_proxy.total()
+    woken.clear()
+    mlflow_registry.tag_version(model_name, v1.version, "validation_status", "approved")
+    await watcher.sweep()
+    assert counting_proxy.total() - before == 2  # registered-models/search + versions/search
+    assert woken == ["md"]
+    snapshot = watcher.state(model_name).snapshot
+    assert snapshot is not None
+    assert snapshot.versions[v1.version].tags == {"validation_status": "approved"}
+    await watcher.client.close()
+
+
 async def test_a_selector_on_a_model_without_versions_or_that_does_not_exist(
     mlflow_stack: MlflowStack, mlflow_registry: ModelRegistry, model_name: str
 ) -> None:
     mlflow_registry.client.create_registered_model(model_name)  # no version yet
     watcher = RegistryWatcher(RegistryClient(mlflow_stack.tracking_uri))
-    watcher._followers["a"] = Follower(model_name, 30.0, all_versions=True)
-    watcher._followers["b"] = Follower(f"{model_name}-missing", 30.0, all_versions=True)
+    watcher._followers["a"] = Follower(model_name, 30.0, all_versions=True, aliases=False)
+    watcher._followers["b"] = Follower(
+        f"{model_name}-missing", 30.0, all_versions=True, aliases=False
+    )
     await watcher.sweep()
     selector = VersionSelector(tags={"stage": "prod"})
     empty = resolve_target(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -55,6 +55,35 @@ def _cel_tag_key(expr: str) -> str:
     return f"{expr}.matches(r'{TAG_KEY_PATTERN}') && !{expr}.matches(r'{TAG_KEY_PATH_PATTERN}')"
 
 
+def _version_tag_rules(wire: str, python: str, use: str) -> tuple[Rule, Rule]:
+    """The rules of a map of version tags (keys MLflow can store, not the operator's own),
+    for the field `wire` (`python` in the model); `use`: what the tags do, for the message."""
+
+    def keys(model: Any) -> list[str]:
+        return list(getattr(model, python) or {})
+
+    return (
+        Rule(
+            cel=f"!has(self.{wire}) || self.{wire}.all(k, size(k) <= {MAX_TAG_KEY_LENGTH} && "
+            f"{_cel_tag_key('k')})",
+            message="tag keys may only contain letters, digits, '_', '-', '.', ' ', ':' and '/', "
+            f"at most {MAX_TAG_KEY_LENGTH} characters, and must not look like a path that "
+            "normalises to another name ('/a', 'a/', 'a//b', '..', 'a/./b'): MLflow cannot "
+            "store such a tag",
+            holds=lambda m: all(is_mlflow_tag_key(k) for k in keys(m)),
+            field_path=f".{wire}",
+        ),
+        Rule(
+            cel=f"!has(self.{wire}) || "
+            f"!self.{wire}.exists(k, k.startsWith('{WRITE_BACK_TAG_PREFIX}'))",
+            message=f"tags starting with {WRITE_BACK_TAG_PREFIX} are the operator's own "
+            f"(where a version serves); they cannot {use}",
+            holds=lambda m: not any(k.startswith(WRITE_BACK_TAG_PREFIX) for k in keys(m)),
+            field_path=f".{wire}",
+        ),
+    )
+
+
 class VersionSelector(ApiModel):
     """Follow the best READY version whose tags match (and whose semantic version is in range)."""
 
@@ -64,25 +93,7 @@ class VersionSelector(ApiModel):
             message="selector needs tags, semver or both",
             holds=lambda s: s.tags is not None or s.semver is not None,
         ),
-        Rule(
-            cel=f"!has(self.tags) || self.tags.all(k, size(k) <= {MAX_TAG_KEY_LENGTH} && "
-            f"{_cel_tag_key('k')})",
-            message="tag keys may only contain letters, digits, '_', '-', '.', ' ', ':' and '/', "
-            f"at most {MAX_TAG_KEY_LENGTH} characters, and must not look like a path that "
-            "normalises to another name ('/a', 'a/', 'a//b', '..', 'a/./b'): MLflow cannot "
-            "store such a tag",
-            holds=lambda s: s.tags is None or all(is_mlflow_tag_key(k) for k in s.tags),
-            field_path=".tags",
-        ),
-        Rule(
-            cel=f"!has(self.tags) || !self.tags.exists(k, k.startsWith('{WRITE_BACK_TAG_PREFIX}'))",
-            message=f"tags starting with {WRITE_BACK_TAG_PREFIX} are the operator's own "
-            "(where a version serves); they cannot select a version",
-            holds=lambda s: (
-                s.tags is None or not any(k.startswith(WRITE_BACK_TAG_PREFIX) for k in s.tags)
-            ),
-            field_path=".tags",
-        ),
+        *_version_tag_rules("tags", "tags", "select a version"),
         Rule(
             cel=f"!has(self.semverTag) || ({_cel_tag_key('self.semverTag')})",
             message="semverTag must be a tag key MLflow can store",
@@ -397,6 +408,98 @@ class RolloutSpec(ApiModel):
     )
 
 
+MAX_GATES = 16
+
+
+class MetricGate(ApiModel):
+    """A threshold on a metric of the MLflow run that produced the version."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="a metric gate needs min, max or both",
+            holds=lambda g: g.min is not None or g.max is not None,
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="min must not be above max",
+            holds=lambda g: g.min is None or g.max is None or g.min <= g.max,
+        ),
+        Rule(
+            cel=_cel_tag_key("self.name"),
+            message="name must be a metric name MLflow can store (letters, digits, '_', '-', "
+            "'.', ' ', ':', '/')",
+            holds=lambda g: is_mlflow_tag_key(g.name),
+            field_path=".name",
+        ),
+    )
+
+    name: str = Field(
+        min_length=1, max_length=MAX_TAG_KEY_LENGTH, description="The metric, e.g. accuracy."
+    )
+    min: float | None = Field(default=None, description="The lowest value that passes.")
+    max: float | None = Field(default=None, description="The highest value that passes.")
+
+
+class ServingComparison(ApiModel):
+    """A metric of the version's run compared with the same metric of the serving version's."""
+
+    __rules__ = (
+        Rule(
+            cel=_cel_tag_key("self.metric"),
+            message="metric must be a metric name MLflow can store",
+            holds=lambda c: is_mlflow_tag_key(c.metric),
+            field_path=".metric",
+        ),
+    )
+
+    metric: str = Field(
+        min_length=1, max_length=MAX_TAG_KEY_LENGTH, description="The metric, e.g. accuracy."
+    )
+    tolerance: float = Field(
+        default=0.0, ge=0, description="How much worse than the serving version still passes."
+    )
+    better: Literal["higher", "lower"] = Field(
+        default="higher",
+        description="Which way is better: higher (accuracy, AUC) or lower (RMSE, log loss).",
+    )
+
+
+class GatesSpec(ApiModel):
+    """Checks a new version must pass before any pod of it is created. A blocked version is
+    checked again when its tags change."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.requireTags) || (has(self.metrics) && size(self.metrics) > 0) || "
+            "(has(self.notWorseThanServing) && size(self.notWorseThanServing) > 0)",
+            message="gates need requireTags, metrics or notWorseThanServing",
+            holds=lambda g: bool(g.require_tags or g.metrics or g.not_worse_than_serving),
+        ),
+        *_version_tag_rules("requireTags", "require_tags", "approve a version"),
+    )
+
+    require_tags: dict[str, Annotated[str, Field(max_length=5000)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SELECTOR_TAGS,
+        description="Version tags that must be set to these values, e.g. "
+        "{validation_status: approved}.",
+    )
+    metrics: list[MetricGate] = Field(
+        default_factory=list,
+        max_length=MAX_GATES,
+        description="Thresholds on metrics of the version's run, e.g. "
+        "[{name: accuracy, min: 0.9}].",
+    )
+    not_worse_than_serving: list[ServingComparison] = Field(
+        default_factory=list,
+        max_length=MAX_GATES,
+        description="Metrics of the version's run that must not be worse than the serving "
+        "version's by more than a tolerance (compare and promote).",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a ModelDeployment."""
 
@@ -405,6 +508,11 @@ class ModelDeploymentSpec(ApiModel):
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving pods.")
     service: ServiceSpec = service_spec_field(80)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout policy.")
+    gates: GatesSpec | None = Field(
+        default=None,
+        description="Checks a new version must pass before any pod of it is created (a version "
+        "tag, metric thresholds, not worse than the serving version).",
+    )
     suspend: bool = Field(
         default=False,
         description="true: stop following the registry and keep serving what serves now.",
@@ -437,6 +545,14 @@ class AutoscalingStatus(StatusModel):
     last_scale_time: datetime | None = Field(
         default=None, description="When it last changed the count."
     )
+
+
+class GatesStatus(StatusModel):
+    """The last judgement of spec.gates."""
+
+    version: str = Field(description="The version judged.")
+    verdict: Literal["Passed", "Blocked"] = Field(description="Passed or Blocked.")
+    message: str = Field(description="Each gate with the values it saw.")
 
 
 class ModelDeploymentStatus(StatusModel):
@@ -483,4 +599,7 @@ class ModelDeploymentStatus(StatusModel):
     )
     autoscaling: AutoscalingStatus | None = Field(
         default=None, description="The autoscaler's last decision (serving.autoscaling)."
+    )
+    gates: GatesStatus | None = Field(
+        default=None, description="The last judgement of spec.gates on a new version."
     )

@@ -61,6 +61,12 @@ from mlflow_operator.core.modeldeployment.conditions import (
     SERVING_IDENTITY_FAILED,
     SUSPENDED,
 )
+from mlflow_operator.core.modeldeployment.gates import (
+    GateVerdict,
+    RunMetrics,
+    gate_question,
+    judge,
+)
 from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
@@ -104,6 +110,7 @@ ROLLOUT_RECHECK_SECONDS = 2.0
 # How often the autoscaler samples the pods' load (an HPA's default sync period is 15 s).
 AUTOSCALE_SECONDS = 5.0
 FIRST_SWEEP_WAIT_SECONDS = 10.0
+RUN_METRICS_KEPT = 4096  # runs whose metrics promotion gates read (oldest dropped first)
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,8 @@ class ModelDeploymentReconciler:
     activator: Activator | None = None
     _activated: set[str] = field(default_factory=set)
     _told_no_activator: set[str] = field(default_factory=set)
+    # (MLflow URL, run id) -> (its version's tags when read, the run's metrics): spec.gates
+    _run_metrics: dict[tuple[str, str], tuple[str, RunMetrics]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -211,6 +220,10 @@ class ModelDeploymentReconciler:
             spec_generation=self._spec_generation(owner, deployment),
         )
 
+        gate = await self._judge_gates(
+            spec, resolution, registry, observed, last=last, client=view.client
+        )
+
         # decide ---------------------------------------------------------------------------
         spec, scaled, scale_events = await self._autoscale(
             spec, owner, last, now, resolution=resolution, observed=observed, emit=emit
@@ -218,7 +231,7 @@ class ModelDeploymentReconciler:
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
-            selector=pod_selector(owner.name),
+            selector=pod_selector(owner.name), gate=gate,
         )  # fmt: skip
 
         plan.status.autoscaling = scaled
@@ -491,6 +504,52 @@ class ModelDeploymentReconciler:
         return None
 
     # -- gather helpers --------------------------------------------------------------------
+    async def _judge_gates(
+        self,
+        spec: ModelDeploymentSpec,
+        resolution: Resolution | None,
+        registry: RegistryState,
+        observed: DeploymentObservation,
+        *,
+        last: ModelDeploymentStatus,
+        client: RegistryClient | None,
+    ) -> GateVerdict | None:
+        """spec.gates' verdict on the version the registry selects, if it is new here."""
+        ledger = observed.ledger if observed.exists else None
+        settled = {
+            observed.version if observed.exists else None,
+            last.serving_version,
+            ledger.last_good_version if ledger else None,
+            *last.failed_versions,  # decided already: gates never hold up a rollback
+        }
+        question = gate_question(spec, resolution, registry.snapshot, settled, last.serving_version)
+        if question is None or spec.gates is None or client is None:
+            return None
+        tags = "\n".join(f"{k}={v}" for k, v in sorted(question.tags.items()))
+        read: dict[str, RunMetrics] = {}
+        for run_id in question.runs_to_read(spec.gates):
+            key = (client.url, run_id)
+            seen_with, cached = self._run_metrics.get(key, (None, None))
+            # the judged version's run is read again when its tags change: a pipeline that
+            # logs a metric and then tags the version is seen; the serving one's is kept
+            if cached is None or (run_id == question.run_id and seen_with != tags):
+                try:
+                    cached = RunMetrics(run_id, await client.run_metrics(run_id))
+                except RegistryError as exc:
+                    cached = RunMetrics(run_id, {}, error=str(exc))  # asked again next time
+                else:
+                    self._run_metrics.pop(key, None)  # newest last: the oldest go first
+                    self._run_metrics[key] = (tags, cached)
+                    while len(self._run_metrics) > RUN_METRICS_KEPT:
+                        self._run_metrics.pop(next(iter(self._run_metrics)))
+            read[run_id] = cached
+        return judge(
+            spec.gates,
+            question,
+            read.get(question.run_id),
+            read.get(question.serving_run_id),
+        )
+
     def _spec_generation(self, owner: Owner, deployment: dict[str, Any] | None) -> int | None:
         """The generation of the serving Deployment's last spec change, if only annotations
         (the ledger) changed since; None when unknown (then its generation counts)."""
@@ -536,13 +595,22 @@ class ModelDeploymentReconciler:
             self.hub.unfollow(_key(owner))  # never keep polling with credentials now gone
             return _RegistryView(_unreadable(problem), endpoint)
         pinned = frozenset({spec.model.version} if spec.model.version else ())
-        listed = spec.model.selector is not None
+        # a selector ranks every version by its tags; gates need the selected version's
+        # tags at each sweep (an aliased version is otherwise read once), to see an approval
+        listed = spec.model.selector is not None or spec.gates is not None
         watcher = self.hub.follow(
             _key(owner),
             endpoint.identity(owner.namespace),
             endpoint.url,
             credentials,
-            Follower(spec.model.name, interval, pinned, wake, all_versions=listed),
+            Follower(
+                spec.model.name,
+                interval,
+                pinned,
+                wake,
+                all_versions=listed,
+                aliases=spec.model.selector is None,
+            ),
         )
         await watcher.wait_for(spec.model.name, within=FIRST_SWEEP_WAIT_SECONDS)
         return _RegistryView(

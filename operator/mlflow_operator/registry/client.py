@@ -196,6 +196,13 @@ class RegistryClient:
         with self._shape("model-versions/get"):
             return _version(data["model_version"])
 
+    async def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of a run (promotion gates read these)."""
+        data = await self.call("GET", "runs/get", {"run_id": run_id})
+        with self._shape("runs/get"):
+            metrics = data["run"].get("data", {}).get("metrics", [])
+            return {str(m["key"]): float(m["value"]) for m in metrics}
+
     @contextmanager
     def _shape(self, path: str) -> Iterator[None]:
         """JSON that is not in the shape of MLflow's API (a proxy's, another service's)."""

@@ -46,7 +46,8 @@ class Follower:
     interval: float
     pinned_versions: frozenset[str] = frozenset()
     wake: Callable[[], None] = field(default=lambda: None)
-    all_versions: bool = False  # spec.model.selector: needs every version with its tags
+    all_versions: bool = False  # spec.model.selector or spec.gates: every version, with tags
+    aliases: bool = True  # alias, stage and pin need registered-models/search; a selector not
 
 
 class RegistryWatcher:
@@ -240,14 +241,15 @@ class RegistryWatcher:
 
         Models followed only through spec.model.selector are read with model-versions/search
         alone (it carries every version's tags and status, not aliases); the others with
-        registered-models/search, plus model-versions/search when a selector follows them
-        too. A model that model-versions/search does not list has no versions or does not
-        exist: registered-models/search tells which (only then is it asked).
+        registered-models/search, plus model-versions/search when a selector or gates (which
+        need the selected version's tags at every sweep) follow them too. A model that
+        model-versions/search does not list has no versions or does not exist:
+        registered-models/search tells which (only then is it asked).
         """
         listed = self._listed_models() & set(names)
         # alias, stage and pinned followers need registered-models/search
-        unlisted = {f.model for f in self._followers.values() if not f.all_versions}
-        searched = [n for n in names if n in unlisted]
+        aliased = {f.model for f in self._followers.values() if f.aliases}
+        searched = [n for n in names if n in aliased]
         found = await self.client.search_models(searched) if searched else {}
         versions = await self.client.search_versions(sorted(listed)) if listed else {}
         absent = [n for n in sorted(listed) if n not in versions and n not in found]

@@ -219,6 +219,13 @@ class FakeRegistryClient:
         self.grants: dict[str, set[Grant]] = {}
         self.calls: list[str] = []  # "POST users/create", ... in order
         self.refusing: RegistryError | None = None  # raised by every call
+        self.run_values: dict[str, dict[str, float]] = {}  # run id -> its metrics
+
+    async def run_metrics(self, run_id: str) -> dict[str, float]:
+        self.calls.append(f"GET runs/get {run_id}")
+        if self.refusing is not None:
+            raise self.refusing
+        return dict(self.run_values.get(run_id, {}))
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         await self.answering.wait()
@@ -285,7 +292,7 @@ class FakeRegistry:
         aliases = {"champion": self.champion} if self.champion else {}
         versions = {v: VersionInfo(v) for v in aliases.values()}
         for version, tags in (self.tags or {}).items():
-            versions[version] = VersionInfo(version, tags=tags)
+            versions[version] = VersionInfo(version, run_id=f"run-{version}", tags=tags)
         snapshot = ModelSnapshot(
             self.model, aliases=aliases, versions=versions, all_versions=self.tags is not None
         )

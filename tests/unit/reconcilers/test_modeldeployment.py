@@ -481,3 +481,45 @@ async def test_with_network_policies_serving_pods_take_connections_on_their_port
     world.kube.writes.clear()
     await world.reconcile()
     assert world.kube.writes == []  # at rest, still nothing written
+
+
+async def test_gates_read_a_runs_metrics_once_per_version_and_tags_and_hold_it_without_a_pod() -> (
+    None
+):
+    """spec.gates: a version that fails them never reaches the pod template; run metrics are
+    read once per version and tag set (not per reconcile), again when its tags change."""
+    world = World(
+        write_back_tags=True,
+        gates={
+            "requireTags": {"validation_status": "approved"},
+            "notWorseThanServing": [{"metric": "accuracy", "tolerance": 0.01}],
+        },
+    )
+    world.hub.registry.tags = {"1": {"validation_status": "approved"}, "2": {}}
+    world.hub.client.run_values = {"run-1": {"accuracy": 0.9}, "run-2": {"accuracy": 0.95}}
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.status["servingVersion"] == "1"
+
+    world.hub.registry.champion = "2"
+    for _ in range(3):
+        await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    progressing = world.condition("Progressing")
+    assert progressing["reason"] == "GateBlocked"
+    assert progressing["message"].startswith("version 2 is blocked: tag validation_status is not")
+    assert [e[1] for e in world.events].count("GateBlocked") == 1
+    reads = [c for c in world.hub.client.calls if c.startswith("GET runs/get")]
+    assert sorted(reads) == ["GET runs/get run-1", "GET runs/get run-2"]
+    await world.reconciler.tag_writer.flush()
+    tagged = next(value for version, _, value in world.hub.client.tags if version == "2")
+    assert tagged.startswith("blocked by spec.gates at ")
+
+    world.hub.registry.tags["2"] = {"validation_status": "approved"}
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    assert world.status["gates"]["verdict"] == "Passed"
+    reads = [c for c in world.hub.client.calls if c.startswith("GET runs/get")]
+    assert reads.count("GET runs/get run-2") == 2  # its tags changed: read again
+    assert reads.count("GET runs/get run-1") == 1  # the serving version's run: cached

@@ -18,6 +18,8 @@ ALIAS_NOT_FOUND = "AliasNotFound"
 AS_EXPECTED = "AsExpected"
 CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
 ENDPOINT_UNKNOWN = "EndpointUnknown"
+# spec.gates hold a new version back: no pod of it is created
+GATE_BLOCKED = "GateBlocked"
 MODEL_NOT_FOUND = "ModelNotFound"
 NEW_VERSION = "NewVersion"
 NO_MATCHING_VERSION = "NoMatchingVersion"

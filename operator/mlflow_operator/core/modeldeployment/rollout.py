@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from mlflow_operator.api.common import ConditionStatus
 from mlflow_operator.api.modeldeployment import (
+    GatesStatus,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RolloutRecord,
@@ -32,6 +33,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     AS_EXPECTED,
     DEGRADED,
     ENDPOINT_UNKNOWN,
+    GATE_BLOCKED,
     NEW_VERSION,
     NO_VERSION,
     PODS_UNSCHEDULABLE,
@@ -51,6 +53,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     SPEC_ROLLOUT_FAILED,
     SUSPENDED,
 )
+from mlflow_operator.core.modeldeployment.gates import GateVerdict
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
@@ -80,6 +83,7 @@ class RolloutPlan:
     succeeded_version: str | None = None  # a rollout finished now (tag it in MLflow)
     failed_version: str | None = None  # a rollout failed now (tag it in MLflow)
     rolling_out: bool = False  # something moves: look again soon
+    gate_blocked: GateVerdict | None = None  # spec.gates blocked a version now (tag it in MLflow)
 
 
 @dataclass
@@ -171,6 +175,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     endpoint_known: bool = True,
     url: str | None = None,
     selector: str | None = None,
+    gate: GateVerdict | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
@@ -179,7 +184,8 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     left exactly as it is. A missing credentials Secret does not make it unknown: the pods
     name the Secret, they never hold its values. `url`: the Service's, shown in status while
     a version is deployed. `selector`: the serving pods' label selector, for the scale
-    subresource.
+    subresource. `gate`: spec.gates' verdict on the version the registry selects (None: no
+    gates, or that version rolled out here already); a blocked one gets no pod.
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
@@ -221,7 +227,10 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     # Without a fresh answer from the registry, never move towards a version that only status
     # remembers (it may be old: restored from a backup, or written before a restart); keep what
     # the Deployment runs. Rollbacks and recreating a deleted Deployment still happen.
-    steer = target if isinstance(resolution, Resolved) else current
+    steer, blocked = _past_gates(
+        draft, spec, last, gate, steer=target if isinstance(resolution, Resolved) else current,
+        current=current,
+    )  # fmt: skip
     deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
     if failed_now is not None:
         _announce_failure(draft, spec, failed_now, deploy, deployment)
@@ -245,7 +254,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         and bool(deployment.unschedulable_message)
         and deploy == current
     )
-    decision = _Decision(deploy, current, stuck, rolling_out, stays_failed, endpoint_known)
+    decision = _Decision(
+        deploy, current, stuck, rolling_out, stays_failed, endpoint_known, gate_blocked=blocked
+    )
     _rollout_conditions(draft, spec, decision, deployment, known)
     status.model_uri = model_uri(spec.model.name, deploy) if deploy else None
     if deploy is not None and url is not None:
@@ -263,7 +274,43 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         succeeded_version=succeeded,
         failed_version=failed_now,
         rolling_out=rolling_out,
+        gate_blocked=gate if blocked is not None and gate and _gate_news(last, gate) else None,
     )
+
+
+def _past_gates(
+    draft: _Draft,
+    spec: ModelDeploymentSpec,
+    last: ModelDeploymentStatus,
+    gate: GateVerdict | None,
+    *,
+    steer: str | None,
+    current: str | None,
+) -> tuple[str | None, str | None]:
+    """(the version to steer to, why spec.gates hold `steer` back or None); the verdict goes
+    into status. A held version gets no pod: what serves keeps serving (a deleted Deployment
+    returns on it)."""
+    if spec.gates is None:
+        draft.status.gates = None
+        return steer, None
+    if gate is None or gate.version != steer:
+        return steer, None
+    draft.status.gates = GatesStatus(
+        version=gate.version, verdict=gate.verdict, message=gate.message
+    )
+    if gate.passed or steer == current:
+        return steer, None
+    if _gate_news(last, gate):
+        draft.event("Warning", GATE_BLOCKED, gate.message)
+    return current, gate.message
+
+
+def _gate_news(last: ModelDeploymentStatus, gate: GateVerdict) -> bool:
+    """One Event (and MLflow tag) per distinct verdict, not one per reconcile."""
+    before = last.gates
+    return before is None or (before.version, before.verdict, before.message) != (
+        gate.version, gate.verdict, gate.message,
+    )  # fmt: skip
 
 
 def _choose(
@@ -486,6 +533,7 @@ class _Decision:
     rolling_out: bool
     stays_failed: bool  # a failed version stays deployed (autoRollback off, or nothing older)
     endpoint_known: bool
+    gate_blocked: str | None = None  # why spec.gates hold the selected version back
 
 
 def _rollout_conditions(
@@ -536,6 +584,8 @@ def _progressing(
     deploy = decision.deploy
     if spec.suspend:
         draft.condition(PROGRESSING, "False", SUSPENDED, "suspended: the registry is not followed")
+    elif decision.gate_blocked is not None and not decision.rolling_out:
+        draft.condition(PROGRESSING, "False", GATE_BLOCKED, decision.gate_blocked)
     elif deploy is None:
         draft.condition(PROGRESSING, "False", NO_VERSION, "no version to deploy")
     elif decision.stays_failed:
@@ -561,6 +611,8 @@ def _ready(
                 "no serving Deployment, and none can be built while the MLflow endpoint "
                 "cannot be determined (see RegistrySynced)",
             )  # fmt: skip
+        elif decision.gate_blocked is not None:
+            draft.condition(READY, "False", GATE_BLOCKED, decision.gate_blocked)
         elif known.failed:
             draft.condition(
                 READY, "False", NO_VERSION,

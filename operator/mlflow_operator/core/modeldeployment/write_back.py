@@ -9,6 +9,8 @@ from datetime import datetime
 
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan
 
+MAX_REASON_CHARS = 4000  # MLflow keeps tag values up to 5,000 characters (8,000 in MLflow 3)
+
 
 def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]]:
     """(version, tag value) for each version whose role changed in this reconcile."""
@@ -21,4 +23,7 @@ def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]
             tags.append((previous, f"replaced by version {plan.succeeded_version} at {stamp}"))
     if plan.failed_version:
         tags.append((plan.failed_version, f"rollout failed at {stamp}"))
+    if plan.gate_blocked:
+        why = plan.gate_blocked.message[:MAX_REASON_CHARS]
+        tags.append((plan.gate_blocked.version, f"blocked by spec.gates at {stamp}: {why}"))
     return tags
