@@ -11,6 +11,7 @@ Regenerate the checked-in files with `make crds` (`mlflow-operator crds --output
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ class Kind:
     description: str
     spec: type[BaseModel]
     status: type[BaseModel]
-    printer_columns: tuple[dict[str, str], ...]
+    printer_columns: tuple[Mapping[str, str | int], ...]
     name_rules: tuple[Rule, ...] = ()  # CEL on metadata.name, at the root of the schema
     # The scale subresource (kubectl scale, HorizontalPodAutoscaler, KEDA), when it has one
     scale: dict[str, str] | None = None
@@ -74,6 +75,9 @@ MODEL_DEPLOYMENT = Kind(
         {"name": "Follows", "type": "string", "jsonPath": ".status.follows"},
         {"name": "Target", "type": "string", "jsonPath": ".status.targetVersion"},
         {"name": "Serving", "type": "string", "jsonPath": ".status.servingVersion"},
+        # strategy Canary: Canary, Promoting, Promoted or Aborted, and the share in effect
+        {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"},
+        {"name": "Weight", "type": "integer", "jsonPath": ".status.rollout.weight", "priority": 1},
         _ready_column(),
         _AGE,
     ),

@@ -13,12 +13,14 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.core.modeldeployment.autoscaling import LoadSample, PodLoad
+from mlflow_operator.core.modeldeployment.canary import Traffic
 
 logger = logging.getLogger(__name__)
 
 IN_FLIGHT = "mlflow_serving_in_flight_requests"
 QUEUE_DEPTH = "mlflow_serving_queue_depth"
 ANSWERED = "mlflow_serving_requests_total"
+LATENCY_BUCKET = "mlflow_serving_request_duration_seconds_bucket"
 
 
 def parse_load(pod: str, text: str) -> PodLoad | None:
@@ -37,6 +39,28 @@ def parse_load(pod: str, text: str) -> PodLoad | None:
     if IN_FLIGHT not in seen:
         return None
     return PodLoad(pod, totals[IN_FLIGHT], totals[QUEUE_DEPTH], totals[ANSWERED])
+
+
+def parse_traffic(text: str) -> Traffic | None:
+    """A pod's answers (all, and those not 2xx) and latency buckets, summed over its label
+    sets; None without the runtime's series."""
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    seen = False
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == ANSWERED:
+                    seen = True
+                    requests += sample.value
+                    if not str(sample.labels.get("status", "")).startswith("2"):
+                        errors += sample.value
+                elif sample.name == LATENCY_BUCKET:
+                    le = float(sample.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + sample.value
+    except (ValueError, KeyError):
+        return None
+    return Traffic(requests, errors, buckets) if seen or buckets else None
 
 
 def ready_pod_addresses(pods: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -91,11 +115,30 @@ class PodMetricsReader:
         )
         return LoadSample(now, tuple(load for load in loads if load is not None))
 
+    async def traffic(self, pods: Sequence[dict[str, Any]], port: int) -> Traffic:
+        """The answers of every ready pod that answers in time, summed (a canary's judgement)."""
+        texts = await asyncio.gather(
+            *(
+                self._text(name, f"http://{ip}:{port}/metrics")
+                for name, ip in ready_pod_addresses(pods).items()
+            )
+        )
+        total = Traffic()
+        for text in texts:
+            traffic = parse_traffic(text) if text is not None else None
+            if traffic is not None:
+                total += traffic
+        return total
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
     async def _read(self, pod: str, url: str) -> PodLoad | None:
+        text = await self._text(pod, url)
+        return parse_load(pod, text) if text is not None else None
+
+    async def _text(self, pod: str, url: str) -> str | None:
         if self._session is None or self._session.closed:
             # no proxy: pod IPs are never what an egress proxy is for
             self._session = aiohttp.ClientSession(timeout=self._timeout, trust_env=False)
@@ -103,7 +146,7 @@ class PodMetricsReader:
             async with self._session.get(url) as resp:
                 if resp.status != 200:
                     return None
-                return parse_load(pod, await resp.text())
+                return await resp.text()
         except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
             logger.debug("no metrics from pod %s: %s", pod, type(exc).__name__)
             return None

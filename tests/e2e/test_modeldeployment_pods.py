@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 
@@ -27,7 +28,15 @@ from tests.e2e.modeldeployments import (
     status,
     template_version,
 )
-from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry, TrainedVersion, sample_input
+from tests.mlflowstack.models import (
+    DIFFERENT_C,
+    FAILING_CLASS,
+    FAILS_ABOVE,
+    ModelRegistry,
+    TrainedVersion,
+    iris,
+    sample_input,
+)
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -294,6 +303,161 @@ def test_gates_hold_a_version_without_a_pod_until_approved_and_block_one_worse_t
     )
     assert_held_on(pods_env, "gated", v2.version, v3.version, seconds=POLL)
     assert predict(url) == v2.predict()
+
+
+CANARY_ROLLOUT = {
+    "strategy": "Canary",
+    "canary": {
+        "steps": [{"weight": 10, "pause": "5s"}, {"weight": 50, "pause": "5s"}],
+        # latency is not what these versions differ in; on 2 busy cores it only adds noise
+        "analysis": {"interval": "5s", "minRequests": 20, "maxErrorRate": 0.05,
+                     "maxP99LatencyRatio": 20},
+    },
+}  # fmt: skip
+
+
+class Traffic:
+    """Requests to the Service from a thread, 20/s, every fifth one with a row that the
+    failing version cannot score; each answer kept with its time, status and predictions."""
+
+    def __init__(self, url: str) -> None:
+        features, _ = iris()
+        self.good = features[features.iloc[:, 0] <= FAILS_ABOVE].iloc[::15].head(8)
+        self.bad = pd.concat([self.good, features[features.iloc[:, 0] > FAILS_ABOVE].head(1)])
+        self.url = url
+        self.answers: list[tuple[float, int, list[int] | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        n = 0
+        while not self._stop.is_set():
+            rows = self.bad if n % 5 == 4 else self.good
+            n += 1
+            body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+            try:
+                # a connection per request: kube-proxy spreads connections, not requests
+                response = session.post(
+                    f"{self.url}/invocations", json=body, timeout=10,
+                    headers={"Connection": "close"},
+                )  # fmt: skip
+                predictions = (
+                    [int(p) for p in response.json()["predictions"]]
+                    if response.status_code == 200
+                    else None
+                )
+                self.answers.append((time.monotonic(), response.status_code, predictions))
+            except requests.RequestException:
+                self.answers.append((time.monotonic(), 0, None))
+            self._stop.wait(0.05)
+
+    def since(self, start: float) -> list[tuple[float, int, list[int] | None]]:
+        return [a for a in list(self.answers) if a[0] >= start]
+
+
+def test_a_canary_that_fails_some_requests_is_aborted_and_a_good_one_is_promoted(
+    pods_env: RealPodsEnv,
+) -> None:
+    """strategy Canary on real pods, judged on the batched runtime's own /metrics with real
+    requests through the Service: a version failing a fifth of the requests (HTTP 400, as
+    MLflow answers a model's exception) gets a share of the pods, is aborted after its first
+    judgement (traffic back on the serving version, the version failed and tagged in MLflow);
+    a good version walks both steps and is promoted."""
+    ns, registry, model, cluster = (
+        pods_env.namespace, pods_env.registry, pods_env.model, pods_env.cluster,
+    )  # fmt: skip
+    v1 = registry.log_version(model)
+    registry.set_alias(model, "champion", v1.version)
+    serving = on_real_node(pods_env.node, runtime="batched", replicas=2)
+    md = model_deployment(
+        "canary", ns, model, pods_env.tracking_uri, serving=serving, rollout=CANARY_ROLLOUT
+    )
+    cluster.apply(md)
+    eventually(
+        lambda: is_ready_on(cluster, ns, "canary", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1 (the first version has nothing to canary against)",
+    )
+    url = service_url(cluster, ns, "canary")
+    eventually_served(url, v1)
+
+    with Traffic(url) as traffic:
+        bad = registry.log_failing_version(model)
+        moved = time.monotonic()
+        registry.set_alias(model, "champion", bad)
+        eventually_condition(
+            cluster, ns, "canary", "Progressing", lambda c: c["reason"] == "Canary",
+            timeout=60, what="the canary of the failing version starts",
+        )  # fmt: skip
+        assert template_version(cluster, ns, "canary") == v1.version
+        degraded = eventually_condition(
+            cluster, ns, "canary", "Degraded", lambda c: c["reason"] == "CanaryAborted",
+            timeout=ROLLOUT_TIMEOUT, what="the failing canary aborted",
+        )  # fmt: skip
+        aborted = time.monotonic()
+        failures = [a for a in traffic.since(moved) if a[1] != 200]
+        assert failures, "the canary answered no request with an error before its abort"
+        first_failure = failures[0][0]
+        print(
+            f"canary: first failed answer {first_failure - moved:.1f}s after the alias move, "
+            f"aborted {aborted - first_failure:.1f}s after it (at most one status read late)"
+        )
+        assert aborted - first_failure <= 30
+        assert "error rate" in degraded["message"]
+        st = status(cluster, ns, "canary")
+        assert st["failedVersions"] == [bad]
+        assert st["rollout"]["phase"] == "Aborted"
+        eventually(
+            lambda: not pods_of_version(serving_pods(cluster, ns, "canary"), bad),
+            timeout=60, what="the canary's pods gone",
+        )  # fmt: skip
+        settled = time.monotonic() + 2  # kube-proxy drops the gone endpoints a moment later
+        time.sleep(7)
+        after = traffic.since(settled)
+        assert after
+        assert all(code == 200 for _, code, _ in after), after[:5]
+        during = [a for a in traffic.since(moved) if a[0] < aborted]
+        exposed = [a for a in during if a[1] != 200 or (a[2] and set(a[2]) == {FAILING_CLASS})]
+        print(f"canary: {len(exposed)} of {len(during)} answers came from the failing version")
+        assert len(exposed) <= 0.6 * len(during)
+        key = f"mlflow-operator.{ns}.canary"
+        tag = eventually(
+            lambda: registry.get_version(model, bad).tags.get(key),
+            timeout=30, what="the abort tagged on the version in MLflow",
+        )  # fmt: skip
+        assert "canary aborted at 33%: error rate" in tag
+
+        good = registry.log_version(model, c=DIFFERENT_C)
+        registry.set_alias(model, "champion", good.version)
+        eventually(
+            lambda: is_ready_on(cluster, ns, "canary", good.version),
+            timeout=2 * ROLLOUT_TIMEOUT,
+            what="the good version promoted after its two steps",
+        )
+    st = status(cluster, ns, "canary")
+    assert st["rollout"]["phase"] in ("Promoting", "Promoted")
+    reasons = [e["reason"] for e in events(cluster, ns, "canary")]
+    assert {"CanaryAborted", "CanaryStep", "CanaryPromoted"} <= set(reasons)
+    eventually(
+        lambda: status(cluster, ns, "canary")["rollout"]["phase"] == "Promoted",
+        timeout=60, what="the canary Deployment retired",
+    )  # fmt: skip
+    eventually(
+        lambda: cluster.kubectl("-n", ns, "get", "deployment", "canary-canary", check=False)
+        .returncode != 0,
+        timeout=60, what="the canary Deployment deleted",
+    )  # fmt: skip
+    eventually_served(url, good)
 
 
 def _broken_or_good(registry: ModelRegistry, model: str, broken: bool) -> TrainedVersion | str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 import mlflow.sklearn
 import pandas as pd
 import yaml
@@ -25,6 +26,22 @@ EXPERIMENT = "mlflow-operator-tests"
 # a strongly regularised model: predicts differently from the default (C=1.0) on 15 of the
 # 150 iris rows, so a test can tell which version a server is serving
 DIFFERENT_C = 0.01
+# log_failing_version: a version that fails some requests and answers the rest with this class
+FAILS_ABOVE = 7.5
+FAILING_CLASS = 7
+FAILING_MODEL = """
+import mlflow
+
+
+class FailsSome(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        if (model_input.iloc[:, 0] > {above}).any():
+            raise ValueError("this version cannot score a sepal length above {above}")
+        return [7] * len(model_input)
+
+
+mlflow.models.set_model(FailsSome())
+"""
 
 
 def iris() -> tuple[pd.DataFrame, pd.Series]:
@@ -135,6 +152,27 @@ class ModelRegistry:
         self._ensure_registered(name)
         version = self.client.create_model_version(name, source, run_id=run.info.run_id)
         return str(version.version)
+
+    def log_failing_version(self, name: str, above: float = FAILS_ABOVE) -> str:
+        """Register a version that loads and answers, but fails every request with a first
+        feature (sepal length) above `above`, and predicts class 7 for the others: a bad
+        release that only some inputs reveal (a canary must catch it). Logged as "models from
+        code", so the serving pods need nothing of the tests to load it."""
+        self._use_server()
+        example = sample_input(5)
+        code = FAILING_MODEL.format(above=above)
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
+            path = Path(tmp) / "failing_model.py"
+            path.write_text(code)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(path),
+                signature=infer_signature(example, [FAILING_CLASS] * len(example)),
+                input_example=example,
+                registered_model_name=name,
+                pip_requirements=pip_requirements(),
+            )
+        return str(info.registered_model_version)
 
     def _ensure_registered(self, name: str) -> None:
         if not self.client.search_registered_models(filter_string=f"name = '{name}'"):

@@ -83,7 +83,7 @@ def test_kubectl_facing_names() -> None:
     assert ms["versions"][0]["subresources"] == {"status": {}}
     assert set(md["versions"][0]["subresources"]) == {"status", "scale"}
     columns = [c["name"] for c in md["versions"][0]["additionalPrinterColumns"]]
-    assert columns == ["Model", "Follows", "Target", "Serving", "Ready", "Age"]
+    assert columns == ["Model", "Follows", "Target", "Serving", "Rollout", "Weight", "Ready", "Age"]
     columns = [c["name"] for c in ms["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Ready", "URL", "Version", "Age"]
 

@@ -36,8 +36,8 @@ NOT_REASONS = {
     *("PodScheduled", "Unschedulable", "Complete", "ProgressDeadlineExceeded"),
     # HTTP and MLflow's REST API, spoken by registry/
     *("GET", "POST", "PATCH", "DELETE", "Authorization", "ACTIVE"),
-    # verdicts of status.gates (docs/api.md)
-    *("Passed", "Blocked"),
+    # verdicts of status.gates, phases of status.rollout, a canary judgement's verdict
+    *("Passed", "Blocked", "Promoting", "Promoted", "Aborted", "Waiting"),
     # a section of docs/modeldeployment.md that docstrings name
     "Guarantees",
     # the prefix of Kubernetes<Reason> (the API's refusal reason appended): see the test below

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -383,13 +384,95 @@ class ServingSpec(ApiModel):
     )
 
 
+MAX_CANARY_STEPS = 10
+
+
+class CanaryStep(ApiModel):
+    """One step of a canary: a share of the traffic, held at least `pause`."""
+
+    weight: int = Field(
+        ge=1, le=99, description="Percent of the serving pods that run the new version."
+    )
+    pause: Duration = Field(
+        default="1m",
+        description="How long the step lasts at least (and until the analysis has seen "
+        "minRequests), e.g. 60s, 2m.",
+    )
+
+
+class CanaryAnalysis(ApiModel):
+    """How a canary is judged, from the serving pods' own /metrics (runtime: batched)."""
+
+    interval: Duration = Field(default="30s", description="How often the canary is judged.")
+    min_requests: int = Field(
+        default=50,
+        ge=1,
+        le=1_000_000,
+        description="Requests the canary pods must have answered before a judgement counts.",
+    )
+    max_error_rate: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="How much the canary's share of failed answers (not 2xx: a model's "
+        "exception is a 400 in MLflow's protocol) may exceed the stable pods' share.",
+    )
+    max_p99_latency_ratio: float | None = Field(
+        default=1.5,
+        ge=1,
+        description="The highest canary p99 latency, as a multiple of the stable pods' p99 "
+        "(null: not judged).",
+    )
+    failure_limit: int = Field(
+        default=1, ge=1, le=100, description="Failed judgements that abort the canary."
+    )
+
+
+class CanarySpec(ApiModel):
+    """Steps of a canary rollout and how each is judged."""
+
+    __rules__ = (
+        Rule(
+            cel="self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
+            message="step weights must increase (the last step is followed by 100%)",
+            holds=lambda c: all(a.weight < b.weight for a, b in itertools.pairwise(c.steps)),
+            field_path=".steps",
+        ),
+    )
+
+    steps: list[CanaryStep] = Field(
+        min_length=1,
+        max_length=MAX_CANARY_STEPS,
+        description="Increasing weights, e.g. [{weight: 10, pause: 60s}, {weight: 50, pause: 2m}]; "
+        "100% follows the last.",
+    )
+    analysis: CanaryAnalysis = Field(
+        default_factory=CanaryAnalysis, description="How each step is judged."
+    )
+
+
 class RolloutSpec(ApiModel):
     """How a new version replaces the serving one."""
 
-    __rules__ = (not_both_zero("maxSurge", "maxUnavailable"),)
+    __rules__ = (
+        not_both_zero("maxSurge", "maxUnavailable"),
+        Rule(
+            cel="!has(self.strategy) || self.strategy != 'Canary' || has(self.canary)",
+            message="strategy Canary needs canary.steps",
+            holds=lambda r: r.strategy != "Canary" or r.canary is not None,
+            field_path=".canary",
+        ),
+    )
 
-    strategy: Literal["RollingUpdate"] = Field(
-        default="RollingUpdate", description="RollingUpdate (BlueGreen comes later)."
+    strategy: Literal["Replace", "RollingUpdate", "Canary"] = Field(
+        default="Replace",
+        description="Replace: every pod moves to the new version by a rolling update "
+        "(RollingUpdate is the same, its earlier name). Canary: a share of the pods runs the "
+        "new version first, step by step, judged on its own metrics (runtime: batched).",
+    )
+    canary: CanarySpec | None = Field(
+        default=None, description="Steps and analysis of strategy Canary."
     )
     max_surge: IntOrString = Field(
         default=1, description="Extra pods during a rollout: a number or a percentage."
@@ -503,6 +586,18 @@ class GatesSpec(ApiModel):
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a ModelDeployment."""
 
+    __rules__ = (
+        Rule(
+            cel="!has(self.rollout) || !has(self.rollout.strategy) || "
+            "self.rollout.strategy != 'Canary' || "
+            "(has(self.serving) && has(self.serving.runtime) && self.serving.runtime == 'batched')",
+            message="rollout strategy Canary needs serving.runtime batched: the canary is judged "
+            "on the batched runtime's own /metrics",
+            holds=lambda s: s.rollout.strategy != "Canary" or s.serving.runtime == "batched",
+            field_path=".rollout.strategy",
+        ),
+    )
+
     model: ModelSelector = Field(description="Registered model and version selector.")
     registry: RegistrySpec = Field(description="The MLflow registry to follow.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving pods.")
@@ -555,6 +650,31 @@ class GatesStatus(StatusModel):
     message: str = Field(description="Each gate with the values it saw.")
 
 
+class CanaryStatus(StatusModel):
+    """Where a canary rollout stands (strategy Canary)."""
+
+    phase: Literal["Canary", "Promoting", "Promoted", "Aborted"] = Field(
+        description="Canary: steps run; Promoting: every pod moves to the version; Promoted, "
+        "Aborted: how the last canary ended."
+    )
+    version: str = Field(description="The version under test.")
+    step: int = Field(default=0, description="The step running (0-based).")
+    weight: int = Field(
+        default=0,
+        description="Percent of the serving pods that run the version now (steps rounded to "
+        "whole pods).",
+    )
+    canary_replicas: int = Field(default=0, description="Pods of the version.")
+    step_started: datetime | None = Field(default=None, description="When the step began.")
+    last_analysis: datetime | None = Field(default=None, description="When it was last judged.")
+    failures: int = Field(default=0, description="Failed judgements so far.")
+    analysis: str | None = Field(
+        default=None,
+        description="The last judgement, e.g. 'canary: 120 requests, 0.0% errors (stable "
+        "0.1%), p99 12ms; stable p99 10ms (1.2x)'.",
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     """Observed state of a ModelDeployment."""
 
@@ -602,4 +722,7 @@ class ModelDeploymentStatus(StatusModel):
     )
     gates: GatesStatus | None = Field(
         default=None, description="The last judgement of spec.gates on a new version."
+    )
+    rollout: CanaryStatus | None = Field(
+        default=None, description="The last canary rollout (strategy Canary)."
     )

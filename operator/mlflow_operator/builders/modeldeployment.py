@@ -30,6 +30,7 @@ from mlflow_operator.core.naming import (
     LABEL_COMPONENT,
     LABEL_MODEL_DEPLOYMENT,
     LABEL_MODEL_VERSION,
+    LABEL_TRACK,
     child_name,
     model_uri,
     standard_labels,
@@ -45,6 +46,14 @@ STARTUP_SECONDS = 600
 
 def serving_name(md_name: str) -> str:
     return child_name(md_name)
+
+
+CANARY_TRACK = "canary"
+
+
+def canary_name(md_name: str) -> str:
+    """The Deployment of a canary's pods (strategy Canary), beside the serving one."""
+    return child_name(md_name, CANARY_TRACK)
 
 
 def selector_labels(md_name: str) -> dict[str, str]:
@@ -142,20 +151,27 @@ def build_serving_deployment(
     *,
     replace_in_place: bool = False,
     ledger: RolloutLedger | None = None,
+    canary_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The Deployment that serves `version` of the model.
 
     `ledger` goes into the Deployment's own annotations (never the pod template's), so that
     the write that changes the template also records why (core/modeldeployment/ledger.py).
+    `canary_replicas`: build the canary's Deployment instead (strategy Canary): that many
+    pods with the Service's labels, and a selector of its own (the track label).
     """
-    name = serving_name(owner.name)
+    canary = canary_replicas is not None
+    name = canary_name(owner.name) if canary else serving_name(owner.name)
+    track = {LABEL_TRACK: CANARY_TRACK} if canary else {}
     uri = model_uri(spec.model.name, version)
     serving = spec.serving
     template = serving.pod_template
     image = serving.image or (
         config.serving_image_gpu if serving.gpu.count > 0 else config.serving_image_cpu
     )
-    labels = pod_labels(template, {**serving_labels(owner.name), LABEL_MODEL_VERSION: version})
+    labels = pod_labels(
+        template, {**serving_labels(owner.name), LABEL_MODEL_VERSION: version, **track}
+    )
     annotations = pod_annotations(template, {ANNOTATION_MODEL_URI: uri})
     strategy = (
         {"maxSurge": 0, "maxUnavailable": 1}
@@ -206,12 +222,12 @@ def build_serving_deployment(
         "metadata": child_metadata(
             name,
             owner,
-            serving_labels(owner.name),
+            {**serving_labels(owner.name), **track},
             {ANNOTATION_MODEL_URI: uri, **(ledger.annotations() if ledger else {})},
         ),
         "spec": {
-            "replicas": serving.replicas,
-            "selector": {"matchLabels": selector_labels(owner.name)},
+            "replicas": canary_replicas if canary_replicas is not None else serving.replicas,
+            "selector": {"matchLabels": {**selector_labels(owner.name), **track}},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 5,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},

@@ -31,6 +31,7 @@ from mlflow_operator.builders.modeldeployment import (
     build_serving_network_policy,
     build_serving_pdb,
     build_serving_service,
+    canary_name,
     pod_selector,
     selector_labels,
     service_url,
@@ -51,7 +52,16 @@ from mlflow_operator.core.modeldeployment.autoscaling import (
     rollout_needs_a_pod,
     scale_message,
 )
+from mlflow_operator.core.modeldeployment.canary import (
+    CanaryInputs,
+    CanaryObservation,
+    CanaryPlan,
+    analysis_due,
+    judge,
+    plan_canary,
+)
 from mlflow_operator.core.modeldeployment.conditions import (
+    CANARY,
     CREDENTIALS_NOT_FOUND,
     ROLLING_BACK,
     ROLLOUT_STARTED,
@@ -65,7 +75,9 @@ from mlflow_operator.core.modeldeployment.gates import (
     GateVerdict,
     RunMetrics,
     gate_question,
-    judge,
+)
+from mlflow_operator.core.modeldeployment.gates import (
+    judge as judge_gates,
 )
 from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
@@ -85,7 +97,7 @@ from mlflow_operator.core.modeldeployment.status import (
     status_changed,
 )
 from mlflow_operator.core.modeldeployment.write_back import version_tag_values
-from mlflow_operator.core.naming import write_back_tag
+from mlflow_operator.core.naming import LABEL_MODEL_VERSION, write_back_tag
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
@@ -228,10 +240,11 @@ class ModelDeploymentReconciler:
         spec, scaled, scale_events = await self._autoscale(
             spec, owner, last, now, resolution=resolution, observed=observed, emit=emit
         )
+        canary = await self._canary(spec, owner, last, resolution, registry, observed, now)
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
-            selector=pod_selector(owner.name), gate=gate,
+            selector=pod_selector(owner.name), gate=gate, canary=canary,
         )  # fmt: skip
 
         plan.status.autoscaling = scaled
@@ -246,29 +259,15 @@ class ModelDeploymentReconciler:
         await self._route_through_activator(spec, owner, scaled, observed.ready_replicas)
         if plan.deploy_version is not None:
             if plan.apply and endpoint is not None:
+                testing = canary.canary_version if canary is not None else None
+                versions = [plan.deploy_version, *filter(None, [testing])]
                 endpoint = await self._for_pods(
-                    spec, owner, endpoint, client, version=plan.deploy_version, emit=emit
+                    spec, owner, endpoint, client, versions=versions, emit=emit
                 )
             if plan.apply and endpoint is not None:
-                built = build_serving_deployment(
-                    spec,
-                    owner,
-                    plan.deploy_version,
-                    endpoint,
-                    self.config,
-                    replace_in_place=plan.replace_in_place,
-                    ledger=plan.ledger,
-                )
-                desired = stamped(without_fixed_ids(built) if self.config.openshift else built)
-                stored = (
-                    deployment  # an idle reconcile writes nothing
-                    if deployment is not None and already_applied(deployment, desired)
-                    else await self._api.apply(desired)
-                )
-                self._note_spec_generation(owner, deployment, stored)
-                if deployment_recreated(deployment, stored):
-                    event = recreating(plan.deploy_version, "was deleted during a reconcile")
-                    emit(event.type, event.reason, event.message)
+                await self._apply_serving(spec, owner, plan, endpoint, deployment, emit)
+            if canary is not None and plan.apply:
+                await self._apply_canary(spec, owner, canary, endpoint)
             name = serving_name(owner.name)
             await self._ensure(build_serving_service(spec, owner), "v1", "Service", name, owner)
             pdb = build_serving_pdb(spec, owner)
@@ -349,6 +348,57 @@ class ModelDeploymentReconciler:
         if problem is not None:
             logger.warning("%s: %s", _key(owner), problem)
             emit("Warning", SERVING_IDENTITY_FAILED, problem)
+
+    async def _apply_serving(  # noqa: PLR0917  (what one apply needs)
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        plan: RolloutPlan,
+        endpoint: TrackingEndpoint,
+        deployment: dict[str, Any] | None,
+        emit: EventSink,
+    ) -> None:
+        """The serving Deployment as the plan pins it; no write when the live one is it."""
+        assert plan.deploy_version is not None  # noqa: S101  (the caller checks)
+        built = build_serving_deployment(
+            spec,
+            owner,
+            plan.deploy_version,
+            endpoint,
+            self.config,
+            replace_in_place=plan.replace_in_place,
+            ledger=plan.ledger,
+        )
+        desired = stamped(without_fixed_ids(built) if self.config.openshift else built)
+        stored = (
+            deployment  # an idle reconcile writes nothing
+            if deployment is not None and already_applied(deployment, desired)
+            else await self._api.apply(desired)
+        )
+        self._note_spec_generation(owner, deployment, stored)
+        if deployment_recreated(deployment, stored):
+            event = recreating(plan.deploy_version, "was deleted during a reconcile")
+            emit(event.type, event.reason, event.message)
+
+    async def _apply_canary(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        canary: CanaryPlan,
+        endpoint: TrackingEndpoint | None,
+    ) -> None:
+        """The canary's Deployment as the plan wants it: its pods, or none. Without an endpoint
+        for its pods (their MLflow user cannot be made now) it is left as it is."""
+        if canary.canary_version is not None and endpoint is None:
+            return
+        manifest = None
+        if canary.canary_version is not None and endpoint is not None:
+            built = build_serving_deployment(
+                spec, owner, canary.canary_version, endpoint, self.config,
+                canary_replicas=canary.canary_replicas,
+            )  # fmt: skip
+            manifest = without_fixed_ids(built) if self.config.openshift else built
+        await self._ensure(manifest, "apps/v1", "Deployment", canary_name(owner.name), owner)
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
@@ -473,7 +523,7 @@ class ModelDeploymentReconciler:
         endpoint: TrackingEndpoint,
         client: RegistryClient | None,
         *,
-        version: str,
+        versions: list[str],
         emit: EventSink,
     ) -> TrackingEndpoint | None:
         """The endpoint with the credentials the serving pods get; None while the pods' own
@@ -489,7 +539,7 @@ class ModelDeploymentReconciler:
         if client is not None:
             try:
                 reader = await self.identities.ensure(
-                    owner, server, spec.model.name, [version], client
+                    owner, server, spec.model.name, versions, client
                 )
             except (RegistryError, SecretUnusable) as exc:
                 problem = str(exc)
@@ -504,6 +554,58 @@ class ModelDeploymentReconciler:
         return None
 
     # -- gather helpers --------------------------------------------------------------------
+    async def _canary(  # noqa: PLR0917  (the inputs of one decision, all needed)
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        last: ModelDeploymentStatus,
+        resolution: Resolution | None,
+        registry: RegistryState,
+        observed: DeploymentObservation,
+        now: datetime,
+    ) -> CanaryPlan | None:
+        """strategy Canary's move: the canary Deployment observed, and judged from the pods'
+        own /metrics when its analysis is due (core/modeldeployment/canary.py). None, with no
+        reads, for a ModelDeployment that never ran a canary."""
+        if spec.rollout.strategy != CANARY and last.rollout is None:
+            return None
+        live = await self._api.get(
+            "apps/v1", "Deployment", canary_name(owner.name), owner.namespace
+        )
+        seen = observe_deployment(live, await self._pods(owner, live) if live else [])
+        current = observed.version if observed.exists else None
+        judgement = None
+        if live is not None and analysis_due(spec, last.rollout, now) and spec.rollout.canary:
+            pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+            by_version = _pods_by_version(pods)
+            version = seen.version or ""
+            judgement = judge(
+                spec.rollout.canary.analysis,
+                await self.pod_metrics.traffic(by_version.get(version, []), SERVING_PORT),
+                await self.pod_metrics.traffic(by_version.get(current or "", []), SERVING_PORT),
+            )
+        target = resolution.version if isinstance(resolution, Resolved) else None
+        failed = set(last.failed_versions) | set(
+            observed.ledger.failed_versions if observed.exists and observed.ledger else ()
+        )
+        inputs = CanaryInputs(
+            target=target,
+            current=current,
+            target_failed=target in failed,
+            synced=registry.synced,
+            stable_pods=spec.serving.replicas,
+            stable_complete=observed.rollout_complete,
+            canary=CanaryObservation(
+                exists=live is not None,
+                version=seen.version,
+                ready=seen.ready_replicas,
+                deadline_exceeded=seen.exists and seen.deadline_exceeded,
+                trouble=seen.pod_troubles[0] if seen.pod_troubles else None,
+            ),
+            judgement=judgement,
+        )
+        return plan_canary(spec, last.rollout, inputs, now)
+
     async def _judge_gates(
         self,
         spec: ModelDeploymentSpec,
@@ -543,7 +645,7 @@ class ModelDeploymentReconciler:
                     while len(self._run_metrics) > RUN_METRICS_KEPT:
                         self._run_metrics.pop(next(iter(self._run_metrics)))
             read[run_id] = cached
-        return judge(
+        return judge_gates(
             spec.gates,
             question,
             read.get(question.run_id),
@@ -774,6 +876,14 @@ def _recheck_after(plan: RolloutPlan, interval: float, scaled: AutoscalingStatus
     """Soon while a rollout moves or the autoscaler samples the load; else at the poll."""
     recheck = ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
     return min(recheck, AUTOSCALE_SECONDS) if scaled is not None else recheck
+
+
+def _pods_by_version(pods: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        found.setdefault(str(labels.get(LABEL_MODEL_VERSION, "")), []).append(pod)
+    return found
 
 
 def _unreadable(problem: EndpointProblem) -> RegistryState:

@@ -13,6 +13,8 @@ import pytest
 from lightkube import ApiError
 
 from mlflow_operator.config import OperatorConfig
+from mlflow_operator.core.modeldeployment.canary import Traffic
+from mlflow_operator.core.naming import LABEL_MODEL_VERSION
 from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from tests.unit.reconcilers.fakes import (
@@ -523,3 +525,69 @@ async def test_gates_read_a_runs_metrics_once_per_version_and_tags_and_hold_it_w
     reads = [c for c in world.hub.client.calls if c.startswith("GET runs/get")]
     assert reads.count("GET runs/get run-2") == 2  # its tags changed: read again
     assert reads.count("GET runs/get run-1") == 1  # the serving version's run: cached
+
+
+class FakePodTraffic:
+    """The serving pods' /metrics, by the version label of the pods asked about."""
+
+    def __init__(self, by_version: dict[str, Traffic]) -> None:
+        self.by_version = by_version
+
+    async def traffic(self, pods: list[dict[str, Any]], port: int) -> Traffic:
+        total = Traffic()
+        for pod in pods:
+            total += self.by_version.get(pod["metadata"]["labels"][LABEL_MODEL_VERSION], Traffic())
+        return total
+
+
+def serving_pod(name: str, version: str, track: dict[str, str] | None = None) -> dict[str, Any]:
+    labels = {
+        "mlflowops.dev/modeldeployment": "fraud",
+        "app.kubernetes.io/component": "serving",
+        LABEL_MODEL_VERSION: version,
+        **(track or {}),
+    }
+    return {"metadata": {"name": name, "namespace": NAMESPACE, "labels": labels}, "status": {}}
+
+
+async def test_a_canary_gets_a_deployment_of_its_own_and_an_abort_removes_it() -> None:
+    world = World(
+        serving={"runtime": "batched", "replicas": 2},
+        rollout={
+            "strategy": "Canary",
+            "canary": {"steps": [{"weight": 10}], "analysis": {"minRequests": 10}},
+        },
+    )
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    world.hub.registry.champion = "2"
+    world.kube.writes.clear()
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    canary = world.kube.stored("Deployment", "fraud-canary")
+    assert canary is not None
+    assert canary["spec"]["replicas"] == 1
+    assert canary["spec"]["selector"]["matchLabels"]["mlflowops.dev/track"] == "canary"
+    labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert (labels["mlflowops.dev/modeldeployment"], labels[LABEL_MODEL_VERSION]) == ("fraud", "2")
+    assert world.kube.writes.index("status") < world.kube.writes.index("apply:Deployment")
+    assert world.status["rollout"]["phase"] == "Canary"
+    assert world.condition("Progressing")["reason"] == "Canary"
+
+    world.kube.pods = [
+        serving_pod("fraud-a", "1"),
+        serving_pod("fraud-b", "1"),
+        serving_pod("fraud-canary-a", "2", {"mlflowops.dev/track": "canary"}),
+    ]
+    world.reconciler.pod_metrics = FakePodTraffic(  # type: ignore[assignment]
+        {"1": Traffic(200, 0), "2": Traffic(40, 10)}
+    )
+    await world.reconcile()
+    assert world.kube.stored("Deployment", "fraud-canary") is None
+    assert template_version(world.kube, "fraud") == "1"
+    assert world.status["failedVersions"] == ["2"]
+    assert world.status["rollout"]["phase"] == "Aborted"
+    assert world.condition("Degraded")["reason"] == "CanaryAborted"
+    assert "error rate 25.0% > stable 0.0% + 2%" in world.condition("Degraded")["message"]
+    assert [e[1] for e in world.events].count("CanaryAborted") == 1

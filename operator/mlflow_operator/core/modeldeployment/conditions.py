@@ -16,6 +16,11 @@ REGISTRY_SYNCED = "RegistrySynced"
 # reasons, of conditions and of Events
 ALIAS_NOT_FOUND = "AliasNotFound"
 AS_EXPECTED = "AsExpected"
+# strategy Canary: a canary runs (Progressing), was aborted, passed its steps, moved a step
+CANARY = "Canary"
+CANARY_ABORTED = "CanaryAborted"
+CANARY_PROMOTED = "CanaryPromoted"
+CANARY_STEP = "CanaryStep"
 CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
 ENDPOINT_UNKNOWN = "EndpointUnknown"
 # spec.gates hold a new version back: no pod of it is created

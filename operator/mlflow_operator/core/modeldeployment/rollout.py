@@ -29,8 +29,11 @@ from mlflow_operator.api.modeldeployment import (
     RolloutRecord,
 )
 from mlflow_operator.core.conditions import READY, get_condition, set_condition
+from mlflow_operator.core.modeldeployment.canary import ABORTED, CanaryPlan
 from mlflow_operator.core.modeldeployment.conditions import (
     AS_EXPECTED,
+    CANARY,
+    CANARY_ABORTED,
     DEGRADED,
     ENDPOINT_UNKNOWN,
     GATE_BLOCKED,
@@ -84,6 +87,7 @@ class RolloutPlan:
     failed_version: str | None = None  # a rollout failed now (tag it in MLflow)
     rolling_out: bool = False  # something moves: look again soon
     gate_blocked: GateVerdict | None = None  # spec.gates blocked a version now (tag it in MLflow)
+    failure_message: str | None = None  # why failed_version failed, when not its deadline
 
 
 @dataclass
@@ -176,6 +180,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     url: str | None = None,
     selector: str | None = None,
     gate: GateVerdict | None = None,
+    canary: CanaryPlan | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
@@ -185,7 +190,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     name the Secret, they never hold its values. `url`: the Service's, shown in status while
     a version is deployed. `selector`: the serving pods' label selector, for the scale
     subresource. `gate`: spec.gates' verdict on the version the registry selects (None: no
-    gates, or that version rolled out here already); a blocked one gets no pod.
+    gates, or that version rolled out here already); a blocked one gets no pod. `canary`:
+    strategy Canary's move (core/modeldeployment/canary.py): while it holds, the template keeps
+    what serves; an abort makes the version a failed one.
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
@@ -193,14 +200,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     status.follows = follows(spec.model)
     _registry_conditions(draft, registry, resolution)
 
-    if spec.model.selector is None:
-        status.selection = None
-    if isinstance(resolution, Resolved):
-        status.target_version = resolution.version
-        if resolution.run_id:
-            status.run_id = resolution.run_id
-        if resolution.selection:
-            status.selection = resolution.selection
+    _record_resolution(status, spec, resolution)
     target = status.target_version
     current = deployment.version if deployment.exists else None
     known = _known(last, deployment)
@@ -208,6 +208,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     known.failed = {v for v in known.failed if v == target}
 
     succeeded = failed_now = None
+    aborted = _aborted_canary(canary, known)
+    if aborted is not None:
+        failed_now = aborted[0]
     stuck: _Stuck | None = None  # past its deadline, but not the version's fault
     if current is not None and deployment.rollout_complete:
         succeeded = _complete(draft, known, current)
@@ -231,9 +234,12 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         draft, spec, last, gate, steer=target if isinstance(resolution, Resolved) else current,
         current=current,
     )  # fmt: skip
+    if canary is not None:
+        steer = _canary_moves(draft, canary, steer, current)
     deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
     if failed_now is not None:
-        _announce_failure(draft, spec, failed_now, deploy, deployment)
+        why = aborted[1] if aborted is not None else None
+        _announce_failure(draft, spec, failed_now, deploy, deployment, why=why)
     elif stuck is not None:
         _announce_stuck(draft, last, stuck)
     if endpoint_known and deploy is not None and deploy != current:
@@ -255,8 +261,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         and deploy == current
     )
     decision = _Decision(
-        deploy, current, stuck, rolling_out, stays_failed, endpoint_known, gate_blocked=blocked
-    )
+        deploy, current, stuck, rolling_out, stays_failed, endpoint_known, gate_blocked=blocked,
+        canary_progress=canary.progress if canary is not None and canary.hold else None,
+    )  # fmt: skip
     _rollout_conditions(draft, spec, decision, deployment, known)
     status.model_uri = model_uri(spec.model.name, deploy) if deploy else None
     if deploy is not None and url is not None:
@@ -273,9 +280,50 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         events=tuple(draft.events),
         succeeded_version=succeeded,
         failed_version=failed_now,
-        rolling_out=rolling_out,
+        failure_message=aborted[1] if aborted is not None else None,
+        rolling_out=rolling_out or (canary is not None and canary.running),
         gate_blocked=gate if blocked is not None and gate and _gate_news(last, gate) else None,
     )
+
+
+def _record_resolution(
+    status: ModelDeploymentStatus, spec: ModelDeploymentSpec, resolution: Resolution | None
+) -> None:
+    """What the registry selects, and why, into status (kept when it was not read now)."""
+    if spec.model.selector is None:
+        status.selection = None
+    if isinstance(resolution, Resolved):
+        status.target_version = resolution.version
+        if resolution.run_id:
+            status.run_id = resolution.run_id
+        if resolution.selection:
+            status.selection = resolution.selection
+
+
+def _aborted_canary(canary: CanaryPlan | None, known: _Record) -> tuple[str, str] | None:
+    """(version, why) of a canary aborted now, when that is news: the version is a failed one
+    from now on."""
+    if canary is None or canary.status is None or canary.aborted is None:
+        return None
+    version = canary.status.version
+    known.failed.add(version)
+    return None if version in known.announced else (version, canary.aborted)
+
+
+def _canary_moves(
+    draft: _Draft, canary: CanaryPlan, steer: str | None, current: str | None
+) -> str | None:
+    """Record the canary in status and history; the version the template pins (what serves,
+    while the canary holds)."""
+    draft.status.rollout = canary.status
+    for type_, reason, message in canary.events:
+        draft.event(type_, reason, message)
+    if canary.status is not None and canary.hold:
+        version = canary.status.version
+        if not any(h.version == version and h.result == "InProgress" for h in draft.status.history):
+            draft.start(version)
+        return current
+    return steer
 
 
 def _past_gates(
@@ -347,7 +395,17 @@ def _announce_failure(
     target: str,
     deploy: str | None,
     deployment: DeploymentObservation,
+    *,
+    why: str | None = None,
 ) -> None:
+    if why is not None:  # its canary was aborted: the pods it had never served everyone
+        draft.record(target, "RolledBack", why)
+        back = f"traffic back on version {deploy}" if deploy else "nothing else serves"
+        draft.event(
+            "Warning", CANARY_ABORTED,
+            f"{why}; {back}; it is not retried until the registry selects another version",
+        )  # fmt: skip
+        return
     deadline = spec.rollout.progress_deadline_seconds
     # The pods go away with the rollback: what they showed is kept in the history entry.
     cause = deployment.pod_troubles[0] if deployment.pod_troubles else None
@@ -534,6 +592,7 @@ class _Decision:
     stays_failed: bool  # a failed version stays deployed (autoRollback off, or nothing older)
     endpoint_known: bool
     gate_blocked: str | None = None  # why spec.gates hold the selected version back
+    canary_progress: str | None = None  # a canary runs beside what serves: how far it is
 
 
 def _rollout_conditions(
@@ -555,10 +614,16 @@ def _degraded(
     if known.failed:
         version = min(known.failed)
         cause = _failure_cause(draft.status, version)
-        parts = [
-            f"version {version} did not become available within "
-            f"{spec.rollout.progress_deadline_seconds}s" + (f" ({cause})" if cause else "")
-        ]
+        rollout = draft.status.rollout
+        reason = ROLLOUT_FAILED
+        if rollout is not None and rollout.phase == ABORTED and rollout.version == version:
+            reason = CANARY_ABORTED
+            parts = [f"version {version}: {cause or 'its canary was aborted'}"]
+        else:
+            parts = [
+                f"version {version} did not become available within "
+                f"{spec.rollout.progress_deadline_seconds}s" + (f" ({cause})" if cause else "")
+            ]
         if deploy is None:
             parts.append("no earlier version served, so nothing is deployed")
         elif deploy == version and not spec.rollout.auto_rollback:
@@ -568,7 +633,7 @@ def _degraded(
         else:
             parts.append(f"serving version {deploy}")
         parts.append("waiting for the registry to select another version")
-        draft.condition(DEGRADED, "True", ROLLOUT_FAILED, "; ".join(parts))
+        draft.condition(DEGRADED, "True", reason, "; ".join(parts))
     elif decision.stuck is not None:
         draft.condition(DEGRADED, "True", decision.stuck.reason, decision.stuck.message)
     else:
@@ -584,6 +649,8 @@ def _progressing(
     deploy = decision.deploy
     if spec.suspend:
         draft.condition(PROGRESSING, "False", SUSPENDED, "suspended: the registry is not followed")
+    elif decision.canary_progress is not None:
+        draft.condition(PROGRESSING, "True", CANARY, decision.canary_progress)
     elif decision.gate_blocked is not None and not decision.rolling_out:
         draft.condition(PROGRESSING, "False", GATE_BLOCKED, decision.gate_blocked)
     elif deploy is None:

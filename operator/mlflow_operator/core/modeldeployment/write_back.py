@@ -22,7 +22,8 @@ def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]
         if previous and previous != plan.succeeded_version:
             tags.append((previous, f"replaced by version {plan.succeeded_version} at {stamp}"))
     if plan.failed_version:
-        tags.append((plan.failed_version, f"rollout failed at {stamp}"))
+        why = f": {plan.failure_message[:MAX_REASON_CHARS]}" if plan.failure_message else ""
+        tags.append((plan.failed_version, f"rollout failed at {stamp}{why}"))
     if plan.gate_blocked:
         why = plan.gate_blocked.message[:MAX_REASON_CHARS]
         tags.append((plan.gate_blocked.version, f"blocked by spec.gates at {stamp}: {why}"))
