@@ -16,22 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.cluster.launcher import ControlPlane, KubeCluster
+from tests.bench.world import bench_world, percentile, wait
+from tests.cluster.launcher import KubeCluster
 from tests.e2e.modeldeployments import model_deployment
-from tests.e2e.operator_process import OperatorProcess, local_images_env
-from tests.mlflowstack import stack as mlflow_stack
 from tests.mlflowstack.models import ModelRegistry, sample_input
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench-zero"
 NAME = "sleepy"
 MODEL = "bench-scale-to-zero"
@@ -42,18 +38,6 @@ def get(cluster: KubeCluster, *args: str) -> dict[str, Any]:
         cluster.kubectl("get", "-n", NAMESPACE, *args, "-o", "json").stdout
     )
     return result
-
-
-def wait(check: Any, timeout: float, what: str) -> None:
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001, S110  (not there yet)
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def pods(cluster: KubeCluster) -> list[dict[str, Any]]:
@@ -100,37 +84,13 @@ def ask(url: str, body: dict[str, Any]) -> tuple[bool, float]:
     return ok, time.monotonic() - started
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--activations", type=int, default=20)
     parser.add_argument("--burst", type=int, default=1, help="requests sent at once each time")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-to-zero-"))
-    plane = ControlPlane()
-    try:
-        cluster = plane.start()
-        if cluster.node is None:
-            raise SystemExit("needs the real node")
-        with mlflow_stack.running(workdir / "mlflow") as stack:
-            tracking_uri = f"http://{cluster.expose_to_pods(stack.server.port)}"
-            registry = ModelRegistry(stack.tracking_uri)
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            for crd in ("modeldeployments", "mlflowservers"):
-                cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.mlflowops.dev")
-            operator = OperatorProcess(
-                cluster.kubeconfig, workdir, extra_env=local_images_env(cluster)
-            ).start()
-            try:
-                run(cluster, registry, tracking_uri, args.activations, args.burst)
-            finally:
-                operator.stop()
-    finally:
-        plane.cleanup()
+    with bench_world("bench-scale-to-zero-") as world:
+        run(world.cluster, world.registry, world.tracking_uri, args.activations, args.burst)
 
 
 def run(

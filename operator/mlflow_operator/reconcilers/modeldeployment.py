@@ -240,7 +240,10 @@ class ModelDeploymentReconciler:
         spec, scaled, scale_events = await self._autoscale(
             spec, owner, last, now, resolution=resolution, observed=observed, emit=emit
         )
-        canary = await self._canary(spec, owner, last, resolution, registry, observed, now)
+        held = gate is not None and not gate.passed  # a blocked version gets no canary either
+        canary = await self._canary(
+            spec, owner, last, None if held else resolution, registry, observed, now
+        )
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),

@@ -131,14 +131,28 @@ def analysis_due(spec: ModelDeploymentSpec, last: CanaryStatus | None, now: date
 
 
 def judge(analysis: CanaryAnalysis, canary: Traffic, stable: Traffic) -> Judgement:
-    """One judgement of the canary's answers (since its pods started) against the limits."""
+    """One judgement of the canary's answers (since its pods started) against the limits.
+
+    Before `minRequests` answers nothing passes, but a canary already fails when its failures
+    so far would exceed the limit even if every answer up to `minRequests` succeeded: waiting
+    for more answers could not change the verdict, only expose more callers.
+    """
+    # above the stable pods' own rate: malformed requests of a client fail on every pod
+    usual = stable.errors / stable.requests if stable.requests else 0.0
     if canary.requests < analysis.min_requests:
+        floor = canary.errors / analysis.min_requests
+        if floor - usual > analysis.max_error_rate:
+            return Judgement(
+                "Failed",
+                f"{canary.errors:.0f} of the canary's first {canary.requests:.0f} answers "
+                f"failed: its error rate over {analysis.min_requests} answers cannot be below "
+                f"{100 * floor:.1f}% > stable {100 * usual:.1f}% + "
+                f"{100 * analysis.max_error_rate:g}%",
+            )
         return Judgement(
             "Waiting", f"canary: {canary.requests:.0f}/{analysis.min_requests} requests"
         )
     rate = canary.errors / canary.requests
-    # above the stable pods' own rate: malformed requests of a client fail on every pod
-    usual = stable.errors / stable.requests if stable.requests else 0.0
     p99, base = canary.p99(), stable.p99()
     latency = f"p99 {_ms(p99)}; stable p99 {_ms(base)}"
     ratio = p99 / base if p99 is not None and base else None
@@ -172,7 +186,8 @@ def _ms(seconds: float | None) -> str:
 class CanaryInputs:
     """What one canary decision depends on."""
 
-    target: str | None  # the version the registry selects (None: none, or not read)
+    # the version the registry selects (None: none, not read, or held back by spec.gates)
+    target: str | None
     current: str | None  # the version the serving Deployment pins
     target_failed: bool  # that version failed before (never canaried again)
     synced: bool  # the registry was read now
@@ -196,7 +211,10 @@ def plan_canary(  # noqa: PLR0911  (one return per situation, in the order they 
     target, current = inputs.target, inputs.current
     if current is None or target is None or inputs.target_failed:
         # nothing serves yet (nothing to compare with: Replace), or nothing to canary
-        return _ended(last, "the registry no longer selects it") if running else CanaryPlan(last)
+        if not running:
+            return CanaryPlan(last)
+        why = "it failed" if inputs.target_failed else "the registry selects no new version now"
+        return _ended(last, why)
     if target == current:
         if last is not None and last.phase == PROMOTING and last.version == current:
             if inputs.stable_complete:
