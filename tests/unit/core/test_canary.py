@@ -105,8 +105,7 @@ def test_a_judgement_names_the_numbers_and_waits_for_enough_requests() -> None:
     # 2 failures in 12 answers: below 20 answers, yet at least 10% over 20 > 5%: no need to wait
     assert judge(analysis, Traffic(12, 2, fast), Traffic(100, 0, fast)) == Judgement(
         "Failed",
-        "2 of the canary's first 12 answers failed: its error rate over 20 answers cannot be "
-        "below 10.0% > stable 0.0% + 5%",
+        "error rate at least 10.0% over 20 answers (2 of the first 12 failed) > stable 0.0% + 5%",
     )
     assert judge(analysis, Traffic(12, 1, fast), Traffic(100, 0, fast)).verdict == "Waiting"
     assert judge(analysis, Traffic(100, 7, fast), Traffic(100, 0, fast)) == Judgement(

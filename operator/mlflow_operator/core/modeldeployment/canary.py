@@ -144,10 +144,9 @@ def judge(analysis: CanaryAnalysis, canary: Traffic, stable: Traffic) -> Judgeme
         if floor - usual > analysis.max_error_rate:
             return Judgement(
                 "Failed",
-                f"{canary.errors:.0f} of the canary's first {canary.requests:.0f} answers "
-                f"failed: its error rate over {analysis.min_requests} answers cannot be below "
-                f"{100 * floor:.1f}% > stable {100 * usual:.1f}% + "
-                f"{100 * analysis.max_error_rate:g}%",
+                f"error rate at least {100 * floor:.1f}% over {analysis.min_requests} answers "
+                f"({canary.errors:.0f} of the first {canary.requests:.0f} failed) > stable "
+                f"{100 * usual:.1f}% + {100 * analysis.max_error_rate:g}%",
             )
         return Judgement(
             "Waiting", f"canary: {canary.requests:.0f}/{analysis.min_requests} requests"
