@@ -21,6 +21,7 @@ IN_FLIGHT = "mlflow_serving_in_flight_requests"
 QUEUE_DEPTH = "mlflow_serving_queue_depth"
 ANSWERED = "mlflow_serving_requests_total"
 LATENCY_BUCKET = "mlflow_serving_request_duration_seconds_bucket"
+MIRRORED = "mlflow_serving_mirrored_requests_total"  # copies sent to a shadow (strategy Shadow)
 
 
 def parse_load(pod: str, text: str) -> PodLoad | None:
@@ -46,6 +47,7 @@ def parse_traffic(text: str) -> Traffic | None:
     sets; None without the runtime's series."""
     requests = errors = 0.0
     buckets: dict[float, float] = {}
+    mirrored: dict[tuple[str, str], float] = {}
     seen = False
     try:
         for family in text_string_to_metric_families(text):
@@ -58,9 +60,12 @@ def parse_traffic(text: str) -> Traffic | None:
                 elif sample.name == LATENCY_BUCKET:
                     le = float(sample.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + sample.value
+                elif sample.name == MIRRORED:
+                    key = (sample.labels["candidate_version"], sample.labels["outcome"])
+                    mirrored[key] = mirrored.get(key, 0.0) + sample.value
     except (ValueError, KeyError):
         return None
-    return Traffic(requests, errors, buckets) if seen or buckets else None
+    return Traffic(requests, errors, buckets, mirrored) if seen or buckets else None
 
 
 def ready_pod_addresses(pods: Sequence[dict[str, Any]]) -> dict[str, str]:

@@ -452,6 +452,38 @@ class CanarySpec(ApiModel):
     )
 
 
+class ShadowAnalysis(CanaryAnalysis):
+    """How a shadow is judged: a canary's limits on the candidate's answers to the copies, and
+    how often it may disagree with the serving version."""
+
+    max_disagreement_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The highest share of copies both versions answered whose predictions "
+        "differ (numbers within a relative 1e-6 are equal); null: reported, not judged.",
+    )
+
+
+class ShadowSpec(ApiModel):
+    """A shadow rollout: the candidate answers copies of live requests; callers never see it."""
+
+    percent: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description="Percent of the live requests the serving pods copy to the candidate.",
+    )
+    duration: Duration = Field(
+        default="10m",
+        description="How long the shadow runs at least (and until the analysis has seen "
+        "minRequests copies answered) before the version is promoted.",
+    )
+    analysis: ShadowAnalysis = Field(
+        default_factory=ShadowAnalysis, description="How the shadow is judged."
+    )
+
+
 class RolloutSpec(ApiModel):
     """How a new version replaces the serving one."""
 
@@ -465,14 +497,20 @@ class RolloutSpec(ApiModel):
         ),
     )
 
-    strategy: Literal["Replace", "RollingUpdate", "Canary"] = Field(
+    strategy: Literal["Replace", "RollingUpdate", "Canary", "Shadow"] = Field(
         default="Replace",
         description="Replace: every pod moves to the new version by a rolling update "
         "(RollingUpdate is the same, its earlier name). Canary: a share of the pods runs the "
-        "new version first, step by step, judged on its own metrics (runtime: batched).",
+        "new version first, step by step, judged on its own metrics. Shadow: the new version "
+        "answers copies of live requests, never returned to callers, then replaces the serving "
+        "one. Canary and Shadow need runtime: batched.",
     )
     canary: CanarySpec | None = Field(
         default=None, description="Steps and analysis of strategy Canary."
+    )
+    shadow: ShadowSpec = Field(
+        default_factory=ShadowSpec,
+        description="Share, duration and analysis of strategy Shadow (defaults: 20% for 10m).",
     )
     max_surge: IntOrString = Field(
         default=1, description="Extra pods during a rollout: a number or a percentage."
@@ -583,18 +621,70 @@ class GatesSpec(ApiModel):
     )
 
 
+class PromoteSpec(ApiModel):
+    """What the registry is told when the cluster promotes a version."""
+
+    __rules__ = (
+        Rule(
+            cel="!has(self.setAlias) || (self.setAlias.lowerAscii() != 'latest' && "
+            "!self.setAlias.matches('^[vV][0-9]+$'))",
+            message="alias 'latest' and aliases of the form v<number> are reserved by MLflow",
+            holds=lambda p: (
+                p.set_alias is None
+                or (p.set_alias.lower() != "latest" and not _is_version_alias(p.set_alias))
+            ),
+            field_path=".setAlias",
+        ),
+    )
+
+    set_alias: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=ALIAS_PATTERN,
+        description="After a canary or shadow promoted a version to every pod, move this MLflow "
+        "alias to it (e.g. champion, for a ModelDeployment that follows challenger).",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a ModelDeployment."""
 
     __rules__ = (
         Rule(
             cel="!has(self.rollout) || !has(self.rollout.strategy) || "
-            "self.rollout.strategy != 'Canary' || "
+            "!(self.rollout.strategy in ['Canary', 'Shadow']) || "
             "(has(self.serving) && has(self.serving.runtime) && self.serving.runtime == 'batched')",
-            message="rollout strategy Canary needs serving.runtime batched: the canary is judged "
-            "on the batched runtime's own /metrics",
-            holds=lambda s: s.rollout.strategy != "Canary" or s.serving.runtime == "batched",
+            message="rollout strategies Canary and Shadow need serving.runtime batched: the new "
+            "version is judged on the batched runtime's own /metrics (and its pods copy requests "
+            "to a shadow)",
+            holds=lambda s: (
+                s.rollout.strategy not in ("Canary", "Shadow") or s.serving.runtime == "batched"
+            ),
             field_path=".rollout.strategy",
+        ),
+        Rule(
+            cel="!has(self.promote) || !has(self.promote.setAlias) || (has(self.rollout) && "
+            "has(self.rollout.strategy) && self.rollout.strategy in ['Canary', 'Shadow'])",
+            message="promote.setAlias needs rollout strategy Canary or Shadow: only they promote",
+            holds=lambda s: (
+                s.promote is None
+                or s.promote.set_alias is None
+                or s.rollout.strategy in ("Canary", "Shadow")
+            ),
+            field_path=".promote.setAlias",
+        ),
+        Rule(
+            cel="!has(self.promote) || !has(self.promote.setAlias) || !has(self.model.alias) || "
+            "self.promote.setAlias != self.model.alias",
+            message="promote.setAlias is the alias this ModelDeployment follows: it points at "
+            "the promoted version already",
+            holds=lambda s: (
+                s.promote is None
+                or s.promote.set_alias != s.model.alias
+                or s.promote.set_alias is None
+            ),
+            field_path=".promote.setAlias",
         ),
     )
 
@@ -603,6 +693,11 @@ class ModelDeploymentSpec(ApiModel):
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving pods.")
     service: ServiceSpec = service_spec_field(80)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout policy.")
+    promote: PromoteSpec | None = Field(
+        default=None,
+        description="What the operator records in MLflow when a canary or shadow promotes a "
+        "version (an alias it moves).",
+    )
     gates: GatesSpec | None = Field(
         default=None,
         description="Checks a new version must pass before any pod of it is created (a version "
@@ -653,9 +748,9 @@ class GatesStatus(StatusModel):
 class CanaryStatus(StatusModel):
     """Where a canary rollout stands (strategy Canary)."""
 
-    phase: Literal["Canary", "Promoting", "Promoted", "Aborted"] = Field(
-        description="Canary: steps run; Promoting: every pod moves to the version; Promoted, "
-        "Aborted: how the last canary ended."
+    phase: Literal["Canary", "Shadow", "Promoting", "Promoted", "Aborted"] = Field(
+        description="Canary: steps run; Shadow: the version answers copies of live requests; "
+        "Promoting: every pod moves to the version; Promoted, Aborted: how the last one ended."
     )
     version: str = Field(description="The version under test.")
     step: int = Field(default=0, description="The step running (0-based).")
@@ -672,6 +767,11 @@ class CanaryStatus(StatusModel):
         default=None,
         description="The last judgement, e.g. 'canary: 120 requests, 0.0% errors (stable "
         "0.1%), p99 12ms; stable p99 10ms (1.2x)'.",
+    )
+    disagreement_rate: float | None = Field(
+        default=None,
+        description="Shadow: the share of copies both versions answered whose predictions "
+        "differ, at the last judgement.",
     )
 
 
@@ -724,5 +824,5 @@ class ModelDeploymentStatus(StatusModel):
         default=None, description="The last judgement of spec.gates on a new version."
     )
     rollout: CanaryStatus | None = Field(
-        default=None, description="The last canary rollout (strategy Canary)."
+        default=None, description="The last canary or shadow rollout (strategy Canary, Shadow)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
@@ -56,9 +57,23 @@ def canary_name(md_name: str) -> str:
     return child_name(md_name, CANARY_TRACK)
 
 
-def selector_labels(md_name: str) -> dict[str, str]:
-    """Labels that select the pods; never the version (a Deployment's selector is immutable)."""
-    return {LABEL_MODEL_DEPLOYMENT: md_name, LABEL_COMPONENT: COMPONENT}
+SHADOW_TRACK = "shadow"
+# where the serving pods of strategy Shadow find what to copy requests to (the runtime's
+# --mirror-config); the ConfigMap exists only while a shadow runs, the volume is optional
+MIRROR_DIR = "/etc/mlflow-operator/mirror"
+MIRROR_FILE = "mirror.json"
+
+
+def shadow_name(md_name: str) -> str:
+    """The Deployment and Service of a shadow's pods (strategy Shadow), outside the serving
+    Service, and the ConfigMap that points the serving pods at them."""
+    return child_name(md_name, SHADOW_TRACK)
+
+
+def selector_labels(md_name: str, component: str = COMPONENT) -> dict[str, str]:
+    """Labels that select the pods; never the version (a Deployment's selector is immutable).
+    A shadow's pods are a component of their own: the serving Service never selects them."""
+    return {LABEL_MODEL_DEPLOYMENT: md_name, LABEL_COMPONENT: component}
 
 
 def pod_selector(md_name: str) -> str:
@@ -66,8 +81,11 @@ def pod_selector(md_name: str) -> str:
     return ",".join(f"{key}={value}" for key, value in selector_labels(md_name).items())
 
 
-def serving_labels(md_name: str) -> dict[str, str]:
-    return {**standard_labels("mlflow-serving", md_name, COMPONENT), **selector_labels(md_name)}
+def serving_labels(md_name: str, component: str = COMPONENT) -> dict[str, str]:
+    return {
+        **standard_labels("mlflow-serving", md_name, component),
+        **selector_labels(md_name, component),
+    }
 
 
 def serving_command(spec: ModelDeploymentSpec, uri: str) -> list[str]:
@@ -152,6 +170,7 @@ def build_serving_deployment(
     replace_in_place: bool = False,
     ledger: RolloutLedger | None = None,
     canary_replicas: int | None = None,
+    shadow_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The Deployment that serves `version` of the model.
 
@@ -159,10 +178,25 @@ def build_serving_deployment(
     the write that changes the template also records why (core/modeldeployment/ledger.py).
     `canary_replicas`: build the canary's Deployment instead (strategy Canary): that many
     pods with the Service's labels, and a selector of its own (the track label).
+    `shadow_replicas`: build the shadow's (strategy Shadow): that many pods the Service does
+    not select.
     """
-    canary = canary_replicas is not None
-    name = canary_name(owner.name) if canary else serving_name(owner.name)
-    track = {LABEL_TRACK: CANARY_TRACK} if canary else {}
+    name, component, track, replicas = (
+        serving_name(owner.name),
+        COMPONENT,
+        {},
+        spec.serving.replicas,
+    )
+    if canary_replicas is not None:
+        name, track, replicas = (
+            canary_name(owner.name),
+            {LABEL_TRACK: CANARY_TRACK},
+            canary_replicas,
+        )
+    if shadow_replicas is not None:
+        name, component, replicas = shadow_name(owner.name), SHADOW_TRACK, shadow_replicas
+        track = {LABEL_TRACK: SHADOW_TRACK}
+    mirrors = spec.rollout.strategy == "Shadow" and name == serving_name(owner.name)
     uri = model_uri(spec.model.name, version)
     serving = spec.serving
     template = serving.pod_template
@@ -170,7 +204,7 @@ def build_serving_deployment(
         config.serving_image_gpu if serving.gpu.count > 0 else config.serving_image_cpu
     )
     labels = pod_labels(
-        template, {**serving_labels(owner.name), LABEL_MODEL_VERSION: version, **track}
+        template, {**serving_labels(owner.name, component), LABEL_MODEL_VERSION: version, **track}
     )
     annotations = pod_annotations(template, {ANNOTATION_MODEL_URI: uri})
     strategy = (
@@ -182,7 +216,7 @@ def build_serving_deployment(
         "name": "server",
         "image": image,
         "command": serving_command(spec, uri),
-        "env": serving_env(spec, uri, endpoint),
+        "env": serving_env(spec, uri, endpoint) + (_mirror_env() if mirrors else []),
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
         # Short periods: a pod is Ready one startup period plus one readiness period after its
         # model answers (the kubelet's first readiness probe waits a period after the startup
@@ -192,7 +226,10 @@ def build_serving_deployment(
         "livenessProbe": http_probe("/health", "http", period=10, failures=3),
         "resources": _resources(spec),
         "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+            *([{"name": "mirror", "mountPath": MIRROR_DIR, "readOnly": True}] if mirrors else []),
+        ],
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP}}},
         # A crash's last log lines land in the pod's status, where the operator (which may not
         # read logs) quotes them in the ModelDeployment's conditions.
@@ -213,7 +250,10 @@ def build_serving_deployment(
         },
         "terminationGracePeriodSeconds": serving.timeout_seconds + PRE_STOP_SLEEP + 5,
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            *([_mirror_volume(owner.name)] if mirrors else []),
+        ],
         **placement(template, _gpu_tolerations(spec, config)),
     }
     return {
@@ -222,12 +262,12 @@ def build_serving_deployment(
         "metadata": child_metadata(
             name,
             owner,
-            {**serving_labels(owner.name), **track},
+            {**serving_labels(owner.name, component), **track},
             {ANNOTATION_MODEL_URI: uri, **(ledger.annotations() if ledger else {})},
         ),
         "spec": {
-            "replicas": canary_replicas if canary_replicas is not None else serving.replicas,
-            "selector": {"matchLabels": {**selector_labels(owner.name), **track}},
+            "replicas": replicas,
+            "selector": {"matchLabels": {**selector_labels(owner.name, component), **track}},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 5,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
@@ -235,6 +275,47 @@ def build_serving_deployment(
                 "metadata": {"labels": labels, "annotations": annotations},
                 "spec": with_default_requests(pod_spec),
             },
+        },
+    }
+
+
+def _mirror_env() -> list[dict[str, Any]]:
+    return [{"name": "MLFLOW_OPERATOR_SERVE_MIRROR_CONFIG", "value": f"{MIRROR_DIR}/{MIRROR_FILE}"}]
+
+
+def _mirror_volume(md_name: str) -> dict[str, Any]:
+    return {"name": "mirror", "configMap": {"name": shadow_name(md_name), "optional": True}}
+
+
+def build_mirror_config(owner: Owner, version: str, percent: int) -> dict[str, Any]:
+    """What the serving pods copy requests to while a shadow of `version` runs (the runtime's
+    --mirror-config): the shadow's Service, and the share of the requests."""
+    url = f"http://{shadow_name(owner.name)}.{owner.namespace}.svc:{SERVING_PORT}/invocations"
+    config = {"url": url, "percent": percent, "version": version}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(
+            shadow_name(owner.name), owner, serving_labels(owner.name, SHADOW_TRACK)
+        ),
+        "data": {MIRROR_FILE: json.dumps(config, sort_keys=True)},
+    }
+
+
+def build_shadow_service(owner: Owner) -> dict[str, Any]:
+    """The shadow's pods behind a Service of their own, which only the serving pods call."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(
+            shadow_name(owner.name), owner, serving_labels(owner.name, SHADOW_TRACK)
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name, SHADOW_TRACK),
+            "ports": [
+                {"name": "http", "port": SERVING_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
         },
     }
 

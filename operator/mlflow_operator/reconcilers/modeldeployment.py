@@ -25,17 +25,21 @@ from mlflow_operator.api.validation import object_errors
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     SERVING_PORT,
+    SHADOW_TRACK,
     activator_slice_name,
     build_activator_endpoint_slice,
+    build_mirror_config,
     build_serving_deployment,
     build_serving_network_policy,
     build_serving_pdb,
     build_serving_service,
+    build_shadow_service,
     canary_name,
     pod_selector,
     selector_labels,
     service_url,
     serving_name,
+    shadow_name,
 )
 from mlflow_operator.builders.pod import without_fixed_ids
 from mlflow_operator.config import OperatorConfig
@@ -56,12 +60,14 @@ from mlflow_operator.core.modeldeployment.canary import (
     CanaryInputs,
     CanaryObservation,
     CanaryPlan,
+    Traffic,
     analysis_due,
     judge,
+    judge_shadow,
     plan_canary,
+    trial_of,
 )
 from mlflow_operator.core.modeldeployment.conditions import (
-    CANARY,
     CREDENTIALS_NOT_FOUND,
     ROLLING_BACK,
     ROLLOUT_STARTED,
@@ -69,6 +75,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     SCALED,
     SERVER_NOT_FOUND,
     SERVING_IDENTITY_FAILED,
+    SHADOW,
     SUSPENDED,
 )
 from mlflow_operator.core.modeldeployment.gates import (
@@ -110,7 +117,7 @@ from mlflow_operator.reconcilers.common import (
 )
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
-from mlflow_operator.registry.tag_writer import TagWriter, VersionTag
+from mlflow_operator.registry.tag_writer import AliasMove, RegistryWrite, TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
 
 logger = logging.getLogger(__name__)
@@ -270,7 +277,7 @@ class ModelDeploymentReconciler:
             if plan.apply and endpoint is not None:
                 await self._apply_serving(spec, owner, plan, endpoint, deployment, emit)
             if canary is not None and plan.apply:
-                await self._apply_canary(spec, owner, canary, endpoint)
+                await self._apply_trial(spec, owner, canary, endpoint)
             name = serving_name(owner.name)
             await self._ensure(build_serving_service(spec, owner), "v1", "Service", name, owner)
             pdb = build_serving_pdb(spec, owner)
@@ -383,25 +390,42 @@ class ModelDeploymentReconciler:
             event = recreating(plan.deploy_version, "was deleted during a reconcile")
             emit(event.type, event.reason, event.message)
 
-    async def _apply_canary(
+    async def _apply_trial(
         self,
         spec: ModelDeploymentSpec,
         owner: Owner,
         canary: CanaryPlan,
         endpoint: TrackingEndpoint | None,
     ) -> None:
-        """The canary's Deployment as the plan wants it: its pods, or none. Without an endpoint
-        for its pods (their MLflow user cannot be made now) it is left as it is."""
-        if canary.canary_version is not None and endpoint is None:
+        """The canary's or the shadow's objects as the plan wants them, or none. Without an
+        endpoint for their pods (their MLflow user cannot be made now) they are left as they
+        are. A shadow's go as soon as it is judged: promoting it is a Replace."""
+        version, status = canary.canary_version, canary.status
+        if version is not None and endpoint is None:
             return
-        manifest = None
-        if canary.canary_version is not None and endpoint is not None:
-            built = build_serving_deployment(
-                spec, owner, canary.canary_version, endpoint, self.config,
-                canary_replicas=canary.canary_replicas,
-            )  # fmt: skip
-            manifest = without_fixed_ids(built) if self.config.openshift else built
-        await self._ensure(manifest, "apps/v1", "Deployment", canary_name(owner.name), owner)
+        shadow = version is not None and status is not None and status.phase == SHADOW
+        for name, wanted, shadow_pods in (
+            (canary_name(owner.name), version is not None and not shadow, None),
+            (shadow_name(owner.name), shadow, canary.canary_replicas),
+        ):
+            manifest = None
+            if wanted and version is not None and endpoint is not None:
+                built = build_serving_deployment(
+                    spec, owner, version, endpoint, self.config,
+                    canary_replicas=None if shadow else canary.canary_replicas,
+                    shadow_replicas=shadow_pods,
+                )  # fmt: skip
+                manifest = without_fixed_ids(built) if self.config.openshift else built
+            await self._ensure(manifest, "apps/v1", "Deployment", name, owner)
+        name = shadow_name(owner.name)
+        service = build_shadow_service(owner) if shadow else None
+        await self._ensure(service, "v1", "Service", name, owner)
+        mirror = (
+            build_mirror_config(owner, version, spec.rollout.shadow.percent)
+            if shadow and version is not None
+            else None
+        )
+        await self._ensure(mirror, "v1", "ConfigMap", name, owner)
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
@@ -567,25 +591,26 @@ class ModelDeploymentReconciler:
         observed: DeploymentObservation,
         now: datetime,
     ) -> CanaryPlan | None:
-        """strategy Canary's move: the canary Deployment observed, and judged from the pods'
-        own /metrics when its analysis is due (core/modeldeployment/canary.py). None, with no
-        reads, for a ModelDeployment that never ran a canary."""
-        if spec.rollout.strategy != CANARY and last.rollout is None:
+        """strategy Canary's or Shadow's move: the candidate's Deployment observed, and judged
+        from the pods' own /metrics when its analysis is due (core/modeldeployment/canary.py).
+        None, with no reads, for a ModelDeployment that never ran either."""
+        trial = trial_of(spec)
+        if trial is None and last.rollout is None:
             return None
-        live = await self._api.get(
-            "apps/v1", "Deployment", canary_name(owner.name), owner.namespace
-        )
+        shadow = trial is not None and trial.kind == SHADOW
+        name = shadow_name(owner.name) if shadow else canary_name(owner.name)
+        live = await self._api.get("apps/v1", "Deployment", name, owner.namespace)
         seen = observe_deployment(live, await self._pods(owner, live) if live else [])
         current = observed.version if observed.exists else None
         judgement = None
-        if live is not None and analysis_due(spec, last.rollout, now) and spec.rollout.canary:
-            pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
-            by_version = _pods_by_version(pods)
-            version = seen.version or ""
-            judgement = judge(
-                spec.rollout.canary.analysis,
-                await self.pod_metrics.traffic(by_version.get(version, []), SERVING_PORT),
-                await self.pod_metrics.traffic(by_version.get(current or "", []), SERVING_PORT),
+        if live is not None and trial is not None and analysis_due(spec, last.rollout, now):
+            candidate, stable = await self._trial_traffic(
+                owner, seen.version or "", current, shadow=shadow
+            )
+            judgement = (
+                judge_shadow(spec.rollout.shadow.analysis, candidate, stable, seen.version or "")
+                if shadow
+                else judge(trial.analysis, candidate, stable)
             )
         target = resolution.version if isinstance(resolution, Resolved) else None
         failed = set(last.failed_versions) | set(
@@ -608,6 +633,27 @@ class ModelDeploymentReconciler:
             judgement=judgement,
         )
         return plan_canary(spec, last.rollout, inputs, now)
+
+    async def _trial_traffic(
+        self, owner: Owner, version: str, current: str | None, *, shadow: bool
+    ) -> tuple[Traffic, Traffic]:
+        """The answers of the candidate's pods (a canary's or a shadow's) and the stable ones'
+        (which also count the copies they sent a shadow)."""
+        ns = owner.namespace
+        by_version = _pods_by_version(
+            await self._api.list("v1", "Pod", ns, selector_labels(owner.name))
+        )
+        if shadow:
+            shadows = await self._api.list(
+                "v1", "Pod", ns, selector_labels(owner.name, SHADOW_TRACK)
+            )
+            candidate = _pods_by_version(shadows).get(version, [])
+        else:
+            candidate = by_version.get(version, [])
+        return (
+            await self.pod_metrics.traffic(candidate, SERVING_PORT),
+            await self.pod_metrics.traffic(by_version.get(current or "", []), SERVING_PORT),
+        )
 
     async def _judge_gates(
         self,
@@ -782,7 +828,10 @@ class ModelDeploymentReconciler:
             deployment.get("spec") or {}
         ).get("replicas", 1):
             return []
-        return await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+        selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels")
+        return await self._api.list(
+            "v1", "Pod", owner.namespace, selector or selector_labels(owner.name)
+        )
 
     # -- act helpers -----------------------------------------------------------------------
     async def _write_status(
@@ -848,15 +897,21 @@ class ModelDeploymentReconciler:
         """Tag model versions in MLflow so an auditor can see what served where, and when.
 
         Sent in the background (registry/tag_writer.py): a slow MLflow must not hold up status.
+        The alias of promote.setAlias goes the same way, written-back tags or not.
         """
-        if not self.config.write_back_tags or client is None:
+        if client is None:
             return
-        key = write_back_tag(owner.namespace, owner.name)
-        tags = (
-            VersionTag(spec.model.name, version, key, value)
-            for version, value in version_tag_values(plan, now)
-        )
-        self.tag_writer.submit(client, tags)
+        writes: list[RegistryWrite] = []
+        alias = spec.promote.set_alias if spec.promote is not None else None
+        if alias is not None and plan.promoted_version is not None:
+            writes.append(AliasMove(spec.model.name, alias, plan.promoted_version))
+        if self.config.write_back_tags:
+            key = write_back_tag(owner.namespace, owner.name)
+            writes.extend(
+                VersionTag(spec.model.name, version, key, value)
+                for version, value in version_tag_values(plan, now)
+            )
+        self.tag_writer.submit(client, writes)
 
     def _count(self, owner: Owner, plan: RolloutPlan) -> None:
         metrics.RECONCILES.labels(kind=KIND, result="ok").inc()

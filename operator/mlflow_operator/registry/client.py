@@ -219,6 +219,10 @@ class RegistryClient:
         body = {"name": name, "version": version, "key": key, "value": value}
         await self.call("POST", "model-versions/set-tag", body=body)
 
+    async def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        body = {"name": name, "alias": alias, "version": version}
+        await self.call("POST", "registered-models/alias", body=body)
+
     async def create_webhook(self, name: str, url: str, events: list[str], secret: str) -> str:
         """Register a model-registry webhook; events like 'model_version_alias.created'."""
         body = {

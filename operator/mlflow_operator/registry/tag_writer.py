@@ -1,9 +1,11 @@
-"""Write-back tags sent to MLflow off the reconcile path.
+"""Write-back tags (and promote.setAlias's alias moves) sent to MLflow off the reconcile path.
 
 The tags ("serving since ...", "rollout failed at ...") are an audit trail for people who
-look at a version in MLflow; they are not state the operator reads back. A slow or failing
-MLflow must therefore never hold up a reconcile: an awaited write behind a registry that
-answers in 25 s kept status (RegistryStalled, rollouts) frozen for as long as it took.
+look at a version in MLflow; they are not state the operator reads back. Neither is an alias
+the operator moves after a promotion (a ModelDeployment that follows it reads it like any). A
+slow or failing MLflow must therefore never hold up a reconcile: an awaited write behind a
+registry that answers in 25 s kept status (RegistryStalled, rollouts) frozen for as long as
+it took.
 Writes to one endpoint go out one at a time, in the order they were asked for, so a later
 value for the same version can never be overwritten by an earlier one that was retried.
 """
@@ -27,6 +29,8 @@ RETRY_DELAYS_SECONDS = (5.0, 30.0)
 class TagSink(Protocol):
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None: ...
 
+    async def set_model_alias(self, name: str, alias: str, version: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class VersionTag:
@@ -35,16 +39,38 @@ class VersionTag:
     key: str
     value: str
 
+    async def send(self, client: TagSink) -> None:
+        await client.set_version_tag(self.model, self.version, self.key, self.value)
+
+    def __str__(self) -> str:
+        return f"tag {self.model} version {self.version}"
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model: str
+    alias: str
+    version: str
+
+    async def send(self, client: TagSink) -> None:
+        await client.set_model_alias(self.model, self.alias, self.version)
+
+    def __str__(self) -> str:
+        return f"move alias {self.alias} of {self.model} to version {self.version}"
+
+
+RegistryWrite = VersionTag | AliasMove
+
 
 class TagWriter:
     """One background writer per MLflow client; retried a few times, then given up (logged)."""
 
     def __init__(self, retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS) -> None:
         self._retry_delays = tuple(retry_delays)
-        self._pending: dict[TagSink, deque[VersionTag]] = {}
+        self._pending: dict[TagSink, deque[RegistryWrite]] = {}
         self._writers: dict[TagSink, asyncio.Task[None]] = {}
 
-    def submit(self, client: TagSink, tags: Iterable[VersionTag]) -> None:
+    def submit(self, client: TagSink, tags: Iterable[RegistryWrite]) -> None:
         wanted = list(tags)
         if not wanted:
             return
@@ -74,7 +100,7 @@ class TagWriter:
         if self.pending:
             logger.info("%d write-back tag(s) not written at shutdown", self.pending)
 
-    async def _drain(self, client: TagSink, queue: deque[VersionTag]) -> None:
+    async def _drain(self, client: TagSink, queue: deque[RegistryWrite]) -> None:
         try:
             while queue:
                 await self._write(client, queue[0])
@@ -86,16 +112,13 @@ class TagWriter:
             if not queue:
                 self._pending.pop(client, None)
 
-    async def _write(self, client: TagSink, tag: VersionTag) -> None:
+    async def _write(self, client: TagSink, tag: RegistryWrite) -> None:
         for attempt, delay in enumerate((*self._retry_delays, None), start=1):
             try:
-                await client.set_version_tag(tag.model, tag.version, tag.key, tag.value)
+                await tag.send(client)
             except RegistryError as exc:
                 if delay is None:
-                    logger.warning(
-                        "could not tag %s version %s after %d attempts: %s",
-                        tag.model, tag.version, attempt, exc,
-                    )  # fmt: skip
+                    logger.warning("could not %s after %d attempts: %s", tag, attempt, exc)
                     return
                 await asyncio.sleep(delay)
             else:

@@ -220,6 +220,7 @@ class FakeRegistryClient:
         self.calls: list[str] = []  # "POST users/create", ... in order
         self.refusing: RegistryError | None = None  # raised by every call
         self.run_values: dict[str, dict[str, float]] = {}  # run id -> its metrics
+        self.aliases: list[tuple[str, str]] = []  # (alias, version) moved, in order
 
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         self.calls.append(f"GET runs/get {run_id}")
@@ -230,6 +231,10 @@ class FakeRegistryClient:
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         await self.answering.wait()
         self.tags.append((version, key, value))
+
+    async def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        await self.answering.wait()
+        self.aliases.append((alias, version))
 
     async def close(self) -> None:
         pass

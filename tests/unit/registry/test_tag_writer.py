@@ -28,6 +28,10 @@ class Sink:
             raise RegistryError("MLflow answered 503", "RegistryUnavailable")
         self.written.append((version, value))
 
+    async def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.calls += 1
+        self.written.append((version, f"alias {alias}"))
+
 
 def tag(version: str, value: str) -> VersionTag:
     return VersionTag("fraud", version, "mlflow-operator.ml.fraud", value)

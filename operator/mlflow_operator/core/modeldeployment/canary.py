@@ -1,4 +1,4 @@
-"""Canary rollouts (spec.rollout.strategy: Canary), without a mesh. Pure.
+"""Canary and shadow rollouts (spec.rollout.strategy: Canary, Shadow), without a mesh. Pure.
 
 The serving Deployment keeps the version that serves ("stable"); a second Deployment,
 `<name>-canary`, runs the new version. Both carry the Service's selector labels, so kube-proxy
@@ -11,6 +11,12 @@ aborted: its Deployment goes, and the version is a failed one (rollback that sti
 the last step the serving Deployment rolls to the version (a Replace of a version already
 proven on real traffic), the canary pods serving until it is done.
 
+A shadow is the same flow with one step and no share of the answers: its pods, `<name>-shadow`,
+are outside the Service; the serving pods copy `percent`% of the live requests to them (the
+batched runtime's mirroring, serving/mlflow_operator_serve/mirror.py) and count how often the
+two versions' predictions differ. It is judged like a canary on its own answers, and on that
+disagreement when `maxDisagreementRate` is set.
+
 Everything needed to resume lives in status.rollout, written before anything acts: an operator
 killed mid-canary resumes at the same step, and never promotes an unjudged version.
 """
@@ -20,22 +26,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
 
 from mlflow_operator.api.duration import parse_duration
 from mlflow_operator.api.modeldeployment import (
     CanaryAnalysis,
-    CanarySpec,
     CanaryStatus,
     ModelDeploymentSpec,
+    ShadowAnalysis,
 )
 from mlflow_operator.core.modeldeployment.conditions import (
+    ALIAS_MOVED,
     CANARY,
     CANARY_ABORTED,
     CANARY_PROMOTED,
     CANARY_STEP,
     ROLLOUT_STARTED,
+    SHADOW,
 )
 
 NORMAL: Literal["Normal"] = "Normal"
@@ -44,7 +52,11 @@ NORMAL: Literal["Normal"] = "Normal"
 PROMOTING = "Promoting"
 PROMOTED = "Promoted"
 ABORTED = "Aborted"
-RUNNING = (CANARY, PROMOTING)
+TRIALS = (CANARY, SHADOW)  # the phases in which the version is on trial
+RUNNING = (*TRIALS, PROMOTING)
+_K = TypeVar("_K")
+# the runtime's outcomes of a copy both versions answered (mirror.py)
+AGREED, DISAGREED = "agreed", "disagreed"
 
 
 @dataclass(frozen=True)
@@ -55,12 +67,21 @@ class Traffic:
     # answers that are not 2xx: MLflow's scoring protocol answers a model's exception with 400
     errors: float = 0.0
     buckets: Mapping[float, float] = field(default_factory=dict)  # le -> cumulative count
+    # copies these pods sent to a shadow: (its version, outcome) -> count
+    mirrored: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
     def __add__(self, other: Traffic) -> Traffic:
-        buckets = dict(self.buckets)
-        for le, count in other.buckets.items():
-            buckets[le] = buckets.get(le, 0.0) + count
-        return Traffic(self.requests + other.requests, self.errors + other.errors, buckets)
+        return Traffic(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            _summed(self.buckets, other.buckets),
+            _summed(self.mirrored, other.mirrored),
+        )
+
+    def disagreement(self, version: str) -> tuple[float, float]:
+        """(copies to `version` whose predictions differed, copies both versions answered)."""
+        differed = self.mirrored.get((version, DISAGREED), 0.0)
+        return differed, differed + self.mirrored.get((version, AGREED), 0.0)
 
     def p99(self) -> float | None:
         """The upper bound of the bucket that holds the 99th percentile (seconds); None with
@@ -72,6 +93,53 @@ class Traffic:
             if self.buckets[le] >= 0.99 * total:
                 return le
         return math.inf
+
+
+def _summed(a: Mapping[_K, float], b: Mapping[_K, float]) -> dict[_K, float]:
+    total = dict(a)
+    for key, count in b.items():
+        total[key] = total.get(key, 0.0) + count
+    return total
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What strategy Canary or Shadow asks for, in one shape: a shadow is one step that
+    copies `percent`% of the requests and answers none of them."""
+
+    kind: str  # CANARY or SHADOW: status.rollout.phase while it runs
+    steps: tuple[tuple[int, timedelta], ...]  # (canary: weight, shadow: percent copied; pause)
+    analysis: CanaryAnalysis
+
+    @property
+    def noun(self) -> str:
+        return self.kind.lower()
+
+    def pods(self, step: int, stable: int) -> int:
+        """The candidate's pods at `step`: a canary's share of all the pods; a shadow's share
+        of the stable pods' capacity, as it answers that share of their requests."""
+        weight = self.steps[step][0]
+        if self.kind == SHADOW:
+            return max(1, math.ceil(max(stable, 1) * weight / 100))
+        return canary_pods(weight, stable)
+
+    def weight(self, pods: int, stable: int) -> int:
+        """Percent of the callers' answers that come from the candidate."""
+        return 0 if self.kind == SHADOW else share(pods, stable)
+
+
+def trial_of(spec: ModelDeploymentSpec) -> Trial | None:
+    """The trial the spec asks for; None for Replace, or while suspended."""
+    rollout = spec.rollout
+    if spec.suspend:
+        return None
+    if rollout.strategy == CANARY and rollout.canary is not None:
+        steps = tuple((s.weight, parse_duration(s.pause)) for s in rollout.canary.steps)
+        return Trial(CANARY, steps, rollout.canary.analysis)
+    if rollout.strategy == SHADOW:
+        shadow = rollout.shadow
+        return Trial(SHADOW, ((shadow.percent, parse_duration(shadow.duration)),), shadow.analysis)
+    return None
 
 
 @dataclass(frozen=True)
@@ -89,6 +157,7 @@ class CanaryObservation:
 class Judgement:
     verdict: Literal["Passed", "Failed", "Waiting"]
     message: str
+    disagreement_rate: float | None = None  # a shadow's, when any copy was compared
 
 
 @dataclass(frozen=True)
@@ -102,6 +171,7 @@ class CanaryPlan:
     aborted: str | None = None  # why the canary of status.version was aborted in this reconcile
     events: tuple[tuple[Literal["Normal", "Warning"], str, str], ...] = ()
     progress: str | None = None  # Progressing's message while a canary runs
+    promoted: str | None = None  # the version whose promotion finished in this reconcile
 
     @property
     def running(self) -> bool:
@@ -120,17 +190,41 @@ def share(canary: int, stable: int) -> int:
 
 
 def analysis_due(spec: ModelDeploymentSpec, last: CanaryStatus | None, now: datetime) -> bool:
-    """Whether this reconcile should read the pods' metrics and judge the canary."""
-    canary = spec.rollout.canary
-    if canary is None or last is None or last.phase != CANARY:
+    """Whether this reconcile should read the pods' metrics and judge the canary or shadow."""
+    trial = trial_of(spec)
+    if trial is None or last is None or last.phase != trial.kind:
         return False
     if last.last_analysis is None:
         return True
-    interval = parse_duration(canary.analysis.interval)
-    return now - last.last_analysis >= interval
+    return now - last.last_analysis >= parse_duration(trial.analysis.interval)
 
 
-def judge(analysis: CanaryAnalysis, canary: Traffic, stable: Traffic) -> Judgement:
+def judge_shadow(
+    analysis: ShadowAnalysis, shadow: Traffic, stable: Traffic, version: str
+) -> Judgement:
+    """A shadow's judgement: a canary's on its answers to the copies, then how often its
+    predictions differed from the serving pods' (counted by them, per shadow version)."""
+    verdict = judge(analysis, shadow, stable, noun="shadow")
+    differed, compared = stable.disagreement(version)
+    if not compared:
+        return verdict
+    rate = differed / compared
+    seen = f"; predictions differ on {100 * rate:.1f}% ({differed:.0f} of {compared:.0f} compared)"
+    limit = analysis.max_disagreement_rate
+    judged = verdict.verdict != "Failed" and compared >= analysis.min_requests
+    if judged and limit is not None and rate > limit:
+        return Judgement(
+            "Failed",
+            f"predictions differ on {100 * rate:.1f}% > {100 * limit:g}% "
+            f"({differed:.0f} of {compared:.0f} compared)",
+            rate,
+        )
+    return Judgement(verdict.verdict, verdict.message + seen, rate)
+
+
+def judge(
+    analysis: CanaryAnalysis, canary: Traffic, stable: Traffic, *, noun: str = "canary"
+) -> Judgement:
     """One judgement of the canary's answers (since its pods started) against the limits.
 
     Before `minRequests` answers nothing passes, but a canary already fails when its failures
@@ -149,7 +243,7 @@ def judge(analysis: CanaryAnalysis, canary: Traffic, stable: Traffic) -> Judgeme
                 f"{100 * usual:.1f}% + {100 * analysis.max_error_rate:g}%",
             )
         return Judgement(
-            "Waiting", f"canary: {canary.requests:.0f}/{analysis.min_requests} requests"
+            "Waiting", f"{noun}: {canary.requests:.0f}/{analysis.min_requests} requests"
         )
     rate = canary.errors / canary.requests
     p99, base = canary.p99(), stable.p99()
@@ -158,7 +252,7 @@ def judge(analysis: CanaryAnalysis, canary: Traffic, stable: Traffic) -> Judgeme
     if ratio is not None and math.isfinite(ratio):
         latency += f" ({ratio:.1f}x)"
     seen = (
-        f"canary: {canary.requests:.0f} requests, {100 * rate:.1f}% errors "
+        f"{noun}: {canary.requests:.0f} requests, {100 * rate:.1f}% errors "
         f"(stable {100 * usual:.1f}%), {latency}"
     )
     if rate - usual > analysis.max_error_rate:
@@ -199,17 +293,17 @@ class CanaryInputs:
 def plan_canary(  # noqa: PLR0911  (one return per situation, in the order they are checked)
     spec: ModelDeploymentSpec, last: CanaryStatus | None, inputs: CanaryInputs, now: datetime
 ) -> CanaryPlan:
-    """The canary's next move. Pure; see the module's docstring for the flow."""
-    canary = spec.rollout.canary
-    if spec.rollout.strategy != CANARY or canary is None or spec.suspend:
+    """The next move of a canary or shadow. Pure; see the module's docstring for the flow."""
+    trial = trial_of(spec)
+    if trial is None:
         return CanaryPlan(status=None if last is not None and last.phase in RUNNING else last)
     running = last is not None and last.phase in RUNNING
     if not inputs.synced:
-        # without a fresh registry answer nothing moves: the canary holds its step
-        return _keep(last, canary) if running and last is not None else CanaryPlan(last)
+        # without a fresh registry answer nothing moves: the trial holds its step
+        return _keep(last, trial) if running and last is not None else CanaryPlan(last)
     target, current = inputs.target, inputs.current
     if current is None or target is None or inputs.target_failed:
-        # nothing serves yet (nothing to compare with: Replace), or nothing to canary
+        # nothing serves yet (nothing to compare with: Replace), or nothing to try
         if not running:
             return CanaryPlan(last)
         why = "it failed" if inputs.target_failed else "the registry selects no new version now"
@@ -217,57 +311,70 @@ def plan_canary(  # noqa: PLR0911  (one return per situation, in the order they 
     if target == current:
         if last is not None and last.phase == PROMOTING and last.version == current:
             if inputs.stable_complete:
-                return CanaryPlan(_with(last, phase=PROMOTED, canary_replicas=0, weight=100))
+                return _promoted(spec, last)
             return CanaryPlan(last, last.version, last.canary_replicas, progress=_promoting(last))
         if running:
             return _ended(last, f"the registry selects version {current} again")
         return CanaryPlan(last)
     if last is None or not running or last.version != target:
-        return _start(canary, last, inputs, target, now)
+        return _start(trial, last, inputs, target, now)
     if last.phase == PROMOTING:  # the serving Deployment rolls to the version
         return CanaryPlan(last, last.version, last.canary_replicas, progress=_promoting(last))
-    return _step(canary, last, inputs, now)
+    if last.phase != trial.kind:  # the strategy changed under a running trial: start over
+        return _start(trial, last, inputs, target, now)
+    return _step(trial, last, inputs, now)
 
 
 def _start(
-    canary: CanarySpec,
+    trial: Trial,
     last: CanaryStatus | None,
     inputs: CanaryInputs,
     target: str,
     now: datetime,
 ) -> CanaryPlan:
-    pods = canary_pods(canary.steps[0].weight, inputs.stable_pods)
+    pods = trial.pods(0, inputs.stable_pods)
     status = CanaryStatus(
-        phase=CANARY,
+        phase=trial.kind,
         version=target,
         step=0,
-        weight=share(pods, inputs.stable_pods),
+        weight=trial.weight(pods, inputs.stable_pods),
         canary_replicas=pods,
         step_started=now,
     )
     events: list[tuple[Literal["Normal", "Warning"], str, str]] = []
     if last is not None and last.phase in RUNNING:
         events.append(("Normal", CANARY_ABORTED, _superseded(last, target)))
-    message = (
-        f"canary of version {target}: {status.weight}% ({pods} of {pods + inputs.stable_pods} "
-        f"pods), step 1/{len(canary.steps)} (was {inputs.current})"
-    )
+    if trial.kind == SHADOW:
+        message = (
+            f"shadow of version {target}: {trial.steps[0][0]}% of the requests copied to {pods} "
+            f"pod(s), answers never returned (serving: {inputs.current})"
+        )
+    else:
+        message = (
+            f"canary of version {target}: {status.weight}% ({pods} of "
+            f"{pods + inputs.stable_pods} pods), step 1/{len(trial.steps)} (was {inputs.current})"
+        )
     events.append(("Normal", ROLLOUT_STARTED, message))
     return CanaryPlan(status, target, pods, hold=True, events=tuple(events), progress=message)
 
 
+def _noun(status: CanaryStatus) -> str:
+    return "shadow" if status.phase == SHADOW else "canary"
+
+
 def _superseded(last: CanaryStatus, target: str) -> str:
-    return f"canary of version {last.version} ended: the registry selects version {target} now"
+    return (
+        f"{_noun(last)} of version {last.version} ended: the registry selects version {target} now"
+    )
 
 
-def _step(
-    canary: CanarySpec, last: CanaryStatus, inputs: CanaryInputs, now: datetime
-) -> CanaryPlan:
+def _step(trial: Trial, last: CanaryStatus, inputs: CanaryInputs, now: datetime) -> CanaryPlan:
     status = last
     observed = inputs.canary
+    at = f"{trial.noun} aborted" + ("" if trial.kind == SHADOW else f" at {status.weight}%")
     if observed.deadline_exceeded:
         why = observed.trouble or "its pods did not become available in time"
-        return _abort(status, f"canary aborted at {status.weight}%: {why}")
+        return _abort(status, f"{at}: {why}")
     if inputs.judgement is not None:
         failed = inputs.judgement.verdict == "Failed"
         status = _with(
@@ -275,49 +382,60 @@ def _step(
             last_analysis=now,
             failures=status.failures + int(failed),
             analysis=f"{inputs.judgement.verdict}: {inputs.judgement.message}",
+            disagreement_rate=inputs.judgement.disagreement_rate,
         )
-        if status.failures >= canary.analysis.failure_limit:
-            return _abort(status, f"canary aborted at {status.weight}%: {inputs.judgement.message}")
-    step = canary.steps[status.step]
+        if status.failures >= trial.analysis.failure_limit:
+            return _abort(status, f"{at}: {inputs.judgement.message}")
     ready = observed.ready >= status.canary_replicas
     seen = inputs.judgement.message if inputs.judgement is not None else ""
     passed = (
         inputs.judgement is not None
         and inputs.judgement.verdict == "Passed"
         and status.step_started is not None
-        and now - status.step_started >= parse_duration(step.pause)
+        and now - status.step_started >= trial.steps[status.step][1]
     )
     events: tuple[tuple[Literal["Normal", "Warning"], str, str], ...] = ()
-    if ready and passed and status.step + 1 == len(canary.steps):
+    if ready and passed and status.step + 1 == len(trial.steps):
         status = _with(status, phase=PROMOTING)
-        message = (
-            f"canary of version {status.version} passed {len(canary.steps)} step(s): "
-            f"promoting it to every pod ({seen})"
-        )
+        if trial.kind == SHADOW:
+            message = f"shadow of version {status.version} passed: promoting it to every pod"
+        else:
+            message = (
+                f"canary of version {status.version} passed {len(trial.steps)} step(s): "
+                "promoting it to every pod"
+            )
         return CanaryPlan(
             status, status.version, status.canary_replicas,
-            events=((NORMAL, CANARY_PROMOTED, message),), progress=_promoting(status),
+            events=((NORMAL, CANARY_PROMOTED, f"{message} ({seen})"),),
+            progress=_promoting(status),
         )  # fmt: skip
     if ready and passed:
         nxt = status.step + 1
-        pods = canary_pods(canary.steps[nxt].weight, inputs.stable_pods)
+        pods = trial.pods(nxt, inputs.stable_pods)
         status = _with(
             status,
             step=nxt,
             canary_replicas=pods,
-            weight=share(pods, inputs.stable_pods),
+            weight=trial.weight(pods, inputs.stable_pods),
             step_started=now,
         )
         message = (
-            f"version {status.version}: step {nxt + 1}/{len(canary.steps)}, {status.weight}% "
+            f"version {status.version}: step {nxt + 1}/{len(trial.steps)}, {status.weight}% "
             f"({pods} pods); {seen}"
         )
         events = ((NORMAL, CANARY_STEP, message),)
-    waiting = "" if ready else f"; {observed.ready}/{status.canary_replicas} canary pods ready"
-    progress = (
-        f"canary of version {status.version}: step {status.step + 1}/{len(canary.steps)}, "
-        f"{status.weight}% ({status.canary_replicas} pods){waiting}"
-        + (f"; {status.analysis}" if status.analysis else "")
+    waiting = (
+        "" if ready else f"; {observed.ready}/{status.canary_replicas} {trial.noun} pods ready"
+    )
+    if trial.kind == SHADOW:
+        where = f"{trial.steps[0][0]}% of the requests copied to {status.canary_replicas} pod(s)"
+    else:
+        where = (
+            f"step {status.step + 1}/{len(trial.steps)}, {status.weight}% "
+            f"({status.canary_replicas} pods)"
+        )
+    progress = f"{trial.noun} of version {status.version}: {where}{waiting}" + (
+        f"; {status.analysis}" if status.analysis else ""
     )
     return CanaryPlan(
         status, status.version, status.canary_replicas, hold=True, events=events,
@@ -325,24 +443,35 @@ def _step(
     )  # fmt: skip
 
 
+def _promoted(spec: ModelDeploymentSpec, last: CanaryStatus) -> CanaryPlan:
+    """Every pod serves the version its trial proved; the registry hears of it (setAlias)."""
+    events: tuple[tuple[Literal["Normal", "Warning"], str, str], ...] = ()
+    alias = spec.promote.set_alias if spec.promote is not None else None
+    if alias is not None:
+        message = f"moving MLflow alias {alias!r} to version {last.version} (promote.setAlias)"
+        events = ((NORMAL, ALIAS_MOVED, message),)
+    status = _with(last, phase=PROMOTED, canary_replicas=0, weight=100)
+    return CanaryPlan(status, events=events, promoted=last.version)
+
+
 def _abort(status: CanaryStatus, why: str) -> CanaryPlan:
     return CanaryPlan(_with(status, phase=ABORTED, canary_replicas=0, weight=0), aborted=why)
 
 
 def _ended(last: CanaryStatus | None, why: str) -> CanaryPlan:
-    """A canary that ends without a verdict on its version (the registry moved on)."""
+    """A trial that ends without a verdict on its version (the registry moved on)."""
     assert last is not None  # noqa: S101  (callers check `running`)
-    message = f"canary of version {last.version} ended: {why}"
+    message = f"{_noun(last)} of version {last.version} ended: {why}"
     ended = _with(last, phase=ABORTED, canary_replicas=0, weight=0, analysis=message)
     return CanaryPlan(ended, events=(("Normal", CANARY_ABORTED, message),))
 
 
-def _keep(last: CanaryStatus, canary: CanarySpec) -> CanaryPlan:
-    """Registry unreadable: the canary holds its step (no judgement, no promotion)."""
+def _keep(last: CanaryStatus, trial: Trial) -> CanaryPlan:
+    """Registry unreadable: the trial holds its step (no judgement, no promotion)."""
     if last.phase == PROMOTING:
         return CanaryPlan(last, last.version, last.canary_replicas, progress=_promoting(last))
     progress = (
-        f"canary of version {last.version} holds step {last.step + 1}/{len(canary.steps)} "
+        f"{_noun(last)} of version {last.version} holds step {last.step + 1}/{len(trial.steps)} "
         "while the registry cannot be read"
     )
     return CanaryPlan(last, last.version, last.canary_replicas, hold=True, progress=progress)
@@ -353,4 +482,4 @@ def _with(status: CanaryStatus, **changes: Any) -> CanaryStatus:
 
 
 def _promoting(status: CanaryStatus) -> str:
-    return f"promoting version {status.version} to every pod after its canary"
+    return f"promoting version {status.version} to every pod after its trial"

@@ -15,6 +15,7 @@ REGISTRY_SYNCED = "RegistrySynced"
 
 # reasons, of conditions and of Events
 ALIAS_NOT_FOUND = "AliasNotFound"
+ALIAS_MOVED = "AliasMoved"
 AS_EXPECTED = "AsExpected"
 # strategy Canary: a canary runs (Progressing), was aborted, passed its steps, moved a step
 CANARY = "Canary"
@@ -52,6 +53,7 @@ SCALED = "Scaled"
 SCALE_TO_ZERO_UNAVAILABLE = "ScaleToZeroUnavailable"
 SERVER_NOT_FOUND = "ServerNotFound"
 SERVING = "Serving"
+SHADOW = "Shadow"
 # the serving pods' own MLflow user (serverRef with basic auth) could not be made
 SERVING_IDENTITY_FAILED = "ServingIdentityFailed"
 SERVING_PREVIOUS_VERSION = "ServingPreviousVersion"

@@ -88,6 +88,7 @@ class RolloutPlan:
     rolling_out: bool = False  # something moves: look again soon
     gate_blocked: GateVerdict | None = None  # spec.gates blocked a version now (tag it in MLflow)
     failure_message: str | None = None  # why failed_version failed, when not its deadline
+    promoted_version: str | None = None  # a canary/shadow promotion finished now (setAlias)
 
 
 @dataclass
@@ -283,6 +284,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         failure_message=aborted[1] if aborted is not None else None,
         rolling_out=rolling_out or (canary is not None and canary.running),
         gate_blocked=gate if blocked is not None and gate and _gate_news(last, gate) else None,
+        promoted_version=canary.promoted if canary is not None else None,
     )
 
 
