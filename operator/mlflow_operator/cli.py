@@ -101,6 +101,12 @@ def crds(output_dir: Path | None) -> None:
     default=None,
     help="Threads for blocking calls such as the MLflow client (default 8).",
 )
+@click.option(
+    "--prometheus-url",
+    default=None,
+    help="Prometheus to read canary analysis from instead of the serving pods' /metrics "
+    "(default: none, the pods').",
+)
 def run(  # noqa: PLR0917  (click passes every option as an argument)
     config_file: Path | None,
     namespaces: tuple[str, ...],
@@ -111,6 +117,7 @@ def run(  # noqa: PLR0917  (click passes every option as an argument)
     log_format: str | None,
     log_level: str | None,
     max_workers: int | None,
+    prometheus_url: str | None,
 ) -> None:
     """Run the operator against the cluster of the current kubeconfig or service account."""
     from mlflow_operator.config import ConfigError, load_config
@@ -125,6 +132,7 @@ def run(  # noqa: PLR0917  (click passes every option as an argument)
             log_format=log_format,
             log_level=log_level,
             max_workers=max_workers,
+            prometheus_url=prometheus_url,
         )
     except ConfigError as exc:
         click.echo(f"mlflow-operator: {exc}", err=True)

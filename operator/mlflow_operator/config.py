@@ -11,12 +11,14 @@ import os
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlflow_operator import __version__
+from mlflow_operator.core.redact import redact
 
 ENV_PREFIX = "MLFLOW_OPERATOR_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
@@ -153,6 +155,13 @@ class OperatorConfig(BaseSettings):
         description="PEM file of CAs to trust, besides the system's, for https:// MLflow "
         "tracking servers (a private CA). Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY.",
     )
+    # repr=False: the URL may carry user:password, and a config printed while debugging
+    # would show them
+    prometheus_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="Prometheus to read canary analysis from instead of the pods' /metrics.",
+    )
 
     @field_validator("ca_bundle_file")
     @classmethod
@@ -169,6 +178,22 @@ class OperatorConfig(BaseSettings):
     def _readable_secret_file(cls, value: str) -> str:
         if value and not os.access(value, os.R_OK):
             raise ValueError(f"cannot read {value}")
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Empty is "not set": the chart and a config file can only write a string.
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or any(char.isspace() for char in value)
+        ):
+            # redacted: the URL may carry user:password (basic auth in front of Prometheus)
+            raise ValueError(f"{redact(value)!r} is not an http:// or https:// URL")
         return value
 
     @field_validator("activator_address")

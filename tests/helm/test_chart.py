@@ -271,7 +271,10 @@ def test_deployment_environment_names_only_real_settings() -> None:
     """Every MLFLOW_OPERATOR_* variable the chart sets is a setting of config.py."""
     values = {
         "webhook": {"existingSecret": "hook"},
-        "operator": {"images": dict.fromkeys(("servingCpu", "servingGpu", "minio"), "img:1")},
+        "operator": {
+            "images": dict.fromkeys(("servingCpu", "servingGpu", "minio"), "img:1"),
+            "prometheusUrl": "http://prometheus:9090",
+        },
     }
     (container,) = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
     names = [e["name"] for e in container["env"] if e["name"].startswith(ENV_PREFIX)]
@@ -279,7 +282,28 @@ def test_deployment_environment_names_only_real_settings() -> None:
     assert set(names) <= settings, set(names) - settings
     assert "MLFLOW_OPERATOR_WEBHOOK_SECRET_FILE" in names
     assert "MLFLOW_OPERATOR_SERVING_IMAGE_CPU" in names
+    assert "MLFLOW_OPERATOR_PROMETHEUS_URL" in names
     assert "MLFLOW_OPERATOR_POSTGRES_IMAGE" not in names  # empty: the operator's default
+
+
+def test_a_prometheus_url_sets_canary_analysis_from_prometheus_and_empty_sets_nothing() -> None:
+    def operator_env(values: dict[str, Any]) -> dict[str, Any]:
+        (container,) = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    url = "http://prometheus-operated.monitoring.svc:9090"
+    assert operator_env({"operator": {"prometheusUrl": url}})["MLFLOW_OPERATOR_PROMETHEUS_URL"] == (
+        url
+    )
+    # unset, not "": the operator's default (the pods' /metrics), and no empty variable that a
+    # URL from a Secret in extraEnv would have to follow
+    assert "MLFLOW_OPERATOR_PROMETHEUS_URL" not in operator_env({})
+    assert "MLFLOW_OPERATOR_PROMETHEUS_URL" not in operator_env({"operator": {"prometheusUrl": ""}})
+    refused = helm(
+        "template", "x", str(CHART), "--set", "operator.prometheusUrl=prometheus:9090", check=False
+    )
+    assert refused.returncode != 0
+    assert "/operator/prometheusUrl" in refused.stderr
 
 
 def test_service_exposes_metrics_and_webhook_ports() -> None:

@@ -139,3 +139,40 @@ def test_the_webhook_certificate_needs_its_key_and_both_must_load(tmp_path: Path
     assert config.webhook_tls_key_file == str(pki.server_key)
     with pytest.raises(ConfigError, match=r"webhook_secret_file .* cannot read"):
         load_config(webhook_secret_file=str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://prometheus.monitoring.svc:9090",
+        "https://example.com/prometheus/",
+        "http://[::1]:9090",
+    ],
+)
+def test_a_prometheus_url_is_http_or_https(url: str) -> None:
+    assert load_config(prometheus_url=url).prometheus_url == url
+
+
+def test_an_empty_prometheus_url_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_OPERATOR_PROMETHEUS_URL", "")
+    assert load_config().prometheus_url is None
+
+
+@pytest.mark.parametrize(
+    "url", ["prometheus:9090", "ftp://prometheus", "http://", "http://prom etheus:9090"]
+)
+def test_a_prometheus_url_that_is_not_http_stops_the_operator(url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(prometheus_url=url)
+    assert str(refused.value).startswith(
+        "invalid setting prometheus_url (MLFLOW_OPERATOR_PROMETHEUS_URL)"
+    ), refused.value
+
+
+def test_the_credentials_of_a_prometheus_url_are_never_shown() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(prometheus_url="ftp://reader:s3cret@prometheus")
+    assert "s3cret" not in str(refused.value)
+    config = load_config(prometheus_url="https://reader:s3cret@prometheus.example.com")
+    assert config.prometheus_url == "https://reader:s3cret@prometheus.example.com"
+    assert "s3cret" not in repr(config)
