@@ -91,6 +91,15 @@ def _default_timeout() -> float:
     help="Predict the model's serving input example once before becoming ready.",
 )
 @click.option(
+    "--mirror-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar=f"{_ENV}MIRROR_CONFIG",
+    help="JSON file naming a candidate that gets copies of a share of requests "
+    '({"url": ..., "percent": ..., "version": ...}); re-read when it changes. '
+    "Missing or empty: no mirroring.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -109,6 +118,7 @@ def serve(  # click passes options by name
     drain_seconds: float,
     download_dir: str | None,
     warm_up: bool,
+    mirror_config: str | None,
     log_level: str,
 ) -> None:
     """Serve one MLflow model with MLflow's scoring API, adaptive batching and metrics."""
@@ -128,6 +138,7 @@ def serve(  # click passes options by name
         drain_seconds=drain_seconds,
         download_dir=download_dir,
         warm_up=warm_up,
+        mirror_config=mirror_config,
     )
     from mlflow_operator_serve.server import run
 

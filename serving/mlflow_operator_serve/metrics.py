@@ -94,6 +94,15 @@ class ServingMetrics:
             multiprocess_mode="max",
             registry=self.registry,
         )
+        self.mirrored_requests = Counter(
+            "mlflow_serving_mirrored_requests",
+            "Copies of scoring requests mirrored to a candidate version (strategy Shadow), by "
+            "how the candidate's answer compared with this pod's: agreed, disagreed, "
+            "candidate_failed, stable_failed, both_failed, unreachable, or dropped (not sent: "
+            "too many copies in flight).",
+            (*model_labels, "candidate_version", "outcome"),
+            registry=self.registry,
+        )
         # A series from the start: requests that find the model idle skip the queue, so without
         # this a quiet pod has no queue_depth at all and a dashboard shows "no data", not 0.
         self.queue.labels(**self._model).set(0)
@@ -118,6 +127,11 @@ class ServingMetrics:
 
     def model_loaded(self, seconds: float) -> None:
         self.load_seconds.labels(**self._model).set(seconds)
+
+    def mirrored(self, candidate_version: str, outcome: str) -> None:
+        self.mirrored_requests.labels(
+            **self._model, candidate_version=candidate_version, outcome=outcome
+        ).inc()
 
     def render(self) -> bytes:
         """The text exposition format, of all workers when there are several."""

@@ -32,6 +32,7 @@ from mlflow_operator_serve.settings import ServeSettings
 if TYPE_CHECKING:  # at run time these import MLflow and pandas: only after options are parsed
     from mlflow_operator_serve.batcher import AdaptiveBatcher
     from mlflow_operator_serve.metrics import ServingMetrics
+    from mlflow_operator_serve.mirror import Mirror
     from mlflow_operator_serve.protocol import ParsedRequest, ScoringProtocol
 
 _logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class ServingState:
     batcher: AdaptiveBatcher[ParsedRequest, Any]
     metrics: ServingMetrics
     timeout_seconds: float
+    # Strategy Shadow: copies of a share of requests to a candidate; None: no --mirror-config.
+    mirror: Mirror | None = None
 
 
 def build_app(state: ServingState) -> web.Application:
@@ -92,6 +95,7 @@ def build_app(state: ServingState) -> web.Application:
     async def invocations(request: web.Request) -> web.Response:
         started = time.perf_counter()
         state.metrics.request_started()
+        body: bytes | None = None
         try:
             body = await request.read()
             async with asyncio.timeout(state.timeout_seconds):
@@ -102,6 +106,11 @@ def build_app(state: ServingState) -> web.Application:
             proto.log_unexpected(error)
             result = proto.INTERNAL_ERROR
         state.metrics.request_done(result.status, time.perf_counter() - started)
+        if state.mirror is not None and body is not None:
+            # Returns at once: the copy is a task of its own, and never fails this request.
+            state.mirror.offer(
+                body, request.headers.get("Content-Type"), result.status, result.body
+            )
         return reply(result)
 
     @web.middleware
@@ -151,7 +160,19 @@ def prepare_state(settings: ServeSettings, model_dir: Path, started: float) -> S
     gc.collect()
     gc.freeze()
     gc.enable()  # off since run() began
-    return ServingState(protocol, batcher, metrics, settings.timeout_seconds)
+    return ServingState(
+        protocol, batcher, metrics, settings.timeout_seconds, _mirror(settings, metrics)
+    )
+
+
+def _mirror(settings: ServeSettings, metrics: ServingMetrics) -> Mirror | None:
+    if settings.mirror_config is None:
+        return None
+    from mlflow_operator_serve.mirror import Mirror, MirrorConfigFile
+
+    config = MirrorConfigFile(settings.mirror_config)
+    config.current()  # a bad file is reported at start, not at the first request
+    return Mirror(config, metrics, timeout_seconds=settings.timeout_seconds)
 
 
 def _warm_up(protocol: ScoringProtocol, example: str | None) -> None:
@@ -192,6 +213,9 @@ async def serve_socket(state: ServingState, sock: socket.socket, drain_seconds: 
     _logger.info("stopping: no new connections; draining in-flight requests")
     # Stops listening, waits for running handlers (up to drain_seconds), closes connections.
     await runner.cleanup()
+    if state.mirror is not None:
+        # After the handlers: the last requests' copies are in flight now, not before.
+        await state.mirror.close()
     await state.batcher.close()
     _logger.info("stopped")
 
@@ -223,7 +247,7 @@ def run(settings: ServeSettings) -> int:
     # The model itself is loaded in each worker, not here: a model that starts threads
     # (OpenMP, BLAS) or a CUDA context at load time does not survive a fork.
     loading.import_flavor(model_dir)
-    for module in ("batcher", "metrics", "predictor", "protocol"):
+    for module in ("batcher", "metrics", "mirror", "predictor", "protocol"):
         importlib.import_module(f"mlflow_operator_serve.{module}")
     sock = listening_socket(settings.host, settings.port)
     # Objects that live on in the workers stay out of the collector, and so out of the

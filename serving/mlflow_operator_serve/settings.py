@@ -33,3 +33,6 @@ class ServeSettings:
     # Where a `models:/` or remote URI is downloaded to; None: a temporary directory.
     download_dir: str | None = None
     warm_up: bool = True
+    # A JSON file (the operator's ConfigMap of strategy Shadow) naming a candidate to copy a
+    # share of requests to; None, a missing or an empty file: no mirroring. See mirror.py.
+    mirror_config: str | None = None
