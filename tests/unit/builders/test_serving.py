@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
+    build_mirror_config,
     build_serving_deployment,
     build_serving_pdb,
     build_serving_service,
+    build_shadow_service,
     service_url,
+    shadow_name,
 )
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.endpoint import CredentialsSecret, TrackingEndpoint
@@ -215,3 +219,126 @@ def test_requests_default_where_the_user_sets_neither_request_nor_limit() -> Non
     resources = container(build_serving_deployment(gpu, OWNER, "1", ENDPOINT, CONFIG))["resources"]
     assert resources["requests"] == {"cpu": "100m", "memory": "256Mi"}
     assert resources["limits"] == {"nvidia.com/gpu": 1}
+
+
+SHADOWED = spec(
+    serving={"runtime": "batched", "replicas": 4},
+    rollout={"strategy": "Shadow", "shadow": {"percent": 25}},
+)
+MIRROR_ENV = {
+    "name": "MLFLOW_OPERATOR_SERVE_MIRROR_CONFIG",
+    "value": "/etc/mlflow-operator/mirror/mirror.json",
+}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_a_shadows_pods_are_a_component_the_serving_service_never_selects() -> None:
+    dep = build_serving_deployment(SHADOWED, OWNER, "2", ENDPOINT, CONFIG, shadow_replicas=1)
+    assert dep["metadata"]["name"] == shadow_name("fraud") == "fraud-shadow"
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "mlflowops.dev/modeldeployment": "fraud",
+        "app.kubernetes.io/component": "shadow",
+        "mlflowops.dev/track": "shadow",
+    }
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "shadow"
+    assert labels["mlflowops.dev/model-version"] == "2"
+    assert selects(dep["spec"]["selector"]["matchLabels"], labels)
+    assert dep["metadata"]["labels"]["app.kubernetes.io/component"] == "shadow"
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    cmd = container(dep)["command"]
+    assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/2"
+    # neither the serving Service, its disruption budget nor the serving Deployment take them
+    assert not selects(build_serving_service(SHADOWED, OWNER)["spec"]["selector"], labels)
+    serving = build_serving_deployment(SHADOWED, OWNER, "1", ENDPOINT, CONFIG)
+    assert not selects(serving["spec"]["selector"]["matchLabels"], labels)
+    pdb = build_serving_pdb(SHADOWED, OWNER)
+    assert pdb is not None
+    assert not selects(pdb["spec"]["selector"]["matchLabels"], labels)
+    # nor does the shadow's selector take the serving pods
+    serving_labels = serving["spec"]["template"]["metadata"]["labels"]
+    assert not selects(dep["spec"]["selector"]["matchLabels"], serving_labels)
+    # a shadow's pods copy nothing on: they have no mirror of their own
+    assert MIRROR_ENV not in container(dep)["env"]
+    assert all(v["name"] != "mirror" for v in dep["spec"]["template"]["spec"]["volumes"])
+
+
+def test_the_shadows_service_selects_its_pods_only() -> None:
+    dep = build_serving_deployment(SHADOWED, OWNER, "2", ENDPOINT, CONFIG, shadow_replicas=1)
+    svc = build_shadow_service(OWNER)
+    assert (svc["kind"], svc["metadata"]["name"], svc["metadata"]["namespace"]) == (
+        "Service", "fraud-shadow", "ml-prod",
+    )  # fmt: skip
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == {
+        "mlflowops.dev/modeldeployment": "fraud",
+        "app.kubernetes.io/component": "shadow",
+    }
+    assert selects(svc["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])
+    serving = build_serving_deployment(SHADOWED, OWNER, "1", ENDPOINT, CONFIG)
+    assert not selects(svc["spec"]["selector"], serving["spec"]["template"]["metadata"]["labels"])
+    canary = build_serving_deployment(SHADOWED, OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1)
+    assert not selects(svc["spec"]["selector"], canary["spec"]["template"]["metadata"]["labels"])
+    (port,) = svc["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8080, "http")
+    assert container(dep)["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_the_mirror_config_points_the_serving_pods_at_the_shadows_service() -> None:
+    config = build_mirror_config(OWNER, "2", 25)
+    assert (config["apiVersion"], config["kind"]) == ("v1", "ConfigMap")
+    assert (config["metadata"]["name"], config["metadata"]["namespace"]) == (
+        "fraud-shadow", "ml-prod",
+    )  # fmt: skip
+    assert config["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert list(config["data"]) == ["mirror.json"]
+    assert json.loads(config["data"]["mirror.json"]) == {
+        "url": "http://fraud-shadow.ml-prod.svc:8080/invocations",
+        "percent": 25,
+        "version": "2",
+    }
+    svc = build_shadow_service(OWNER)
+    port = svc["spec"]["ports"][0]["port"]
+    assert json.loads(config["data"]["mirror.json"])["url"].startswith(
+        f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{port}/"
+    )
+
+
+def test_the_serving_pods_of_strategy_shadow_mount_the_mirror_config_when_there_is_one() -> None:
+    dep = build_serving_deployment(SHADOWED, OWNER, "1", ENDPOINT, CONFIG)
+    pod = dep["spec"]["template"]["spec"]
+    # optional: between shadows the ConfigMap does not exist, and the pods start all the same
+    assert {"name": "mirror", "configMap": {"name": "fraud-shadow", "optional": True}} in pod[
+        "volumes"
+    ]
+    mount = {"name": "mirror", "mountPath": "/etc/mlflow-operator/mirror", "readOnly": True}
+    assert mount in container(dep)["volumeMounts"]
+    assert MIRROR_ENV in container(dep)["env"]
+    names = [e["name"] for e in container(dep)["env"]]
+    assert len(names) == len(set(names))
+    # the file the runtime reads is the ConfigMap's key in the mounted folder
+    (key,) = build_mirror_config(OWNER, "2", 25)["data"]
+    assert MIRROR_ENV["value"] == f"{mount['mountPath']}/{key}"
+
+
+def test_the_serving_pods_of_other_strategies_have_no_mirror() -> None:
+    canary = spec(
+        serving={"runtime": "batched", "replicas": 2},
+        rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 10}]}},
+    )
+    for s in (spec(), spec(rollout={"strategy": "RollingUpdate"}), canary):
+        built = [build_serving_deployment(s, OWNER, "1", ENDPOINT, CONFIG)]
+        if s.rollout.strategy == "Canary":
+            built.append(
+                build_serving_deployment(s, OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1)
+            )
+        for dep in built:
+            c = container(dep)
+            assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+            assert dep["spec"]["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+            assert all(e["name"] != MIRROR_ENV["name"] for e in c["env"])

@@ -1,15 +1,23 @@
-"""Canary rollouts: shares rounded to pods, judgements with their numbers, steps, promotion and
-abort, as the rollout decision carries them (no pod of the version serves everyone before every
-step passed; an aborted version is a failed one)."""
+"""Canary and shadow rollouts: shares rounded to pods, judgements with their numbers, steps,
+promotion and abort, as the rollout decision carries them (no pod of the version serves everyone
+before every step passed; an aborted version is a failed one; a promotion moves
+promote.setAlias)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from mlflow_operator.api.modeldeployment import CanaryAnalysis, ModelDeploymentStatus
+from mlflow_operator.api.modeldeployment import (
+    CanaryAnalysis,
+    CanaryStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ShadowAnalysis,
+)
 from mlflow_operator.core.conditions import get_condition
 from mlflow_operator.core.modeldeployment.canary import (
     CanaryInputs,
@@ -20,8 +28,10 @@ from mlflow_operator.core.modeldeployment.canary import (
     analysis_due,
     canary_pods,
     judge,
+    judge_shadow,
     plan_canary,
     share,
+    trial_of,
 )
 from mlflow_operator.core.modeldeployment.resolution import Resolved
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan, plan_rollout
@@ -74,10 +84,10 @@ def serving_1() -> ModelDeploymentStatus:
 
 def step(
     last: ModelDeploymentStatus, canary: CanaryPlan, deployment: Any, target: str = "2",
-    seconds: int = 0, registry: RegistryState = SYNCED,
+    seconds: int = 0, registry: RegistryState = SYNCED, md: ModelDeploymentSpec = CANARY,
 ) -> RolloutPlan:  # fmt: skip
     return plan_rollout(
-        CANARY, 1, last, registry, Resolved(target) if registry.synced else None, deployment,
+        md, 1, last, registry, Resolved(target) if registry.synced else None, deployment,
         T0 + timedelta(seconds=seconds), canary=canary,
     )  # fmt: skip
 
@@ -257,3 +267,424 @@ def test_the_first_version_and_the_replace_strategy_have_no_canary() -> None:
     assert plan_canary(replace, None, inputs(), T0).canary_version is None
     plan = step(serving_1(), first, in_progress("1"))
     assert plan.status.rollout is None
+
+
+# -- strategy Shadow ---------------------------------------------------------------------------
+
+FAST = {0.01: 95.0, 0.05: 100.0, float("inf"): 100.0}
+SHADOW_ANALYSIS = {
+    "interval": "10s",
+    "minRequests": 20,
+    "maxErrorRate": 0.05,
+    "maxDisagreementRate": 0.1,
+}
+
+
+def shadow_spec(
+    analysis: dict[str, Any] | None = None, set_alias: str | None = "production"
+) -> ModelDeploymentSpec:
+    return spec(
+        "fraud",
+        serving={"runtime": "batched", "replicas": 3},
+        rollout={
+            "strategy": "Shadow",
+            "shadow": {"percent": 20, "duration": "60s", "analysis": analysis or SHADOW_ANALYSIS},
+        },
+        **({"promote": {"setAlias": set_alias}} if set_alias is not None else {}),
+    )
+
+
+SHADOW = shadow_spec()
+
+
+def compared(differed: float, agreed: float, version: str = "2") -> dict[tuple[str, str], float]:
+    """The serving pods' outcomes of the copies they sent a shadow of `version`."""
+    return {(version, "disagreed"): differed, (version, "agreed"): agreed}
+
+
+def shadow_judgement(
+    shadow: Traffic, mirrored: dict[tuple[str, str], float], md: ModelDeploymentSpec = SHADOW
+) -> Judgement:
+    return judge_shadow(
+        md.rollout.shadow.analysis, shadow, Traffic(200, 0, FAST, mirrored), version="2"
+    )
+
+
+def shadow_inputs(**kw: Any) -> CanaryInputs:
+    base: dict[str, Any] = {
+        "stable_pods": 3,
+        "canary": CanaryObservation(exists=True, version="2", ready=1),
+    }
+    return inputs(**(base | kw))
+
+
+def shadowing(md: ModelDeploymentSpec = SHADOW) -> tuple[ModelDeploymentStatus, CanaryStatus]:
+    """Version 1 serves on 3 pods; a shadow of version 2 started at T0."""
+    serving = plan_rollout(
+        md, 1, ModelDeploymentStatus(), SYNCED, Resolved("1"), complete("1", 3), T0
+    ).status
+    started = plan_canary(md, None, shadow_inputs(canary=CanaryObservation()), T0)
+    status = step(serving, started, complete("1", 3), md=md).status
+    assert status.rollout is not None
+    return status, status.rollout
+
+
+def test_a_shadow_is_one_trial_step_that_copies_a_share_and_answers_nobody() -> None:
+    trial = trial_of(SHADOW)
+    assert trial is not None
+    assert (trial.kind, trial.noun, trial.steps) == (
+        "Shadow",
+        "shadow",
+        ((20, timedelta(seconds=60)),),
+    )
+    assert trial.analysis == SHADOW.rollout.shadow.analysis
+    # the share of the stable pods' requests it answers, rounded up, at least one pod
+    assert [trial.pods(0, stable) for stable in (0, 1, 3, 5, 6, 10)] == [1, 1, 1, 1, 2, 2]
+    half = trial_of(
+        spec(
+            serving={"runtime": "batched"},
+            rollout={"strategy": "Shadow", "shadow": {"percent": 50}},
+        )
+    )
+    assert half is not None
+    assert [half.pods(0, stable) for stable in (1, 3, 10)] == [1, 2, 5]
+    assert trial.weight(3, 3) == 0  # callers never get a shadow's answers
+    assert trial_of(SHADOW.model_copy(update={"suspend": True})) is None
+
+
+def test_a_good_shadow_runs_its_duration_then_every_pod_moves_and_the_alias_follows() -> None:
+    serving = plan_rollout(
+        SHADOW, 1, ModelDeploymentStatus(), SYNCED, Resolved("1"), complete("1", 3), T0
+    ).status
+    started = plan_canary(SHADOW, None, shadow_inputs(canary=CanaryObservation()), T0)
+    assert started.status is not None
+    assert (started.status.phase, started.status.weight, started.status.step) == ("Shadow", 0, 0)
+    assert (started.canary_version, started.canary_replicas, started.hold) == ("2", 1, True)
+    assert started.status.canary_replicas == 1  # ceil(3 pods * 20%)
+    message = (
+        "shadow of version 2: 20% of the requests copied to 1 pod(s), answers never returned "
+        "(serving: 1)"
+    )
+    assert started.events == (("Normal", "RolloutStarted", message),)
+    plan = step(serving, started, complete("1", 3), md=SHADOW)
+    assert plan.deploy_version == "1"  # the serving pods keep answering everyone
+    assert cond(plan, "Ready")[:2] == ("True", "Serving")
+    assert cond(plan, "Progressing")[1:] == ("Canary", message)
+    assert [e.reason for e in plan.events] == ["RolloutStarted"]
+    assert plan.status.history[-1].version == "2"
+    assert plan.status.history[-1].result == "InProgress"
+    assert plan.rolling_out
+    assert plan.promoted_version is None
+
+    good = shadow_judgement(Traffic(40, 0, FAST), compared(2, 38))
+    assert good.verdict == "Passed"
+    # passed before its duration: it runs on
+    early = plan_canary(
+        SHADOW, plan.status.rollout, shadow_inputs(judgement=good), T0 + timedelta(seconds=30)
+    )
+    assert early.status is not None
+    assert (early.status.phase, early.canary_version, early.hold) == ("Shadow", "2", True)
+    assert early.status.analysis == f"Passed: {good.message}"
+    assert early.status.disagreement_rate == pytest.approx(0.05)
+    assert early.events == ()
+    assert early.progress == (
+        f"shadow of version 2: 20% of the requests copied to 1 pod(s); Passed: {good.message}"
+    )
+    assert analysis_due(SHADOW, early.status, T0 + timedelta(seconds=35)) is False
+    assert analysis_due(SHADOW, early.status, T0 + timedelta(seconds=40)) is True
+    # past its duration but short of minRequests answers: it waits
+    few = shadow_judgement(Traffic(12, 0, FAST), compared(0, 12))
+    assert few.verdict == "Waiting"
+    waiting = plan_canary(
+        SHADOW, early.status, shadow_inputs(judgement=few), T0 + timedelta(seconds=90)
+    )
+    assert waiting.status is not None
+    assert (waiting.status.phase, waiting.events) == ("Shadow", ())
+    # past its duration, enough answers, but its pod not ready: it waits too
+    unready = shadow_inputs(judgement=good, canary=CanaryObservation(exists=True, version="2"))
+    held = plan_canary(SHADOW, early.status, unready, T0 + timedelta(seconds=90))
+    assert held.status is not None
+    assert held.status.phase == "Shadow"
+    assert held.progress is not None
+    assert "; 0/1 shadow pods ready" in held.progress
+
+    promoting = plan_canary(
+        SHADOW, early.status, shadow_inputs(judgement=good), T0 + timedelta(seconds=90)
+    )
+    assert promoting.status is not None
+    assert promoting.status.phase == "Promoting"
+    assert promoting.events == ((
+        "Normal", "CanaryPromoted",
+        f"shadow of version 2 passed: promoting it to every pod ({good.message})",
+    ),)  # fmt: skip
+    assert promoting.promoted is None
+    plan = step(plan.status, promoting, complete("1", 3), seconds=90, md=SHADOW)
+    assert plan.deploy_version == "2"  # only now: a Replace of a version proven on copies
+    assert plan.promoted_version is None
+
+    moving = plan_canary(
+        SHADOW, plan.status.rollout, shadow_inputs(current="2", stable_complete=False), T0
+    )
+    assert moving.status is not None
+    assert (moving.status.phase, moving.promoted, moving.events) == ("Promoting", None, ())
+    done = plan_canary(SHADOW, plan.status.rollout, shadow_inputs(current="2"), T0)
+    assert done.status is not None
+    assert (done.status.phase, done.canary_version, done.promoted) == ("Promoted", None, "2")
+    assert done.events == ((
+        "Normal", "AliasMoved",
+        "moving MLflow alias 'production' to version 2 (promote.setAlias)",
+    ),)  # fmt: skip
+    plan = step(plan.status, done, complete("2", 3), seconds=120, md=SHADOW)
+    assert plan.status.serving_version == "2"
+    assert plan.succeeded_version == "2"
+    assert plan.promoted_version == "2"
+    assert "AliasMoved" in [e.reason for e in plan.events]
+    # the next reconcile promotes nothing again
+    after = plan_canary(SHADOW, plan.status.rollout, shadow_inputs(current="2"), T0)
+    assert (after.promoted, after.events) == (None, ())
+    assert (
+        step(plan.status, after, complete("2", 3), seconds=130, md=SHADOW).promoted_version is None
+    )
+
+
+@pytest.mark.parametrize("md", [shadow_spec(set_alias=None), CANARY], ids=["shadow", "canary"])
+def test_a_promotion_without_set_alias_moves_no_alias(md: ModelDeploymentSpec) -> None:
+    trial = trial_of(md)
+    assert trial is not None
+    promoting = CanaryStatus(phase="Promoting", version="2", canary_replicas=1, weight=0)
+    done = plan_canary(md, promoting, shadow_inputs(current="2"), T0)
+    assert done.status is not None
+    assert (done.status.phase, done.promoted, done.events) == ("Promoted", "2", ())
+
+
+def test_a_canary_promotion_moves_the_alias_of_set_alias_too() -> None:
+    md = CANARY.model_copy(update={"promote": SHADOW.promote})
+    promoting = CanaryStatus(phase="Promoting", version="2", canary_replicas=2, weight=50)
+    done = plan_canary(md, promoting, inputs(current="2"), T0)
+    assert done.promoted == "2"
+    assert [e[1] for e in done.events] == ["AliasMoved"]
+
+
+def test_a_shadow_that_fails_on_its_answers_is_aborted_and_its_version_is_a_failed_one() -> None:
+    status, rollout = shadowing()
+    bad = shadow_judgement(Traffic(40, 10, FAST), compared(1, 29))
+    assert bad.verdict == "Failed"
+    aborted = plan_canary(SHADOW, rollout, shadow_inputs(judgement=bad), T0 + timedelta(seconds=10))
+    assert aborted.status is not None
+    assert (aborted.status.phase, aborted.canary_version, aborted.promoted) == (
+        "Aborted",
+        None,
+        None,
+    )
+    assert aborted.aborted == f"shadow aborted: {bad.message}"
+    assert aborted.aborted.startswith("shadow aborted: error rate 25.0% > stable 0.0% + 5%")
+    plan = step(status, aborted, complete("1", 3), seconds=10, md=SHADOW)
+    assert plan.deploy_version == "1"
+    assert plan.status.failed_versions == ["2"]
+    assert plan.failed_version == "2"
+    assert plan.promoted_version is None
+    assert cond(plan, "Degraded")[:2] == ("True", "CanaryAborted")
+    assert "AliasMoved" not in [e.reason for e in plan.events]
+    # pods that never become available abort it as well, without a weight in the message
+    stuck = CanaryObservation(
+        exists=True, version="2", deadline_exceeded=True, trouble="pod x: OOMKilled"
+    )
+    assert plan_canary(SHADOW, rollout, shadow_inputs(canary=stuck), T0).aborted == (
+        "shadow aborted: pod x: OOMKilled"
+    )
+
+
+def test_a_shadow_is_aborted_on_disagreement_only_once_min_requests_copies_were_compared() -> None:
+    _, rollout = shadowing()
+    # 5 of 10 compared differ: far above 10%, but 10 < minRequests 20: not judged yet
+    early = shadow_judgement(Traffic(10, 0, FAST), compared(5, 5))
+    assert (early.verdict, early.disagreement_rate) == ("Waiting", 0.5)
+    assert early.message.startswith("shadow: 10/20 requests")
+    kept = plan_canary(SHADOW, rollout, shadow_inputs(judgement=early), T0 + timedelta(seconds=10))
+    assert kept.status is not None
+    assert (kept.status.phase, kept.status.failures, kept.aborted) == ("Shadow", 0, None)
+    assert kept.status.disagreement_rate == 0.5
+
+    # 8 of 40 differ: 20% > 10%
+    late = shadow_judgement(Traffic(40, 0, FAST), compared(8, 32))
+    assert late == Judgement("Failed", "predictions differ on 20.0% > 10% (8 of 40 compared)", 0.2)
+    aborted = plan_canary(
+        SHADOW, kept.status, shadow_inputs(judgement=late), T0 + timedelta(seconds=20)
+    )
+    assert aborted.status is not None
+    assert aborted.status.phase == "Aborted"
+    assert aborted.status.disagreement_rate == 0.2
+    assert aborted.aborted == "shadow aborted: predictions differ on 20.0% > 10% (8 of 40 compared)"
+    # exactly at the limit passes; the copies of another shadow version do not count
+    at_limit = shadow_judgement(
+        Traffic(40, 0, FAST), compared(4, 36) | compared(40, 0, version="3")
+    )
+    assert (at_limit.verdict, at_limit.disagreement_rate) == ("Passed", 0.1)
+
+
+def test_a_shadow_is_not_promoted_before_its_disagreement_could_be_judged() -> None:
+    """40 answers of the shadow, but the serving pods compared only 19 copies (the rest failed
+    on one side, or the serving pods restarted and their counters began again): 15 differ.
+    With maxDisagreementRate set it waits for minRequests compared copies."""
+    _, rollout = shadowing()
+    for mirrored in (compared(15, 4), {}):
+        judgement = shadow_judgement(Traffic(40, 0, FAST), mirrored)
+        assert judgement.verdict == "Waiting", judgement
+        plan = plan_canary(
+            SHADOW, rollout, shadow_inputs(judgement=judgement), T0 + timedelta(seconds=90)
+        )
+        assert plan.status is not None
+        assert (plan.status.phase, plan.canary_version, plan.events) == ("Shadow", "2", ())
+
+
+def test_without_max_disagreement_rate_disagreement_is_reported_not_judged() -> None:
+    md = shadow_spec({"interval": "10s", "minRequests": 20, "maxErrorRate": 0.05})
+    assert md.rollout.shadow.analysis.max_disagreement_rate is None
+    _, rollout = shadowing(md)
+    seen = shadow_judgement(Traffic(40, 0, FAST), compared(36, 4), md)
+    assert seen == Judgement(
+        "Passed",
+        "shadow: 40 requests, 0.0% errors (stable 0.0%), p99 50ms; stable p99 50ms (1.0x); "
+        "predictions differ on 90.0% (36 of 40 compared)",
+        0.9,
+    )
+    promoting = plan_canary(md, rollout, shadow_inputs(judgement=seen), T0 + timedelta(seconds=60))
+    assert promoting.status is not None
+    assert promoting.status.phase == "Promoting"
+    assert promoting.status.disagreement_rate == 0.9
+    assert promoting.status.analysis == f"Passed: {seen.message}"
+    # nothing compared: no rate at all
+    assert shadow_judgement(Traffic(40, 0, FAST), {}, md).disagreement_rate is None
+
+
+def test_a_shadow_judgement_names_its_numbers() -> None:
+    analysis = ShadowAnalysis(min_requests=20, max_error_rate=0.05, max_disagreement_rate=0.05)
+    stable = Traffic(1000, 10, FAST, compared(3, 97))
+    assert judge_shadow(analysis, Traffic(12, 0, FAST), stable, "2") == Judgement(
+        "Waiting", "shadow: 12/20 requests; predictions differ on 3.0% (3 of 100 compared)", 0.03
+    )
+    # its own failures come first, with the rate seen beside them
+    failed = judge_shadow(analysis, Traffic(100, 20, FAST), stable, "2")
+    assert failed.verdict == "Failed"
+    assert failed.message == (
+        "error rate 20.0% > stable 1.0% + 5% (shadow: 100 requests, 20.0% errors (stable 1.0%), "
+        "p99 50ms; stable p99 50ms (1.0x)); predictions differ on 3.0% (3 of 100 compared)"
+    )
+    differing = Traffic(1000, 10, FAST, compared(8, 92))
+    assert judge_shadow(analysis, Traffic(100, 0, FAST), differing, "2") == Judgement(
+        "Failed", "predictions differ on 8.0% > 5% (8 of 100 compared)", 0.08
+    )
+    # enough copies compared fail it even before the shadow's own answers reach minRequests
+    assert judge_shadow(analysis, Traffic(12, 0, FAST), differing, "2").verdict == "Failed"
+    # a version the serving pods never copied to: nothing compared, no rate; the canary's
+    # judgement of its answers, which cannot pass while the disagreement is to be judged
+    alone = judge(analysis, Traffic(100, 0, FAST), stable, noun="shadow")
+    assert alone.verdict == "Passed"
+    unseen = judge_shadow(analysis, Traffic(100, 0, FAST), stable, "9")
+    assert (unseen.verdict, unseen.disagreement_rate) == ("Waiting", None)
+    assert unseen.message.startswith(alone.message)
+    unjudged = analysis.model_copy(update={"max_disagreement_rate": None})
+    assert judge_shadow(unjudged, Traffic(100, 0, FAST), stable, "9") == alone
+
+
+def test_a_strategy_switched_from_canary_to_shadow_starts_the_version_over_as_a_shadow() -> None:
+    status = step(serving_1(), plan_canary(CANARY, None, inputs(), T0), complete("1", 2)).status
+    second = plan_canary(
+        CANARY, status.rollout, inputs(judgement=PASSED), T0 + timedelta(seconds=40)
+    )
+    assert second.status is not None
+    assert (second.status.phase, second.status.step, second.status.weight) == ("Canary", 1, 50)
+    restarted = plan_canary(SHADOW, second.status, shadow_inputs(), T0 + timedelta(seconds=50))
+    assert restarted.status is not None
+    assert (restarted.status.phase, restarted.status.version) == ("Shadow", "2")
+    assert (restarted.status.step, restarted.status.weight, restarted.status.failures) == (0, 0, 0)
+    assert restarted.status.step_started == T0 + timedelta(seconds=50)
+    assert restarted.status.analysis is None
+    assert (restarted.canary_version, restarted.canary_replicas) == ("2", 1)
+    assert [e[1] for e in restarted.events] == ["CanaryAborted", "RolloutStarted"]
+    assert restarted.events[0][2].startswith("canary of version 2 ended")
+    assert restarted.events[1][2].startswith("shadow of version 2: 20% of the requests copied")
+    # and back: a shadow switched to Canary starts at the canary's first step
+    back = plan_canary(CANARY, restarted.status, inputs(), T0 + timedelta(seconds=60))
+    assert back.status is not None
+    assert (back.status.phase, back.status.step, back.status.weight) == ("Canary", 0, 33)
+    assert back.events[0][2].startswith("shadow of version 2 ended")
+
+
+def test_a_shadow_holds_while_the_registry_is_down_and_ends_when_it_moves_on() -> None:
+    status, rollout = shadowing()
+    held = plan_canary(SHADOW, rollout, shadow_inputs(synced=False, target=None), T0)
+    assert held.status == rollout
+    assert (held.canary_version, held.canary_replicas, held.hold) == ("2", 1, True)
+    assert held.progress == "shadow of version 2 holds step 1/1 while the registry cannot be read"
+    plan = step(status, held, complete("1", 3), registry=DOWN, md=SHADOW)
+    assert plan.deploy_version == "1"
+    assert plan.promoted_version is None
+    # a passing judgement taken while the registry is down promotes nothing
+    good = shadow_judgement(Traffic(40, 0, FAST), compared(0, 40))
+    down = shadow_inputs(synced=False, target=None, judgement=good)
+    assert plan_canary(SHADOW, rollout, down, T0 + timedelta(seconds=90)).status == rollout
+
+    moved = plan_canary(SHADOW, rollout, shadow_inputs(target="3"), T0)
+    assert moved.status is not None
+    assert (moved.status.phase, moved.status.version, moved.canary_version) == ("Shadow", "3", "3")
+    assert moved.events[0] == (
+        "Normal",
+        "CanaryAborted",
+        "shadow of version 2 ended: the registry selects version 3 now",
+    )
+    back = plan_canary(SHADOW, rollout, shadow_inputs(target="1"), T0)
+    assert back.status is not None
+    assert (back.status.phase, back.canary_version, back.aborted) == ("Aborted", None, None)
+    assert back.status.analysis == "shadow of version 2 ended: the registry selects version 1 again"
+
+
+def test_traffic_adds_up_the_copies_sent_to_each_shadow_version() -> None:
+    a = Traffic(10, 1, {0.1: 10.0}, {("2", "agreed"): 5.0, ("2", "dropped"): 1.0})
+    b = Traffic(
+        20, 0, {0.1: 20.0}, {("2", "agreed"): 7.0, ("2", "disagreed"): 2.0, ("3", "agreed"): 4.0}
+    )
+    total = a + b
+    assert (total.requests, total.errors, total.buckets) == (30, 1, {0.1: 30.0})
+    assert total.mirrored == {
+        ("2", "agreed"): 12.0, ("2", "dropped"): 1.0, ("2", "disagreed"): 2.0, ("3", "agreed"): 4.0,
+    }  # fmt: skip
+    assert a.mirrored == {("2", "agreed"): 5.0, ("2", "dropped"): 1.0}  # neither is changed
+    assert total.disagreement("2") == (2.0, 14.0)  # dropped copies were never compared
+    assert total.disagreement("3") == (0.0, 4.0)
+    assert Traffic().disagreement("2") == (0.0, 0.0)
+    assert (Traffic() + Traffic()).mirrored == {}
+
+
+def test_the_copies_a_pod_mirrored_are_read_from_its_metrics() -> None:
+    registry = CollectorRegistry()
+    requests = Counter("mlflow_serving_requests", "", ("model", "status"), registry=registry)
+    mirrored = Counter(
+        "mlflow_serving_mirrored_requests",
+        "",
+        ("model", "version", "candidate_version", "outcome"),
+        registry=registry,
+    )
+    requests.labels(model="fraud", status="200").inc(100)
+    for candidate, outcome, n in (
+        ("2", "agreed", 18), ("2", "disagreed", 2), ("2", "candidate_failed", 1),
+        ("2", "dropped", 3), ("3", "disagreed", 4),
+    ):  # fmt: skip
+        mirrored.labels(
+            model="fraud", version="1", candidate_version=candidate, outcome=outcome
+        ).inc(n)
+    # a second label set of the same outcome (another model label) is summed
+    mirrored.labels(model="other", version="1", candidate_version="2", outcome="agreed").inc(2)
+    traffic = parse_traffic(generate_latest(registry).decode())
+    assert traffic is not None
+    assert (traffic.requests, traffic.errors) == (100, 0)  # copies are not answers of this pod
+    assert traffic.mirrored == {
+        ("2", "agreed"): 20, ("2", "disagreed"): 2, ("2", "candidate_failed"): 1,
+        ("2", "dropped"): 3, ("3", "disagreed"): 4,
+    }  # fmt: skip
+    assert traffic.disagreement("2") == (2, 22)
+    plain = CollectorRegistry()
+    Counter("mlflow_serving_requests", "", ("status",), registry=plain).labels(status="200").inc()
+    alone = parse_traffic(generate_latest(plain).decode())
+    assert alone is not None
+    assert alone.mirrored == {}

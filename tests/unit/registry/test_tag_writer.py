@@ -1,4 +1,5 @@
-"""The write-back tag writer: in order per endpoint, retried, never blocking the caller.
+"""The write-back tag writer: in order per endpoint, retried, never blocking the caller; the
+alias moves of promote.setAlias go the same way.
 
 The sinks are in-memory stand-ins for MLflow: a registry that fails on demand a set number
 of times cannot be made from a real server. The end-to-end tests read the real tags back.
@@ -7,9 +8,12 @@ of times cannot be made from a real server. The end-to-end tests read the real t
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from mlflow_operator.registry.client import RegistryError
-from mlflow_operator.registry.tag_writer import TagWriter, VersionTag
+from mlflow_operator.registry.tag_writer import AliasMove, TagWriter, VersionTag
 
 
 class Sink:
@@ -30,6 +34,10 @@ class Sink:
 
     async def set_model_alias(self, name: str, alias: str, version: str) -> None:
         self.calls += 1
+        await self.answering.wait()
+        if self.failures:
+            self.failures -= 1
+            raise RegistryError("MLflow answered 503", "RegistryUnavailable")
         self.written.append((version, f"alias {alias}"))
 
 
@@ -97,3 +105,49 @@ async def test_nothing_to_write_leaves_nothing_behind() -> None:
     assert writer._pending == {}  # no empty queue kept per client forever
     await writer.flush()
     assert sink.calls == 0
+
+
+def alias(version: str, name: str = "champion") -> AliasMove:
+    return AliasMove("fraud", name, version)
+
+
+async def test_an_alias_move_goes_out_in_order_with_the_tags() -> None:
+    sink = Sink()
+    sink.answering.clear()
+    writer = TagWriter(retry_delays=())
+    writer.submit(sink, [alias("2"), tag("2", "serving since b")])
+    writer.submit(sink, [tag("1", "replaced by version 2"), alias("3", "production")])
+    assert writer.pending == 4
+    await asyncio.sleep(0)
+    assert sink.written == []  # submit never waits for MLflow
+    sink.answering.set()
+    await writer.flush()
+    assert sink.written == [
+        ("2", "alias champion"),
+        ("2", "serving since b"),
+        ("1", "replaced by version 2"),
+        ("3", "alias production"),
+    ]
+    assert writer.pending == 0
+
+
+async def test_a_failing_alias_move_is_retried_like_a_tag_then_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Sink(failures=1)
+    writer = TagWriter(retry_delays=(0.01,))
+    writer.submit(sink, [alias("2")])
+    writer.submit(sink, [tag("2", "serving since b")])
+    await writer.flush()
+    # retried before the later tag: the alias lands first
+    assert sink.written == [("2", "alias champion"), ("2", "serving since b")]
+    assert sink.calls == 3
+
+    given_up = Sink(failures=2)
+    writer = TagWriter(retry_delays=(0.0,))  # two attempts per write
+    with caplog.at_level(logging.WARNING):
+        writer.submit(given_up, [alias("3"), tag("3", "serving since c")])
+        await writer.flush()
+    assert given_up.written == [("3", "serving since c")]
+    assert given_up.calls == 3
+    assert "could not move alias champion of fraud to version 3 after 2 attempts" in caplog.text
