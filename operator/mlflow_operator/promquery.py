@@ -23,6 +23,7 @@ import logging
 import math
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -44,6 +45,8 @@ MODEL_VERSION_LABEL = "model_version"
 
 ANSWERED = "mlflow_serving_requests_total"
 LATENCY_BUCKET = "mlflow_serving_request_duration_seconds_bucket"
+MIRRORED = "mlflow_serving_mirrored_requests_total"  # copies sent to a shadow, by outcome
+CANDIDATE_VERSION_LABEL = "candidate_version"
 QUERY_PATH = "/api/v1/query"
 
 
@@ -54,13 +57,16 @@ def promql_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def selector(*, namespace: str, model_name: str, version: str) -> str:
+def selector(
+    *, namespace: str, model_name: str, version: str, extra: Mapping[str, str] | None = None
+) -> str:
     """The label matchers of one version's serving pods, exact matches only (a model name
     may hold regex characters: `fraud.v2`)."""
     labels = {
         NAMESPACE_LABEL: namespace,
         MODEL_NAME_LABEL: model_name,
         MODEL_VERSION_LABEL: version,
+        **(extra or {}),
     }
     return "{" + ", ".join(f"{name}={promql_string(value)}" for name, value in labels.items()) + "}"
 
@@ -74,6 +80,12 @@ def buckets_query(labels: str, window_seconds: int) -> str:
     """Answers per latency bucket (cumulative, as `le` says) over the window, every pod and
     status summed."""
     return f"sum by (le) (increase({LATENCY_BUCKET}{labels}[{_window(window_seconds)}]))"
+
+
+def mirrored_query(labels: str, window_seconds: int) -> str:
+    """Copies the pods sent to one shadow version over the window, per outcome (the labels
+    name the shadow's version in candidate_version)."""
+    return f"sum by (outcome) (increase({MIRRORED}{labels}[{_window(window_seconds)}]))"
 
 
 def _window(seconds: int) -> str:
@@ -157,7 +169,13 @@ class PrometheusTraffic:
         )
 
     async def traffic(
-        self, *, namespace: str, model_name: str, version: str, window_seconds: int
+        self,
+        *,
+        namespace: str,
+        model_name: str,
+        version: str,
+        window_seconds: int,
+        mirrored_to: str | None = None,
     ) -> Traffic | None:
         """The answers of the serving pods of `model_name` `version` in `namespace` over the
         last `window_seconds`; None (no data: the judgement waits) when Prometheus cannot be
@@ -165,15 +183,24 @@ class PrometheusTraffic:
         scrape intervals (four is Prometheus' advice): increase() needs two samples in it.
 
         The counts are increase()'s: extrapolated to the window's edges, so fractional, and up
-        to about one scrape interval's worth larger than what was counted."""
+        to about one scrape interval's worth larger than what was counted. `mirrored_to`: also
+        the copies these pods sent to that shadow version (strategy Shadow), by outcome."""
         labels = selector(namespace=namespace, model_name=model_name, version=version)
-        requests_answer, buckets_answer = await asyncio.gather(
-            self._query(requests_query(labels, window_seconds)),
-            self._query(buckets_query(labels, window_seconds)),
-        )
-        if requests_answer is None or buckets_answer is None:
+        queries = [requests_query(labels, window_seconds), buckets_query(labels, window_seconds)]
+        if mirrored_to is not None:
+            copies = selector(
+                namespace=namespace, model_name=model_name, version=version,
+                extra={CANDIDATE_VERSION_LABEL: mirrored_to},
+            )  # fmt: skip
+            queries.append(mirrored_query(copies, window_seconds))
+        answers = await asyncio.gather(*(self._query(query) for query in queries))
+        if any(answer is None for answer in answers):
             return None
-        traffic = traffic_from_answers(requests_answer, buckets_answer)
+        traffic = traffic_from_answers(answers[0], answers[1])
+        if traffic is not None and mirrored_to is not None:
+            outcomes = vector(answers[2], "outcome") or {}
+            mirrored = {(mirrored_to, outcome): n for outcome, n in outcomes.items()}
+            traffic = replace(traffic, mirrored=mirrored)
         if traffic is None:
             logger.debug(
                 "no canary analysis data in Prometheus for %s version %s in %s",

@@ -18,6 +18,7 @@ from mlflow_operator.builders.modeldeployment import SERVING_PORT
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.handlers.reconcile_loop import wake
 from mlflow_operator.kube.client import KubeClient
+from mlflow_operator.promquery import PrometheusTraffic
 from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from mlflow_operator.registry import webhook
@@ -54,7 +55,9 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     )
     memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
     memo.wakers = {}
-    memo.modeldeployments = ModelDeploymentReconciler(memo.kube, memo.hub, config)
+    memo.modeldeployments = ModelDeploymentReconciler(
+        memo.kube, memo.hub, config, prometheus=PrometheusTraffic.from_config(config)
+    )
     memo.mlflowservers = MLflowServerReconciler(memo.kube, config)
     memo.webhook_runner = await _start_webhook_receiver(config, memo.hub)
     memo.activator_runner = await _start_activator(config, memo)
@@ -133,6 +136,8 @@ async def close_services(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "modeldeployments", None) is not None:
         await memo.modeldeployments.tag_writer.close()
         await memo.modeldeployments.pod_metrics.close()
+        if memo.modeldeployments.prometheus is not None:
+            await memo.modeldeployments.prometheus.close()
     if getattr(memo, "hub", None) is not None:
         await memo.hub.close()
     if getattr(memo, "kube", None) is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lightkube import ApiError
@@ -60,6 +61,7 @@ from mlflow_operator.core.modeldeployment.canary import (
     CanaryInputs,
     CanaryObservation,
     CanaryPlan,
+    Judgement,
     Traffic,
     analysis_due,
     judge,
@@ -68,6 +70,7 @@ from mlflow_operator.core.modeldeployment.canary import (
     trial_of,
 )
 from mlflow_operator.core.modeldeployment.conditions import (
+    CANARY,
     CREDENTIALS_NOT_FOUND,
     ROLLING_BACK,
     ROLLOUT_STARTED,
@@ -109,6 +112,7 @@ from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.podmetrics import PodMetricsReader, running_pod_addresses, starting_pods
+from mlflow_operator.promquery import PrometheusTraffic
 from mlflow_operator.reconcilers.common import (
     CONFLICT_RETRY_SECONDS,
     EventSink,
@@ -126,6 +130,8 @@ API = f"{API_GROUP}/{API_VERSION}"
 KIND = "ModelDeployment"
 # While a rollout runs, look again this often even without a watch event (a safety net).
 ROLLOUT_RECHECK_SECONDS = 2.0
+# the shortest window of a Prometheus analysis query: increase() needs two scrapes in it
+PROMETHEUS_MIN_WINDOW_SECONDS = 60
 # How often the autoscaler samples the pods' load (an HPA's default sync period is 15 s).
 AUTOSCALE_SECONDS = 5.0
 FIRST_SWEEP_WAIT_SECONDS = 10.0
@@ -163,6 +169,9 @@ class ModelDeploymentReconciler:
     # the last problem reported per object in making its serving pods' MLflow user
     _identity_problems: dict[str, str] = field(default_factory=dict)
     pod_metrics: PodMetricsReader = field(default_factory=PodMetricsReader)
+    # where canaries and shadows are judged from, when the operator is given a Prometheus
+    # (prometheus_url); else from the pods' own /metrics
+    prometheus: PrometheusTraffic | None = None
     # per autoscaled object: its last load sample (for rates) and since when the load has
     # wanted fewer pods than it has (core/modeldeployment/autoscaling.py)
     _load_samples: dict[str, LoadSample] = field(default_factory=dict)
@@ -404,8 +413,10 @@ class ModelDeploymentReconciler:
         if version is not None and endpoint is None:
             return
         shadow = version is not None and status is not None and status.phase == SHADOW
+        # a canary's pods serve until its promotion is done; a shadow's never serve anyone
+        canary_pods = version is not None and spec.rollout.strategy == CANARY
         for name, wanted, shadow_pods in (
-            (canary_name(owner.name), version is not None and not shadow, None),
+            (canary_name(owner.name), canary_pods, None),
             (shadow_name(owner.name), shadow, canary.canary_replicas),
         ):
             manifest = None
@@ -604,14 +615,22 @@ class ModelDeploymentReconciler:
         current = observed.version if observed.exists else None
         judgement = None
         if live is not None and trial is not None and analysis_due(spec, last.rollout, now):
-            candidate, stable = await self._trial_traffic(
-                owner, seen.version or "", current, shadow=shadow
-            )
-            judgement = (
-                judge_shadow(spec.rollout.shadow.analysis, candidate, stable, seen.version or "")
-                if shadow
-                else judge(trial.analysis, candidate, stable)
-            )
+            version = seen.version or ""
+            if self.prometheus is not None:
+                age = now - _created(live, now)
+                traffic = await self._trial_traffic_from_prometheus(
+                    spec, owner, version, current, window=age, shadow=shadow
+                )
+            else:
+                traffic = await self._trial_traffic(owner, version, current, shadow=shadow)
+            if traffic is None:
+                judgement = Judgement(
+                    "Waiting", f"no data in Prometheus for versions {version} and {current} yet"
+                )
+            elif shadow:
+                judgement = judge_shadow(spec.rollout.shadow.analysis, *traffic, version)
+            else:
+                judgement = judge(trial.analysis, *traffic)
         target = resolution.version if isinstance(resolution, Resolved) else None
         failed = set(last.failed_versions) | set(
             observed.ledger.failed_versions if observed.exists and observed.ledger else ()
@@ -636,7 +655,7 @@ class ModelDeploymentReconciler:
 
     async def _trial_traffic(
         self, owner: Owner, version: str, current: str | None, *, shadow: bool
-    ) -> tuple[Traffic, Traffic]:
+    ) -> tuple[Traffic, Traffic] | None:
         """The answers of the candidate's pods (a canary's or a shadow's) and the stable ones'
         (which also count the copies they sent a shadow)."""
         ns = owner.namespace
@@ -654,6 +673,28 @@ class ModelDeploymentReconciler:
             await self.pod_metrics.traffic(candidate, SERVING_PORT),
             await self.pod_metrics.traffic(by_version.get(current or "", []), SERVING_PORT),
         )
+
+    async def _trial_traffic_from_prometheus(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        version: str,
+        current: str | None,
+        *,
+        window: timedelta,
+        shadow: bool,
+    ) -> tuple[Traffic, Traffic] | None:
+        """The same answers from Prometheus, both versions over the candidate's life (at least
+        a minute: increase() needs two scrapes); None while it has no data of either."""
+        assert self.prometheus is not None  # noqa: S101  (the caller checks)
+        seconds = max(PROMETHEUS_MIN_WINDOW_SECONDS, math.ceil(window.total_seconds()))
+        ask = {"namespace": owner.namespace, "model_name": spec.model.name}
+        candidate = await self.prometheus.traffic(**ask, version=version, window_seconds=seconds)
+        stable = await self.prometheus.traffic(
+            **ask, version=current or "", window_seconds=seconds,
+            mirrored_to=version if shadow else None,
+        )  # fmt: skip
+        return None if candidate is None or stable is None else (candidate, stable)
 
     async def _judge_gates(
         self,
@@ -934,6 +975,12 @@ def _recheck_after(plan: RolloutPlan, interval: float, scaled: AutoscalingStatus
     """Soon while a rollout moves or the autoscaler samples the load; else at the poll."""
     recheck = ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
     return min(recheck, AUTOSCALE_SECONDS) if scaled is not None else recheck
+
+
+def _created(obj: dict[str, Any], now: datetime) -> datetime:
+    """When the API server created `obj` (now, if it does not say)."""
+    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
+    return datetime.fromisoformat(str(stamp)) if stamp else now
 
 
 def _pods_by_version(pods: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -369,7 +369,7 @@ def test_a_good_shadow_runs_its_duration_then_every_pod_moves_and_the_alias_foll
     plan = step(serving, started, complete("1", 3), md=SHADOW)
     assert plan.deploy_version == "1"  # the serving pods keep answering everyone
     assert cond(plan, "Ready")[:2] == ("True", "Serving")
-    assert cond(plan, "Progressing")[1:] == ("Canary", message)
+    assert cond(plan, "Progressing")[1:] == ("Shadow", message)
     assert [e.reason for e in plan.events] == ["RolloutStarted"]
     assert plan.status.history[-1].version == "2"
     assert plan.status.history[-1].result == "InProgress"

@@ -752,11 +752,6 @@ async def test_with_write_back_tags_the_alias_moves_in_order_with_the_tags() -> 
     )
 
 
-@pytest.mark.xfail(
-    reason="operator bug: _apply_trial builds the canary Deployment for a shadow's Promoting "
-    "phase (phase is no longer Shadow, canary_version is set), so fraud-canary pods with the "
-    "serving labels answer live requests while the serving pods roll",
-)
 async def test_a_promoted_shadow_never_gets_a_canary_deployment() -> None:
     world = await shadowing_v2()
     settle(world.kube, "fraud-shadow")

@@ -203,16 +203,26 @@ def judge_shadow(
     analysis: ShadowAnalysis, shadow: Traffic, stable: Traffic, version: str
 ) -> Judgement:
     """A shadow's judgement: a canary's on its answers to the copies, then how often its
-    predictions differed from the serving pods' (counted by them, per shadow version)."""
+    predictions differed from the serving pods' (counted by them, per shadow version). With
+    `maxDisagreementRate` set, nothing passes before `minRequests` copies were compared."""
     verdict = judge(analysis, shadow, stable, noun="shadow")
     differed, compared = stable.disagreement(version)
-    if not compared:
-        return verdict
-    rate = differed / compared
-    seen = f"; predictions differ on {100 * rate:.1f}% ({differed:.0f} of {compared:.0f} compared)"
+    rate = differed / compared if compared else None
+    seen = (
+        f"; predictions differ on {100 * rate:.1f}% ({differed:.0f} of {compared:.0f} compared)"
+        if rate is not None
+        else ""
+    )
     limit = analysis.max_disagreement_rate
-    judged = verdict.verdict != "Failed" and compared >= analysis.min_requests
-    if judged and limit is not None and rate > limit:
+    if verdict.verdict == "Failed" or limit is None:
+        return Judgement(verdict.verdict, verdict.message + seen, rate)
+    if compared < analysis.min_requests:
+        return Judgement(
+            "Waiting",
+            f"{verdict.message}; {compared:.0f}/{analysis.min_requests} copies compared",
+            rate,
+        )
+    if rate is not None and rate > limit:
         return Judgement(
             "Failed",
             f"predictions differ on {100 * rate:.1f}% > {100 * limit:g}% "
@@ -343,7 +353,14 @@ def _start(
     )
     events: list[tuple[Literal["Normal", "Warning"], str, str]] = []
     if last is not None and last.phase in RUNNING:
-        events.append(("Normal", CANARY_ABORTED, _superseded(last, target)))
+        why = (
+            f"the strategy is {trial.kind} now"
+            if last.version == target
+            else f"the registry selects version {target} now"
+        )
+        events.append(
+            ("Normal", CANARY_ABORTED, f"{_noun(last)} of version {last.version} ended: {why}")
+        )
     if trial.kind == SHADOW:
         message = (
             f"shadow of version {target}: {trial.steps[0][0]}% of the requests copied to {pods} "
@@ -360,12 +377,6 @@ def _start(
 
 def _noun(status: CanaryStatus) -> str:
     return "shadow" if status.phase == SHADOW else "canary"
-
-
-def _superseded(last: CanaryStatus, target: str) -> str:
-    return (
-        f"{_noun(last)} of version {last.version} ended: the registry selects version {target} now"
-    )
 
 
 def _step(trial: Trial, last: CanaryStatus, inputs: CanaryInputs, now: datetime) -> CanaryPlan:

@@ -53,6 +53,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     ROLLOUT_SUCCEEDED,
     SERVING,
     SERVING_PREVIOUS_VERSION,
+    SHADOW,
     SPEC_ROLLOUT_FAILED,
     SUSPENDED,
 )
@@ -652,7 +653,9 @@ def _progressing(
     if spec.suspend:
         draft.condition(PROGRESSING, "False", SUSPENDED, "suspended: the registry is not followed")
     elif decision.canary_progress is not None:
-        draft.condition(PROGRESSING, "True", CANARY, decision.canary_progress)
+        trial = draft.status.rollout
+        reason = SHADOW if trial is not None and trial.phase == SHADOW else CANARY
+        draft.condition(PROGRESSING, "True", reason, decision.canary_progress)
     elif decision.gate_blocked is not None and not decision.rolling_out:
         draft.condition(PROGRESSING, "False", GATE_BLOCKED, decision.gate_blocked)
     elif deploy is None:
