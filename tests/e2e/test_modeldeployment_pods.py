@@ -318,7 +318,9 @@ CANARY_ROLLOUT = {
 
 
 @contextlib.contextmanager
-def promotion_watch(cluster: KubeCluster, namespace: str, version: str) -> Iterator[list[str]]:
+def promotion_watch(
+    cluster: KubeCluster, namespace: str, version: str, name: str = "canary"
+) -> Iterator[list[str]]:
     """Every 0.3 s: the serving Deployment pins `version` only once its canary passed
     (status.rollout.phase Promoting or Promoted: written before the template moves, and read
     after it here). Yields the violations seen."""
@@ -328,8 +330,8 @@ def promotion_watch(cluster: KubeCluster, namespace: str, version: str) -> Itera
     def watch() -> None:
         while not stop.is_set():
             with contextlib.suppress(Exception):  # a read that fails is tried again
-                if template_version(cluster, namespace, "canary") == version:
-                    phase = (status(cluster, namespace, "canary").get("rollout") or {}).get("phase")
+                if template_version(cluster, namespace, name) == version:
+                    phase = (status(cluster, namespace, name).get("rollout") or {}).get("phase")
                     if phase not in ("Promoting", "Promoted"):
                         seen.append(f"template on {version} in phase {phase}")
             stop.wait(0.3)
@@ -455,6 +457,138 @@ def test_a_canary_that_fails_some_requests_is_aborted_and_a_good_one_is_promoted
         .returncode != 0,
         timeout=60, what="the canary Deployment deleted",
     )  # fmt: skip
+    eventually_served(url, good)
+
+
+SHADOW_ROLLOUT = {
+    "strategy": "Shadow",
+    # every request copied: 40 copies take 2 s of the test's traffic once the serving pods
+    # read the mirror ConfigMap (up to a minute and a half: the kubelet refreshes it on its
+    # pod sync); same limits as the canary's
+    "shadow": {"percent": 100, "duration": "20s",
+               "analysis": {"interval": "5s", "minRequests": 40, "maxErrorRate": 0.05,
+                            "maxP99LatencyRatio": 20}},
+}  # fmt: skip
+MIRROR_PROPAGATION = 120  # the kubelet's sync period (1 min, jittered) and a judgement
+
+
+def test_a_shadow_never_answers_callers_is_aborted_on_its_errors_and_a_good_one_moves_an_alias(
+    pods_env: RealPodsEnv,
+) -> None:
+    """strategy Shadow on real pods with real requests through the Service: the serving pod
+    copies every request to the candidate's pod (outside the Service) and callers get the
+    serving version's answers, byte for byte, all along. A version failing half of the copies
+    is aborted on its error rate, with the disagreement of its predictions in status; a good
+    one is promoted after its duration, and promote.setAlias moves `champion` to it in MLflow
+    (the ModelDeployment follows `challenger`)."""
+    ns, registry, model, cluster = (
+        pods_env.namespace, pods_env.registry, pods_env.model, pods_env.cluster,
+    )  # fmt: skip
+    v1 = registry.log_version(model)
+    registry.set_alias(model, "challenger", v1.version)
+    md = model_deployment(
+        "shadow", ns, model, pods_env.tracking_uri, selector={"alias": "challenger"},
+        serving=on_real_node(pods_env.node, runtime="batched", replicas=1), rollout=SHADOW_ROLLOUT,
+    )  # fmt: skip
+    md["spec"]["promote"] = {"setAlias": "champion"}
+    cluster.apply(md)
+    eventually(
+        lambda: is_ready_on(cluster, ns, "shadow", v1.version),
+        timeout=ROLLOUT_TIMEOUT,
+        what="v1 (the first version has nothing to shadow)",
+    )
+    url = service_url(cluster, ns, "shadow")
+    eventually_served(url, v1)
+    session = requests.Session()
+    session.trust_env = False
+
+    with Traffic(url, bad_every=2) as traffic:
+        # what v1 answers the two requests the traffic sends: all a caller may ever see
+        expected = {
+            session.post(f"{url}/invocations", json=body, timeout=10).content
+            for body in traffic.request_bodies()
+        }
+        bad = registry.log_failing_version(model)
+        moved = time.monotonic()
+        registry.set_alias(model, "challenger", bad)
+        eventually_condition(
+            cluster, ns, "shadow", "Progressing", lambda c: c["reason"] == "Shadow",
+            timeout=60, what="the shadow of the failing version starts",
+        )  # fmt: skip
+        pods = serving_pods(cluster, ns, "shadow")
+        assert pods_of_version(pods, bad), "no pod of the shadowed version"
+        service = get_json(cluster, "-n", ns, "service", "shadow")
+        for pod in pods_of_version(pods, bad):  # outside the Service callers use
+            labels = pod["metadata"]["labels"]
+            assert not all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+        degraded = eventually_condition(
+            cluster, ns, "shadow", "Degraded", lambda c: c["reason"] == "CanaryAborted",
+            timeout=ROLLOUT_TIMEOUT + MIRROR_PROPAGATION, what="the failing shadow aborted",
+        )  # fmt: skip
+        aborted = time.monotonic()
+        assert "error rate" in degraded["message"]
+        st = status(cluster, ns, "shadow")
+        assert st["failedVersions"] == [bad]
+        assert st["rollout"]["phase"] == "Aborted"
+        # the failing version predicts class 7 for every row it answers: all differ
+        assert st["rollout"]["disagreementRate"] == 1.0, st["rollout"]
+        assert "predictions differ on 100.0%" in st["rollout"]["analysis"]
+        answered = traffic.since(moved)
+        print(f"shadow: {len(answered)} answers while the failing version was shadowed")
+        assert answered
+        assert all(code == 200 for _, code, _ in answered), answered[:5]
+        assert set(traffic.bodies_since(moved)) <= expected
+        key = f"mlflow-operator.{ns}.shadow"
+        tag = eventually(
+            lambda: registry.get_version(model, bad).tags.get(key),
+            timeout=30, what="the abort tagged on the version in MLflow",
+        )  # fmt: skip
+        assert tag is not None
+        assert "shadow aborted: error rate" in tag
+        for kind in ("deployment", "service", "configmap"):
+            eventually(
+                lambda kind=kind: cluster.kubectl(
+                    "-n", ns, "get", kind, "shadow-shadow", check=False
+                ).returncode != 0,
+                timeout=60, what=f"the shadow's {kind} deleted",
+            )  # fmt: skip
+        print(f"shadow: aborted {aborted - moved:.1f}s after the alias move")
+
+        good = registry.log_version(model, c=DIFFERENT_C)
+        rates: list[float] = []
+        with promotion_watch(cluster, ns, good.version, name="shadow") as early:
+            moved = time.monotonic()
+            registry.set_alias(model, "challenger", good.version)
+
+            def judged_with_disagreement() -> bool:
+                rollout = status(cluster, ns, "shadow").get("rollout") or {}
+                if rollout.get("version") == good.version and rollout.get("phase") == "Shadow":
+                    rate = rollout.get("disagreementRate")
+                    if rate is not None:
+                        rates.append(rate)
+                return bool(rates)
+
+            eventually(
+                judged_with_disagreement, timeout=ROLLOUT_TIMEOUT + MIRROR_PROPAGATION,
+                what="the good shadow judged, its disagreement rate in status",
+            )  # fmt: skip
+            shadowing = traffic.since(moved)
+            assert template_version(cluster, ns, "shadow") == v1.version
+            assert set(traffic.bodies_since(moved)) <= expected
+            eventually(
+                lambda: is_ready_on(cluster, ns, "shadow", good.version),
+                timeout=2 * ROLLOUT_TIMEOUT, what="the good version promoted after its shadow",
+            )  # fmt: skip
+        assert early == [], f"serving pods moved to {good.version} before its shadow passed"
+        print(f"shadow: disagreement {rates[-1]:.3f} over {len(shadowing)} answers to callers")
+        assert all(code == 200 for _, code, _ in shadowing)
+    eventually(
+        lambda: registry.client.get_model_version_by_alias(model, "champion").version
+        == good.version,
+        timeout=60, what="promote.setAlias moved champion to the promoted version",
+    )  # fmt: skip
+    reasons = [e["reason"] for e in events(cluster, ns, "shadow")]
+    assert {"CanaryAborted", "CanaryPromoted", "AliasMoved"} <= set(reasons)
     eventually_served(url, good)
 
 

@@ -26,6 +26,7 @@ class Traffic:
         self.bad = pd.concat([self.good, features[features.iloc[:, 0] > FAILS_ABOVE].head(1)])
         self.url = url
         self.answers: list[Answer] = []
+        self.bodies: list[tuple[float, bytes]] = []  # what callers got, byte for byte
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -56,13 +57,25 @@ class Traffic:
                     if response.status_code == 200
                     else None
                 )
-                self.answers.append((time.monotonic(), response.status_code, predictions))
+                now = time.monotonic()
+                self.answers.append((now, response.status_code, predictions))
+                self.bodies.append((now, response.content))
             except requests.RequestException:
                 self.answers.append((time.monotonic(), 0, None))
             self._stop.wait(0.05)
 
     def since(self, start: float) -> list[Answer]:
         return [a for a in list(self.answers) if a[0] >= start]
+
+    def bodies_since(self, start: float) -> list[bytes]:
+        return [body for at, body in list(self.bodies) if at >= start]
+
+    def request_bodies(self) -> tuple[dict[str, object], dict[str, object]]:
+        """The two requests it sends: the good rows, and the good rows plus one bad."""
+        return tuple(  # type: ignore[return-value]
+            {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+            for rows in (self.good, self.bad)
+        )
 
 
 def from_failing_version(answer: Answer) -> bool:
