@@ -20,8 +20,14 @@ class ReconcileResult:
 
 
 def status_patch(status: StatusModel) -> dict[str, Any]:
-    """A merge patch that makes status exactly `status`: unset fields become explicit nulls."""
+    """A merge patch that makes status exactly `status`: unset fields become explicit nulls, in
+    nested objects too (a merge patch merges those: a field the new one lacks would keep the
+    old object's value, e.g. the last canary's numbers under a new canary)."""
     wire = status.to_wire()
     for name, info in type(status).model_fields.items():
-        wire.setdefault(info.alias or name, None)
+        key = info.alias or name
+        value = getattr(status, name)
+        if isinstance(value, StatusModel):
+            wire[key] = status_patch(value)
+        wire.setdefault(key, None)
     return wire

@@ -576,15 +576,16 @@ def test_a_shadow_judgement_names_its_numbers() -> None:
     )
     # enough copies compared fail it even before the shadow's own answers reach minRequests
     assert judge_shadow(analysis, Traffic(12, 0, FAST), differing, "2").verdict == "Failed"
-    # a version the serving pods never copied to: nothing compared, no rate; the canary's
-    # judgement of its answers, which cannot pass while the disagreement is to be judged
+    # a version the serving pods never copied to (they still read the last shadow's config):
+    # nothing compared, no rate; its answers pass a canary's judgement, yet the shadow waits,
+    # with maxDisagreementRate or without
     alone = judge(analysis, Traffic(100, 0, FAST), stable, noun="shadow")
     assert alone.verdict == "Passed"
-    unseen = judge_shadow(analysis, Traffic(100, 0, FAST), stable, "9")
-    assert (unseen.verdict, unseen.disagreement_rate) == ("Waiting", None)
-    assert unseen.message.startswith(alone.message)
     unjudged = analysis.model_copy(update={"max_disagreement_rate": None})
-    assert judge_shadow(unjudged, Traffic(100, 0, FAST), stable, "9") == alone
+    for limits in (analysis, unjudged):
+        unseen = judge_shadow(limits, Traffic(100, 0, FAST), stable, "9")
+        assert (unseen.verdict, unseen.disagreement_rate) == ("Waiting", None)
+        assert unseen.message == f"{alone.message}; 0/20 copies to version 9 compared"
 
 
 def test_a_strategy_switched_from_canary_to_shadow_starts_the_version_over_as_a_shadow() -> None:

@@ -203,8 +203,11 @@ def judge_shadow(
     analysis: ShadowAnalysis, shadow: Traffic, stable: Traffic, version: str
 ) -> Judgement:
     """A shadow's judgement: a canary's on its answers to the copies, then how often its
-    predictions differed from the serving pods' (counted by them, per shadow version). With
-    `maxDisagreementRate` set, nothing passes before `minRequests` copies were compared."""
+    predictions differed from the serving pods' (counted by them, per shadow version).
+
+    Nothing passes before the serving pods compared `minRequests` copies sent to this version:
+    they learn of a new shadow late (the kubelet refreshes the ConfigMap they mount on its pod
+    sync), and until then the copies they send still name the version before it."""
     verdict = judge(analysis, shadow, stable, noun="shadow")
     differed, compared = stable.disagreement(version)
     rate = differed / compared if compared else None
@@ -213,16 +216,17 @@ def judge_shadow(
         if rate is not None
         else ""
     )
-    limit = analysis.max_disagreement_rate
-    if verdict.verdict == "Failed" or limit is None:
+    if verdict.verdict == "Failed":
         return Judgement(verdict.verdict, verdict.message + seen, rate)
     if compared < analysis.min_requests:
         return Judgement(
             "Waiting",
-            f"{verdict.message}; {compared:.0f}/{analysis.min_requests} copies compared",
+            f"{verdict.message}; {compared:.0f}/{analysis.min_requests} copies to version "
+            f"{version} compared",
             rate,
         )
-    if rate is not None and rate > limit:
+    limit = analysis.max_disagreement_rate
+    if rate is not None and limit is not None and rate > limit:
         return Judgement(
             "Failed",
             f"predictions differ on {100 * rate:.1f}% > {100 * limit:g}% "
