@@ -1,5 +1,6 @@
 """The Grafana dashboard's queries, each run against a real Prometheus that scrapes the operator
-and a serving pod, and each returning data.
+and a serving pod, and each returning data; and a canary judged from that Prometheus when the
+operator is given its URL (prometheus_url).
 
 Prometheus (tests/prometheus, built without Kubernetes service discovery) scrapes the session's
 operator process and the pod of a ModelDeployment of runtime `batched` on the real node, every
@@ -22,8 +23,15 @@ import requests
 import yaml
 
 from tests.e2e.kube import get_json
-from tests.e2e.modeldeployments import RealPodsEnv, is_ready_on, model_deployment
+from tests.e2e.modeldeployments import (
+    RealPodsEnv,
+    eventually_condition,
+    is_ready_on,
+    model_deployment,
+    status,
+)
 from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.traffic import Traffic
 from tests.helm import dashboard
 from tests.mlflowstack.models import sample_input
 from tests.prometheus.build import ensure_built
@@ -177,3 +185,99 @@ def test_every_dashboard_query_returns_data(
     assert empty == [], empty
     seconds = time.monotonic() - started
     print(f"{len(queries)} dashboard queries answered, {seconds:.0f}s after the traffic")
+
+
+def scrape_pods_of(
+    prometheus: tuple[str, Path], targets: Path, cluster: Any, namespace: str, name: str
+) -> None:
+    """Prometheus scrapes every running pod of the ModelDeployment `name` (serving and canary)
+    through a file_sd file, written now: the labels a PodMonitor gives them."""
+    url, config = prometheus
+    pods = get_json(cluster, "-n", namespace, "pods", "-l", f"mlflowops.dev/modeldeployment={name}")
+    groups = [
+        {
+            "targets": [f"{pod['status']['podIP']}:8080"],
+            "labels": {
+                "namespace": namespace,
+                "modeldeployment": name,
+                "pod": pod["metadata"]["name"],
+            },
+        }
+        for pod in pods["items"]
+        if pod["status"].get("podIP")
+    ]
+    targets.write_text(json.dumps(groups))
+    scrape_configs = [
+        {"job_name": "mlflow-serving", "file_sd_configs": [{"files": [str(targets)]}]}
+    ]
+    config.write_text(
+        yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs})
+    )
+    session().post(f"{url}/-/reload", timeout=10).raise_for_status()
+
+
+def test_a_canary_is_judged_from_prometheus_when_the_operator_is_given_one(
+    pods_env: RealPodsEnv, prometheus: tuple[str, Path], tmp_path: Path
+) -> None:
+    """With prometheus_url the operator judges a canary from Prometheus, not from the pods:
+    while Prometheus scrapes none of the pods the canary waits for its data (the pods' own
+    /metrics would have failed it), and once it scrapes them the canary of a version failing
+    half of the requests is aborted on its error rate."""
+    ns, cluster, operator = pods_env.namespace, pods_env.cluster, pods_env.operator
+    operator.extra_env["MLFLOW_OPERATOR_PROMETHEUS_URL"] = prometheus[0]
+    operator.restart()
+    try:
+        v1 = pods_env.registry.log_version(pods_env.model)
+        pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
+        serving = {
+            "replicas": 1,
+            "runtime": "batched",
+            "podTemplate": dict(pods_env.node.placement),
+        }
+        rollout = {
+            "strategy": "Canary",
+            "canary": {"steps": [{"weight": 50, "pause": "5s"}],
+                       "analysis": {"interval": "5s", "minRequests": 40, "maxErrorRate": 0.05,
+                                    "maxP99LatencyRatio": 20}},
+        }  # fmt: skip
+        md = model_deployment(
+            "promcanary", ns, pods_env.model, pods_env.tracking_uri, serving=serving,
+            rollout=rollout,
+        )  # fmt: skip
+        cluster.apply(md)
+        eventually(
+            lambda: is_ready_on(cluster, ns, "promcanary", v1.version),
+            timeout=ROLLOUT_TIMEOUT, what="v1",
+        )  # fmt: skip
+        service = get_json(cluster, "-n", ns, "service", "promcanary")
+        url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+        targets = tmp_path / "targets.json"
+        scrape_pods_of(prometheus, targets, cluster, ns, "nothing")  # no pod scraped yet
+        with Traffic(url, bad_every=2):
+            bad = pods_env.registry.log_failing_version(pods_env.model)
+            pods_env.registry.set_alias(pods_env.model, "champion", bad)
+            eventually_condition(
+                cluster, ns, "promcanary", "Progressing", lambda c: c["reason"] == "Canary",
+                timeout=60, what="the canary starts",
+            )  # fmt: skip
+
+            def analysis() -> str:
+                return str((status(cluster, ns, "promcanary").get("rollout") or {}).get("analysis"))
+
+            waiting = eventually(
+                lambda: "no data in Prometheus" in analysis() and analysis(),
+                timeout=ROLLOUT_TIMEOUT, what="the canary waits for Prometheus' data",
+            )  # fmt: skip
+            print(f"prometheus canary: {waiting}")
+            time.sleep(10)  # the canary pod answered failures meanwhile: still not judged on them
+            assert (status(cluster, ns, "promcanary").get("rollout") or {})["phase"] == "Canary"
+            scrape_pods_of(prometheus, targets, cluster, ns, "promcanary")
+            degraded = eventually_condition(
+                cluster, ns, "promcanary", "Degraded", lambda c: c["reason"] == "CanaryAborted",
+                timeout=120, what="the canary aborted on Prometheus' numbers",
+            )  # fmt: skip
+        assert "error rate" in degraded["message"], degraded
+        assert status(cluster, ns, "promcanary")["failedVersions"] == [bad]
+    finally:
+        operator.extra_env.pop("MLFLOW_OPERATOR_PROMETHEUS_URL", None)
+        operator.restart()

@@ -28,6 +28,7 @@ NOT_REASONS = {
     "PodDisruptionBudget",
     "NetworkPolicy",
     "EndpointSlice",
+    "HTTPRoute",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
     "READ",  # an MLflow permission, granted by registry/accounts.py
     # results of status.history entries (docs/modeldeployment.md)

@@ -450,6 +450,12 @@ class CanarySpec(ApiModel):
     analysis: CanaryAnalysis = Field(
         default_factory=CanaryAnalysis, description="How each step is judged."
     )
+    http_route_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="A Gateway API HTTPRoute (same namespace) whose rules send to this "
+        "ModelDeployment's Service: the operator splits them by weight between <name>-stable "
+        "and <name>-canary, each step's weight exactly, instead of by pod count.",
+    )
 
 
 class ShadowAnalysis(CanaryAnalysis):

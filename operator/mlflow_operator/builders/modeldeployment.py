@@ -50,6 +50,7 @@ def serving_name(md_name: str) -> str:
 
 
 CANARY_TRACK = "canary"
+STABLE_TRACK = "stable"  # the serving pods, when an HTTPRoute splits by weight
 
 
 def canary_name(md_name: str) -> str:
@@ -197,6 +198,9 @@ def build_serving_deployment(
         name, component, replicas = shadow_name(owner.name), SHADOW_TRACK, shadow_replicas
         track = {LABEL_TRACK: SHADOW_TRACK}
     mirrors = spec.rollout.strategy == "Shadow" and name == serving_name(owner.name)
+    if routed(spec) and name == serving_name(owner.name):
+        # in the pods only (a Deployment's selector is immutable): <name>-stable selects them
+        track = {LABEL_TRACK: STABLE_TRACK}
     uri = model_uri(spec.model.name, version)
     serving = spec.serving
     template = serving.pod_template
@@ -262,12 +266,12 @@ def build_serving_deployment(
         "metadata": child_metadata(
             name,
             owner,
-            {**serving_labels(owner.name, component), **track},
+            {**serving_labels(owner.name, component), **_own(track)},
             {ANNOTATION_MODEL_URI: uri, **(ledger.annotations() if ledger else {})},
         ),
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {**selector_labels(owner.name, component), **track}},
+            "selector": {"matchLabels": {**selector_labels(owner.name, component), **_own(track)}},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 5,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
@@ -277,6 +281,39 @@ def build_serving_deployment(
             },
         },
     }
+
+
+def _own(track: dict[str, str]) -> dict[str, str]:
+    """The track labels of a Deployment itself: the serving one has none (its selector is
+    immutable and selects every serving pod); a canary's and a shadow's select theirs."""
+    return {} if track.get(LABEL_TRACK) == STABLE_TRACK else track
+
+
+def routed(spec: ModelDeploymentSpec) -> bool:
+    """A canary split by an HTTPRoute's weights (canary.httpRouteRef)."""
+    canary = spec.rollout.canary
+    return (
+        spec.rollout.strategy == "Canary"
+        and canary is not None
+        and canary.http_route_ref is not None
+    )
+
+
+def track_service_name(md_name: str, track: str) -> str:
+    """<name>-stable or <name>-canary: the backends an HTTPRoute splits between."""
+    return child_name(md_name, track)
+
+
+def build_track_service(spec: ModelDeploymentSpec, owner: Owner, track: str) -> dict[str, Any]:
+    """A Service of the serving pods of one track only (stable or canary), for an HTTPRoute's
+    weighted backendRefs; the same port as the serving Service."""
+    service = build_serving_service(spec, owner)
+    service["metadata"] = child_metadata(
+        track_service_name(owner.name, track), owner, serving_labels(owner.name)
+    )
+    service["spec"]["type"] = "ClusterIP"
+    service["spec"]["selector"] = {**selector_labels(owner.name), LABEL_TRACK: track}
+    return service
 
 
 def _mirror_env() -> list[dict[str, Any]]:

@@ -58,6 +58,10 @@ MODEL_DEPLOYMENT = create_namespaced_resource(
 MLFLOW_SERVER = create_namespaced_resource(API_GROUP, API_VERSION, "MLflowServer", "mlflowservers")
 _KINDS[(f"{API_GROUP}/{API_VERSION}", "ModelDeployment")] = MODEL_DEPLOYMENT
 _KINDS[(f"{API_GROUP}/{API_VERSION}", "MLflowServer")] = MLFLOW_SERVER
+# a user's Gateway API route, whose weights a canary may manage (canary.httpRouteRef)
+_KINDS[("gateway.networking.k8s.io/v1", "HTTPRoute")] = create_namespaced_resource(
+    "gateway.networking.k8s.io", "v1", kind="HTTPRoute", plural="httproutes"
+)
 
 
 def resource_class(api_version: str, kind: str) -> Any:

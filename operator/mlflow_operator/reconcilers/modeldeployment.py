@@ -23,10 +23,18 @@ from mlflow_operator.api.modeldeployment import (
     ModelDeploymentStatus,
 )
 from mlflow_operator.api.validation import object_errors
+from mlflow_operator.builders.httproute import (
+    GATEWAY_API_VERSION,
+    HTTP_ROUTE,
+    route_patch,
+    weighted_rules,
+)
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
+    CANARY_TRACK,
     SERVING_PORT,
     SHADOW_TRACK,
+    STABLE_TRACK,
     activator_slice_name,
     build_activator_endpoint_slice,
     build_mirror_config,
@@ -35,12 +43,15 @@ from mlflow_operator.builders.modeldeployment import (
     build_serving_pdb,
     build_serving_service,
     build_shadow_service,
+    build_track_service,
     canary_name,
     pod_selector,
+    routed,
     selector_labels,
     service_url,
     serving_name,
     shadow_name,
+    track_service_name,
 )
 from mlflow_operator.builders.pod import without_fixed_ids
 from mlflow_operator.config import OperatorConfig
@@ -58,6 +69,7 @@ from mlflow_operator.core.modeldeployment.autoscaling import (
     scale_message,
 )
 from mlflow_operator.core.modeldeployment.canary import (
+    RUNNING,
     CanaryInputs,
     CanaryObservation,
     CanaryPlan,
@@ -72,6 +84,7 @@ from mlflow_operator.core.modeldeployment.canary import (
 from mlflow_operator.core.modeldeployment.conditions import (
     CANARY,
     CREDENTIALS_NOT_FOUND,
+    HTTP_ROUTE_UNUSABLE,
     ROLLING_BACK,
     ROLLOUT_STARTED,
     SCALE_TO_ZERO_UNAVAILABLE,
@@ -172,6 +185,8 @@ class ModelDeploymentReconciler:
     # where canaries and shadows are judged from, when the operator is given a Prometheus
     # (prometheus_url); else from the pods' own /metrics
     prometheus: PrometheusTraffic | None = None
+    # why a canary's HTTPRoute could not be weighted, per object (told once)
+    _route_problems: dict[str, str] = field(default_factory=dict)
     # per autoscaled object: its last load sample (for rates) and since when the load has
     # wanted fewer pods than it has (core/modeldeployment/autoscaling.py)
     _load_samples: dict[str, LoadSample] = field(default_factory=dict)
@@ -286,7 +301,7 @@ class ModelDeploymentReconciler:
             if plan.apply and endpoint is not None:
                 await self._apply_serving(spec, owner, plan, endpoint, deployment, emit)
             if canary is not None and plan.apply:
-                await self._apply_trial(spec, owner, canary, endpoint)
+                await self._apply_trial(spec, owner, canary, endpoint, emit)
             name = serving_name(owner.name)
             await self._ensure(build_serving_service(spec, owner), "v1", "Service", name, owner)
             pdb = build_serving_pdb(spec, owner)
@@ -308,6 +323,7 @@ class ModelDeploymentReconciler:
         self._identity_problems.pop(_key(owner), None)
         self._load_samples.pop(_key(owner), None)
         self._busy_since.pop(_key(owner), None)
+        self._route_problems.pop(_key(owner), None)
         self._activated.discard(_key(owner))
         self._told_no_activator.discard(_key(owner))
         if self.activator is not None:
@@ -405,6 +421,7 @@ class ModelDeploymentReconciler:
         owner: Owner,
         canary: CanaryPlan,
         endpoint: TrackingEndpoint | None,
+        emit: EventSink,
     ) -> None:
         """The canary's or the shadow's objects as the plan wants them, or none. Without an
         endpoint for their pods (their MLflow user cannot be made now) they are left as they
@@ -437,6 +454,49 @@ class ModelDeploymentReconciler:
             else None
         )
         await self._ensure(mirror, "v1", "ConfigMap", name, owner)
+        if routed(spec):
+            running = version is not None and status is not None and status.phase in RUNNING
+            await self._weigh_route(spec, owner, status.weight if running and status else 0, emit)
+
+    async def _weigh_route(
+        self, spec: ModelDeploymentSpec, owner: Owner, weight: int, emit: EventSink
+    ) -> None:
+        """The user's HTTPRoute sends `weight`% to the canary's Service, the rest to the stable
+        one (builders/httproute.py); both Services exist first. A route that cannot be
+        weighted is told once (Event, and the Progressing message of a running canary)."""
+        for track in (STABLE_TRACK, CANARY_TRACK):
+            service = build_track_service(spec, owner, track)
+            name = track_service_name(owner.name, track)
+            await self._ensure(service, "v1", "Service", name, owner)
+        ref = spec.rollout.canary.http_route_ref if spec.rollout.canary else None
+        assert ref is not None  # noqa: S101  (routed() says so)
+        field = "spec.rollout.canary.httpRouteRef"
+        problem = None
+        try:
+            route = await self._api.get(GATEWAY_API_VERSION, HTTP_ROUTE, ref.name, owner.namespace)
+        except KubernetesRefused as refused:
+            route, problem = None, f"{field}: {refused.refusal.message}"
+        rules = weighted_rules(route, owner.name, spec.service.port, weight) if route else None
+        if problem is None and route is None:
+            problem = f"{field}: HTTPRoute {ref.name!r} not found in namespace {owner.namespace}"
+        elif problem is None and rules is None:
+            problem = (
+                f"{field}: no rule of HTTPRoute {ref.name!r} sends to Service {owner.name!r} "
+                "(or its -stable or -canary Service)"
+            )
+        elif route is not None and rules is not None and rules != route["spec"].get("rules"):
+            try:
+                await self._api.apply(route_patch(route, rules))
+            except KubernetesRefused as refused:
+                problem = f"{field}: {refused.refusal.message}"
+        key = _key(owner)
+        if problem is not None and self._route_problems.get(key) != problem:
+            logger.warning("%s: %s", key, problem)
+            emit("Warning", HTTP_ROUTE_UNUSABLE, problem)
+        if problem is None:
+            self._route_problems.pop(key, None)
+        else:
+            self._route_problems[key] = problem
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
@@ -650,6 +710,7 @@ class ModelDeploymentReconciler:
                 trouble=seen.pod_troubles[0] if seen.pod_troubles else None,
             ),
             judgement=judgement,
+            route_problem=self._route_problems.get(_key(owner)) if routed(spec) else None,
         )
         return plan_canary(spec, last.rollout, inputs, now)
 

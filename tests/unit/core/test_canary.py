@@ -348,7 +348,7 @@ def test_a_shadow_is_one_trial_step_that_copies_a_share_and_answers_nobody() -> 
     )
     assert half is not None
     assert [half.pods(0, stable) for stable in (1, 3, 10)] == [1, 2, 5]
-    assert trial.weight(3, 3) == 0  # callers never get a shadow's answers
+    assert trial.weight(0, 3, 3) == 0  # callers never get a shadow's answers
     assert trial_of(SHADOW.model_copy(update={"suspend": True})) is None
 
 

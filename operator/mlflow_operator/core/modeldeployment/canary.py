@@ -110,6 +110,8 @@ class Trial:
     kind: str  # CANARY or SHADOW: status.rollout.phase while it runs
     steps: tuple[tuple[int, timedelta], ...]  # (canary: weight, shadow: percent copied; pause)
     analysis: CanaryAnalysis
+    # a canary split by an HTTPRoute's weights (canary.httpRouteRef), not by its pod count
+    routed: bool = False
 
     @property
     def noun(self) -> str:
@@ -119,13 +121,15 @@ class Trial:
         """The candidate's pods at `step`: a canary's share of all the pods; a shadow's share
         of the stable pods' capacity, as it answers that share of their requests."""
         weight = self.steps[step][0]
-        if self.kind == SHADOW:
+        if self.kind == SHADOW or self.routed:  # capacity for the share the route sends it
             return max(1, math.ceil(max(stable, 1) * weight / 100))
         return canary_pods(weight, stable)
 
-    def weight(self, pods: int, stable: int) -> int:
+    def weight(self, step: int, pods: int, stable: int) -> int:
         """Percent of the callers' answers that come from the candidate."""
-        return 0 if self.kind == SHADOW else share(pods, stable)
+        if self.kind == SHADOW:
+            return 0
+        return self.steps[step][0] if self.routed else share(pods, stable)
 
 
 def trial_of(spec: ModelDeploymentSpec) -> Trial | None:
@@ -135,7 +139,8 @@ def trial_of(spec: ModelDeploymentSpec) -> Trial | None:
         return None
     if rollout.strategy == CANARY and rollout.canary is not None:
         steps = tuple((s.weight, parse_duration(s.pause)) for s in rollout.canary.steps)
-        return Trial(CANARY, steps, rollout.canary.analysis)
+        routed = rollout.canary.http_route_ref is not None
+        return Trial(CANARY, steps, rollout.canary.analysis, routed)
     if rollout.strategy == SHADOW:
         shadow = rollout.shadow
         return Trial(SHADOW, ((shadow.percent, parse_duration(shadow.duration)),), shadow.analysis)
@@ -302,6 +307,8 @@ class CanaryInputs:
     stable_complete: bool  # every serving pod runs `current` and is available
     canary: CanaryObservation
     judgement: Judgement | None  # None: no judgement in this reconcile
+    # why the canary's HTTPRoute (canary.httpRouteRef) could not be weighted, when it could not
+    route_problem: str | None = None
 
 
 def plan_canary(  # noqa: PLR0911  (one return per situation, in the order they are checked)
@@ -351,7 +358,7 @@ def _start(
         phase=trial.kind,
         version=target,
         step=0,
-        weight=trial.weight(pods, inputs.stable_pods),
+        weight=trial.weight(0, pods, inputs.stable_pods),
         canary_replicas=pods,
         step_started=now,
     )
@@ -371,9 +378,14 @@ def _start(
             f"pod(s), answers never returned (serving: {inputs.current})"
         )
     else:
+        split = (
+            f"{pods} pod(s), by the HTTPRoute's weights"
+            if trial.routed
+            else f"{pods} of {pods + inputs.stable_pods} pods"
+        )
         message = (
-            f"canary of version {target}: {status.weight}% ({pods} of "
-            f"{pods + inputs.stable_pods} pods), step 1/{len(trial.steps)} (was {inputs.current})"
+            f"canary of version {target}: {status.weight}% ({split}), step 1/{len(trial.steps)} "
+            f"(was {inputs.current})"
         )
     events.append(("Normal", ROLLOUT_STARTED, message))
     return CanaryPlan(status, target, pods, hold=True, events=tuple(events), progress=message)
@@ -431,7 +443,7 @@ def _step(trial: Trial, last: CanaryStatus, inputs: CanaryInputs, now: datetime)
             status,
             step=nxt,
             canary_replicas=pods,
-            weight=trial.weight(pods, inputs.stable_pods),
+            weight=trial.weight(nxt, pods, inputs.stable_pods),
             step_started=now,
         )
         message = (
@@ -449,8 +461,10 @@ def _step(trial: Trial, last: CanaryStatus, inputs: CanaryInputs, now: datetime)
             f"step {status.step + 1}/{len(trial.steps)}, {status.weight}% "
             f"({status.canary_replicas} pods)"
         )
-    progress = f"{trial.noun} of version {status.version}: {where}{waiting}" + (
-        f"; {status.analysis}" if status.analysis else ""
+    progress = (
+        f"{trial.noun} of version {status.version}: {where}{waiting}"
+        + (f"; {status.analysis}" if status.analysis else "")
+        + (f"; weights not set: {inputs.route_problem}" if inputs.route_problem else "")
     )
     return CanaryPlan(
         status, status.version, status.canary_replicas, hold=True, events=events,

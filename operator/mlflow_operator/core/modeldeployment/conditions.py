@@ -26,6 +26,7 @@ CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
 ENDPOINT_UNKNOWN = "EndpointUnknown"
 # spec.gates hold a new version back: no pod of it is created
 GATE_BLOCKED = "GateBlocked"
+HTTP_ROUTE_UNUSABLE = "HTTPRouteUnusable"  # canary.httpRouteRef: missing, or not ours to weight
 MODEL_NOT_FOUND = "ModelNotFound"
 NEW_VERSION = "NewVersion"
 NO_MATCHING_VERSION = "NoMatchingVersion"
