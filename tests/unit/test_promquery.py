@@ -15,6 +15,7 @@ from mlflow_operator.core.modeldeployment.canary import Traffic
 from mlflow_operator.promquery import (
     PrometheusTraffic,
     buckets_query,
+    mirrored_query,
     promql_string,
     requests_query,
     selector,
@@ -121,3 +122,100 @@ def test_the_source_exists_only_with_a_prometheus_url() -> None:
         OperatorConfig(prometheus_url="http://prometheus.monitoring.svc:9090")
     )
     assert isinstance(source, PrometheusTraffic)
+
+
+def test_the_copies_to_a_shadow_are_selected_by_its_version_and_summed_by_outcome() -> None:
+    labels = selector(
+        namespace="ml", model_name="fraud", version="8", extra={"candidate_version": "9"}
+    )
+    assert labels == (
+        '{namespace="ml", model_name="fraud", model_version="8", candidate_version="9"}'
+    )
+    assert mirrored_query(labels, 120) == (
+        "sum by (outcome) (increase(mlflow_serving_mirrored_requests_total"
+        '{namespace="ml", model_name="fraud", model_version="8", candidate_version="9"}[120s]))'
+    )
+    # an extra label's value is quoted like the others
+    assert selector(namespace="ml", model_name="m", version="1", extra={"x": 'a"b'}).endswith(
+        'x="a\\"b"}'
+    )
+
+
+class AnsweringPrometheus(PrometheusTraffic):
+    """A PrometheusTraffic whose queries are answered from a table (by the metric queried):
+    the JSON Prometheus would send, or None (no answer)."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        super().__init__("http://prometheus.test:9090")
+        self.answers = answers
+        self.queries: list[str] = []
+
+    async def _query(self, expr: str) -> Any:
+        self.queries.append(expr)
+        metric = next(m for m in self.answers if f"({m}{{" in expr)
+        return self.answers[metric]
+
+
+STABLE_ANSWERS = {
+    "mlflow_serving_requests_total": answer("status", {"200": "100"}),
+    "mlflow_serving_request_duration_seconds_bucket": answer("le", {"+Inf": "100"}),
+}
+
+
+async def test_the_copies_sent_to_a_shadow_become_traffic_mirrored_by_version_and_outcome() -> None:
+    prometheus = AnsweringPrometheus({
+        **STABLE_ANSWERS,
+        "mlflow_serving_mirrored_requests_total": answer(
+            "outcome", {"agreed": "36.5", "disagreed": "3.5", "dropped": "2"}
+        ),
+    })  # fmt: skip
+    traffic = await prometheus.traffic(
+        namespace="ml", model_name="fraud", version="1", window_seconds=300, mirrored_to="2"
+    )
+    assert traffic == Traffic(
+        requests=100.0, errors=0.0, buckets={math.inf: 100.0},
+        mirrored={("2", "agreed"): 36.5, ("2", "disagreed"): 3.5, ("2", "dropped"): 2.0},
+    )  # fmt: skip
+    assert traffic.disagreement("2") == (3.5, 40.0)
+    assert sorted(prometheus.queries) == sorted([
+        requests_query(selector(namespace="ml", model_name="fraud", version="1"), 300),
+        buckets_query(selector(namespace="ml", model_name="fraud", version="1"), 300),
+        mirrored_query(
+            selector(namespace="ml", model_name="fraud", version="1",
+                     extra={"candidate_version": "2"}),
+            300,
+        ),
+    ])  # fmt: skip
+
+
+async def test_without_mirrored_to_no_copies_are_asked_for() -> None:
+    prometheus = AnsweringPrometheus(dict(STABLE_ANSWERS))
+    traffic = await prometheus.traffic(
+        namespace="ml", model_name="fraud", version="1", window_seconds=60
+    )
+    assert traffic == Traffic(100.0, 0.0, {math.inf: 100.0})
+    assert traffic.mirrored == {}
+    assert len(prometheus.queries) == 2
+    assert not any("mirrored" in q for q in prometheus.queries)
+
+
+async def test_no_copies_in_prometheus_is_nothing_mirrored_and_no_answer_is_no_data() -> None:
+    no_series = AnsweringPrometheus({
+        **STABLE_ANSWERS, "mlflow_serving_mirrored_requests_total": answer("outcome", {}),
+    })  # fmt: skip
+    traffic = await no_series.traffic(
+        namespace="ml", model_name="fraud", version="1", window_seconds=60, mirrored_to="2"
+    )
+    assert traffic is not None
+    assert traffic.mirrored == {}
+    assert traffic.disagreement("2") == (0.0, 0.0)
+    # Prometheus did not answer the copies' query: no data at all, the judgement waits
+    unanswered = AnsweringPrometheus({
+        **STABLE_ANSWERS, "mlflow_serving_mirrored_requests_total": None,
+    })  # fmt: skip
+    assert (
+        await unanswered.traffic(
+            namespace="ml", model_name="fraud", version="1", window_seconds=60, mirrored_to="2"
+        )
+        is None
+    )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     build_mirror_config,
@@ -12,6 +15,7 @@ from mlflow_operator.builders.modeldeployment import (
     build_serving_pdb,
     build_serving_service,
     build_shadow_service,
+    build_track_service,
     service_url,
     shadow_name,
 )
@@ -342,3 +346,81 @@ def test_the_serving_pods_of_other_strategies_have_no_mirror() -> None:
             assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
             assert dep["spec"]["template"]["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {}}]
             assert all(e["name"] != MIRROR_ENV["name"] for e in c["env"])
+
+
+# -- canary.httpRouteRef -----------------------------------------------------------------------
+
+TRACK = "mlflowops.dev/track"
+
+
+def canary_spec(route: bool, **overrides: Any) -> ModelDeploymentSpec:
+    canary: dict[str, Any] = {"steps": [{"weight": 10}]}
+    if route:
+        canary["httpRouteRef"] = {"name": "fraud-route"}
+    return spec(
+        serving={"runtime": "batched", "replicas": 3},
+        rollout={"strategy": "Canary", "canary": canary},
+        **overrides,
+    )
+
+
+def test_with_an_http_route_the_serving_pods_carry_the_stable_track_and_the_deployment_not() -> (
+    None
+):
+    routed = build_serving_deployment(canary_spec(True), OWNER, "1", ENDPOINT, CONFIG)
+    plain = build_serving_deployment(canary_spec(False), OWNER, "1", ENDPOINT, CONFIG)
+    assert routed["spec"]["template"]["metadata"]["labels"][TRACK] == "stable"
+    # a Deployment's selector is immutable: turning httpRouteRef on or off must not change it
+    assert routed["spec"]["selector"] == plain["spec"]["selector"]
+    assert TRACK not in routed["spec"]["selector"]["matchLabels"]
+    assert TRACK not in routed["metadata"]["labels"]
+    assert routed["metadata"]["labels"] == plain["metadata"]["labels"]
+    # the selector still selects the pods it makes
+    selector = routed["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= routed["spec"]["template"]["metadata"]["labels"].items()
+    # without the route, no track on the serving pods
+    assert TRACK not in plain["spec"]["template"]["metadata"]["labels"]
+    for other in (spec(), spec(rollout={"strategy": "RollingUpdate"})):
+        dep = build_serving_deployment(other, OWNER, "1", ENDPOINT, CONFIG)
+        assert TRACK not in dep["spec"]["template"]["metadata"]["labels"]
+
+
+def test_with_an_http_route_the_canarys_pods_keep_their_own_track_and_selector() -> None:
+    routed = build_serving_deployment(
+        canary_spec(True), OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1
+    )
+    plain = build_serving_deployment(
+        canary_spec(False), OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1
+    )
+    assert routed["metadata"]["name"] == "fraud-canary"
+    assert routed["spec"]["selector"] == plain["spec"]["selector"]
+    assert routed["spec"]["selector"]["matchLabels"][TRACK] == "canary"
+    assert routed["spec"]["template"]["metadata"]["labels"][TRACK] == "canary"
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_a_track_service_selects_the_tracks_serving_pods_only(track: str) -> None:
+    md = canary_spec(True, service={"type": "LoadBalancer", "port": 8000})
+    svc = build_track_service(md, OWNER, track)
+    serving = build_serving_service(md, OWNER)
+    assert (svc["apiVersion"], svc["kind"]) == ("v1", "Service")
+    assert (svc["metadata"]["name"], svc["metadata"]["namespace"]) == (f"fraud-{track}", "ml-prod")
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert svc["spec"]["type"] == "ClusterIP"  # a backend of the route, never exposed itself
+    assert svc["spec"]["ports"] == serving["spec"]["ports"]
+    assert svc["spec"]["ports"][0]["port"] == 8000
+    assert svc["spec"]["selector"] == {**serving["spec"]["selector"], TRACK: track}
+    # it selects the pods of its own track, and not the other track's nor a shadow's
+    stable = build_serving_deployment(md, OWNER, "1", ENDPOINT, CONFIG)
+    canary = build_serving_deployment(md, OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1)
+    shadow = build_serving_deployment(SHADOWED, OWNER, "2", ENDPOINT, CONFIG, shadow_replicas=1)
+    selected = {
+        name: svc["spec"]["selector"].items()
+        <= dep["spec"]["template"]["metadata"]["labels"].items()
+        for name, dep in (("stable", stable), ("canary", canary), ("shadow", shadow))
+    }
+    assert selected == {"stable": track == "stable", "canary": track == "canary", "shadow": False}
+    # the serving Service keeps selecting both tracks
+    for dep in (stable, canary):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert serving["spec"]["selector"].items() <= labels.items()

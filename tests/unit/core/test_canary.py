@@ -689,3 +689,78 @@ def test_the_copies_a_pod_mirrored_are_read_from_its_metrics() -> None:
     alone = parse_traffic(generate_latest(plain).decode())
     assert alone is not None
     assert alone.mirrored == {}
+
+
+# -- canary.httpRouteRef -----------------------------------------------------------------------
+
+ROUTED = spec(
+    "fraud",
+    serving={"runtime": "batched", "replicas": 3},
+    rollout={
+        "strategy": "Canary",
+        "canary": {
+            "steps": [{"weight": 10, "pause": "30s"}, {"weight": 50, "pause": "30s"}],
+            "analysis": {"interval": "10s", "minRequests": 20, "maxErrorRate": 0.05},
+            "httpRouteRef": {"name": "fraud-route"},
+        },
+    },
+)
+
+
+def test_a_routed_canary_is_sized_for_its_share_and_weighs_each_step_exactly() -> None:
+    trial = trial_of(ROUTED)
+    assert trial is not None
+    assert trial.routed
+    # ceil(stable * weight / 100), at least one pod; the weight is the step's, whatever the pods
+    assert [trial.pods(0, stable) for stable in (0, 1, 3, 10, 11, 100)] == [1, 1, 1, 1, 2, 10]
+    assert [trial.pods(1, stable) for stable in (0, 1, 3, 10, 11)] == [1, 1, 2, 5, 6]
+    assert [trial.weight(0, pods, 3) for pods in (1, 2, 5)] == [10, 10, 10]
+    assert trial.weight(1, 2, 3) == 50
+    # by pod count, the same step is a share of all the pods
+    unrouted = trial_of(CANARY)
+    assert unrouted is not None
+    assert not unrouted.routed
+    assert unrouted.weight(0, 1, 2) == 33
+
+
+def test_a_routed_canary_starts_at_the_steps_weight_by_the_routes_weights() -> None:
+    started = plan_canary(ROUTED, None, inputs(stable_pods=3, canary=CanaryObservation()), T0)
+    assert started.status is not None
+    assert (started.status.phase, started.status.weight, started.status.step) == ("Canary", 10, 0)
+    assert (started.canary_version, started.canary_replicas) == ("2", 1)
+    assert started.status.canary_replicas == 1
+    message = "canary of version 2: 10% (1 pod(s), by the HTTPRoute's weights), step 1/2 (was 1)"
+    assert started.events == (("Normal", "RolloutStarted", message),)
+    assert started.progress == message
+
+    second = plan_canary(
+        ROUTED, started.status, inputs(stable_pods=3, judgement=PASSED), T0 + timedelta(seconds=40)
+    )
+    assert second.status is not None
+    assert (second.status.step, second.status.weight) == (1, 50)
+    assert (second.status.canary_replicas, second.canary_replicas) == (2, 2)  # ceil(3 * 50%)
+    assert [e[1] for e in second.events] == ["CanaryStep"]
+
+
+def test_a_routes_problem_is_in_the_progress_of_the_running_canary() -> None:
+    started = plan_canary(ROUTED, None, inputs(stable_pods=3, canary=CanaryObservation()), T0)
+    assert started.status is not None
+    problem = "spec.rollout.canary.httpRouteRef: HTTPRoute 'fraud-route' not found in namespace ml"
+    held = plan_canary(
+        ROUTED, started.status, inputs(stable_pods=3, route_problem=problem),
+        T0 + timedelta(seconds=5),
+    )  # fmt: skip
+    assert held.progress is not None
+    assert held.progress.startswith("canary of version 2: step 1/2, 10%")
+    assert held.progress.endswith(f"; weights not set: {problem}")
+    # with a judgement, the problem comes after it
+    judged = plan_canary(
+        ROUTED, started.status, inputs(stable_pods=3, judgement=PASSED, route_problem=problem),
+        T0 + timedelta(seconds=10),
+    )  # fmt: skip
+    assert judged.progress is not None
+    assert f"; Passed: {PASSED.message}; weights not set: {problem}" in judged.progress
+    # no problem: no such words
+    fine = plan_canary(ROUTED, started.status, inputs(stable_pods=3), T0 + timedelta(seconds=5))
+    assert fine.progress is not None
+    assert "weights not set" not in fine.progress
