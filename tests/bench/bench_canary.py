@@ -13,7 +13,9 @@ ModelDeployment's status read every 0.2 s:
 
 - abort latency: first failed answer of the bad version -> status says CanaryAborted;
 - exposed share: answers that came from the bad version / all answers, from the alias move to
-  the abort.
+  the abort;
+- verdict tag: status says CanaryAborted -> MLflow shows the abort on the version's write-back
+  tag (read every 0.05 s; the operator writes it in the background after the status).
 
 Prints numbers; nothing here passes or fails.
 """
@@ -80,6 +82,8 @@ def run(world: BenchWorld, canaries: int) -> None:
     url = world.service_url(NAMESPACE, NAME)
     latencies: list[float] = []
     shares: list[float] = []
+    tag_delays: list[float] = []
+    key = f"mlflow-operator.{NAMESPACE}.{NAME}"
     with Traffic(url) as traffic:
         for n in range(canaries):
             bad = world.registry.log_failing_version(MODEL)
@@ -87,6 +91,13 @@ def run(world: BenchWorld, canaries: int) -> None:
             world.registry.set_alias(MODEL, "champion", bad)
             wait(lambda: aborted(world, bad), 300, f"the canary of version {bad} aborted")  # noqa: B023
             done = time.monotonic()
+            while "canary aborted" not in (
+                world.registry.get_version(MODEL, bad).tags.get(key) or ""
+            ):
+                if time.monotonic() - done > 60:
+                    raise RuntimeError(f"no abort tag on version {bad} after 60s")
+                time.sleep(0.05)
+            tag_delays.append(time.monotonic() - done)
             during = [a for a in traffic.since(moved) if a[0] <= done]
             exposed = [a for a in during if from_failing_version(a)]
             first_failure = next(t for t, code, _ in during if code != 200)
@@ -96,7 +107,8 @@ def run(world: BenchWorld, canaries: int) -> None:
                 f"canary {n + 1} (version {bad}): first failed answer "
                 f"{first_failure - moved:.1f}s after the alias move, aborted "
                 f"{latencies[-1]:.1f}s after it; {len(exposed)} of {len(during)} answers "
-                f"({100 * shares[-1]:.0f}%) from the bad version",
+                f"({100 * shares[-1]:.0f}%) from the bad version; tag {tag_delays[-1]:.2f}s "
+                "after the status",
                 flush=True,
             )
             # the canary's pods are gone before the next one starts
@@ -114,7 +126,10 @@ def run(world: BenchWorld, canaries: int) -> None:
         f"p50 {statistics.median(latencies):.1f}s  p99 {percentile(latencies, 0.99):.1f}s  "
         f"max {max(latencies):.1f}s\n"
         f"  answers from the bad version before the abort  "
-        f"p50 {100 * statistics.median(shares):.0f}%  p99 {100 * percentile(shares, 0.99):.0f}%"
+        f"p50 {100 * statistics.median(shares):.0f}%  p99 {100 * percentile(shares, 0.99):.0f}%\n"
+        f"  status shows the abort -> MLflow shows the verdict tag  "
+        f"p50 {statistics.median(tag_delays):.2f}s  p99 {percentile(tag_delays, 0.99):.2f}s  "
+        f"max {max(tag_delays):.2f}s"
     )
 
 

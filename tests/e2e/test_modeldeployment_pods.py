@@ -18,6 +18,7 @@ import requests
 
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
+from tests.e2e.gatewayapi import httproute_crd
 from tests.e2e.kube import get_json, require_requests
 from tests.e2e.modeldeployments import (
     RealPodsEnv,
@@ -590,6 +591,146 @@ def test_a_shadow_never_answers_callers_is_aborted_on_its_errors_and_a_good_one_
     reasons = [e["reason"] for e in events(cluster, ns, "shadow")]
     assert {"CanaryAborted", "CanaryPromoted", "AliasMoved"} <= set(reasons)
     eventually_served(url, good)
+
+
+FIRST_STEP = [("routed-stable", 80), ("routed-canary", 20)]
+SECOND_STEP = [("routed-stable", 40), ("routed-canary", 60)]
+
+
+def route_backends(cluster: KubeCluster, namespace: str, name: str) -> list[tuple[str, int]]:
+    route = get_json(cluster, "-n", namespace, "httproute", name)
+    return [(r["name"], r.get("weight", 1)) for r in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def service_endpoints(cluster: KubeCluster, namespace: str, service: str) -> set[str]:
+    slices = get_json(
+        cluster, "-n", namespace, "endpointslices", "-l", f"kubernetes.io/service-name={service}"
+    )["items"]
+    return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+
+
+def test_a_canary_with_an_http_route_sets_each_steps_weight_and_takes_it_back_on_abort(
+    pods_env: RealPodsEnv,
+) -> None:
+    """canary.httpRouteRef on real pods and a real Gateway API HTTPRoute (no Gateway serves it
+    here: the test reads what the operator writes). A route that does not exist yet is a
+    Warning naming the field; once the user creates it, the operator points its rule at
+    <name>-stable, a failing version's canary gets exactly its step's weight on <name>-canary
+    (whose endpoints are the canary pod) until it is aborted, and a good version walks 20 then
+    60 and ends with 100 on the stable Service, which then selects the promoted pods."""
+    ns, registry, model, cluster = (
+        pods_env.namespace, pods_env.registry, pods_env.model, pods_env.cluster,
+    )  # fmt: skip
+    cluster.apply(httproute_crd())
+    cluster.kubectl(
+        "wait", "--for=condition=established", "--timeout=60s",
+        "crd/httproutes.gateway.networking.k8s.io",
+    )  # fmt: skip
+    v1 = registry.log_version(model)
+    registry.set_alias(model, "champion", v1.version)
+    rollout = {
+        "strategy": "Canary",
+        "canary": {
+            "steps": [{"weight": 20, "pause": "5s"}, {"weight": 60, "pause": "5s"}],
+            "analysis": CANARY_ROLLOUT["canary"]["analysis"],  # type: ignore[index]
+            "httpRouteRef": {"name": "web"},
+        },
+    }
+    md = model_deployment(
+        "routed", ns, model, pods_env.tracking_uri,
+        serving=on_real_node(pods_env.node, runtime="batched", replicas=1), rollout=rollout,
+    )  # fmt: skip
+    cluster.apply(md)
+    eventually(
+        lambda: is_ready_on(cluster, ns, "routed", v1.version),
+        timeout=ROLLOUT_TIMEOUT, what="v1",
+    )  # fmt: skip
+    missing = eventually(
+        lambda: [e for e in events(cluster, ns, "routed") if e["reason"] == "HTTPRouteUnusable"],
+        timeout=60, what="a Warning that the route does not exist",
+    )  # fmt: skip
+    assert "spec.rollout.canary.httpRouteRef: HTTPRoute 'web' not found" in missing[0]["message"]
+    cluster.apply(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "parentRefs": [{"name": "public"}],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                        "backendRefs": [{"name": "routed", "port": 80}],
+                    }
+                ],
+            },
+        }
+    )
+    eventually(
+        lambda: route_backends(cluster, ns, "web") == [("routed-stable", 100)],
+        timeout=60, what="the route sends everything to routed-stable",
+    )  # fmt: skip
+    (stable_pod,) = serving_pods(cluster, ns, "routed")
+    assert service_endpoints(cluster, ns, "routed-stable") == {stable_pod["status"]["podIP"]}
+    url = service_url(cluster, ns, "routed")
+    seen: list[list[tuple[str, int]]] = []
+
+    def record() -> bool:
+        backends = route_backends(cluster, ns, "web")
+        if not seen or seen[-1] != backends:
+            seen.append(backends)
+        return True
+
+    with Traffic(url, bad_every=2):
+        bad = registry.log_failing_version(model)
+        registry.set_alias(model, "champion", bad)
+        eventually(
+            lambda: route_backends(cluster, ns, "web") == FIRST_STEP,
+            timeout=ROLLOUT_TIMEOUT, what="the failing canary's step weight in the route",
+        )  # fmt: skip
+        canary_ips = {
+            p["status"].get("podIP")
+            for p in pods_of_version(serving_pods(cluster, ns, "routed"), bad)
+        }
+        assert service_endpoints(cluster, ns, "routed-canary") <= canary_ips
+        eventually_condition(
+            cluster, ns, "routed", "Degraded", lambda c: c["reason"] == "CanaryAborted",
+            timeout=ROLLOUT_TIMEOUT, what="the failing canary aborted",
+        )  # fmt: skip
+        eventually(
+            lambda: route_backends(cluster, ns, "web") == [("routed-stable", 100)],
+            timeout=60, what="the route back on the stable pods",
+        )  # fmt: skip
+
+    with Traffic(url, bad_every=10**9):
+        good = registry.log_version(model, c=DIFFERENT_C)
+        registry.set_alias(model, "champion", good.version)
+        eventually(
+            lambda: record() and is_ready_on(cluster, ns, "routed", good.version)
+            and seen[-1] == [("routed-stable", 100)],
+            timeout=2 * ROLLOUT_TIMEOUT, what="the good version promoted, the route on stable",
+            interval=0.5,
+        )  # fmt: skip
+    steps = [b for b in seen if len(b) == 2]
+    print(f"route weights seen: {seen}")
+    assert FIRST_STEP in steps
+    assert SECOND_STEP in steps
+    assert steps.index(FIRST_STEP) < steps.index(SECOND_STEP)
+
+    def stable_pods_serve_the_good_version() -> bool:
+        pods = pods_of_version(serving_pods(cluster, ns, "routed"), good.version)
+        stable = {
+            p["status"].get("podIP")
+            for p in pods
+            if p["metadata"]["labels"].get("mlflowops.dev/track") == "stable"
+            and not p["metadata"].get("deletionTimestamp")
+        }
+        return bool(stable) and service_endpoints(cluster, ns, "routed-stable") == stable
+
+    eventually(
+        stable_pods_serve_the_good_version,
+        timeout=60, what="routed-stable selects the promoted pods, and only them",
+    )  # fmt: skip
 
 
 def _broken_or_good(registry: ModelRegistry, model: str, broken: bool) -> TrainedVersion | str:

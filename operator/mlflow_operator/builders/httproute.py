@@ -49,11 +49,16 @@ def weighted_rules(
         if not any(_ours(ref, names) for ref in refs):
             continue
         found = True
-        backends = [{"name": stable, "port": port, "weight": 100 - canary_weight}]
+        # written as the API server defaults them, so an unchanged route compares equal
+        backends = [_backend(stable, port, 100 - canary_weight)]
         if canary_weight > 0:
-            backends.append({"name": canary, "port": port, "weight": canary_weight})
+            backends.append(_backend(canary, port, canary_weight))
         rule["backendRefs"] = [ref for ref in refs if not _ours(ref, names)] + backends
     return rules if found else None
+
+
+def _backend(service: str, port: int, weight: int) -> dict[str, Any]:
+    return {"group": "", "kind": "Service", "name": service, "port": port, "weight": weight}
 
 
 def route_patch(route: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:

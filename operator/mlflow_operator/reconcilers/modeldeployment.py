@@ -69,7 +69,6 @@ from mlflow_operator.core.modeldeployment.autoscaling import (
     scale_message,
 )
 from mlflow_operator.core.modeldeployment.canary import (
-    RUNNING,
     CanaryInputs,
     CanaryObservation,
     CanaryPlan,
@@ -430,6 +429,8 @@ class ModelDeploymentReconciler:
         if version is not None and endpoint is None:
             return
         shadow = version is not None and status is not None and status.phase == SHADOW
+        if routed(spec):  # first: the route takes its share off canary pods about to go
+            await self._weigh_route(spec, owner, canary.route_weight, emit)
         # a canary's pods serve until its promotion is done; a shadow's never serve anyone
         canary_pods = version is not None and spec.rollout.strategy == CANARY
         for name, wanted, shadow_pods in (
@@ -454,9 +455,6 @@ class ModelDeploymentReconciler:
             else None
         )
         await self._ensure(mirror, "v1", "ConfigMap", name, owner)
-        if routed(spec):
-            running = version is not None and status is not None and status.phase in RUNNING
-            await self._weigh_route(spec, owner, status.weight if running and status else 0, emit)
 
     async def _weigh_route(
         self, spec: ModelDeploymentSpec, owner: Owner, weight: int, emit: EventSink

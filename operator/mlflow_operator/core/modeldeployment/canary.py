@@ -177,6 +177,9 @@ class CanaryPlan:
     events: tuple[tuple[Literal["Normal", "Warning"], str, str], ...] = ()
     progress: str | None = None  # Progressing's message while a canary runs
     promoted: str | None = None  # the version whose promotion finished in this reconcile
+    # the canary's share in an HTTPRoute (canary.httpRouteRef): its step's weight once its pods
+    # are ready for it, never before; 0 when no canary pod should get anything
+    route_weight: int = 0
 
     @property
     def running(self) -> bool:
@@ -333,14 +336,14 @@ def plan_canary(  # noqa: PLR0911  (one return per situation, in the order they 
         if last is not None and last.phase == PROMOTING and last.version == current:
             if inputs.stable_complete:
                 return _promoted(spec, last)
-            return CanaryPlan(last, last.version, last.canary_replicas, progress=_promoting(last))
+            return _promoting_plan(last)
         if running:
             return _ended(last, f"the registry selects version {current} again")
         return CanaryPlan(last)
     if last is None or not running or last.version != target:
         return _start(trial, last, inputs, target, now)
     if last.phase == PROMOTING:  # the serving Deployment rolls to the version
-        return CanaryPlan(last, last.version, last.canary_replicas, progress=_promoting(last))
+        return _promoting_plan(last)
     if last.phase != trial.kind:  # the strategy changed under a running trial: start over
         return _start(trial, last, inputs, target, now)
     return _step(trial, last, inputs, now)
@@ -434,7 +437,7 @@ def _step(trial: Trial, last: CanaryStatus, inputs: CanaryInputs, now: datetime)
         return CanaryPlan(
             status, status.version, status.canary_replicas,
             events=((NORMAL, CANARY_PROMOTED, f"{message} ({seen})"),),
-            progress=_promoting(status),
+            progress=_promoting(status), route_weight=status.weight,
         )  # fmt: skip
     if ready and passed:
         nxt = status.step + 1
@@ -466,9 +469,12 @@ def _step(trial: Trial, last: CanaryStatus, inputs: CanaryInputs, now: datetime)
         + (f"; {status.analysis}" if status.analysis else "")
         + (f"; weights not set: {inputs.route_problem}" if inputs.route_problem else "")
     )
+    # a step up waits for its pods before the route sends them its share
+    earlier = trial.steps[status.step - 1][0] if status.step > 0 else 0
+    ready_now = observed.ready >= status.canary_replicas
     return CanaryPlan(
         status, status.version, status.canary_replicas, hold=True, events=events,
-        progress=progress,
+        progress=progress, route_weight=status.weight if ready_now else earlier,
     )  # fmt: skip
 
 
@@ -498,16 +504,27 @@ def _ended(last: CanaryStatus | None, why: str) -> CanaryPlan:
 def _keep(last: CanaryStatus, trial: Trial) -> CanaryPlan:
     """Registry unreadable: the trial holds its step (no judgement, no promotion)."""
     if last.phase == PROMOTING:
-        return CanaryPlan(last, last.version, last.canary_replicas, progress=_promoting(last))
+        return _promoting_plan(last)
     progress = (
         f"{_noun(last)} of version {last.version} holds step {last.step + 1}/{len(trial.steps)} "
         "while the registry cannot be read"
     )
-    return CanaryPlan(last, last.version, last.canary_replicas, hold=True, progress=progress)
+    return CanaryPlan(
+        last, last.version, last.canary_replicas, hold=True, progress=progress,
+        route_weight=last.weight,
+    )  # fmt: skip
 
 
 def _with(status: CanaryStatus, **changes: Any) -> CanaryStatus:
     return status.model_copy(update=changes)
+
+
+def _promoting_plan(last: CanaryStatus) -> CanaryPlan:
+    """The serving Deployment rolls to the version; the canary pods serve until it is done."""
+    return CanaryPlan(
+        last, last.version, last.canary_replicas, progress=_promoting(last),
+        route_weight=last.weight,
+    )  # fmt: skip
 
 
 def _promoting(status: CanaryStatus) -> str:
