@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mlflow_operator.builders.httproute import route_patch, weighted_rules
-from mlflow_operator.builders.modeldeployment import track_service_name
+from mlflow_operator.builders.modeldeployment import canary_name, serving_name
 
 PARENT = {"name": "public", "namespace": "gateways"}
 MATCH = [{"path": {"type": "PathPrefix", "value": "/invocations"}}]
@@ -36,7 +36,7 @@ def plain(rules: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     out = copy.deepcopy(rules)
     for rule in out:
         for ref in rule.get("backendRefs") or []:
-            if ref.get("name") in ("fraud-stable", "fraud-canary") and "namespace" not in ref:
+            if ref.get("name") in ("fraud", "fraud-canary") and "namespace" not in ref:
                 if ref.get("group") == "":
                     del ref["group"]
                 if ref.get("kind") == "Service":
@@ -45,7 +45,7 @@ def plain(rules: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
 
 
 def split(stable: int, canary: int | None, port: int = 80) -> list[dict[str, Any]]:
-    refs = [{"name": "fraud-stable", "port": port, "weight": stable}]
+    refs = [{"name": "fraud", "port": port, "weight": stable}]
     if canary is not None:
         refs.append({"name": "fraud-canary", "port": port, "weight": canary})
     return refs
@@ -57,12 +57,12 @@ def split(stable: int, canary: int | None, port: int = 80) -> list[dict[str, Any
         {"name": "fraud", "port": 80},
         {"name": "fraud", "port": 8080, "kind": "Service", "group": ""},
         {"name": "fraud", "port": 80, "kind": "Service", "weight": 3},
-        {"name": "fraud-stable", "port": 80, "weight": 60},
+        {"name": "fraud", "port": 80, "weight": 60, "group": "", "kind": "Service"},
         {"name": "fraud-canary", "port": 80, "weight": 40, "group": ""},
     ],
-    ids=["plain", "explicit-kind-and-group", "user-weight", "stable", "canary"],
+    ids=["plain", "explicit-kind-and-group", "user-weight", "weighted-before", "canary"],
 )
-def test_a_backend_of_the_model_deployment_becomes_stable_and_canary_at_the_weight(
+def test_a_backend_of_the_model_deployment_becomes_serving_and_canary_at_the_weight(
     ref: dict[str, Any],
 ) -> None:
     rules = weighted_rules(route({"backendRefs": [ref]}), "fraud", 80, 25)
@@ -77,6 +77,31 @@ def test_no_canary_backend_at_weight_zero_and_no_stable_weight_at_a_hundred() ->
     assert plain(weighted_rules(original, "fraud", 9000, 10)) == [
         {"backendRefs": split(90, 10, 9000)}
     ]
+
+
+def test_the_operators_backends_are_written_as_the_api_server_defaults_them() -> None:
+    """`group: ""` and `kind: Service` written out, so a route read back compares equal."""
+    rules = weighted_rules(route({"backendRefs": [{"name": "fraud", "port": 80}]}), "fraud", 80, 10)
+    assert rules == [
+        {
+            "backendRefs": [
+                {"group": "", "kind": "Service", "name": "fraud", "port": 80, "weight": 90},
+                {"group": "", "kind": "Service", "name": "fraud-canary", "port": 80, "weight": 10},
+            ]
+        }
+    ]
+
+
+@pytest.mark.parametrize("earlier", [10, 50, 100])
+def test_back_at_weight_zero_a_route_sends_everything_to_the_serving_service(earlier: int) -> None:
+    """The Service the user wrote, `<name>`, which always selects the serving pods: a route
+    the operator leaves alone at 0 (httpRouteRef removed, ModelDeployment deleted) works."""
+    original = route({"matches": MATCH, "backendRefs": [{"name": "fraud", "port": 80}]})
+    then = weighted_rules(original, "fraud", 80, earlier)
+    assert then is not None
+    assert [ref["name"] for ref in then[0]["backendRefs"]] == ["fraud", "fraud-canary"]
+    back = weighted_rules(route(*then), "fraud", 80, 0)
+    assert plain(back) == [{"matches": MATCH, "backendRefs": split(100, None)}]
 
 
 def test_other_backends_and_the_rules_other_fields_stay_as_they_are() -> None:
@@ -112,7 +137,7 @@ def test_several_rules_are_each_weighted_and_a_foreign_rule_is_kept() -> None:
         {"matches": MATCH, "backendRefs": [{"name": "fraud", "port": 80}]},
         foreign,
         empty,
-        {"backendRefs": [{"name": "fraud-stable", "port": 80, "weight": 100}]},
+        {"backendRefs": [{"name": "fraud-canary", "port": 80, "weight": 100}]},
     )
     assert plain(weighted_rules(original, "fraud", 80, 50)) == [
         {"matches": MATCH, "backendRefs": split(50, 50)},
@@ -177,7 +202,7 @@ def test_a_long_name_weights_the_same_shortened_service_names_as_the_operator_ma
     rules = weighted_rules(route({"backendRefs": [{"name": name, "port": 80}]}), name, 80, 20)
     assert rules is not None
     names = [ref["name"] for ref in rules[0]["backendRefs"]]
-    assert names == [track_service_name(name, "stable"), track_service_name(name, "canary")]
+    assert names == [serving_name(name), canary_name(name)]
     assert all(len(n) <= 63 for n in names)
 
 

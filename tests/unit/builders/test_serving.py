@@ -10,12 +10,13 @@ import pytest
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
+    build_canary_service,
     build_mirror_config,
     build_serving_deployment,
+    build_serving_network_policy,
     build_serving_pdb,
     build_serving_service,
     build_shadow_service,
-    build_track_service,
     service_url,
     shadow_name,
 )
@@ -351,6 +352,8 @@ def test_the_serving_pods_of_other_strategies_have_no_mirror() -> None:
 # -- canary.httpRouteRef -----------------------------------------------------------------------
 
 TRACK = "mlflowops.dev/track"
+COMPONENT = "app.kubernetes.io/component"
+CANARY_SELECTOR = {"mlflowops.dev/modeldeployment": "fraud", TRACK: "canary"}
 
 
 def canary_spec(route: bool, **overrides: Any) -> ModelDeploymentSpec:
@@ -364,63 +367,118 @@ def canary_spec(route: bool, **overrides: Any) -> ModelDeploymentSpec:
     )
 
 
-def test_with_an_http_route_the_serving_pods_carry_the_stable_track_and_the_deployment_not() -> (
-    None
-):
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_an_http_route_changes_nothing_of_the_serving_deployment() -> None:
+    """No track of its own: Service `<name>` selects the serving pods, routed or not, and a
+    route the operator leaves alone at 100 on `<name>` always has endpoints."""
     routed = build_serving_deployment(canary_spec(True), OWNER, "1", ENDPOINT, CONFIG)
     plain = build_serving_deployment(canary_spec(False), OWNER, "1", ENDPOINT, CONFIG)
-    assert routed["spec"]["template"]["metadata"]["labels"][TRACK] == "stable"
     # a Deployment's selector is immutable: turning httpRouteRef on or off must not change it
     assert routed["spec"]["selector"] == plain["spec"]["selector"]
-    assert TRACK not in routed["spec"]["selector"]["matchLabels"]
-    assert TRACK not in routed["metadata"]["labels"]
     assert routed["metadata"]["labels"] == plain["metadata"]["labels"]
-    # the selector still selects the pods it makes
-    selector = routed["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= routed["spec"]["template"]["metadata"]["labels"].items()
-    # without the route, no track on the serving pods
-    assert TRACK not in plain["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels(routed) == pod_labels(plain)
+    for dep in (routed, plain):
+        assert TRACK not in pod_labels(dep)
+        assert TRACK not in dep["spec"]["selector"]["matchLabels"]
+        assert pod_labels(dep)[COMPONENT] == "serving"
+        assert selects(dep["spec"]["selector"]["matchLabels"], pod_labels(dep))
+        assert selects(build_serving_service(canary_spec(True), OWNER)["spec"]["selector"],
+                       pod_labels(dep))  # fmt: skip
     for other in (spec(), spec(rollout={"strategy": "RollingUpdate"})):
         dep = build_serving_deployment(other, OWNER, "1", ENDPOINT, CONFIG)
-        assert TRACK not in dep["spec"]["template"]["metadata"]["labels"]
+        assert TRACK not in pod_labels(dep)
 
 
-def test_with_an_http_route_the_canarys_pods_keep_their_own_track_and_selector() -> None:
+def test_a_routed_canarys_pods_are_outside_the_serving_service() -> None:
+    """The route gives the canary its share through `<name>-canary`; were its pods in `<name>`
+    too, they would also take a share of the rest, by pod count."""
+    md = canary_spec(True)
+    canary = build_serving_deployment(md, OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1)
+    assert canary["metadata"]["name"] == "fraud-canary"
+    labels = pod_labels(canary)
+    assert labels[COMPONENT] == "canary"
+    assert labels[TRACK] == "canary"
+    assert labels["mlflowops.dev/model-version"] == "2"
+    assert selects(canary["spec"]["selector"]["matchLabels"], labels)
+    assert not selects(build_serving_service(md, OWNER)["spec"]["selector"], labels)
+    # nor does the serving Deployment's selector take them (it would count them as its own)
+    serving = build_serving_deployment(md, OWNER, "1", ENDPOINT, CONFIG)
+    assert not selects(serving["spec"]["selector"]["matchLabels"], labels)
+    # nor the shadow's Service
+    assert not selects(build_shadow_service(OWNER)["spec"]["selector"], labels)
+
+
+def test_a_canary_without_a_route_is_in_the_serving_service() -> None:
+    """Split by pod count: the serving Service sends to the canary's pods with the others'."""
+    md = canary_spec(False)
+    canary = build_serving_deployment(md, OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1)
+    labels = pod_labels(canary)
+    assert labels[COMPONENT] == "serving"
+    assert labels[TRACK] == "canary"
+    assert selects(build_serving_service(md, OWNER)["spec"]["selector"], labels)
+    assert selects(canary["spec"]["selector"]["matchLabels"], labels)
+    # the serving Deployment's selector does not take them: each Deployment owns its pods
+    serving = build_serving_deployment(md, OWNER, "1", ENDPOINT, CONFIG)
+    assert not selects(canary["spec"]["selector"]["matchLabels"], pod_labels(serving))
+
+
+def test_the_canary_deployments_selector_is_the_same_routed_or_not() -> None:
+    """Immutable: httpRouteRef set or removed mid-canary only rolls the canary's pods."""
     routed = build_serving_deployment(
         canary_spec(True), OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1
     )
     plain = build_serving_deployment(
         canary_spec(False), OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1
     )
-    assert routed["metadata"]["name"] == "fraud-canary"
     assert routed["spec"]["selector"] == plain["spec"]["selector"]
-    assert routed["spec"]["selector"]["matchLabels"][TRACK] == "canary"
-    assert routed["spec"]["template"]["metadata"]["labels"][TRACK] == "canary"
+    assert routed["spec"]["selector"]["matchLabels"] == CANARY_SELECTOR
+    for dep in (routed, plain):
+        assert selects(dep["spec"]["selector"]["matchLabels"], pod_labels(dep))
+    # it takes neither the serving pods nor a shadow's
+    serving = build_serving_deployment(canary_spec(True), OWNER, "1", ENDPOINT, CONFIG)
+    shadow = build_serving_deployment(SHADOWED, OWNER, "2", ENDPOINT, CONFIG, shadow_replicas=1)
+    for other in (serving, shadow):
+        assert not selects(routed["spec"]["selector"]["matchLabels"], pod_labels(other))
 
 
-@pytest.mark.parametrize("track", ["stable", "canary"])
-def test_a_track_service_selects_the_tracks_serving_pods_only(track: str) -> None:
-    md = canary_spec(True, service={"type": "LoadBalancer", "port": 8000})
-    svc = build_track_service(md, OWNER, track)
+@pytest.mark.parametrize("route", [True, False], ids=["routed", "by-pod-count"])
+def test_the_canary_service_selects_the_canarys_pods_only(route: bool) -> None:
+    md = canary_spec(route, service={"type": "LoadBalancer", "port": 8000})
+    svc = build_canary_service(md, OWNER)
     serving = build_serving_service(md, OWNER)
     assert (svc["apiVersion"], svc["kind"]) == ("v1", "Service")
-    assert (svc["metadata"]["name"], svc["metadata"]["namespace"]) == (f"fraud-{track}", "ml-prod")
+    assert (svc["metadata"]["name"], svc["metadata"]["namespace"]) == ("fraud-canary", "ml-prod")
     assert svc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert svc["spec"]["type"] == "ClusterIP"  # a backend of the route, never exposed itself
     assert svc["spec"]["ports"] == serving["spec"]["ports"]
     assert svc["spec"]["ports"][0]["port"] == 8000
-    assert svc["spec"]["selector"] == {**serving["spec"]["selector"], TRACK: track}
-    # it selects the pods of its own track, and not the other track's nor a shadow's
+    assert svc["spec"]["selector"] == CANARY_SELECTOR
     stable = build_serving_deployment(md, OWNER, "1", ENDPOINT, CONFIG)
     canary = build_serving_deployment(md, OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1)
     shadow = build_serving_deployment(SHADOWED, OWNER, "2", ENDPOINT, CONFIG, shadow_replicas=1)
     selected = {
-        name: svc["spec"]["selector"].items()
-        <= dep["spec"]["template"]["metadata"]["labels"].items()
+        name: selects(svc["spec"]["selector"], pod_labels(dep))
         for name, dep in (("stable", stable), ("canary", canary), ("shadow", shadow))
     }
-    assert selected == {"stable": track == "stable", "canary": track == "canary", "shadow": False}
-    # the serving Service keeps selecting both tracks
-    for dep in (stable, canary):
-        labels = dep["spec"]["template"]["metadata"]["labels"]
-        assert serving["spec"]["selector"].items() <= labels.items()
+    assert selected == {"stable": False, "canary": True, "shadow": False}
+    # and the serving Service selects the stable pods, the canary's only without a route
+    assert selects(serving["spec"]["selector"], pod_labels(stable))
+    assert selects(serving["spec"]["selector"], pod_labels(canary)) is not route
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="operator bug: the serving NetworkPolicy selects component=serving only, so a "
+    "routed canary's pods (component=canary) are outside it: in a default-deny namespace the "
+    "Gateway cannot reach them and the canary's share of requests fails",
+)
+def test_the_serving_network_policy_opens_the_port_of_a_routed_canarys_pods() -> None:
+    canary = build_serving_deployment(
+        canary_spec(True), OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1
+    )
+    policy = build_serving_network_policy(OWNER)
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels(canary))
