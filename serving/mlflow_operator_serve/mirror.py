@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -57,15 +57,7 @@ Outcome = Literal[
     "unreachable",
     "dropped",
 ]
-OUTCOMES: Final[tuple[Outcome, ...]] = (
-    "agreed",
-    "disagreed",
-    "candidate_failed",
-    "stable_failed",
-    "both_failed",
-    "unreachable",
-    "dropped",
-)
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 
 # Numbers that went through predict, JSON and back may differ in the last bits (BLAS, batch
 # shape, float formatting); those are the same answer.

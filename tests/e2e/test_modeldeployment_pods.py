@@ -593,8 +593,9 @@ def test_a_shadow_never_answers_callers_is_aborted_on_its_errors_and_a_good_one_
     eventually_served(url, good)
 
 
-FIRST_STEP = [("routed-stable", 80), ("routed-canary", 20)]
-SECOND_STEP = [("routed-stable", 40), ("routed-canary", 60)]
+FIRST_STEP = [("routed", 80), ("routed-canary", 20)]
+SECOND_STEP = [("routed", 40), ("routed-canary", 60)]
+ALL_STABLE = [("routed", 100)]
 
 
 def route_backends(cluster: KubeCluster, namespace: str, name: str) -> list[tuple[str, int]]:
@@ -609,15 +610,25 @@ def service_endpoints(cluster: KubeCluster, namespace: str, service: str) -> set
     return {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
 
 
+def ips(pods: list[dict[str, Any]]) -> set[str]:
+    return {
+        p["status"]["podIP"]
+        for p in pods
+        if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")
+    }
+
+
 def test_a_canary_with_an_http_route_sets_each_steps_weight_and_takes_it_back_on_abort(
     pods_env: RealPodsEnv,
 ) -> None:
-    """canary.httpRouteRef on real pods and a real Gateway API HTTPRoute (no Gateway serves it
-    here: the test reads what the operator writes). A route that does not exist yet is a
-    Warning naming the field; once the user creates it, the operator points its rule at
-    <name>-stable, a failing version's canary gets exactly its step's weight on <name>-canary
-    (whose endpoints are the canary pod) until it is aborted, and a good version walks 20 then
-    60 and ends with 100 on the stable Service, which then selects the promoted pods."""
+    """canary.httpRouteRef on real pods and a real Gateway API HTTPRoute. No Gateway serves the
+    route here: the test reads what the operator writes, and sends what a Gateway would to
+    each backend. A route that does not exist yet is a Warning naming the field. Once the user
+    creates it (sending to Service `routed`), a failing version's canary gets exactly its
+    step's weight on `routed-canary`, whose endpoints are the canary pod, while Service
+    `routed` keeps only the serving pod; it is aborted on its errors and the route goes back to
+    100 on `routed`. A good version walks 20 then 60 and ends with 100 on `routed`, which then
+    selects the promoted pods."""
     ns, registry, model, cluster = (
         pods_env.namespace, pods_env.registry, pods_env.model, pods_env.cluster,
     )  # fmt: skip
@@ -667,12 +678,10 @@ def test_a_canary_with_an_http_route_sets_each_steps_weight_and_takes_it_back_on
         }
     )
     eventually(
-        lambda: route_backends(cluster, ns, "web") == [("routed-stable", 100)],
-        timeout=60, what="the route sends everything to routed-stable",
+        lambda: route_backends(cluster, ns, "web") == ALL_STABLE,
+        timeout=60, what="the route's backend written with its weight, 100 on routed",
     )  # fmt: skip
-    (stable_pod,) = serving_pods(cluster, ns, "routed")
-    assert service_endpoints(cluster, ns, "routed-stable") == {stable_pod["status"]["podIP"]}
-    url = service_url(cluster, ns, "routed")
+    url, canary_url = service_url(cluster, ns, "routed"), service_url(cluster, ns, "routed-canary")
     seen: list[list[tuple[str, int]]] = []
 
     def record() -> bool:
@@ -681,34 +690,44 @@ def test_a_canary_with_an_http_route_sets_each_steps_weight_and_takes_it_back_on
             seen.append(backends)
         return True
 
-    with Traffic(url, bad_every=2):
+    # what a Gateway would send: the serving Service and the canary's, each its share
+    with Traffic(url, bad_every=2), Traffic(canary_url, bad_every=2):
         bad = registry.log_failing_version(model)
         registry.set_alias(model, "champion", bad)
         eventually(
             lambda: route_backends(cluster, ns, "web") == FIRST_STEP,
             timeout=ROLLOUT_TIMEOUT, what="the failing canary's step weight in the route",
         )  # fmt: skip
-        canary_ips = {
-            p["status"].get("podIP")
-            for p in pods_of_version(serving_pods(cluster, ns, "routed"), bad)
-        }
-        assert service_endpoints(cluster, ns, "routed-canary") <= canary_ips
+
+        def each_service_has_its_version() -> bool:
+            pods = serving_pods(cluster, ns, "routed")
+            canary, stable = ips(pods_of_version(pods, bad)), ips(pods_of_version(pods, v1.version))
+            return (
+                service_endpoints(cluster, ns, "routed-canary") == canary != set()
+                and service_endpoints(cluster, ns, "routed") == stable != set()
+            )
+
+        # the canary's pods are outside Service routed: in-cluster callers never reach them
+        eventually(
+            each_service_has_its_version, timeout=30,
+            what="routed-canary has the canary pod, routed the serving pod only",
+        )  # fmt: skip
         eventually_condition(
             cluster, ns, "routed", "Degraded", lambda c: c["reason"] == "CanaryAborted",
             timeout=ROLLOUT_TIMEOUT, what="the failing canary aborted",
         )  # fmt: skip
         eventually(
-            lambda: route_backends(cluster, ns, "web") == [("routed-stable", 100)],
-            timeout=60, what="the route back on the stable pods",
+            lambda: route_backends(cluster, ns, "web") == ALL_STABLE,
+            timeout=60, what="the route back on the serving pods",
         )  # fmt: skip
 
-    with Traffic(url, bad_every=10**9):
+    with Traffic(url, bad_every=10**9), Traffic(canary_url, bad_every=10**9):
         good = registry.log_version(model, c=DIFFERENT_C)
         registry.set_alias(model, "champion", good.version)
         eventually(
             lambda: record() and is_ready_on(cluster, ns, "routed", good.version)
-            and seen[-1] == [("routed-stable", 100)],
-            timeout=2 * ROLLOUT_TIMEOUT, what="the good version promoted, the route on stable",
+            and seen[-1] == ALL_STABLE,
+            timeout=2 * ROLLOUT_TIMEOUT, what="the good version promoted, the route on routed",
             interval=0.5,
         )  # fmt: skip
     steps = [b for b in seen if len(b) == 2]
@@ -717,19 +736,15 @@ def test_a_canary_with_an_http_route_sets_each_steps_weight_and_takes_it_back_on
     assert SECOND_STEP in steps
     assert steps.index(FIRST_STEP) < steps.index(SECOND_STEP)
 
-    def stable_pods_serve_the_good_version() -> bool:
-        pods = pods_of_version(serving_pods(cluster, ns, "routed"), good.version)
-        stable = {
-            p["status"].get("podIP")
-            for p in pods
-            if p["metadata"]["labels"].get("mlflowops.dev/track") == "stable"
-            and not p["metadata"].get("deletionTimestamp")
-        }
-        return bool(stable) and service_endpoints(cluster, ns, "routed-stable") == stable
+    def routed_serves_the_good_version() -> bool:
+        pods = serving_pods(cluster, ns, "routed")
+        serving = ips([p for p in pods_of_version(pods, good.version)
+                       if "mlflowops.dev/track" not in p["metadata"]["labels"]])  # fmt: skip
+        return bool(serving) and service_endpoints(cluster, ns, "routed") == serving
 
     eventually(
-        stable_pods_serve_the_good_version,
-        timeout=60, what="routed-stable selects the promoted pods, and only them",
+        routed_serves_the_good_version,
+        timeout=60, what="Service routed selects the promoted pods, and only them",
     )  # fmt: skip
 
 

@@ -453,8 +453,9 @@ class CanarySpec(ApiModel):
     http_route_ref: LocalObjectReference | None = Field(
         default=None,
         description="A Gateway API HTTPRoute (same namespace) whose rules send to this "
-        "ModelDeployment's Service: the operator splits them by weight between <name>-stable "
-        "and <name>-canary, each step's weight exactly, instead of by pod count.",
+        "ModelDeployment's Service: the operator splits them by weight between <name> and "
+        "<name>-canary (the canary's pods, then outside <name>), each step's weight exactly, "
+        "instead of by pod count.",
     )
 
 

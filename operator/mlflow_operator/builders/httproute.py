@@ -2,10 +2,12 @@
 Pure.
 
 The user owns the route (its parents, hostnames, matches); the operator only rewrites the
-backendRefs that send to this ModelDeployment's Services: `<name>` (what the user wrote),
-`<name>-stable` and `<name>-canary` (what the operator wrote before). They become
-`<name>-stable` at 100 - w and `<name>-canary` at w (no canary backend at 0), so a Gateway
-sends each step's share exactly, whatever the pod counts. Other backendRefs stay as they are.
+backendRefs that send to this ModelDeployment's Services, `<name>` (what the user wrote) and
+`<name>-canary` (what the operator wrote before): `<name>` at 100 - w and `<name>-canary` at
+w, no canary backend at 0. The canary's pods are outside Service `<name>` then, so a Gateway
+sends each step's share exactly, whatever the pod counts; and a route left alone (the
+ModelDeployment deleted, httpRouteRef removed) still sends everything to `<name>`. Other
+backendRefs stay as they are.
 """
 
 from __future__ import annotations
@@ -13,12 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mlflow_operator.builders.modeldeployment import (
-    CANARY_TRACK,
-    STABLE_TRACK,
-    serving_name,
-    track_service_name,
-)
+from mlflow_operator.builders.modeldeployment import canary_name, serving_name
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 HTTP_ROUTE = "HTTPRoute"
@@ -39,9 +36,8 @@ def weighted_rules(
 ) -> list[dict[str, Any]] | None:
     """The route's rules with this ModelDeployment's backends split `canary_weight`% to the
     canary; None when no rule sends to them (nothing to weight)."""
-    stable = track_service_name(md_name, STABLE_TRACK)
-    canary = track_service_name(md_name, CANARY_TRACK)
-    names = {serving_name(md_name), stable, canary}
+    stable, canary = serving_name(md_name), canary_name(md_name)
+    names = {stable, canary}
     rules = copy.deepcopy((route.get("spec") or {}).get("rules") or [])
     found = False
     for rule in rules:

@@ -50,7 +50,6 @@ def serving_name(md_name: str) -> str:
 
 
 CANARY_TRACK = "canary"
-STABLE_TRACK = "stable"  # the serving pods, when an HTTPRoute splits by weight
 
 
 def canary_name(md_name: str) -> str:
@@ -188,19 +187,21 @@ def build_serving_deployment(
         {},
         spec.serving.replicas,
     )
+    selector = selector_labels(owner.name)
     if canary_replicas is not None:
         name, track, replicas = (
             canary_name(owner.name),
             {LABEL_TRACK: CANARY_TRACK},
             canary_replicas,
         )
+        # an HTTPRoute sends the canary its share through <name>-canary: outside the Service
+        component = CANARY_TRACK if routed(spec) else COMPONENT
+        selector = {LABEL_MODEL_DEPLOYMENT: owner.name, **track}  # the same either way
     if shadow_replicas is not None:
         name, component, replicas = shadow_name(owner.name), SHADOW_TRACK, shadow_replicas
         track = {LABEL_TRACK: SHADOW_TRACK}
+        selector = {**selector_labels(owner.name, component), **track}
     mirrors = spec.rollout.strategy == "Shadow" and name == serving_name(owner.name)
-    if routed(spec) and name == serving_name(owner.name):
-        # in the pods only (a Deployment's selector is immutable): <name>-stable selects them
-        track = {LABEL_TRACK: STABLE_TRACK}
     uri = model_uri(spec.model.name, version)
     serving = spec.serving
     template = serving.pod_template
@@ -266,12 +267,12 @@ def build_serving_deployment(
         "metadata": child_metadata(
             name,
             owner,
-            {**serving_labels(owner.name, component), **_own(track)},
+            {**serving_labels(owner.name, component), **track},
             {ANNOTATION_MODEL_URI: uri, **(ledger.annotations() if ledger else {})},
         ),
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {**selector_labels(owner.name, component), **_own(track)}},
+            "selector": {"matchLabels": selector},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "revisionHistoryLimit": 5,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
@@ -281,12 +282,6 @@ def build_serving_deployment(
             },
         },
     }
-
-
-def _own(track: dict[str, str]) -> dict[str, str]:
-    """The track labels of a Deployment itself: the serving one has none (its selector is
-    immutable and selects every serving pod); a canary's and a shadow's select theirs."""
-    return {} if track.get(LABEL_TRACK) == STABLE_TRACK else track
 
 
 def routed(spec: ModelDeploymentSpec) -> bool:
@@ -299,20 +294,13 @@ def routed(spec: ModelDeploymentSpec) -> bool:
     )
 
 
-def track_service_name(md_name: str, track: str) -> str:
-    """<name>-stable or <name>-canary: the backends an HTTPRoute splits between."""
-    return child_name(md_name, track)
-
-
-def build_track_service(spec: ModelDeploymentSpec, owner: Owner, track: str) -> dict[str, Any]:
-    """A Service of the serving pods of one track only (stable or canary), for an HTTPRoute's
-    weighted backendRefs; the same port as the serving Service."""
+def build_canary_service(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]:
+    """<name>-canary: the canary's pods alone, the backend an HTTPRoute gives the canary's
+    weight (the serving Service has the rest); the serving Service's port."""
     service = build_serving_service(spec, owner)
-    service["metadata"] = child_metadata(
-        track_service_name(owner.name, track), owner, serving_labels(owner.name)
-    )
+    service["metadata"] = child_metadata(canary_name(owner.name), owner, serving_labels(owner.name))
     service["spec"]["type"] = "ClusterIP"
-    service["spec"]["selector"] = {**selector_labels(owner.name), LABEL_TRACK: track}
+    service["spec"]["selector"] = {LABEL_MODEL_DEPLOYMENT: owner.name, LABEL_TRACK: CANARY_TRACK}
     return service
 
 
@@ -406,9 +394,11 @@ def build_serving_pdb(spec: ModelDeploymentSpec, owner: Owner) -> dict[str, Any]
 
 
 def build_serving_network_policy(owner: Owner) -> dict[str, Any]:
-    """Serving pods take connections on their port from anywhere, and on no other port."""
+    """Serving pods take connections on their port from anywhere, and on no other port; so do
+    a canary's and a shadow's, which may be outside the serving Service (every pod of the
+    ModelDeployment)."""
     metadata = child_metadata(serving_name(owner.name), owner, serving_labels(owner.name))
-    return ingress_policy(metadata, selector_labels(owner.name), "http")
+    return ingress_policy(metadata, {LABEL_MODEL_DEPLOYMENT: owner.name}, "http")
 
 
 def service_url(spec: ModelDeploymentSpec, owner: Owner) -> str:

@@ -31,19 +31,16 @@ from mlflow_operator.builders.httproute import (
 )
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
-    CANARY_TRACK,
     SERVING_PORT,
-    SHADOW_TRACK,
-    STABLE_TRACK,
     activator_slice_name,
     build_activator_endpoint_slice,
+    build_canary_service,
     build_mirror_config,
     build_serving_deployment,
     build_serving_network_policy,
     build_serving_pdb,
     build_serving_service,
     build_shadow_service,
-    build_track_service,
     canary_name,
     pod_selector,
     routed,
@@ -51,7 +48,6 @@ from mlflow_operator.builders.modeldeployment import (
     service_url,
     serving_name,
     shadow_name,
-    track_service_name,
 )
 from mlflow_operator.builders.pod import without_fixed_ids
 from mlflow_operator.config import OperatorConfig
@@ -462,10 +458,8 @@ class ModelDeploymentReconciler:
         """The user's HTTPRoute sends `weight`% to the canary's Service, the rest to the stable
         one (builders/httproute.py); both Services exist first. A route that cannot be
         weighted is told once (Event, and the Progressing message of a running canary)."""
-        for track in (STABLE_TRACK, CANARY_TRACK):
-            service = build_track_service(spec, owner, track)
-            name = track_service_name(owner.name, track)
-            await self._ensure(service, "v1", "Service", name, owner)
+        service = build_canary_service(spec, owner)
+        await self._ensure(service, "v1", "Service", canary_name(owner.name), owner)
         ref = spec.rollout.canary.http_route_ref if spec.rollout.canary else None
         assert ref is not None  # noqa: S101  (routed() says so)
         field = "spec.rollout.canary.httpRouteRef"
@@ -480,7 +474,7 @@ class ModelDeploymentReconciler:
         elif problem is None and rules is None:
             problem = (
                 f"{field}: no rule of HTTPRoute {ref.name!r} sends to Service {owner.name!r} "
-                "(or its -stable or -canary Service)"
+                "(or its -canary Service)"
             )
         elif route is not None and rules is not None and rules != route["spec"].get("rules"):
             try:
@@ -680,7 +674,7 @@ class ModelDeploymentReconciler:
                     spec, owner, version, current, window=age, shadow=shadow
                 )
             else:
-                traffic = await self._trial_traffic(owner, version, current, shadow=shadow)
+                traffic = await self._trial_traffic(owner, live, version, current)
             if traffic is None:
                 judgement = Judgement(
                     "Waiting", f"no data in Prometheus for versions {version} and {current} yet"
@@ -713,24 +707,19 @@ class ModelDeploymentReconciler:
         return plan_canary(spec, last.rollout, inputs, now)
 
     async def _trial_traffic(
-        self, owner: Owner, version: str, current: str | None, *, shadow: bool
+        self, owner: Owner, trial: dict[str, Any], version: str, current: str | None
     ) -> tuple[Traffic, Traffic] | None:
-        """The answers of the candidate's pods (a canary's or a shadow's) and the stable ones'
-        (which also count the copies they sent a shadow)."""
+        """The answers of the candidate's pods (those of the `trial` Deployment, a canary's or
+        a shadow's) and the stable ones' (which also count the copies they sent a shadow)."""
         ns = owner.namespace
-        by_version = _pods_by_version(
+        selector = trial["spec"]["selector"]["matchLabels"]
+        candidate = _pods_by_version(await self._api.list("v1", "Pod", ns, selector))
+        stable = _pods_by_version(
             await self._api.list("v1", "Pod", ns, selector_labels(owner.name))
         )
-        if shadow:
-            shadows = await self._api.list(
-                "v1", "Pod", ns, selector_labels(owner.name, SHADOW_TRACK)
-            )
-            candidate = _pods_by_version(shadows).get(version, [])
-        else:
-            candidate = by_version.get(version, [])
         return (
-            await self.pod_metrics.traffic(candidate, SERVING_PORT),
-            await self.pod_metrics.traffic(by_version.get(current or "", []), SERVING_PORT),
+            await self.pod_metrics.traffic(candidate.get(version, []), SERVING_PORT),
+            await self.pod_metrics.traffic(stable.get(current or "", []), SERVING_PORT),
         )
 
     async def _trial_traffic_from_prometheus(

@@ -470,12 +470,6 @@ def test_the_canary_service_selects_the_canarys_pods_only(route: bool) -> None:
     assert selects(serving["spec"]["selector"], pod_labels(canary)) is not route
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: the serving NetworkPolicy selects component=serving only, so a "
-    "routed canary's pods (component=canary) are outside it: in a default-deny namespace the "
-    "Gateway cannot reach them and the canary's share of requests fails",
-)
 def test_the_serving_network_policy_opens_the_port_of_a_routed_canarys_pods() -> None:
     canary = build_serving_deployment(
         canary_spec(True), OWNER, "2", ENDPOINT, CONFIG, canary_replicas=1

@@ -480,8 +480,11 @@ async def test_with_network_policies_serving_pods_take_connections_on_their_port
     await world.reconcile()
     policy = world.kube.stored("NetworkPolicy", "fraud")
     assert policy is not None
-    selector = world.deployment()["spec"]["selector"]["matchLabels"]
-    assert policy["spec"]["podSelector"] == {"matchLabels": selector}
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    # every pod of the ModelDeployment: the serving ones, and a canary's or shadow's beside
+    assert selector == {"mlflowops.dev/modeldeployment": "fraud"}
+    serving_pods = world.deployment()["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= serving_pods.items()
     assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
     world.kube.writes.clear()
     await world.reconcile()
