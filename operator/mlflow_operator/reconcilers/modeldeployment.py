@@ -455,8 +455,8 @@ class ModelDeploymentReconciler:
     async def _weigh_route(
         self, spec: ModelDeploymentSpec, owner: Owner, weight: int, emit: EventSink
     ) -> None:
-        """The user's HTTPRoute sends `weight`% to the canary's Service, the rest to the stable
-        one (builders/httproute.py); both Services exist first. A route that cannot be
+        """The user's HTTPRoute sends `weight`% to the canary's Service, which exists first,
+        and the rest to the serving one (builders/httproute.py). A route that cannot be
         weighted is told once (Event, and the Progressing message of a running canary)."""
         service = build_canary_service(spec, owner)
         await self._ensure(service, "v1", "Service", canary_name(owner.name), owner)
