@@ -464,13 +464,15 @@ def test_a_canary_that_fails_some_requests_is_aborted_and_a_good_one_is_promoted
 SHADOW_ROLLOUT = {
     "strategy": "Shadow",
     # every request copied: 40 copies take 2 s of the test's traffic once the serving pods
-    # read the mirror ConfigMap (up to a minute and a half: the kubelet refreshes it on its
-    # pod sync); same limits as the canary's
+    # read the mirror ConfigMap (seconds: the operator annotates them, and the kubelet syncs
+    # them at once; its own periodic sync would take up to a minute and a half); same limits
+    # as the canary's
     "shadow": {"percent": 100, "duration": "20s",
                "analysis": {"interval": "5s", "minRequests": 40, "maxErrorRate": 0.05,
                             "maxP99LatencyRatio": 20}},
 }  # fmt: skip
-MIRROR_PROPAGATION = 120  # the kubelet's sync period (1 min, jittered) and a judgement
+# a slow kubelet may only refresh the ConfigMap on its periodic sync (1 min, jittered)
+MIRROR_PROPAGATION = 120
 
 
 def test_a_shadow_never_answers_callers_is_aborted_on_its_errors_and_a_good_one_moves_an_alias(
@@ -562,8 +564,12 @@ def test_a_shadow_never_answers_callers_is_aborted_on_its_errors_and_a_good_one_
             registry.set_alias(model, "challenger", good.version)
 
             def judged_with_disagreement() -> bool:
+                # the judgement that first sees the copies may already pass the shadow (its
+                # duration is long over): then the rate is in Promoting's status
                 rollout = status(cluster, ns, "shadow").get("rollout") or {}
-                if rollout.get("version") == good.version and rollout.get("phase") == "Shadow":
+                if rollout.get("version") == good.version and rollout.get("phase") in (
+                    "Shadow", "Promoting", "Promoted",
+                ):  # fmt: skip
                     rate = rollout.get("disagreementRate")
                     if rate is not None:
                         rates.append(rate)
@@ -573,15 +579,18 @@ def test_a_shadow_never_answers_callers_is_aborted_on_its_errors_and_a_good_one_
                 judged_with_disagreement, timeout=ROLLOUT_TIMEOUT + MIRROR_PROPAGATION,
                 what="the good shadow judged, its disagreement rate in status",
             )  # fmt: skip
+            judged = time.monotonic()
             shadowing = traffic.since(moved)
-            assert template_version(cluster, ns, "shadow") == v1.version
             assert set(traffic.bodies_since(moved)) <= expected
             eventually(
                 lambda: is_ready_on(cluster, ns, "shadow", good.version),
                 timeout=2 * ROLLOUT_TIMEOUT, what="the good version promoted after its shadow",
             )  # fmt: skip
         assert early == [], f"serving pods moved to {good.version} before its shadow passed"
-        print(f"shadow: disagreement {rates[-1]:.3f} over {len(shadowing)} answers to callers")
+        print(
+            f"shadow: disagreement {rates[-1]:.3f} over {len(shadowing)} answers to callers, "
+            f"judged {judged - moved:.1f}s after the alias move"
+        )
         assert all(code == 200 for _, code, _ in shadowing)
     eventually(
         lambda: registry.client.get_model_version_by_alias(model, "champion").version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -325,6 +326,23 @@ def build_mirror_config(owner: Owner, version: str, percent: int) -> dict[str, A
         ),
         "data": {MIRROR_FILE: json.dumps(config, sort_keys=True)},
     }
+
+
+def mirror_config_digest(config: dict[str, Any] | None) -> str:
+    """What the serving pods' mirror-config annotation says of a mirror ConfigMap ("none": no
+    shadow runs)."""
+    if config is None:
+        return "none"
+    text = json.dumps(config["data"], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mounts_mirror_config(pod: dict[str, Any], md_name: str) -> bool:
+    """Whether the pod reads the ModelDeployment's mirror ConfigMap (a serving pod of a
+    Shadow)."""
+    volumes = (pod.get("spec") or {}).get("volumes") or []
+    wanted = shadow_name(md_name)
+    return any((v.get("configMap") or {}).get("name") == wanted for v in volumes)
 
 
 def build_shadow_service(owner: Owner) -> dict[str, Any]:

@@ -30,6 +30,10 @@ ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
 # The MLflowServer on which the user of a serving pods' credentials Secret lives
 # (core/modeldeployment/serving_identity.py).
 ANNOTATION_MLFLOW_SERVER = f"{API_GROUP}/mlflow-server"
+# On the serving pods of a Shadow: which mirror ConfigMap they should see. Writing it makes the
+# kubelet sync the pod, and so refresh the ConfigMap's files, at once instead of on its next
+# periodic sync (a minute and more).
+ANNOTATION_MIRROR_CONFIG = f"{API_GROUP}/mirror-config"
 
 
 def write_back_tag(namespace: str, name: str) -> str:

@@ -98,6 +98,25 @@ class KubeClient:
         )
         return _to_dict(applied)
 
+    async def annotate(
+        self, api_version: str, kind: str, name: str, namespace: str, annotations: dict[str, str]
+    ) -> None:
+        """Set annotations on an object someone else owns (a pod of a Deployment): a merge patch
+        of those keys only, so nothing else of it changes hands. One that is gone is no error."""
+        res = resource_class(api_version, kind)
+        KUBE_REQUESTS.labels(verb="patch", kind=kind).inc()
+        try:
+            await self._client.patch(
+                res,
+                name,
+                {"metadata": {"annotations": annotations}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str
     ) -> dict[str, Any] | None:

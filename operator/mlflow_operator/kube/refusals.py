@@ -67,6 +67,10 @@ class Kube(Protocol):
 
     async def secret_data(self, name: str, namespace: str) -> dict[str, str] | None: ...
 
+    async def annotate(
+        self, api_version: str, kind: str, name: str, namespace: str, annotations: dict[str, str]
+    ) -> None: ...
+
     async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
 
     async def delete(
@@ -122,6 +126,12 @@ class NamingKube:
     async def secret_data(self, name: str, namespace: str) -> dict[str, str] | None:
         with doing(f"read Secret {namespace}/{name}"):
             return await self._kube.secret_data(name, namespace)
+
+    async def annotate(
+        self, api_version: str, kind: str, name: str, namespace: str, annotations: dict[str, str]
+    ) -> None:
+        with doing(f"annotate {kind} {namespace}/{name}"):
+            await self._kube.annotate(api_version, kind, name, namespace, annotations)
 
     async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         meta = manifest["metadata"]

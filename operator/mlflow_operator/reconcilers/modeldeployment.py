@@ -42,6 +42,8 @@ from mlflow_operator.builders.modeldeployment import (
     build_serving_service,
     build_shadow_service,
     canary_name,
+    mirror_config_digest,
+    mounts_mirror_config,
     pod_selector,
     routed,
     selector_labels,
@@ -115,7 +117,11 @@ from mlflow_operator.core.modeldeployment.status import (
     status_changed,
 )
 from mlflow_operator.core.modeldeployment.write_back import version_tag_values
-from mlflow_operator.core.naming import LABEL_MODEL_VERSION, write_back_tag
+from mlflow_operator.core.naming import (
+    ANNOTATION_MIRROR_CONFIG,
+    LABEL_MODEL_VERSION,
+    write_back_tag,
+)
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
@@ -450,7 +456,29 @@ class ModelDeploymentReconciler:
             if shadow and version is not None
             else None
         )
-        await self._ensure(mirror, "v1", "ConfigMap", name, owner)
+        if await self._ensure(mirror, "v1", "ConfigMap", name, owner):
+            await self._nudge_mirroring_pods(owner, mirror_config_digest(mirror))
+
+    async def _nudge_mirroring_pods(self, owner: Owner, digest: str) -> None:
+        """Annotate the serving pods that mount the mirror ConfigMap just written: the kubelet
+        then syncs them and refreshes its files within seconds, where its periodic sync takes a
+        minute or more, the whole time a shadow waits for copies. Best effort: without it (pods
+        patch refused by an older RBAC) the periodic sync still gets there."""
+        try:
+            pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+            for pod in pods:
+                meta = pod["metadata"]
+                seen = (meta.get("annotations") or {}).get(ANNOTATION_MIRROR_CONFIG)
+                if mounts_mirror_config(pod, owner.name) and seen != digest:
+                    await self._api.annotate(
+                        "v1", "Pod", meta["name"], owner.namespace,
+                        {ANNOTATION_MIRROR_CONFIG: digest},
+                    )  # fmt: skip
+        except KubernetesRefused as refused:
+            logger.warning(
+                "%s/%s: the serving pods will read the mirror ConfigMap on the kubelet's next "
+                "sync: %s", owner.namespace, owner.name, refused.refusal.message,
+            )  # fmt: skip
 
     async def _weigh_route(
         self, spec: ModelDeploymentSpec, owner: Owner, weight: int, emit: EventSink
@@ -492,17 +520,20 @@ class ModelDeploymentReconciler:
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
-    ) -> None:
+    ) -> bool:
         """The child as built, applied only when the live one differs; deleted when none is
-        wanted. One GET per reconcile, no write at rest."""
+        wanted. One GET per reconcile, no write at rest. Whether it wrote."""
         live = await self._api.get(api_version, kind, name, owner.namespace)
         if manifest is None:
-            if live is not None:
-                await self._api.delete(api_version, kind, name, owner.namespace)
-            return
+            if live is None:
+                return False
+            await self._api.delete(api_version, kind, name, owner.namespace)
+            return True
         desired = stamped(manifest)
-        if not already_applied(live, desired):
-            await self._api.apply(desired)
+        if already_applied(live, desired):
+            return False
+        await self._api.apply(desired)
+        return True
 
     async def _autoscale(
         self,

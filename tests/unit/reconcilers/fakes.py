@@ -120,6 +120,16 @@ class FakeKube:
             self._bump(existing)
         return copy.deepcopy(existing)
 
+    async def annotate(
+        self, api_version: str, kind: str, name: str, namespace: str, annotations: dict[str, str]
+    ) -> None:
+        self._raise(f"annotate:{kind}")
+        self.writes.append(f"annotate:{kind}")
+        found = [p for p in self.pods if p["metadata"]["name"] == name] if kind == "Pod" else []
+        for obj in found or [self.objects.get((kind, namespace, name))]:
+            if obj is not None:
+                obj["metadata"].setdefault("annotations", {}).update(annotations)
+
     async def create_if_absent(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         meta = manifest["metadata"]
         existing = self.objects.get((manifest["kind"], meta["namespace"], meta["name"]))

@@ -17,7 +17,7 @@ from lightkube import ApiError
 
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.modeldeployment.canary import Traffic
-from mlflow_operator.core.naming import LABEL_MODEL_VERSION
+from mlflow_operator.core.naming import ANNOTATION_MIRROR_CONFIG, LABEL_MODEL_VERSION
 from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from tests.unit.reconcilers.fakes import (
@@ -688,6 +688,72 @@ async def test_a_shadow_gets_a_deployment_service_and_mirror_config_and_an_abort
     assert [e[1] for e in world.events].count("CanaryAborted") == 1
     await world.reconciler.tag_writer.flush()
     assert world.hub.client.aliases == []
+
+
+async def test_the_serving_pods_are_annotated_whenever_their_mirror_config_changes() -> None:
+    """The annotation makes the kubelet refresh the ConfigMap's files at once (tested for real
+    in the shadow e2e); here: which pods get it, and when."""
+    world = World(serving={"runtime": "batched", "replicas": 2}, rollout=SHADOW_TRIAL)
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    mirroring = {"spec": {"volumes": world.deployment()["spec"]["template"]["spec"]["volumes"]}}
+    world.kube.pods = [
+        {**serving_pod("fraud-a", "1"), **mirroring},
+        {**serving_pod("fraud-b", "1"), **mirroring},
+        serving_pod("fraud-old", "1"),  # of a template before the strategy was Shadow
+        shadow_pod("fraud-shadow-a", "2"),  # the shadow's own: no mirror
+    ]
+    world.hub.registry.champion = "2"
+    world.kube.writes.clear()
+    await world.reconcile()
+
+    def annotations() -> dict[str, str | None]:
+        return {
+            p["metadata"]["name"]: (p["metadata"].get("annotations") or {}).get(
+                ANNOTATION_MIRROR_CONFIG
+            )
+            for p in world.kube.pods
+        }
+
+    started = annotations()
+    assert started["fraud-a"] == started["fraud-b"] != "none"
+    assert started["fraud-a"] is not None
+    assert started["fraud-old"] is None
+    assert started["fraud-shadow-a"] is None
+    assert world.kube.writes.count("annotate:Pod") == 2
+
+    world.reconciler.pod_metrics = FakePodTraffic(  # type: ignore[assignment]
+        {"1": Traffic(200, 0, mirrored={("2", "agreed"): 40}), "2": Traffic(40, 10)}
+    )
+    await world.reconcile()  # aborted: the ConfigMap goes, the pods are told
+    assert world.kube.stored("ConfigMap", "fraud-shadow") is None
+    assert annotations() == {
+        "fraud-a": "none",
+        "fraud-b": "none",
+        "fraud-old": None,
+        "fraud-shadow-a": None,
+    }
+    world.kube.writes.clear()
+    await world.reconcile()  # nothing changed: no write
+    assert "annotate:Pod" not in world.kube.writes
+
+
+async def test_a_refused_annotation_leaves_the_shadow_to_the_kubelets_own_sync() -> None:
+    world = World(serving={"runtime": "batched", "replicas": 2}, rollout=SHADOW_TRIAL)
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    mirroring = {"spec": {"volumes": world.deployment()["spec"]["template"]["spec"]["volumes"]}}
+    world.kube.pods = [{**serving_pod("fraud-a", "1"), **mirroring}]
+    world.kube.fail["annotate:Pod"] = api_error(403, "Forbidden", "pods is forbidden")
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert world.kube.stored("ConfigMap", "fraud-shadow") is not None
+    assert world.status["rollout"]["phase"] == "Shadow"
+    assert "Degraded" not in {c["type"] for c in world.status["conditions"]} or (
+        world.condition("Degraded")["status"] == "False"
+    )
 
 
 async def test_a_shadow_that_disagrees_too_often_is_aborted() -> None:
