@@ -25,6 +25,13 @@ COPY deploy/image/locks/operator.txt /src/deploy/image/locks/operator.txt
 COPY pyproject.toml README.md /src/
 COPY operator/ /src/operator/
 RUN install-operator.sh /opt/venv /src
+# What the serving images install (their locks), on this same base image's Python: the
+# pre-flight check of new model versions reads it (setting serving_image_contents).
+COPY deploy/image/locks/serving-cpu.txt deploy/image/locks/serving-gpu.txt /src/deploy/image/locks/
+RUN /opt/venv/bin/mlflow-operator image-contents \
+      --lock serving-cpu=/src/deploy/image/locks/serving-cpu.txt \
+      --lock serving-gpu=/src/deploy/image/locks/serving-gpu.txt \
+      --output /opt/serving-images.json
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS operator
@@ -33,6 +40,7 @@ LABEL org.opencontainers.image.title="mlflow-operator" \
       org.opencontainers.image.source="https://github.com/mlflow-operator/mlflow-operator" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=operator-venv /opt/venv /opt/venv
+COPY --from=operator-venv /opt/serving-images.json /etc/mlflow-operator/serving-images.json
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

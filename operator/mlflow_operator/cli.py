@@ -24,6 +24,45 @@ def version() -> None:
     click.echo(__version__)
 
 
+@main.command("image-contents")
+@click.option(
+    "--lock",
+    "locks",
+    multiple=True,
+    required=True,
+    metavar="NAME=FILE",
+    help="An image's name (serving-cpu, serving-gpu) and the pip lock file it installs.",
+)
+@click.option(
+    "--python",
+    default=None,
+    help="The images' Python version (default: the one running this command, which in the "
+    "operator image's build is the serving images' too: they share the base image).",
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File."
+)
+def image_contents(locks: tuple[str, ...], python: str | None, output: Path | None) -> None:
+    """Write what serving images have installed (setting serving_image_contents), for the
+    pre-flight check of new model versions."""
+    import json
+
+    from mlflow_operator.image_contents import contents_of_locks
+
+    named: dict[str, Path] = {}
+    for lock in locks:
+        name, sep, file = lock.partition("=")
+        if not sep or not name or not file:
+            raise click.BadParameter(f"{lock!r}: want NAME=FILE", param_hint="--lock")
+        named[name] = Path(file)
+    text = json.dumps(contents_of_locks(named, python), indent=1, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+
+
 @main.command()
 @click.option(
     "--output-dir",

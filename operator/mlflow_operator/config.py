@@ -22,6 +22,9 @@ from mlflow_operator.core.redact import redact
 
 ENV_PREFIX = "MLFLOW_OPERATOR_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
+# written by the operator image's build (Dockerfile) from the serving images' locks
+DEFAULT_SERVING_IMAGE_CONTENTS = "/etc/mlflow-operator/serving-images.json"
+
 IMAGE_REPOSITORY = "ghcr.io/mlflow-operator"  # where the project's release images are published
 MLFLOW_VERSION = "3.17.2"
 # The official image's current patch release of PostgreSQL 16 (2026-11-12). The project builds
@@ -154,6 +157,13 @@ class OperatorConfig(BaseSettings):
         default="",
         description="PEM file of CAs to trust, besides the system's, for https:// MLflow "
         "tracking servers (a private CA). Proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY.",
+    )
+    serving_image_contents: str = Field(
+        default=DEFAULT_SERVING_IMAGE_CONTENTS,
+        description="JSON file saying what the default serving images (serving_image_cpu, "
+        "serving_image_gpu) have installed, for the pre-flight check of new versions; the "
+        "operator image has one for the project's images (`mlflow-operator image-contents` "
+        "writes one). Empty or missing: requirements are not checked (verdict Unknown).",
     )
     # repr=False: the URL may carry user:password, and a config printed while debugging
     # would show them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -12,7 +13,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlflow_operator.image_contents import SERVING_IMAGE_CPU, contents_of_locks
 from tests.cluster.launcher import KubeCluster
+from tests.images.base import PYTHON_VERSION
+from tests.images.locks import LOCKS
 from tests.support.polling import eventually
 from tests.support.processes import ManagedProcess, free_port, http_ok, tail
 
@@ -23,8 +27,14 @@ def local_images_env(cluster: KubeCluster) -> dict[str, str]:
     if cluster.node is None:
         return {}
     images = cluster.node.images
+    # what the serving image built here has installed, as the operator image's build writes
+    # it for the published ones (Dockerfile): its lock, on the stand-in base image's Python
+    contents = cluster.kubeconfig.parent / "serving-images.json"
+    locks = {SERVING_IMAGE_CPU: LOCKS / f"{SERVING_IMAGE_CPU}.txt"}
+    contents.write_text(json.dumps(contents_of_locks(locks, PYTHON_VERSION)))
     return {
         "MLFLOW_OPERATOR_SERVING_IMAGE_CPU": images["serving-cpu"],
+        "MLFLOW_OPERATOR_SERVING_IMAGE_CONTENTS": str(contents),
         "MLFLOW_OPERATOR_TRACKING_SERVER_IMAGE": images["mlflow-server"],
         "MLFLOW_OPERATOR_POSTGRES_IMAGE": images["postgres"],
         "MLFLOW_OPERATOR_MINIO_IMAGE": images["minio"],

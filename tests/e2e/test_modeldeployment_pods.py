@@ -31,6 +31,7 @@ from tests.e2e.modeldeployments import (
     template_version,
 )
 from tests.e2e.traffic import Traffic, from_failing_version
+from tests.mlflowstack.broken_versions import CORPUS
 from tests.mlflowstack.models import (
     DIFFERENT_C,
     ModelRegistry,
@@ -303,6 +304,101 @@ def test_gates_hold_a_version_without_a_pod_until_approved_and_block_one_worse_t
     )
     assert_held_on(pods_env, "gated", v2.version, v3.version, seconds=POLL)
     assert predict(url) == v2.predict()
+
+
+def test_versions_the_serving_image_cannot_run_are_reported_and_never_get_a_pod(
+    pods_env: RealPodsEnv,
+) -> None:
+    """Pre-flight on real pods, a real MLflow and the serving image built here: the corpus of
+    broken versions (tests/mlflowstack/broken_versions.py), each followed by a ModelDeployment
+    of its own, is reported with the requirement at fault and never gets a Deployment or a
+    pod; a serving ModelDeployment whose alias moves to one keeps serving, with an Event and an
+    MLflow tag, and rolls out the next good version. No pod restarts anywhere."""
+    ns, registry, model, cluster = (
+        pods_env.namespace, pods_env.registry, pods_env.model, pods_env.cluster,
+    )  # fmt: skip
+    v1 = registry.log_version(model)
+    registry.set_alias(model, "champion", v1.version)
+    cluster.apply(model_deployment("checked", ns, model, pods_env.tracking_uri,
+                                   serving=on_real_node(pods_env.node)))  # fmt: skip
+    eventually(
+        lambda: is_ready_on(cluster, ns, "checked", v1.version),
+        timeout=ROLLOUT_TIMEOUT, what="v1 (compatible)",
+    )  # fmt: skip
+    assert status(cluster, ns, "checked")["preflight"]["verdict"] == "Compatible"
+    url = service_url(cluster, ns, "checked")
+    eventually_served(url, v1)
+
+    corpus = [b for b in CORPUS if b.verdict == "Incompatible"]
+    assert len(corpus) >= 10
+    versions = {}
+    for broken in corpus:
+        versions[broken.key] = broken.register(registry, model)
+        registry.set_alias(model, broken.key, versions[broken.key])
+        cluster.apply(model_deployment(f"pf-{broken.key}", ns, model, pods_env.tracking_uri,
+                                       selector={"alias": broken.key},
+                                       serving=on_real_node(pods_env.node)))  # fmt: skip
+    missing = versions["missing-package"]
+    registry.set_alias(model, "champion", missing)
+
+    def reported() -> list[str]:
+        waiting = []
+        for broken in corpus:
+            st = status(cluster, ns, f"pf-{broken.key}")
+            preflight, ready = st.get("preflight") or {}, condition(st, "Ready")
+            if not (
+                preflight.get("version") == versions[broken.key]
+                and preflight.get("verdict") == "Incompatible"
+                and broken.names in preflight.get("message", "")
+                and ready.get("reason") == "VersionIncompatible"
+                and broken.names in ready.get("message", "")
+            ):
+                waiting.append(f"{broken.key}: {preflight} / {ready}")
+        return waiting
+
+    eventually(lambda: not reported(), timeout=90, what="every broken version reported")
+    for broken in corpus:  # never a Deployment, so never a pod
+        found = cluster.kubectl("-n", ns, "get", "deployment", f"pf-{broken.key}", check=False)
+        assert found.returncode != 0, broken.key
+
+    held = eventually_condition(
+        cluster, ns, "checked", "Progressing",
+        lambda c: c["reason"] == "VersionIncompatible", timeout=60,
+        what="the serving ModelDeployment holds the version its alias moved to",
+    )  # fmt: skip
+    assert held["message"] == (
+        f"version {missing} cannot run on the serving image: needs nonexistent-serving-lib==1.0 "
+        "(requirements.txt), the image has no nonexistent-serving-lib"
+    )
+    assert_held_on(pods_env, "checked", v1.version, missing, seconds=2 * POLL)
+    assert predict(url) == v1.predict()
+    assert "VersionIncompatible" in [e["reason"] for e in events(cluster, ns, "checked")]
+    key = f"mlflow-operator.{ns}.checked"
+    tag = eventually(
+        lambda: registry.get_version(model, missing).tags.get(key),
+        timeout=30, what="the verdict tagged on the version in MLflow",
+    )  # fmt: skip
+    assert tag.startswith("incompatible with the serving image at ")
+
+    v3 = registry.log_version(model, c=DIFFERENT_C)
+    registry.set_alias(model, "champion", v3.version)
+    eventually(
+        lambda: is_ready_on(cluster, ns, "checked", v3.version),
+        timeout=ROLLOUT_TIMEOUT, what="the next compatible version rolled out",
+    )  # fmt: skip
+    eventually_served(url, v3)
+    pods = get_json(cluster, "-n", ns, "pods")["items"]
+    restarts = {
+        p["metadata"]["name"]: c["restartCount"]
+        for p in pods
+        for c in p["status"].get("containerStatuses") or []
+        if c["restartCount"]
+    }
+    assert restarts == {}
+    bad = set(versions.values())
+    assert not [
+        p for p in pods if p["metadata"]["labels"].get("mlflowops.dev/model-version") in bad
+    ]
 
 
 CANARY_ROLLOUT = {

@@ -19,6 +19,7 @@ from tests.images import buildah
 from tests.images.buildah import ImageBuildError, require
 
 SUITE = "bookworm"
+PYTHON_VERSION = "3.11"  # bookworm's python3: what the images built here run
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "netbase", "libgomp1")
 SOURCES = (
     "deb http://deb.debian.org/debian bookworm main",

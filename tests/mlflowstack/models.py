@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,15 @@ class FailsSome(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(FailsSome())
 """
+
+
+class ConstantModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]  (mlflow is untyped)
+    """A custom model MLflow cloudpickles (log_edited_version(custom=True))."""
+
+    def predict(
+        self, context: object, model_input: pd.DataFrame, params: object = None
+    ) -> list[int]:
+        return [0] * len(model_input)
 
 
 def iris() -> tuple[pd.DataFrame, pd.Series]:
@@ -132,22 +142,55 @@ class ModelRegistry:
         Its MLmodel, signature and environment files are real; loading or serving it fails the
         way a bad upload or an incompatible pickle would.
         """
-        self._use_server()
-        model = train()
-        example = sample_input(5)
-        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run() as run:
-            local = Path(tmp) / "model"
-            mlflow.sklearn.save_model(
-                model,
-                local,
-                input_example=example,
-                signature=infer_signature(example, model.predict(example)),
-                pip_requirements=pip_requirements(),
-            )
+
+        def junk_model_file(local: Path) -> None:
             mlmodel = yaml.safe_load((local / "MLmodel").read_text())
             model_file = mlmodel["flavors"]["python_function"]["model_path"]
             (local / model_file).write_bytes(b"this is not a serialized model\n")
+
+        return self.log_edited_version(name, junk_model_file)
+
+    def log_edited_version(
+        self, name: str, edit: Callable[[Path], None], *, custom: bool = False
+    ) -> str:
+        """Register a version that MLflow saved (iris, signature, input example, requirements)
+        and `edit` then changed on disk before the upload: a requirement the serving image
+        lacks, a flavor taken out, junk in place of a file. `custom`: a cloudpickled
+        PythonModel (ConstantModel) instead of the sklearn model."""
+        self._use_server()
+        model = train()
+        example = sample_input(5)
+        signature = infer_signature(example, model.predict(example))
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run() as run:
+            local = Path(tmp) / "model"
+            if custom:
+                mlflow.pyfunc.save_model(
+                    local, python_model=ConstantModel(), signature=signature,
+                    pip_requirements=pip_requirements(),
+                )  # fmt: skip
+            else:
+                mlflow.sklearn.save_model(
+                    model, local, input_example=example, signature=signature,
+                    pip_requirements=pip_requirements(),
+                )  # fmt: skip
+            edit(local)
             mlflow.log_artifacts(str(local), artifact_path="model")
+            source = f"{run.info.artifact_uri}/model"
+        self._ensure_registered(name)
+        version = self.client.create_model_version(name, source, run_id=run.info.run_id)
+        return str(version.version)
+
+    def register_source(self, name: str, source: str) -> str:
+        """Register a version whose source is `source` as given (MLflow does not check that
+        anything is there)."""
+        self._ensure_registered(name)
+        return str(self.client.create_model_version(name, source).version)
+
+    def register_empty_run(self, name: str) -> str:
+        """Register a version whose source is a path of a run under which nothing was logged
+        (MLflow takes proxied sources only with their run, and does not look inside)."""
+        self._use_server()
+        with mlflow.start_run() as run:
             source = f"{run.info.artifact_uri}/model"
         self._ensure_registered(name)
         version = self.client.create_model_version(name, source, run_id=run.info.run_id)

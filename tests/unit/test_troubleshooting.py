@@ -39,6 +39,9 @@ NOT_REASONS = {
     *("GET", "POST", "PATCH", "DELETE", "Authorization", "ACTIVE"),
     # verdicts of status.gates, phases of status.rollout, a canary judgement's verdict
     *("Passed", "Blocked", "Promoting", "Promoted", "Aborted", "Waiting"),
+    # verdicts of status.preflight; MLflow's file of a model; the values of the PEP 508 marker
+    # environment the serving images' locks are read for (core/modeldeployment/preflight.py)
+    *("Compatible", "Incompatible", "Unknown", "MLmodel", "CPython", "Linux"),
     # a section of docs/modeldeployment.md that docstrings name
     "Guarantees",
     # the prefix of Kubernetes<Reason> (the API's refusal reason appended): see the test below

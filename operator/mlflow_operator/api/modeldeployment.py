@@ -752,6 +752,22 @@ class GatesStatus(StatusModel):
     message: str = Field(description="Each gate with the values it saw.")
 
 
+class PreflightStatus(StatusModel):
+    """The last pre-flight check of a new version against the serving image."""
+
+    version: str = Field(description="The version checked.")
+    verdict: Literal["Compatible", "Incompatible", "Unknown"] = Field(
+        description="Compatible; Incompatible: it gets no pod (the requirement and what the "
+        "image has are in message); Unknown: not checked fully (message says why), rolled out."
+    )
+    message: str = Field(description="What was checked, or what is wrong.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Differences that do not block (e.g. a pinned minor version the image has "
+        "another of).",
+    )
+
+
 class CanaryStatus(StatusModel):
     """Where a canary rollout stands (strategy Canary)."""
 
@@ -829,6 +845,11 @@ class ModelDeploymentStatus(StatusModel):
     )
     gates: GatesStatus | None = Field(
         default=None, description="The last judgement of spec.gates on a new version."
+    )
+    preflight: PreflightStatus | None = Field(
+        default=None,
+        description="The last pre-flight check of a new version: its MLmodel and requirements "
+        "against what the serving image has installed, before any pod of it is created.",
     )
     rollout: CanaryStatus | None = Field(
         default=None, description="The last canary or shadow rollout (strategy Canary, Shadow)."

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cachetools import LRUCache
 from lightkube import ApiError
 
 from mlflow_operator import metrics
@@ -103,6 +104,12 @@ from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
 )
+from mlflow_operator.core.modeldeployment.preflight import (
+    ImageContents,
+    Preflight,
+    check_version,
+    preflight_version,
+)
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, resolve_target
 from mlflow_operator.core.modeldeployment.rollout import (
     PlannedEvent,
@@ -124,6 +131,11 @@ from mlflow_operator.core.naming import (
 )
 from mlflow_operator.core.registry_view import RegistryState
 from mlflow_operator.crds import MODEL_DEPLOYMENT
+from mlflow_operator.image_contents import (
+    SERVING_IMAGE_CPU,
+    SERVING_IMAGE_GPU,
+    read_image_contents,
+)
 from mlflow_operator.kube.refusals import Kube, KubernetesRefused, NamingKube
 from mlflow_operator.podmetrics import PodMetricsReader, running_pod_addresses, starting_pods
 from mlflow_operator.promquery import PrometheusTraffic
@@ -150,6 +162,7 @@ PROMETHEUS_MIN_WINDOW_SECONDS = 60
 AUTOSCALE_SECONDS = 5.0
 FIRST_SWEEP_WAIT_SECONDS = 10.0
 RUN_METRICS_KEPT = 4096  # runs whose metrics promotion gates read (oldest dropped first)
+PREFLIGHTS_KEPT = 4096  # pre-flight verdicts kept (least recently used dropped first)
 
 
 @dataclass(frozen=True)
@@ -198,7 +211,16 @@ class ModelDeploymentReconciler:
     _activated: set[str] = field(default_factory=set)
     _told_no_activator: set[str] = field(default_factory=set)
     # (MLflow URL, run id) -> (its version's tags when read, the run's metrics): spec.gates
-    _run_metrics: dict[tuple[str, str], tuple[str, RunMetrics]] = field(default_factory=dict)
+    _run_metrics: LRUCache[tuple[str, str], tuple[str, RunMetrics]] = field(
+        default_factory=lambda: LRUCache(RUN_METRICS_KEPT)
+    )
+    # (MLflow URL, model, version, image, gpu) -> the pre-flight verdict: a version's files do
+    # not change, so each is read once
+    _preflights: LRUCache[tuple[str, str, str, str, bool], Preflight] = field(
+        default_factory=lambda: LRUCache(PREFLIGHTS_KEPT)
+    )
+    # what the default serving images have installed (config.serving_image_contents)
+    _image_contents: dict[str, ImageContents] | None = None
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -264,7 +286,7 @@ class ModelDeploymentReconciler:
             spec_generation=self._spec_generation(owner, deployment),
         )
 
-        gate = await self._judge_gates(
+        gate, preflight = await self._check_new_version(
             spec, resolution, registry, observed, last=last, client=view.client
         )
 
@@ -272,14 +294,17 @@ class ModelDeploymentReconciler:
         spec, scaled, scale_events = await self._autoscale(
             spec, owner, last, now, resolution=resolution, observed=observed, emit=emit
         )
-        held = gate is not None and not gate.passed  # a blocked version gets no canary either
+        # a blocked or incompatible version gets no canary either
+        held = (gate is not None and not gate.passed) or (
+            preflight is not None and preflight.blocks
+        )
         canary = await self._canary(
             spec, owner, last, None if held else resolution, registry, observed, now
         )
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
-            selector=pod_selector(owner.name), gate=gate, canary=canary,
+            selector=pod_selector(owner.name), gate=gate, preflight=preflight, canary=canary,
         )  # fmt: skip
 
         plan.status.autoscaling = scaled
@@ -809,10 +834,7 @@ class ModelDeploymentReconciler:
                 except RegistryError as exc:
                     cached = RunMetrics(run_id, {}, error=str(exc))  # asked again next time
                 else:
-                    self._run_metrics.pop(key, None)  # newest last: the oldest go first
                     self._run_metrics[key] = (tags, cached)
-                    while len(self._run_metrics) > RUN_METRICS_KEPT:
-                        self._run_metrics.pop(next(iter(self._run_metrics)))
             read[run_id] = cached
         return judge_gates(
             spec.gates,
@@ -820,6 +842,69 @@ class ModelDeploymentReconciler:
             read.get(question.run_id),
             read.get(question.serving_run_id),
         )
+
+    async def _check_new_version(
+        self,
+        spec: ModelDeploymentSpec,
+        resolution: Resolution | None,
+        registry: RegistryState,
+        observed: DeploymentObservation,
+        *,
+        last: ModelDeploymentStatus,
+        client: RegistryClient | None,
+    ) -> tuple[GateVerdict | None, Preflight | None]:
+        """What may hold back the version the registry selects before any pod of it exists:
+        spec.gates, then (if they let it through) the pre-flight check."""
+        gate = await self._judge_gates(
+            spec, resolution, registry, observed, last=last, client=client
+        )
+        preflight = await self._preflight(
+            spec, resolution, observed, last=last, gate=gate, client=client
+        )
+        return gate, preflight
+
+    async def _preflight(
+        self,
+        spec: ModelDeploymentSpec,
+        resolution: Resolution | None,
+        observed: DeploymentObservation,
+        *,
+        last: ModelDeploymentStatus,
+        gate: GateVerdict | None,
+        client: RegistryClient | None,
+    ) -> Preflight | None:
+        """The pre-flight check of the version the registry selects, if it is new here and
+        no gate holds it: its MLmodel and requirements (read from MLflow once) against what
+        the serving image has installed. None: nothing new to check, or MLflow unknown."""
+        version = preflight_version(resolution, observed, last)
+        if version is None or client is None or (gate is not None and not gate.passed):
+            return None
+        serving = spec.serving
+        gpu = serving.gpu.count > 0
+        image = serving.image or (
+            self.config.serving_image_gpu if gpu else self.config.serving_image_cpu
+        )
+        key = (client.url, spec.model.name, version, image, gpu)
+        cached = self._preflights.get(key)
+        if cached is not None:
+            return cached
+        files = await client.model_files(spec.model.name, version)
+        installs = serving.env_manager != "local" and serving.runtime == "mlflow"
+        contents = None if serving.image or installs else self._default_image_contents(gpu)
+        verdict = check_version(
+            version, files, contents, image_name=image, gpu=gpu,
+            installs_requirements=serving.env_manager if installs else None,
+        )  # fmt: skip
+        if not files.error:  # a read that failed is tried again at the next reconcile
+            self._preflights[key] = verdict
+        return verdict
+
+    def _default_image_contents(self, gpu: bool) -> ImageContents | None:
+        """What the default serving image has installed, from config.serving_image_contents
+        (read once); None when the file is not set, missing or malformed (logged once)."""
+        if self._image_contents is None:
+            self._image_contents = read_image_contents(self.config.serving_image_contents)
+        return self._image_contents.get(SERVING_IMAGE_GPU if gpu else SERVING_IMAGE_CPU)
 
     def _spec_generation(self, owner: Owner, deployment: dict[str, Any] | None) -> int | None:
         """The generation of the serving Deployment's last spec change, if only annotations

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, urlparse
 
 import aiohttp
 
@@ -24,6 +25,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     REGISTRY_HTTP_ERROR,
     REGISTRY_UNREACHABLE,
 )
+from mlflow_operator.core.modeldeployment.preflight import ModelFiles
 from mlflow_operator.core.redact import redact
 from mlflow_operator.core.registry_view import VERSION_READY, ModelSnapshot, VersionInfo
 
@@ -32,6 +34,9 @@ API_V3 = "/api/3.0/mlflow"  # MLflow 3's permission API (users/permissions/...)
 PAGE_SIZE = 1000  # the server's maximum for registered-models/search
 VERSIONS_PAGE_SIZE = 10_000  # model-versions/search allows 200,000; ~5 MB of JSON per page
 MAX_FILTER_CHARS = 4000  # keep URLs well under common proxy limits
+PROXIED_ARTIFACTS = "mlflow-artifacts"  # the scheme of artifacts served by the tracking server
+MODEL_FILES = ("MLmodel", "requirements.txt", "python_env.yaml")  # what pre-flight reads
+MAX_MODEL_FILE_BYTES = 1 << 20  # each of those is a few KB; a larger one is not what it says
 
 
 class RegistryError(Exception):
@@ -202,6 +207,78 @@ class RegistryClient:
         with self._shape("runs/get"):
             metrics = data["run"].get("data", {}).get("metrics", [])
             return {str(m["key"]): float(m["value"]) for m in metrics}
+
+    async def model_files(self, name: str, version: str) -> ModelFiles:
+        """The small files of a version that say what it needs (MLmodel, requirements.txt,
+        python_env.yaml), through the tracking server's artifact proxy: a few kilobytes,
+        never the model itself. What cannot be read is said in ModelFiles.error."""
+        path = "model-versions/get-download-uri"
+        try:
+            data = await self.call("GET", path, {"name": name, "version": version})
+            with self._shape(path):
+                uri = str(data["artifact_uri"])
+        except RegistryError as exc:
+            return ModelFiles(location=f"models:/{name}/{version}", error=str(exc))
+        parsed = urlparse(uri)
+        if parsed.scheme != PROXIED_ARTIFACTS:
+            return ModelFiles(
+                location=redact(uri),
+                error=f"its artifacts are at {redact(uri)}, and the operator reads artifacts "
+                f"only through the tracking server's proxy ({PROXIED_ARTIFACTS}:)",
+            )
+        base = parsed.path.strip("/")
+        try:
+            # listed first: the proxy answers HTTP 500 for a file that is not there (S3's
+            # NoSuchKey), which must not read as MLflow failing
+            present = await self._artifact_names(base)
+            texts = [
+                await self._artifact_text(f"{base}/{f}") if f in present else None
+                for f in MODEL_FILES
+            ]
+        except RegistryError as exc:
+            return ModelFiles(location=uri, error=str(exc))
+        mlmodel, requirements, python_env = texts
+        return ModelFiles(uri, mlmodel, requirements, python_env)
+
+    async def _artifact_names(self, directory: str) -> set[str]:
+        """The names of the files in one directory of the artifact proxy."""
+        path = "mlflow-artifacts/artifacts"
+        listing = await self.call(
+            "GET", "mlflow-artifacts/artifacts", {"path": directory}, api="/api/2.0"
+        )
+        with self._shape(path):
+            return {
+                str(f["path"]).rsplit("/", 1)[-1]
+                for f in listing.get("files", [])
+                if not f.get("is_dir")
+            }
+
+    async def _artifact_text(self, path: str) -> str | None:
+        """One file through the artifact proxy, or None when there is none."""
+        session = await self._session_()
+        self.requests += 1
+        url = f"{self.url}/api/2.0/mlflow-artifacts/artifacts/{quote(path)}"
+        where = self.display_url
+        try:
+            async with session.get(url, headers=self.credentials.headers()) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status >= 400:
+                    raise _http_error(where, resp.status, "mlflow-artifacts", await resp.text())
+                body = await resp.content.read(MAX_MODEL_FILE_BYTES + 1)
+        except aiohttp.ClientError as exc:
+            raise RegistryError(f"cannot reach MLflow at {where}: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise RegistryError(
+                f"MLflow at {where} did not send {path.rsplit('/', 1)[-1]} within "
+                f"{self._timeout.total:.0f}s"
+            ) from None
+        if len(body) > MAX_MODEL_FILE_BYTES:
+            raise RegistryError(
+                f"{path.rsplit('/', 1)[-1]} is larger than {MAX_MODEL_FILE_BYTES} bytes",
+                REGISTRY_BAD_RESPONSE,
+            )
+        return body.decode(errors="replace")
 
     @contextmanager
     def _shape(self, path: str) -> Iterator[None]:

@@ -19,6 +19,7 @@ from typing import Any
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
+from mlflow_operator.core.modeldeployment.preflight import ModelFiles
 from mlflow_operator.core.modeldeployment.serving_identity import Grant
 from mlflow_operator.core.registry_view import ModelSnapshot, RegistryState, VersionInfo
 from mlflow_operator.registry.client import (
@@ -231,12 +232,21 @@ class FakeRegistryClient:
         self.refusing: RegistryError | None = None  # raised by every call
         self.run_values: dict[str, dict[str, float]] = {}  # run id -> its metrics
         self.aliases: list[tuple[str, str]] = []  # (alias, version) moved, in order
+        self.files: dict[str, ModelFiles] = {}  # version -> its MLmodel and requirements
+        self.files_read: list[str] = []  # versions whose files were read, in order
 
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         self.calls.append(f"GET runs/get {run_id}")
         if self.refusing is not None:
             raise self.refusing
         return dict(self.run_values.get(run_id, {}))
+
+    async def model_files(self, name: str, version: str) -> ModelFiles:
+        """What pre-flight reads of a version: `files[version]`, else a read error (Unknown,
+        rolled out as before pre-flight existed)."""
+        self.files_read.append(version)
+        location = f"mlflow-artifacts:/7/models/m-{version}/artifacts"
+        return self.files.get(version, ModelFiles(location, error="no files in this fake"))
 
     async def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         await self.answering.wait()

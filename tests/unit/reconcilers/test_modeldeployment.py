@@ -10,6 +10,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from lightkube import ApiError
 
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.modeldeployment.canary import Traffic
+from mlflow_operator.core.modeldeployment.preflight import ModelFiles, contents_from_lock
 from mlflow_operator.core.naming import ANNOTATION_MIRROR_CONFIG, LABEL_MODEL_VERSION
 from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
@@ -1256,3 +1258,96 @@ async def test_with_prometheus_a_shadow_asks_for_the_copies_the_stable_pods_sent
     await world.reconcile()
     assert world.status["rollout"]["phase"] == "Aborted"
     assert world.status["rollout"]["disagreementRate"] == 0.25
+
+
+GOOD_MLMODEL = """flavors:
+  python_function:
+    loader_module: mlflow.sklearn
+    model_path: model.skops
+    python_version: 3.11.7
+  sklearn:
+    sklearn_version: 1.9.1
+mlflow_version: 3.17.2
+"""
+IMAGE_LOCK = (
+    "mlflow==3.17.2 \\\n    --hash=sha256:00\nscikit-learn==1.9.1 \\\n    --hash=sha256:11\n"
+)
+
+
+def model_files(version: str, requirements: str) -> ModelFiles:
+    where = f"mlflow-artifacts:/7/models/m-{version}/artifacts"
+    return ModelFiles(where, GOOD_MLMODEL, requirements, "python: 3.11.7\n")
+
+
+def world_with_image_contents(tmp_path: Path) -> World:
+    contents = tmp_path / "serving-images.json"
+    contents.write_text(
+        json.dumps({"images": {"serving-cpu": contents_from_lock(IMAGE_LOCK, "3.11").to_json()}})
+    )
+    world = World(write_back_tags=True, config={"serving_image_contents": str(contents)})
+    world.hub.client.files = {
+        "1": model_files("1", "mlflow==3.17.2\nscikit-learn==1.9.1\n"),
+        "2": model_files("2", "mlflow==2.9.2\nscikit-learn==1.9.1\n"),
+        "3": model_files("3", "mlflow==3.17.2\nscikit-learn==1.8.0\n"),
+    }
+    return world
+
+
+async def test_a_version_the_serving_image_cannot_run_gets_no_pod_and_is_told_once(
+    tmp_path: Path,
+) -> None:
+    world = world_with_image_contents(tmp_path)
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.status["servingVersion"] == "1"
+    assert world.status["preflight"]["verdict"] == "Compatible"
+
+    world.hub.registry.champion = "2"
+    for _ in range(3):
+        await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    assert world.condition("Ready")["reason"] == "Serving"
+    progressing = world.condition("Progressing")
+    assert progressing["reason"] == "VersionIncompatible"
+    assert (
+        "needs mlflow==2.9.2 (requirements.txt), the image has mlflow 3.17.2"
+        in (progressing["message"])
+    )
+    assert world.status["preflight"]["version"] == "2"
+    assert world.status["preflight"]["verdict"] == "Incompatible"
+    assert [e[1] for e in world.events].count("VersionIncompatible") == 1
+    assert world.hub.client.files_read == ["1", "2"]  # once per version, not per reconcile
+    assert "2" not in world.status["failedVersions"]  # not a failed rollout: it never started
+    await world.reconciler.tag_writer.flush()
+    tagged = next(value for version, _, value in world.hub.client.tags if version == "2")
+    assert tagged.startswith("incompatible with the serving image at ")
+
+    # a minor difference is only a note: version 3 rolls out
+    world.hub.registry.champion = "3"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "3"
+    assert world.status["preflight"]["verdict"] == "Compatible"
+    assert world.status["preflight"]["notes"] == ["wants scikit-learn==1.8.0, the image has 1.9.1"]
+
+
+async def test_without_image_contents_a_version_is_checked_and_rolled_out_as_unknown() -> None:
+    world = World(config={"serving_image_contents": ""})
+    world.hub.client.files = {"1": model_files("1", "mlflow==3.17.2\n")}
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    assert world.status["preflight"]["verdict"] == "Unknown"
+    assert "is not one of the operator's serving images" in world.status["preflight"]["message"]
+
+
+async def test_a_model_no_image_can_serve_is_held_even_on_an_image_of_the_users() -> None:
+    world = World(serving={"image": "registry.example.com/team/serving:7"})
+    world.hub.client.files = {"1": ModelFiles("mlflow-artifacts:/7/models/m-1/artifacts")}
+    await world.reconcile()
+    assert world.kube.stored("Deployment", "fraud") is None
+    ready = world.condition("Ready")
+    assert ready["reason"] == "VersionIncompatible"
+    assert (
+        "artifacts missing: no MLmodel at mlflow-artifacts:/7/models/m-1/artifacts"
+        in (ready["message"])
+    )

@@ -58,6 +58,8 @@ SHADOW = "Shadow"
 # the serving pods' own MLflow user (serverRef with basic auth) could not be made
 SERVING_IDENTITY_FAILED = "ServingIdentityFailed"
 SERVING_PREVIOUS_VERSION = "ServingPreviousVersion"
+# the pre-flight check found that the serving image cannot run a new version: it gets no pod
+VERSION_INCOMPATIBLE = "VersionIncompatible"
 SPEC_ROLLOUT_FAILED = "SpecRolloutFailed"
 SUSPENDED = "Suspended"
 VERSION_NOT_FOUND = "VersionNotFound"

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
@@ -29,9 +29,14 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-COMPATIBLE = "Compatible"
-INCOMPATIBLE = "Incompatible"
-UNKNOWN = "Unknown"
+from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
+from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved
+
+Verdict = Literal["Compatible", "Incompatible", "Unknown"]
+COMPATIBLE: Verdict = "Compatible"
+INCOMPATIBLE: Verdict = "Incompatible"
+UNKNOWN: Verdict = "Unknown"
 
 # Packages whose major versions break the saved model or its loader (file formats, pickled
 # class layouts, removed APIs); a different minor of these is only reported.
@@ -46,6 +51,9 @@ _MAX_ALSO = 3
 
 # The loader of a custom PythonModel: the model is cloudpickled Python code and its bytecode.
 _PICKLED_LOADER = "mlflow.pyfunc.model"
+# The loader of "models from code": MLflow records cloudpickle_version for them too, but their
+# model is a source file, which loads on any Python the code itself supports.
+_CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 # torch's CUDA wheels depend on nvidia-cuda-runtime-cu12 (or -cu13, or the unsuffixed name);
 # a torch without one of them cannot see a GPU.
 _CUDA_RUNTIME = "nvidia-cuda-runtime"
@@ -138,7 +146,7 @@ class ModelFiles:
 @dataclass(frozen=True)
 class Preflight:
     version: str
-    verdict: str  # COMPATIBLE | INCOMPATIBLE | UNKNOWN
+    verdict: Verdict
     message: str  # one line: the first blocking problem, why unknown, or what was checked
     notes: tuple[str, ...] = ()  # differences that do not block, at most MAX_NOTES
 
@@ -154,32 +162,23 @@ def check_version(
     *,
     image_name: str,
     gpu: bool,
+    installs_requirements: str | None = None,
 ) -> Preflight:
     """The verdict on serving `version` with `image`: the checks that need only the files
     first (so a model that no image can serve says so even on a custom image), then Python,
     requirements and GPU against what the image has. The first blocking problem leads the
-    message, further ones follow it."""
-    if files.error:
-        return Preflight(
-            version,
-            UNKNOWN,
-            f"the model's files could not be read from MLflow: {_one_line(files.error)}",
-        )
+    message, further ones follow it. `installs_requirements`: the envManager (uv,
+    virtualenv) with which the pods install the requirements themselves when they start:
+    then only the files are checked."""
     mlmodel = _read_mlmodel(files)
-    if isinstance(mlmodel, str):
-        return Preflight(version, INCOMPATIBLE, mlmodel)
+    short = _short_verdict(
+        version, files, mlmodel, image, image_name=image_name, installs=installs_requirements
+    )
+    if short is not None:
+        return short
+    assert isinstance(mlmodel, dict)  # noqa: S101  (_short_verdict said so)
+    assert image is not None  # noqa: S101
     pyfunc = mlmodel["flavors"]["python_function"]
-    if image is None:
-        return Preflight(
-            version,
-            UNKNOWN,
-            f"image {image_name} is not one of the operator's serving images: "
-            "what it has installed is unknown",
-        )
-    if _minor(image.python) is None:
-        return Preflight(
-            version, UNKNOWN, f"image {image_name} records Python {image.python!r}, not a version"
-        )
     problems: list[str] = []
     notes: list[str] = []
     model_python = _model_python(files, pyfunc, notes)
@@ -195,6 +194,44 @@ def check_version(
     if notes:
         message += f" ({len(notes)} note(s))"
     return Preflight(version, COMPATIBLE, message, kept)
+
+
+def _short_verdict(
+    version: str,
+    files: ModelFiles,
+    mlmodel: dict[str, Any] | str,
+    image: ImageContents | None,
+    *,
+    image_name: str,
+    installs: str | None,
+) -> Preflight | None:
+    """The verdict when the files alone decide it, or there is no image to compare with."""
+    if files.error:
+        why = _one_line(files.error)
+        return Preflight(
+            version, UNKNOWN, f"the model's files could not be read from MLflow: {why}"
+        )
+    if isinstance(mlmodel, str):
+        return Preflight(version, INCOMPATIBLE, mlmodel)
+    if installs is not None:
+        return Preflight(
+            version,
+            COMPATIBLE,
+            f"MLmodel checked; envManager {installs}: the pods install its "
+            "requirements when they start, so they are not compared with the image",
+        )
+    if image is None:
+        return Preflight(
+            version,
+            UNKNOWN,
+            f"image {image_name} is not one of the operator's serving images: "
+            "what it has installed is unknown",
+        )
+    if _minor(image.python) is None:
+        return Preflight(
+            version, UNKNOWN, f"image {image_name} records Python {image.python!r}, not a version"
+        )
+    return None
 
 
 def _read_mlmodel(files: ModelFiles) -> dict[str, Any] | str:
@@ -281,9 +318,10 @@ def _check_python(
         return
     if model == have:
         return
-    if pyfunc.get("loader_module") == _PICKLED_LOADER:
+    loader = pyfunc.get("loader_module")
+    if loader == _PICKLED_LOADER:
         why = "a pickled custom model does not load across Python minor versions"
-    elif "cloudpickle_version" in pyfunc:
+    elif "cloudpickle_version" in pyfunc and loader != _CODE_LOADER:
         why = "cloudpickled code does not load across Python minor versions"
     else:
         # Other flavors store data (skops, pickled estimators of libraries, weights) that the
@@ -499,3 +537,22 @@ def _join(problems: list[str]) -> str:
     if len(problems) > 1 + _MAX_ALSO:
         message += f"; and {len(problems) - 1 - _MAX_ALSO} more"
     return message
+
+
+def preflight_version(
+    resolution: Resolution | None, observed: DeploymentObservation, last: ModelDeploymentStatus
+) -> str | None:
+    """The version to check now: the one the registry selects, unless it has served here or
+    was decided already (what serves, the last good version, a failed one: a rollback is never
+    held up, and a version checked before this check existed is not asked about again)."""
+    if not isinstance(resolution, Resolved):
+        return None
+    ledger = observed.ledger if observed.exists else None
+    settled = {
+        observed.version if observed.exists else None,
+        last.serving_version,
+        ledger.last_good_version if ledger else None,
+        *last.failed_versions,
+        *(h.version for h in last.history if h.result == "Succeeded"),
+    }
+    return None if resolution.version in settled else resolution.version

@@ -26,6 +26,7 @@ from mlflow_operator.api.modeldeployment import (
     GatesStatus,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    PreflightStatus,
     RolloutRecord,
 )
 from mlflow_operator.core.conditions import READY, get_condition, set_condition
@@ -56,15 +57,18 @@ from mlflow_operator.core.modeldeployment.conditions import (
     SHADOW,
     SPEC_ROLLOUT_FAILED,
     SUSPENDED,
+    VERSION_INCOMPATIBLE,
 )
 from mlflow_operator.core.modeldeployment.gates import GateVerdict
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.preflight import Preflight
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
 from mlflow_operator.core.naming import model_uri
 from mlflow_operator.core.registry_view import RegistryState
 
 HISTORY_LIMIT = 10
+Held = tuple[str, str]  # (condition reason, message): why a new version gets no pod
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class RolloutPlan:
     failed_version: str | None = None  # a rollout failed now (tag it in MLflow)
     rolling_out: bool = False  # something moves: look again soon
     gate_blocked: GateVerdict | None = None  # spec.gates blocked a version now (tag it in MLflow)
+    incompatible: Preflight | None = None  # pre-flight refused a version now (tag it in MLflow)
     failure_message: str | None = None  # why failed_version failed, when not its deadline
     promoted_version: str | None = None  # a canary/shadow promotion finished now (setAlias)
 
@@ -182,6 +187,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     url: str | None = None,
     selector: str | None = None,
     gate: GateVerdict | None = None,
+    preflight: Preflight | None = None,
     canary: CanaryPlan | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
@@ -192,7 +198,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     name the Secret, they never hold its values. `url`: the Service's, shown in status while
     a version is deployed. `selector`: the serving pods' label selector, for the scale
     subresource. `gate`: spec.gates' verdict on the version the registry selects (None: no
-    gates, or that version rolled out here already); a blocked one gets no pod. `canary`:
+    gates, or that version rolled out here already); a blocked one gets no pod. `preflight`:
+    the pre-flight check of that version (None: not checked); an incompatible one gets no pod
+    either. `canary`:
     strategy Canary's move (core/modeldeployment/canary.py): while it holds, the template keeps
     what serves; an abort makes the version a failed one.
     """
@@ -232,10 +240,12 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     # Without a fresh answer from the registry, never move towards a version that only status
     # remembers (it may be old: restored from a backup, or written before a restart); keep what
     # the Deployment runs. Rollbacks and recreating a deleted Deployment still happen.
-    steer, blocked = _past_gates(
+    steer, held = _past_gates(
         draft, spec, last, gate, steer=target if isinstance(resolution, Resolved) else current,
         current=current,
     )  # fmt: skip
+    if held is None:
+        steer, held = _past_preflight(draft, last, preflight, steer=steer, current=current)
     if canary is not None:
         steer = _canary_moves(draft, canary, steer, current)
     deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
@@ -263,7 +273,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         and deploy == current
     )
     decision = _Decision(
-        deploy, current, stuck, rolling_out, stays_failed, endpoint_known, gate_blocked=blocked,
+        deploy, current, stuck, rolling_out, stays_failed, endpoint_known, held=held,
         canary_progress=canary.progress if canary is not None and canary.hold else None,
     )  # fmt: skip
     _rollout_conditions(draft, spec, decision, deployment, known)
@@ -284,7 +294,16 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         failed_version=failed_now,
         failure_message=aborted[1] if aborted is not None else None,
         rolling_out=rolling_out or (canary is not None and canary.running),
-        gate_blocked=gate if blocked is not None and gate and _gate_news(last, gate) else None,
+        gate_blocked=gate
+        if _held_by(held, GATE_BLOCKED) and gate and _gate_news(last, gate)
+        else None,
+        incompatible=(
+            preflight
+            if _held_by(held, VERSION_INCOMPATIBLE)
+            and preflight
+            and _preflight_news(last, preflight)
+            else None
+        ),
         promoted_version=canary.promoted if canary is not None else None,
     )
 
@@ -337,7 +356,7 @@ def _past_gates(
     *,
     steer: str | None,
     current: str | None,
-) -> tuple[str | None, str | None]:
+) -> tuple[str | None, Held | None]:
     """(the version to steer to, why spec.gates hold `steer` back or None); the verdict goes
     into status. A held version gets no pod: what serves keeps serving (a deleted Deployment
     returns on it)."""
@@ -353,7 +372,44 @@ def _past_gates(
         return steer, None
     if _gate_news(last, gate):
         draft.event("Warning", GATE_BLOCKED, gate.message)
-    return current, gate.message
+    return current, (GATE_BLOCKED, gate.message)
+
+
+def _past_preflight(
+    draft: _Draft,
+    last: ModelDeploymentStatus,
+    preflight: Preflight | None,
+    *,
+    steer: str | None,
+    current: str | None,
+) -> tuple[str | None, Held | None]:
+    """As _past_gates, for the pre-flight check: an incompatible version gets no pod."""
+    if preflight is None or preflight.version != steer:
+        return steer, None
+    draft.status.preflight = PreflightStatus(
+        version=preflight.version,
+        verdict=preflight.verdict,
+        message=preflight.message,
+        notes=list(preflight.notes),
+    )
+    if not preflight.blocks or steer == current:
+        return steer, None
+    message = f"version {preflight.version} cannot run on the serving image: {preflight.message}"
+    if _preflight_news(last, preflight):
+        draft.event("Warning", VERSION_INCOMPATIBLE, message)
+    return current, (VERSION_INCOMPATIBLE, message)
+
+
+def _preflight_news(last: ModelDeploymentStatus, preflight: Preflight) -> bool:
+    """One Event (and MLflow tag) per distinct verdict, not one per reconcile."""
+    before = last.preflight
+    return before is None or (before.version, before.verdict, before.message) != (
+        preflight.version, preflight.verdict, preflight.message,
+    )  # fmt: skip
+
+
+def _held_by(held: Held | None, reason: str) -> bool:
+    return held is not None and held[0] == reason
 
 
 def _gate_news(last: ModelDeploymentStatus, gate: GateVerdict) -> bool:
@@ -594,7 +650,7 @@ class _Decision:
     rolling_out: bool
     stays_failed: bool  # a failed version stays deployed (autoRollback off, or nothing older)
     endpoint_known: bool
-    gate_blocked: str | None = None  # why spec.gates hold the selected version back
+    held: Held | None = None  # (reason, why) spec.gates or pre-flight hold the selected version
     canary_progress: str | None = None  # a canary runs beside what serves: how far it is
 
 
@@ -656,8 +712,8 @@ def _progressing(
         trial = draft.status.rollout
         reason = SHADOW if trial is not None and trial.phase == SHADOW else CANARY
         draft.condition(PROGRESSING, "True", reason, decision.canary_progress)
-    elif decision.gate_blocked is not None and not decision.rolling_out:
-        draft.condition(PROGRESSING, "False", GATE_BLOCKED, decision.gate_blocked)
+    elif decision.held is not None and not decision.rolling_out:
+        draft.condition(PROGRESSING, "False", *decision.held)
     elif deploy is None:
         draft.condition(PROGRESSING, "False", NO_VERSION, "no version to deploy")
     elif decision.stays_failed:
@@ -683,8 +739,8 @@ def _ready(
                 "no serving Deployment, and none can be built while the MLflow endpoint "
                 "cannot be determined (see RegistrySynced)",
             )  # fmt: skip
-        elif decision.gate_blocked is not None:
-            draft.condition(READY, "False", GATE_BLOCKED, decision.gate_blocked)
+        elif decision.held is not None:
+            draft.condition(READY, "False", *decision.held)
         elif known.failed:
             draft.condition(
                 READY, "False", NO_VERSION,

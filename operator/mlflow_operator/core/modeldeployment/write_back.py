@@ -27,4 +27,9 @@ def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]
     if plan.gate_blocked:
         why = plan.gate_blocked.message[:MAX_REASON_CHARS]
         tags.append((plan.gate_blocked.version, f"blocked by spec.gates at {stamp}: {why}"))
+    if plan.incompatible:
+        why = plan.incompatible.message[:MAX_REASON_CHARS]
+        tags.append(
+            (plan.incompatible.version, f"incompatible with the serving image at {stamp}: {why}")
+        )
     return tags
