@@ -330,6 +330,14 @@ class ServingSpec(ApiModel):
             holds=lambda s: s.autoscaling is None or s.runtime == "batched",
             field_path=".autoscaling",
         ),
+        Rule(
+            cel="!has(self.envManager) || self.envManager == 'local' || "
+            "!has(self.runtime) || self.runtime == 'mlflow'",
+            message="envManager uv or virtualenv needs runtime mlflow: batched and custom serve "
+            "with the image's own packages (envManager local)",
+            holds=lambda s: s.env_manager == "local" or s.runtime == "mlflow",
+            field_path=".envManager",
+        ),
     )
 
     runtime: Literal["mlflow", "batched", "custom"] = Field(
@@ -365,7 +373,8 @@ class ServingSpec(ApiModel):
     gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs per pod.")
     env_manager: Literal["local", "virtualenv", "uv"] = Field(
         default="local",
-        description="How the model's Python dependencies are provided: local uses the image's.",
+        description="How the model's Python dependencies are provided: local uses the image's; "
+        "uv and virtualenv (runtime mlflow only) install them when each pod starts.",
     )
     workers: int = Field(
         default=1,

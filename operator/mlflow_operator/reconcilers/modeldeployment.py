@@ -103,6 +103,7 @@ from mlflow_operator.core.modeldeployment.gates import (
 from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
+    settled_versions,
 )
 from mlflow_operator.core.modeldeployment.preflight import (
     ImageContents,
@@ -811,13 +812,7 @@ class ModelDeploymentReconciler:
         client: RegistryClient | None,
     ) -> GateVerdict | None:
         """spec.gates' verdict on the version the registry selects, if it is new here."""
-        ledger = observed.ledger if observed.exists else None
-        settled = {
-            observed.version if observed.exists else None,
-            last.serving_version,
-            ledger.last_good_version if ledger else None,
-            *last.failed_versions,  # decided already: gates never hold up a rollback
-        }
+        settled = settled_versions(observed, last)
         question = gate_question(spec, resolution, registry.snapshot, settled, last.serving_version)
         if question is None or spec.gates is None or client is None:
             return None

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger, read_ledger
 from mlflow_operator.core.naming import LABEL_MODEL_VERSION
 from mlflow_operator.core.redact import redact
@@ -228,3 +229,18 @@ def _tail(message: str) -> str:
     if len(tail) > TAIL_CHARS:
         tail = "..." + tail[-TAIL_CHARS:]
     return redact(tail)
+
+
+def settled_versions(observed: DeploymentObservation, last: ModelDeploymentStatus) -> set[str]:
+    """The versions decided here already: what the Deployment runs, what served, the last good
+    one, the failed ones, those that rolled out before. Gates and the pre-flight check judge
+    only a version outside these, so neither ever holds up a rollback."""
+    ledger = observed.ledger if observed.exists else None
+    found = {
+        observed.version if observed.exists else None,
+        last.serving_version,
+        ledger.last_good_version if ledger else None,
+        *last.failed_versions,
+        *(h.version for h in last.history if h.result == "Succeeded"),
+    }
+    return {v for v in found if v is not None}

@@ -30,7 +30,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
-from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
+from mlflow_operator.core.modeldeployment.observation import (
+    DeploymentObservation,
+    settled_versions,
+)
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved
 
 Verdict = Literal["Compatible", "Incompatible", "Unknown"]
@@ -542,17 +545,8 @@ def _join(problems: list[str]) -> str:
 def preflight_version(
     resolution: Resolution | None, observed: DeploymentObservation, last: ModelDeploymentStatus
 ) -> str | None:
-    """The version to check now: the one the registry selects, unless it has served here or
-    was decided already (what serves, the last good version, a failed one: a rollback is never
-    held up, and a version checked before this check existed is not asked about again)."""
+    """The version to check now: the one the registry selects, unless it was decided here
+    already (observation.settled_versions)."""
     if not isinstance(resolution, Resolved):
         return None
-    ledger = observed.ledger if observed.exists else None
-    settled = {
-        observed.version if observed.exists else None,
-        last.serving_version,
-        ledger.last_good_version if ledger else None,
-        *last.failed_versions,
-        *(h.version for h in last.history if h.result == "Succeeded"),
-    }
-    return None if resolution.version in settled else resolution.version
+    return None if resolution.version in settled_versions(observed, last) else resolution.version
