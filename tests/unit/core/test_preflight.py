@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from mlflow_operator.api.modeldeployment import ModelDeploymentStatus, RolloutRecord
+from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
 from mlflow_operator.core.modeldeployment.preflight import (
     COMPATIBLE,
     INCOMPATIBLE,
@@ -15,7 +17,9 @@ from mlflow_operator.core.modeldeployment.preflight import (
     Preflight,
     check_version,
     contents_from_lock,
+    preflight_version,
 )
+from mlflow_operator.core.modeldeployment.resolution import Resolved
 
 WHERE = "mlflow-artifacts:/1/models/m-0123456789abcdef/artifacts"
 IMAGE = "ghcr.io/example/mlflow-operator-serving-cpu:0.4.0"
@@ -562,3 +566,22 @@ def test_malformed_image_contents_are_a_value_error_that_says_what_is_wrong(
     with pytest.raises(ValueError, match=r"^malformed image contents: ") as raised:
         ImageContents.from_json(data)  # type: ignore[arg-type]
     assert error in str(raised.value)
+
+
+def test_only_a_version_not_decided_here_is_checked() -> None:
+    """What runs, served, was last good, failed or succeeded before is never checked again:
+    a move back to it is never held up."""
+    last = ModelDeploymentStatus(
+        serving_version="3",
+        failed_versions=["4"],
+        history=[
+            RolloutRecord(version="1", result="Succeeded"),
+            RolloutRecord(version="2", result="RolledBack"),
+        ],
+    )
+    running = DeploymentObservation(exists=True, version="5")
+    checked = {
+        v: preflight_version(Resolved(v), running, last) for v in ("1", "2", "3", "4", "5", "6")
+    }
+    assert checked == {"1": None, "2": "2", "3": None, "4": None, "5": None, "6": "6"}
+    assert preflight_version(None, running, last) is None
