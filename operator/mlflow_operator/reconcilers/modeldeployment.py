@@ -890,7 +890,7 @@ class ModelDeploymentReconciler:
             version, files, contents, image_name=image, gpu=gpu,
             installs_requirements=serving.env_manager if installs else None,
         )  # fmt: skip
-        if not files.error:  # a read that failed is tried again at the next reconcile
+        if not files.error or files.lasting:  # a failed read is tried at the next reconcile
             self._preflights[key] = verdict
         return verdict
 

@@ -225,6 +225,7 @@ class RegistryClient:
                 location=redact(uri),
                 error=f"its artifacts are at {redact(uri)}, and the operator reads artifacts "
                 f"only through the tracking server's proxy ({PROXIED_ARTIFACTS}:)",
+                lasting=True,
             )
         base = parsed.path.strip("/")
         try:

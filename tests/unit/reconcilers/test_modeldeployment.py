@@ -1279,12 +1279,12 @@ def model_files(version: str, requirements: str) -> ModelFiles:
     return ModelFiles(where, GOOD_MLMODEL, requirements, "python: 3.11.7\n")
 
 
-def world_with_image_contents(tmp_path: Path) -> World:
+def world_with_image_contents(tmp_path: Path, **spec: Any) -> World:
     contents = tmp_path / "serving-images.json"
     contents.write_text(
         json.dumps({"images": {"serving-cpu": contents_from_lock(IMAGE_LOCK, "3.11").to_json()}})
     )
-    world = World(write_back_tags=True, config={"serving_image_contents": str(contents)})
+    world = World(write_back_tags=True, config={"serving_image_contents": str(contents)}, **spec)
     world.hub.client.files = {
         "1": model_files("1", "mlflow==3.17.2\nscikit-learn==1.9.1\n"),
         "2": model_files("2", "mlflow==2.9.2\nscikit-learn==1.9.1\n"),
@@ -1351,3 +1351,29 @@ async def test_a_model_no_image_can_serve_is_held_even_on_an_image_of_the_users(
         "artifacts missing: no MLmodel at mlflow-artifacts:/7/models/m-1/artifacts"
         in (ready["message"])
     )
+
+
+async def test_files_that_cannot_be_read_from_mlflow_are_asked_for_again_unless_they_never_will(
+    tmp_path: Path,
+) -> None:
+    """A canary keeps its version new here for minutes: an artifact store the operator cannot
+    read (not proxied) is asked about once; a failed read at every reconcile."""
+    world = world_with_image_contents(
+        tmp_path,
+        serving={"runtime": "batched", "replicas": 2},
+        rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 50}]}},
+    )
+    await world.reconcile()
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    s3 = "s3://elsewhere/models/m-2/artifacts"
+    world.hub.client.files["2"] = ModelFiles(s3, error="not proxied", lasting=True)
+    world.hub.client.files["3"] = ModelFiles(s3, error="MLflow did not answer")
+    for version in ("2", "3"):
+        world.hub.registry.champion = version
+        for _ in range(3):
+            await world.reconcile()
+        assert world.kube.stored("Deployment", "fraud-canary") is not None  # Unknown: it runs
+        assert world.status["preflight"]["verdict"] == "Unknown"
+    assert world.hub.client.files_read.count("2") == 1
+    assert world.hub.client.files_read.count("3") == 3

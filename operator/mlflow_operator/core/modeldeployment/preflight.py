@@ -144,6 +144,7 @@ class ModelFiles:
     requirements: str | None = None  # text of requirements.txt; None: absent
     python_env: str | None = None  # text of python_env.yaml; None: absent
     error: str = ""  # they could not be read at all (then the verdict is Unknown)
+    lasting: bool = False  # the error is not one that asking again could change
 
 
 @dataclass(frozen=True)
