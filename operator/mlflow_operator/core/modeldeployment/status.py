@@ -11,7 +11,10 @@ from mlflow_operator.core.conditions import INVALID_SPEC, READY, set_condition
 from mlflow_operator.core.modeldeployment.conditions import DEGRADED
 
 # lastRegistrySync alone does not justify a status write more often than this.
-SYNC_STAMP_REFRESH = timedelta(minutes=5)
+# An idle object's status is written once an hour for the sync stamp alone (issue scale-ha: at
+# most one idle write per object and hour); the live value is the metric
+# mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds, updated every sweep.
+SYNC_STAMP_REFRESH = timedelta(hours=1)
 
 
 def not_ready_status(
