@@ -100,8 +100,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Panel(
                 "Registry sync age",
                 "Seconds since the registry was read: per registry, and per ModelDeployment "
-                "(its status.lastRegistrySync, which the operator writes at most every 5 "
-                "minutes while nothing else changes).",
+                "(set at every sweep; its status.lastRegistrySync is written with other "
+                "changes and at least every hour).",
                 (
                     Query(
                         "time() - max by (endpoint) "
