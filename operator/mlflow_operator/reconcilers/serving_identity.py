@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cachetools import LRUCache
 
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import build_reader_secret
@@ -44,14 +45,15 @@ class ServingIdentities:
 
     api: NamingKube
     new_password: Callable[[], str] = _new_password
-    experiments_kept: int = EXPERIMENTS_KEPT
     # ModelDeployment -> fingerprint of what its user was last made to be
     _made: dict[str, str] = field(default_factory=dict)
     # ModelDeployment -> the server (None: none) its reader Secret was last found to belong to
     _checked: dict[str, str | None] = field(default_factory=dict)
     # (MLflow URL, model, version) -> experiment id, least recently used first: a version
     # never moves
-    _experiments: OrderedDict[tuple[str, str, str], str] = field(default_factory=OrderedDict)
+    _experiments: LRUCache[tuple[str, str, str], str] = field(
+        default_factory=lambda: LRUCache(EXPERIMENTS_KEPT)
+    )
 
     async def ensure(
         self,
@@ -144,11 +146,8 @@ class ServingIdentities:
         self, accounts: MlflowAccounts, url: str, model: str, version: str
     ) -> str:
         key = (url, model, version)
-        if key in self._experiments:
-            self._experiments.move_to_end(key)
-            return self._experiments[key]
-        experiment = await accounts.experiment_of(model, version)
-        self._experiments[key] = experiment
-        while len(self._experiments) > self.experiments_kept:
-            self._experiments.popitem(last=False)
+        experiment = self._experiments.get(key)
+        if experiment is None:
+            experiment = await accounts.experiment_of(model, version)
+            self._experiments[key] = experiment
         return experiment

@@ -11,6 +11,8 @@ import base64
 import copy
 from typing import Any
 
+from cachetools import LRUCache
+
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.core.modeldeployment.serving_identity import Grant
 from mlflow_operator.registry.client import RegistryError
@@ -319,7 +321,7 @@ async def test_deleting_the_model_deployment_deletes_the_user_where_the_secret_s
 async def test_the_experiments_remembered_stay_bounded_and_still_answer() -> None:
     world = server_ref_world()
     identities = world.reconciler.identities
-    identities.experiments_kept = 3
+    identities._experiments = LRUCache(3)
     owner = Owner.from_body(world.body)
     for version in range(10):
         await identities.ensure(owner, "mlflow", "fraud", [str(version)], world.hub.client)
