@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlflow_operator.api.base import StatusModel
@@ -31,3 +31,26 @@ def status_patch(status: StatusModel) -> dict[str, Any]:
             wire[key] = status_patch(value)
         wire.setdefault(key, None)
     return wire
+
+
+@dataclass
+class ToldOnce:
+    """The problem last told (a Warning Event, a log line) per object: told when it is new,
+    not at every reconcile that still sees it, and again once it went away and came back."""
+
+    _last: dict[str, str] = field(default_factory=dict)
+
+    def news(self, key: str, problem: str | None) -> bool:
+        """Record the object's problem now (None: it has none); whether it is one to tell."""
+        if problem is None:
+            self._last.pop(key, None)
+            return False
+        new = self._last.get(key) != problem
+        self._last[key] = problem
+        return new
+
+    def current(self, key: str) -> str | None:
+        return self._last.get(key)
+
+    def forget(self, key: str) -> None:
+        self._last.pop(key, None)

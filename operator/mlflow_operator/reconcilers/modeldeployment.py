@@ -144,6 +144,7 @@ from mlflow_operator.reconcilers.common import (
     CONFLICT_RETRY_SECONDS,
     EventSink,
     ReconcileResult,
+    ToldOnce,
     status_patch,
 )
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
@@ -189,19 +190,19 @@ class ModelDeploymentReconciler:
     hub: RegistryHub
     config: OperatorConfig
     # the last refusal reported per object: one Event per distinct error, not one per retry
-    _refusals: dict[str, str] = field(default_factory=dict)
+    _refusals: ToldOnce = field(default_factory=ToldOnce)
     # serving Deployment (uid, generation) -> the generation of its last spec change, when the
     # operator's own writes since changed only its annotations (core/modeldeployment/observation.py)
     _spec_generations: dict[str, tuple[str | None, int | None, int]] = field(default_factory=dict)
     tag_writer: TagWriter = field(default_factory=TagWriter)
     # the last problem reported per object in making its serving pods' MLflow user
-    _identity_problems: dict[str, str] = field(default_factory=dict)
+    _identity_problems: ToldOnce = field(default_factory=ToldOnce)
     pod_metrics: PodMetricsReader = field(default_factory=PodMetricsReader)
     # where canaries and shadows are judged from, when the operator is given a Prometheus
     # (prometheus_url); else from the pods' own /metrics
     prometheus: PrometheusTraffic | None = None
     # why a canary's HTTPRoute could not be weighted, per object (told once)
-    _route_problems: dict[str, str] = field(default_factory=dict)
+    _route_problems: ToldOnce = field(default_factory=ToldOnce)
     # per autoscaled object: its last load sample (for rates) and since when the load has
     # wanted fewer pods than it has (core/modeldeployment/autoscaling.py)
     _load_samples: dict[str, LoadSample] = field(default_factory=dict)
@@ -246,7 +247,7 @@ class ModelDeploymentReconciler:
             raise refused.error from None
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=KIND).observe(time.monotonic() - started)
-        self._refusals.pop(key, None)
+        self._refusals.forget(key)
         return result
 
     async def _reconcile(
@@ -347,10 +348,11 @@ class ModelDeploymentReconciler:
         owner = Owner.from_body(body)
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
-        self._identity_problems.pop(_key(owner), None)
+        self._identity_problems.forget(_key(owner))
+        self._refusals.forget(_key(owner))
         self._load_samples.pop(_key(owner), None)
         self._busy_since.pop(_key(owner), None)
-        self._route_problems.pop(_key(owner), None)
+        self._route_problems.forget(_key(owner))
         self._activated.discard(_key(owner))
         self._told_no_activator.discard(_key(owner))
         if self.activator is not None:
@@ -536,13 +538,9 @@ class ModelDeploymentReconciler:
             except KubernetesRefused as refused:
                 problem = f"{field}: {refused.refusal.message}"
         key = _key(owner)
-        if problem is not None and self._route_problems.get(key) != problem:
+        if self._route_problems.news(key, problem):
             logger.warning("%s: %s", key, problem)
-            emit("Warning", HTTP_ROUTE_UNUSABLE, problem)
-        if problem is None:
-            self._route_problems.pop(key, None)
-        else:
-            self._route_problems[key] = problem
+            emit("Warning", HTTP_ROUTE_UNUSABLE, str(problem))
 
     async def _ensure(
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
@@ -691,13 +689,12 @@ class ModelDeploymentReconciler:
             except (RegistryError, SecretUnusable) as exc:
                 problem = str(exc)
             else:
-                self._identity_problems.pop(key, None)
+                self._identity_problems.news(key, None)
                 return replace(endpoint, serving_credentials=reader)
-        if self._identity_problems.get(key) != problem:
+        if self._identity_problems.news(key, problem):
             logger.warning("%s: cannot make the serving pods' MLflow user: %s", key, problem)
             emit("Warning", SERVING_IDENTITY_FAILED, f"cannot make the serving pods' MLflow user "
                  f"(nothing new is rolled out until it exists): {problem}")  # fmt: skip
-        self._identity_problems[key] = problem
         return None
 
     # -- gather helpers --------------------------------------------------------------------
@@ -759,7 +756,7 @@ class ModelDeploymentReconciler:
                 trouble=seen.pod_troubles[0] if seen.pod_troubles else None,
             ),
             judgement=judgement,
-            route_problem=self._route_problems.get(_key(owner)) if routed(spec) else None,
+            route_problem=self._route_problems.current(_key(owner)) if routed(spec) else None,
         )
         return plan_canary(spec, last.rollout, inputs, now)
 
@@ -1063,7 +1060,7 @@ class ModelDeploymentReconciler:
         logger.warning("%s", refusal.message)
         owner = Owner.from_body(body)
         key = _key(owner)
-        already = self._refusals.get(key) == refusal.message
+        already = not self._refusals.news(key, refusal.message)
         try:
             fresh = await self.kube.get(API, KIND, owner.name, owner.namespace)
             if fresh is not None:
@@ -1084,7 +1081,6 @@ class ModelDeploymentReconciler:
             logger.warning("could not report the refusal in status: %s", exc)
         if not already:
             emit("Warning", refusal.reason, refusal.message)
-        self._refusals[key] = refusal.message
 
     def _write_back(
         self,
