@@ -340,6 +340,7 @@ def test_versions_the_serving_image_cannot_run_are_reported_and_never_get_a_pod(
                                        serving=on_real_node(pods_env.node)))  # fmt: skip
     missing = versions["missing-package"]
     registry.set_alias(model, "champion", missing)
+    moved = time.monotonic()
 
     def reported() -> list[str]:
         waiting = []
@@ -357,6 +358,8 @@ def test_versions_the_serving_image_cannot_run_are_reported_and_never_get_a_pod(
         return waiting
 
     eventually(lambda: not reported(), timeout=90, what="every broken version reported")
+    print(f"preflight: {len(corpus)} broken versions reported {time.monotonic() - moved:.1f}s "
+          "after the last was registered")  # fmt: skip
     for broken in corpus:  # never a Deployment, so never a pod
         found = cluster.kubectl("-n", ns, "get", "deployment", f"pf-{broken.key}", check=False)
         assert found.returncode != 0, broken.key
