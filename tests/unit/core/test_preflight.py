@@ -399,6 +399,23 @@ def test_another_python_minor_for_a_model_that_stores_no_code_is_only_a_note() -
     assert result.message.startswith("Python 3.10.14 and 7 requirement(s)")
 
 
+def test_a_models_from_code_version_from_another_python_minor_is_only_a_note() -> None:
+    """MLflow records cloudpickle_version for models from code too, but their model is a
+    source file (loader code_model): it loads on any Python its code supports."""
+    from_code = edit(
+        edit(CUSTOM_MLMODEL, "loader_module: mlflow.pyfunc.model",
+             "loader_module: mlflow.pyfunc.loaders.code_model"),
+        "python_model: python_model.pkl", "model_code_path: model.py",
+    )  # fmt: skip
+    result = check(files(mlmodel=from_code, requirements=CUSTOM_REQUIREMENTS, python_env=None))
+    assert result.verdict == COMPATIBLE, result
+    assert result.notes[0] == "saved with Python 3.9, the image has 3.11"
+    pickled = check(
+        files(mlmodel=CUSTOM_MLMODEL, requirements=CUSTOM_REQUIREMENTS, python_env=None)
+    )
+    assert pickled.verdict == INCOMPATIBLE  # the same, cloudpickled: its bytecode is 3.9's
+
+
 def test_python_env_yaml_is_preferred_and_mlmodel_python_version_is_the_fallback() -> None:
     # python_env.yaml says 3.11, MLmodel says 3.9: the environment file wins
     custom = files(CUSTOM_MLMODEL, CUSTOM_REQUIREMENTS, GOOD_PYTHON_ENV)
