@@ -221,8 +221,8 @@ OUTPUTS_AS_A_MAPPING = edit(
 )
 BROKEN: list[tuple[str, ModelFiles, ImageContents | None, bool, str, str]] = [
     (
-        "missing package",
-        files(requirements=GOOD_REQUIREMENTS + "lightgbm==4.6.0\n"),
+        "missing package a custom model may import",
+        files(CUSTOM_MLMODEL, CUSTOM_REQUIREMENTS + "lightgbm==4.6.0\n"),
         CPU, False, INCOMPATIBLE,
         "needs lightgbm==4.6.0 (requirements.txt), the image has no lightgbm",
     ),
@@ -397,6 +397,22 @@ def test_another_python_minor_for_a_model_that_stores_no_code_is_only_a_note() -
     assert result.verdict == COMPATIBLE
     assert result.notes == ("saved with Python 3.10, the image has 3.11",)
     assert result.message.startswith("Python 3.10.14 and 7 requirement(s)")
+
+
+def test_packages_a_built_in_flavor_does_not_load_are_notes_but_its_library_is_needed() -> None:
+    """MLflow's requirement inference lists what the logging environment had imported (the
+    README's quick start, logged from a venv with pytest, listed pytest and rich): a sklearn
+    model loads without them, as `mlflow models serve --env-manager local` shows."""
+    spurious = check(files(requirements=GOOD_REQUIREMENTS + "pytest==8.4.2\nrich==15.0.0\n"))
+    assert spurious.verdict == COMPATIBLE, spurious
+    assert spurious.notes == (
+        "pytest==8.4.2 (requirements.txt) is not in the image; the flavor loads without it",
+        "rich==15.0.0 (requirements.txt) is not in the image; the flavor loads without it",
+    )
+    xgboost = edit(GOOD_MLMODEL, "loader_module: mlflow.sklearn", "loader_module: mlflow.xgboost")
+    needed = check(files(xgboost, GOOD_REQUIREMENTS + "xgboost==3.2.0\n"), NO_TORCH)
+    assert needed.verdict == INCOMPATIBLE
+    assert needed.message == "needs xgboost==3.2.0 (requirements.txt), the image has no xgboost"
 
 
 def test_a_models_from_code_version_from_another_python_minor_is_only_a_note() -> None:

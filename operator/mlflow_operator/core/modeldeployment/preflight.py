@@ -48,6 +48,23 @@ MAJOR_SENSITIVE = frozenset({
     "lightgbm", "numpy", "pandas", "scipy", "transformers", "onnxruntime",
 })  # fmt: skip
 
+# The library each built-in flavor's python_function loader needs (by loader_module); a
+# custom model (mlflow.pyfunc.model, models from code) or an unknown loader needs everything.
+FLAVOR_LIBRARIES = {
+    "mlflow.sklearn": "scikit-learn",
+    "mlflow.xgboost": "xgboost",
+    "mlflow.lightgbm": "lightgbm",
+    "mlflow.catboost": "catboost",
+    "mlflow.pytorch": "torch",
+    "mlflow.tensorflow": "tensorflow",
+    "mlflow.keras": "keras",
+    "mlflow.onnx": "onnxruntime",
+    "mlflow.transformers": "transformers",
+    "mlflow.statsmodels": "statsmodels",
+    "mlflow.prophet": "prophet",
+    "mlflow.spacy": "spacy",
+}
+
 MAX_NOTES = 10
 # Further blocking problems shown after the first, so a condition stays one readable line.
 _MAX_ALSO = 3
@@ -188,7 +205,8 @@ def check_version(
     model_python = _model_python(files, pyfunc, notes)
     if model_python is not None:
         _check_python(model_python, pyfunc, image, problems, notes)
-    wanted = _check_requirements(files, image, problems, notes)
+    needed = _needed(pyfunc)
+    wanted = _check_requirements(files, image, needed, problems, notes)
     _check_torch(mlmodel, wanted, image, gpu, problems)
     kept = tuple(notes[:MAX_NOTES])
     if problems:
@@ -335,8 +353,22 @@ def _check_python(
     problems.append(f"needs Python {model} ({source}: {why}), the image has {have}")
 
 
+def _needed(pyfunc: Mapping[str, Any]) -> frozenset[str] | None:
+    """The packages without which the model cannot load (None: every requirement). A built-in
+    flavor loads with MLflow and its library; the rest of its requirements.txt is whatever
+    MLflow's inference saw imported in the logging environment (a test runner, a console
+    library), which `mlflow models serve --env-manager local` never installs either. A custom
+    model's code may import any of them."""
+    library = FLAVOR_LIBRARIES.get(str(pyfunc.get("loader_module")))
+    return None if library is None else frozenset({"mlflow", "mlflow-skinny", library})
+
+
 def _check_requirements(
-    files: ModelFiles, image: ImageContents, problems: list[str], notes: list[str]
+    files: ModelFiles,
+    image: ImageContents,
+    needed: frozenset[str] | None,
+    problems: list[str],
+    notes: list[str],
 ) -> list[str]:
     """Each applicable requirement against the image; returns the canonical names checked."""
     if files.requirements is None:
@@ -361,6 +393,11 @@ def _check_requirements(
         name = canonicalize_name(requirement.name)
         checked.append(name)
         installed = image.packages.get(name)
+        if installed is None and needed is not None and name not in needed:
+            notes.append(
+                f"{line} (requirements.txt) is not in the image; the flavor loads without it"
+            )
+            continue
         if installed is None:
             problems.append(f"needs {line} (requirements.txt), the image has no {name}")
             continue
