@@ -218,13 +218,13 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Tar
     ).start()
     prometheus = targets.prometheus = f"http://127.0.0.1:{port}"
     try:
-        # the zeros first: a series' first sample is 0, as a fresh pod's counter is
+        # the zeros first: a series' first sample is 0, as a fresh pod's counter is. Of both
+        # namespaces: each is a target of its own, first scraped at its own offset, and one
+        # whose first sample is already final has no increase to find
         eventually(
-            lambda: (
-                len(query(prometheus, 'mlflow_serving_requests_total{namespace="ml-prod"}')) == 4
-            ),
+            lambda: len(query(prometheus, "mlflow_serving_requests_total")) == len(FINAL),
             timeout=60,
-            what="prometheus has read the counters at 0",
+            what="prometheus has read the counters of both namespaces at 0",
             processes=[process],
         )
         targets.final = True
