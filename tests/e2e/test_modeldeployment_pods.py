@@ -538,10 +538,17 @@ def test_a_canary_that_fails_some_requests_is_aborted_and_a_good_one_is_promoted
                 what="the good version promoted after its two steps",
             )
         assert early == [], f"serving pods moved to {good.version} before its canary passed"
-    started = [
-        e for e in events(cluster, ns, "canary")
-        if e["reason"] == "RolloutStarted" and f"canary of version {good.version}" in e["message"]
-    ]  # fmt: skip
+
+    def canary_starts() -> list[dict[str, Any]]:
+        return [
+            e for e in events(cluster, ns, "canary")
+            if e["reason"] == "RolloutStarted"
+            and f"canary of version {good.version}" in e["message"]
+        ]  # fmt: skip
+
+    # kopf posts Events in the background: wait for the one, then count it
+    eventually(canary_starts, timeout=30, what="the good version's RolloutStarted Event")
+    started = canary_starts()
     assert len(started) == 1, started
     st = status(cluster, ns, "canary")
     assert [h["version"] for h in st["history"]].count(good.version) == 1
@@ -741,9 +748,14 @@ def test_a_canary_with_an_http_route_sets_each_steps_weight_and_takes_it_back_on
         pods_env.namespace, pods_env.registry, pods_env.model, pods_env.cluster,
     )  # fmt: skip
     cluster.apply(httproute_crd())
-    cluster.kubectl(
-        "wait", "--for=condition=established", "--timeout=60s",
-        "crd/httproutes.gateway.networking.k8s.io",
+    # polled, not `kubectl wait`: that errors on a CRD whose status has no conditions yet
+    eventually(
+        lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in get_json(cluster, "crd", "httproutes.gateway.networking.k8s.io")
+            .get("status", {}).get("conditions") or []
+        ),
+        timeout=60, what="the HTTPRoute CRD established",
     )  # fmt: skip
     v1 = registry.log_version(model)
     registry.set_alias(model, "champion", v1.version)
