@@ -52,7 +52,8 @@ ENTRYPOINT ["mlflow-operator"]
 CMD ["run"]
 
 # ---------------------------------------------------------------------------------------------
-# Serving: the pod runs `mlflow models serve` (runtime mlflow) or `mlflow-operator-serve`
+# Serving: the pod runs `mlflow-operator-serve-mlflow` (runtime mlflow: `mlflow models serve`,
+# the model downloaded once) or `mlflow-operator-serve`
 # (runtime batched, serving/) with env-manager local, so the model's libraries must be in the
 # image. The operator itself is not: the serving runtime is a distribution of its own.
 FROM ${PYTHON_IMAGE} AS serving-deps

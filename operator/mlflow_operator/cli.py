@@ -82,6 +82,31 @@ def crds(output_dir: Path | None) -> None:
         (output_dir / crd_filename(kind)).write_text(render_crd(kind))
 
 
+@main.command("model-cache")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the cached model files go (the node's disk: a hostPath of the DaemonSet).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--port", type=int, default=8090, show_default=True, help="Port to listen on.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Bytes the cache may hold, least recently used versions evicted beyond; 0: no bound "
+    "(each model's keepVersions still applies).",
+)
+def model_cache(directory: Path, host: str, port: int, max_bytes: int) -> None:
+    """Run the node-local model cache: a caching proxy of MLflow tracking servers."""
+    from mlflow_operator.model_cache.server import run as run_cache  # aiohttp loads only here
+
+    run_cache(directory, host=host, port=port, max_bytes=max_bytes)
+
+
 @main.command()
 @click.option(
     "--config",

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlflow_operator import __version__
+from mlflow_operator.core.modeldeployment.prefetch import equality_selector
 from mlflow_operator.core.redact import redact
 
 ENV_PREFIX = "MLFLOW_OPERATOR_"
@@ -124,6 +125,26 @@ class OperatorConfig(BaseSettings):
         description="The IP address at which Services reach the activator (the operator "
         "pod's IP: the chart sets it from status.podIP). Empty: scale to zero is off.",
     )
+    model_cache_url: str = Field(
+        default="",
+        description="URL of the node-local model cache's Service (the chart's modelCache), e.g. "
+        "http://mlflow-operator-model-cache.mlflow-operator.svc:8090. Empty: no cache; "
+        "ModelDeployments with serving.cache.enabled download as without it, and are told.",
+    )
+    model_cache_namespace: str = Field(
+        default="", description="Namespace of the model cache's pods (prefetch talks to them)."
+    )
+    model_cache_selector: str = Field(
+        default="app.kubernetes.io/component=model-cache",
+        description="Label selector of the model cache's pods in model_cache_namespace.",
+    )
+    prefetch_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="How long a rollout waits for the prefetch of a new version before it "
+        "goes on without it (the pods then download what is missing).",
+    )
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Least severe level logged."
@@ -205,6 +226,20 @@ class OperatorConfig(BaseSettings):
             # redacted: the URL may carry user:password (basic auth in front of Prometheus)
             raise ValueError(f"{redact(value)!r} is not an http:// or https:// URL")
         return value
+
+    @field_validator("model_cache_selector")
+    @classmethod
+    def _equality_selector(cls, value: str) -> str:
+        equality_selector(value)  # ValueError names what is wrong
+        return value
+
+    @field_validator("model_cache_url")
+    @classmethod
+    def _cache_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in {"http", "https"} or not parts.hostname):
+            raise ValueError(f"{redact(value)!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("activator_address")
     @classmethod

@@ -1,9 +1,10 @@
 """Generate the CustomResourceDefinitions from the pydantic models.
 
 pydantic emits JSON Schema; Kubernetes wants a *structural* OpenAPI v3 schema: no `$ref`, no
-`title`, no `additionalProperties: false`, no `null` type, every node typed. This module turns
-one into the other. kube-custom-resource does the same but emits no CEL and would pin our
-pydantic version, and the transformation is about 100 lines, so it lives here.
+`title`, no `additionalProperties: false`, no `null` type, every node typed, exclusive bounds
+as OpenAPI v3.0 flags. This module turns one into the other. kube-custom-resource does the
+same but emits no CEL and would pin our pydantic version, and the transformation is about 100
+lines, so it lives here.
 
 Regenerate the checked-in files with `make crds` (`mlflow-operator crds --output-dir crds`).
 """
@@ -31,6 +32,7 @@ HEADER = (
 )
 _DROPPED_KEYS = {"title", "examples", "example"}
 _SCALARS = (str, int, float, bool)
+_EXCLUSIVE_BOUNDS = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,12 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], *, with_defaults: bool)
             continue  # object/list defaults come from the factory rule below, None never
         if key == "const":
             out["enum"] = [value]
+            continue
+        if key in _EXCLUSIVE_BOUNDS and not isinstance(value, bool):
+            # JSON Schema's exclusive bound is the number (pydantic's gt/lt); OpenAPI v3.0's,
+            # which the API server decodes, is a flag on minimum/maximum
+            out[_EXCLUSIVE_BOUNDS[key]] = value
+            out[key] = True
             continue
         out[key] = value
     if "properties" in node:

@@ -98,6 +98,12 @@ LAST_REGISTRY_SYNC = Gauge(
     "When the registry was last read for a ModelDeployment (its status.lastRegistrySync).",
     ["namespace", "name"],
 )
+DRIFTING_FEATURES = Gauge(
+    "mlflow_operator_modeldeployment_drifting_features",
+    "Features of the serving version's live traffic above serving.monitoring.thresholds.drift "
+    "(its status.monitoring.drifting; absent: no threshold, or no score yet).",
+    ["namespace", "name"],
+)
 _PER_DEPLOYMENT: tuple[Counter | Gauge, ...] = (
     ROLLBACKS,
     VERSION_MISMATCH,
@@ -105,6 +111,7 @@ _PER_DEPLOYMENT: tuple[Counter | Gauge, ...] = (
     TARGET_VERSION,
     SERVING_VERSION,
     LAST_REGISTRY_SYNC,
+    DRIFTING_FEATURES,
 )
 WEBHOOK_DELIVERIES = Counter(
     "mlflow_operator_webhook_deliveries_total",
@@ -124,6 +131,7 @@ def record_model_deployment(
     succeeded: bool,
     failed: bool,
     rolled_back: bool,
+    drifting: int | None = None,
 ) -> None:
     """What one reconcile of a ModelDeployment decided, as its series."""
     for result in ROLLOUT_RESULTS:
@@ -142,6 +150,7 @@ def record_model_deployment(
     _set_or_remove(
         LAST_REGISTRY_SYNC, namespace, name, last_sync.timestamp() if last_sync else None
     )
+    _set_or_remove(DRIFTING_FEATURES, namespace, name, drifting)
 
 
 def forget_model_deployment(namespace: str, name: str) -> None:

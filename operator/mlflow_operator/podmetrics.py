@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.core.modeldeployment.autoscaling import LoadSample, PodLoad
 from mlflow_operator.core.modeldeployment.canary import Traffic
+from mlflow_operator.core.modeldeployment.monitoring import PodDrift
+from mlflow_operator.core.modeldeployment.observation import ready_address
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,8 @@ QUEUE_DEPTH = "mlflow_serving_queue_depth"
 ANSWERED = "mlflow_serving_requests_total"
 LATENCY_BUCKET = "mlflow_serving_request_duration_seconds_bucket"
 MIRRORED = "mlflow_serving_mirrored_requests_total"  # copies sent to a shadow (strategy Shadow)
+FEATURE_DRIFT = "mlflow_serving_feature_drift"  # serving.monitoring.drift
+DRIFT_REFERENCE_ROWS = "mlflow_serving_drift_reference_rows"
 
 
 def parse_load(pod: str, text: str) -> PodLoad | None:
@@ -68,17 +72,29 @@ def parse_traffic(text: str) -> Traffic | None:
     return Traffic(requests, errors, buckets, mirrored) if seen or buckets else None
 
 
+def parse_drift(text: str) -> PodDrift | None:
+    """A pod's drift scores and reference; None when its metrics cannot be read."""
+    scores: dict[tuple[str, str], float] = {}
+    source, rows = None, 0
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == FEATURE_DRIFT:
+                    scores[(sample.labels["kind"], sample.labels["feature"])] = sample.value
+                elif sample.name == DRIFT_REFERENCE_ROWS and sample.value >= rows:
+                    source, rows = sample.labels["source"], int(sample.value)
+    except (ValueError, KeyError):
+        return None
+    return PodDrift(scores, source, rows)
+
+
 def ready_pod_addresses(pods: Sequence[dict[str, Any]]) -> dict[str, str]:
     """Pod name -> IP of the pods that are Ready and not being deleted."""
     found = {}
     for pod in pods:
-        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-        if ready and status.get("podIP") and not meta.get("deletionTimestamp"):
-            found[str(meta.get("name"))] = str(status["podIP"])
+        address = ready_address(pod)
+        if address is not None:
+            found[str((pod.get("metadata") or {}).get("name"))] = address
     return found
 
 
@@ -134,6 +150,17 @@ class PodMetricsReader:
             if traffic is not None:
                 total += traffic
         return total
+
+    async def drift(self, pods: Sequence[dict[str, Any]], port: int) -> list[PodDrift]:
+        """The drift metrics of every ready pod that answers in time."""
+        texts = await asyncio.gather(
+            *(
+                self._text(name, f"http://{ip}:{port}/metrics")
+                for name, ip in ready_pod_addresses(pods).items()
+            )
+        )
+        readings = [parse_drift(text) for text in texts if text is not None]
+        return [reading for reading in readings if reading is not None]
 
     async def close(self) -> None:
         if self._session is not None:

@@ -100,6 +100,45 @@ def _default_timeout() -> float:
     "Missing or empty: no mirroring.",
 )
 @click.option(
+    "--sample-rate",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    envvar=f"{_ENV}SAMPLE_RATE",
+    help="Share of the requests answered 200 written, with their answers, to the artifacts "
+    "of the version's run in MLflow (predictions/...jsonl); 0: none.",
+)
+@click.option(
+    "--sample-exclude",
+    multiple=True,
+    help="An input column never written with a sample nor scored for drift (secrets, "
+    "personal data); repeatable.",
+)
+@click.option(
+    "--drift/--no-drift",
+    default=False,
+    show_default=True,
+    envvar=f"{_ENV}DRIFT",
+    help="Score each input column and output for drift against a reference "
+    "(mlflow_serving_feature_drift on /metrics).",
+)
+@click.option(
+    "--drift-reference-rows",
+    type=click.IntRange(min=10, max=1_000_000),
+    default=defaults.DEFAULT_DRIFT_REFERENCE_ROWS,
+    show_default=True,
+    envvar=f"{_ENV}DRIFT_REFERENCE_ROWS",
+    help="Live rows that become the drift reference when the version's run holds none "
+    "(monitoring/reference.json or a profile an earlier pod stored).",
+)
+@click.option(
+    "--monitoring-run-id",
+    default=None,
+    envvar=f"{_ENV}MONITORING_RUN_ID",
+    help="The MLflow run samples and drift references are written to (and looked for in "
+    "first), instead of the version's own run.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -119,6 +158,11 @@ def serve(  # click passes options by name
     download_dir: str | None,
     warm_up: bool,
     mirror_config: str | None,
+    sample_rate: float,
+    sample_exclude: tuple[str, ...],
+    drift: bool,
+    drift_reference_rows: int,
+    monitoring_run_id: str | None,
     log_level: str,
 ) -> None:
     """Serve one MLflow model with MLflow's scoring API, adaptive batching and metrics."""
@@ -139,6 +183,11 @@ def serve(  # click passes options by name
         download_dir=download_dir,
         warm_up=warm_up,
         mirror_config=mirror_config,
+        sample_rate=sample_rate,
+        sample_exclude=sample_exclude,
+        drift=drift,
+        drift_reference_rows=drift_reference_rows,
+        monitoring_run_id=monitoring_run_id,
     )
     from mlflow_operator_serve.server import run
 

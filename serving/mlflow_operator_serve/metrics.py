@@ -8,6 +8,7 @@ that any worker answers `/metrics` for all.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +19,9 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from mlflow_operator_serve.drift_profile import Kind
 
 LATENCY_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
@@ -37,6 +41,7 @@ class ServingMetrics:
     def __init__(self, model_name: str, model_version: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         model_labels = ("model_name", "model_version")
+        self.model_name, self.model_version = model_name, model_version
         self._model = {"model_name": model_name, "model_version": model_version}
         self.requests = Counter(
             "mlflow_serving_requests",
@@ -103,6 +108,47 @@ class ServingMetrics:
             (*model_labels, "candidate_version", "outcome"),
             registry=self.registry,
         )
+        self.prediction_samples_total = Counter(
+            "mlflow_serving_prediction_samples",
+            "Sampled requests (--sample-rate) by what became of them: written to MLflow, "
+            "dropped (too many waiting for the writer), failed (their upload failed), "
+            "unreadable (a body that did not parse).",
+            (*model_labels, "outcome"),
+            registry=self.registry,
+        )
+        self.feature_drift = Gauge(
+            "mlflow_serving_feature_drift",
+            "Population Stability Index of a feature's live values (the last 1,000 rows or "
+            "so) against the version's reference (--drift): under 0.1 stable, 0.1-0.25 a "
+            "shift, above 0.25 significant. kind: input (a request column) or output (the "
+            "model's answer). The largest of the worker processes'.",
+            (*model_labels, "kind", "feature"),
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.drift_reference_rows = Gauge(
+            "mlflow_serving_drift_reference_rows",
+            "Rows the drift reference was made of, by source: dataset (logged with the "
+            "version) or live (the first rows served, by this pod or an earlier one).",
+            (*model_labels, "source"),
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.drift_window_rows = Gauge(
+            "mlflow_serving_drift_window_rows",
+            "Live rows the drift scores cover now (summed over worker processes).",
+            model_labels,
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.drift_rows_total = Counter(
+            "mlflow_serving_drift_rows",
+            "Rows handed to drift scoring, by outcome: observed (binned), dropped (too many "
+            "waiting), skipped (not tabular: no columns to score), failed (could not be "
+            "binned).",
+            (*model_labels, "outcome"),
+            registry=self.registry,
+        )
         # A series from the start: requests that find the model idle skip the queue, so without
         # this a quiet pod has no queue_depth at all and a dashboard shows "no data", not 0.
         self.queue.labels(**self._model).set(0)
@@ -132,6 +178,22 @@ class ServingMetrics:
         self.mirrored_requests.labels(
             **self._model, candidate_version=candidate_version, outcome=outcome
         ).inc()
+
+    def prediction_samples(self, outcome: str, count: int) -> None:
+        self.prediction_samples_total.labels(**self._model, outcome=outcome).inc(count)
+
+    def drift_rows(self, outcome: str, count: int) -> None:
+        self.drift_rows_total.labels(**self._model, outcome=outcome).inc(count)
+
+    def drift_reference(self, source: str, rows: int) -> None:
+        self.drift_reference_rows.labels(**self._model, source=source).set(rows)
+
+    def drift_window(self, rows: int) -> None:
+        self.drift_window_rows.labels(**self._model).set(rows)
+
+    def drift_scores(self, scores: dict[tuple[Kind, str], float]) -> None:
+        for (kind, feature), score in scores.items():
+            self.feature_drift.labels(**self._model, kind=kind, feature=feature).set(score)
 
     def render(self) -> bytes:
         """The text exposition format, of all workers when there are several."""

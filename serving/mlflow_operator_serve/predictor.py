@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from mlflow_operator_serve import tabular
@@ -12,8 +12,13 @@ from mlflow_operator_serve.protocol import ParsedRequest, ScoringProtocol
 class PyfuncBatchModel:
     """Implements `batcher.BatchModel[ParsedRequest, Any]` for one MLflow pyfunc model."""
 
-    def __init__(self, protocol: ScoringProtocol) -> None:
+    def __init__(
+        self, protocol: ScoringProtocol, observe: Callable[[Any, Any], None] | None = None
+    ) -> None:
         self._protocol = protocol
+        # Told every model input and its predictions (drift.DriftMonitor.observe); must not
+        # block: it runs on the batcher's thread, before the callers get their answers.
+        self._observe = observe
 
     def merge_key(self, item: ParsedRequest) -> Hashable | None:
         if item.rows is not None:
@@ -27,7 +32,13 @@ class PyfuncBatchModel:
 
     def predict_one(self, item: ParsedRequest) -> Any:
         # Exactly what MLflow's server does for this request, errors included.
-        return self._protocol.predict(item)
+        if self._observe is None:
+            return self._protocol.predict(item)
+        if item.rows is not None:
+            item = self._protocol.parse_json(item.body)
+        predictions = self._protocol.predict(item)
+        self._observe(item.data, predictions)
+        return predictions
 
     def predict_merged(self, items: Sequence[ParsedRequest]) -> Sequence[Any]:
         # Schema enforcement runs once, on the merged frame; a failure (one bad request
@@ -42,4 +53,6 @@ class PyfuncBatchModel:
             merged = tabular.merge([item.data for item in items])
             sizes = [len(item.data) for item in items]
         predictions = self._protocol.predict_raw(merged, None)
+        if self._observe is not None:
+            self._observe(merged, predictions)
         return tabular.split(predictions, sizes)

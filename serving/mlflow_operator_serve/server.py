@@ -31,9 +31,12 @@ from mlflow_operator_serve.settings import ServeSettings
 
 if TYPE_CHECKING:  # at run time these import MLflow and pandas: only after options are parsed
     from mlflow_operator_serve.batcher import AdaptiveBatcher
+    from mlflow_operator_serve.drift import DriftMonitor
     from mlflow_operator_serve.metrics import ServingMetrics
     from mlflow_operator_serve.mirror import Mirror
+    from mlflow_operator_serve.prediction_log import PredictionLog
     from mlflow_operator_serve.protocol import ParsedRequest, ScoringProtocol
+    from mlflow_operator_serve.version_run import VersionRun
 
 _logger = logging.getLogger(__name__)
 
@@ -54,6 +57,10 @@ class ServingState:
     timeout_seconds: float
     # Strategy Shadow: copies of a share of requests to a candidate; None: no --mirror-config.
     mirror: Mirror | None = None
+    # Sampled requests and answers written to MLflow; None: --sample-rate 0.
+    prediction_log: PredictionLog | None = None
+    # Per-feature drift scores; None: no --drift.
+    drift: DriftMonitor | None = None
 
 
 def build_app(state: ServingState) -> web.Application:
@@ -111,6 +118,11 @@ def build_app(state: ServingState) -> web.Application:
             state.mirror.offer(
                 body, request.headers.get("Content-Type"), result.status, result.body
             )
+        if state.prediction_log is not None and body is not None:
+            state.prediction_log.offer(
+                body, request.headers.get("Content-Type"), result.status, result.body,
+                request.headers.get("X-Request-ID"),
+            )  # fmt: skip
         return reply(result)
 
     @web.middleware
@@ -149,8 +161,11 @@ def prepare_state(settings: ServeSettings, model_dir: Path, started: float) -> S
     identity = loading.identify(settings.model_uri)
     metrics = ServingMetrics(identity.name, identity.version)
     metrics.model_loaded(time.perf_counter() - started)
+    # one run lookup and one MLflow client for both writers
+    run = _version_run(settings) if settings.sample_rate > 0 or settings.drift else None
+    drift = _drift_monitor(settings, metrics, run)
     batcher: AdaptiveBatcher[ParsedRequest, Any] = AdaptiveBatcher(
-        PyfuncBatchModel(protocol),
+        PyfuncBatchModel(protocol, drift.observe if drift is not None else None),
         max_batch_size=settings.max_batch_size,
         max_batch_delay=settings.max_batch_delay_ms / 1000,
         observer=metrics,
@@ -161,7 +176,13 @@ def prepare_state(settings: ServeSettings, model_dir: Path, started: float) -> S
     gc.freeze()
     gc.enable()  # off since run() began
     return ServingState(
-        protocol, batcher, metrics, settings.timeout_seconds, _mirror(settings, metrics)
+        protocol,
+        batcher,
+        metrics,
+        settings.timeout_seconds,
+        _mirror(settings, metrics),
+        _prediction_log(settings, metrics, run),
+        drift,
     )
 
 
@@ -173,6 +194,54 @@ def _mirror(settings: ServeSettings, metrics: ServingMetrics) -> Mirror | None:
     config = MirrorConfigFile(settings.mirror_config)
     config.current()  # a bad file is reported at start, not at the first request
     return Mirror(config, metrics, timeout_seconds=settings.timeout_seconds)
+
+
+def _version_run(settings: ServeSettings) -> VersionRun | None:
+    """The run of the served version, where monitoring writes; None (warned) without one."""
+    from mlflow_operator_serve import loading
+    from mlflow_operator_serve.version_run import VersionRun
+
+    if not settings.model_uri.startswith("models:/"):
+        _logger.warning(
+            "--sample-rate and --drift need a models:/ URI (they write to the version's run): "
+            "off for %s", settings.model_uri,
+        )  # fmt: skip
+        return None
+    identity = loading.identify(settings.model_uri)
+    return VersionRun(identity.name, identity.version, settings.monitoring_run_id)
+
+
+def _prediction_log(
+    settings: ServeSettings, metrics: ServingMetrics, run: VersionRun | None
+) -> PredictionLog | None:
+    if settings.sample_rate <= 0 or run is None:
+        return None
+    from mlflow_operator_serve.prediction_log import PredictionLog
+
+    return PredictionLog(
+        model=metrics.model_name,
+        version=metrics.model_version,
+        sample_rate=settings.sample_rate,
+        excluded=settings.sample_exclude,
+        sink=run,
+        counter=metrics,
+    )
+
+
+def _drift_monitor(
+    settings: ServeSettings, metrics: ServingMetrics, run: VersionRun | None
+) -> DriftMonitor | None:
+    if not settings.drift or run is None:
+        return None
+    from mlflow_operator_serve.drift import DriftMonitor
+
+    return DriftMonitor(
+        version=metrics.model_version,
+        reference_rows=settings.drift_reference_rows,
+        excluded=frozenset(settings.sample_exclude),
+        store=run,
+        gauges=metrics,
+    )
 
 
 def _warm_up(protocol: ScoringProtocol, example: str | None) -> None:
@@ -216,7 +285,11 @@ async def serve_socket(state: ServingState, sock: socket.socket, drain_seconds: 
     if state.mirror is not None:
         # After the handlers: the last requests' copies are in flight now, not before.
         await state.mirror.close()
+    if state.prediction_log is not None:
+        await asyncio.to_thread(state.prediction_log.close)
     await state.batcher.close()
+    if state.drift is not None:
+        await asyncio.to_thread(state.drift.close)
     _logger.info("stopped")
 
 
@@ -247,7 +320,9 @@ def run(settings: ServeSettings) -> int:
     # The model itself is loaded in each worker, not here: a model that starts threads
     # (OpenMP, BLAS) or a CUDA context at load time does not survive a fork.
     loading.import_flavor(model_dir)
-    for module in ("batcher", "metrics", "mirror", "predictor", "protocol"):
+    for module in (
+        "batcher", "drift", "metrics", "mirror", "prediction_log", "predictor", "protocol",
+    ):  # fmt: skip
         importlib.import_module(f"mlflow_operator_serve.{module}")
     sock = listening_socket(settings.host, settings.port)
     # Objects that live on in the workers stay out of the collector, and so out of the

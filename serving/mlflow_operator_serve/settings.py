@@ -9,6 +9,7 @@ DEFAULT_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_DELAY_MS = 0.0
 DEFAULT_DRAIN_SECONDS = 30.0
+DEFAULT_DRIFT_REFERENCE_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,14 @@ class ServeSettings:
     # A JSON file (the operator's ConfigMap of strategy Shadow) naming a candidate to copy a
     # share of requests to; None, a missing or an empty file: no mirroring. See mirror.py.
     mirror_config: str | None = None
+    # Share (0-1) of the requests answered 200 written, with their answers, to the version's
+    # run in MLflow; 0: none. See prediction_log.py.
+    sample_rate: float = 0.0
+    # Input columns never written with a sample nor scored for drift (secrets, personal data).
+    sample_exclude: tuple[str, ...] = ()
+    # Per-feature drift scores against a reference (drift.py); the rows of live traffic that
+    # become the reference when the version's run has none.
+    drift: bool = False
+    drift_reference_rows: int = DEFAULT_DRIFT_REFERENCE_ROWS
+    # The run samples and drift references are written to; None: the version's own run.
+    monitoring_run_id: str | None = None

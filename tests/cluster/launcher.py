@@ -40,6 +40,8 @@ from tests.support.processes import ManagedProcess, PidRecord, free_port, http_o
 # ones a crashed session left behind (their owner file names a process that is gone).
 WORKDIR_PARENT = Path(tempfile.gettempdir()) / "mlflow-operator-cluster"
 READY_TIMEOUT = 120.0  # seconds; a cold start on a loaded 2-core machine takes ~15 s
+# KWOK has the simulated nodes Ready seconds after it starts; past this it is restarted once
+KWOK_READY_SECONDS = 45.0
 SERVICE_CIDR = "10.96.0.0/16"  # without a real node; a real node's slot gives its own range
 # "0" runs the cluster with simulated (KWOK) nodes only: no root, no images, no containers.
 REAL_NODE_ENV = "MLFLOW_OPERATOR_TEST_REAL_NODE"
@@ -309,6 +311,7 @@ class ControlPlane:
             self._install_simulation(api, binary)
             self._start(self._volume_provisioner())
             self._start(self._kwok(binary))
+            self._wait_for_simulated_nodes(api, binary)
             self._wait_until_usable(api, controllers, scheduler)
             if self.node is not None:
                 self.node.join(api, self.kubeconfig)
@@ -394,20 +397,43 @@ class ControlPlane:
         for node in simulation.simulated_nodes():
             api.create(node)
 
+    def _wait_for_simulated_nodes(self, api: ApiClient, binary: Path) -> None:
+        """The simulated nodes Ready; KWOK restarted once if they are not within
+        KWOK_READY_SECONDS.
+
+        Seen once in a full suite run (2026-12-03, the launcher's crashed-session test): KWOK
+        logged "Watch nodes" and then nothing for 120 s, never "Start stage controller", so no
+        node stage ever ran; the same binary had the nodes Ready within seconds in every other
+        start. Not reproduced. KWOK is the test cluster's simulator, not what is tested: a
+        second start re-lists its Stages and nodes from scratch."""
+        expected = {n["metadata"]["name"] for n in simulation.simulated_nodes()}
+        for attempt in (1, 2):
+            try:
+                eventually(
+                    lambda: _ready_nodes(api) >= expected,
+                    timeout=KWOK_READY_SECONDS if attempt == 1 else READY_TIMEOUT,
+                    what="simulated nodes Ready (KWOK)",
+                    interval=0.2,
+                    processes=self.processes,
+                )
+            except AssertionError:
+                if attempt == 2:
+                    raise
+            else:
+                return
+            kwok = next(p for p in self.processes if p.name == "kwok")
+            print(f"simulated nodes not Ready after {KWOK_READY_SECONDS:.0f}s: restarting KWOK "
+                  f"(its log: {kwok.log_path})", file=sys.stderr, flush=True)  # fmt: skip
+            kwok.stop()
+            self.processes.remove(kwok)
+            self._start(self._kwok(binary))
+
     def _wait_until_usable(
         self,
         api: ApiClient,
         controllers: ManagedProcess,
         scheduler: ManagedProcess,
     ) -> None:
-        expected = {n["metadata"]["name"] for n in simulation.simulated_nodes()}
-        eventually(
-            lambda: _ready_nodes(api) >= expected,
-            timeout=READY_TIMEOUT,
-            what="simulated nodes Ready (KWOK)",
-            interval=0.2,
-            processes=self.processes,
-        )
         # The service-account controller creates "default" in each namespace; pods are refused
         # until it exists, so it is the sign that kube-controller-manager is at work.
         eventually(

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_operator.image_contents import SERVING_IMAGE_CPU, contents_of_locks
 from tests.cluster.launcher import KubeCluster
+from tests.e2e import model_cache
 from tests.images.base import PYTHON_VERSION
 from tests.images.locks import LOCKS
 from tests.support.polling import eventually
@@ -38,6 +39,8 @@ def local_images_env(cluster: KubeCluster) -> dict[str, str]:
         "MLFLOW_OPERATOR_TRACKING_SERVER_IMAGE": images["mlflow-server"],
         "MLFLOW_OPERATOR_POSTGRES_IMAGE": images["postgres"],
         "MLFLOW_OPERATOR_MINIO_IMAGE": images["minio"],
+        # the chart's model cache, where tests/e2e/model_cache.py installs it (serving.cache)
+        **model_cache.operator_settings(),
         # the address at which the node's kube-proxy reaches this machine: the activator of
         # ModelDeployments scaled to zero (the operator runs here, not in a pod)
         "MLFLOW_OPERATOR_ACTIVATOR_ADDRESS": cluster.node.host_ip,

@@ -139,7 +139,11 @@ def test_every_dashboard_query_returns_data(
     ns = pods_env.namespace
     v1 = pods_env.registry.log_version(pods_env.model)
     pods_env.registry.set_alias(pods_env.model, "champion", v1.version)
-    serving = {"replicas": 1, "runtime": "batched", "podTemplate": dict(pods_env.node.placement)}
+    serving = {
+        "replicas": 1, "runtime": "batched", "podTemplate": dict(pods_env.node.placement),
+        # the monitoring row: drift scores from the 101st row after a reference of 100
+        "monitoring": {"drift": {"referenceRows": 100}, "thresholds": {"drift": 0.25}},
+    }  # fmt: skip
     pods_env.cluster.apply(
         model_deployment("dash", ns, pods_env.model, pods_env.tracking_uri, serving=serving)
     )
@@ -157,7 +161,7 @@ def test_every_dashboard_query_returns_data(
     invocations = f"http://{pod['status']['podIP']}:8080/invocations"
     rows = {"dataframe_split": json.loads(sample_input().to_json(orient="split", index=False))}
     http = session()
-    for _ in range(20):
+    for _ in range(30):  # 300 rows: the drift reference, then scores
         http.post(invocations, json=rows, timeout=30).raise_for_status()
     refused = http.post(invocations, json={"no such field": 1}, timeout=30)
     assert refused.status_code >= 400, refused.status_code

@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from typing import Any
 
+import mlflow
 import pytest
 
 from tests.cluster.fixtures import create_namespace
@@ -176,9 +177,11 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
     try:
         assert_ids_are_assigned_and_enforced(cluster, ns)
         install(cluster, release, ns, chart_values(real_node, ns))
-        (pod,) = get_json(cluster, "-n", ns, "pods", "-l", f"app.kubernetes.io/instance={release}")[
-            "items"
-        ]
+        # the operator's pod (with modelCache.enabled the cache's pods are the release's too)
+        operator_pods = (
+            f"app.kubernetes.io/name=mlflow-operator,app.kubernetes.io/instance={release}"
+        )
+        (pod,) = get_json(cluster, "-n", ns, "pods", "-l", operator_pods)["items"]
         assert pod["spec"]["nodeName"] == real_node.name  # the operator itself runs for real
 
         cluster.apply(
@@ -278,7 +281,7 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
             json.dumps({"spec": {"serving": {"runtime": "batched", "autoscaling": {
                 "minReplicas": 0, "maxReplicas": 1, "target": {"concurrency": 4},
                 "scaleDownDelay": "10s",
-            }}}}),
+            }, "monitoring": {"drift": {"referenceRows": 100}}}}}),
         )  # fmt: skip
         eventually(
             lambda: (
@@ -301,6 +304,34 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         assert predict(serving, timeout=TIMEOUT) == v2.predict()
         print(f"in-cluster: first answer {time.monotonic() - woken:.1f}s after zero pods")
 
+        # serving.monitoring: the read-only user writes its drift reference (the first 100
+        # rows) to the ModelDeployment's monitoring experiment, and nothing to v2's own run
+        with as_admin(monkeypatch, admin):
+            mlflow_client = mlflow.MlflowClient(url)
+            watched = mlflow_client.get_experiment_by_name(f"mlflow-operator/{ns}/iris")
+            assert watched is not None
+            (run,) = mlflow_client.search_runs([watched.experiment_id])
+            assert run.data.tags["mlflowops.dev/version"] == v2.version
+            profile = f"monitoring/{v2.version}/reference-profile.json"
+
+            def reference_stored() -> bool:
+                # Requests go on while waiting: a pod idle for scaleDownDelay (10 s) is
+                # stopped, and its first lookups as the basic-auth reader take seconds.
+                predict(serving, timeout=TIMEOUT)
+                listed = mlflow_client.list_artifacts(run.info.run_id, f"monitoring/{v2.version}")
+                return [a.path for a in listed] == [profile]
+
+            eventually(
+                reference_stored,
+                timeout=120,
+                interval=1,
+                what="the drift reference in the monitoring run",
+            )
+            assert not mlflow_client.list_artifacts(v2.run_id, "monitoring")
+        watching = get_json(cluster, "-n", ns, "deployment", "iris")["spec"]["template"]
+        command = watching["spec"]["containers"][0]["command"]
+        assert command[command.index("--monitoring-run-id") + 1] == run.info.run_id
+
         log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
         for refusal in ("Forbidden", "forbidden", "Traceback"):
             assert refusal not in log, log[-3000:]
@@ -311,9 +342,10 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
 
         # every pod ran under the uid the namespace assigned, none under an id of its own
         first, last = ASSIGNED_UID_RANGE
+        # (on the real node: a pod on a KWOK node runs only in simulation)
         running = [
             p for p in get_json(cluster, "-n", ns, "pods")["items"]
-            if p["status"].get("phase") == "Running"
+            if p["status"].get("phase") == "Running" and p["spec"]["nodeName"] == real_node.name
         ]  # fmt: skip
         components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in running}
         assert {"operator", "postgresql", "minio", "tracking-server", "serving"} <= components

@@ -60,8 +60,22 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _constraints(node: dict[str, Any]) -> list[str]:
+    # OpenAPI v3.0: exclusiveMinimum/exclusiveMaximum are flags that make the bound strict
+    strict = {
+        "minimum": node.get("exclusiveMinimum") is True,
+        "maximum": node.get("exclusiveMaximum") is True,
+    }
+    found = []
+    for key, render in CONSTRAINTS:
+        if key in node:
+            text = render(node[key])
+            found.append(text.replace("=", "", 1) if strict.get(key) else text)  # ">= 0": "> 0"
+    return found
+
+
 def _rows(node: dict[str, Any], path: str, required: bool) -> list[str]:
-    constraints = [render(node[key]) for key, render in CONSTRAINTS if key in node]
+    constraints = _constraints(node)
     default = f"`{node['default']!r}`" if "default" in node else ""
     default = default.replace("'", '"').replace("True", "true").replace("False", "false")
     rows = [

@@ -74,6 +74,16 @@ def one(objects: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def operator_service(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's Service (metrics, webhook): not the model cache's."""
+    return one([o for o in objects if not _model_cache(o)], "Service")
+
+
+def _model_cache(obj: dict[str, Any]) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/component") == "model-cache")
+
+
 def notes(
     values: Mapping[str, Any] | None = None,
     *,

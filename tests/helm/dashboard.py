@@ -193,6 +193,38 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Model monitoring (serving.monitoring.drift)",
+        (
+            Panel(
+                "Feature drift (PSI)",
+                "Population Stability Index of each input column and output of the serving "
+                "pods' last ~1,000 rows against the version's reference, the largest of the "
+                "pods': under 0.1 stable, above 0.25 significant (docs/monitoring.md).",
+                (
+                    Query(
+                        f"max by (namespace, modeldeployment, model_version, kind, feature) "
+                        f"(mlflow_serving_feature_drift{{{POD}}})",
+                        "{{namespace}}/{{modeldeployment}} v{{model_version}} {{kind}} {{feature}}",
+                    ),
+                ),
+                unit="none",
+            ),
+            Panel(
+                "Features above the drift threshold",
+                "Features above serving.monitoring.thresholds.drift (status.monitoring.drifting); "
+                "MLflowModelDrift fires after 30 minutes above 0.",
+                (
+                    Query(
+                        f"max by (namespace, name) "
+                        f"(mlflow_operator_modeldeployment_drifting_features{{{MD}}})",
+                        "{{namespace}}/{{name}}",
+                    ),
+                ),
+                unit="none",
+            ),
+        ),
+    ),
 )
 
 

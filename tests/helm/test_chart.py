@@ -34,6 +34,7 @@ from tests.helm.chart import (
     helm,
     notes,
     one,
+    operator_service,
     render,
 )
 from tests.images.build import publish_module
@@ -100,7 +101,7 @@ def test_every_rendered_object_passes_its_schema(values: Path) -> None:
 def _check_monitoring_object(obj: dict[str, Any], objects: list[dict[str, Any]]) -> None:
     """No schema is bundled for the Prometheus Operator's kinds: check what they refer to."""
     if obj["kind"] == "ServiceMonitor":
-        service = one(objects, "Service")
+        service = operator_service(objects)
         ports = {p["name"] for p in service["spec"]["ports"]}
         assert {e["port"] for e in obj["spec"]["endpoints"]} <= ports
         selector = obj["spec"]["selector"]["matchLabels"]
@@ -260,7 +261,7 @@ def test_helm_test_asks_the_operator_through_its_service() -> None:
         container["image"]
         == one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     )  # nothing else to pull
-    service = one(objects, "Service")
+    service = operator_service(objects)
     port = {p["name"]: p["port"] for p in service["spec"]["ports"]}["metrics"]
     url = f"http://{service['metadata']['name']}.mlflow-operator.svc:{port}/metrics"
     assert url in container["args"][0]
@@ -307,11 +308,65 @@ def test_a_prometheus_url_sets_canary_analysis_from_prometheus_and_empty_sets_no
 
 
 def test_service_exposes_metrics_and_webhook_ports() -> None:
-    service = one(render(), "Service")
+    service = operator_service(render())
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     assert ports == {"metrics": 8080, "webhook": 8443}
     neither = {"metrics": {"enabled": False}, "webhook": {"enabled": False}}
     assert not by_kind(render(neither), "Service")
+
+
+def test_the_model_cache_runs_on_every_node_restricted_and_the_operator_is_told_where() -> None:
+    objects = render(
+        {"watchNamespaces": ["ml-prod"], "modelCache": {"enabled": True}}, namespace="ops"
+    )
+    daemonset = one(objects, "DaemonSet")
+    pod = daemonset["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][0] == "model-cache"
+    assert container["image"] == operator_container(objects)["image"]  # nothing else to pull
+    assert pod["spec"]["tolerations"] == [{"operator": "Exists"}]  # GPU nodes included
+    assert pod["spec"]["automountServiceAccountToken"] is False  # it never calls the API
+    # PodSecurity restricted by default: the cache lives in an emptyDir on the node's disk
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert "emptyDir" in volumes["models"]
+    assert not any("hostPath" in v for v in volumes.values())
+
+    (service,) = [s for s in by_kind(objects, "Service") if s not in [operator_service(objects)]]
+    assert service["spec"]["trafficDistribution"] == "PreferSameNode"
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert not pod["metadata"]["labels"].items() >= (
+        one(objects, "Deployment")["spec"]["selector"]["matchLabels"].items()
+    )  # the operator's own Deployment and Service never select a cache pod
+    env = {e["name"]: e.get("value") for e in operator_container(objects)["env"]}
+    port = service["spec"]["ports"][0]["port"]
+    name = service["metadata"]["name"]
+    assert env["MLFLOW_OPERATOR_MODEL_CACHE_URL"] == f"http://{name}.ops.svc:{port}"
+    assert env["MLFLOW_OPERATOR_MODEL_CACHE_NAMESPACE"] == "ops"
+    selector = dict(p.split("=") for p in env["MLFLOW_OPERATOR_MODEL_CACHE_SELECTOR"].split(","))
+    assert selector == daemonset["spec"]["selector"]["matchLabels"]
+    # the operator lists the cache pods in its own namespace, which it does not watch
+    (role,) = by_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+
+    on_host = one(
+        render({"modelCache": {"enabled": True, "hostPath": "/var/lib/mlflow-models"}}),
+        "DaemonSet",
+    )
+    volumes = {v["name"]: v for v in on_host["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"]["hostPath"]["path"] == "/var/lib/mlflow-models"
+
+    off = render()  # the default
+    assert not by_kind(off, "DaemonSet")
+    env = {e["name"] for e in operator_container(off)["env"]}
+    assert "MLFLOW_OPERATOR_MODEL_CACHE_URL" not in env
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(container)
 
 
 def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -332,7 +387,7 @@ def test_rbac_has_no_wildcards_and_cannot_enumerate_secrets(values: Path) -> Non
 
 def test_namespaced_mode_binds_the_workload_role_only_in_watched_namespaces() -> None:
     objects = render({"watchNamespaces": ["ml-prod", "ml-staging"]}, namespace="ops")
-    role_bindings = by_kind(objects, "RoleBinding")
+    role_bindings = [b for b in by_kind(objects, "RoleBinding") if b["roleRef"]["kind"] != "Role"]
     assert sorted(b["metadata"]["namespace"] for b in role_bindings) == ["ml-prod", "ml-staging"]
     workload_role = by_kind(objects, "ClusterRole")[0]["metadata"]["name"]
     cluster_bindings = by_kind(objects, "ClusterRoleBinding")

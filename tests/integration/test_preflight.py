@@ -1,7 +1,8 @@
 """The pre-flight check against a real MLflow: the operator's client reads a version's MLmodel,
-requirements.txt and python_env.yaml through the tracking server's artifact proxy (real
-PostgreSQL and MinIO behind it), and each version of the corpus gets its verdict, naming what is
-at fault, against what the serving image built here has installed (its lock)."""
+requirements.txt and python_env.yaml (conda.yaml for a version that has only that) through the
+tracking server's artifact proxy (real PostgreSQL and MinIO behind it), and each version of the
+corpus gets its verdict, naming what is at fault, against what the serving image built here has
+installed (its lock)."""
 
 from __future__ import annotations
 

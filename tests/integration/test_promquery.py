@@ -13,13 +13,11 @@ proxy would: the operator is given a URL with a path prefix and credentials.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import math
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from mlflow_operator.promquery import PrometheusTraffic
 from tests.prometheus.build import ensure_built
 from tests.support.polling import eventually
 from tests.support.processes import ManagedProcess, free_port
+from tests.support.threaded_app import ThreadedApp
 
 pytestmark = pytest.mark.integration
 
@@ -107,28 +106,23 @@ class Targets:
 
     prometheus: str = ""
     final: bool = False
-    port: int = 0
-    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    _runner: web.AppRunner | None = None
+    _server: ThreadedApp | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        assert self._server is not None
+        return self._server.url
 
     def start(self) -> Targets:
-        started = threading.Event()
-
-        def serve() -> None:
-            self._loop.run_until_complete(self._start_app())
-            started.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, daemon=True).start()
-        if not started.wait(10):
-            raise RuntimeError("the metrics server did not start")
+        self._server = ThreadedApp(self._app).start()
         return self
 
-    async def _start_app(self) -> None:
+    async def _app(self) -> web.Application:
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(text=exposition(request.match_info["namespace"], self.final))
 
@@ -149,16 +143,11 @@ class Targets:
         app = web.Application()
         app.router.add_get("/metrics/{namespace}", metrics)
         app.router.add_get("/prometheus/{tail:.*}", proxy)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)  # 0: an ephemeral port
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._server is not None:
+            self._server.stop()
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:

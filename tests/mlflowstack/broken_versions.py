@@ -71,6 +71,29 @@ def _python_39(local: Path) -> None:
     env.write_text(re.sub(r"(?m)^python: .*$", "python: 3.9.18", env.read_text()))
 
 
+def _conda_only(requirement: str) -> Callable[[Path], None]:
+    """Edit: conda.yaml alone, as older MLflow versions and conda environments leave it (no
+    requirements.txt, no python_env.yaml), its pip section given `requirement` too."""
+
+    def edit(local: Path) -> None:
+        (local / "requirements.txt").unlink()
+        (local / "python_env.yaml").unlink()
+        path = local / "conda.yaml"
+        conda = yaml.safe_load(path.read_text())
+        pip = next(d for d in conda["dependencies"] if isinstance(d, dict) and "pip" in d)
+        pip["pip"].append(requirement)
+        path.write_text(yaml.safe_dump(conda))
+
+        def env_is_conda_yaml(mlmodel: dict[str, object]) -> None:
+            flavors = mlmodel["flavors"]
+            assert isinstance(flavors, dict)
+            flavors["python_function"]["env"] = "conda.yaml"  # as MLflow 1.x wrote it
+
+        _mlmodel(env_is_conda_yaml)(local)
+
+    return edit
+
+
 def _edited(
     edit: Callable[[Path], None], *, custom: bool = False
 ) -> Callable[[ModelRegistry, str], str]:
@@ -89,6 +112,13 @@ CORPUS = (
         "missing-package",
         _edited(_requirement(None, "nonexistent-serving-lib==1.0"), custom=True),
         INCOMPATIBLE, "nonexistent-serving-lib==1.0",
+    ),
+    BrokenVersion(
+        # its requirements in conda.yaml alone: the pip section is read in requirements.txt's
+        # place (a conda package there would be only a note: the image has no conda)
+        "conda-only",
+        _edited(_conda_only("nonexistent-conda-lib==1.0"), custom=True),
+        INCOMPATIBLE, "nonexistent-conda-lib==1.0 (conda.yaml)",
     ),
     BrokenVersion(
         "mlflow-2", _edited(_requirement("mlflow", "mlflow==2.9.2")),

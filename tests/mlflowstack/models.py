@@ -18,7 +18,7 @@ import mlflow.sklearn
 import pandas as pd
 import yaml
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -201,17 +201,35 @@ class ModelRegistry:
         feature (sepal length) above `above`, and predicts class 7 for the others: a bad
         release that only some inputs reveal (a canary must catch it). Logged as "models from
         code", so the serving pods need nothing of the tests to load it."""
-        self._use_server()
         example = sample_input(5)
-        code = FAILING_MODEL.format(above=above)
+        return self.log_code_version(
+            name,
+            FAILING_MODEL.format(above=above),
+            signature=infer_signature(example, [FAILING_CLASS] * len(example)),
+            input_example=example,
+        )
+
+    def log_code_version(
+        self,
+        name: str,
+        code: str,
+        *,
+        artifacts: dict[str, str] | None = None,
+        signature: ModelSignature | None = None,
+        input_example: pd.DataFrame | None = None,
+    ) -> str:
+        """Register a "models from code" pyfunc version whose source is `code` (it calls
+        mlflow.models.set_model), with `artifacts` (name -> local file) logged beside it."""
+        self._use_server()
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-            path = Path(tmp) / "failing_model.py"
+            path = Path(tmp) / "code_model.py"
             path.write_text(code)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(path),
-                signature=infer_signature(example, [FAILING_CLASS] * len(example)),
-                input_example=example,
+                artifacts=artifacts,
+                signature=signature,
+                input_example=input_example,
                 registered_model_name=name,
                 pip_requirements=pip_requirements(),
             )

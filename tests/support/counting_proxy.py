@@ -8,9 +8,7 @@ proxy (HTTP_PROXY): a request in absolute form is forwarded to `upstream` all th
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.support.processes import free_port
+from tests.support.threaded_app import ThreadedApp
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -28,9 +27,7 @@ class CountingProxy:
     port: int = field(default_factory=free_port)
     counts: Counter[str] = field(default_factory=Counter)
     tls: ssl.SSLContext | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
+    _server: ThreadedApp | None = None
 
     @property
     def url(self) -> str:
@@ -40,20 +37,10 @@ class CountingProxy:
         return sum(n for path, n in self.counts.items() if path.startswith(prefix))
 
     def start(self) -> CountingProxy:
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("counting proxy did not start")
+        self._server = ThreadedApp(self._app, self.port, self.tls).start()
         return self
 
-    def _serve(self, started: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._start_app())
-        started.set()
-        self._loop.run_forever()
-
-    async def _start_app(self) -> None:
+    async def _app(self) -> web.Application:
         session = aiohttp.ClientSession()
 
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -63,9 +50,7 @@ class CountingProxy:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handle)
         app.on_cleanup.append(lambda _: session.close())
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
+        return app
 
     async def answer(
         self, request: web.Request, session: aiohttp.ClientSession
@@ -74,12 +59,8 @@ class CountingProxy:
         return await forward(self.upstream, request, session)
 
     def stop(self) -> None:
-        if self._loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._server is not None:
+            self._server.stop()
 
 
 async def forward(

@@ -50,6 +50,10 @@ def strict_schema(kind: Kind) -> dict[str, Any]:
     def close(node: dict[str, Any]) -> None:
         if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
             node["additionalProperties"] = False
+        # OpenAPI v3.0's exclusive bound is a flag on minimum/maximum, Draft 7's the number
+        for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if node.get(exclusive) is True:
+                node[exclusive] = node.pop(bound)
         for child in node.get("properties", {}).values():
             close(child)
         for key in ("items", "additionalProperties"):

@@ -64,3 +64,28 @@ def managed_server(**changes: Any) -> ServerObservation:
         migrated_image=None,
     )
     return dataclasses.replace(base, **changes)
+
+
+def deployment_object(
+    version: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    conditions: list[dict[str, str]] | None = None,
+    available: int = 1,
+) -> dict[str, Any]:
+    """A serving Deployment object whose controller has observed its template."""
+    return {
+        "metadata": {"name": "fraud", "generation": 3, "annotations": annotations or {}},
+        "spec": {
+            "replicas": 1,
+            "template": {"metadata": {"labels": {"mlflowops.dev/model-version": version}}},
+        },
+        "status": {
+            "observedGeneration": 3,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "availableReplicas": available,
+            "readyReplicas": available,
+            "conditions": conditions or [],
+        },
+    }

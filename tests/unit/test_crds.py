@@ -123,3 +123,22 @@ def test_the_scale_subresource_points_at_fields_of_the_schema() -> None:
     assert field(scale["specReplicasPath"])["type"] == "integer"
     assert field(scale["statusReplicasPath"])["type"] == "integer"
     assert field(scale["labelSelectorPath"])["type"] == "string"
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
+def test_exclusive_bounds_are_openapi_flags(kind: Any) -> None:
+    """The API server decodes exclusiveMinimum/exclusiveMaximum as booleans: pydantic's number
+    (gt=0) would make the whole CRD undecodable."""
+    schema = build_crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if flag in node:
+                assert node[flag] is True, path
+                assert bound in node, path
+
+
+def test_a_drift_threshold_must_be_above_zero() -> None:
+    spec = build_crd(MODEL_DEPLOYMENT)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    monitoring = spec["properties"]["spec"]["properties"]["serving"]["properties"]["monitoring"]
+    drift = monitoring["properties"]["thresholds"]["properties"]["drift"]
+    assert (drift["minimum"], drift["exclusiveMinimum"], drift["maximum"]) == (0, True, 10)

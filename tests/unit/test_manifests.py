@@ -48,3 +48,16 @@ def test_crd_schema_refuses_invalid_manifest_naming_the_field(path: Path) -> Non
 def test_cel_only_manifests_pass_the_plain_schema(path: Path) -> None:
     """Guards the `cel: true` markers: these rely on CEL, checked by the real API server."""
     assert schema_errors(load_invalid(path).body) == []
+
+
+def test_env_manager_virtualenv_is_refused_naming_the_field_and_what_it_takes() -> None:
+    """Removed from the API (docs/model-delivery.md): MLflow's virtualenv manager needs pyenv,
+    which the serving images lack. The operator and the CRD schema both refuse it."""
+    manifest = load_invalid(INVALID[0].parent / "md-env-manager-virtualenv.yaml")
+    assert manifest.body["spec"]["serving"]["envManager"] == "virtualenv"
+    assert operator_errors(manifest.body) == [
+        "spec.serving.envManager: Input should be 'local' or 'uv'"
+    ]
+    assert schema_errors(manifest.body) == [
+        "spec.serving.envManager: 'virtualenv' is not one of ['local', 'uv']"
+    ]

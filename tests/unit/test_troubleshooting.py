@@ -18,7 +18,7 @@ DOC = ROOT / "docs" / "troubleshooting.md"
 WHERE = ("core", "reconcilers", "handlers", "kube", "registry")
 NOT_REASONS = {
     # condition types, statuses, Event types
-    *("Ready", "Progressing", "Degraded", "RegistrySynced"),
+    *("Ready", "Progressing", "Degraded", "RegistrySynced", "Drifting"),
     *("DatabaseReady", "ArtifactStoreReady", "SchemaMigrated"),
     *("True", "False", "Normal", "Warning"),
     # kinds the operator reads and writes, and products named in messages
@@ -30,7 +30,7 @@ NOT_REASONS = {
     "EndpointSlice",
     "HTTPRoute",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
-    "READ",  # an MLflow permission, granted by registry/accounts.py
+    *("READ", "EDIT"),  # MLflow permissions, granted by registry/accounts.py
     # results of status.history entries (docs/modeldeployment.md)
     *("InProgress", "Succeeded", "Failed", "Superseded", "RolledBack"),
     # what Kubernetes writes, read by the operator
@@ -42,6 +42,9 @@ NOT_REASONS = {
     # verdicts of status.preflight; MLflow's file of a model; the values of the PEP 508 marker
     # environment the serving images' locks are read for (core/modeldeployment/preflight.py)
     *("Compatible", "Incompatible", "Unknown", "MLmodel", "CPython", "Linux"),
+    # phases of status.prefetch and of its nodes, and the units its message counts bytes in
+    *("Running", "Done", "Incomplete", "Unsupported", "NoCache"),
+    *("KiB", "MiB", "GiB", "TiB"),
     # a section of docs/modeldeployment.md that docstrings name
     "Guarantees",
     # the prefix of Kubernetes<Reason> (the API's refusal reason appended): see the test below

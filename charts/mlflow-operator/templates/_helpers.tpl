@@ -72,3 +72,10 @@ whether the cluster serves OpenShift's security.openshift.io API. */}}
 {{- eq (toString .Values.openshift) "true" }}
 {{- end }}
 {{- end }}
+
+{{/* Labels that select the model cache's pods (a name of their own: the operator's Service
+and Deployment never select them). */}}
+{{- define "mlflow-operator.modelCacheSelectorLabels" -}}
+app.kubernetes.io/name: mlflow-model-cache
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}

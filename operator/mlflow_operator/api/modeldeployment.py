@@ -259,6 +259,98 @@ class GpuSpec(ApiModel):
     )
 
 
+class ServingCache(ApiModel):
+    """The node-local model cache (docs/model-delivery.md): pods load the model through the
+    cache of their node, a new version is prefetched onto the nodes that serve before any pod
+    is replaced, and a rollback to a version still cached there downloads nothing."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Load through the operator's model cache (chart value modelCache.enabled); "
+        "off: every pod downloads the model from MLflow, as before.",
+    )
+    keep_versions: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Versions of this model each node's cache keeps (the least recently used "
+        "beyond are deleted).",
+    )
+
+
+DEFAULT_DRIFT_REFERENCE_ROWS = 1000
+
+
+class DriftMonitoring(ApiModel):
+    """Per-feature drift scores of the live inputs against a reference (`drift: {}` turns them
+    on with the defaults)."""
+
+    reference_rows: int = Field(
+        default=DEFAULT_DRIFT_REFERENCE_ROWS,
+        ge=100,
+        le=100_000,
+        description="How many live input rows become the drift reference when the version's "
+        "run holds no reference dataset (monitoring/reference.json).",
+    )
+
+
+class MonitoringThresholds(ApiModel):
+    """Where a monitored score starts to count."""
+
+    drift: float | None = Field(
+        default=None,
+        gt=0,
+        le=10,
+        description="Population Stability Index above which a feature counts as drifting "
+        "(usual reading: 0.1 slight, 0.25 significant); setting it turns drift on.",
+    )
+
+
+class ServingMonitoring(ApiModel):
+    """Watching the model in production (docs/monitoring.md): sampled requests and answers,
+    and per-feature drift of the inputs. Columns in excludeColumns are never written with a
+    sample nor tracked for drift."""
+
+    sample_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share (0-1) of the requests answered 200 that are written, with their "
+        "answers, to the artifacts of the version's run in MLflow (predictions/...jsonl), off "
+        "the request path; 0: none. Runtime batched only.",
+    )
+    exclude_columns: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Input columns never written with a sample nor tracked for drift (secrets, "
+        "personal data): their values would otherwise land in the stored reference profile.",
+    )
+    drift: DriftMonitoring | None = Field(
+        default=None,
+        description="Per-feature drift scores (PSI) of the live inputs against the version's "
+        "reference; {} turns them on. Runtime batched only.",
+    )
+    thresholds: MonitoringThresholds | None = Field(
+        default=None,
+        description="When a score counts as bad; thresholds.drift alone turns drift on too.",
+    )
+
+    @property
+    def drift_enabled(self) -> bool:
+        """Drift is computed: drift is set, or a drift threshold is."""
+        return self.drift is not None or (
+            self.thresholds is not None and self.thresholds.drift is not None
+        )
+
+    def writes_to_mlflow(self, runtime: str) -> bool:
+        """The serving pods write samples or a drift reference to MLflow."""
+        return runtime == "batched" and (self.sample_rate > 0 or self.drift_enabled)
+
+    @property
+    def drift_reference_rows(self) -> int:
+        return self.drift.reference_rows if self.drift else DEFAULT_DRIFT_REFERENCE_ROWS
+
+
 class ScalingTarget(ApiModel):
     """What one serving pod should carry, on average over the ready pods."""
 
@@ -333,10 +425,26 @@ class ServingSpec(ApiModel):
         Rule(
             cel="!has(self.envManager) || self.envManager == 'local' || "
             "!has(self.runtime) || self.runtime == 'mlflow'",
-            message="envManager uv or virtualenv needs runtime mlflow: batched and custom serve "
+            message="envManager uv needs runtime mlflow: batched and custom serve "
             "with the image's own packages (envManager local)",
             holds=lambda s: s.env_manager == "local" or s.runtime == "mlflow",
             field_path=".envManager",
+        ),
+        Rule(
+            cel="!has(self.monitoring) || !has(self.monitoring.sampleRate) || "
+            "double(self.monitoring.sampleRate) == 0.0 || "
+            "(has(self.runtime) && self.runtime == 'batched')",
+            message="monitoring.sampleRate needs runtime batched (its server writes the samples)",
+            holds=lambda s: s.monitoring.sample_rate == 0 or s.runtime == "batched",
+            field_path=".monitoring.sampleRate",
+        ),
+        Rule(
+            cel="!has(self.monitoring) || !(has(self.monitoring.drift) || "
+            "(has(self.monitoring.thresholds) && has(self.monitoring.thresholds.drift))) || "
+            "(has(self.runtime) && self.runtime == 'batched')",
+            message="monitoring.drift needs runtime batched (its server computes the scores)",
+            holds=lambda s: not s.monitoring.drift_enabled or s.runtime == "batched",
+            field_path=".monitoring.drift",
         ),
     )
 
@@ -371,10 +479,10 @@ class ServingSpec(ApiModel):
         default_factory=ResourceRequirements, description="core/v1 ResourceRequirements."
     )
     gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs per pod.")
-    env_manager: Literal["local", "virtualenv", "uv"] = Field(
+    env_manager: Literal["local", "uv"] = Field(
         default="local",
         description="How the model's Python dependencies are provided: local uses the image's; "
-        "uv and virtualenv (runtime mlflow only) install them when each pod starts.",
+        "uv (runtime mlflow only) installs the version's requirements when each pod starts.",
     )
     workers: int = Field(
         default=1,
@@ -390,6 +498,15 @@ class ServingSpec(ApiModel):
     )
     pod_template: PodTemplate = Field(
         default_factory=PodTemplate, description="Pod-level settings of the serving pods."
+    )
+    cache: ServingCache = Field(
+        default_factory=ServingCache,
+        description="The node-local model cache and prefetch of new versions.",
+    )
+    monitoring: ServingMonitoring = Field(
+        default_factory=ServingMonitoring,
+        description="Sampled prediction logging to MLflow and per-feature drift of the inputs "
+        "(runtime batched).",
     )
 
 
@@ -543,6 +660,19 @@ class RolloutSpec(ApiModel):
     auto_rollback: bool = Field(
         default=True, description="Go back to the last good version when a rollout fails."
     )
+    on_incompatible: Literal["Hold", "Fail"] = Field(
+        default="Hold",
+        description="A version the pre-flight check finds the serving image cannot run never "
+        "gets a pod. Hold: it waits, not counted as failed, and is checked again once the "
+        "serving image changes (an operator upgrade). Fail: it is a failed version "
+        "(failedVersions, the rollout ledger, Degraded VersionIncompatible), not retried while "
+        "the registry still selects it.",
+    )
+
+    @property
+    def incompatible_fails(self) -> bool:
+        """onIncompatible Fail: a version the serving image cannot run is a failed version."""
+        return self.on_incompatible == "Fail"
 
 
 MAX_GATES = 16
@@ -729,7 +859,11 @@ class RolloutRecord(StatusModel):
     """One rollout in the history."""
 
     version: str = Field(description="Model version rolled out.")
-    started: datetime | None = Field(default=None, description="When the rollout began.")
+    started: datetime | None = Field(
+        default=None,
+        description="When the rollout began (none for a version failed by the pre-flight check: "
+        "it never got a pod).",
+    )
     finished: datetime | None = Field(default=None, description="When it ended.")
     result: Literal["Succeeded", "Failed", "RolledBack", "Superseded", "InProgress"] = Field(
         description="How it ended."
@@ -737,7 +871,8 @@ class RolloutRecord(StatusModel):
     message: str | None = Field(
         default=None,
         description="Why a Failed or RolledBack rollout failed, as seen on its pods at the "
-        "deadline (e.g. CrashLoopBackOff with the last log lines, OOMKilled with the limit).",
+        "deadline (e.g. CrashLoopBackOff with the last log lines, OOMKilled with the limit), or "
+        "why the serving image cannot run it (rollout.onIncompatible: Fail).",
     )
 
 
@@ -775,6 +910,62 @@ class PreflightStatus(StatusModel):
         description="Differences that do not block (e.g. a pinned minor version the image has "
         "another of).",
     )
+
+
+class NodePrefetchStatus(StatusModel):
+    """The prefetch of a version onto one node's model cache."""
+
+    node: str = Field(description="The node.")
+    phase: Literal["Running", "Done", "Failed", "Unsupported", "NoCache"] = Field(
+        description="Done: cached; Failed, Unsupported (the MLflow server does not proxy "
+        "artifacts), NoCache (no ready cache pod on the node): its pods download themselves."
+    )
+    bytes: int = Field(default=0, description="Bytes of the version in the node's cache.")
+    message: str = Field(default="", description="Why, when not Done.")
+
+
+class PrefetchStatus(StatusModel):
+    """The last prefetch of a new version onto the model caches of the nodes that serve
+    (serving.cache), before any pod of it is created."""
+
+    version: str = Field(description="The version prefetched.")
+    phase: Literal["Running", "Done", "Incomplete"] = Field(
+        description="Running: the rollout waits for it; Done: cached on every node that serves; "
+        "Incomplete: not on some (failed, or past the deadline): the rollout went on anyway."
+    )
+    started: datetime = Field(description="When it began.")
+    finished: datetime | None = Field(default=None, description="When it ended.")
+    message: str = Field(description="Nodes done, and what failed.")
+    nodes: list[NodePrefetchStatus] = Field(default_factory=list, description="Per node.")
+
+
+class FeatureDrift(StatusModel):
+    """One feature's drift score, the largest any serving pod reports."""
+
+    feature: str = Field(description="The input column, or the output (kind output).")
+    kind: Literal["input", "output"] = Field(description="A request column or the answer.")
+    drift: float = Field(description="Population Stability Index against the reference.")
+
+
+class MonitoringStatus(StatusModel):
+    """What the serving pods of the version say about its live traffic
+    (serving.monitoring.drift; docs/monitoring.md)."""
+
+    version: str = Field(description="The version whose pods were read.")
+    reference: str | None = Field(
+        default=None,
+        description="What the scores compare with: a dataset logged with the version, or the "
+        "first rows served, and how many rows.",
+    )
+    threshold: float | None = Field(default=None, description="thresholds.drift, if set.")
+    drifting: list[str] = Field(
+        default_factory=list,
+        description="Features above thresholds.drift, highest first (outputs marked).",
+    )
+    features: list[FeatureDrift] = Field(
+        default_factory=list, description="The highest scores (up to 10), highest first."
+    )
+    message: str = Field(default="", description="The judgement in words.")
 
 
 class CanaryStatus(StatusModel):
@@ -859,6 +1050,15 @@ class ModelDeploymentStatus(StatusModel):
         default=None,
         description="The last pre-flight check of a new version: its MLmodel and requirements "
         "against what the serving image has installed, before any pod of it is created.",
+    )
+    prefetch: PrefetchStatus | None = Field(
+        default=None,
+        description="The last prefetch of a new version onto the nodes' model caches "
+        "(serving.cache).",
+    )
+    monitoring: MonitoringStatus | None = Field(
+        default=None,
+        description="Drift of the serving version's live traffic (serving.monitoring.drift).",
     )
     rollout: CanaryStatus | None = Field(
         default=None, description="The last canary or shadow rollout (strategy Canary, Shadow)."

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
+from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ServingMonitoring
 from mlflow_operator.builders.meta import RESTRICTED_CONTAINER_SECURITY, Owner, child_metadata
 from mlflow_operator.builders.pod import (
     disruption_budget,
@@ -24,6 +24,7 @@ from mlflow_operator.core.endpoint import (
     TRACKING_USERNAME,
     TrackingEndpoint,
 )
+from mlflow_operator.core.model_cache import cached_tracking_uri
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.serving_identity import reader_secret_name
 from mlflow_operator.core.naming import (
@@ -89,8 +90,12 @@ def serving_labels(md_name: str, component: str = COMPONENT) -> dict[str, str]:
     }
 
 
-def serving_command(spec: ModelDeploymentSpec, uri: str) -> list[str]:
-    """The container command per runtime; the same command the demo runs as a local process."""
+def serving_command(
+    spec: ModelDeploymentSpec, uri: str, *, monitoring_run: str | None = None
+) -> list[str]:
+    """The container command per runtime; the same command the demo runs as a local process.
+    `monitoring_run`: where the batched runtime writes samples and drift references, when not
+    to the version's own run (serverRef with basic auth: reconcilers/serving_identity.py)."""
     serving = spec.serving
     if serving.runtime == "custom":
         return list(serving.command)
@@ -102,9 +107,13 @@ def serving_command(spec: ModelDeploymentSpec, uri: str) -> list[str]:
             "--port", str(SERVING_PORT),
             "--workers", str(serving.workers),
             "--timeout", str(serving.timeout_seconds),
+            *_monitoring_args(serving.monitoring, monitoring_run),
         ]  # fmt: skip
+    # the operator's images download the model once, MLflow's CLI twice (the serving
+    # distribution's mlflow_cli.py says why); an image of the user's has only MLflow's
+    launcher = ["mlflow", "models", "serve"] if serving.image else ["mlflow-operator-serve-mlflow"]
     return [
-        "mlflow", "models", "serve",
+        *launcher,
         "--model-uri", uri,
         "--env-manager", serving.env_manager,
         "--host", "0.0.0.0",  # noqa: S104
@@ -114,16 +123,41 @@ def serving_command(spec: ModelDeploymentSpec, uri: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _monitoring_args(monitoring: ServingMonitoring, run: str | None = None) -> list[str]:
+    """The batched runtime's options for sampled prediction logging and drift: the excluded
+    columns once, for both (they are neither written nor tracked)."""
+    args: list[str] = []
+    if monitoring.sample_rate > 0:
+        args += ["--sample-rate", repr(monitoring.sample_rate)]
+    if monitoring.drift_enabled:
+        args += ["--drift", "--drift-reference-rows", str(monitoring.drift_reference_rows)]
+    if args:
+        args += [arg for name in monitoring.exclude_columns for arg in ("--sample-exclude", name)]
+        args += ["--monitoring-run-id", run] if run else []
+    return args
+
+
 def serving_env(
-    spec: ModelDeploymentSpec, uri: str, endpoint: TrackingEndpoint
+    spec: ModelDeploymentSpec, uri: str, endpoint: TrackingEndpoint, *, cache_url: str = ""
 ) -> list[dict[str, Any]]:
-    """Environment of the serving container; credentials only by secretKeyRef, never by value."""
+    """Environment of the serving container; credentials only by secretKeyRef, never by value.
+
+    `cache_url`: the operator's model cache (config.model_cache_url). With serving.cache on,
+    the pods talk to MLflow through their node's cache, which keeps the artifacts they load.
+    """
     env: dict[str, dict[str, Any]] = {}
 
     def put(name: str, **value: Any) -> None:
         env[name] = {"name": name, **value}
 
-    put("MLFLOW_TRACKING_URI", value=endpoint.url)
+    cache = spec.serving.cache
+    tracking = endpoint.url
+    if cache.enabled and cache_url:
+        try:
+            tracking = cached_tracking_uri(cache_url, endpoint.url, cache.keep_versions)
+        except ValueError:  # a URL the cache refuses to forward to: the pods go direct
+            tracking = endpoint.url
+    put("MLFLOW_TRACKING_URI", value=tracking)
     put("MODEL_URI", value=uri)
     put("PORT", value=str(SERVING_PORT))
     put("HOME", value="/tmp")  # noqa: S108  (the root filesystem is read-only; /tmp is a volume)
@@ -221,8 +255,9 @@ def build_serving_deployment(
     container = {
         "name": "server",
         "image": image,
-        "command": serving_command(spec, uri),
-        "env": serving_env(spec, uri, endpoint) + (_mirror_env() if mirrors else []),
+        "command": serving_command(spec, uri, monitoring_run=endpoint.monitoring_runs.get(version)),
+        "env": serving_env(spec, uri, endpoint, cache_url=config.model_cache_url)
+        + (_mirror_env() if mirrors else []),
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
         # Short periods: a pod is Ready one startup period plus one readiness period after its
         # model answers (the kubelet's first readiness probe waits a period after the startup

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 # The MLflow client's environment variables, and by default the keys of a credentials Secret.
 TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"
@@ -28,6 +29,9 @@ class TrackingEndpoint:
     url: str
     credentials: CredentialsSecret | None = None
     serving_credentials: CredentialsSecret | None = None
+    # version -> the run its serving pods write samples and drift references to, when that
+    # is not the version's own (serverRef with basic auth: reconcilers/serving_identity.py)
+    monitoring_runs: Mapping[str, str] = field(default_factory=dict)
 
     def identity(self, namespace: str) -> str:
         """Key of the shared registry watcher: one per URL and credentials (never their values)."""

@@ -40,6 +40,11 @@ def write_back_tag(namespace: str, name: str) -> str:
     return f"{WRITE_BACK_TAG_PREFIX}{namespace}.{name}"
 
 
+def drift_tag(namespace: str, name: str) -> str:
+    """The version tag that records when the ModelDeployment saw the version's traffic drift."""
+    return f"{write_back_tag(namespace, name)}.drift"
+
+
 def child_name(owner: str, suffix: str = "") -> str:
     """`<owner>-<suffix>`, at most 63 characters: long names are cut and given a hash."""
     name = f"{owner}-{suffix}" if suffix else owner

@@ -136,6 +136,7 @@ async def close_services(memo: kopf.Memo, **_: Any) -> None:
     if getattr(memo, "modeldeployments", None) is not None:
         await memo.modeldeployments.tag_writer.close()
         await memo.modeldeployments.pod_metrics.close()
+        await memo.modeldeployments.prefetches.close()
         if memo.modeldeployments.prometheus is not None:
             await memo.modeldeployments.prometheus.close()
     if getattr(memo, "hub", None) is not None:

@@ -83,6 +83,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     CANARY,
     CREDENTIALS_NOT_FOUND,
     HTTP_ROUTE_UNUSABLE,
+    MODEL_CACHE_UNAVAILABLE,
     ROLLING_BACK,
     ROLLOUT_STARTED,
     SCALE_TO_ZERO_UNAVAILABLE,
@@ -100,11 +101,17 @@ from mlflow_operator.core.modeldeployment.gates import (
 from mlflow_operator.core.modeldeployment.gates import (
     judge as judge_gates,
 )
+from mlflow_operator.core.modeldeployment.monitoring import (
+    DriftVerdict,
+    drifting_count,
+    judge_drift,
+)
 from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
     settled_versions,
 )
+from mlflow_operator.core.modeldeployment.prefetch import PrefetchVerdict, prefetch_version
 from mlflow_operator.core.modeldeployment.preflight import (
     ImageContents,
     Preflight,
@@ -124,10 +131,11 @@ from mlflow_operator.core.modeldeployment.status import (
     not_ready_status,
     status_changed,
 )
-from mlflow_operator.core.modeldeployment.write_back import version_tag_values
+from mlflow_operator.core.modeldeployment.write_back import drift_tag_value, version_tag_values
 from mlflow_operator.core.naming import (
     ANNOTATION_MIRROR_CONFIG,
     LABEL_MODEL_VERSION,
+    drift_tag,
     write_back_tag,
 )
 from mlflow_operator.core.registry_view import RegistryState
@@ -147,6 +155,7 @@ from mlflow_operator.reconcilers.common import (
     ToldOnce,
     status_patch,
 )
+from mlflow_operator.reconcilers.prefetch import Prefetches
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.tag_writer import AliasMove, RegistryWrite, TagWriter, VersionTag
@@ -223,10 +232,13 @@ class ModelDeploymentReconciler:
     )
     # what the default serving images have installed (config.serving_image_contents)
     _image_contents: dict[str, ImageContents] | None = None
+    # objects told that serving.cache is on but the operator has no model cache
+    _told_no_cache: ToldOnce = field(default_factory=ToldOnce)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
         self.identities = ServingIdentities(self._api)
+        self.prefetches = Prefetches(self._api, self.config)
 
     async def reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
@@ -288,17 +300,20 @@ class ModelDeploymentReconciler:
             spec_generation=self._spec_generation(owner, deployment),
         )
 
-        gate, preflight = await self._check_new_version(
-            spec, resolution, registry, observed, last=last, client=view.client
+        gate, preflight, prefetch = await self._check_new_version(
+            spec, owner, resolution, registry, observed,
+            last=last, client=view.client, now=now, emit=emit,
+        )  # fmt: skip
+        # a blocked or incompatible version gets no canary either, nor does one being prefetched
+        held = (
+            (gate is not None and not gate.passed)
+            or (preflight is not None and preflight.blocks)
+            or (prefetch is not None and prefetch.holds)
         )
 
         # decide ---------------------------------------------------------------------------
         spec, scaled, scale_events = await self._autoscale(
             spec, owner, last, now, resolution=resolution, observed=observed, emit=emit
-        )
-        # a blocked or incompatible version gets no canary either
-        held = (gate is not None and not gate.passed) or (
-            preflight is not None and preflight.blocks
         )
         canary = await self._canary(
             spec, owner, last, None if held else resolution, registry, observed, now
@@ -306,7 +321,8 @@ class ModelDeploymentReconciler:
         plan = plan_rollout(
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
-            selector=pod_selector(owner.name), gate=gate, preflight=preflight, canary=canary,
+            selector=pod_selector(owner.name), gate=gate, preflight=preflight, prefetch=prefetch,
+            canary=canary, drift=await self._drift(spec, owner, last),
         )  # fmt: skip
 
         plan.status.autoscaling = scaled
@@ -355,6 +371,7 @@ class ModelDeploymentReconciler:
         self._route_problems.forget(_key(owner))
         self._activated.discard(_key(owner))
         self._told_no_activator.discard(_key(owner))
+        self._told_no_cache.forget(_key(owner))
         if self.activator is not None:
             self.activator.forget(_key(owner))
         self.identities.forget(owner)
@@ -683,14 +700,19 @@ class ModelDeploymentReconciler:
         problem = "the operator cannot read this MLflow server now (see RegistrySynced)"
         if client is not None:
             try:
-                reader = await self.identities.ensure(
-                    owner, server, spec.model.name, versions, client
-                )
+                access = await self.identities.ensure(
+                    owner, server, spec.model.name, versions, client,
+                    monitors=spec.serving.monitoring.writes_to_mlflow(spec.serving.runtime),
+                )  # fmt: skip
             except (RegistryError, SecretUnusable) as exc:
                 problem = str(exc)
             else:
                 self._identity_problems.news(key, None)
-                return replace(endpoint, serving_credentials=reader)
+                return replace(
+                    endpoint,
+                    serving_credentials=access.credentials,
+                    monitoring_runs=access.monitoring_runs,
+                )
         if self._identity_problems.news(key, problem):
             logger.warning("%s: cannot make the serving pods' MLflow user: %s", key, problem)
             emit("Warning", SERVING_IDENTITY_FAILED, f"cannot make the serving pods' MLflow user "
@@ -838,22 +860,31 @@ class ModelDeploymentReconciler:
     async def _check_new_version(
         self,
         spec: ModelDeploymentSpec,
+        owner: Owner,
         resolution: Resolution | None,
         registry: RegistryState,
         observed: DeploymentObservation,
         *,
         last: ModelDeploymentStatus,
         client: RegistryClient | None,
-    ) -> tuple[GateVerdict | None, Preflight | None]:
+        now: datetime,
+        emit: EventSink,
+    ) -> tuple[GateVerdict | None, Preflight | None, PrefetchVerdict | None]:
         """What may hold back the version the registry selects before any pod of it exists:
-        spec.gates, then (if they let it through) the pre-flight check."""
+        spec.gates, then (if they let it through) the pre-flight check, then (if that does)
+        its prefetch onto the nodes' model caches."""
         gate = await self._judge_gates(
             spec, resolution, registry, observed, last=last, client=client
         )
         preflight = await self._preflight(
             spec, resolution, observed, last=last, gate=gate, client=client
         )
-        return gate, preflight
+        prefetch = await self._prefetch(
+            spec, owner, preflight_version(resolution, observed, last), observed, last,
+            held=gate is not None and not gate.passed, preflight=preflight, client=client,
+            now=now, emit=emit,
+        )  # fmt: skip
+        return gate, preflight, prefetch
 
     async def _preflight(
         self,
@@ -890,6 +921,39 @@ class ModelDeploymentReconciler:
         if not files.error or files.lasting:  # a failed read is tried at the next reconcile
             self._preflights[key] = verdict
         return verdict
+
+    async def _prefetch(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        version: str | None,
+        observed: DeploymentObservation,
+        last: ModelDeploymentStatus,
+        *,
+        held: bool,
+        preflight: Preflight | None,
+        client: RegistryClient | None,
+        now: datetime,
+        emit: EventSink,
+    ) -> PrefetchVerdict | None:
+        """The prefetch of the new version onto the model caches of the nodes that serve
+        (serving.cache), if one is due: the rollout waits for it (core/modeldeployment/prefetch.py).
+        """
+        cache = spec.serving.cache
+        configured = bool(self.config.model_cache_url)
+        key = _key(owner)
+        missing = "" if configured or not cache.enabled else "no model cache"
+        if self._told_no_cache.news(key, missing or None):
+            emit("Warning", MODEL_CACHE_UNAVAILABLE, "serving.cache is enabled, but this "
+                 "operator has no model cache (chart value modelCache.enabled, setting "
+                 "model_cache_url): the pods download the model from MLflow")  # fmt: skip
+        wanted = prefetch_version(
+            version, observed, cache_enabled=cache.enabled, cache_configured=configured,
+            held_before=held or spec.suspend, preflight=preflight,
+        )  # fmt: skip
+        if wanted is None or client is None:
+            return None
+        return await self.prefetches.judge(spec, owner, wanted, last=last, client=client, now=now)
 
     def _default_image_contents(self, gpu: bool) -> ImageContents | None:
         """What the default serving image has installed, from config.serving_image_contents
@@ -1016,6 +1080,20 @@ class ModelDeploymentReconciler:
             )
         return credentials
 
+    async def _drift(
+        self, spec: ModelDeploymentSpec, owner: Owner, last: ModelDeploymentStatus
+    ) -> DriftVerdict | None:
+        """The serving version's drift, from its ready pods' /metrics (serving.monitoring.drift;
+        core/modeldeployment/monitoring.py); None when not judged."""
+        monitoring, version = spec.serving.monitoring, last.serving_version
+        if not monitoring.drift_enabled or spec.serving.runtime != "batched" or version is None:
+            return None
+        labels = {**selector_labels(owner.name), LABEL_MODEL_VERSION: version}
+        pods = await self._api.list("v1", "Pod", owner.namespace, labels)
+        readings = await self.pod_metrics.drift(pods, SERVING_PORT)
+        threshold = monitoring.thresholds.drift if monitoring.thresholds else None
+        return judge_drift(version, readings, threshold, last.monitoring)
+
     async def _pods(self, owner: Owner, deployment: dict[str, Any] | None) -> list[dict[str, Any]]:
         """The serving pods, listed only while some are unavailable (their states explain why)."""
         if deployment is None:
@@ -1107,6 +1185,10 @@ class ModelDeploymentReconciler:
                 VersionTag(spec.model.name, version, key, value)
                 for version, value in version_tag_values(plan, now)
             )
+            if plan.drift_detected is not None:
+                version, value = drift_tag_value(plan.drift_detected, now)
+                tag = drift_tag(owner.namespace, owner.name)
+                writes.append(VersionTag(spec.model.name, version, tag, value))
         self.tag_writer.submit(client, writes)
 
     def _count(self, owner: Owner, plan: RolloutPlan) -> None:
@@ -1123,6 +1205,7 @@ class ModelDeploymentReconciler:
             succeeded=bool(plan.succeeded_version),
             failed=bool(plan.failed_version),
             rolled_back=any(e.reason == ROLLING_BACK for e in plan.events),
+            drifting=drifting_count(status),
         )
 
 

@@ -16,6 +16,7 @@ from mlflow_operator.core.endpoint import TRACKING_PASSWORD, TRACKING_USERNAME, 
 from mlflow_operator.core.modeldeployment.serving_identity import (
     fingerprint,
     grant_changes,
+    monitoring_experiment_name,
     reader_secret_name,
     reader_username,
     recorded_server,
@@ -28,6 +29,15 @@ from mlflow_operator.registry.client import RegistryClient
 # (MLflow URL, model, version) -> experiment id entries kept: the versions deployed now, and
 # then some; the least recently used go first (MLflow is asked again if one is wanted again).
 EXPERIMENTS_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class ServingAccess:
+    """What the serving pods get: the Secret they read MLflow with, and per version the run
+    they write samples and drift references to (serving.monitoring; empty when off)."""
+
+    credentials: CredentialsSecret
+    monitoring_runs: dict[str, str] = field(default_factory=dict)
 
 
 class SecretUnusable(Exception):  # noqa: N818  (a situation reported in an Event, not a bug)
@@ -54,6 +64,11 @@ class ServingIdentities:
     _experiments: LRUCache[tuple[str, str, str], str] = field(
         default_factory=lambda: LRUCache(EXPERIMENTS_KEPT)
     )
+    # (MLflow URL, "experiment", its name) -> id of a monitoring experiment, and
+    # (MLflow URL, experiment id, model and version) -> id of a version's monitoring run
+    _monitoring: LRUCache[tuple[str, str, str], str] = field(
+        default_factory=lambda: LRUCache(EXPERIMENTS_KEPT)
+    )
 
     async def ensure(
         self,
@@ -62,27 +77,60 @@ class ServingIdentities:
         model: str,
         versions: Iterable[str],
         client: RegistryClient,
-    ) -> CredentialsSecret:
+        *,
+        monitors: bool = False,
+    ) -> ServingAccess:
         """The Secret the serving pods read MLflow with, once its user on the MLflowServer
-        `server` can read `versions` of `model`. `client` is the admin's. Raises RegistryError
-        when MLflow cannot be told, SecretUnusable when the Secret was edited into something
-        unusable."""
+        `server` can read `versions` of `model`, and, when the pods `monitors`
+        (serving.monitoring), write to the ModelDeployment's monitoring experiment, with the
+        run of each version there. `client` is the admin's. Raises RegistryError when MLflow
+        cannot be told, SecretUnusable when the Secret was edited into something unusable."""
         name = reader_secret_name(owner.name)
         username = reader_username(owner.namespace, owner.name)
         password = await self._password(owner, server, name, username)
         accounts = MlflowAccounts(client)
-        experiments = {await self._experiment(accounts, client.url, model, v) for v in versions}
-        mark = fingerprint(username, password, model, experiments)
+        wanted = list(versions)
+        experiments = {await self._experiment(accounts, client.url, model, v) for v in wanted}
+        writes = (
+            await self._monitoring_experiment(accounts, client.url, owner) if monitors else None
+        )
+        mark = fingerprint(username, password, model, experiments, writes)
         key = f"{owner.namespace}/{owner.name}"
         if self._made.get(key) != mark:
             await accounts.ensure_user(username, password)
-            revoke, grant = grant_changes(await accounts.grants(username), model, experiments)
+            current = await accounts.grants(username)
+            revoke, grant = grant_changes(current, model, experiments, writes)
             for each in revoke:
                 await accounts.revoke(username, each)
             for each in grant:
                 await accounts.grant(username, each)
             self._made[key] = mark
-        return CredentialsSecret(name, TRACKING_USERNAME, TRACKING_PASSWORD, token_key=None)
+        runs = {}
+        if writes is not None:
+            for version in wanted:
+                runs[version] = await self._monitoring_run(
+                    accounts, client.url, writes, model, version
+                )
+        credentials = CredentialsSecret(name, TRACKING_USERNAME, TRACKING_PASSWORD, token_key=None)
+        return ServingAccess(credentials, runs)
+
+    async def _monitoring_experiment(self, accounts: MlflowAccounts, url: str, owner: Owner) -> str:
+        key = (url, "experiment", monitoring_experiment_name(owner.namespace, owner.name))
+        found = self._monitoring.get(key)
+        if found is None:
+            found = await accounts.experiment_named(key[2])
+            self._monitoring[key] = found
+        return found
+
+    async def _monitoring_run(
+        self, accounts: MlflowAccounts, url: str, experiment: str, model: str, version: str
+    ) -> str:
+        key = (url, experiment, f"{model}\n{version}")
+        found = self._monitoring.get(key)
+        if found is None:
+            found = await accounts.monitoring_run(experiment, model, version)
+            self._monitoring[key] = found
+        return found
 
     async def remove(self, owner: Owner, client: RegistryClient) -> bool:
         """Delete the user (and so its permissions); False when it did not exist."""

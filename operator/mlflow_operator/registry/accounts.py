@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import contextlib
 
-from mlflow_operator.core.modeldeployment.serving_identity import Grant
+from mlflow_operator.core.modeldeployment.serving_identity import (
+    MONITORING_MODEL_TAG,
+    MONITORING_VERSION_TAG,
+    Grant,
+)
 from mlflow_operator.registry.client import (
     API_V3,
     RegistryAlreadyExists,
@@ -101,3 +105,46 @@ class MlflowAccounts:
             f"cannot tell which experiment holds version {version} of model {model!r} "
             "(its source names no logged model and it has no run)"
         )
+
+    async def experiment_named(self, name: str) -> str:
+        """The id of the experiment `name`, created when there is none."""
+        with contextlib.suppress(RegistryNotFound):
+            return await self._experiment_id(name)
+        with contextlib.suppress(RegistryAlreadyExists):  # made meanwhile: the same end
+            created = await self._client.call("POST", "experiments/create", body={"name": name})
+            return str(created["experiment_id"])
+        return await self._experiment_id(name)
+
+    async def _experiment_id(self, name: str) -> str:
+        data = await self._client.call("GET", "experiments/get-by-name", {"experiment_name": name})
+        return str(data["experiment"]["experiment_id"])
+
+    async def monitoring_run(self, experiment_id: str, model: str, version: str) -> str:
+        """The run of `experiment_id` tagged with `model` and `version`, created when there is
+        none: where the serving pods of that version write what they watch."""
+        # the version is digits; the model name is compared here, so that no quoting of it
+        # in MLflow's filter syntax can go wrong
+        found = await self._client.call(
+            "POST", "runs/search",
+            body={
+                "experiment_ids": [experiment_id],
+                "filter": f"tags.`{MONITORING_VERSION_TAG}` = '{int(version)}'",
+                "max_results": 100,
+            },
+        )  # fmt: skip
+        for run in found.get("runs") or []:
+            tags = {t["key"]: t["value"] for t in (run.get("data") or {}).get("tags") or []}
+            if tags.get(MONITORING_MODEL_TAG) == model:
+                return str(run["info"]["run_id"])
+        created = await self._client.call(
+            "POST", "runs/create",
+            body={
+                "experiment_id": experiment_id,
+                "run_name": f"{model} version {version}",
+                "tags": [
+                    {"key": MONITORING_MODEL_TAG, "value": model},
+                    {"key": MONITORING_VERSION_TAG, "value": version},
+                ],
+            },
+        )  # fmt: skip
+        return str(created["run"]["info"]["run_id"])

@@ -36,6 +36,9 @@ VERSIONS_PAGE_SIZE = 10_000  # model-versions/search allows 200,000; ~5 MB of JS
 MAX_FILTER_CHARS = 4000  # keep URLs well under common proxy limits
 PROXIED_ARTIFACTS = "mlflow-artifacts"  # the scheme of artifacts served by the tracking server
 MODEL_FILES = ("MLmodel", "requirements.txt", "python_env.yaml")  # what pre-flight reads
+# read too when one of the last two is missing: older MLflow versions, and conda environments,
+# record the requirements and the Python there alone
+CONDA_FILE = "conda.yaml"
 MAX_MODEL_FILE_BYTES = 1 << 20  # each of those is a few KB; a larger one is not what it says
 
 
@@ -210,8 +213,9 @@ class RegistryClient:
 
     async def model_files(self, name: str, version: str) -> ModelFiles:
         """The small files of a version that say what it needs (MLmodel, requirements.txt,
-        python_env.yaml), through the tracking server's artifact proxy: a few kilobytes,
-        never the model itself. What cannot be read is said in ModelFiles.error."""
+        python_env.yaml, and conda.yaml when one of those two is missing), through the tracking
+        server's artifact proxy: a few kilobytes, never the model itself. Only the files that
+        the listing shows are read. What cannot be read is said in ModelFiles.error."""
         path = "model-versions/get-download-uri"
         try:
             data = await self.call("GET", path, {"name": name, "version": version})
@@ -236,10 +240,13 @@ class RegistryClient:
                 await self._artifact_text(f"{base}/{f}") if f in present else None
                 for f in MODEL_FILES
             ]
+            mlmodel, requirements, python_env = texts
+            conda = None
+            if CONDA_FILE in present and (requirements is None or python_env is None):
+                conda = await self._artifact_text(f"{base}/{CONDA_FILE}")
         except RegistryError as exc:
             return ModelFiles(location=uri, error=str(exc))
-        mlmodel, requirements, python_env = texts
-        return ModelFiles(uri, mlmodel, requirements, python_env)
+        return ModelFiles(uri, mlmodel, requirements, python_env, conda)
 
     async def _artifact_names(self, directory: str) -> set[str]:
         """The names of the files in one directory of the artifact proxy."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -45,13 +46,23 @@ def test_pins_the_version_in_command_label_and_annotation() -> None:
     assert template["metadata"]["labels"]["mlflowops.dev/model-version"] == "8"
     assert template["metadata"]["annotations"]["mlflowops.dev/model-uri"] == "models:/fraud-model/8"
     cmd = container(dep)["command"]
-    assert cmd[:3] == ["mlflow", "models", "serve"]
+    # the operator's image: `mlflow models serve` with the model downloaded once
+    assert cmd[0] == "mlflow-operator-serve-mlflow"
     assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/8"
     assert cmd[cmd.index("--env-manager") + 1] == "local"
     assert cmd[cmd.index("--workers") + 1] == "1"
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
     # the selector never includes the version: it is immutable on a Deployment
     assert "mlflowops.dev/model-version" not in dep["spec"]["selector"]["matchLabels"]
+
+
+def test_an_image_of_the_users_runs_mlflows_own_command() -> None:
+    dep = build_serving_deployment(
+        spec(serving={"image": "registry.example.com/team/mlflow:3"}), OWNER, "8", ENDPOINT, CONFIG
+    )
+    cmd = container(dep)["command"]
+    assert cmd[:3] == ["mlflow", "models", "serve"]  # all such an image is sure to have
+    assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/8"
 
 
 def test_owner_reference_and_names() -> None:
@@ -179,6 +190,108 @@ def test_batched_runtime_command() -> None:
     cmd = container(dep)["command"]
     assert cmd[0] == "mlflow-operator-serve"
     assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/3"
+
+
+def test_sampling_is_in_the_batched_command_only_when_asked_for() -> None:
+    plain = container(
+        build_serving_deployment(spec(serving={"runtime": "batched"}), OWNER, "3", ENDPOINT, CONFIG)
+    )["command"]
+    assert "--sample-rate" not in plain
+    monitored = spec(
+        serving={
+            "runtime": "batched",
+            "monitoring": {"sampleRate": 0.05, "excludeColumns": ["ssn", "name, full"]},
+        }
+    )
+    cmd = container(build_serving_deployment(monitored, OWNER, "3", ENDPOINT, CONFIG))["command"]
+    assert cmd[cmd.index("--sample-rate") + 1] == "0.05"
+    # one option per column: a name with a comma stays one name
+    assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--sample-exclude"] == [
+        "ssn",
+        "name, full",
+    ]
+
+
+def batched_monitoring_args(monitoring: dict[str, Any]) -> list[str]:
+    """What the batched command holds after its fixed options (--timeout N)."""
+    s = spec(serving={"runtime": "batched", "monitoring": monitoring})
+    cmd = container(build_serving_deployment(s, OWNER, "3", ENDPOINT, CONFIG))["command"]
+    result: list[str] = cmd[cmd.index("--timeout") + 2 :]
+    return result
+
+
+def test_drift_alone_asks_the_batched_runtime_for_scores_without_sampling() -> None:
+    assert batched_monitoring_args({"drift": {}}) == ["--drift", "--drift-reference-rows", "1000"]
+    assert batched_monitoring_args({"drift": {"referenceRows": 5000}}) == [
+        "--drift",
+        "--drift-reference-rows",
+        "5000",
+    ]
+
+
+def test_a_drift_threshold_alone_turns_drift_on() -> None:
+    """API.md's `monitoring: {sampleRate: 0.1, thresholds: {drift: 0.2}}` scores drift."""
+    assert batched_monitoring_args({"thresholds": {"drift": 0.2}}) == [
+        "--drift",
+        "--drift-reference-rows",
+        "1000",
+    ]
+    assert batched_monitoring_args({"sampleRate": 0.1, "thresholds": {"drift": 0.2}}) == [
+        "--sample-rate",
+        "0.1",
+        "--drift",
+        "--drift-reference-rows",
+        "1000",
+    ]
+
+
+def test_sampling_and_drift_together_pass_the_excluded_columns_once() -> None:
+    """One list serves both: excluded columns are neither written nor tracked for drift."""
+    args = batched_monitoring_args(
+        {
+            "sampleRate": 0.05,
+            "excludeColumns": ["ssn", "name"],
+            "drift": {"referenceRows": 200},
+            "thresholds": {"drift": 0.25},
+        }
+    )
+    assert args == [
+        "--sample-rate",
+        "0.05",
+        "--drift",
+        "--drift-reference-rows",
+        "200",
+        "--sample-exclude",
+        "ssn",
+        "--sample-exclude",
+        "name",
+    ]
+
+
+def test_drift_alone_still_excludes_the_columns() -> None:
+    args = batched_monitoring_args({"excludeColumns": ["ssn"], "drift": {}})
+    assert args == ["--drift", "--drift-reference-rows", "1000", "--sample-exclude", "ssn"]
+
+
+def test_no_monitoring_options_when_neither_sampling_nor_drift_is_on() -> None:
+    assert batched_monitoring_args({}) == []
+    # excluded columns alone, a zero rate, thresholds without a drift one: nothing to pass
+    assert batched_monitoring_args({"sampleRate": 0, "excludeColumns": ["ssn"]}) == []
+    assert batched_monitoring_args({"thresholds": {}}) == []
+
+
+def test_pods_of_a_version_with_a_monitoring_run_write_there() -> None:
+    """serverRef with basic auth: the operator's run of the version in the ModelDeployment's
+    monitoring experiment (reconcilers/serving_identity.py)."""
+    s = spec(serving={"runtime": "batched", "monitoring": {"drift": {}}})
+    endpoint = replace(ENDPOINT, monitoring_runs={"3": "abc123"})
+    cmd = container(build_serving_deployment(s, OWNER, "3", endpoint, CONFIG))["command"]
+    assert cmd[cmd.index("--monitoring-run-id") + 1] == "abc123"
+    other = container(build_serving_deployment(s, OWNER, "4", endpoint, CONFIG))["command"]
+    assert "--monitoring-run-id" not in other  # no run of its own: the version's run
+    quiet = spec(serving={"runtime": "batched"})
+    cmd = container(build_serving_deployment(quiet, OWNER, "3", endpoint, CONFIG))["command"]
+    assert "--monitoring-run-id" not in cmd  # nothing to write
 
 
 def test_custom_runtime_uses_the_users_command_and_passes_the_uri() -> None:

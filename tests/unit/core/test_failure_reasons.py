@@ -12,8 +12,8 @@ from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
 from mlflow_operator.core.modeldeployment.observation import observe_deployment
 from mlflow_operator.core.modeldeployment.resolution import Resolved
-from tests.unit.core.test_rollout import _deployment, spec, step
-from tests.unit.observations import complete
+from tests.unit.core.test_rollout import spec, step
+from tests.unit.observations import complete, deployment_object
 
 EXCEEDED = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
 TRACEBACK = (
@@ -72,7 +72,7 @@ LOADING = pod(
 
 
 def troubles(*pods: dict[str, Any]) -> tuple[str, ...]:
-    return observe_deployment(_deployment("2", available=0), list(pods)).pod_troubles
+    return observe_deployment(deployment_object("2", available=0), list(pods)).pod_troubles
 
 
 def test_a_crash_loop_names_the_exit_code_and_the_last_log_lines() -> None:
@@ -143,7 +143,7 @@ def test_credentials_in_a_crash_log_are_redacted() -> None:
 
 
 def test_the_reason_is_in_progressing_while_rolling_out() -> None:
-    observed = observe_deployment(_deployment("2", available=0), [CRASHING])
+    observed = observe_deployment(deployment_object("2", available=0), [CRASHING])
     plan = step(ModelDeploymentStatus(target_version="2", serving_version="1"), Resolved("2"),
                 observed)  # fmt: skip
     progressing = get_condition(plan.status.conditions, "Progressing")
@@ -153,7 +153,7 @@ def test_the_reason_is_in_progressing_while_rolling_out() -> None:
 
 
 def test_the_reason_outlives_the_pods_after_a_rollback() -> None:
-    failing = observe_deployment(_deployment("2", conditions=[EXCEEDED], available=0), [OOM])
+    failing = observe_deployment(deployment_object("2", conditions=[EXCEEDED], available=0), [OOM])
     last = ModelDeploymentStatus(target_version="2", serving_version="1")
     plan = step(last, Resolved("2"), failing)
     assert plan.deploy_version == "1"
@@ -174,7 +174,9 @@ def test_the_reason_outlives_the_pods_after_a_rollback() -> None:
 
 
 def test_with_autorollback_off_the_failed_version_keeps_its_reason() -> None:
-    failing = observe_deployment(_deployment("2", conditions=[EXCEEDED], available=0), [LOADING])
+    failing = observe_deployment(
+        deployment_object("2", conditions=[EXCEEDED], available=0), [LOADING]
+    )
     off = spec(rollout={"autoRollback": False})
     plan = step(ModelDeploymentStatus(target_version="2", serving_version="1"), Resolved("2"),
                 failing, off)  # fmt: skip

@@ -72,6 +72,18 @@ dependencies:
 - -r requirements.txt
 """
 
+
+def conda_yaml(requirements: str, python: str = "3.11.7", extra: str = "") -> str:
+    """conda.yaml as MLflow writes it (`extra`: more conda dependencies, one per line)."""
+    pip = "".join(f"  - {line}\n" for line in requirements.splitlines())
+    return (
+        f"channels:\n- conda-forge\ndependencies:\n- python={python}\n{extra}- pip<=24.0\n"
+        f"- pip:\n{pip}name: mlflow-env\n"
+    )
+
+
+GOOD_CONDA = conda_yaml(GOOD_REQUIREMENTS)
+
 # A custom mlflow.pyfunc.PythonModel: the model is cloudpickled code.
 CUSTOM_MLMODEL = """\
 artifact_path: null
@@ -200,8 +212,14 @@ def files(
     requirements: str | None = GOOD_REQUIREMENTS,
     python_env: str | None = GOOD_PYTHON_ENV,
     error: str = "",
+    conda: str | None = None,
 ) -> ModelFiles:
-    return ModelFiles(WHERE, mlmodel, requirements, python_env, error)
+    return ModelFiles(WHERE, mlmodel, requirements, python_env, conda, error)
+
+
+def conda_only(mlmodel: str, conda: str) -> ModelFiles:
+    """A version with conda.yaml alone (older MLflow, a conda environment)."""
+    return files(mlmodel, requirements=None, python_env=None, conda=conda)
 
 
 def check(model: ModelFiles, image: ImageContents | None = CPU, *, gpu: bool = False) -> Preflight:
@@ -335,6 +353,31 @@ BROKEN: list[tuple[str, ModelFiles, ImageContents | None, bool, str, str]] = [
         files(requirements=edit(GOOD_REQUIREMENTS, "scikit-learn==1.9.1", "scikit-learn=1.9.1")),
         CPU, False, INCOMPATIBLE,
         "requirements.txt line 'scikit-learn=1.9.1' is not a valid requirement",
+    ),
+    (
+        "conda.yaml only: a pip package a custom model may import",
+        conda_only(CUSTOM_MLMODEL, conda_yaml(CUSTOM_REQUIREMENTS + "lightgbm==4.6.0\n")),
+        CPU, False, INCOMPATIBLE,
+        "needs lightgbm==4.6.0 (conda.yaml), the image has no lightgbm",
+    ),
+    (
+        "conda.yaml only: pickled custom model saved with another Python",
+        conda_only(CUSTOM_MLMODEL, conda_yaml(CUSTOM_REQUIREMENTS, python="3.9.18")),
+        CPU, False, INCOMPATIBLE,
+        "needs Python 3.9 (conda.yaml: a pickled custom model does not load across Python "
+        "minor versions), the image has 3.11",
+    ),
+    (
+        "conda.yaml only: mlflow 2",
+        conda_only(GOOD_MLMODEL, edit(GOOD_CONDA, "mlflow==3.17.2", "mlflow==2.9.2")),
+        CPU, False, INCOMPATIBLE,
+        "needs mlflow==2.9.2 (conda.yaml), the image has mlflow 3.17.2: another major version",
+    ),
+    (
+        "conda.yaml only: unparsable pip requirement",
+        conda_only(GOOD_MLMODEL, edit(GOOD_CONDA, "scikit-learn==1.9.1", "scikit-learn=1.9.1")),
+        CPU, False, INCOMPATIBLE,
+        "conda.yaml pip requirement 'scikit-learn=1.9.1' is not a valid requirement",
     ),
     (
         "files unreadable",
@@ -618,3 +661,89 @@ def test_only_a_version_not_decided_here_is_checked() -> None:
     }
     assert checked == {"1": None, "2": "2", "3": None, "4": None, "5": None, "6": "6"}
     assert preflight_version(None, running, last) is None
+
+
+def test_a_version_with_conda_yaml_alone_is_checked_from_it() -> None:
+    """Older MLflow versions (and conda environments) leave conda.yaml alone: its python
+    dependency and its pip section stand for python_env.yaml and requirements.txt."""
+    result = check(conda_only(GOOD_MLMODEL, GOOD_CONDA))
+    assert result == Preflight(
+        "7", COMPATIBLE, f"Python 3.11.7 and 7 requirement(s) satisfied by image {IMAGE}"
+    )
+    # the Python comes from conda.yaml, not from MLmodel's python_version
+    pickled = check(conda_only(CUSTOM_MLMODEL, conda_yaml(CUSTOM_REQUIREMENTS)))
+    assert pickled.verdict == COMPATIBLE, pickled
+    assert pickled.message.startswith("Python 3.11.7 and 3 requirement(s)")
+
+
+def test_conda_packages_are_notes_the_image_having_no_conda() -> None:
+    extra = "- cudatoolkit=11.8\n- conda-forge::libgomp\n- setuptools\n"
+    result = check(conda_only(GOOD_MLMODEL, conda_yaml(GOOD_REQUIREMENTS, extra=extra)))
+    assert result.verdict == COMPATIBLE, result
+    assert result.notes == (
+        "cudatoolkit=11.8 (conda.yaml) is a conda package, not installed: the serving image "
+        "has no conda",
+        "conda-forge::libgomp (conda.yaml) is a conda package, not installed: the serving "
+        "image has no conda",
+    )
+
+
+def test_requirements_txt_and_python_env_yaml_come_before_conda_yaml() -> None:
+    stale = conda_yaml("mlflow==2.9.2\n", python="3.9.18")
+    both = files(CUSTOM_MLMODEL, CUSTOM_REQUIREMENTS, GOOD_PYTHON_ENV, conda=stale)
+    assert check(both).verdict == COMPATIBLE
+    # each file stands in only for the one that is missing
+    no_env = check(files(CUSTOM_MLMODEL, CUSTOM_REQUIREMENTS, None, conda=stale))
+    assert no_env.message.startswith("needs Python 3.9 (conda.yaml: ")
+    assert "mlflow==2.9.2" not in no_env.message
+    no_requirements = check(files(requirements=None, conda=stale))
+    assert no_requirements.message.startswith("needs mlflow==2.9.2 (conda.yaml)")
+    assert "Python" not in no_requirements.message
+
+
+@pytest.mark.parametrize(
+    ("conda", "verdict", "first_note"),
+    [
+        (
+            "dependencies: [python=3.11\n",
+            COMPATIBLE,
+            "conda.yaml is not valid YAML (expected ',' or ']', but got '<stream end>' (line 2)): "
+            "not read",
+        ),
+        ("name: mlflow-env\n", COMPATIBLE, "conda.yaml has no list of dependencies: not read"),
+        (
+            "dependencies:\n- python>=3.8\n- pip:\n  - mlflow==3.17.2\n",
+            COMPATIBLE,
+            "conda.yaml's 'python>=3.8' pins no one Python: not compared",
+        ),
+        (
+            "dependencies:\n- python=3.11.7=h955ad1f_0\n- {channel: x}\n",
+            COMPATIBLE,
+            "conda.yaml dependency \"{'channel': 'x'}\" is not a package: not read",
+        ),
+    ],
+    ids=["not-yaml", "no-dependencies", "python-range", "odd-dependency"],
+)
+def test_an_odd_conda_yaml_is_a_note_and_the_other_records_stand(
+    conda: str, verdict: str, first_note: str
+) -> None:
+    result = check(conda_only(GOOD_MLMODEL, conda))
+    assert result.verdict == verdict, result
+    assert result.notes[0] == first_note
+    # MLmodel's python_version stands in for a conda.yaml that pins none
+    assert result.message.startswith("Python 3.11.7 and ")
+
+
+def test_conda_yaml_without_a_pip_section_or_with_an_entry_that_is_not_text() -> None:
+    bare = check(conda_only(GOOD_MLMODEL, "dependencies:\n- python=3.11.7\n"))
+    assert bare.verdict == COMPATIBLE
+    assert bare.notes == (
+        f"no requirements.txt at {WHERE}, and conda.yaml has no pip section: its packages were "
+        "not checked",
+    )
+    mapping = "dependencies:\n- pip:\n  - mlflow==3.17.2\n  - scikit-learn: 1.9.1\n"
+    refused = check(conda_only(GOOD_MLMODEL, mapping))
+    assert (refused.verdict, refused.message) == (
+        INCOMPATIBLE,
+        "conda.yaml pip requirement \"{'scikit-learn': '1.9.1'}\" is not a valid requirement",
+    )

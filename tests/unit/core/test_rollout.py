@@ -14,7 +14,7 @@ from mlflow_operator.core.modeldeployment.observation import (
 from mlflow_operator.core.modeldeployment.resolution import Resolved, Unresolved
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan, plan_rollout
 from mlflow_operator.core.registry_view import RegistryState
-from tests.unit.observations import complete, in_progress
+from tests.unit.observations import complete, deployment_object, in_progress
 from tests.unit.specs import spec
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -271,31 +271,6 @@ def test_a_deleted_deployment_is_recreated_on_the_last_good_version() -> None:
     assert cond(plan, "Ready") == ("False", "RollingOut")
 
 
-def _deployment(
-    version: str,
-    *,
-    annotations: dict[str, str] | None = None,
-    conditions: list[dict[str, str]] | None = None,
-    available: int = 1,
-) -> dict[str, Any]:
-    """A serving Deployment object whose controller has observed its template."""
-    return {
-        "metadata": {"name": "fraud", "generation": 3, "annotations": annotations or {}},
-        "spec": {
-            "replicas": 1,
-            "template": {"metadata": {"labels": {"mlflowops.dev/model-version": version}}},
-        },
-        "status": {
-            "observedGeneration": 3,
-            "replicas": 1,
-            "updatedReplicas": 1,
-            "availableReplicas": available,
-            "readyReplicas": available,
-            "conditions": conditions or [],
-        },
-    }
-
-
 ROLLED_BACK = {"mlflowops.dev/failed-versions": "2", "mlflowops.dev/last-good-version": "1"}
 
 
@@ -306,7 +281,7 @@ def test_a_lost_or_stale_status_does_not_retry_a_failed_version() -> None:
 
     Failed on the code before the fix: both plans deployed version 2 again.
     """
-    rolled_back = observe_deployment(_deployment("1", annotations=ROLLED_BACK))
+    rolled_back = observe_deployment(deployment_object("1", annotations=ROLLED_BACK))
     lost = ModelDeploymentStatus()
     stale = ModelDeploymentStatus(target_version="1", serving_version="1")
     for last in (lost, stale):
@@ -328,7 +303,7 @@ def test_a_success_recorded_before_a_crash_is_not_recorded_again() -> None:
     first = step(first.status, Resolved("1"), complete("1"))
     started = step(first.status, Resolved("2"), complete("1"), minutes=1)
     lagging = observe_deployment(
-        _deployment(
+        deployment_object(
             "2",
             annotations={
                 "mlflowops.dev/failed-versions": "",
@@ -368,7 +343,9 @@ def test_pods_that_could_not_be_created_do_not_fail_the_version() -> None:
         'serviceaccount "serving" not found',
     }
     exceeded = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
-    observed = observe_deployment(_deployment("2", conditions=[refused, exceeded], available=0))
+    observed = observe_deployment(
+        deployment_object("2", conditions=[refused, exceeded], available=0)
+    )
     last = ModelDeploymentStatus(target_version="2", serving_version="1")
     plan = step(last, Resolved("2"), observed)
     assert plan.deploy_version == "2"
@@ -406,7 +383,7 @@ def test_pods_that_cannot_pull_their_image_do_not_fail_the_version() -> None:
             ]
         },
     }
-    observed = observe_deployment(_deployment("2", conditions=[exceeded], available=0), [pod])
+    observed = observe_deployment(deployment_object("2", conditions=[exceeded], available=0), [pod])
     plan = step(ModelDeploymentStatus(target_version="2", serving_version="1"), Resolved("2"),
                 observed)  # fmt: skip
     assert plan.deploy_version == "2"
@@ -466,7 +443,7 @@ def test_a_spec_change_that_never_becomes_available_does_not_blame_the_served_ve
 def test_an_annotation_only_generation_counts_as_observed_when_the_spec_generation_is_known() -> (
     None
 ):
-    dep = _deployment("1")
+    dep = deployment_object("1")
     dep["metadata"]["generation"] = 4  # the ledger annotations were written after generation 3
     assert not observe_deployment(dep).rollout_complete  # unknown: the generation counts
     assert observe_deployment(dep, spec_generation=3).rollout_complete

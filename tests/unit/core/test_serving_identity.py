@@ -43,6 +43,18 @@ def test_another_model_anything_above_read_and_other_kinds_go() -> None:
     assert grant == [Grant("experiment", "1")]  # revoked first, then granted at READ
 
 
+def test_monitoring_adds_edit_on_its_own_experiment_and_taking_it_off_revokes_it() -> None:
+    revoke, grant = grant_changes({MODEL, Grant("experiment", "1")}, "fraud", {"1"}, writes="9")
+    assert (revoke, grant) == ([], [Grant("experiment", "9", "EDIT")])
+    current = {MODEL, Grant("experiment", "1"), Grant("experiment", "9", "EDIT")}
+    assert grant_changes(current, "fraud", {"1"}, writes="9") == ([], [])
+    assert grant_changes(current, "fraud", {"1"}) == ([Grant("experiment", "9", "EDIT")], [])
+    # READ on the monitoring experiment (someone lowered it) is replaced, not kept beside
+    lowered = {MODEL, Grant("experiment", "1"), Grant("experiment", "9")}
+    assert grant_changes(lowered, "fraud", {"1"}, writes="9") == (
+        [Grant("experiment", "9")], [Grant("experiment", "9", "EDIT")])  # fmt: skip
+
+
 def test_one_user_and_one_secret_per_model_deployment() -> None:
     assert reader_username("a-b", "c") != reader_username("a", "b-c")
     assert reader_secret_name("fraud") == "fraud-mlflow-reader"

@@ -234,6 +234,8 @@ class FakeRegistryClient:
         self.aliases: list[tuple[str, str]] = []  # (alias, version) moved, in order
         self.files: dict[str, ModelFiles] = {}  # version -> its MLmodel and requirements
         self.files_read: list[str] = []  # versions whose files were read, in order
+        self.experiments: dict[str, str] = {}  # name -> id, made by experiments/create
+        self.runs: dict[str, tuple[str, dict[str, str]]] = {}  # run id -> (experiment, tags)
 
     async def run_metrics(self, run_id: str) -> dict[str, float]:
         self.calls.append(f"GET runs/get {run_id}")
@@ -259,6 +261,29 @@ class FakeRegistryClient:
     async def close(self) -> None:
         pass
 
+    def _experiments_and_runs(self, path: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """The monitoring experiment and runs (reconcilers/serving_identity.py)."""
+        if path == "experiments/get-by-name":
+            if args["experiment_name"] not in self.experiments:
+                raise RegistryNotFound("experiments/get-by-name: not found")
+            return {"experiment": {"experiment_id": self.experiments[args["experiment_name"]]}}
+        if path == "experiments/create":
+            self.experiments[args["name"]] = str(100 + len(self.experiments))
+            return {"experiment_id": self.experiments[args["name"]]}
+        if path == "runs/search":
+            return {"runs": [
+                {"info": {"run_id": run},
+                 "data": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
+                for run, (experiment, tags) in self.runs.items()
+                if experiment in args["experiment_ids"]
+            ]}  # fmt: skip
+        if path == "runs/create":
+            run = f"run-{len(self.runs)}"
+            tags = {t["key"]: t["value"] for t in args["tags"]}
+            self.runs[run] = (args["experiment_id"], tags)
+            return {"run": {"info": {"run_id": run}}}
+        return None
+
     async def call(
         self,
         method: str,
@@ -276,6 +301,9 @@ class FakeRegistryClient:
             return {"model_version": {"source": f"models:/m-{args['version']}", "run_id": ""}}
         if path.startswith("logged-models/"):
             return {"model": {"info": {"experiment_id": "7"}}}
+        tracking = self._experiments_and_runs(path, args)
+        if tracking is not None:
+            return tracking
         user = args.get("username", "")
         if path == "users/create":
             if user in self.users:

@@ -18,10 +18,14 @@ from lightkube import ApiError
 
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.modeldeployment.canary import Traffic
+from mlflow_operator.core.modeldeployment.prefetch import NodePrefetch
 from mlflow_operator.core.modeldeployment.preflight import ModelFiles, contents_from_lock
 from mlflow_operator.core.naming import ANNOTATION_MIRROR_CONFIG, LABEL_MODEL_VERSION
 from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
-from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
+from mlflow_operator.reconcilers.modeldeployment import (
+    ROLLOUT_RECHECK_SECONDS,
+    ModelDeploymentReconciler,
+)
 from tests.unit.reconcilers.fakes import (
     NAMESPACE,
     FakeHub,
@@ -76,13 +80,18 @@ class World:
         return copy.deepcopy(found)
 
 
-async def serving_v1_failing_v2(**spec: Any) -> World:
-    """v1 served; the alias moved to v2, whose pods never became available in time."""
-    world = World(**spec)
+async def serve_v1(world: World) -> None:
+    """The first version rolled out and available: what every move below starts from."""
     await world.reconcile()
     settle(world.kube, "fraud")
     await world.reconcile()
     assert world.status["servingVersion"] == "1"
+
+
+async def serving_v1_failing_v2(**spec: Any) -> World:
+    """v1 served; the alias moved to v2, whose pods never became available in time."""
+    world = World(**spec)
+    await serve_v1(world)
     world.hub.registry.champion = "2"
     await world.reconcile()
     assert template_version(world.kube, "fraud") == "2"
@@ -331,10 +340,7 @@ async def test_a_failed_best_match_is_not_retried_nor_replaced_by_the_second_bes
     while it is the best match, and the operator does not pick the next best by itself."""
     world = World(model={"name": "fraud", "selector": {"tags": {"stage": "prod"}}})
     world.hub.registry.tags = {"1": {"stage": "prod"}}
-    await world.reconcile()
-    settle(world.kube, "fraud")
-    await world.reconcile()
-    assert world.status["servingVersion"] == "1"
+    await serve_v1(world)
     assert world.status["follows"] == "tags:stage=prod"
 
     world.hub.registry.tags = {"1": {"stage": "prod"}, "2": {"stage": "prod"}}
@@ -507,10 +513,7 @@ async def test_gates_read_a_runs_metrics_once_per_version_and_tags_and_hold_it_w
     )
     world.hub.registry.tags = {"1": {"validation_status": "approved"}, "2": {}}
     world.hub.client.run_values = {"run-1": {"accuracy": 0.9}, "run-2": {"accuracy": 0.95}}
-    await world.reconcile()
-    settle(world.kube, "fraud")
-    await world.reconcile()
-    assert world.status["servingVersion"] == "1"
+    await serve_v1(world)
 
     world.hub.registry.champion = "2"
     for _ in range(3):
@@ -877,10 +880,7 @@ async def routed_v1(route: bool = True) -> World:
     world = World(serving={"runtime": "batched", "replicas": 3}, rollout=ROUTED_TRIAL)
     if route:
         world.kube.put(http_route())
-    await world.reconcile()
-    settle(world.kube, "fraud")
-    await world.reconcile()
-    assert world.status["servingVersion"] == "1"
+    await serve_v1(world)
     # the canary's Service exists before any canary: the route can send to it from the start
     assert world.kube.stored("Service", "fraud-canary") is not None
     assert world.kube.stored("Service", "fraud-stable") is None  # <name> is the stable one
@@ -1297,10 +1297,7 @@ async def test_a_version_the_serving_image_cannot_run_gets_no_pod_and_is_told_on
     tmp_path: Path,
 ) -> None:
     world = world_with_image_contents(tmp_path)
-    await world.reconcile()
-    settle(world.kube, "fraud")
-    await world.reconcile()
-    assert world.status["servingVersion"] == "1"
+    await serve_v1(world)
     assert world.status["preflight"]["verdict"] == "Compatible"
 
     world.hub.registry.champion = "2"
@@ -1329,6 +1326,52 @@ async def test_a_version_the_serving_image_cannot_run_gets_no_pod_and_is_told_on
     assert template_version(world.kube, "fraud") == "3"
     assert world.status["preflight"]["verdict"] == "Compatible"
     assert world.status["preflight"]["notes"] == ["wants scikit-learn==1.8.0, the image has 1.9.1"]
+
+
+async def test_with_on_incompatible_fail_a_version_the_image_cannot_run_is_a_failed_one(
+    tmp_path: Path,
+) -> None:
+    world = world_with_image_contents(tmp_path, rollout={"onIncompatible": "Fail"})
+    await serve_v1(world)
+
+    world.hub.registry.champion = "2"
+    for _ in range(3):
+        await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"  # never a pod of it
+    assert world.status["failedVersions"] == ["2"]
+    ledger = world.deployment()["metadata"]["annotations"]
+    assert ledger["mlflowops.dev/failed-versions"] == "2"
+    assert ledger["mlflowops.dev/last-good-version"] == "1"
+    degraded = world.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "VersionIncompatible")
+    assert degraded["message"].startswith(
+        "version 2 cannot run on the serving image: needs mlflow==2.9.2 (requirements.txt), "
+        "the image has mlflow 3.17.2"
+    )
+    assert (world.condition("Ready")["reason"], world.condition("Ready")["message"]) == (
+        "Serving", "serving version 1",
+    )  # fmt: skip
+    assert world.status["history"][-1]["version"] == "2"
+    assert world.status["history"][-1]["result"] == "Failed"
+    assert [e[1] for e in world.events].count("VersionIncompatible") == 1
+    assert "RolloutFailed" not in [e[1] for e in world.events]
+    assert world.hub.client.files_read == ["1", "2"]  # settled: not checked again
+    await world.reconciler.tag_writer.flush()
+    tagged = [value for version, _, value in world.hub.client.tags if version == "2"]
+    assert len(tagged) == 1
+    assert tagged[0].startswith("rollout failed at ")
+    assert ": incompatible with the serving image: needs mlflow==2.9.2" in tagged[0]
+
+    # the registry moves on to a version the image runs: it rolls out, 2 is forgotten
+    world.hub.registry.champion = "3"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "3"
+    assert world.status["failedVersions"] == []
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert world.status["servingVersion"] == "3"
+    assert world.condition("Degraded")["reason"] == "AsExpected"
+    assert world.deployment()["metadata"]["annotations"]["mlflowops.dev/failed-versions"] == ""
 
 
 async def test_without_image_contents_a_version_is_checked_and_rolled_out_as_unknown() -> None:
@@ -1377,3 +1420,138 @@ async def test_files_that_cannot_be_read_from_mlflow_are_asked_for_again_unless_
         assert world.status["preflight"]["verdict"] == "Unknown"
     assert world.hub.client.files_read.count("2") == 1
     assert world.hub.client.files_read.count("3") == 3
+
+
+# -- serving.cache: prefetch of a new version onto the nodes' model caches -------------------
+
+CACHE_CONFIG = {"model_cache_url": "http://cache.ops.svc:8090", "model_cache_namespace": "ops"}
+
+
+def node_pod(name: str, node: str, labels: dict[str, str], ip: str = "") -> dict[str, Any]:
+    ready = [{"type": "Ready", "status": "True"}] if ip else []
+    status = {"podIP": ip, "conditions": ready} if ip else {}
+    return {
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {"nodeName": node},
+        "status": status,
+    }
+
+
+class FakeCaches:
+    """The model cache pods' answers to a prefetch, per node, in turn (the last one repeats)."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, str, str]] = []  # (node, address, version)
+
+    async def ask(
+        self, node: str, address: str | None, spec: Any, version: str, client: Any
+    ) -> NodePrefetch:
+        if address is None:
+            return NodePrefetch(node, "NoCache", message="no ready model cache pod there")
+        self.asked.append((node, address, version))
+        states = self.answers[node]
+        state = states.pop(0) if len(states) > 1 else states[0]
+        return NodePrefetch(node, state, bytes=1024 if state == "Done" else 0)
+
+
+async def cached_world(
+    answers: dict[str, list[str]], caches_on: tuple[str, ...] = ("n1", "n2"), **config: Any
+) -> tuple[World, FakeCaches]:
+    """v1 serves on two pods, on nodes n1 and n2, with serving.cache on."""
+    world = World(config={**CACHE_CONFIG, **config}, serving={"cache": {"enabled": True}})
+    caches = FakeCaches(answers)
+    world.reconciler.prefetches._ask = caches.ask  # type: ignore[method-assign]
+    await serve_v1(world)
+    serving = {"mlflowops.dev/modeldeployment": "fraud", "app.kubernetes.io/component": "serving"}
+    cache = {"app.kubernetes.io/component": "model-cache"}
+    world.kube.pods = [
+        node_pod("fraud-a", "n1", serving, "10.0.1.5"),
+        node_pod("fraud-b", "n2", serving, "10.0.2.5"),
+        *(node_pod(f"cache-{n}", n, cache, f"10.0.{n[1]}.9") for n in caches_on),
+    ]
+    return world, caches
+
+
+def tracking_uri(world: World) -> str:
+    container = world.deployment()["spec"]["template"]["spec"]["containers"][0]
+    return next(e["value"] for e in container["env"] if e["name"] == "MLFLOW_TRACKING_URI")
+
+
+async def test_a_new_version_gets_no_pod_until_every_node_that_serves_has_it_cached() -> None:
+    world, caches = await cached_world({"n1": ["Running", "Done"], "n2": ["Running", "Done"]})
+    assert tracking_uri(world).startswith("http://cache.ops.svc:8090/upstream/")
+    assert world.status.get("prefetch") is None  # a first rollout has no node to prefetch to
+
+    world.hub.registry.champion = "2"
+    result = await world.reconcile()
+    assert result.recheck_after == ROLLOUT_RECHECK_SECONDS  # its progress is asked for soon
+    assert template_version(world.kube, "fraud") == "1"
+    assert world.condition("Progressing")["reason"] == "Prefetching"
+    assert world.condition("Ready")["reason"] == "Serving"
+    prefetch = world.status["prefetch"]
+    assert (prefetch["version"], prefetch["phase"]) == ("2", "Running")
+    assert sorted(caches.asked) == [("n1", "10.0.1.9", "2"), ("n2", "10.0.2.9", "2")]
+
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    prefetch = world.status["prefetch"]
+    assert prefetch["phase"] == "Done"
+    assert [n["phase"] for n in prefetch["nodes"]] == ["Done", "Done"]
+    assert "version 2 on 2/2 nodes (2.0 KiB)" in prefetch["message"]
+    assert [e[1] for e in world.events].count("Prefetching") == 1
+    assert [e[1] for e in world.events].count("Prefetched") == 1
+
+    asked = len(caches.asked)
+    settle(world.kube, "fraud")
+    await world.reconcile()
+    assert len(caches.asked) == asked  # a finished prefetch is not asked again
+
+
+async def test_a_node_without_a_ready_cache_does_not_hold_the_rollout_and_is_told() -> None:
+    world, _ = await cached_world({"n1": ["Done"]}, caches_on=("n1",))
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    prefetch = world.status["prefetch"]
+    assert prefetch["phase"] == "Incomplete"
+    assert "n2: NoCache (no ready model cache pod there)" in prefetch["message"]
+    warning = next(e for e in world.events if e[1] == "PrefetchIncomplete")
+    assert warning[0] == "Warning"
+
+
+async def test_a_prefetch_past_its_deadline_lets_the_rollout_go_on() -> None:
+    world, _ = await cached_world(
+        {"n1": ["Running"], "n2": ["Done"]}, prefetch_timeout_seconds=0.001
+    )
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert world.status["prefetch"]["phase"] == "Running"  # it starts: the clock starts
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    assert world.status["prefetch"]["phase"] == "Incomplete"
+    assert "not finished within 0.001s" in world.status["prefetch"]["message"]
+
+
+async def test_a_rollback_to_the_last_good_version_is_never_held_by_a_prefetch() -> None:
+    world, caches = await cached_world({"n1": ["Done"], "n2": ["Done"]})
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "2"
+    settle(world.kube, "fraud", available=False, exceeded=True)
+    asked = len(caches.asked)
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"  # rolled back at once
+    assert len(caches.asked) == asked
+
+
+async def test_cache_asked_for_without_an_operator_cache_is_one_warning_and_a_direct_download() -> (
+    None
+):
+    world = World(serving={"cache": {"enabled": True}})
+    for _ in range(2):
+        await world.reconcile()
+    assert tracking_uri(world) == "http://mlflow.ml.svc:5000"
+    warnings = [e for e in world.events if e[1] == "ModelCacheUnavailable"]
+    assert len(warnings) == 1
+    assert "modelCache.enabled" in warnings[0][2]

@@ -333,3 +333,35 @@ async def test_the_experiments_remembered_stay_bounded_and_still_answer() -> Non
     await identities.ensure(owner, "mlflow", "fraud", ["0"], world.hub.client)
     assert "GET model-versions/get" in world.hub.client.calls  # asked again: dropped
     assert len(identities._experiments) == 3
+
+
+def pod_command(world: World) -> list[str]:
+    command: list[str] = world.deployment()["spec"]["template"]["spec"]["containers"][0]["command"]
+    return command
+
+
+async def test_monitoring_pods_write_to_their_own_experiment_and_only_there() -> None:
+    monitoring = {"sampleRate": 0.1, "drift": {}}
+    world = server_ref_world(serving={"runtime": "batched", "monitoring": monitoring})
+    await world.reconcile()
+    client = world.hub.client
+    experiment = client.experiments["mlflow-operator/ml/fraud"]
+    # read the model and its versions' experiment, write to the monitoring experiment alone
+    assert client.grants[USER] == {*EXPECTED, Grant("experiment", experiment, "EDIT")}
+    ((run, (where, tags)),) = client.runs.items()
+    assert (where, tags) == (experiment, {"mlflowops.dev/model": "fraud",
+                                          "mlflowops.dev/version": "1"})  # fmt: skip
+    command = pod_command(world)
+    assert command[command.index("--monitoring-run-id") + 1] == run
+
+    settle(world.kube, "fraud")
+    await world.reconcile()  # the same run: found, not made again
+    assert len(client.runs) == 1
+
+    # monitoring off: the write permission goes, the read ones stay
+    body = world.body
+    body["spec"]["serving"]["monitoring"] = {}
+    world.kube.put(body)
+    await world.reconcile()
+    assert client.grants[USER] == EXPECTED
+    assert "--monitoring-run-id" not in pod_command(world)

@@ -12,6 +12,9 @@ from __future__ import annotations
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 REGISTRY_SYNCED = "RegistrySynced"
+# serving.monitoring.thresholds.drift: a feature of the serving version's live traffic is
+# above it (True), none is (False), no pod has scores yet (Unknown)
+DRIFTING = "Drifting"
 
 # reasons, of conditions and of Events
 ALIAS_NOT_FOUND = "AliasNotFound"
@@ -23,6 +26,12 @@ CANARY_ABORTED = "CanaryAborted"
 CANARY_PROMOTED = "CanaryPromoted"
 CANARY_STEP = "CanaryStep"
 CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+# serving.monitoring: features above thresholds.drift (condition Drifting, Event, MLflow tag);
+# none any more (Event); none now (condition); no scores yet (condition)
+DRIFT_DETECTED = "DriftDetected"
+DRIFT_RESOLVED = "DriftResolved"
+NO_DRIFT = "NoDrift"
+DRIFT_UNKNOWN = "DriftUnknown"
 ENDPOINT_UNKNOWN = "EndpointUnknown"
 # spec.gates hold a new version back: no pod of it is created
 GATE_BLOCKED = "GateBlocked"
@@ -34,6 +43,11 @@ NO_SELECTOR = "NoSelector"
 NO_VERSION = "NoVersion"
 NO_VERSION_IN_STAGE = "NoVersionInStage"
 PODS_UNSCHEDULABLE = "PodsUnschedulable"
+# serving.cache: a new version is copied onto the nodes' model caches before any pod moves
+PREFETCHING = "Prefetching"
+PREFETCHED = "Prefetched"
+PREFETCH_INCOMPLETE = "PrefetchIncomplete"
+MODEL_CACHE_UNAVAILABLE = "ModelCacheUnavailable"  # asked for, but the operator has none
 RECREATING = "Recreating"
 # an answer that is not MLflow's JSON (a login page, ...)
 REGISTRY_BAD_RESPONSE = "RegistryBadResponse"

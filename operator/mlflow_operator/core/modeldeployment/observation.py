@@ -234,13 +234,33 @@ def _tail(message: str) -> str:
 def settled_versions(observed: DeploymentObservation, last: ModelDeploymentStatus) -> set[str]:
     """The versions decided here already: what the Deployment runs, what served, the last good
     one, the failed ones, those that rolled out before. Gates and the pre-flight check judge
-    only a version outside these, so neither ever holds up a rollback."""
+    only a version outside these, so neither ever holds up a rollback.
+
+    A failed one is settled while status and the Deployment's ledger (where it has one) both
+    list it: a version whose record a person cleared on the Deployment (to retry it), or that
+    only the ledger remembers (status lost), is judged again before it gets a pod.
+    """
     ledger = observed.ledger if observed.exists else None
+    failed = set(last.failed_versions)
+    if ledger is not None:
+        failed &= set(ledger.failed_versions)
     found = {
         observed.version if observed.exists else None,
         last.serving_version,
         ledger.last_good_version if ledger else None,
-        *last.failed_versions,
+        *failed,
         *(h.version for h in last.history if h.result == "Succeeded"),
     }
     return {v for v in found if v is not None}
+
+
+def ready_address(pod: dict[str, Any]) -> str | None:
+    """The IP of a pod that is Ready and not being deleted; None for any other pod."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    if ready and status.get("podIP") and not meta.get("deletionTimestamp"):
+        return str(status["podIP"])
+    return None

@@ -4,8 +4,9 @@ A version whose pods can never start (a pickled custom model saved with another 
 mlflow 2 model on an mlflow 3 image, a package the image lacks, a CPU-only torch on a GPU
 deployment) would otherwise be found out only by a crash-looping canary, minutes after the
 rollout started and after the registry said it was ready. MLflow writes what a version needs
-next to it (MLmodel, requirements.txt, python_env.yaml, all small); the operator's serving
-images are built from pinned lock files, so what they have is known exactly. Comparing the two
+next to it (MLmodel, requirements.txt, python_env.yaml, and conda.yaml, which is all that older
+MLflow versions and conda environments leave; all small); the operator's serving images are
+built from pinned lock files, so what they have is known exactly. Comparing the two
 before any pod exists turns a crash loop into a condition that names the requirement and what
 the image has. Reading the files (MLflow) and the lock files is the caller's business; this
 module only judges text.
@@ -78,6 +79,14 @@ _CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 # a torch without one of them cannot see a GPU.
 _CUDA_RUNTIME = "nvidia-cuda-runtime"
 _PYTHON = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
+# A conda dependency: an optional channel (`conda-forge::`), the package, then its version spec
+# and build (`python=3.9.18=h955ad1f_0`, `python >=3.8`), as conda's match specs write them.
+_CONDA_SPEC = re.compile(r"^(?:[^:\s]+::)?(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<spec>.*)$")
+# Its python pinned to one version (`=3.9`, `==3.9.18`, `3.9.*`, a build after it).
+_CONDA_PYTHON = re.compile(r"^(?:==?|\s*)(?P<version>\d+\.\d+(?:\.\d+)?)(?:\.\*)?(?:[=\s].*)?$")
+# What MLflow's environment managers take from conda.yaml besides python and the pip section:
+# the build tools pip installs first. Anything else is a conda package, which pip cannot install.
+_CONDA_BUILD_TOOLS = frozenset({"pip", "setuptools", "wheel"})
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,9 @@ class ModelFiles:
     mlmodel: str | None = None  # text of MLmodel; None: there is none there
     requirements: str | None = None  # text of requirements.txt; None: absent
     python_env: str | None = None  # text of python_env.yaml; None: absent
+    # text of conda.yaml; None: absent, or not read (requirements.txt and python_env.yaml, which
+    # MLflow writes from the same environment, say all that the check uses of it)
+    conda: str | None = None
     error: str = ""  # they could not be read at all (then the verdict is Unknown)
     lasting: bool = False  # the error is not one that asking again could change
 
@@ -188,9 +200,9 @@ def check_version(
     """The verdict on serving `version` with `image`: the checks that need only the files
     first (so a model that no image can serve says so even on a custom image), then Python,
     requirements and GPU against what the image has. The first blocking problem leads the
-    message, further ones follow it. `installs_requirements`: the envManager (uv,
-    virtualenv) with which the pods install the requirements themselves when they start:
-    then only the files are checked."""
+    message, further ones follow it. `installs_requirements`: the envManager (uv) with
+    which the pods install the requirements themselves when they start: then only the files
+    are checked."""
     mlmodel = _read_mlmodel(files)
     short = _short_verdict(
         version, files, mlmodel, image, image_name=image_name, installs=installs_requirements
@@ -202,11 +214,17 @@ def check_version(
     pyfunc = mlmodel["flavors"]["python_function"]
     problems: list[str] = []
     notes: list[str] = []
-    model_python = _model_python(files, pyfunc, notes)
+    conda = _read_conda(files.conda, notes)
+    model_python = _model_python(files, pyfunc, conda, notes)
     if model_python is not None:
         _check_python(model_python, pyfunc, image, problems, notes)
     needed = _needed(pyfunc)
-    wanted = _check_requirements(files, image, needed, problems, notes)
+    requirements = _requirement_source(files, conda, notes)
+    wanted = (
+        []
+        if requirements is None
+        else _check_requirements(requirements, image, needed, problems, notes)
+    )
     _check_torch(mlmodel, wanted, image, gpu, problems)
     kept = tuple(notes[:MAX_NOTES])
     if problems:
@@ -306,11 +324,64 @@ def _signature_part(value: object) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class _CondaEnv:
+    """What the check uses of a conda.yaml."""
+
+    python: str | None  # the one version its python dependency pins; None: none pinned
+    pip: tuple[object, ...] | None  # the entries of its pip section; None: it has none
+
+
+def _read_conda(text: str | None, notes: list[str]) -> _CondaEnv | None:
+    """conda.yaml's pinned Python and pip requirements (None: absent or unreadable, said in a
+    note). Its conda packages are notes: the serving images have no conda to install them,
+    and `mlflow models serve` leaves them out of the environments it builds with pip too."""
+    if text is None:
+        return None
+    try:
+        data = _load_yaml(text)
+    except yaml.YAMLError as exc:
+        notes.append(f"conda.yaml is not valid YAML ({_yaml_error(exc)}): not read")
+        return None
+    dependencies = data.get("dependencies") if isinstance(data, dict) else None
+    if not isinstance(dependencies, list):
+        notes.append("conda.yaml has no list of dependencies: not read")
+        return None
+    python: str | None = None
+    pip: list[object] | None = None
+    for dependency in dependencies:
+        if isinstance(dependency, dict) and "pip" in dependency:
+            entries = dependency["pip"]
+            entries = entries if isinstance(entries, list) else [] if entries is None else [entries]
+            pip = [*(pip or []), *entries]
+            continue
+        match = _CONDA_SPEC.match(dependency.strip()) if isinstance(dependency, str) else None
+        if match is None:
+            notes.append(
+                f"conda.yaml dependency {_one_line(dependency)!r} is not a package: not read"
+            )
+            continue
+        name = match["name"].lower()
+        if name == "python":
+            pinned = _CONDA_PYTHON.match(match["spec"])
+            if pinned is not None:
+                python = python or pinned["version"]
+            elif match["spec"]:
+                notes.append(f"conda.yaml's {dependency!r} pins no one Python: not compared")
+        elif name not in _CONDA_BUILD_TOOLS:
+            notes.append(
+                f"{dependency} (conda.yaml) is a conda package, not installed: the serving "
+                "image has no conda"
+            )
+    return _CondaEnv(python, None if pip is None else tuple(pip))
+
+
 def _model_python(
-    files: ModelFiles, pyfunc: Mapping[str, Any], notes: list[str]
+    files: ModelFiles, pyfunc: Mapping[str, Any], conda: _CondaEnv | None, notes: list[str]
 ) -> tuple[str, str] | None:
     """(the Python the model was saved with, where that was read), or None when unrecorded.
-    python_env.yaml first: it is what `mlflow models serve` would build an environment for."""
+    python_env.yaml first: it is what `mlflow models serve` would build an environment for;
+    then conda.yaml, which older MLflow versions write alone."""
     if files.python_env is not None:
         try:
             env = _load_yaml(files.python_env)
@@ -319,6 +390,8 @@ def _model_python(
             notes.append(f"python_env.yaml is not valid YAML ({_yaml_error(exc)}): not read")
         if isinstance(env, dict) and env.get("python") is not None:
             return _one_line(env["python"]), "python_env.yaml"
+    if conda is not None and conda.python is not None:
+        return conda.python, "conda.yaml"
     recorded = pyfunc.get("python_version")
     if recorded is not None:
         return _one_line(recorded), "MLmodel python_version"
@@ -363,22 +436,53 @@ def _needed(pyfunc: Mapping[str, Any]) -> frozenset[str] | None:
     return None if library is None else frozenset({"mlflow", "mlflow-skinny", library})
 
 
+@dataclass(frozen=True)
+class _Requirements:
+    """A version's pip requirements, as one file lists them."""
+
+    entries: tuple[object, ...]
+    source: str  # the file, named in messages
+    entry: str  # what one entry is called there
+
+
+def _requirement_source(
+    files: ModelFiles, conda: _CondaEnv | None, notes: list[str]
+) -> _Requirements | None:
+    """requirements.txt, else the pip section of conda.yaml; None, said in a note, when the
+    version records neither."""
+    if files.requirements is not None:
+        return _Requirements(tuple(files.requirements.splitlines()), "requirements.txt", "line")
+    if conda is not None and conda.pip is not None:
+        return _Requirements(conda.pip, "conda.yaml", "pip requirement")
+    if conda is not None:
+        notes.append(
+            f"no requirements.txt at {files.location}, and conda.yaml has no pip section: "
+            "its packages were not checked"
+        )
+    else:
+        notes.append(f"no requirements.txt at {files.location}: its packages were not checked")
+    return None
+
+
 def _check_requirements(
-    files: ModelFiles,
+    requirements: _Requirements,
     image: ImageContents,
     needed: frozenset[str] | None,
     problems: list[str],
     notes: list[str],
 ) -> list[str]:
     """Each applicable requirement against the image; returns the canonical names checked."""
-    if files.requirements is None:
-        notes.append(f"no requirements.txt at {files.location}: its packages were not checked")
-        return []
     # The machine is not recorded in the contents; a requirement that depends on it is rare
     # (MLflow writes the logging host's resolved pins, not markers) and the images are x86_64.
     environment = _environment(image.python, "x86_64")
     checked: list[str] = []
-    for raw in files.requirements.splitlines():
+    source = requirements.source
+    for raw in requirements.entries:
+        if not isinstance(raw, str):  # a YAML number or mapping in conda.yaml's pip section
+            problems.append(
+                f"{source} {requirements.entry} {_one_line(raw)!r} is not a valid requirement"
+            )
+            continue
         line = raw.split(" #", 1)[0].strip()
         # Options (-r, --index-url, -c) say where from, not what; MLflow writes none of them.
         if not line or line.startswith(("#", "-")):
@@ -386,7 +490,7 @@ def _check_requirements(
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
-            problems.append(f"requirements.txt line {line!r} is not a valid requirement")
+            problems.append(f"{source} {requirements.entry} {line!r} is not a valid requirement")
             continue
         if requirement.marker is not None and not requirement.marker.evaluate(environment):
             continue
@@ -394,19 +498,16 @@ def _check_requirements(
         checked.append(name)
         installed = image.packages.get(name)
         if installed is None and needed is not None and name not in needed:
-            notes.append(
-                f"{line} (requirements.txt) is not in the image; the flavor loads without it"
-            )
+            notes.append(f"{line} ({source}) is not in the image; the flavor loads without it")
             continue
         if installed is None:
-            problems.append(f"needs {line} (requirements.txt), the image has no {name}")
+            problems.append(f"needs {line} ({source}), the image has no {name}")
             continue
         if _satisfies(requirement.specifier, installed):
             continue
         if name in MAJOR_SENSITIVE and _other_major(requirement.specifier, installed):
             problems.append(
-                f"needs {line} (requirements.txt), the image has {name} {installed}: "
-                "another major version"
+                f"needs {line} ({source}), the image has {name} {installed}: another major version"
             )
         else:
             # MLflow pins the exact versions of the environment a model was logged from, so a

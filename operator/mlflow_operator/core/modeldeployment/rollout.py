@@ -36,11 +36,15 @@ from mlflow_operator.core.modeldeployment.conditions import (
     CANARY,
     CANARY_ABORTED,
     DEGRADED,
+    DRIFTING,
     ENDPOINT_UNKNOWN,
     GATE_BLOCKED,
     NEW_VERSION,
     NO_VERSION,
     PODS_UNSCHEDULABLE,
+    PREFETCH_INCOMPLETE,
+    PREFETCHED,
+    PREFETCHING,
     PROGRESSING,
     RECREATING,
     REGISTRY_SYNCED,
@@ -61,8 +65,12 @@ from mlflow_operator.core.modeldeployment.conditions import (
 )
 from mlflow_operator.core.modeldeployment.gates import GateVerdict
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
+from mlflow_operator.core.modeldeployment.monitoring import DriftVerdict
 from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
-from mlflow_operator.core.modeldeployment.preflight import Preflight
+from mlflow_operator.core.modeldeployment.prefetch import DONE as PREFETCH_DONE
+from mlflow_operator.core.modeldeployment.prefetch import RUNNING as PREFETCH_RUNNING
+from mlflow_operator.core.modeldeployment.prefetch import PrefetchVerdict
+from mlflow_operator.core.modeldeployment.preflight import INCOMPATIBLE, Preflight
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
 from mlflow_operator.core.naming import model_uri
 from mlflow_operator.core.registry_view import RegistryState
@@ -95,6 +103,7 @@ class RolloutPlan:
     incompatible: Preflight | None = None  # pre-flight refused a version now (tag it in MLflow)
     failure_message: str | None = None  # why failed_version failed, when not its deadline
     promoted_version: str | None = None  # a canary/shadow promotion finished now (setAlias)
+    drift_detected: DriftVerdict | None = None  # features crossed thresholds.drift (tag it)
 
 
 @dataclass
@@ -188,7 +197,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     selector: str | None = None,
     gate: GateVerdict | None = None,
     preflight: Preflight | None = None,
+    prefetch: PrefetchVerdict | None = None,
     canary: CanaryPlan | None = None,
+    drift: DriftVerdict | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
@@ -200,9 +211,12 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     subresource. `gate`: spec.gates' verdict on the version the registry selects (None: no
     gates, or that version rolled out here already); a blocked one gets no pod. `preflight`:
     the pre-flight check of that version (None: not checked); an incompatible one gets no pod
-    either. `canary`:
-    strategy Canary's move (core/modeldeployment/canary.py): while it holds, the template keeps
-    what serves; an abort makes the version a failed one.
+    either (with spec.rollout.onIncompatible Fail it is also a failed version: failedVersions,
+    the ledger, Degraded). `prefetch`: the copy of that version onto the nodes' model caches
+    (serving.cache); while it runs, no pod moves either. `canary`: strategy Canary's move
+    (core/modeldeployment/canary.py): while it holds, the template keeps what serves; an abort
+    makes the version a failed one. `drift`: the judgement of the serving version's drift
+    (serving.monitoring.drift; None: not judged now, status keeps the last one).
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
@@ -240,18 +254,21 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     # Without a fresh answer from the registry, never move towards a version that only status
     # remembers (it may be old: restored from a backup, or written before a restart); keep what
     # the Deployment runs. Rollbacks and recreating a deleted Deployment still happen.
-    steer, held = _past_gates(
-        draft, spec, last, gate, steer=target if isinstance(resolution, Resolved) else current,
-        current=current,
+    steer, held, prefetching = _past_holds(
+        draft, spec, last, (gate, preflight, prefetch),
+        steer=target if isinstance(resolution, Resolved) else current, current=current,
     )  # fmt: skip
-    if held is None:
-        steer, held = _past_preflight(draft, last, preflight, steer=steer, current=current)
+    held, incompatible_now = _past_incompatible(spec, status, preflight, held, known)
+    failed_now = failed_now or incompatible_now
     if canary is not None:
         steer = _canary_moves(draft, canary, steer, current)
     deploy = _choose(spec, steer, current, known, endpoint_known=endpoint_known)
+    failure_message = aborted[1] if aborted is not None else None
     if failed_now is not None:
-        why = aborted[1] if aborted is not None else None
-        _announce_failure(draft, spec, failed_now, deploy, deployment, why=why)
+        failure_message = _announce_failure(
+            draft, spec, failed_now, deploy, deployment, why=failure_message,
+            incompatible=preflight if failed_now == incompatible_now else None,
+        )  # fmt: skip
     elif stuck is not None:
         _announce_stuck(draft, last, stuck)
     if endpoint_known and deploy is not None and deploy != current:
@@ -275,14 +292,14 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     decision = _Decision(
         deploy, current, stuck, rolling_out, stays_failed, endpoint_known, held=held,
         canary_progress=canary.progress if canary is not None and canary.hold else None,
+        prefetching=prefetching,
     )  # fmt: skip
     _rollout_conditions(draft, spec, decision, deployment, known)
     status.model_uri = model_uri(spec.model.name, deploy) if deploy else None
     if deploy is not None and url is not None:
         status.url = url
-    status.replicas = deployment.replicas if deployment.exists else 0
-    status.ready_replicas = deployment.ready_replicas if deployment.exists else 0
-    status.selector = selector or status.selector
+    _record_pods(status, deployment, selector)
+    _monitoring(draft, spec, drift)
     return RolloutPlan(
         deploy_version=deploy,
         replace_in_place=replace_in_place,
@@ -292,8 +309,10 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         events=tuple(draft.events),
         succeeded_version=succeeded,
         failed_version=failed_now,
-        failure_message=aborted[1] if aborted is not None else None,
-        rolling_out=rolling_out or (canary is not None and canary.running),
+        failure_message=failure_message,
+        rolling_out=rolling_out
+        or (canary is not None and canary.running)
+        or prefetching is not None,
         gate_blocked=gate
         if _held_by(held, GATE_BLOCKED) and gate and _gate_news(last, gate)
         else None,
@@ -301,11 +320,40 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
             preflight
             if _held_by(held, VERSION_INCOMPATIBLE)
             and preflight
+            and not spec.rollout.incompatible_fails  # Fail: tagged as a failed version
             and _preflight_news(last, preflight)
             else None
         ),
         promoted_version=canary.promoted if canary is not None else None,
+        drift_detected=drift if drift is not None and drift.newly_drifting else None,
     )
+
+
+def _record_pods(
+    status: ModelDeploymentStatus, deployment: DeploymentObservation, selector: str | None
+) -> None:
+    status.replicas = deployment.replicas if deployment.exists else 0
+    status.ready_replicas = deployment.ready_replicas if deployment.exists else 0
+    status.selector = selector or status.selector
+
+
+def _monitoring(draft: _Draft, spec: ModelDeploymentSpec, drift: DriftVerdict | None) -> None:
+    """status.monitoring and the Drifting condition: gone when drift is off, kept as they
+    are when nothing was judged now."""
+    status = draft.status
+    if not spec.serving.monitoring.drift_enabled:
+        status.monitoring = None
+        status.conditions = [c for c in status.conditions if c.type != DRIFTING]
+        return
+    if drift is None:
+        return
+    status.monitoring = drift.status
+    if drift.condition is None:
+        status.conditions = [c for c in status.conditions if c.type != DRIFTING]
+    else:
+        draft.condition(DRIFTING, *drift.condition)
+    for type_, reason, message in drift.events:
+        draft.event(type_, reason, message)
 
 
 def _record_resolution(
@@ -348,6 +396,28 @@ def _canary_moves(
     return steer
 
 
+def _past_holds(
+    draft: _Draft,
+    spec: ModelDeploymentSpec,
+    last: ModelDeploymentStatus,
+    checks: tuple[GateVerdict | None, Preflight | None, PrefetchVerdict | None],
+    *,
+    steer: str | None,
+    current: str | None,
+) -> tuple[str | None, Held | None, str | None]:
+    """What may keep a new version from its first pod, in order: spec.gates, the pre-flight
+    check, the prefetch onto the nodes' caches. (the version to steer to, why a gate or the
+    pre-flight check holds it, how far the prefetch that holds it is)."""
+    gate, preflight, prefetch = checks
+    steer, held = _past_gates(draft, spec, last, gate, steer=steer, current=current)
+    if held is None:
+        steer, held = _past_preflight(draft, spec, last, preflight, steer=steer, current=current)
+    if held is not None:
+        return steer, held, None
+    steer, prefetching = _past_prefetch(draft, last, prefetch, steer=steer, current=current)
+    return steer, None, prefetching
+
+
 def _past_gates(
     draft: _Draft,
     spec: ModelDeploymentSpec,
@@ -377,13 +447,15 @@ def _past_gates(
 
 def _past_preflight(
     draft: _Draft,
+    spec: ModelDeploymentSpec,
     last: ModelDeploymentStatus,
     preflight: Preflight | None,
     *,
     steer: str | None,
     current: str | None,
 ) -> tuple[str | None, Held | None]:
-    """As _past_gates, for the pre-flight check: an incompatible version gets no pod."""
+    """As _past_gates, for the pre-flight check: an incompatible version gets no pod. With
+    rollout.onIncompatible Fail, its failure is announced instead (_announce_incompatible)."""
     if preflight is None or preflight.version != steer:
         return steer, None
     draft.status.preflight = PreflightStatus(
@@ -394,10 +466,93 @@ def _past_preflight(
     )
     if not preflight.blocks or steer == current:
         return steer, None
-    message = f"version {preflight.version} cannot run on the serving image: {preflight.message}"
-    if _preflight_news(last, preflight):
+    message = _incompatible_message(preflight.version, preflight.message)
+    if not spec.rollout.incompatible_fails and _preflight_news(last, preflight):
         draft.event("Warning", VERSION_INCOMPATIBLE, message)
     return current, (VERSION_INCOMPATIBLE, message)
+
+
+def _incompatible_message(version: str, why: str) -> str:
+    return f"version {version} cannot run on the serving image: {why}"
+
+
+def _past_incompatible(
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    preflight: Preflight | None,
+    held: Held | None,
+    known: _Record,
+) -> tuple[Held | None, str | None]:
+    """(why the selected version is held, the version failed by the pre-flight check now).
+
+    With rollout.onIncompatible Fail, the version the pre-flight check holds back is a failed
+    one, remembered as any other (failedVersions, the ledger); it is returned when that is
+    news (to announce and tag). A failed version is settled, so it is not checked again:
+    status.preflight keeps why the image cannot run it, and it stays held for that reason.
+    """
+    if spec.rollout.incompatible_fails and _held_by(held, VERSION_INCOMPATIBLE):
+        assert preflight is not None  # noqa: S101  (only the pre-flight check holds for this)
+        known.failed.add(preflight.version)
+        return held, None if preflight.version in known.announced else preflight.version
+    target = status.target_version
+    if held is None and target is not None and target in known.failed:
+        return _remembered_incompatibility(status, target), None
+    return held, None
+
+
+def _incompatibility(status: ModelDeploymentStatus, version: str) -> str | None:
+    """Why the serving image cannot run `version`, if status.preflight says it cannot."""
+    verdict = status.preflight
+    if verdict is None or verdict.version != version or verdict.verdict != INCOMPATIBLE:
+        return None
+    return verdict.message
+
+
+def _remembered_incompatibility(status: ModelDeploymentStatus, version: str) -> Held | None:
+    why = _incompatibility(status, version)
+    return None if why is None else (VERSION_INCOMPATIBLE, _incompatible_message(version, why))
+
+
+def _announce_incompatible(draft: _Draft, preflight: Preflight, deploy: str | None) -> str:
+    """A version failed by the pre-flight check (rollout.onIncompatible Fail): one history
+    entry (no start: it never got a pod) and one Warning. Returns why, for the MLflow tag."""
+    why = f"incompatible with the serving image: {preflight.message}"
+    draft.record(preflight.version, "Failed", why)
+    serving = f"version {deploy} keeps serving" if deploy else "nothing serves"
+    draft.event(
+        "Warning", VERSION_INCOMPATIBLE,
+        f"{_incompatible_message(preflight.version, preflight.message)}; a failed version "
+        f"(rollout.onIncompatible: Fail); {serving}; it is not retried until the registry "
+        "selects another version",
+    )  # fmt: skip
+    return why
+
+
+def _past_prefetch(
+    draft: _Draft,
+    last: ModelDeploymentStatus,
+    prefetch: PrefetchVerdict | None,
+    *,
+    steer: str | None,
+    current: str | None,
+) -> tuple[str | None, str | None]:
+    """(the version to steer to, what the prefetch that holds it back is doing, or None): while
+    the new version is copied onto the nodes' caches, the template keeps what serves."""
+    if prefetch is None or prefetch.version != steer or steer == current:
+        return steer, None
+    status = prefetch.status
+    draft.status.prefetch = status
+    before = last.prefetch
+    news = before is None or (before.version, before.phase) != (status.version, status.phase)
+    if news and status.phase == PREFETCH_RUNNING:
+        draft.event("Normal", PREFETCHING, f"prefetching {status.message}")
+    elif news and status.phase == PREFETCH_DONE:
+        draft.event("Normal", PREFETCHED, f"prefetched {status.message}")
+    elif news:
+        draft.event("Warning", PREFETCH_INCOMPLETE, f"prefetch incomplete: {status.message}")
+    if prefetch.holds:
+        return current, f"prefetching {status.message}"
+    return steer, None
 
 
 def _preflight_news(last: ModelDeploymentStatus, preflight: Preflight) -> bool:
@@ -456,7 +611,12 @@ def _announce_failure(
     deployment: DeploymentObservation,
     *,
     why: str | None = None,
-) -> None:
+    incompatible: Preflight | None = None,
+) -> str | None:
+    """Record and announce the failure of `target`; returns why, when the MLflow tag says it
+    (the rollout never reached its deadline)."""
+    if incompatible is not None:  # rollout.onIncompatible Fail: it never got a pod
+        return _announce_incompatible(draft, incompatible, deploy)
     if why is not None:  # its canary was aborted: the pods it had never served everyone
         draft.record(target, "RolledBack", why)
         back = f"traffic back on version {deploy}" if deploy else "nothing else serves"
@@ -464,7 +624,7 @@ def _announce_failure(
             "Warning", CANARY_ABORTED,
             f"{why}; {back}; it is not retried until the registry selects another version",
         )  # fmt: skip
-        return
+        return why
     deadline = spec.rollout.progress_deadline_seconds
     # The pods go away with the rollback: what they showed is kept in the history entry.
     cause = deployment.pod_troubles[0] if deployment.pod_troubles else None
@@ -479,7 +639,7 @@ def _announce_failure(
             f"{not_available}; rolling back to version {deploy}; it is not retried until the "
             "registry selects another version",
         )
-        return
+        return None
     draft.record(target, "Failed", cause)
     why = (
         "autoRollback is off: it stays deployed until the registry selects another version"
@@ -487,6 +647,7 @@ def _announce_failure(
         else "no earlier version served"
     )
     draft.event("Warning", ROLLOUT_FAILED, f"{not_available}; {why}")
+    return None
 
 
 def _failure_cause(status: ModelDeploymentStatus, version: str) -> str | None:
@@ -652,6 +813,7 @@ class _Decision:
     endpoint_known: bool
     held: Held | None = None  # (reason, why) spec.gates or pre-flight hold the selected version
     canary_progress: str | None = None  # a canary runs beside what serves: how far it is
+    prefetching: str | None = None  # the new version is copied to the nodes' caches: how far
 
 
 def _rollout_conditions(
@@ -673,9 +835,13 @@ def _degraded(
     if known.failed:
         version = min(known.failed)
         cause = _failure_cause(draft.status, version)
+        incompatible = _incompatibility(draft.status, version)
         rollout = draft.status.rollout
         reason = ROLLOUT_FAILED
-        if rollout is not None and rollout.phase == ABORTED and rollout.version == version:
+        if incompatible is not None:  # failed by the pre-flight check: it never had a pod
+            reason = VERSION_INCOMPATIBLE
+            parts = [_incompatible_message(version, incompatible)]
+        elif rollout is not None and rollout.phase == ABORTED and rollout.version == version:
             reason = CANARY_ABORTED
             parts = [f"version {version}: {cause or 'its canary was aborted'}"]
         else:
@@ -712,6 +878,8 @@ def _progressing(
         trial = draft.status.rollout
         reason = SHADOW if trial is not None and trial.phase == SHADOW else CANARY
         draft.condition(PROGRESSING, "True", reason, decision.canary_progress)
+    elif decision.prefetching is not None:
+        draft.condition(PROGRESSING, "True", PREFETCHING, decision.prefetching)
     elif decision.held is not None and not decision.rolling_out:
         draft.condition(PROGRESSING, "False", *decision.held)
     elif deploy is None:
@@ -751,7 +919,9 @@ def _ready(
                 READY, "False", NO_VERSION, "waiting for the registry to resolve a version"
             )
     elif deploy == decision.current and deployment.rollout_complete:
-        reason = SERVING_PREVIOUS_VERSION if known.failed else SERVING
+        # a version the serving image cannot run never served: Serving says what does
+        incompatible = _held_by(decision.held, VERSION_INCOMPATIBLE)
+        reason = SERVING_PREVIOUS_VERSION if known.failed and not incompatible else SERVING
         draft.condition(READY, "True", reason, f"serving version {deploy}")
     elif decision.stays_failed:
         draft.condition(

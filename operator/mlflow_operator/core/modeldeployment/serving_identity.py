@@ -6,6 +6,12 @@ read its registered model and the experiments its versions were logged in (MLflo
 proxy judges a download by the experiment) and nothing else. Its password lives in a Secret the
 ModelDeployment owns; deleting that Secret rotates it.
 
+Watching a version in production (serving.monitoring: samples, the drift reference) writes to
+MLflow, and the user may not write to the versions' own experiments: an EDIT there would let
+model code rewrite the metrics spec.gates judge other versions by. So the operator makes an
+experiment per ModelDeployment for what its pods write (`monitoring_experiment_name`), with a
+run per version, and the user gets EDIT on that experiment alone.
+
 The Secret records the MLflowServer its user lives on. When the spec moves away from it (to a
 `trackingUri`, another server, or basic auth turned off), the user there goes, and the Secret
 with it, so a user never stays behind on a server that no longer serves the ModelDeployment.
@@ -23,6 +29,10 @@ from mlflow_operator.core.naming import ANNOTATION_MLFLOW_SERVER, child_name
 REGISTERED_MODEL = "registered_model"
 EXPERIMENT = "experiment"
 READ = "READ"
+EDIT = "EDIT"
+# tags of the monitoring run of a version, in the ModelDeployment's monitoring experiment
+MONITORING_MODEL_TAG = "mlflowops.dev/model"
+MONITORING_VERSION_TAG = "mlflowops.dev/version"
 READER_SECRET_SUFFIX = "mlflow-reader"  # noqa: S105  (a name)
 
 
@@ -39,6 +49,11 @@ def reader_username(namespace: str, name: str) -> str:
     """One MLflow user per ModelDeployment; `/` cannot occur in either name, so no two
     ModelDeployments share one."""
     return f"modeldeployment/{namespace}/{name}"
+
+
+def monitoring_experiment_name(namespace: str, name: str) -> str:
+    """The experiment a ModelDeployment's serving pods write samples and drift references to."""
+    return f"mlflow-operator/{namespace}/{name}"
 
 
 def reader_secret_name(md_name: str) -> str:
@@ -66,9 +81,10 @@ def server_to_leave(secret: Mapping[str, Any] | None, current: str | None) -> st
 
 
 def grant_changes(
-    current: Set[Grant], model: str, experiments: Set[str]
+    current: Set[Grant], model: str, experiments: Set[str], writes: str | None = None
 ) -> tuple[list[Grant], list[Grant]]:
-    """(to revoke, to grant) so the user reads `model` and `experiments`.
+    """(to revoke, to grant) so the user reads `model` and `experiments`, and may write to the
+    experiment `writes` (the monitoring experiment; None: nothing).
 
     Experiments granted for earlier versions stay: a pod of the version being replaced may
     restart during a rollout (or a rollback bring it back) and download it again. Everything
@@ -76,17 +92,23 @@ def grant_changes(
     READ that someone gave it) goes.
     """
     wanted = {Grant(REGISTERED_MODEL, model)} | {Grant(EXPERIMENT, e) for e in experiments}
+    if writes is not None:
+        wanted.add(Grant(EXPERIMENT, writes, EDIT))
     kept_experiments = {
-        g for g in current if g.resource_type == EXPERIMENT and g.permission == READ
+        g
+        for g in current
+        if g.resource_type == EXPERIMENT and g.permission == READ and g.resource_id != writes
     }
     revoke = sorted(current - wanted - kept_experiments, key=_order)
     grant = sorted(wanted - current, key=_order)
     return revoke, grant
 
 
-def fingerprint(username: str, password: str, model: str, experiments: Set[str]) -> str:
+def fingerprint(
+    username: str, password: str, model: str, experiments: Set[str], writes: str | None = None
+) -> str:
     """What the user was last made to be, without keeping its password in memory."""
-    text = "\n".join([username, password, model, *sorted(experiments)])
+    text = "\n".join([username, password, model, *sorted(experiments), f"writes {writes}"])
     return hashlib.sha256(text.encode()).hexdigest()
 
 

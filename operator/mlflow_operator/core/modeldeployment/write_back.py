@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from mlflow_operator.core.modeldeployment.monitoring import DriftVerdict
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan
 
 MAX_REASON_CHARS = 4000  # MLflow keeps tag values up to 5,000 characters (8,000 in MLflow 3)
@@ -33,3 +34,12 @@ def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]
             (plan.incompatible.version, f"incompatible with the serving image at {stamp}: {why}")
         )
     return tags
+
+
+def drift_tag_value(drift: DriftVerdict, now: datetime) -> tuple[str, str]:
+    """(version, tag value) when features of the serving version crossed thresholds.drift:
+    the registry records what production traffic did to the version."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return drift.status.version, f"drift detected at {stamp}: {drift.status.message}"[
+        :MAX_REASON_CHARS
+    ]
