@@ -116,6 +116,14 @@ class ServingMetrics:
             (*model_labels, "outcome"),
             registry=self.registry,
         )
+        self.labels_total = Counter(
+            "mlflow_serving_labels",
+            "Ground-truth labels posted to /labels by what became of them: written to MLflow, "
+            "failed (their upload failed), refused (too many waiting for the writer: the post "
+            "was answered 503, or 400 when larger than that bound by itself).",
+            (*model_labels, "outcome"),
+            registry=self.registry,
+        )
         self.feature_drift = Gauge(
             "mlflow_serving_feature_drift",
             "Population Stability Index of a feature's live values (the last 1,000 rows or "
@@ -181,6 +189,9 @@ class ServingMetrics:
 
     def prediction_samples(self, outcome: str, count: int) -> None:
         self.prediction_samples_total.labels(**self._model, outcome=outcome).inc(count)
+
+    def ground_truth_labels(self, outcome: str, count: int) -> None:
+        self.labels_total.labels(**self._model, outcome=outcome).inc(count)
 
     def drift_rows(self, outcome: str, count: int) -> None:
         self.drift_rows_total.labels(**self._model, outcome=outcome).inc(count)

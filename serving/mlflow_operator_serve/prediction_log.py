@@ -27,6 +27,15 @@ memory stays bounded while MLflow is down.
 Only the request's body is kept, never its headers (credentials travel there). Columns named in
 `--sample-exclude` (secrets, personal data) are removed from the inputs before anything is
 written; a request whose columns have no names (a bare tensor) is kept whole.
+
+Ground truth comes later, from `POST /labels` (labels.py checks the body): `labels(...)` queues
+the labels on the same writer, under the same memory bound, and they are written to
+`labels/<version>/<UTC date>/<UTC time>-<pid>-<sequence>.jsonl` in the same run, one line each,
+
+    {"request_id": ..., "timestamp": <received>, "model": "fraud", "version": "8", "label": 1}
+
+to be joined with the samples by `request_id`. Labels that do not fit are refused as a whole
+(the caller is answered 503 and may retry), not dropped after they were accepted.
 """
 
 from __future__ import annotations
@@ -45,16 +54,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from mlflow_operator_serve.background import PerProcessThread
 
+if TYPE_CHECKING:  # labels.py imports this module at run time
+    from mlflow_operator_serve.labels import Label
+
 _logger = logging.getLogger(__name__)
 
-# Bodies of sampled requests waiting for the writer, per worker process.
+# Bodies of sampled requests, and labels (their JSON), waiting for the writer, per worker
+# process.
 MAX_PENDING_BYTES: Final = 32 * 1024 * 1024
 # Lines in one uploaded file, and how long a sample may wait for its file.
 MAX_BATCH_RECORDS: Final = 1000
+# Lines in one file of labels: a label line is some 100 bytes, a sample's kilobytes, so a
+# whole post (labels.MAX_LABELS) is one upload.
+MAX_LABEL_BATCH: Final = 10_000
 FLUSH_SECONDS: Final = 30.0
 # On shutdown, how long the last batch may take to upload.
 CLOSE_GRACE_SECONDS: Final = 10.0
@@ -64,10 +80,17 @@ MAX_REQUEST_ID: Final = 200
 WARN_INTERVAL_SECONDS: Final = 60.0
 
 SampleOutcome = Literal["written", "dropped", "failed", "unreadable"]
+LabelOutcome = Literal["written", "failed", "refused"]
+# What became of a post of labels: queued, no room now (retry), larger than the bound (split).
+Queued = Literal["queued", "full", "too large"]
 
 
 class SampleCounter(Protocol):
+    """Counts samples and labels by outcome (metrics.ServingMetrics)."""
+
     def prediction_samples(self, outcome: SampleOutcome, count: int) -> None: ...
+
+    def ground_truth_labels(self, outcome: LabelOutcome, count: int) -> None: ...
 
 
 class Sink(Protocol):
@@ -176,8 +199,23 @@ def _as_one_line(document: bytes) -> str | None:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+def label_line(received: float, label: Label, model: str, version: str) -> str:
+    """One JSON line of a label; its value was serialized when the post was checked."""
+    head = json.dumps(
+        {
+            "request_id": label.request_id,
+            "timestamp": datetime.fromtimestamp(received, UTC).isoformat(),
+            "model": model,
+            "version": version,
+        },
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"label":{label.json}}}'
+
+
 class PredictionLog:
-    """Samples answered requests and uploads them in batches from a thread of its own."""
+    """Samples answered requests, takes labels for them, and uploads both in batches from a
+    thread of its own."""
 
     def __init__(
         self,
@@ -199,6 +237,8 @@ class PredictionLog:
         self._flush_seconds = flush_seconds
         self._max_pending_bytes = max_pending_bytes
         self._pending: list[Sample] = []
+        # (time received, label): one bound for both lists, the memory they hold together
+        self._pending_labels: list[tuple[float, Label]] = []
         self._pending_bytes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -235,6 +275,29 @@ class PredictionLog:
         if full:
             self._wake.set()
 
+    def labels(self, labels: list[Label]) -> Queued:
+        """Queue labels for the writer, all or none (so that a refused post can be retried
+        whole); called on the request path: never waits for I/O."""
+        received = time.time()
+        size = sum(label.size for label in labels)
+        if size > self._max_pending_bytes:
+            self._counter.ground_truth_labels("refused", len(labels))
+            return "too large"
+        wake = False
+        with self._lock:
+            full = self._closing or self._pending_bytes + size > self._max_pending_bytes
+            if not full:
+                self._pending_labels.extend((received, label) for label in labels)
+                self._pending_bytes += size
+                wake = len(self._pending_labels) >= MAX_LABEL_BATCH
+        if full:
+            self._counter.ground_truth_labels("refused", len(labels))
+            return "full"
+        self._thread.ensure_started()
+        if wake:
+            self._wake.set()
+        return "queued"
+
     def close(self, grace_seconds: float = CLOSE_GRACE_SECONDS) -> None:
         """Upload what is pending (up to `grace_seconds`), then stop the writer."""
         with self._lock:
@@ -249,14 +312,23 @@ class PredictionLog:
             self._pending_bytes -= sum(len(s.body) + len(s.answer) for s in batch)
             return batch
 
+    def _take_labels(self) -> list[tuple[float, Label]]:
+        with self._lock:
+            batch = self._pending_labels[:MAX_LABEL_BATCH]
+            del self._pending_labels[:MAX_LABEL_BATCH]
+            self._pending_bytes -= sum(label.size for _, label in batch)
+            return batch
+
     def _write_loop(self) -> None:
         while True:
             self._wake.wait(self._flush_seconds)
             self._wake.clear()
             while batch := self._take():
                 self._write(batch)
+            while labels := self._take_labels():
+                self._write_labels(labels)
             with self._lock:
-                if self._closing and not self._pending:
+                if self._closing and not self._pending and not self._pending_labels:
                     return
 
     def _write(self, batch: list[Sample]) -> None:
@@ -268,24 +340,45 @@ class PredictionLog:
                 self._counter.prediction_samples("unreadable", 1)
         if not lines:
             return
+        if self._upload(lines, "predictions", batch[0].timestamp):
+            self._counter.prediction_samples("written", len(lines))
+        else:
+            self._counter.prediction_samples("failed", len(lines))
+
+    def _write_labels(self, batch: list[tuple[float, Label]]) -> None:
+        lines = [label_line(received, label, self.model, self.version) for received, label in batch]
+        if self._upload(lines, "labels", batch[0][0]):
+            self._counter.ground_truth_labels("written", len(lines))
+        else:
+            self._counter.ground_truth_labels("failed", len(lines))
+
+    def _upload(
+        self, lines: list[str], kind: Literal["predictions", "labels"], first: float
+    ) -> bool:
+        """One file of lines under `<kind>/<version>/<UTC date of the first>/`; False when the
+        store failed (warned at most once a minute: MLflow down fails every upload)."""
         self._sequence += 1
-        first = datetime.fromtimestamp(batch[0].timestamp, UTC)
-        name = f"{first:%H%M%S}-{os.getpid()}-{self._sequence}.jsonl"
-        artifact_dir = f"predictions/{self.version}/{first:%Y-%m-%d}"
+        when = datetime.fromtimestamp(first, UTC)
+        name = f"{when:%H%M%S}-{os.getpid()}-{self._sequence}.jsonl"
+        artifact_dir = f"{kind}/{self.version}/{when:%Y-%m-%d}"
         try:
-            with tempfile.TemporaryDirectory(prefix="mlflow-predictions-") as work:
+            with tempfile.TemporaryDirectory(prefix=f"mlflow-{kind}-") as work:
                 path = Path(work) / name
                 path.write_text("\n".join(lines) + "\n")
                 self._sink.upload(path, artifact_dir)
         except Exception:  # any failure of the store: count, warn, go on
-            self._counter.prediction_samples("failed", len(lines))
             now = time.monotonic()
             if now - self._last_warning >= WARN_INTERVAL_SECONDS:
                 self._last_warning = now
                 _logger.warning(
-                    "could not upload %d prediction samples to %s (dropped; counted in "
-                    "mlflow_serving_prediction_samples_total)",
-                    len(lines), artifact_dir, exc_info=True,
+                    "could not upload %d lines to %s (dropped; counted in %s)",
+                    len(lines), artifact_dir, _COUNTED_IN[kind], exc_info=True,
                 )  # fmt: skip
-            return
-        self._counter.prediction_samples("written", len(lines))
+            return False
+        return True
+
+
+_COUNTED_IN: Final = {
+    "predictions": "mlflow_serving_prediction_samples_total",
+    "labels": "mlflow_serving_labels_total",
+}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import json
 import logging
 import os
 import signal
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # at run time these import MLflow and pandas: only after opti
     from mlflow_operator_serve.metrics import ServingMetrics
     from mlflow_operator_serve.mirror import Mirror
     from mlflow_operator_serve.prediction_log import PredictionLog
-    from mlflow_operator_serve.protocol import ParsedRequest, ScoringProtocol
+    from mlflow_operator_serve.protocol import ParsedRequest, Reply, ScoringProtocol
     from mlflow_operator_serve.version_run import VersionRun
 
 _logger = logging.getLogger(__name__)
@@ -63,14 +64,16 @@ class ServingState:
     drift: DriftMonitor | None = None
 
 
+def _response(r: Reply) -> web.Response:
+    return web.Response(status=r.status, body=r.body, headers={"Content-Type": r.content_type})
+
+
 def build_app(state: ServingState) -> web.Application:
     from mlflow.exceptions import MlflowException
 
     from mlflow_operator_serve import protocol as proto
 
-    def reply(r: proto.Reply) -> web.Response:
-        return web.Response(status=r.status, body=r.body, headers={"Content-Type": r.content_type})
-
+    reply = _response
     ping_response = proto.PING
     version_response = proto.VERSION
 
@@ -143,7 +146,67 @@ def build_app(state: ServingState) -> web.Application:
     app.router.add_get("/version", version, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_post("/invocations", invocations)
+    # always routed: without sampling it says why there is nothing to label, not a bare 404
+    app.router.add_post("/labels", _labels_handler(state))
     return app
+
+
+def _labels_handler(state: ServingState) -> Callable[[web.Request], Awaitable[web.Response]]:
+    from mlflow_operator_serve.labels import is_json
+
+    async def labels(request: web.Request) -> web.Response:
+        log = state.prediction_log
+        if log is None:
+            return _response(_labels_off())
+        content_type = request.headers.get("Content-Type")
+        if not is_json(content_type):
+            return _response(_labels_not_json(content_type))
+        body = await request.read()
+        # as /invocations parses: a large body in a thread, not stalling other connections
+        if len(body) <= INLINE_PARSE_BYTES:
+            return _response(_labels_reply(log, body))
+        return _response(await asyncio.to_thread(_labels_reply, log, body))
+
+    return labels
+
+
+def _labels_reply(log: PredictionLog, body: bytes) -> Reply:
+    """The answer to a `POST /labels` JSON body: 202 once queued for the writer, never
+    waiting for MLflow; refused as a whole otherwise."""
+    from mlflow_operator_serve.labels import LabelError, error_body, parse_labels
+    from mlflow_operator_serve.protocol import Reply
+
+    try:
+        parsed = parse_labels(body)
+    except LabelError as error:
+        return Reply(400, error_body("BAD_REQUEST", str(error)))
+    queued = log.labels(parsed)
+    if queued == "full":
+        message = "too many samples and labels waiting to be written to MLflow; retry later"
+        return Reply(503, error_body("TEMPORARILY_UNAVAILABLE", message))
+    if queued == "too large":
+        message = "labels: more than this server holds for its writer at once; post them in parts"
+        return Reply(400, error_body("BAD_REQUEST", message))
+    return Reply(202, json.dumps({"accepted": len(parsed)}).encode())
+
+
+def _labels_off() -> Reply:
+    from mlflow_operator_serve.labels import error_body
+    from mlflow_operator_serve.protocol import Reply
+
+    message = (
+        "POST /labels needs serving.monitoring.sampleRate > 0 (--sample-rate): labels are "
+        "matched with sampled requests, and this server samples none"
+    )
+    return Reply(404, error_body("ENDPOINT_NOT_FOUND", message))
+
+
+def _labels_not_json(content_type: str | None) -> Reply:
+    """415 with a plain-text reason, as `/invocations` refuses a content type."""
+    from mlflow_operator_serve.protocol import TEXT, Reply
+
+    message = f"POST /labels only takes Content-Type application/json. Got '{content_type}'."
+    return Reply(415, message.encode(), TEXT)
 
 
 def prepare_state(settings: ServeSettings, model_dir: Path, started: float) -> ServingState:
@@ -321,7 +384,8 @@ def run(settings: ServeSettings) -> int:
     # (OpenMP, BLAS) or a CUDA context at load time does not survive a fork.
     loading.import_flavor(model_dir)
     for module in (
-        "batcher", "drift", "metrics", "mirror", "prediction_log", "predictor", "protocol",
+        "batcher", "drift", "labels", "metrics", "mirror", "prediction_log", "predictor",
+        "protocol",
     ):  # fmt: skip
         importlib.import_module(f"mlflow_operator_serve.{module}")
     sock = listening_socket(settings.host, settings.port)

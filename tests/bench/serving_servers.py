@@ -171,12 +171,15 @@ def request(
     body: bytes | None = None,
     content_type: str | None = None,
     timeout: float = 60.0,
+    headers: Mapping[str, str] | None = None,
 ) -> RawResponse:
     """One HTTP request with exactly the headers given (no default Content-Type)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": content_type} if content_type is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        sent = dict(headers or {})
+        if content_type is not None:
+            sent["Content-Type"] = content_type
+        conn.request(method, path, body=body, headers=sent)
         response = conn.getresponse()
         return RawResponse(response.status, response.getheader("Content-Type"), response.read())
     finally:

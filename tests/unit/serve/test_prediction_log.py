@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from mlflow_operator_serve.labels import parse_labels
 from mlflow_operator_serve.prediction_log import (
+    LabelOutcome,
     PredictionLog,
     SampleOutcome,
     exclude_columns,
@@ -27,9 +29,13 @@ ANSWER = json.dumps({"predictions": [1, 0]}).encode()
 class Outcomes:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()
 
     def prediction_samples(self, outcome: SampleOutcome, count: int) -> None:
         self.counts[outcome] += count
+
+    def ground_truth_labels(self, outcome: LabelOutcome, count: int) -> None:
+        self.labels[outcome] += count
 
 
 class Uploads:
@@ -208,3 +214,102 @@ def test_samples_wait_at_most_the_flush_interval() -> None:
         time.sleep(0.05)
     assert len(sink.lines()) == 1
     log.close()
+
+
+# --- ground-truth labels ------------------------------------------------------------------------
+
+
+def labels_body(*pairs: tuple[str, Any]) -> bytes:
+    return json.dumps({"labels": [{"request_id": r, "label": v} for r, v in pairs]}).encode()
+
+
+def test_labels_are_written_next_to_the_samples_with_their_request_id_and_time() -> None:
+    sink, outcomes = Uploads(), Outcomes()
+    log = make_log(sink, outcomes)
+    log.offer(split_body(a=[1, 3]), JSON, 200, ANSWER, "req-1")
+    before = time.time()
+    assert log.labels(parse_labels(labels_body(("req-1", [1, 0]), ("req-2", "fraud")))) == "queued"
+    assert log.labels(parse_labels(labels_body(("req-3", 0.25)))) == "queued"
+    log.close()
+
+    (samples,), (labels,) = (
+        [f for f in sink.files if f[0].startswith(kind)] for kind in ("predictions/", "labels/")
+    )
+    # same version, same UTC date: the day's labels sit next to the day's samples
+    assert labels[0] == samples[0].replace("predictions/", "labels/")
+    assert labels[0].startswith("labels/8/")
+    assert labels[1].endswith(".jsonl")
+    lines = labels[2]
+    assert [(line["request_id"], line["label"]) for line in lines] == [
+        ("req-1", [1, 0]),
+        ("req-2", "fraud"),
+        ("req-3", 0.25),
+    ]
+    from datetime import datetime
+
+    for line in lines:
+        assert set(line) == {"request_id", "timestamp", "model", "version", "label"}
+        assert (line["model"], line["version"]) == ("fraud", "8")
+        assert line["timestamp"].endswith("+00:00")
+        assert before - 1 <= datetime.fromisoformat(line["timestamp"]).timestamp() <= time.time()
+    assert outcomes.labels == {"written": 3}
+    assert outcomes.counts == {"written": 1}
+
+
+def test_labels_beyond_the_memory_bound_are_refused_whole_and_later_ones_fit_again() -> None:
+    hold = threading.Event()
+    sink, outcomes = Uploads(hold=hold), Outcomes()
+    three = parse_labels(labels_body(("a", 1), ("b", 2), ("c", 3)))
+    log = make_log(sink, outcomes, max_pending_bytes=sum(label.size for label in three) + 2)
+    assert log.labels(three) == "queued"
+    # one more would pass the bound: the whole post is refused, none of it half-queued
+    assert log.labels(parse_labels(labels_body(("d", 4), ("e", 5)))) == "full"
+    assert outcomes.labels == {"refused": 2}
+    # larger than the bound by itself: never fits, whatever is waiting
+    big = parse_labels(labels_body(*[(f"r{i}", i) for i in range(10)]))
+    assert log.labels(big) == "too large"
+    hold.set()
+    log.close()
+    assert [line["request_id"] for line in sink.lines()] == ["a", "b", "c"]
+    assert outcomes.labels == {"refused": 12, "written": 3}
+
+
+def test_labels_and_samples_share_the_memory_bound() -> None:
+    hold = threading.Event()
+    sink, outcomes = Uploads(hold=hold), Outcomes()
+    body = split_body(a=[1])
+    log = make_log(sink, outcomes, max_pending_bytes=len(body) + len(ANSWER) + 5)
+    log.offer(body, JSON, 200, ANSWER, "req-1")
+    assert log.labels(parse_labels(labels_body(("req-1", 1)))) == "full"
+    hold.set()
+    log.close()
+    assert outcomes.counts == {"written": 1}
+    assert outcomes.labels == {"refused": 1}
+
+
+def test_labels_of_a_store_that_is_down_are_counted_failed() -> None:
+    sink, outcomes = Uploads(fail=True), Outcomes()
+    log = make_log(sink, outcomes)
+    assert log.labels(parse_labels(labels_body(("a", True), ("b", False)))) == "queued"
+    log.close()
+    assert outcomes.labels == {"failed": 2}
+
+
+def test_labels_wait_at_most_the_flush_interval() -> None:
+    sink, outcomes = Uploads(), Outcomes()
+    log = make_log(sink, outcomes, flush_seconds=0.2)
+    log.labels(parse_labels(labels_body(("a", 1))))
+    deadline = time.monotonic() + 5
+    while not sink.files and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [line["label"] for line in sink.lines()] == [1]
+    log.close()
+
+
+def test_labels_posted_after_close_are_refused() -> None:
+    sink, outcomes = Uploads(), Outcomes()
+    log = make_log(sink, outcomes)
+    log.close()
+    assert log.labels(parse_labels(labels_body(("a", 1)))) == "full"
+    assert outcomes.labels == {"refused": 1}
+    assert sink.files == []
