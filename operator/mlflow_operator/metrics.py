@@ -104,6 +104,20 @@ DRIFTING_FEATURES = Gauge(
     "(its status.monitoring.drifting; absent: no threshold, or no score yet).",
     ["namespace", "name"],
 )
+QUALITY_DEGRADED = Gauge(
+    "mlflow_operator_modeldeployment_quality_degraded",
+    "1 while the serving version's live quality from ground truth is worse than its training "
+    "metric by more than serving.monitoring.thresholds.quality (condition QualityDegraded "
+    "True), 0 while within it; absent: no threshold, or too few labelled rows.",
+    ["namespace", "name"],
+)
+LIVE_QUALITY = Gauge(
+    "mlflow_operator_modeldeployment_live_quality",
+    "The serving version's live quality from ground truth, in the units of its "
+    "serving.monitoring.quality.metric (its status.monitoring.quality.value; absent: too few "
+    "labelled rows, or quality off).",
+    ["namespace", "name"],
+)
 _PER_DEPLOYMENT: tuple[Counter | Gauge, ...] = (
     ROLLBACKS,
     VERSION_MISMATCH,
@@ -112,6 +126,8 @@ _PER_DEPLOYMENT: tuple[Counter | Gauge, ...] = (
     SERVING_VERSION,
     LAST_REGISTRY_SYNC,
     DRIFTING_FEATURES,
+    QUALITY_DEGRADED,
+    LIVE_QUALITY,
 )
 WEBHOOK_DELIVERIES = Counter(
     "mlflow_operator_webhook_deliveries_total",
@@ -132,6 +148,8 @@ def record_model_deployment(
     failed: bool,
     rolled_back: bool,
     drifting: int | None = None,
+    quality_degraded: bool | None = None,
+    live_quality: float | None = None,
 ) -> None:
     """What one reconcile of a ModelDeployment decided, as its series."""
     for result in ROLLOUT_RESULTS:
@@ -151,6 +169,9 @@ def record_model_deployment(
         LAST_REGISTRY_SYNC, namespace, name, last_sync.timestamp() if last_sync else None
     )
     _set_or_remove(DRIFTING_FEATURES, namespace, name, drifting)
+    degraded = None if quality_degraded is None else int(quality_degraded)
+    _set_or_remove(QUALITY_DEGRADED, namespace, name, degraded)
+    _set_or_remove(LIVE_QUALITY, namespace, name, live_quality)
 
 
 def forget_model_deployment(namespace: str, name: str) -> None:

@@ -194,7 +194,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ),
     ),
     (
-        "Model monitoring (serving.monitoring.drift)",
+        "Model monitoring (serving.monitoring)",
         (
             Panel(
                 "Feature drift (PSI)",
@@ -222,6 +222,32 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                     ),
                 ),
                 unit="none",
+            ),
+            Panel(
+                "Live quality (ground truth)",
+                "serving.monitoring.quality.metric over the latest labelled rows of the serving "
+                "version (status.monitoring.quality.value); MLflowModelQualityDropped fires after "
+                "30 minutes worse than the training metric by more than thresholds.quality.",
+                (
+                    Query(
+                        f"max by (namespace, name) "
+                        f"(mlflow_operator_modeldeployment_live_quality{{{MD}}})",
+                        "{{namespace}}/{{name}}",
+                    ),
+                ),
+                unit="none",
+            ),
+            Panel(
+                "Labels posted",
+                "Ground-truth labels the serving pods took (POST /labels) per second, by what "
+                "became of them: written next to the samples, failed to upload, refused.",
+                (
+                    Query(
+                        f"sum by (namespace, modeldeployment, outcome) "
+                        f"(rate(mlflow_serving_labels_total{{{POD}}}[$__rate_interval]))",
+                        "{{namespace}}/{{modeldeployment}} {{outcome}}",
+                    ),
+                ),
             ),
         ),
     ),

@@ -521,6 +521,7 @@ def test_dashboard_queries_use_metrics_that_exist() -> None:
         exported |= {sample.name for sample in family.samples} | {family.name}
     serving.request_done(200, 0.01)
     serving.batch_done(1, 1, 0.01)
+    serving.ground_truth_labels("written", 1)
     for family in serving.registry.collect():
         exported |= {sample.name for sample in family.samples}
     queries = [q.expr for panel in dashboard.panels() for q in panel.queries]

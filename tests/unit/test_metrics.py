@@ -69,9 +69,25 @@ def test_versions_suspension_and_sync_per_deployment() -> None:
     assert value("mlflow_operator_serving_differs_from_target", **labels) == 0
 
 
+def test_drift_and_quality_series_while_judged_and_gone_when_not() -> None:
+    ns, name = fresh()
+    labels = {"namespace": ns, "name": name}
+    record(ns, name, drifting=2, quality_degraded=True, live_quality=0.81)
+    assert value("mlflow_operator_modeldeployment_drifting_features", **labels) == 2
+    assert value("mlflow_operator_modeldeployment_quality_degraded", **labels) == 1
+    assert value("mlflow_operator_modeldeployment_live_quality", **labels) == 0.81
+    record(ns, name, drifting=0, quality_degraded=False, live_quality=0.97)
+    assert value("mlflow_operator_modeldeployment_quality_degraded", **labels) == 0
+    assert value("mlflow_operator_modeldeployment_live_quality", **labels) == 0.97
+    record(ns, name)  # no threshold, too few labels: nothing to alert on
+    for metric in ("drifting_features", "quality_degraded", "live_quality"):
+        assert value(f"mlflow_operator_modeldeployment_{metric}", **labels) is None
+
+
 def test_a_deleted_deployment_leaves_no_series() -> None:
     ns, name = fresh()
-    record(ns, name, target="9", serving="8", failed=True)
+    record(ns, name, target="9", serving="8", failed=True, drifting=1, quality_degraded=True,
+           live_quality=0.5)  # fmt: skip
     metrics.forget_model_deployment(ns, name)
     leftovers = [
         sample

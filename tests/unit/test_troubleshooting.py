@@ -18,7 +18,7 @@ DOC = ROOT / "docs" / "troubleshooting.md"
 WHERE = ("core", "reconcilers", "handlers", "kube", "registry")
 NOT_REASONS = {
     # condition types, statuses, Event types
-    *("Ready", "Progressing", "Degraded", "RegistrySynced", "Drifting"),
+    *("Ready", "Progressing", "Degraded", "RegistrySynced", "Drifting", "QualityDegraded"),
     *("DatabaseReady", "ArtifactStoreReady", "SchemaMigrated"),
     *("True", "False", "Normal", "Warning"),
     # kinds the operator reads and writes, and products named in messages

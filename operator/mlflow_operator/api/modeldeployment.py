@@ -294,6 +294,39 @@ class DriftMonitoring(ApiModel):
     )
 
 
+DEFAULT_QUALITY_WINDOW = 1000
+DEFAULT_QUALITY_MIN_LABELLED = 100
+
+
+class QualityMonitoring(ApiModel):
+    """The live quality of the serving version, from ground-truth labels posted to its pods
+    (POST /labels) and matched with sampled requests by request id."""
+
+    metric: Literal["accuracy", "rmse", "mae"] = Field(
+        description="accuracy: the share of labelled rows predicted exactly (classifiers); "
+        "rmse, mae: root mean squared and mean absolute error (regressors)."
+    )
+    training_metric: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=250,
+        description="A metric of the version's run to compare with, in the same units (e.g. "
+        "the test-set accuracy logged in training); thresholds.quality needs it.",
+    )
+    window: int = Field(
+        default=DEFAULT_QUALITY_WINDOW,
+        ge=10,
+        le=100_000,
+        description="The live metric is computed over the latest this many labelled rows.",
+    )
+    min_labelled: int = Field(
+        default=DEFAULT_QUALITY_MIN_LABELLED,
+        ge=1,
+        le=100_000,
+        description="Labelled rows needed before the live metric is given (fewer are noise).",
+    )
+
+
 class MonitoringThresholds(ApiModel):
     """Where a monitored score starts to count."""
 
@@ -304,12 +337,42 @@ class MonitoringThresholds(ApiModel):
         description="Population Stability Index above which a feature counts as drifting "
         "(usual reading: 0.1 slight, 0.25 significant); setting it turns drift on.",
     )
+    quality: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e9,
+        description="How much worse than quality.trainingMetric the live metric may be, in "
+        "the metric's own units (0.05: five points of accuracy), before the version counts "
+        "as degraded.",
+    )
 
 
 class ServingMonitoring(ApiModel):
     """Watching the model in production (docs/monitoring.md): sampled requests and answers,
-    and per-feature drift of the inputs. Columns in excludeColumns are never written with a
-    sample nor tracked for drift."""
+    per-feature drift of the inputs, and live quality from ground truth. Columns in
+    excludeColumns are never written with a sample nor tracked for drift."""
+
+    __rules__ = (
+        Rule(
+            cel="!has(self.quality) || (has(self.sampleRate) && double(self.sampleRate) > 0.0)",
+            message="monitoring.quality needs sampleRate above 0 (labels are matched with "
+            "sampled requests)",
+            holds=lambda m: m.quality is None or m.sample_rate > 0,
+            field_path=".quality",
+        ),
+        Rule(
+            cel="!has(self.thresholds) || !has(self.thresholds.quality) || "
+            "(has(self.quality) && has(self.quality.trainingMetric))",
+            message="thresholds.quality needs quality.trainingMetric (what the live metric "
+            "is compared with)",
+            holds=lambda m: (
+                m.thresholds is None
+                or m.thresholds.quality is None
+                or (m.quality is not None and m.quality.training_metric is not None)
+            ),
+            field_path=".thresholds.quality",
+        ),
+    )
 
     sample_rate: float = Field(
         default=0.0,
@@ -329,6 +392,11 @@ class ServingMonitoring(ApiModel):
         default=None,
         description="Per-feature drift scores (PSI) of the live inputs against the version's "
         "reference; {} turns them on. Runtime batched only.",
+    )
+    quality: QualityMonitoring | None = Field(
+        default=None,
+        description="The live quality metric from labels posted to the pods (POST /labels), "
+        "compared with the version's training metric. Needs sampleRate.",
     )
     thresholds: MonitoringThresholds | None = Field(
         default=None,
@@ -947,6 +1015,21 @@ class FeatureDrift(StatusModel):
     drift: float = Field(description="Population Stability Index against the reference.")
 
 
+class QualityStatus(StatusModel):
+    """The serving version's quality on the labelled rows of its live traffic."""
+
+    metric: str = Field(description="quality.metric.")
+    value: float | None = Field(
+        default=None, description="The live metric; none until minLabelled rows are labelled."
+    )
+    labelled: int = Field(default=0, description="Labelled rows it is computed over.")
+    training: float | None = Field(
+        default=None, description="quality.trainingMetric of the version's run, if it has it."
+    )
+    threshold: float | None = Field(default=None, description="thresholds.quality, if set.")
+    message: str = Field(default="", description="The judgement in words.")
+
+
 class MonitoringStatus(StatusModel):
     """What the serving pods of the version say about its live traffic
     (serving.monitoring.drift; docs/monitoring.md)."""
@@ -966,6 +1049,9 @@ class MonitoringStatus(StatusModel):
         default_factory=list, description="The highest scores (up to 10), highest first."
     )
     message: str = Field(default="", description="The judgement in words.")
+    quality: QualityStatus | None = Field(
+        default=None, description="The live quality from ground truth (serving.monitoring.quality)."
+    )
 
 
 class CanaryStatus(StatusModel):
@@ -1058,7 +1144,7 @@ class ModelDeploymentStatus(StatusModel):
     )
     monitoring: MonitoringStatus | None = Field(
         default=None,
-        description="Drift of the serving version's live traffic (serving.monitoring.drift).",
+        description="Drift and quality of the serving version's live traffic (serving.monitoring).",
     )
     rollout: CanaryStatus | None = Field(
         default=None, description="The last canary or shadow rollout (strategy Canary, Shadow)."

@@ -45,6 +45,12 @@ def drift_tag(namespace: str, name: str) -> str:
     return f"{write_back_tag(namespace, name)}.drift"
 
 
+def quality_tag(namespace: str, name: str) -> str:
+    """The version tag that records when the ModelDeployment saw the version's live quality
+    fall below its training metric."""
+    return f"{write_back_tag(namespace, name)}.quality"
+
+
 def child_name(owner: str, suffix: str = "") -> str:
     """`<owner>-<suffix>`, at most 63 characters: long names are cut and given a hash."""
     name = f"{owner}-{suffix}" if suffix else owner

@@ -118,6 +118,11 @@ from mlflow_operator.core.modeldeployment.preflight import (
     check_version,
     preflight_version,
 )
+from mlflow_operator.core.modeldeployment.quality import (
+    QualityVerdict,
+    judge_quality,
+    quality_degraded,
+)
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, resolve_target
 from mlflow_operator.core.modeldeployment.rollout import (
     PlannedEvent,
@@ -131,11 +136,16 @@ from mlflow_operator.core.modeldeployment.status import (
     not_ready_status,
     status_changed,
 )
-from mlflow_operator.core.modeldeployment.write_back import drift_tag_value, version_tag_values
+from mlflow_operator.core.modeldeployment.write_back import (
+    drift_tag_value,
+    quality_tag_value,
+    version_tag_values,
+)
 from mlflow_operator.core.naming import (
     ANNOTATION_MIRROR_CONFIG,
     LABEL_MODEL_VERSION,
     drift_tag,
+    quality_tag,
     write_back_tag,
 )
 from mlflow_operator.core.registry_view import RegistryState
@@ -156,6 +166,7 @@ from mlflow_operator.reconcilers.common import (
     status_patch,
 )
 from mlflow_operator.reconcilers.prefetch import Prefetches
+from mlflow_operator.reconcilers.quality import LiveQuality
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.tag_writer import AliasMove, RegistryWrite, TagWriter, VersionTag
@@ -207,6 +218,8 @@ class ModelDeploymentReconciler:
     # the last problem reported per object in making its serving pods' MLflow user
     _identity_problems: ToldOnce = field(default_factory=ToldOnce)
     pod_metrics: PodMetricsReader = field(default_factory=PodMetricsReader)
+    # serving.monitoring.quality: the joined samples and labels per object
+    live_quality: LiveQuality = field(default_factory=LiveQuality)
     # where canaries and shadows are judged from, when the operator is given a Prometheus
     # (prometheus_url); else from the pods' own /metrics
     prometheus: PrometheusTraffic | None = None
@@ -323,6 +336,7 @@ class ModelDeploymentReconciler:
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
             selector=pod_selector(owner.name), gate=gate, preflight=preflight, prefetch=prefetch,
             canary=canary, drift=await self._drift(spec, owner, last),
+            quality=await self._quality(spec, owner, last, registry, view.client),
         )  # fmt: skip
 
         plan.status.autoscaling = scaled
@@ -372,6 +386,7 @@ class ModelDeploymentReconciler:
         self._activated.discard(_key(owner))
         self._told_no_activator.discard(_key(owner))
         self._told_no_cache.forget(_key(owner))
+        self.live_quality.forget(_key(owner))
         if self.activator is not None:
             self.activator.forget(_key(owner))
         self.identities.forget(owner)
@@ -1094,6 +1109,44 @@ class ModelDeploymentReconciler:
         threshold = monitoring.thresholds.drift if monitoring.thresholds else None
         return judge_drift(version, readings, threshold, last.monitoring)
 
+    async def _quality(
+        self,
+        spec: ModelDeploymentSpec,
+        owner: Owner,
+        last: ModelDeploymentStatus,
+        registry: RegistryState,
+        client: RegistryClient | None,
+    ) -> QualityVerdict | None:
+        """The serving version's live quality, from the samples and labels its pods wrote to
+        MLflow (serving.monitoring.quality; core/modeldeployment/quality.py); None when not
+        judged now."""
+        monitoring, version = spec.serving.monitoring, last.serving_version
+        settings = monitoring.quality
+        if settings is None or spec.serving.runtime != "batched" or version is None:
+            self.live_quality.forget(_key(owner))
+            return None
+        info = registry.snapshot.versions.get(version) if registry.snapshot else None
+        if client is None or info is None:
+            return None
+        # serverRef with basic auth: the pods write to their monitoring run (serving_identity)
+        monitoring_run = (
+            self.identities.known_monitoring_run(owner, client.url, spec.model.name, version)
+            if spec.registry.server_ref is not None
+            else None
+        )
+        reading = await self.live_quality.read(
+            _key(owner), client, writes_to=monitoring_run or info.run_id, version=version,
+            version_run=info.run_id, settings=settings,
+        )  # fmt: skip
+        if reading is None:
+            return None
+        last_quality = last.monitoring.quality if last.monitoring is not None else None
+        return judge_quality(
+            version, settings, reading.window, training=reading.training,
+            threshold=monitoring.thresholds.quality if monitoring.thresholds else None,
+            last=last_quality if last.monitoring and last.monitoring.version == version else None,
+        )  # fmt: skip
+
     async def _pods(self, owner: Owner, deployment: dict[str, Any] | None) -> list[dict[str, Any]]:
         """The serving pods, listed only while some are unavailable (their states explain why)."""
         if deployment is None:
@@ -1189,6 +1242,10 @@ class ModelDeploymentReconciler:
                 version, value = drift_tag_value(plan.drift_detected, now)
                 tag = drift_tag(owner.namespace, owner.name)
                 writes.append(VersionTag(spec.model.name, version, tag, value))
+            if plan.quality_dropped is not None:
+                version, value = quality_tag_value(plan.quality_dropped, now)
+                tag = quality_tag(owner.namespace, owner.name)
+                writes.append(VersionTag(spec.model.name, version, tag, value))
         self.tag_writer.submit(client, writes)
 
     def _count(self, owner: Owner, plan: RolloutPlan) -> None:
@@ -1206,6 +1263,12 @@ class ModelDeploymentReconciler:
             failed=bool(plan.failed_version),
             rolled_back=any(e.reason == ROLLING_BACK for e in plan.events),
             drifting=drifting_count(status),
+            quality_degraded=quality_degraded(status),
+            live_quality=(
+                status.monitoring.quality.value
+                if status.monitoring is not None and status.monitoring.quality is not None
+                else None
+            ),
         )
 
 

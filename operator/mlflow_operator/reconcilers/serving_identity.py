@@ -114,6 +114,16 @@ class ServingIdentities:
         credentials = CredentialsSecret(name, TRACKING_USERNAME, TRACKING_PASSWORD, token_key=None)
         return ServingAccess(credentials, runs)
 
+    def known_monitoring_run(self, owner: Owner, url: str, model: str, version: str) -> str | None:
+        """The monitoring run `ensure` made for the version, if it is in the cache (no I/O:
+        after an operator restart it is known again once `ensure` ran)."""
+        experiment = self._monitoring.get(
+            (url, "experiment", monitoring_experiment_name(owner.namespace, owner.name))
+        )
+        if experiment is None:
+            return None
+        return self._monitoring.get((url, experiment, f"{model}\n{version}"))
+
     async def _monitoring_experiment(self, accounts: MlflowAccounts, url: str, owner: Owner) -> str:
         key = (url, "experiment", monitoring_experiment_name(owner.namespace, owner.name))
         found = self._monitoring.get(key)

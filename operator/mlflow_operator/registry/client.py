@@ -40,6 +40,8 @@ MODEL_FILES = ("MLmodel", "requirements.txt", "python_env.yaml")  # what pre-fli
 # record the requirements and the Python there alone
 CONDA_FILE = "conda.yaml"
 MAX_MODEL_FILE_BYTES = 1 << 20  # each of those is a few KB; a larger one is not what it says
+# a file of prediction samples holds up to 1,000 requests with their inputs
+MAX_MONITORING_FILE_BYTES = 32 << 20
 
 
 class RegistryError(Exception):
@@ -248,20 +250,51 @@ class RegistryClient:
             return ModelFiles(location=uri, error=str(exc))
         return ModelFiles(uri, mlmodel, requirements, python_env, conda)
 
+    async def run_artifact_root(self, run_id: str) -> str:
+        """Where a run's artifacts are in the artifact proxy (the path below
+        mlflow-artifacts:/); RegistryError when they are not served by the proxy."""
+        data = await self.call("GET", "runs/get", {"run_id": run_id})
+        with self._shape("runs/get"):
+            uri = str(data["run"]["info"]["artifact_uri"])
+        parsed = urlparse(uri)
+        if parsed.scheme != PROXIED_ARTIFACTS:
+            raise RegistryError(
+                f"the artifacts of run {run_id} are at {redact(uri)}, and the operator reads "
+                f"artifacts only through the tracking server's proxy ({PROXIED_ARTIFACTS}:)"
+            )
+        return parsed.path.strip("/")
+
+    async def artifact_files(self, directory: str, depth: int) -> list[str]:
+        """The paths of the files under `directory` of the artifact proxy, looking at most
+        `depth` directories down; [] when there is no such directory."""
+        files, dirs = await self._artifact_listing(directory)
+        found = [f"{directory}/{name}" for name in sorted(files)]
+        if depth > 0:
+            for name in sorted(dirs):
+                found.extend(await self.artifact_files(f"{directory}/{name}", depth - 1))
+        return found
+
+    async def artifact_text(self, path: str) -> str | None:
+        """A monitoring file (samples, labels) through the artifact proxy; None if gone."""
+        return await self._artifact_text(path, MAX_MONITORING_FILE_BYTES)
+
+    async def _artifact_listing(self, directory: str) -> tuple[set[str], set[str]]:
+        """The names of the files, and of the directories, in one directory of the proxy."""
+        path = "mlflow-artifacts/artifacts"
+        listing = await self.call("GET", path, {"path": directory}, api="/api/2.0")
+        with self._shape(path):
+            entries = [
+                (str(f["path"]).rsplit("/", 1)[-1], bool(f.get("is_dir")))
+                for f in listing.get("files", [])
+            ]
+        return {n for n, is_dir in entries if not is_dir}, {n for n, is_dir in entries if is_dir}
+
     async def _artifact_names(self, directory: str) -> set[str]:
         """The names of the files in one directory of the artifact proxy."""
-        path = "mlflow-artifacts/artifacts"
-        listing = await self.call(
-            "GET", "mlflow-artifacts/artifacts", {"path": directory}, api="/api/2.0"
-        )
-        with self._shape(path):
-            return {
-                str(f["path"]).rsplit("/", 1)[-1]
-                for f in listing.get("files", [])
-                if not f.get("is_dir")
-            }
+        files, _ = await self._artifact_listing(directory)
+        return files
 
-    async def _artifact_text(self, path: str) -> str | None:
+    async def _artifact_text(self, path: str, limit: int = MAX_MODEL_FILE_BYTES) -> str | None:
         """One file through the artifact proxy, or None when there is none."""
         session = await self._session_()
         self.requests += 1
@@ -273,7 +306,7 @@ class RegistryClient:
                     return None
                 if resp.status >= 400:
                     raise _http_error(where, resp.status, "mlflow-artifacts", await resp.text())
-                body = await resp.content.read(MAX_MODEL_FILE_BYTES + 1)
+                body = await resp.content.read(limit + 1)
         except aiohttp.ClientError as exc:
             raise RegistryError(f"cannot reach MLflow at {where}: {type(exc).__name__}") from None
         except TimeoutError:
@@ -281,9 +314,9 @@ class RegistryClient:
                 f"MLflow at {where} did not send {path.rsplit('/', 1)[-1]} within "
                 f"{self._timeout.total:.0f}s"
             ) from None
-        if len(body) > MAX_MODEL_FILE_BYTES:
+        if len(body) > limit:
             raise RegistryError(
-                f"{path.rsplit('/', 1)[-1]} is larger than {MAX_MODEL_FILE_BYTES} bytes",
+                f"{path.rsplit('/', 1)[-1]} is larger than {limit} bytes",
                 REGISTRY_BAD_RESPONSE,
             )
         return body.decode(errors="replace")

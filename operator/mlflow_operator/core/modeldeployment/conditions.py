@@ -15,6 +15,9 @@ REGISTRY_SYNCED = "RegistrySynced"
 # serving.monitoring.thresholds.drift: a feature of the serving version's live traffic is
 # above it (True), none is (False), no pod has scores yet (Unknown)
 DRIFTING = "Drifting"
+# serving.monitoring.thresholds.quality: the live quality from ground truth is worse than the
+# training metric by more than it (True), is not (False), cannot be told yet (Unknown)
+QUALITY_DEGRADED = "QualityDegraded"
 
 # reasons, of conditions and of Events
 ALIAS_NOT_FOUND = "AliasNotFound"
@@ -43,6 +46,13 @@ NO_SELECTOR = "NoSelector"
 NO_VERSION = "NoVersion"
 NO_VERSION_IN_STAGE = "NoVersionInStage"
 PODS_UNSCHEDULABLE = "PodsUnschedulable"
+# serving.monitoring.quality: worse than trained by more than thresholds.quality (condition
+# QualityDegraded, Event, MLflow tag); back within it (Event); within it (condition); too few
+# labelled rows or no training metric (condition)
+QUALITY_DROPPED = "QualityDropped"
+QUALITY_RECOVERED = "QualityRecovered"
+QUALITY_HOLDS = "QualityHolds"
+QUALITY_UNKNOWN = "QualityUnknown"
 # serving.cache: a new version is copied onto the nodes' model caches before any pod moves
 PREFETCHING = "Prefetching"
 PREFETCHED = "Prefetched"

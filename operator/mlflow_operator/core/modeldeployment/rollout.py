@@ -26,6 +26,7 @@ from mlflow_operator.api.modeldeployment import (
     GatesStatus,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    MonitoringStatus,
     PreflightStatus,
     RolloutRecord,
 )
@@ -46,6 +47,7 @@ from mlflow_operator.core.modeldeployment.conditions import (
     PREFETCHED,
     PREFETCHING,
     PROGRESSING,
+    QUALITY_DEGRADED,
     RECREATING,
     REGISTRY_SYNCED,
     RESOLVED,
@@ -71,6 +73,7 @@ from mlflow_operator.core.modeldeployment.prefetch import DONE as PREFETCH_DONE
 from mlflow_operator.core.modeldeployment.prefetch import RUNNING as PREFETCH_RUNNING
 from mlflow_operator.core.modeldeployment.prefetch import PrefetchVerdict
 from mlflow_operator.core.modeldeployment.preflight import INCOMPATIBLE, Preflight
+from mlflow_operator.core.modeldeployment.quality import QualityVerdict
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, follows
 from mlflow_operator.core.naming import model_uri
 from mlflow_operator.core.registry_view import RegistryState
@@ -104,6 +107,7 @@ class RolloutPlan:
     failure_message: str | None = None  # why failed_version failed, when not its deadline
     promoted_version: str | None = None  # a canary/shadow promotion finished now (setAlias)
     drift_detected: DriftVerdict | None = None  # features crossed thresholds.drift (tag it)
+    quality_dropped: QualityVerdict | None = None  # crossed thresholds.quality now (tag it)
 
 
 @dataclass
@@ -200,6 +204,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     prefetch: PrefetchVerdict | None = None,
     canary: CanaryPlan | None = None,
     drift: DriftVerdict | None = None,
+    quality: QualityVerdict | None = None,
 ) -> RolloutPlan:
     """The whole decision of one reconcile. Pure.
 
@@ -216,7 +221,8 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     (serving.cache); while it runs, no pod moves either. `canary`: strategy Canary's move
     (core/modeldeployment/canary.py): while it holds, the template keeps what serves; an abort
     makes the version a failed one. `drift`: the judgement of the serving version's drift
-    (serving.monitoring.drift; None: not judged now, status keeps the last one).
+    (serving.monitoring.drift; None: not judged now, status keeps the last one); `quality`:
+    the judgement of its live quality from ground truth (serving.monitoring.quality; likewise).
     """
     draft = _Draft(last.model_copy(deep=True), generation, now)
     status = draft.status
@@ -299,7 +305,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     if deploy is not None and url is not None:
         status.url = url
     _record_pods(status, deployment, selector)
-    _monitoring(draft, spec, drift)
+    _monitoring(draft, spec, drift, quality)
     return RolloutPlan(
         deploy_version=deploy,
         replace_in_place=replace_in_place,
@@ -326,6 +332,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         ),
         promoted_version=canary.promoted if canary is not None else None,
         drift_detected=drift if drift is not None and drift.newly_drifting else None,
+        quality_dropped=quality if quality is not None and quality.dropped else None,
     )
 
 
@@ -337,23 +344,58 @@ def _record_pods(
     status.selector = selector or status.selector
 
 
-def _monitoring(draft: _Draft, spec: ModelDeploymentSpec, drift: DriftVerdict | None) -> None:
-    """status.monitoring and the Drifting condition: gone when drift is off, kept as they
-    are when nothing was judged now."""
+def _monitoring(
+    draft: _Draft,
+    spec: ModelDeploymentSpec,
+    drift: DriftVerdict | None,
+    quality: QualityVerdict | None,
+) -> None:
+    """status.monitoring and the Drifting and QualityDegraded conditions: gone when their
+    part of monitoring is off, kept as they are when nothing was judged now."""
+    status = draft.status
+    kept = status.monitoring
+    _drift_status(draft, spec, drift)
+    if spec.serving.monitoring.quality is None:
+        _drop_condition(status, QUALITY_DEGRADED)
+        if status.monitoring is not None:
+            status.monitoring.quality = None
+        return
+    if quality is None:  # not judged now: the last judgement stays
+        if kept is not None and kept.quality is not None:
+            if status.monitoring is None:
+                status.monitoring = MonitoringStatus(version=kept.version)
+            if status.monitoring.version == kept.version:
+                status.monitoring.quality = kept.quality
+        return
+    if status.monitoring is None or status.monitoring.version != quality.version:
+        # nothing, or another version's drift kept from before: the serving version's own
+        status.monitoring = MonitoringStatus(version=quality.version)
+    status.monitoring.quality = quality.status
+    if quality.condition is None:
+        _drop_condition(status, QUALITY_DEGRADED)
+    else:
+        draft.condition(QUALITY_DEGRADED, *quality.condition)
+    for type_, reason, message in quality.events:
+        draft.event(type_, reason, message)
+
+
+def _drift_status(draft: _Draft, spec: ModelDeploymentSpec, drift: DriftVerdict | None) -> None:
     status = draft.status
     if not spec.serving.monitoring.drift_enabled:
+        _drop_condition(status, DRIFTING)
         status.monitoring = None
-        status.conditions = [c for c in status.conditions if c.type != DRIFTING]
-        return
-    if drift is None:
-        return
-    status.monitoring = drift.status
-    if drift.condition is None:
-        status.conditions = [c for c in status.conditions if c.type != DRIFTING]
-    else:
-        draft.condition(DRIFTING, *drift.condition)
-    for type_, reason, message in drift.events:
-        draft.event(type_, reason, message)
+    elif drift is not None:
+        status.monitoring = drift.status
+        if drift.condition is None:
+            _drop_condition(status, DRIFTING)
+        else:
+            draft.condition(DRIFTING, *drift.condition)
+        for type_, reason, message in drift.events:
+            draft.event(type_, reason, message)
+
+
+def _drop_condition(status: ModelDeploymentStatus, type_: str) -> None:
+    status.conditions = [c for c in status.conditions if c.type != type_]
 
 
 def _record_resolution(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from mlflow_operator.core.modeldeployment.monitoring import DriftVerdict
+from mlflow_operator.core.modeldeployment.quality import QualityVerdict
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan
 
 MAX_REASON_CHARS = 4000  # MLflow keeps tag values up to 5,000 characters (8,000 in MLflow 3)
@@ -34,6 +35,14 @@ def version_tag_values(plan: RolloutPlan, now: datetime) -> list[tuple[str, str]
             (plan.incompatible.version, f"incompatible with the serving image at {stamp}: {why}")
         )
     return tags
+
+
+def quality_tag_value(quality: QualityVerdict, now: datetime) -> tuple[str, str]:
+    """(version, tag value) when the serving version's live quality crossed
+    thresholds.quality."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    value = f"quality dropped at {stamp}: {quality.status.message}"
+    return quality.version, value[:MAX_REASON_CHARS]
 
 
 def drift_tag_value(drift: DriftVerdict, now: datetime) -> tuple[str, str]:
