@@ -371,12 +371,7 @@ def _monitoring(
         # nothing, or another version's drift kept from before: the serving version's own
         status.monitoring = MonitoringStatus(version=quality.version)
     status.monitoring.quality = quality.status
-    if quality.condition is None:
-        _drop_condition(status, QUALITY_DEGRADED)
-    else:
-        draft.condition(QUALITY_DEGRADED, *quality.condition)
-    for type_, reason, message in quality.events:
-        draft.event(type_, reason, message)
+    _judged(draft, QUALITY_DEGRADED, quality.condition, quality.events)
 
 
 def _drift_status(draft: _Draft, spec: ModelDeploymentSpec, drift: DriftVerdict | None) -> None:
@@ -386,12 +381,22 @@ def _drift_status(draft: _Draft, spec: ModelDeploymentSpec, drift: DriftVerdict 
         status.monitoring = None
     elif drift is not None:
         status.monitoring = drift.status
-        if drift.condition is None:
-            _drop_condition(status, DRIFTING)
-        else:
-            draft.condition(DRIFTING, *drift.condition)
-        for type_, reason, message in drift.events:
-            draft.event(type_, reason, message)
+        _judged(draft, DRIFTING, drift.condition, drift.events)
+
+
+def _judged(
+    draft: _Draft,
+    type_: str,
+    condition: tuple[ConditionStatus, str, str] | None,
+    events: list[tuple[Literal["Normal", "Warning"], str, str]],
+) -> None:
+    """A monitoring judgement's condition (None: not judged, no threshold) and Events."""
+    if condition is None:
+        _drop_condition(draft.status, type_)
+    else:
+        draft.condition(type_, *condition)
+    for kind, reason, message in events:
+        draft.event(kind, reason, message)
 
 
 def _drop_condition(status: ModelDeploymentStatus, type_: str) -> None:
