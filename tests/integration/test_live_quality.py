@@ -1,10 +1,12 @@
 """The operator's reading of ground truth against a real MLflow (PostgreSQL and MinIO behind
 its artifact proxy): the sample and label files a run holds in dated directories are listed
-and read through the proxy, each once, and a run with none yet is no error."""
+and read through the proxy, each once; a run with none yet is no error; and an old day read
+to the end is not listed again."""
 
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,12 @@ async def test_samples_and_labels_in_dated_directories_are_read_once_each(
     version = mlflow_registry.log_version(model_name)
     mlflow.MlflowClient(mlflow_stack.tracking_uri).log_metric(version.run_id, "test_accuracy", 0.9)
     now = [0.0]
-    reader = LiveQuality(clock=lambda: now[0])
+    reader = LiveQuality(clock=lambda: now[0], today=lambda: date(2026, 12, 3))
     settings = QualityMonitoring(metric="accuracy", training_metric="test_accuracy")
     client = RegistryClient(mlflow_stack.tracking_uri)
 
-    async def read() -> tuple[int, float | None, int] | None:
+    async def read() -> tuple[int, float | None, float | None, int] | None:
+        now[0] += READ_SECONDS
         reading = await reader.read(
             "ns/name", client, writes_to=version.run_id, version=version.version,
             version_run=version.run_id, settings=settings,
@@ -47,27 +50,35 @@ async def test_samples_and_labels_in_dated_directories_are_read_once_each(
         if reading is None:
             return None
         value, labelled = live_metric("accuracy", reading.window.pairs)
-        return labelled, value, len(reading.window.read)
+        return labelled, value, reading.training, reading.files_remembered
 
     try:
         # nothing written yet: no directory, no error, the training metric read
-        assert await read() == (0, None, 0)
-        v = version.version
-        run = version.run_id
+        assert await read() == (0, None, 0.9, 0)
+        v, run = version.version, version.run_id
+        write(mlflow_stack, tmp_path, run, f"predictions/{v}/2026-11-01",
+              [{"request_id": "old", "predictions": {"predictions": [1]}}])  # fmt: skip
         write(mlflow_stack, tmp_path, run, f"predictions/{v}/2026-12-02",
               [{"request_id": "a", "predictions": {"predictions": [1, 2]}}])  # fmt: skip
         write(mlflow_stack, tmp_path, run, f"predictions/{v}/2026-12-03",
               [{"request_id": "b", "predictions": {"predictions": [0]}}])  # fmt: skip
         write(mlflow_stack, tmp_path, run, f"labels/{v}/2026-12-03",
-              [{"request_id": "a", "label": [1, 1]}, {"request_id": "b", "label": 0}])  # fmt: skip
-        assert await read() is None  # read moments ago: not again before READ_SECONDS
-        now[0] += READ_SECONDS
-        assert await read() == (3, 2 / 3, 3)
+              [{"request_id": "a", "label": [1, 1]}, {"request_id": "b", "label": 0},
+               {"request_id": "old", "label": 1}])  # fmt: skip
+        # read moments ago (the clock has not moved): not again before READ_SECONDS
+        assert await reader.read(
+            "ns/name", client, writes_to=run, version=v, version_run=run, settings=settings
+        ) is None  # fmt: skip
+        assert await read() == (4, 3 / 4, 0.9, 4)
+
+        # no file is read twice; 2026-11-01 is old and read to the end: listed once more,
+        # closed, its name forgotten, and not listed again
         requests = client.requests
-        now[0] += READ_SECONDS
-        assert await read() == (3, 2 / 3, 3)  # the same files are not read twice
-        # listings only (predictions/<v> and its two days, labels/<v> and its day) and the
-        # run's metrics, read again; no file, and the run's artifact root is kept
+        assert await read() == (4, 3 / 4, 0.9, 3)
+        # predictions/<v> and its three days, labels/<v> and its day, the run's metrics
+        assert client.requests - requests == 4 + 2 + 1
+        requests = client.requests
+        assert await read() == (4, 3 / 4, 0.9, 3)
         assert client.requests - requests == 3 + 2 + 1
     finally:
         await client.close()

@@ -1,6 +1,11 @@
 """Reads what the serving pods wrote to MLflow for serving.monitoring.quality (sampled
 predictions and posted labels, core/modeldeployment/quality.py joins them), at most every
-READ_SECONDS per ModelDeployment, each file once."""
+READ_SECONDS per ModelDeployment, each file once.
+
+The pods write `<kind>/<version>/<UTC day>/<time>-<pid>-<n>.jsonl`. A day's directory is
+listed until it is OPEN_DAYS old and every file in it has been read; then it is closed: never
+listed again, and its file names forgotten. So the cost of a read, and what is remembered,
+follow the last days, not the life of the version."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 from cachetools import LRUCache
 
@@ -25,6 +31,9 @@ READ_SECONDS = 15.0
 FILES_PER_READ = 100
 # ModelDeployments whose windows are kept (each up to its window of pairs, plus waiting rows)
 KEPT = 1000
+# A batch begun just before midnight (UTC) is uploaded into its first sample's day up to 30 s
+# later: a day's directory is listed until it is this many days old.
+OPEN_DAYS = 2
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class QualityReading:
 
     window: QualityWindow
     training: float | None
+    files_remembered: int  # names of files read, in the days still listed
 
 
 @dataclass
@@ -41,6 +51,8 @@ class _Followed:
     window: QualityWindow
     training: float | None = None
     read_at: float = float("-inf")
+    read: set[str] = field(default_factory=set)  # files read, in open days
+    closed: set[str] = field(default_factory=set)  # day directories read to the end
 
 
 @dataclass
@@ -48,6 +60,7 @@ class LiveQuality:
     """The live-quality windows of the ModelDeployments that ask for them."""
 
     clock: Callable[[], float] = time.monotonic
+    today: Callable[[], date] = lambda: datetime.now(UTC).date()
     _followed: LRUCache[str, _Followed] = field(default_factory=lambda: LRUCache(KEPT))
     _roots: LRUCache[tuple[str, str], str] = field(default_factory=lambda: LRUCache(KEPT))
     _problems: ToldOnce = field(default_factory=ToldOnce)
@@ -75,35 +88,63 @@ class LiveQuality:
             return None
         followed.read_at = now
         try:
-            await self._read_new_files(client, writes_to, version, followed.window)
+            await self._read_new_files(client, writes_to, version, followed)
             followed.training = await _training_metric(client, version_run, settings)
         except RegistryError as exc:
             if self._problems.news(key, str(exc)):
                 logger.warning("%s: cannot read the samples and labels for quality: %s", key, exc)
             return None
         self._problems.news(key, None)
-        return QualityReading(followed.window, followed.training)
+        return QualityReading(followed.window, followed.training, len(followed.read))
 
     def forget(self, key: str) -> None:
         self._followed.pop(key, None)
         self._problems.forget(key)
 
     async def _read_new_files(
-        self, client: RegistryClient, run_id: str, version: str, window: QualityWindow
+        self, client: RegistryClient, run_id: str, version: str, followed: _Followed
     ) -> None:
         root = self._roots.get((client.url, run_id))
         if root is None:
             root = await client.run_artifact_root(run_id)
             self._roots[(client.url, run_id)] = root
+        today = self.today()
         # samples first: labels of this read then find the predictions of this read
+        window = followed.window
         for kind, add in (("predictions", window.add_predictions), ("labels", window.add_labels)):
-            listed = await client.artifact_files(f"{root}/{kind}/{version}", depth=1)
-            new = [path for path in listed if path not in window.read][:FILES_PER_READ]
-            for path in new:
+            paths = await self._open_files(client, f"{root}/{kind}/{version}", followed, today)
+            for path in [p for p in paths if p not in followed.read][:FILES_PER_READ]:
                 text = await client.artifact_text(path)
                 if text is not None:
                     add(text)
-                window.read.add(path)
+                followed.read.add(path)
+
+    async def _open_files(
+        self, client: RegistryClient, base: str, followed: _Followed, today: date
+    ) -> list[str]:
+        """The files of the days not closed yet, oldest first; closes the days that are old
+        enough and were read to the end."""
+        files, days = await client.artifact_listing(base)
+        paths = [f"{base}/{name}" for name in sorted(files)]
+        for day in sorted(days):
+            directory = f"{base}/{day}"
+            if directory in followed.closed:
+                continue
+            names, _ = await client.artifact_listing(directory)
+            listed = [f"{directory}/{name}" for name in sorted(names)]
+            if _old(day, today) and followed.read.issuperset(listed):
+                followed.closed.add(directory)
+                followed.read.difference_update(listed)
+                continue
+            paths.extend(listed)
+        return paths
+
+
+def _old(day: str, today: date) -> bool:
+    try:
+        return (today - date.fromisoformat(day)).days >= OPEN_DAYS
+    except ValueError:  # not a day the pods write: listed for ever
+        return False
 
 
 async def _training_metric(

@@ -264,22 +264,13 @@ class RegistryClient:
             )
         return parsed.path.strip("/")
 
-    async def artifact_files(self, directory: str, depth: int) -> list[str]:
-        """The paths of the files under `directory` of the artifact proxy, looking at most
-        `depth` directories down; [] when there is no such directory."""
-        files, dirs = await self._artifact_listing(directory)
-        found = [f"{directory}/{name}" for name in sorted(files)]
-        if depth > 0:
-            for name in sorted(dirs):
-                found.extend(await self.artifact_files(f"{directory}/{name}", depth - 1))
-        return found
-
     async def artifact_text(self, path: str) -> str | None:
         """A monitoring file (samples, labels) through the artifact proxy; None if gone."""
         return await self._artifact_text(path, MAX_MONITORING_FILE_BYTES)
 
-    async def _artifact_listing(self, directory: str) -> tuple[set[str], set[str]]:
-        """The names of the files, and of the directories, in one directory of the proxy."""
+    async def artifact_listing(self, directory: str) -> tuple[set[str], set[str]]:
+        """The names of the files, and of the directories, in one directory of the artifact
+        proxy; both empty when there is no such directory."""
         path = "mlflow-artifacts/artifacts"
         listing = await self.call("GET", path, {"path": directory}, api="/api/2.0")
         with self._shape(path):
@@ -291,7 +282,7 @@ class RegistryClient:
 
     async def _artifact_names(self, directory: str) -> set[str]:
         """The names of the files in one directory of the artifact proxy."""
-        files, _ = await self._artifact_listing(directory)
+        files, _ = await self.artifact_listing(directory)
         return files
 
     async def _artifact_text(self, path: str, limit: int = MAX_MODEL_FILE_BYTES) -> str | None:

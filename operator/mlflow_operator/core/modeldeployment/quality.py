@@ -64,11 +64,10 @@ def _scalar(value: Any) -> bool:
 
 class QualityWindow:
     """Sampled predictions and posted labels joined by request id; the latest `window`
-    labelled rows. Files already read are remembered, so each is read once."""
+    labelled rows."""
 
     def __init__(self, window: int, max_waiting: int = MAX_WAITING) -> None:
         self.pairs: deque[tuple[Any, Any]] = deque(maxlen=window)
-        self.read: set[str] = set()
         self.unusable = 0  # lines whose answer or label has no one-value-per-row shape
         self._max_waiting = max_waiting
         self._predictions: OrderedDict[str, list[Any]] = OrderedDict()
