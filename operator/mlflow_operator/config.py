@@ -162,6 +162,44 @@ class OperatorConfig(BaseSettings):
         description="Server-side timeout of a watch; the watch restarts after it.",
     )
 
+    leader_election: bool = Field(
+        default=False,
+        description="Run as one of several replicas: only the holder of the Lease "
+        "leader_election_lease in leader_election_namespace acts, the others stand by; and "
+        "refuse to act where another install already does (the chart turns it on).",
+    )
+    leader_election_namespace: str = Field(
+        default="",
+        description="Namespace of the leader Lease (the install's own); needed with "
+        "leader_election.",
+    )
+    leader_election_lease: str = Field(
+        default="mlflow-operator",
+        min_length=1,
+        description="Name of the leader Lease; replicas of one install share it, and other "
+        "installs know this one by <namespace>/<name>.",
+    )
+    lease_duration_seconds: int = Field(
+        default=10,
+        ge=2,
+        le=300,
+        description="How long after its last renewal a leader that stopped (killed, cut off) "
+        "is replaced.",
+    )
+    lease_renew_deadline_seconds: float = Field(
+        default=7.0,
+        gt=0,
+        le=300,
+        description="A leader that could not renew its Lease for this long exits, before "
+        "anyone can take over; less than lease_duration_seconds.",
+    )
+    lease_retry_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often the leader renews, and a standby looks for a free Lease.",
+    )
+
     network_policies: bool = Field(
         default=False,
         description="Create NetworkPolicies: managed PostgreSQL and MinIO take connections "
@@ -271,6 +309,22 @@ class OperatorConfig(BaseSettings):
                 raise ValueError(
                     f"cannot load the certificate {cert} with key {key}: {exc}"
                 ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> OperatorConfig:
+        if self.leader_election and not self.leader_election_namespace:
+            raise ValueError(
+                "leader_election_namespace must be set with leader_election (the chart sets "
+                "it to the release's namespace)"
+            )
+        retry, deadline = self.lease_retry_seconds, self.lease_renew_deadline_seconds
+        if not retry < deadline < self.lease_duration_seconds:
+            raise ValueError(
+                f"lease_retry_seconds ({retry:g}) < lease_renew_deadline_seconds "
+                f"({deadline:g}) < lease_duration_seconds ({self.lease_duration_seconds}) "
+                "must hold: a leader must give up before a standby can take over"
+            )
         return self
 
     @model_validator(mode="after")

@@ -31,6 +31,11 @@ KUBE_REQUESTS = Counter(
     "Events not included), by verb (get, list, apply, create, delete, patch_status) and kind.",
     ["verb", "kind"],
 )
+LEADING = Gauge(
+    "mlflow_operator_leading",
+    "1 while this replica acts (it holds the leader Lease, or leader election is off); 0 "
+    "while it stands by or refuses to act (another install acts in its namespaces).",
+)
 REGISTRY_REQUESTS = Counter(
     "mlflow_operator_registry_requests_total",
     "HTTP requests sent to MLflow registries.",

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import kopf
 import prometheus_client
 
+from mlflow_operator import metrics
 from mlflow_operator.config import OperatorConfig
-from mlflow_operator.kube.preflight import check_cluster
+from mlflow_operator.kube.leadership import Leadership, Timing, label_own_pod
+from mlflow_operator.kube.preflight import check_cluster, cluster_client
 from mlflow_operator.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -25,17 +31,82 @@ def run_operator(config: OperatorConfig) -> None:
 
     if config.metrics_port:
         prometheus_client.start_http_server(config.metrics_port)
-    # Who this operator is to kopf (its documented POD_ID). kopf's own guess asks the passwd
-    # database for the user's name, which fails for the image's uid 65532 (no entry there):
-    # the pod crash-looped at start. The host name is the pod's name in Kubernetes.
+    # Who this operator is to kopf (its documented POD_ID) and to the leader Lease. kopf's own
+    # guess asks the passwd database for the user's name, which fails for the image's uid
+    # 65532 (no entry there): the pod crash-looped at start. The host name is the pod's name.
     os.environ.setdefault("POD_ID", f"{socket.gethostname()}/{os.getpid()}")
     scope = "all namespaces" if config.cluster_wide else ", ".join(config.namespaces)
     logger.info("mlflow-operator starting against %s; watching %s", server, scope)
-    kopf.run(
-        clusterwide=config.cluster_wide,
-        namespaces=config.namespaces,
-        # One active replica (Deployment strategy Recreate): no peering CRDs to install.
-        standalone=True,
-        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
-        memo=kopf.Memo(config=config),
+    leadership = _lead(config) if config.leader_election else None
+    metrics.LEADING.set(1)
+    try:
+        kopf.run(
+            clusterwide=config.cluster_wide,
+            namespaces=config.namespaces,
+            # One replica acts (leader_election, or one replica): kopf's peering not needed.
+            standalone=True,
+            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+            memo=kopf.Memo(config=config),
+        )
+    finally:
+        if leadership is not None:
+            leadership.release()
+
+
+def _lead(config: OperatorConfig) -> Leadership:
+    """Block as a standby until this replica may act, then keep the Lease while it does."""
+    client, _ = cluster_client(config.request_timeout_seconds)
+    leadership = Leadership(
+        client=client,
+        identity=os.environ["POD_ID"],
+        namespace=config.leader_election_namespace,
+        lease=config.leader_election_lease,
+        # a pattern (kopf's `-n 'ml-*'`) names no namespace to claim
+        watched=[ns for ns in config.namespaces if not any(c in ns for c in "!*?[")],
+        timing=Timing(
+            config.lease_duration_seconds,
+            config.lease_renew_deadline_seconds,
+            config.lease_retry_seconds,
+        ),
     )
+    pod = os.environ.get("POD_NAME", ""), os.environ.get("POD_NAMESPACE", "")
+    metrics.LEADING.set(0)
+    label_own_pod(client, *pod, leading=False)
+    with _standby_health(config.health_port):
+        leadership.wait_until_leading()
+    leadership.keep(on_lost=_stop_acting)
+    label_own_pod(client, *pod, leading=True)
+    return leadership
+
+
+def _stop_acting(why: str) -> None:
+    """The lease is lost: another replica may act from now on. Exit at once (client-go's
+    rule): a graceful stop would let handlers in flight write after the new leader started."""
+    logger.error("no longer the leader (%s); exiting so that two replicas never act", why)
+    logging.shutdown()
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def _standby_health(port: int) -> Iterator[None]:
+    """/healthz while standing by (kopf serves it once this replica acts): the process is
+    alive, so the kubelet must not restart it."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path.split("?")[0] == "/healthz"
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            self.wfile.write(b"standing by\n" if found else b"")
+
+        def log_message(self, *_: object) -> None:  # probes every few seconds: not logged
+            pass
+
+    httpd = ThreadingHTTPServer(("0.0.0.0", port), Health)  # noqa: S104
+    thread = threading.Thread(target=httpd.serve_forever, name="standby-health", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

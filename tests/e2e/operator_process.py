@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -101,6 +102,11 @@ class OperatorProcess:
             processes=[self.process],
         )
         return self
+
+    def process_id(self) -> str:
+        """Who this process is to kopf and to a leader Lease (its POD_ID: host/pid)."""
+        assert self.process is not None
+        return f"{socket.gethostname()}/{self.process.pid}"
 
     def _scope_args(self) -> list[str]:
         if not self.namespaces:

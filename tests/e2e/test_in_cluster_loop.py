@@ -181,8 +181,17 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         operator_pods = (
             f"app.kubernetes.io/name=mlflow-operator,app.kubernetes.io/instance={release}"
         )
-        (pod,) = get_json(cluster, "-n", ns, "pods", "-l", operator_pods)["items"]
-        assert pod["spec"]["nodeName"] == real_node.name  # the operator itself runs for real
+        pods = get_json(cluster, "-n", ns, "pods", "-l", operator_pods)["items"]
+        assert len(pods) == 2  # the chart's default: one acts, one stands by
+        assert {p["spec"]["nodeName"] for p in pods} == {real_node.name}  # real processes
+        leader_selector = f"{operator_pods},mlflowops.dev/leader=true"
+        (pod,) = eventually(
+            lambda: get_json(cluster, "-n", ns, "pods", "-l", leader_selector)["items"],
+            timeout=60,
+            what="the leader's pod label",
+        )
+        lease = get_json(cluster, "-n", ns, "lease", fullname(release))
+        assert lease["spec"]["holderIdentity"].startswith(pod["metadata"]["name"] + "/")
 
         cluster.apply(
             {
@@ -332,7 +341,8 @@ def test_a_model_registered_in_the_in_cluster_server_is_served_by_server_ref(
         command = watching["spec"]["containers"][0]["command"]
         assert command[command.index("--monitoring-run-id") + 1] == run.info.run_id
 
-        log = cluster.kubectl("logs", "-n", ns, f"deployment/{fullname(release)}").stdout
+        # both replicas: the leader's work, and the standby's (it only ever read its Lease)
+        log = "".join(cluster.kubectl("logs", "-n", ns, p["metadata"]["name"]).stdout for p in pods)
         for refusal in ("Forbidden", "forbidden", "Traceback"):
             assert refusal not in log, log[-3000:]
         events = cluster.kubectl("get", "events", "-n", ns, "-o", "json").stdout

@@ -132,10 +132,12 @@ def test_helm_install_upgrade_uninstall(kube_cluster: KubeCluster, k8s_namespace
     name = fullname(release)
     install(kube_cluster, release, k8s_namespace)
 
-    # the operator's pod is Ready (simulated) and the CRDs are served
+    # the operator's two pods are Ready (simulated: one leads, one stands by) and the CRDs
+    # are served
     deployment = get_json(kube_cluster, "-n", k8s_namespace, "deployment", name)
-    assert deployment["status"]["readyReplicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["status"]["readyReplicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert exists(kube_cluster, "-n", k8s_namespace, "poddisruptionbudget", name)
     kube_cluster.kubectl(
         "wait", "-n", k8s_namespace, "--for=condition=Ready", "pod",
         "-l", f"app.kubernetes.io/instance={release}", "--timeout=60s",
@@ -180,7 +182,7 @@ def test_helm_install_upgrade_uninstall(kube_cluster: KubeCluster, k8s_namespace
         kube_cluster.apply(wrong)
     assert "spec.serving.replicas" in refused.value.stderr
 
-    # upgrade with changed values: namespaced RBAC, debug logs; the pod is replaced (Recreate)
+    # upgrade with changed values: namespaced RBAC, debug logs; the pods are replaced
     install(
         kube_cluster,
         release,
@@ -194,8 +196,8 @@ def test_helm_install_upgrade_uninstall(kube_cluster: KubeCluster, k8s_namespace
     assert exists(kube_cluster, "-n", k8s_namespace, "rolebinding", name)
     assert not exists(kube_cluster, "clusterrolebinding", name)
     deployment = get_json(kube_cluster, "-n", k8s_namespace, "deployment", name)
-    assert deployment["status"]["readyReplicas"] == 1
-    assert deployment["status"]["updatedReplicas"] == 1
+    assert deployment["status"]["readyReplicas"] == 2
+    assert deployment["status"]["updatedReplicas"] == 2
     history = json.loads(
         helm_in(kube_cluster, "history", release, "-n", k8s_namespace, "-o", "json").stdout
     )

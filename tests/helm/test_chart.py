@@ -207,8 +207,7 @@ def test_every_value_has_a_comment() -> None:
 def test_operator_deployment_is_locked_down() -> None:
     deployment = one(render(), "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}  # one kopf operator at a time
+    assert spec["replicas"] == 2  # one acts (leader election), one stands by
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -223,6 +222,52 @@ def test_operator_deployment_is_locked_down() -> None:
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert container["image"] == "ghcr.io/mlflow-operator/mlflow-operator:0.1.0"
+
+
+def test_two_replicas_elect_a_leader_behind_a_pdb_and_the_service_reaches_only_it() -> None:
+    objects = render(namespace="ops")
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in operator_container(objects)["env"]}
+    assert env["MLFLOW_OPERATOR_LEADER_ELECTION"]["value"] == "true"
+    assert env["MLFLOW_OPERATOR_LEADER_ELECTION_NAMESPACE"]["value"] == "ops"
+    lease = env["MLFLOW_OPERATOR_LEADER_ELECTION_LEASE"]["value"]
+    assert lease == deployment["metadata"]["name"]
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    config = OperatorConfig(
+        leader_election=True,
+        leader_election_namespace="ops",
+        lease_duration_seconds=int(env["MLFLOW_OPERATOR_LEASE_DURATION_SECONDS"]["value"]),
+        lease_renew_deadline_seconds=float(
+            env["MLFLOW_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS"]["value"]
+        ),
+        lease_retry_seconds=float(env["MLFLOW_OPERATOR_LEASE_RETRY_SECONDS"]["value"]),
+    )  # the chart's timings pass the operator's own check
+    assert config.lease_duration_seconds == 10
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert operator_service(objects)["spec"]["selector"]["mlflowops.dev/leader"] == "true"
+    (election,) = [
+        r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-election")
+    ]
+    assert election["metadata"]["namespace"] == "ops"
+    assert {"leases", "pods"} == {res for rule in election["rules"] for res in rule["resources"]}
+    assert any("leases" in rule["resources"] for rule in _rules(objects))  # claims
+
+    single = render({"replicas": 1, "leaderElection": {"enabled": False}})
+    deployment = one(single, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not by_kind(single, "PodDisruptionBudget")
+    assert "mlflowops.dev/leader" not in operator_service(single)["spec"]["selector"]
+    assert all("leases" not in rule["resources"] for rule in _rules(single))
+    refused = helm(
+        "template", "x", str(CHART), "--set", "leaderElection.enabled=false", check=False
+    )
+    assert refused.returncode != 0
+    assert "replicas: 2 needs leaderElection.enabled" in refused.stderr
 
 
 def test_one_value_moves_every_image_to_another_registry() -> None:
@@ -347,7 +392,7 @@ def test_the_model_cache_runs_on_every_node_restricted_and_the_operator_is_told_
     selector = dict(p.split("=") for p in env["MLFLOW_OPERATOR_MODEL_CACHE_SELECTOR"].split(","))
     assert selector == daemonset["spec"]["selector"]["matchLabels"]
     # the operator lists the cache pods in its own namespace, which it does not watch
-    (role,) = by_kind(objects, "Role")
+    (role,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-cache")]
     assert role["metadata"]["namespace"] == "ops"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
 

@@ -28,6 +28,7 @@ NOT_REASONS = {
     "PodDisruptionBudget",
     "NetworkPolicy",
     "EndpointSlice",
+    "Lease",
     "HTTPRoute",
     *("MinIO", "PostgreSQL", "None", "READY", "ALL"),
     *("READ", "EDIT"),  # MLflow permissions, granted by registry/accounts.py

@@ -11,6 +11,8 @@ from mlflow_operator.api.common import Condition, ConditionStatus
 READY = "Ready"
 # Both kinds: the spec breaks a rule the API server could not check (or an older CRD let in).
 INVALID_SPEC = "InvalidSpec"
+# The operator itself (an Event on a claim Lease): a second install refuses to act there.
+INSTALL_CONFLICT = "InstallConflict"
 
 
 def set_condition(

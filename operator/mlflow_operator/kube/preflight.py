@@ -44,8 +44,7 @@ def check_cluster(
 
     Returns the API server's URL (for the start-up log line).
     """
-    config, server = _load_config()
-    client = _client(config, timeout_seconds)
+    client, server = cluster_client(timeout_seconds)
     for scope in _scopes(namespaces):
         for resource, name in KINDS:
             where = f"in namespace {scope}" if scope else "in all namespaces"
@@ -94,10 +93,12 @@ def _load_config() -> tuple[KubeConfig, str]:
     )
 
 
-def _client(config: KubeConfig, timeout_seconds: float) -> Client:
+def cluster_client(timeout_seconds: float) -> tuple[Client, str]:
+    """A blocking client of the cluster kopf will talk to, and its API server's URL."""
     import httpx2  # lightkube's HTTP client
 
-    return Client(config=config, timeout=httpx2.Timeout(timeout_seconds))
+    config, server = _load_config()
+    return Client(config=config, timeout=httpx2.Timeout(timeout_seconds)), server
 
 
 def _scopes(namespaces: Iterable[str]) -> list[str | None]:

@@ -1,0 +1,331 @@
+"""Leader election and install claims on coordination.k8s.io/v1 Leases.
+
+Hand-written, ~200 lines, because neither library fits: kopf's peering pauses an operator
+only for a peer of *higher* priority (two replicas of one Deployment have the same one and
+both act), needs kopf's own CRDs, and keeps a killed peer alive for its 60 s lifetime; the
+official client's `leaderelection` is the whole `kubernetes` package for one loop. This is
+client-go's algorithm (acquire, renew, give up after the renew deadline, release at a clean
+stop) on the lightkube client the operator already has, run on a thread of its own before
+and next to kopf's event loop.
+
+Claims: the install that acts in a namespace holds a Lease `mlflow-operator-claim` there
+(a cluster-wide install: `<lease>-claim-all` in its own namespace), renewed with the election
+lease, so a second install that would watch the same namespaces sees it and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import ALL_NS, ApiError, Client
+from lightkube.models.coordination_v1 import LeaseSpec as KubeLeaseSpec
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.operators import exists
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event, Pod
+from lightkube.types import PatchType
+
+from mlflow_operator.core.conditions import INSTALL_CONFLICT
+from mlflow_operator.core.leadership import (
+    CLAIM_ALL_SUFFIX,
+    CLAIM_LABEL,
+    CLAIM_LEASE,
+    Claim,
+    LeaseSpec,
+    Sighting,
+    conflict_message,
+    live_holder,
+    released,
+    sight,
+    to_hold,
+)
+from mlflow_operator.core.naming import FIELD_MANAGER
+
+logger = logging.getLogger(__name__)
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlflow-operator"}
+
+
+@dataclass(frozen=True)
+class Timing:
+    lease_seconds: int  # a holder that stopped renewing is replaced this long after
+    renew_deadline_seconds: float  # a leader that could not renew this long stops acting
+    retry_seconds: float  # how often leases are renewed, and a free one looked for
+
+
+@dataclass
+class Leadership:
+    """One candidate: `wait_until_leading()`, then `keep()` while kopf runs, `release()`."""
+
+    client: Client
+    identity: str  # this process: <pod name>/<pid>
+    namespace: str  # of the election lease (the install's namespace)
+    lease: str  # the election lease's name
+    watched: list[str]  # exact namespaces watched; empty: all
+    timing: Timing
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _sightings: dict[tuple[str, str], Sighting] = field(default_factory=dict)
+    _said: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def install(self) -> str:
+        """Who this install is to other installs (all its replicas share it)."""
+        return f"{self.namespace}/{self.lease}"
+
+    def wait_until_leading(self, on_wait: Callable[[str], None] = lambda _: None) -> None:
+        """Block until this process holds the election lease and no other install acts
+        where it would. `on_wait` hears why it waits, when that changes."""
+        while True:
+            try:
+                if self._try_to_lead(on_wait):
+                    return
+            except Exception as exc:  # noqa: BLE001  (the API server restarting: try again)
+                self._say(
+                    f"standby: cannot read lease {self.namespace}/{self.lease}: {exc}", on_wait
+                )
+            self.sleep(self.timing.retry_seconds)
+
+    def _try_to_lead(self, on_wait: Callable[[str], None]) -> bool:
+        """One look: True when this process now leads and holds every claim."""
+        holder = self._hold(self.namespace, self.lease, self.identity, {})
+        if holder is not None:
+            self._say(f"standby: {holder} leads (lease {self.namespace}/{self.lease})", on_wait)
+        else:
+            conflict = self._foreign_claim()
+            if conflict is None and self._hold_claims():
+                logger.info(
+                    "leading: holds lease %s/%s as %s",
+                    self.namespace,
+                    self.lease,
+                    self.identity,
+                )
+                return True
+            if conflict is not None:
+                message = conflict_message(conflict, self.install, self._scope)
+                if self._say(message, on_wait, level=logging.ERROR):
+                    self._post_conflict_event(conflict, message)
+        return False
+
+    def keep(self, on_lost: Callable[[str], None]) -> threading.Thread:
+        """Renew the leases every retry period on a thread; call `on_lost` (once) when they
+        could not be renewed for the renew deadline, or another holder has them."""
+
+        def renew() -> None:
+            renewed_at = self.clock()
+            while not self._stop.wait(self.timing.retry_seconds):
+                try:
+                    holder = self._hold(self.namespace, self.lease, self.identity, {})
+                    held = holder is None and self._hold_claims()
+                except Exception as exc:  # noqa: BLE001  (any failure counts as not renewed)
+                    logger.warning(
+                        "could not renew lease %s/%s: %s", self.namespace, self.lease, exc
+                    )
+                    held = False
+                    holder = None
+                if held:
+                    renewed_at = self.clock()
+                elif holder is not None or self.clock() - renewed_at > (
+                    self.timing.renew_deadline_seconds
+                ):
+                    on_lost(
+                        f"{holder} holds lease {self.namespace}/{self.lease} now"
+                        if holder is not None
+                        else f"lease {self.namespace}/{self.lease} not renewed for "
+                        f"{self.timing.renew_deadline_seconds:g}s"
+                    )
+                    return
+
+        thread = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        """Hand the leases back at a clean stop, so a standby takes over at once."""
+        self._stop.set()
+        for namespace, name, holder in self._held():
+            try:
+                lease = self.client.get(Lease, name, namespace=namespace)
+                spec = released(_spec_of(lease), holder, _now())
+                if spec is not None:
+                    self._write(lease, namespace, name, spec, {})
+            except ApiError as exc:
+                logger.warning("could not release lease %s/%s: %s", namespace, name, exc)
+
+    # -- the leases --------------------------------------------------------------------
+
+    @property
+    def _scope(self) -> str:
+        return ", ".join(self.watched) if self.watched else "all namespaces"
+
+    def _claims(self) -> list[tuple[str, str, dict[str, str]]]:
+        if not self.watched:
+            return [
+                (self.namespace, self.lease + CLAIM_ALL_SUFFIX, {CLAIM_LABEL: "all-namespaces"})
+            ]
+        return [(ns, CLAIM_LEASE, {CLAIM_LABEL: "namespace"}) for ns in self.watched]
+
+    def _held(self) -> list[tuple[str, str, str]]:
+        claims = [(ns, name, self.install) for ns, name, _ in self._claims()]
+        return [(self.namespace, self.lease, self.identity), *claims]
+
+    def _hold_claims(self) -> bool:
+        """Take or renew this install's claims; False when another install holds one."""
+        return all(
+            self._hold(ns, name, self.install, labels) is None
+            for ns, name, labels in self._claims()
+        )
+
+    def _foreign_claim(self) -> Claim | None:
+        """Another install's live claim on what this one would watch."""
+        if self.watched:
+            found = []
+            for ns in self.watched:
+                lease = self._get(ns, CLAIM_LEASE)
+                if lease is not None:
+                    found.append(lease)
+        else:  # every claim anywhere overlaps all namespaces
+            found = list(self.client.list(Lease, namespace=ALL_NS, labels={CLAIM_LABEL: exists()}))
+        for lease in found:
+            meta = lease.metadata or ObjectMeta()
+            ns, name = meta.namespace or "", meta.name or ""
+            holder = live_holder(
+                self._sighted(ns, name, _spec_of(lease)), self.install, self.clock()
+            )
+            if holder is not None:
+                labels = meta.labels or {}
+                return Claim(ns, name, holder, labels.get(CLAIM_LABEL) == "all-namespaces")
+        return None
+
+    def _hold(self, namespace: str, name: str, me: str, labels: dict[str, str]) -> str | None:
+        """Take or renew one lease as `me`; the other live holder when it is not ours."""
+        lease = self._get(namespace, name)
+        current = _spec_of(lease) if lease is not None else None
+        if current is not None:
+            holder = live_holder(self._sighted(namespace, name, current), me, self.clock())
+            if holder is not None:
+                return holder
+        spec = to_hold(current, me, _now(), self.timing.lease_seconds)
+        try:
+            self._write(lease, namespace, name, spec, labels)
+        except ApiError as exc:
+            if exc.status.code == 409:  # another candidate wrote first: read again next time
+                return "another candidate (a write raced ours)"
+            raise
+        self._sightings.pop((namespace, name), None)
+        return None
+
+    def _get(self, namespace: str, name: str) -> Lease | None:
+        try:
+            return self.client.get(Lease, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+
+    def _sighted(self, namespace: str, name: str, spec: LeaseSpec) -> Sighting:
+        key = (namespace, name)
+        self._sightings[key] = sight(self._sightings.get(key), spec, self.clock())
+        return self._sightings[key]
+
+    def _write(
+        self,
+        lease: Lease | None,
+        namespace: str,
+        name: str,
+        spec: LeaseSpec,
+        labels: dict[str, str],
+    ) -> None:
+        body = KubeLeaseSpec(
+            holderIdentity=spec.holder,
+            leaseDurationSeconds=spec.duration_seconds,
+            acquireTime=spec.acquired,
+            renewTime=spec.renewed,
+            leaseTransitions=spec.transitions,
+        )
+        if lease is None:
+            meta = ObjectMeta(name=name, namespace=namespace, labels={**MANAGED_BY, **labels})
+            self.client.create(Lease(metadata=meta, spec=body), field_manager=FIELD_MANAGER)
+            return
+        # replace carries the resourceVersion read: a write that raced another is refused (409)
+        lease.spec = body
+        self.client.replace(lease, field_manager=FIELD_MANAGER)
+
+    def _post_conflict_event(self, claim: Claim, message: str) -> None:
+        """A Warning Event on the other install's claim, where `kubectl get events` of that
+        namespace shows it."""
+        now = _now()
+        event = Event(
+            metadata=ObjectMeta(
+                generateName="mlflow-operator-conflict-", namespace=claim.namespace
+            ),
+            involvedObject=ObjectReference(
+                apiVersion="coordination.k8s.io/v1",
+                kind="Lease",
+                name=claim.lease,
+                namespace=claim.namespace,
+            ),
+            reason=INSTALL_CONFLICT,
+            message=message,
+            type="Warning",
+            source=EventSource(component="mlflow-operator"),
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+        )
+        try:
+            self.client.create(event)
+        except ApiError as exc:
+            logger.warning("could not post the InstallConflict Event: %s", exc)
+
+    def _say(self, message: str, on_wait: Callable[[str], None], level: int = logging.INFO) -> bool:
+        """Log `message` and tell `on_wait`, once until it changes."""
+        if message == self._said:
+            return False
+        self._said = message
+        logger.log(level, "%s", message)
+        on_wait(message)
+        return True
+
+
+def _spec_of(lease: Lease) -> LeaseSpec:
+    spec = lease.spec or KubeLeaseSpec()
+    return LeaseSpec(
+        holder=spec.holderIdentity or "",
+        duration_seconds=spec.leaseDurationSeconds or 0,
+        acquired=_as_datetime(spec.acquireTime),
+        renewed=_as_datetime(spec.renewTime),
+        transitions=spec.leaseTransitions or 0,
+    )
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+LEADER_LABEL = "mlflowops.dev/leader"  # on the operator's pods: the Service sends to "true"
+
+
+def label_own_pod(client: Client, name: str, namespace: str, *, leading: bool) -> None:
+    """Mark this replica's pod as the leader or not, so the operator's Service (webhooks)
+    reaches only the replica that acts. Outside a pod (no POD_NAME) there is nothing to mark."""
+    if not name or not namespace:
+        return
+    patch = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else "false"}}}
+    try:
+        client.patch(Pod, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+    except ApiError as exc:  # webhooks then reach a standby too, and polls catch up
+        logger.warning("could not label pod %s/%s as leader=%s: %s", namespace, name, leading, exc)
