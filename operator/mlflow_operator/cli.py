@@ -139,7 +139,7 @@ def model_cache(directory: Path, host: str, port: int, max_bytes: int) -> None:
     "--health-port",
     type=int,
     default=None,
-    help="Port of the /healthz liveness and readiness endpoint (default 8081).",
+    help="Port of /healthz (liveness) and /readyz (readiness) (default 8081).",
 )
 @click.option(
     "--webhook-port",

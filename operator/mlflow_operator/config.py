@@ -112,7 +112,12 @@ class OperatorConfig(BaseSettings):
         default="", description="PEM private key of the webhook receiver's certificate."
     )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="Prometheus port; 0: off.")
-    health_port: int = Field(default=8081, ge=1, le=65535, description="Liveness/readiness port.")
+    health_port: int = Field(
+        default=8081,
+        ge=1,
+        le=65535,
+        description="Port of /healthz (liveness) and /readyz (readiness).",
+    )
     activator_port: int = Field(
         default=8082,
         ge=0,

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import kopf
 import prometheus_client
 
 from mlflow_operator import metrics
 from mlflow_operator.config import OperatorConfig
+from mlflow_operator.health import Health, Role
 from mlflow_operator.kube.leadership import Leadership, Timing, label_own_pod
 from mlflow_operator.kube.preflight import check_cluster, cluster_client
 from mlflow_operator.logs import configure_logging
@@ -37,23 +34,30 @@ def run_operator(config: OperatorConfig) -> None:
     os.environ.setdefault("POD_ID", f"{socket.gethostname()}/{os.getpid()}")
     scope = "all namespaces" if config.cluster_wide else ", ".join(config.namespaces)
     logger.info("mlflow-operator starting against %s; watching %s", server, scope)
-    leadership = _lead(config) if config.leader_election else None
+    health = Health(config.health_port)
+    health.start()
+    leadership = _lead(config, health) if config.leader_election else None
     metrics.LEADING.set(1)
+    health.role = Role.LEADING
     try:
         kopf.run(
             clusterwide=config.cluster_wide,
             namespaces=config.namespaces,
             # One replica acts (leader_election, or one replica): kopf's peering not needed.
             standalone=True,
-            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+            liveness_endpoint=health.kopf_liveness_endpoint,
             memo=kopf.Memo(config=config),
         )
     finally:
         if leadership is not None:
             leadership.release()
+        health.stop()
 
 
-def _lead(config: OperatorConfig) -> Leadership:
+_ROLES = {"standby": Role.STANDBY, "refusing": Role.REFUSING, "unknown": Role.STARTING}
+
+
+def _lead(config: OperatorConfig, health: Health) -> Leadership:
     """Block as a standby until this replica may act, then keep the Lease while it does."""
     client, _ = cluster_client(config.request_timeout_seconds)
     leadership = Leadership(
@@ -72,8 +76,11 @@ def _lead(config: OperatorConfig) -> Leadership:
     pod = os.environ.get("POD_NAME", ""), os.environ.get("POD_NAMESPACE", "")
     metrics.LEADING.set(0)
     label_own_pod(client, *pod, leading=False)
-    with _standby_health(config.health_port):
-        leadership.wait_until_leading()
+
+    def waiting(why: str, _message: str) -> None:
+        health.role = _ROLES[why]
+
+    leadership.wait_until_leading(waiting)
     leadership.keep(on_lost=_stop_acting)
     label_own_pod(client, *pod, leading=True)
     return leadership
@@ -85,28 +92,3 @@ def _stop_acting(why: str) -> None:
     logger.error("no longer the leader (%s); exiting so that two replicas never act", why)
     logging.shutdown()
     os._exit(1)
-
-
-@contextlib.contextmanager
-def _standby_health(port: int) -> Iterator[None]:
-    """/healthz while standing by (kopf serves it once this replica acts): the process is
-    alive, so the kubelet must not restart it."""
-
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path.split("?")[0] == "/healthz"
-            self.send_response(200 if found else 404)
-            self.end_headers()
-            self.wfile.write(b"standing by\n" if found else b"")
-
-        def log_message(self, *_: object) -> None:  # probes every few seconds: not logged
-            pass
-
-    httpd = ThreadingHTTPServer(("0.0.0.0", port), Health)  # noqa: S104
-    thread = threading.Thread(target=httpd.serve_forever, name="standby-health", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -112,6 +112,20 @@ class KubectlError(subprocess.CalledProcessError):
         return f"{shlex.join(self.cmd[1:])} failed ({self.returncode}): {self.stderr.strip()}"
 
 
+# The embedded API server writes every request of a ServiceAccount of this namespace to
+# logs/audit.log (one JSON line each, metadata only), and nobody else's: the log stays small.
+AUDITED_NAMESPACE = "audited"
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts:{AUDITED_NAMESPACE}"]
+  - level: None
+"""
+
+
 @dataclass
 class KubeCluster:
     """A cluster the tests talk to: the embedded one, or one the user brought (KUBECONFIG)."""
@@ -123,6 +137,11 @@ class KubeCluster:
     node: NodeInfo | None = None  # the real node, when this cluster has one
     # programs started for tests while the cluster runs; stopped with it
     helpers: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def audit_log(self) -> Path:
+        """The embedded API server's audit log: requests of AUDITED_NAMESPACE's ServiceAccounts."""
+        return self.kubeconfig.parent / "logs" / "audit.log"
 
     def kubectl(
         self,
@@ -520,9 +539,21 @@ class ControlPlane:
                 # and APF's own bookkeeping costs CPU at start-up.
                 "--enable-priority-and-fairness=false",
                 "--event-ttl=30m",
+                # Requests of ServiceAccounts of namespace `audited` only (KubeCluster.audit_log):
+                # what a test or benchmark counts of an operator run as one of them.
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.workdir / 'logs' / 'audit.log'}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
                 *self._real_node_apiserver_flags(),
             ],
         )
+
+    def _audit_policy(self) -> Path:
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(AUDIT_POLICY)
+        return path
 
     def _real_node_apiserver_flags(self) -> list[str]:
         if self.node is None:

@@ -75,7 +75,9 @@ class OperatorProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def start(self) -> OperatorProcess:
+    def start(self, *, ready: bool = True) -> OperatorProcess:
+        """Start it; wait until /readyz (it acts, or stands by behind a replica that acts),
+        or with ready=False only until /healthz (alive: an install that refuses to act)."""
         self.starts += 1
         env = {
             "KUBECONFIG": str(self.kubeconfig),
@@ -88,6 +90,7 @@ class OperatorProcess:
             **self.extra_env,
         }
         env.pop("MLFLOW_TRACKING_URI", None)
+        probe = "readyz" if ready else "healthz"
         self.process = ManagedProcess(
             name="mlflow-operator",
             argv=[sys.executable, "-m", "mlflow_operator", "run", *self._scope_args()],
@@ -95,9 +98,9 @@ class OperatorProcess:
             env=env,
         ).start()
         eventually(
-            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/healthz"),
+            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/{probe}"),
             timeout=60,
-            what="operator /healthz",
+            what=f"operator /{probe}",
             interval=0.1,
             processes=[self.process],
         )

@@ -24,6 +24,7 @@ from tests.e2e.test_modeldeployment_pods import eventually_served, on_real_node,
 from tests.e2e.test_operator_kills import sampling
 from tests.mlflowstack.models import DIFFERENT_C, ModelRegistry
 from tests.support.polling import eventually
+from tests.support.processes import http_ok
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 NAME = "chaos"  # the sampler audits this ModelDeployment
@@ -185,7 +186,8 @@ def test_a_second_install_watching_the_same_namespace_refuses_to_act_until_the_f
     second = replica(kube_cluster, tmp_path / "b", other_install, ns, lease="second")
     try:
         eventually(lambda: leading(first), timeout=30, what="the first install leads")
-        second.start()
+        second.start(ready=False)  # it refuses to act: never ready
+        assert not http_ok(f"http://127.0.0.1:{second.health_port}/readyz")
         kube_cluster.apply(
             model_deployment("refused", ns, "no-such-model", "http://127.0.0.1:9", poll="5s")
         )

@@ -217,8 +217,9 @@ def test_operator_deployment_is_locked_down() -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["privileged"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert container["image"] == "ghcr.io/mlflow-operator/mlflow-operator:0.1.0"

@@ -108,6 +108,8 @@ def secret_ref(env: dict[str, Any]) -> tuple[str, str]:
 
 
 def assert_owned(manifest: dict[str, Any]) -> None:
+    # the label the operator's watches select its children by (handlers/startup.py)
+    assert manifest["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlflow-operator"
     assert manifest["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "mlflowops.dev/v1alpha1",

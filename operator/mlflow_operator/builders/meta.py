@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_operator.core.naming import FIELD_MANAGER, LABEL_MANAGED_BY
+
 
 @dataclass(frozen=True)
 class Owner:
@@ -39,10 +41,12 @@ def child_metadata(
     labels: dict[str, str],
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Every child carries app.kubernetes.io/managed-by=mlflow-operator: the operator's watches
+    of Deployments, StatefulSets and Jobs ask the API server for that label only."""
     meta: dict[str, Any] = {
         "name": name,
         "namespace": owner.namespace,
-        "labels": dict(labels),
+        "labels": {**labels, LABEL_MANAGED_BY: FIELD_MANAGER},
         "ownerReferences": [owner_reference(owner)],
     }
     if annotations:

@@ -16,6 +16,7 @@ from mlflow_operator.activator import Activator
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.builders.modeldeployment import SERVING_PORT
 from mlflow_operator.config import OperatorConfig
+from mlflow_operator.core.naming import FIELD_MANAGER, LABEL_MANAGED_BY
 from mlflow_operator.handlers.reconcile_loop import wake
 from mlflow_operator.kube.client import KubeClient
 from mlflow_operator.promquery import PrometheusTraffic
@@ -26,6 +27,8 @@ from mlflow_operator.registry.client import trusting
 from mlflow_operator.registry.watcher import RegistryHub
 
 FINALIZER = f"{API_GROUP}/finalizer"
+# The kinds of children kopf watches (handlers/modeldeployment.py, handlers/mlflowserver.py)
+CHILD_RESOURCES = (("apps", "deployments"), ("apps", "statefulsets"), ("batch", "jobs"))
 logger = logging.getLogger(__name__)
 
 
@@ -48,6 +51,11 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.batching.worker_limit = 64
     # Only our explicit Events reach users; handler log lines stay in the operator's log.
     settings.posting.level = logging.WARNING
+    # The API server sends only the operator's own children: kopf's `labels=` on a handler
+    # filters after the whole cluster's Deployments, StatefulSets and Jobs arrived (and were
+    # kept in memory); every child the operator makes carries this label (standard_labels).
+    for group, plural in CHILD_RESOURCES:
+        settings.watching.label_selectors[group, plural] = f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"
 
     memo.kube = KubeClient()
     memo.hub = RegistryHub(

@@ -80,24 +80,27 @@ class Leadership:
         """Who this install is to other installs (all its replicas share it)."""
         return f"{self.namespace}/{self.lease}"
 
-    def wait_until_leading(self, on_wait: Callable[[str], None] = lambda _: None) -> None:
+    def wait_until_leading(self, on_wait: Callable[[str, str], None] = lambda *_: None) -> None:
         """Block until this process holds the election lease and no other install acts
-        where it would. `on_wait` hears why it waits, when that changes."""
+        where it would. `on_wait(why, message)` hears why it waits when that changes: why is
+        "standby" (a replica of this install acts), "refusing" (another install acts where this
+        one would) or "unknown" (the Lease could not be read)."""
         while True:
             try:
                 if self._try_to_lead(on_wait):
                     return
             except Exception as exc:  # noqa: BLE001  (the API server restarting: try again)
                 self._say(
-                    f"standby: cannot read lease {self.namespace}/{self.lease}: {exc}", on_wait
+                    "unknown", f"cannot read lease {self.namespace}/{self.lease}: {exc}", on_wait
                 )
             self.sleep(self.timing.retry_seconds)
 
-    def _try_to_lead(self, on_wait: Callable[[str], None]) -> bool:
+    def _try_to_lead(self, on_wait: Callable[[str, str], None]) -> bool:
         """One look: True when this process now leads and holds every claim."""
         holder = self._hold(self.namespace, self.lease, self.identity, {})
         if holder is not None:
-            self._say(f"standby: {holder} leads (lease {self.namespace}/{self.lease})", on_wait)
+            message = f"standby: {holder} leads (lease {self.namespace}/{self.lease})"
+            self._say("standby", message, on_wait)
         else:
             conflict = self._foreign_claim()
             if conflict is None and self._hold_claims():
@@ -110,7 +113,7 @@ class Leadership:
                 return True
             if conflict is not None:
                 message = conflict_message(conflict, self.install, self._scope)
-                if self._say(message, on_wait, level=logging.ERROR):
+                if self._say("refusing", message, on_wait, level=logging.ERROR):
                     self._post_conflict_event(conflict, message)
         return False
 
@@ -285,13 +288,19 @@ class Leadership:
         except ApiError as exc:
             logger.warning("could not post the InstallConflict Event: %s", exc)
 
-    def _say(self, message: str, on_wait: Callable[[str], None], level: int = logging.INFO) -> bool:
+    def _say(
+        self,
+        why: str,
+        message: str,
+        on_wait: Callable[[str, str], None],
+        level: int = logging.INFO,
+    ) -> bool:
         """Log `message` and tell `on_wait`, once until it changes."""
         if message == self._said:
             return False
         self._said = message
         logger.log(level, "%s", message)
-        on_wait(message)
+        on_wait(why, message)
         return True
 
 

@@ -45,6 +45,8 @@ def test_pins_the_version_in_command_label_and_annotation() -> None:
     template = dep["spec"]["template"]
     assert template["metadata"]["labels"]["mlflowops.dev/model-version"] == "8"
     assert template["metadata"]["annotations"]["mlflowops.dev/model-uri"] == "models:/fraud-model/8"
+    # what the operator's Deployment watch selects (handlers/startup.py)
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlflow-operator"
     cmd = container(dep)["command"]
     # the operator's image: `mlflow models serve` with the model downloaded once
     assert cmd[0] == "mlflow-operator-serve-mlflow"
@@ -367,6 +369,7 @@ def test_a_shadows_pods_are_a_component_the_serving_service_never_selects() -> N
     assert labels["mlflowops.dev/model-version"] == "2"
     assert selects(dep["spec"]["selector"]["matchLabels"], labels)
     assert dep["metadata"]["labels"]["app.kubernetes.io/component"] == "shadow"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlflow-operator"
     assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     cmd = container(dep)["command"]
     assert cmd[cmd.index("--model-uri") + 1] == "models:/fraud-model/2"

@@ -1,0 +1,95 @@
+"""What the operator asks of the API server, counted by the API server (its audit log): the
+watches of children select the operator's own by label, and an idle operator's requests.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.fixtures import create_namespace
+from tests.cluster.launcher import KubeCluster
+from tests.e2e.modeldeployments import is_ready_on, model_deployment
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack.models import ModelRegistry
+from tests.mlflowstack.stack import MlflowStack
+from tests.support.audit import audited_kubeconfig, by_kind, forget_audited, requests_of
+from tests.support.polling import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+DEPLOYMENTS = 20
+IDLE_WINDOW = 30.0
+SELECTOR = "labelSelector=" + urllib.parse.quote("app.kubernetes.io/managed-by=mlflow-operator")
+
+
+@pytest.fixture
+def audited_operator(
+    kube_cluster: KubeCluster, crds_installed: KubeCluster, tmp_path: Path
+) -> Iterator[tuple[str, str]]:
+    """An operator of its own, run as an audited ServiceAccount, watching a namespace of its own."""
+    namespace = create_namespace(kube_cluster, prefix="api")
+    name = f"operator-{namespace}"
+    kubeconfig, user = audited_kubeconfig(kube_cluster, name, tmp_path / "kubeconfig")
+    operator = OperatorProcess(
+        kubeconfig=kubeconfig, workdir=tmp_path, namespaces=(namespace,)
+    ).start()
+    try:
+        yield namespace, user
+    finally:
+        kube_cluster.kubectl(
+            "delete", "-n", namespace, "mdep", "--all", "--timeout=60s", check=False
+        )
+        operator.stop()
+        forget_audited(kube_cluster, name)
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_children_are_watched_by_label_and_an_idle_operator_asks_little(
+    kube_cluster: KubeCluster,
+    audited_operator: tuple[str, str],
+    mlflow_stack: MlflowStack,
+    mlflow_registry: ModelRegistry,
+    model_name: str,
+) -> None:
+    ns, user = audited_operator
+    version = mlflow_registry.log_version(model_name).version
+    mlflow_registry.set_alias(model_name, "champion", version)
+    # someone else's Deployments in the watched namespace: never sent to the operator
+    for index in range(3):
+        kube_cluster.kubectl("create", "deployment", f"not-ours-{index}", "-n", ns, "--image=x")
+    for index in range(DEPLOYMENTS):
+        kube_cluster.apply(
+            model_deployment(
+                f"md-{index}", ns, model_name, mlflow_stack.tracking_uri,
+                serving={"replicas": 1},
+            )
+        )  # fmt: skip
+    for index in range(DEPLOYMENTS):
+        eventually(
+            lambda i=index: is_ready_on(kube_cluster, ns, f"md-{i}", version),
+            timeout=120,
+            what=f"md-{index} Ready",
+        )
+
+    watches = [r for r in requests_of(kube_cluster, user) if r.verb == "watch"]
+    children = [r for r in watches if r.resource in ("deployments", "statefulsets", "jobs")]
+    assert {r.resource for r in children} == {"deployments", "statefulsets", "jobs"}, watches
+    for watch in children:
+        assert SELECTOR in watch.uri, watch.uri  # selected by the API server, not after
+
+    time.sleep(10)  # the rollouts' last status writes
+    before = len(requests_of(kube_cluster, user))
+    time.sleep(IDLE_WINDOW)
+    idle = requests_of(kube_cluster, user)[before:]
+    per_second = len(idle) / IDLE_WINDOW
+    print(
+        f"{DEPLOYMENTS} ModelDeployments at rest: {len(idle)} API requests in "
+        f"{IDLE_WINDOW:.0f}s ({per_second:.2f}/s): {by_kind(idle)}"
+    )
+    # at rest nothing is written (an idle write is hourly, docs/operations.md)
+    writes = [r for r in idle if r.verb in ("create", "update", "patch", "delete")]
+    assert writes == [], by_kind(writes)
