@@ -240,6 +240,14 @@ def test_plain_manifests_install_and_delete_without_taking_the_crds(
     leaves the CRDs and every ModelDeployment alone."""
     deploy = CHART.parents[1] / "deploy"
     selector = "app.kubernetes.io/instance=mlflow-operator"
+    eventually(  # the quick start's test uses the same namespace, and may have just ended
+        lambda: (
+            "NotFound"
+            in kube_cluster.kubectl("get", "namespace", "mlflow-operator", check=False).stderr
+        ),
+        timeout=180,
+        what="namespace mlflow-operator of an earlier test gone",
+    )
     try:
         kube_cluster.kubectl(
             "apply", "--server-side", "-f", str(deploy / "crds.yaml"),

@@ -74,6 +74,7 @@ class Leadership:
     _sightings: dict[tuple[str, str], Sighting] = field(default_factory=dict)
     _said: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
+    _renewer: threading.Thread | None = None
 
     @property
     def install(self) -> str:
@@ -148,11 +149,14 @@ class Leadership:
 
         thread = threading.Thread(target=renew, name="lease-renewer", daemon=True)
         thread.start()
+        self._renewer = thread
         return thread
 
     def release(self) -> None:
         """Hand the leases back at a clean stop, so a standby takes over at once."""
         self._stop.set()
+        if self._renewer is not None:  # a renewal in flight would take the lease back
+            self._renewer.join(timeout=self.timing.renew_deadline_seconds)
         for namespace, name, holder in self._held():
             try:
                 lease = self.client.get(Lease, name, namespace=namespace)
