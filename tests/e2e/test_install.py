@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.cluster.launcher import KubeCluster, KubectlError
+from tests.cluster.service_accounts import service_account_kubeconfig
 from tests.e2e.kube import get_json
 from tests.e2e.modeldeployments import is_ready_on, model_deployment
 from tests.e2e.operator_process import OperatorProcess
@@ -70,31 +70,6 @@ def container_env(cluster: KubeCluster, namespace: str, name: str) -> dict[str, 
     deployment = get_json(cluster, "-n", namespace, "deployment", name)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e.get("value", "") for e in container["env"]}
-
-
-def service_account_kubeconfig(
-    cluster: KubeCluster, namespace: str, service_account: str, path: Path
-) -> Path:
-    """A kubeconfig of the admin's cluster entry and a token of the ServiceAccount."""
-    token = cluster.kubectl(
-        "create", "token", service_account, "-n", namespace, "--duration=2h"
-    ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
-    entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [entry],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [
-            {"name": "sa", "context": {"cluster": entry["name"], "user": service_account}}
-        ],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
 
 
 def can_i_list(cluster: KubeCluster, user: str, namespace: str) -> dict[str, set[str]]:

@@ -18,7 +18,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from mlflow_operator.kube import preflight
 from mlflow_operator.kube.preflight import StartupError, check_cluster
 from tests.cluster.launcher import KubeCluster
-from tests.e2e.test_install import service_account_kubeconfig
+from tests.cluster.service_accounts import service_account_kubeconfig
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.cluster.launcher import AUDITED_NAMESPACE, KubeCluster
-from tests.e2e.test_install import service_account_kubeconfig
+from tests.cluster.service_accounts import service_account_kubeconfig
 
 
 @dataclass(frozen=True)
