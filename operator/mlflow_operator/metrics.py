@@ -98,11 +98,6 @@ SERVING_VERSION = Gauge(
     "The model version every ready pod of a ModelDeployment serves (absent: none yet).",
     ["namespace", "name"],
 )
-LAST_REGISTRY_SYNC = Gauge(
-    "mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds",
-    "When the registry was last read for a ModelDeployment (its status.lastRegistrySync).",
-    ["namespace", "name"],
-)
 DRIFTING_FEATURES = Gauge(
     "mlflow_operator_modeldeployment_drifting_features",
     "Features of the serving version's live traffic above serving.monitoring.thresholds.drift "
@@ -129,7 +124,6 @@ _PER_DEPLOYMENT: tuple[Counter | Gauge, ...] = (
     SUSPENDED,
     TARGET_VERSION,
     SERVING_VERSION,
-    LAST_REGISTRY_SYNC,
     DRIFTING_FEATURES,
     QUALITY_DEGRADED,
     LIVE_QUALITY,
@@ -148,7 +142,6 @@ def record_model_deployment(
     target: str | None,
     serving: str | None,
     suspended: bool,
-    last_sync: datetime | None,
     succeeded: bool,
     failed: bool,
     rolled_back: bool,
@@ -170,9 +163,6 @@ def record_model_deployment(
     SUSPENDED.labels(namespace, name).set(1 if suspended else 0)
     _set_or_remove(TARGET_VERSION, namespace, name, _number(target))
     _set_or_remove(SERVING_VERSION, namespace, name, _number(serving))
-    _set_or_remove(
-        LAST_REGISTRY_SYNC, namespace, name, last_sync.timestamp() if last_sync else None
-    )
     _set_or_remove(DRIFTING_FEATURES, namespace, name, drifting)
     degraded = None if quality_degraded is None else int(quality_degraded)
     _set_or_remove(QUALITY_DEGRADED, namespace, name, degraded)
@@ -202,8 +192,9 @@ def _set_or_remove(gauge: Gauge, namespace: str, name: str, value: float | None)
         gauge.labels(namespace, name).set(value)
 
 
-# (endpoint URL, whether its last sweep succeeded, when a sweep last succeeded)
-RegistryHealth = tuple[str, bool, datetime | None]
+# (endpoint URL, whether its last sweep succeeded, when a sweep last succeeded, the
+# ModelDeployments following it as namespace/name)
+RegistryHealth = tuple[str, bool, datetime | None, tuple[str, ...]]
 
 
 class RegistryCollector(Collector):
@@ -229,12 +220,21 @@ class RegistryCollector(Collector):
             "When a sweep of an MLflow registry last succeeded.",
             labels=["endpoint"],
         )
-        for endpoint, ok, last_sync in self._source():
+        followers = GaugeMetricFamily(
+            "mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds",
+            "When the registry a ModelDeployment follows was last read (every sweep; its "
+            "status.lastRegistrySync is written only with other changes).",
+            labels=["namespace", "name"],
+        )
+        for endpoint, ok, last_sync, keys in self._source():
             up.add_metric([endpoint], 1 if ok else 0)
             if last_sync is not None:
                 synced.add_metric([endpoint], last_sync.timestamp())
+                for key in keys:
+                    followers.add_metric(key.split("/", 1), last_sync.timestamp())
         yield up
         yield synced
+        yield followers
 
 
 def watch_registries(source: Callable[[], Iterable[RegistryHealth]]) -> Callable[[], None]:

@@ -492,7 +492,7 @@ def test_alerts_use_metrics_the_operator_exports() -> None:
         if hasattr(metric, "_name") and hasattr(metric, "_type")
     }
     exported |= {f"{name}_total" for name in exported}
-    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None)])
+    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None, ())])
     exported |= {family.name for family in registries.collect()}
     for rule in rules:
         used = set(re.findall(r"\b(mlflow_operator_[a-z_]+)\b", rule["expr"]))
@@ -560,7 +560,7 @@ def test_dashboard_queries_use_metrics_that_exist() -> None:
         if hasattr(metric, "_name") and hasattr(metric, "_type")
     }
     exported |= {f"{name}_total" for name in exported}
-    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None)])
+    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None, ())])
     exported |= {family.name for family in registries.collect()}
     serving = ServingMetrics("m", "1")
     for family in serving.registry.collect():

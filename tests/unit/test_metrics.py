@@ -23,7 +23,6 @@ def record(namespace: str, name: str, **facts: object) -> None:
         "target": "8",
         "serving": "8",
         "suspended": False,
-        "last_sync": SYNC,
         "succeeded": False,
         "failed": False,
         "rolled_back": False,
@@ -58,12 +57,8 @@ def test_versions_suspension_and_sync_per_deployment() -> None:
     assert value("mlflow_operator_modeldeployment_serving_version", **labels) == 8
     assert value("mlflow_operator_serving_differs_from_target", **labels) == 1
     assert value("mlflow_operator_modeldeployment_suspended", **labels) == 1
-    assert (
-        value("mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds", **labels)
-        == SYNC.timestamp()
-    )
 
-    record(ns, name, target=None, serving=None, last_sync=None)  # nothing resolved yet
+    record(ns, name, target=None, serving=None)  # nothing resolved yet
     assert value("mlflow_operator_modeldeployment_target_version", **labels) is None
     assert value("mlflow_operator_modeldeployment_serving_version", **labels) is None
     assert value("mlflow_operator_serving_differs_from_target", **labels) == 0
@@ -124,7 +119,10 @@ async def test_registry_gauges_come_from_the_watchers_at_scrape_time() -> None:
 
 def test_registry_collector_reports_what_the_source_says() -> None:
     registry = CollectorRegistry()
-    source = [("http://up:5000", True, SYNC), ("http://down:5000", False, SYNC)]
+    source = [
+        ("http://up:5000", True, SYNC, ("ml/fraud", "ml/churn")),
+        ("http://down:5000", False, SYNC, ()),
+    ]
     registry.register(metrics.RegistryCollector(lambda: source))
     assert registry.get_sample_value("mlflow_operator_registry_up", {"endpoint": "http://up:5000"})
     assert (
@@ -137,3 +135,12 @@ def test_registry_collector_reports_what_the_source_says() -> None:
         )
         == SYNC.timestamp()
     )
+    # each ModelDeployment's sync time is its registry's, at every sweep, with no status write
+    for name in ("fraud", "churn"):
+        assert (
+            registry.get_sample_value(
+                "mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds",
+                {"namespace": "ml", "name": name},
+            )
+            == SYNC.timestamp()
+        )

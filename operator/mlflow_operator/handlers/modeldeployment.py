@@ -1,7 +1,9 @@
 """kopf glue for ModelDeployment: one daemon per object runs the reconcile loop.
 
 A daemon (not a timer) because the registry watcher must be able to wake one object at once
-when its model moves; watch events of the object and of its Deployment wake it too.
+when its model moves; watch events of the object and of its serving children wake it too.
+The children are kept in kopf indices, which the reconciler reads instead of GETs
+(reconcilers/watched.py).
 """
 
 from __future__ import annotations
@@ -18,13 +20,47 @@ from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from mlflow_operator.handlers.reconcile_loop import reconcile_until_stopped, wake
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
+from mlflow_operator.reconcilers.watched import WatchedChildren, watched_copy
+
+SERVING_CHILD = {LABEL_MODEL_DEPLOYMENT: kopf.PRESENT}
+# kind -> the id of the kopf index that holds it (kopf passes each index by its id)
+INDEXED_CHILDREN = {
+    "Deployment": "serving_deployments",
+    "Service": "serving_services",
+    "PodDisruptionBudget": "serving_pdbs",
+}
+
+
+def _by_name(namespace: str | None, name: str, body: kopf.Body) -> dict[Any, Any]:
+    return {(namespace, name): watched_copy(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=SERVING_CHILD, id="serving_deployments")
+def serving_deployments(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return _by_name(namespace, name, body)
+
+
+@kopf.index("v1", "services", labels=SERVING_CHILD, id="serving_services")
+def serving_services(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _by_name(namespace, name, body)
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=SERVING_CHILD, id="serving_pdbs")
+def serving_pdbs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _by_name(namespace, name, body)
 
 
 @kopf.daemon(API_GROUP, API_VERSION, "modeldeployments", id="reconcile", cancellation_timeout=10)
 async def modeldeployment_daemon(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     reconciler: ModelDeploymentReconciler = memo.modeldeployments
+    # the same indices for every daemon, for the life of the process
+    reconciler.children = WatchedChildren(
+        {kind: kwargs[index] for kind, index in INDEXED_CHILDREN.items()}
+    )
     key = f"{body.metadata.namespace}/{body.metadata.name}"
     woken = memo.wakers.setdefault(key, asyncio.Event())
 
@@ -57,9 +93,12 @@ def modeldeployment_changed(namespace: str | None, name: str, memo: Any, **_: An
     wake(memo, f"{namespace}/{name}")
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
-def serving_deployment_changed(
+@kopf.on.event("apps", "v1", "deployments", labels=SERVING_CHILD)
+@kopf.on.event("v1", "services", labels=SERVING_CHILD)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=SERVING_CHILD)
+def serving_child_changed(
     namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
 ) -> None:
-    """Rollout progress of a serving Deployment reconciles its ModelDeployment now."""
+    """Rollout progress of a serving Deployment, or a change to any serving child (a person's
+    edit, a deletion), reconciles its ModelDeployment now: nothing else looks at rest."""
     wake(memo, f"{namespace}/{labels[LABEL_MODEL_DEPLOYMENT]}")

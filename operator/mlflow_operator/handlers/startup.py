@@ -28,7 +28,13 @@ from mlflow_operator.registry.watcher import RegistryHub
 
 FINALIZER = f"{API_GROUP}/finalizer"
 # The kinds of children kopf watches (handlers/modeldeployment.py, handlers/mlflowserver.py)
-CHILD_RESOURCES = (("apps", "deployments"), ("apps", "statefulsets"), ("batch", "jobs"))
+CHILD_RESOURCES = (
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("batch", "jobs"),
+    ("v1", "services"),
+    ("policy", "poddisruptionbudgets"),
+)
 logger = logging.getLogger(__name__)
 
 
@@ -52,8 +58,8 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     # Only our explicit Events reach users; handler log lines stay in the operator's log.
     settings.posting.level = logging.WARNING
     # The API server sends only the operator's own children: kopf's `labels=` on a handler
-    # filters after the whole cluster's Deployments, StatefulSets and Jobs arrived (and were
-    # kept in memory); every child the operator makes carries this label (standard_labels).
+    # filters after the whole cluster's Deployments, Services... arrived (and were kept in
+    # memory); every child the operator makes carries this label (standard_labels).
     for group, plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group, plural] = f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -123,6 +124,7 @@ from mlflow_operator.core.modeldeployment.quality import (
     judge_quality,
     quality_degraded,
 )
+from mlflow_operator.core.modeldeployment.recheck import recheck_after
 from mlflow_operator.core.modeldeployment.resolution import Resolution, Resolved, resolve_target
 from mlflow_operator.core.modeldeployment.rollout import (
     PlannedEvent,
@@ -168,6 +170,7 @@ from mlflow_operator.reconcilers.common import (
 from mlflow_operator.reconcilers.prefetch import Prefetches
 from mlflow_operator.reconcilers.quality import LiveQuality
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
+from mlflow_operator.reconcilers.watched import WatchedChildren
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.tag_writer import AliasMove, RegistryWrite, TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
@@ -176,12 +179,8 @@ logger = logging.getLogger(__name__)
 
 API = f"{API_GROUP}/{API_VERSION}"
 KIND = "ModelDeployment"
-# While a rollout runs, look again this often even without a watch event (a safety net).
-ROLLOUT_RECHECK_SECONDS = 2.0
 # the shortest window of a Prometheus analysis query: increase() needs two scrapes in it
 PROMETHEUS_MIN_WINDOW_SECONDS = 60
-# How often the autoscaler samples the pods' load (an HPA's default sync period is 15 s).
-AUTOSCALE_SECONDS = 5.0
 FIRST_SWEEP_WAIT_SECONDS = 10.0
 RUN_METRICS_KEPT = 4096  # runs whose metrics promotion gates read (oldest dropped first)
 PREFLIGHTS_KEPT = 4096  # pre-flight verdicts kept (least recently used dropped first)
@@ -247,6 +246,11 @@ class ModelDeploymentReconciler:
     _image_contents: dict[str, ImageContents] | None = None
     # objects told that serving.cache is on but the operator has no model cache
     _told_no_cache: ToldOnce = field(default_factory=ToldOnce)
+    # per object: (the resourceVersion its last status write replaced, the object written),
+    # until the watch tells that write (`_latest`)
+    _written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # the children read from watch streams, not GETs (set by the kopf glue once it runs)
+    children: WatchedChildren = field(default_factory=WatchedChildren)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -278,12 +282,7 @@ class ModelDeploymentReconciler:
     async def _reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
     ) -> ReconcileResult:
-        # kopf's body may be older than the status this operator last wrote: decide only from
-        # the object as the API server has it now (and write status on that version only).
-        known = Owner.from_body(body)
-        fresh = await self._api.get(API, KIND, known.name, known.namespace)
-        if fresh is None:
-            return ReconcileResult(recheck_after=300.0)  # deleted; kopf stops the daemon
+        fresh = self._latest(body)
         owner = Owner.from_body(fresh)
         generation = fresh["metadata"].get("generation")
         version = fresh["metadata"].get("resourceVersion")
@@ -304,9 +303,7 @@ class ModelDeploymentReconciler:
         view = await self._registry(spec, owner, interval, wake)
         registry = view.state
         resolution = resolve_target(spec.model, registry.snapshot) if registry.synced else None
-        deployment = await self._api.get(
-            "apps/v1", "Deployment", serving_name(owner.name), owner.namespace
-        )
+        deployment = await self._read("apps/v1", "Deployment", serving_name(owner.name), owner)
         observed = observe_deployment(
             deployment,
             await self._pods(owner, deployment),
@@ -371,13 +368,15 @@ class ModelDeploymentReconciler:
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
-        return ReconcileResult(recheck_after=_recheck_after(plan, interval, scaled))
+        recheck = recheck_after(plan, spec, interval, autoscaled=scaled is not None)
+        return ReconcileResult(recheck_after=recheck)
 
     def forget(self, body: Any) -> None:
         """The ModelDeployment is gone (or this operator stops following it)."""
         owner = Owner.from_body(body)
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
+        self._written.pop(_key(owner), None)
         self._identity_problems.forget(_key(owner))
         self._refusals.forget(_key(owner))
         self._load_samples.pop(_key(owner), None)
@@ -578,8 +577,8 @@ class ModelDeploymentReconciler:
         self, manifest: dict[str, Any] | None, api_version: str, kind: str, name: str, owner: Owner
     ) -> bool:
         """The child as built, applied only when the live one differs; deleted when none is
-        wanted. One GET per reconcile, no write at rest. Whether it wrote."""
-        live = await self._api.get(api_version, kind, name, owner.namespace)
+        wanted. No write at rest. Whether it wrote."""
+        live = await self._read(api_version, kind, name, owner)
         if manifest is None:
             if live is None:
                 return False
@@ -590,6 +589,14 @@ class ModelDeploymentReconciler:
             return False
         await self._api.apply(desired)
         return True
+
+    async def _read(
+        self, api_version: str, kind: str, name: str, owner: Owner
+    ) -> dict[str, Any] | None:
+        """A child of `owner`: from the watch when it is indexed (reconcilers/watched.py)."""
+        if self.children.knows(kind):
+            return self.children.get(kind, name, owner.namespace)
+        return await self._api.get(api_version, kind, name, owner.namespace)
 
     async def _autoscale(
         self,
@@ -668,7 +675,7 @@ class ModelDeploymentReconciler:
                 await self._ensure(None, "discovery.k8s.io/v1", "EndpointSlice", slice_name, owner)
             return
         self._activated.add(key)
-        service = await self._api.get("v1", "Service", serving_name(owner.name), owner.namespace)
+        service = await self._read("v1", "Service", serving_name(owner.name), owner)
         cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
         activator.route(
             ActivatorRoute(
@@ -753,7 +760,7 @@ class ModelDeploymentReconciler:
             return None
         shadow = trial is not None and trial.kind == SHADOW
         name = shadow_name(owner.name) if shadow else canary_name(owner.name)
-        live = await self._api.get("apps/v1", "Deployment", name, owner.namespace)
+        live = await self._read("apps/v1", "Deployment", name, owner)
         seen = observe_deployment(live, await self._pods(owner, live) if live else [])
         current = observed.version if observed.exists else None
         judgement = None
@@ -1182,9 +1189,25 @@ class ModelDeploymentReconciler:
             API, KIND, owner.name, owner.namespace, status_patch(new),
             resource_version=resource_version,
         )  # fmt: skip
+        if resource_version is not None:
+            self._written[_key(owner)] = (resource_version, stored)
         meta = stored.get("metadata") or {}
         written: str | None = meta.get("resourceVersion", resource_version)
         return written
+
+    def _latest(self, body: Any) -> dict[str, Any]:
+        """The ModelDeployment to decide from: kopf's live body, which the watch keeps current,
+        unless it is still the version this operator's last status write replaced (the watch
+        tells a write a moment after it returns). Decisions are written onto exactly this
+        version (`_write_status`), so one taken from an older one fails with 409 and is taken
+        again, never acted on."""
+        seen = copy.deepcopy(dict(body))  # the live body is replaced under a running reconcile
+        key = _key(Owner.from_body(seen))
+        written = self._written.get(key)
+        if written is not None and written[0] == seen["metadata"].get("resourceVersion"):
+            return copy.deepcopy(written[1])
+        self._written.pop(key, None)  # the watch has told it, or someone changed it since
+        return seen
 
     async def _report_refusal(self, body: Any, refusal: ApiRefusal, emit: EventSink) -> None:
         """Ready=False naming the refusal, and one Warning Event per distinct refusal."""
@@ -1258,7 +1281,6 @@ class ModelDeploymentReconciler:
             serving=status.serving_version,
             # as status says it (Progressing reason Suspended), so the alert agrees with kubectl
             suspended=any(c.reason == SUSPENDED for c in status.conditions),
-            last_sync=status.last_registry_sync,
             succeeded=bool(plan.succeeded_version),
             failed=bool(plan.failed_version),
             rolled_back=any(e.reason == ROLLING_BACK for e in plan.events),
@@ -1270,12 +1292,6 @@ class ModelDeploymentReconciler:
                 else None
             ),
         )
-
-
-def _recheck_after(plan: RolloutPlan, interval: float, scaled: AutoscalingStatus | None) -> float:
-    """Soon while a rollout moves or the autoscaler samples the load; else at the poll."""
-    recheck = ROLLOUT_RECHECK_SECONDS if plan.rolling_out else interval
-    return min(recheck, AUTOSCALE_SECONDS) if scaled is not None else recheck
 
 
 def _created(obj: dict[str, Any], now: datetime) -> datetime:

@@ -94,6 +94,11 @@ class RegistryWatcher:
     def idle(self) -> bool:
         return not self._followers
 
+    @property
+    def followers(self) -> tuple[str, ...]:
+        """The keys (namespace/name) of the ModelDeployments that follow this endpoint."""
+        return tuple(self._followers)
+
     def follows_model(self, model: str) -> bool:
         return any(f.model == model for f in self._followers.values())
 
@@ -346,14 +351,14 @@ class RegistryHub:
             watcher.poke()
         return len(poked)
 
-    def health(self) -> list[tuple[str, bool, datetime | None]]:
-        """Each endpoint read now: its URL, whether its last sweep succeeded, and when one
-        last did (the operator's registry metrics; called from the scrape thread, hence the
-        copy of the watchers)."""
+    def health(self) -> list[tuple[str, bool, datetime | None, tuple[str, ...]]]:
+        """Each endpoint read now: its URL, whether its last sweep succeeded, when one last
+        did, and the ModelDeployments (namespace/name) that follow it (the operator's registry
+        metrics; called from the scrape thread, hence the copies)."""
         found = []
         for watcher in list(self._watchers.values()):
             state = watcher.state("")  # whether and when it synced is the same for every model
-            found.append((watcher.client.url, state.synced, state.last_sync))
+            found.append((watcher.client.url, state.synced, state.last_sync, watcher.followers))
         return found
 
     async def close(self) -> None:

@@ -12,7 +12,6 @@ from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan
 from mlflow_operator.core.modeldeployment.status import (
-    SYNC_STAMP_REFRESH,
     invalid_status,
     not_ready_status,
     status_changed,
@@ -50,14 +49,15 @@ def test_a_refusal_that_needs_no_person_leaves_degraded_alone() -> None:
     assert [c.type for c in status.conditions] == ["Ready"]
 
 
-def test_only_a_sync_stamp_older_than_the_refresh_is_worth_a_write() -> None:
+def test_a_sync_stamp_alone_is_never_worth_a_write() -> None:
     last = ModelDeploymentStatus(serving_version="2", last_registry_sync=NOW)
     moved = last.model_copy(update={"last_registry_sync": NOW + timedelta(seconds=30)})
-    stale = last.model_copy(update={"last_registry_sync": NOW + SYNC_STAMP_REFRESH})
+    days = last.model_copy(update={"last_registry_sync": NOW + timedelta(days=3)})
     assert not status_changed(last, last)
     assert not status_changed(last, moved)
-    assert status_changed(last, stale)
+    assert not status_changed(last, days)
     assert status_changed(last, moved.model_copy(update={"serving_version": "3"}))
+    assert status_changed(ModelDeploymentStatus(serving_version="2"), moved)  # the first one
 
 
 def test_write_back_tags_name_the_new_the_replaced_and_the_failed_version() -> None:

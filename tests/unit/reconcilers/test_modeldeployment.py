@@ -20,12 +20,10 @@ from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.modeldeployment.canary import Traffic
 from mlflow_operator.core.modeldeployment.prefetch import NodePrefetch
 from mlflow_operator.core.modeldeployment.preflight import ModelFiles, contents_from_lock
+from mlflow_operator.core.modeldeployment.recheck import ROLLOUT_RECHECK_SECONDS
 from mlflow_operator.core.naming import ANNOTATION_MIRROR_CONFIG, LABEL_MODEL_VERSION
 from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
-from mlflow_operator.reconcilers.modeldeployment import (
-    ROLLOUT_RECHECK_SECONDS,
-    ModelDeploymentReconciler,
-)
+from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from tests.unit.reconcilers.fakes import (
     NAMESPACE,
     FakeHub,
@@ -186,18 +184,11 @@ async def test_a_concurrent_change_refuses_the_status_write_and_nothing_acts() -
     """
     world = await serving_v1_failing_v2()
     kube = world.kube
-    real_get = kube.get
-
-    async def get_then_someone_writes(api_version: str, kind: str, name: str, ns: str) -> Any:
-        found = await real_get(api_version, kind, name, ns)
-        if kind == "ModelDeployment":
-            kube._bump(kube.objects[(kind, ns, name)])  # e.g. a person edits the spec now
-        return found
-
-    kube.get = get_then_someone_writes  # type: ignore[method-assign]
+    seen = world.body  # what the watch told
+    kube._bump(kube.objects[("ModelDeployment", NAMESPACE, "fraud")])  # a person edits it now
     kube.writes.clear()
     world.events.clear()
-    result = await world.reconcile()
+    result = await world.reconcile(seen)
     assert kube.writes == []
     assert world.events == []  # nothing to report: the next reconcile decides again, at once
     assert result.recheck_after == CONFLICT_RETRY_SECONDS

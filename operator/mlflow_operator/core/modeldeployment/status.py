@@ -4,17 +4,11 @@ whether a new one is worth a write. Pure; `now` is passed in."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentStatus
 from mlflow_operator.core.conditions import INVALID_SPEC, READY, set_condition
 from mlflow_operator.core.modeldeployment.conditions import DEGRADED
-
-# lastRegistrySync alone does not justify a status write more often than this.
-# An idle object's status is written once an hour for the sync stamp alone (issue scale-ha: at
-# most one idle write per object and hour); the live value is the metric
-# mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds, updated every sweep.
-SYNC_STAMP_REFRESH = timedelta(hours=1)
 
 
 def not_ready_status(
@@ -47,12 +41,15 @@ def invalid_status(
 
 
 def status_changed(last: ModelDeploymentStatus, new: ModelDeploymentStatus) -> bool:
-    """Whether `new` is worth a write: any change but a lastRegistrySync moved by less than
-    SYNC_STAMP_REFRESH (every sweep moves it; a write per sweep per object is too many)."""
+    """Whether `new` is worth a write: any change but a lastRegistrySync moved alone.
+
+    Every sweep moves the stamp; writing it even hourly would be 10,000 writes an hour for
+    10,000 idle objects (issue scale-ha). It goes along with other changes; the live value is
+    the metric mlflow_operator_modeldeployment_last_registry_sync_timestamp_seconds, and a
+    failed read turns RegistrySynced False at once.
+    """
     if last.to_wire() == new.to_wire():
         return False
     old_sync, new_sync = last.last_registry_sync, new.last_registry_sync
     only_stamp = last.model_copy(update={"last_registry_sync": new_sync}).to_wire() == new.to_wire()
-    if only_stamp and old_sync is not None and new_sync is not None:
-        return new_sync - old_sync >= SYNC_STAMP_REFRESH
-    return True
+    return not (only_stamp and old_sync is not None and new_sync is not None)
