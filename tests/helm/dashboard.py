@@ -100,8 +100,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             Panel(
                 "Registry sync age",
                 "Seconds since the registry was read: per registry, and per ModelDeployment "
-                "(set at every sweep; its status.lastRegistrySync is written with other "
-                "changes and at least every hour).",
+                "(set at every sweep; its status.lastRegistrySync is written only with "
+                "other changes).",
                 (
                     Query(
                         "time() - max by (endpoint) "

@@ -38,6 +38,7 @@ NOT_REASONS = {
     *("PodScheduled", "Unschedulable", "Complete", "ProgressDeadlineExceeded"),
     # HTTP and MLflow's REST API, spoken by registry/
     *("GET", "POST", "PATCH", "DELETE", "Authorization", "ACTIVE"),
+    "DELETED",  # a watch event's type (handlers/)
     # verdicts of status.gates, phases of status.rollout, a canary judgement's verdict
     *("Passed", "Blocked", "Promoting", "Promoted", "Aborted", "Waiting"),
     # verdicts of status.preflight; MLflow's file of a model; the values of the PEP 508 marker

@@ -20,14 +20,15 @@ from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from mlflow_operator.handlers.reconcile_loop import reconcile_until_stopped, wake
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
-from mlflow_operator.reconcilers.watched import WatchedChildren, watched_copy
+from mlflow_operator.reconcilers.watched import Watched, watched_copy
 
 SERVING_CHILD = {LABEL_MODEL_DEPLOYMENT: kopf.PRESENT}
 # kind -> the id of the kopf index that holds it (kopf passes each index by its id)
-INDEXED_CHILDREN = {
+INDEXED_KINDS = {
     "Deployment": "serving_deployments",
     "Service": "serving_services",
     "PodDisruptionBudget": "serving_pdbs",
+    "MLflowServer": "mlflow_servers",
 }
 
 
@@ -52,15 +53,19 @@ def serving_pdbs(namespace: str | None, name: str, body: kopf.Body, **_: Any) ->
     return _by_name(namespace, name, body)
 
 
+@kopf.index(API_GROUP, API_VERSION, "mlflowservers", id="mlflow_servers")
+def mlflow_servers(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """The servers a ModelDeployment's serverRef names (the few of a cluster)."""
+    return _by_name(namespace, name, body)
+
+
 @kopf.daemon(API_GROUP, API_VERSION, "modeldeployments", id="reconcile", cancellation_timeout=10)
 async def modeldeployment_daemon(
     body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     reconciler: ModelDeploymentReconciler = memo.modeldeployments
     # the same indices for every daemon, for the life of the process
-    reconciler.children = WatchedChildren(
-        {kind: kwargs[index] for kind, index in INDEXED_CHILDREN.items()}
-    )
+    reconciler.watched = Watched({kind: kwargs[index] for kind, index in INDEXED_KINDS.items()})
     key = f"{body.metadata.namespace}/{body.metadata.name}"
     woken = memo.wakers.setdefault(key, asyncio.Event())
 
@@ -102,3 +107,24 @@ def serving_child_changed(
     """Rollout progress of a serving Deployment, or a change to any serving child (a person's
     edit, a deletion), reconciles its ModelDeployment now: nothing else looks at rest."""
     wake(memo, f"{namespace}/{labels[LABEL_MODEL_DEPLOYMENT]}")
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "mlflowservers")
+def mlflow_server_changed(
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """A server's spec changed (its address, its auth) or it went: the ModelDeployments of its
+    namespace reconcile now, since at rest they are not reconciled on a timer. Its status
+    changes wake nobody."""
+    key, generation = f"{namespace}/{name}", meta.get("generation")
+    before = memo.server_generations.pop(key, None)
+    if type != "DELETED":
+        memo.server_generations[key] = generation
+    if type == "DELETED" or (before is not None and before != generation):
+        for follower in [k for k in memo.wakers if k.startswith(f"{namespace}/")]:
+            wake(memo, follower)

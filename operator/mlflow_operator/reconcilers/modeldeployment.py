@@ -170,7 +170,7 @@ from mlflow_operator.reconcilers.common import (
 from mlflow_operator.reconcilers.prefetch import Prefetches
 from mlflow_operator.reconcilers.quality import LiveQuality
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
-from mlflow_operator.reconcilers.watched import WatchedChildren
+from mlflow_operator.reconcilers.watched import Watched
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.tag_writer import AliasMove, RegistryWrite, TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
@@ -250,7 +250,7 @@ class ModelDeploymentReconciler:
     # until the watch tells that write (`_latest`)
     _written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     # the children read from watch streams, not GETs (set by the kopf glue once it runs)
-    children: WatchedChildren = field(default_factory=WatchedChildren)
+    watched: Watched = field(default_factory=Watched)
 
     def __post_init__(self) -> None:
         self._api = NamingKube(self.kube)
@@ -368,7 +368,11 @@ class ModelDeploymentReconciler:
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
-        recheck = recheck_after(plan, spec, interval, autoscaled=scaled is not None)
+        recheck = recheck_after(
+            plan, spec, interval,
+            autoscaled=scaled is not None,
+            reads_secret=view.endpoint is not None and view.endpoint.credentials is not None,
+        )  # fmt: skip
         return ReconcileResult(recheck_after=recheck)
 
     def forget(self, body: Any) -> None:
@@ -413,7 +417,7 @@ class ModelDeploymentReconciler:
         not be done, or None."""
         cannot = f"the MLflow user of its serving pods on MLflowServer {server!r} was not deleted"
         try:
-            endpoint = await self._server_endpoint(server, owner.namespace)
+            endpoint = await self._server_endpoint(server, owner)
             if endpoint.credentials is None:
                 return None  # basic auth is off: there are no users
             credentials = await self._credentials(endpoint.credentials, owner.namespace)
@@ -593,9 +597,10 @@ class ModelDeploymentReconciler:
     async def _read(
         self, api_version: str, kind: str, name: str, owner: Owner
     ) -> dict[str, Any] | None:
-        """A child of `owner`: from the watch when it is indexed (reconcilers/watched.py)."""
-        if self.children.knows(kind):
-            return self.children.get(kind, name, owner.namespace)
+        """An object in `owner`'s namespace: from the watch when its kind is indexed
+        (reconcilers/watched.py), else a GET."""
+        if self.watched.knows(kind):
+            return self.watched.get(kind, name, owner.namespace)
         return await self._api.get(api_version, kind, name, owner.namespace)
 
     async def _autoscale(
@@ -1019,7 +1024,7 @@ class ModelDeploymentReconciler:
         hold its values), only the operator cannot read the registry with it.
         """
         try:
-            endpoint = await self._endpoint(spec, owner.namespace)
+            endpoint = await self._endpoint(spec, owner)
         except EndpointProblem as problem:
             self.hub.unfollow(_key(owner))
             return _RegistryView(_unreadable(problem))
@@ -1054,10 +1059,10 @@ class ModelDeploymentReconciler:
             watcher.seconds_since_change(spec.model.name),
         )
 
-    async def _endpoint(self, spec: ModelDeploymentSpec, namespace: str) -> TrackingEndpoint:
+    async def _endpoint(self, spec: ModelDeploymentSpec, owner: Owner) -> TrackingEndpoint:
         registry = spec.registry
         if registry.server_ref is not None:
-            endpoint = await self._server_endpoint(registry.server_ref.name, namespace)
+            endpoint = await self._server_endpoint(registry.server_ref.name, owner)
         else:
             assert registry.tracking_uri is not None  # noqa: S101  (the API rules: one of the two)
             keys = (
@@ -1073,11 +1078,11 @@ class ModelDeploymentReconciler:
             endpoint = TrackingEndpoint(registry.tracking_uri, keys, serving_credentials=serving)
         return endpoint
 
-    async def _server_endpoint(self, name: str, namespace: str) -> TrackingEndpoint:
-        server_body = await self._api.get(API, "MLflowServer", name, namespace)
+    async def _server_endpoint(self, name: str, owner: Owner) -> TrackingEndpoint:
+        server_body = await self._read(API, "MLflowServer", name, owner)
         if server_body is None:
             raise EndpointProblem(
-                SERVER_NOT_FOUND, f"MLflowServer {name!r} not found in namespace {namespace}"
+                SERVER_NOT_FOUND, f"MLflowServer {name!r} not found in namespace {owner.namespace}"
             )
         return layout.tracking_endpoint(MLflowServer.model_validate(server_body))
 

@@ -1,10 +1,11 @@
-"""A ModelDeployment's children as the operator's watch streams last told them.
+"""What a ModelDeployment's reconcile reads, as the operator's watch streams last told it.
 
-A reconcile reads its Deployment, Service and PodDisruptionBudget from here instead of a GET
-each: an idle operator then asks the API server nothing at all (docs/benchmarks.md, the
-scale goal of <= 1 request per second for 10,000 ModelDeployments). The indices behind it are
-kopf's (handlers/modeldeployment.py): kopf starts no daemon before every index holds the
-initial listing, so an empty entry means the child does not exist, not "not read yet".
+Its serving Deployment, Service and PodDisruptionBudget and its MLflowServer are read from
+here instead of a GET each: an idle operator then asks the API server nothing at all
+(docs/benchmarks.md, the scale goal of <= 1 request per second for 10,000 ModelDeployments).
+The indices behind it are kopf's (handlers/modeldeployment.py): kopf starts no daemon before
+every index holds the initial listing, so an empty entry means the object does not exist, not
+"not read yet".
 
 What the watch has not delivered yet (a child applied a moment ago) is seen one event later;
 every decision taken from it is written with the ModelDeployment's resourceVersion, and every
@@ -18,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # (namespace, name) -> the objects of that name: kopf's Index, a mapping of keys to stores
-ChildIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
+KindIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
 
 
 def watched_copy(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What an index keeps of a child: all of it but managedFields (the largest part of a
+    """What an index keeps of an object: all of it but managedFields (the largest part of a
     Deployment, read by nobody here)."""
     kept = {key: value for key, value in body.items() if key != "metadata"}
     metadata = body.get("metadata") or {}
@@ -31,14 +32,14 @@ def watched_copy(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class WatchedChildren:
+class Watched:
     """The indices of the kinds read from the watch; other kinds are read with a GET."""
 
-    indices: Mapping[str, ChildIndex] = field(default_factory=dict)  # kind -> index
+    indices: Mapping[str, KindIndex] = field(default_factory=dict)  # kind -> index
 
     def knows(self, kind: str) -> bool:
         return kind in self.indices
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        """The child named so, or None when the watch knows of none."""
+        """The object named so, or None when the watch knows of none."""
         return next(iter(self.indices[kind].get((namespace, name), ())), None)

@@ -67,6 +67,7 @@ class RegistryWatcher:
         self._error = ""
         self._reason = ""
         self._failures = 0
+        self._told_stalled = False  # whether followers were woken to a stall not over yet
         self._poke = asyncio.Event()
         self._swept_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -170,13 +171,29 @@ class RegistryWatcher:
     async def run(self) -> None:
         while self._followers:
             self._poke.clear()
-            try:
-                await self.sweep()
-            except Exception:  # a bug must not end the loop; the watchdog reports the silence
-                logger.exception("registry sweep of %s crashed", self.client.display_url)
+            sweeping = asyncio.ensure_future(self._guarded_sweep())
+            while not sweeping.done():  # a sweep that hangs is told once it counts as stalled
+                until = STALL_INTERVALS * self._interval() - (self._clock() - self._since)
+                await asyncio.wait({sweeping}, timeout=until if until > 0 else self._interval())
+                self._tell_stall()
+            self._tell_stall()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self._next_delay())
         await self.client.close()
+
+    async def _guarded_sweep(self) -> None:
+        try:
+            await self.sweep()
+        except Exception:  # a bug must not end the loop; the watchdog reports the silence
+            logger.exception("registry sweep of %s crashed", self.client.display_url)
+
+    def _tell_stall(self) -> None:
+        """Wake every follower when the watchdog starts or stops calling this registry stalled:
+        followers at rest are reconciled only when woken (core/modeldeployment/recheck.py)."""
+        stalled = bool(self._stalled())
+        if stalled != self._told_stalled:
+            self._told_stalled = stalled
+            self._wake({f.model for f in self._followers.values()})
 
     async def stop(self) -> None:
         if self._task is not None:

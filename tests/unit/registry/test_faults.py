@@ -175,3 +175,30 @@ async def test_a_watcher_silent_for_three_intervals_says_so(
         assert watcher.state("fraud").synced
     finally:
         await watcher.client.close()
+
+
+async def test_followers_are_woken_when_a_hung_sweep_becomes_a_stall(
+    mlflow: tuple[Misbehaving, str],
+) -> None:
+    """A ModelDeployment at rest is reconciled only when woken: the watchdog's verdict must
+    wake it, though no sweep finished to do so (found by the e2e of registry faults)."""
+    fake, url = mlflow
+    seen: list[tuple[bool, str]] = []
+    watcher = RegistryWatcher(RegistryClient(url, timeout_seconds=1))
+
+    def wake() -> None:
+        state = watcher.state("fraud")
+        seen.append((state.synced, state.reason))
+
+    watcher.follow("ml/fraud", Follower("fraud", 0.05, wake=wake))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if watcher.state("fraud").synced:
+                break
+        seen.clear()
+        fake.mode = "slow"  # the next sweep hangs for the client's 1 s timeout
+        await asyncio.sleep(0.6)
+        assert (False, "RegistryStalled") in seen
+    finally:
+        await watcher.stop()

@@ -7,7 +7,9 @@ registry watcher when its model moves or the registry's reachability changes
 long while, as controller-runtime's SyncPeriod does (10 h there): work scales with changes,
 not with objects (issue scale-ha). What has a clock of its own (a rollout's progress and
 deadline, the autoscaler's samples, drift and quality read from the pods, a held or failed
-version, a registry error) is looked at every poll interval, as before.
+version, a registry error) is looked at every poll interval, as before; so is one whose
+registry credentials come from a Secret: Secrets are not watched (the operator cannot list
+them, by design), and a deleted or rotated one must show in status.
 """
 
 from __future__ import annotations
@@ -26,16 +28,21 @@ ROLLOUT_RECHECK_SECONDS = 2.0
 AUTOSCALE_SECONDS = 5.0
 # A ModelDeployment at rest is reconciled this often anyway: a missed watch event (the API
 # server's watch cache can drop one under pressure) is repaired within it.
-RESYNC_SECONDS = 3600.0
+RESYNC_SECONDS = 36000.0
 
 
 def recheck_after(
-    plan: RolloutPlan, spec: ModelDeploymentSpec, interval: float, *, autoscaled: bool
+    plan: RolloutPlan,
+    spec: ModelDeploymentSpec,
+    interval: float,
+    *,
+    autoscaled: bool,
+    reads_secret: bool,
 ) -> float:
     """Seconds until the next reconcile unless something wakes the object first."""
     if plan.rolling_out:
         recheck = ROLLOUT_RECHECK_SECONDS
-    elif at_rest(plan.status, spec):
+    elif at_rest(plan.status, spec) and not reads_secret:
         recheck = RESYNC_SECONDS
     else:
         recheck = interval

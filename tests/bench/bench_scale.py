@@ -1,0 +1,235 @@
+"""ModelDeployments by the thousand: operator memory, idle API requests, registry requests, and
+one alias move rolled out to 1,000 of them.
+
+    .venv/bin/python -m tests.bench.bench_scale [--scales 1000,5000,10000] [--hot 1000]
+        [--models 1000] [--idle 60]
+
+Runs the real pieces with simulated pods, as issue scale-ha allows for scale: the local control
+plane with KWOK nodes only (no real node), MLflow on PostgreSQL and MinIO, and `mlflow-operator
+run` as a process with leader election on (as the chart runs it), as a ServiceAccount whose
+requests the API server's audit log records (tests/support/audit.py): API requests are counted
+by the API server, not estimated. Prints numbers; nothing here passes or fails.
+
+`--models` registered models; the first (the hot one) is followed by the first `--hot`
+ModelDeployments, one pod each; the others follow the rest round robin with `replicas: 0`.
+At each scale N (cumulative, one namespace):
+
+- ready_s: from the apply of the new ones until all N are Ready;
+- idle: the operator's API requests in `--idle` seconds with nothing changing, per second and
+  by verb and resource; status writes among them;
+- registry_gets_per_interval: MLflow GETs per poll interval (30 s), through a counting proxy;
+- rss_mib: the operator process's resident memory;
+- alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
+  Ready on it (every pod of it ready), and the API requests the operator made meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.bench.bench_promotion import operator_rss_mib
+from tests.bench.world import wait
+from tests.cluster.launcher import ControlPlane, KubeCluster
+from tests.cluster.simulation import cpu_node
+from tests.e2e.modeldeployments import model_deployment
+from tests.e2e.operator_process import OperatorProcess
+from tests.mlflowstack import stack as stack_module
+from tests.mlflowstack.models import ModelRegistry
+from tests.support.audit import AuditedRequest, audited_kubeconfig, requests_of
+from tests.support.counting_proxy import CountingProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "bench-scale"
+HOT_LABEL = "bench.mlflowops.dev/hot"
+POLL = 30.0
+APPLY_BATCH = 200
+WRITES = ("create", "update", "patch", "delete")
+
+
+def add_pod_room(cluster: KubeCluster, pods: int) -> None:
+    """Simulated nodes with room for `pods` pods (the cluster's own hold 330)."""
+    per_node = 1000
+    for index in range(-(-pods // per_node)):
+        node = cpu_node(100 + index)
+        name = f"kwok-bench-{index}"
+        node["metadata"]["name"] = name
+        node["metadata"]["labels"]["kubernetes.io/hostname"] = name
+        room = {"cpu": "2000", "memory": "8Ti", "pods": str(per_node), "ephemeral-storage": "10Ti"}
+        node["status"] = {"allocatable": room, "capacity": room}
+        cluster.apply(node)
+
+
+def register_models(tracking_uri: str, registry: ModelRegistry, count: int) -> list[str]:
+    """`count` registered models, each with version 1 behind alias champion. One real logged
+    model; the others' versions name the same artifacts (the registry is what is measured)."""
+    hot = "bench-hot"
+    first = registry.log_version(hot)
+    registry.set_alias(hot, "champion", first.version)
+    source = registry.client.get_model_version(hot, first.version).source
+    api = f"{tracking_uri}/api/2.0/mlflow"
+    session = requests.Session()
+    names = [hot]
+    for index in range(1, count):
+        name = f"bench-{index}"
+        for path, body in (
+            ("registered-models/create", {"name": name}),
+            ("model-versions/create", {"name": name, "source": source, "run_id": first.run_id}),
+            ("registered-models/alias", {"name": name, "alias": "champion", "version": "1"}),
+        ):
+            session.post(f"{api}/{path}", json=body, timeout=30).raise_for_status()
+        names.append(name)
+    return names
+
+
+def deployments(names: list[str], start: int, stop: int, hot: int, uri: str) -> list[Any]:
+    found = []
+    for index in range(start, stop):
+        is_hot = index < hot
+        model = names[0] if is_hot else names[1 + index % (len(names) - 1)]
+        manifest = model_deployment(
+            f"md-{index}", NAMESPACE, model, uri, poll=f"{POLL:.0f}s",
+            serving={"replicas": 1 if is_hot else 0},
+        )  # fmt: skip
+        manifest["metadata"]["labels"] = {HOT_LABEL: str(is_hot).lower()}
+        found.append(manifest)
+    return found
+
+
+def readiness(cluster: KubeCluster, *selector: str) -> list[tuple[str, str]]:
+    """(servingVersion, Ready status) of every ModelDeployment (matching `selector`)."""
+    template = (
+        '{range .items[*]}{.status.servingVersion}{" "}'
+        '{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'
+    )
+    out = cluster.kubectl("get", "mdep", "-n", NAMESPACE, *selector, "-o", f"jsonpath={template}")
+    return [tuple(line.split(" ", 1)) for line in out.stdout.splitlines()]  # type: ignore[misc]
+
+
+def all_ready(cluster: KubeCluster, expected: int, *selector: str, version: str = "") -> bool:
+    rows = readiness(cluster, *selector)
+    return len(rows) == expected and all(
+        ready == "True" and (not version or serving == version) for serving, ready in rows
+    )
+
+
+def summary(requests_seen: list[AuditedRequest]) -> dict[str, int]:
+    return dict(Counter(r.what for r in requests_seen).most_common())
+
+
+def measure(
+    cluster: KubeCluster,
+    registry: ModelRegistry,
+    operator: OperatorProcess,
+    user: str,
+    proxy: CountingProxy,
+    names: list[str],
+    scales: list[int],
+    hot: int,
+    idle_seconds: float,
+) -> None:
+    created = 0
+    hot_version = 1
+    for target in scales:
+        batch = deployments(names, created, target, hot, proxy.url)
+        started = time.monotonic()
+        for first in range(0, len(batch), APPLY_BATCH):
+            items = {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": batch[first : first + APPLY_BATCH],
+            }
+            cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(items))
+        created = target
+
+        def everything_ready(count: int = target) -> bool:
+            return all_ready(cluster, count)
+
+        wait(everything_ready, 3600, f"{target} Ready", every=5)
+        ready_s = time.monotonic() - started
+
+        time.sleep(POLL)  # the last rollouts' status writes and Events
+        seen = len(requests_of(cluster, user))
+        gets = proxy.total("GET ")
+        time.sleep(idle_seconds)
+        idle = requests_of(cluster, user)[seen:]
+        registry_gets = (proxy.total("GET ") - gets) / (idle_seconds / POLL)
+        status_writes = [r for r in idle if r.resource.endswith("/status") and r.verb in WRITES]
+        row: dict[str, Any] = {
+            "deployments": target,
+            "ready_s": round(ready_s, 1),
+            "idle_requests_per_s": round(len(idle) / idle_seconds, 3),
+            "idle_status_writes": len(status_writes),
+            "idle_requests": summary(idle),
+            "registry_gets_per_interval": round(registry_gets, 1),
+            "rss_mib": round(operator_rss_mib(operator), 1),
+        }
+
+        hot_version += 1
+        version = registry.log_version(names[0]).version
+        assert int(version) == hot_version, (version, hot_version)
+        seen = len(requests_of(cluster, user))
+        moved = time.monotonic()
+        registry.set_alias(names[0], "champion", version)
+
+        def hot_ready(on: str = version) -> bool:
+            return all_ready(cluster, hot, "-l", f"{HOT_LABEL}=true", version=on)
+
+        wait(hot_ready, 1800, f"{hot} Ready on version {version}", every=1)
+        row["alias_move_rolled_out_s"] = round(time.monotonic() - moved, 1)
+        during = requests_of(cluster, user)[seen:]
+        row["alias_move_requests"] = len(during)
+        row["alias_move_requests_by_kind"] = summary(during)
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scales", default="1000,5000,10000")
+    parser.add_argument("--hot", type=int, default=1000)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--idle", type=float, default=60.0)
+    args = parser.parse_args()
+    scales = [int(s) for s in args.scales.split(",") if s]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    plane = ControlPlane(real_node=False)
+    try:
+        cluster = plane.start()
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.mlflowops.dev")
+        cluster.kubectl("create", "namespace", NAMESPACE)
+        add_pod_room(cluster, args.hot)
+        with stack_module.running(workdir / "mlflow") as stack:
+            registry = ModelRegistry(stack.tracking_uri)
+            started = time.monotonic()
+            names = register_models(stack.tracking_uri, registry, args.models)
+            print(f"{len(names)} registered models in {time.monotonic() - started:.0f}s")
+            kubeconfig, user = audited_kubeconfig(cluster, "bench", workdir / "kubeconfig")
+            proxy = CountingProxy(stack.tracking_uri).start()
+            operator = OperatorProcess(
+                kubeconfig,
+                workdir,
+                extra_env={
+                    "MLFLOW_OPERATOR_LEADER_ELECTION": "true",
+                    "MLFLOW_OPERATOR_LEADER_ELECTION_NAMESPACE": "audited",
+                },
+            ).start()
+            try:
+                measure(cluster, registry, operator, user, proxy, names, scales, args.hot,
+                        args.idle)  # fmt: skip
+            finally:
+                operator.stop()
+                proxy.stop()
+    finally:
+        plane.cleanup()
+
+
+if __name__ == "__main__":
+    main()
