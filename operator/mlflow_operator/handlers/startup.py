@@ -152,6 +152,7 @@ async def close_services(memo: kopf.Memo, **_: Any) -> None:
         await memo.modeldeployments.tag_writer.close()
         await memo.modeldeployments.pod_metrics.close()
         await memo.modeldeployments.prefetches.close()
+        await memo.modeldeployments.secret_watch.close()
         if memo.modeldeployments.prometheus is not None:
             await memo.modeldeployments.prometheus.close()
     if getattr(memo, "hub", None) is not None:

@@ -169,6 +169,7 @@ from mlflow_operator.reconcilers.common import (
 )
 from mlflow_operator.reconcilers.prefetch import Prefetches
 from mlflow_operator.reconcilers.quality import LiveQuality
+from mlflow_operator.reconcilers.secret_watch import SecretWatch
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
 from mlflow_operator.reconcilers.watched import Watched
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
@@ -256,6 +257,7 @@ class ModelDeploymentReconciler:
         self._api = NamingKube(self.kube)
         self.identities = ServingIdentities(self._api)
         self.prefetches = Prefetches(self._api, self.config)
+        self.secret_watch = SecretWatch(self._api.secret_data)
 
     async def reconcile(
         self, body: Any, emit: EventSink, wake: Callable[[], None]
@@ -368,11 +370,7 @@ class ModelDeploymentReconciler:
         self._count(owner, plan)
         if view.lag is not None and any(e.reason == ROLLOUT_STARTED for e in plan.events):
             metrics.RESOLUTION_LAG_SECONDS.observe(view.lag)
-        recheck = recheck_after(
-            plan, spec, interval,
-            autoscaled=scaled is not None,
-            reads_secret=view.endpoint is not None and view.endpoint.credentials is not None,
-        )  # fmt: skip
+        recheck = recheck_after(plan, spec, interval, autoscaled=scaled is not None)
         return ReconcileResult(recheck_after=recheck)
 
     def forget(self, body: Any) -> None:
@@ -381,6 +379,7 @@ class ModelDeploymentReconciler:
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
         self._written.pop(_key(owner), None)
+        self.secret_watch.forget(_key(owner))
         self._identity_problems.forget(_key(owner))
         self._refusals.forget(_key(owner))
         self._load_samples.pop(_key(owner), None)
@@ -1029,7 +1028,9 @@ class ModelDeploymentReconciler:
             self.hub.unfollow(_key(owner))
             return _RegistryView(_unreadable(problem))
         try:
-            credentials = await self._credentials(endpoint.credentials, owner.namespace)
+            credentials = await self._credentials(
+                endpoint.credentials, owner.namespace, user=(_key(owner), interval, wake)
+            )
         except EndpointProblem as problem:
             self.hub.unfollow(_key(owner))  # never keep polling with credentials now gone
             return _RegistryView(_unreadable(problem), endpoint)
@@ -1086,10 +1087,25 @@ class ModelDeploymentReconciler:
             )
         return layout.tracking_endpoint(MLflowServer.model_validate(server_body))
 
-    async def _credentials(self, keys: CredentialsSecret | None, namespace: str) -> Credentials:
+    async def _credentials(
+        self,
+        keys: CredentialsSecret | None,
+        namespace: str,
+        *,
+        user: tuple[str, float, Callable[[], None]] | None = None,
+    ) -> Credentials:
+        """The registry credentials in the Secret `keys` names. For a `user` (its key, poll
+        interval and wake), the Secret is watched from now on (reconcilers/secret_watch.py)."""
         if keys is None:
+            if user is not None:
+                self.secret_watch.forget(user[0])
             return Credentials()
         data = await self._api.secret_data(keys.name, namespace)
+        if user is not None:
+            key, interval, wake = user
+            self.secret_watch.use(
+                key, (namespace, keys.name), data=data, interval=interval, wake=wake
+            )
         if data is None:
             raise EndpointProblem(
                 CREDENTIALS_NOT_FOUND, f"Secret {keys.name!r} not found in namespace {namespace}"

@@ -48,49 +48,29 @@ def steady(the_spec: ModelDeploymentSpec) -> RolloutPlan:
 
 def test_a_rolled_out_deployment_at_rest_is_only_resynced() -> None:
     the_spec = spec("fraud")
-    assert (
-        recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False, reads_secret=False)
-        == RESYNC_SECONDS
-    )
+    assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False) == RESYNC_SECONDS
 
 
 def test_a_rollout_in_progress_is_looked_at_soon() -> None:
     the_spec = spec("fraud")
     moving = plan(the_spec, in_progress("1"))
     assert moving.rolling_out
-    assert (
-        recheck_after(moving, the_spec, POLL, autoscaled=False, reads_secret=False)
-        == ROLLOUT_RECHECK_SECONDS
-    )
+    assert recheck_after(moving, the_spec, POLL, autoscaled=False) == ROLLOUT_RECHECK_SECONDS
 
 
 def test_an_unreadable_registry_is_read_again_at_the_poll_interval() -> None:
     the_spec = spec("fraud")
     served = steady(the_spec)
     down = plan(the_spec, complete("1"), registry=UNREACHABLE, last=served.status)
-    assert recheck_after(down, the_spec, POLL, autoscaled=False, reads_secret=False) == POLL
+    assert recheck_after(down, the_spec, POLL, autoscaled=False) == POLL
 
 
 def test_what_is_read_from_the_pods_on_a_clock_keeps_the_poll_interval() -> None:
     monitoring: dict[str, Any] = {"thresholds": {"drift": 0.2}}
     the_spec = spec("fraud", serving={"runtime": "batched", "monitoring": monitoring})
-    assert (
-        recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False, reads_secret=False)
-        == POLL
-    )
+    assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False) == POLL
 
 
 def test_the_autoscaler_samples_the_load_even_at_rest() -> None:
     the_spec = spec("fraud")
-    assert (
-        recheck_after(steady(the_spec), the_spec, POLL, autoscaled=True, reads_secret=False)
-        == AUTOSCALE_SECONDS
-    )
-
-
-def test_registry_credentials_from_a_secret_are_read_again_at_the_poll_interval() -> None:
-    """Secrets are not watched: a deleted or rotated one shows at the next poll."""
-    the_spec = spec("fraud")
-    assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False, reads_secret=True) == (
-        POLL
-    )
+    assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=True) == AUTOSCALE_SECONDS

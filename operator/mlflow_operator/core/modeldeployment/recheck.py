@@ -7,9 +7,9 @@ registry watcher when its model moves or the registry's reachability changes
 long while, as controller-runtime's SyncPeriod does (10 h there): work scales with changes,
 not with objects (issue scale-ha). What has a clock of its own (a rollout's progress and
 deadline, the autoscaler's samples, drift and quality read from the pods, a held or failed
-version, a registry error) is looked at every poll interval, as before; so is one whose
-registry credentials come from a Secret: Secrets are not watched (the operator cannot list
-them, by design), and a deleted or rotated one must show in status.
+version, a registry error) is looked at every poll interval, as before. Registry credentials
+Secrets, which the operator may not watch, are read once per interval each and wake their
+users when they change (reconcilers/secret_watch.py).
 """
 
 from __future__ import annotations
@@ -32,17 +32,12 @@ RESYNC_SECONDS = 36000.0
 
 
 def recheck_after(
-    plan: RolloutPlan,
-    spec: ModelDeploymentSpec,
-    interval: float,
-    *,
-    autoscaled: bool,
-    reads_secret: bool,
+    plan: RolloutPlan, spec: ModelDeploymentSpec, interval: float, *, autoscaled: bool
 ) -> float:
     """Seconds until the next reconcile unless something wakes the object first."""
     if plan.rolling_out:
         recheck = ROLLOUT_RECHECK_SECONDS
-    elif at_rest(plan.status, spec) and not reads_secret:
+    elif at_rest(plan.status, spec):
         recheck = RESYNC_SECONDS
     else:
         recheck = interval
