@@ -73,7 +73,8 @@ def register_models(tracking_uri: str, registry: ModelRegistry, count: int) -> l
     hot = "bench-hot"
     first = registry.log_version(hot)
     registry.set_alias(hot, "champion", first.version)
-    source = registry.client.get_model_version(hot, first.version).source
+    source = registry.client.get_model_version(hot, first.version).source  # models:/m-<id>
+    model_id = source.rsplit("/", 1)[-1]  # MLflow 3 wants the logged model that holds it
     api = f"{tracking_uri}/api/2.0/mlflow"
     session = requests.Session()
     names = [hot]
@@ -81,7 +82,7 @@ def register_models(tracking_uri: str, registry: ModelRegistry, count: int) -> l
         name = f"bench-{index}"
         for path, body in (
             ("registered-models/create", {"name": name}),
-            ("model-versions/create", {"name": name, "source": source, "run_id": first.run_id}),
+            ("model-versions/create", {"name": name, "source": source, "model_id": model_id}),
             ("registered-models/alias", {"name": name, "alias": "champion", "version": "1"}),
         ):
             session.post(f"{api}/{path}", json=body, timeout=30).raise_for_status()

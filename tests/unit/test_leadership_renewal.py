@@ -29,9 +29,12 @@ class FlakyApiServer:
         self.lease = Lease(metadata=ObjectMeta(name="op", namespace="ops"), spec=LeaseSpec())
         self.down = False
         self.writes = 0
+        self.reads = 0
+        self.conflicts = 0  # the next replaces refused with 409, as after another's write
 
     def get(self, _kind: Any, name: str, namespace: str) -> Lease:
         self._answer()
+        self.reads += 1
         if name != "op":
             raise ApiError(response=_status(404))
         return self.lease
@@ -43,6 +46,9 @@ class FlakyApiServer:
         return obj
 
     def replace(self, obj: Lease, **_: Any) -> Lease:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ApiError(response=_status(409))
         return self.create(obj)
 
     def _answer(self) -> None:
@@ -55,9 +61,7 @@ def _status(code: int) -> httpx.Response:
     return httpx.Response(code, json=body, request=httpx.Request("GET", "http://x"))
 
 
-def test_a_leader_that_cannot_renew_for_the_deadline_gives_up_before_its_lease_ends() -> None:
-    server = FlakyApiServer()
-    now = [0.0]
+def leader(server: FlakyApiServer, now: list[float]) -> Leadership:
     leadership = Leadership(
         client=server,  # type: ignore[arg-type]
         identity="pod-a/1",
@@ -71,6 +75,29 @@ def test_a_leader_that_cannot_renew_for_the_deadline_gives_up_before_its_lease_e
     # claims are the e2e's: here the install claims nothing and sees no other install
     leadership._claims = lambda: []  # type: ignore[method-assign]
     leadership._foreign_claim = lambda: None  # type: ignore[method-assign]
+    return leadership
+
+
+def test_a_renewal_is_one_write_and_a_read_only_after_someone_else_wrote() -> None:
+    """client-go's fast path: an idle operator's requests are mostly its renewals."""
+    server = FlakyApiServer()
+    leadership = leader(server, [0.0])
+    leadership.wait_until_leading()
+    reads, writes = server.reads, server.writes
+    for _ in range(3):
+        assert leadership._hold("ops", "op", "pod-a/1", {}) is None
+    assert (server.reads - reads, server.writes - writes) == (0, 3)
+    server.conflicts = 1
+    assert leadership._hold("ops", "op", "pod-a/1", {}) is None  # refused, read, written
+    assert (server.reads - reads, server.writes - writes) == (1, 4)
+    assert leadership._hold("ops", "op", "pod-a/1", {}) is None
+    assert (server.reads - reads, server.writes - writes) == (1, 5)
+
+
+def test_a_leader_that_cannot_renew_for_the_deadline_gives_up_before_its_lease_ends() -> None:
+    server = FlakyApiServer()
+    now = [0.0]
+    leadership = leader(server, now)
     leadership.wait_until_leading()
     assert server.lease.spec.holderIdentity == "pod-a/1"
 

@@ -9,8 +9,14 @@ stop) on the lightkube client the operator already has, run on a thread of its o
 and next to kopf's event loop.
 
 Claims: the install that acts in a namespace holds a Lease `mlflow-operator-claim` there
-(a cluster-wide install: `<lease>-claim-all` in its own namespace), renewed with the election
-lease, so a second install that would watch the same namespaces sees it and does nothing.
+(a cluster-wide install: `<lease>-claim-all` in its own namespace), so a second install that
+would watch the same namespaces sees it and does nothing. A claim lasts CLAIM_LEASE_FACTOR
+election leases and is renewed once per election lease: an idle operator's requests are
+mostly these renewals (issue scale-ha: <= 1 per second in all).
+
+Renewals take client-go's fast path: the holder replaces the Lease it last wrote, with that
+write's resourceVersion, without reading it first; only a 409 (someone else wrote) makes it
+read. One request per renewal, not two.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from mlflow_operator.core.naming import FIELD_MANAGER
 
 logger = logging.getLogger(__name__)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlflow-operator"}
+# a claim lasts this many election leases (30 s by default) and is renewed once per lease
+CLAIM_LEASE_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class Leadership:
     _said: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _renewer: threading.Thread | None = None
+    _written: dict[tuple[str, str], Lease] = field(default_factory=dict)  # as last written
+    _claims_renewed_at: float | None = None
 
     @property
     def install(self) -> str:
@@ -127,7 +137,7 @@ class Leadership:
             while not self._stop.wait(self.timing.retry_seconds):
                 try:
                     holder = self._hold(self.namespace, self.lease, self.identity, {})
-                    held = holder is None and self._hold_claims()
+                    held = holder is None and self._hold_claims(when_due=True)
                 except Exception as exc:  # noqa: BLE001  (any failure counts as not renewed)
                     logger.warning(
                         "could not renew lease %s/%s: %s", self.namespace, self.lease, exc
@@ -183,12 +193,20 @@ class Leadership:
         claims = [(ns, name, self.install) for ns, name, _ in self._claims()]
         return [(self.namespace, self.lease, self.identity), *claims]
 
-    def _hold_claims(self) -> bool:
-        """Take or renew this install's claims; False when another install holds one."""
-        return all(
-            self._hold(ns, name, self.install, labels) is None
+    def _hold_claims(self, *, when_due: bool = False) -> bool:
+        """Take or renew this install's claims (`when_due`: only once an election lease has
+        passed since they last were); False when another install holds one."""
+        now = self.clock()
+        last = self._claims_renewed_at
+        if when_due and last is not None and now - last < self.timing.lease_seconds:
+            return True
+        held = all(
+            self._hold(ns, name, self.install, labels, CLAIM_LEASE_FACTOR) is None
             for ns, name, labels in self._claims()
         )
+        if held:
+            self._claims_renewed_at = now
+        return held
 
     def _foreign_claim(self) -> Claim | None:
         """Another install's live claim on what this one would watch."""
@@ -211,15 +229,30 @@ class Leadership:
                 return Claim(ns, name, holder, labels.get(CLAIM_LABEL) == "all-namespaces")
         return None
 
-    def _hold(self, namespace: str, name: str, me: str, labels: dict[str, str]) -> str | None:
-        """Take or renew one lease as `me`; the other live holder when it is not ours."""
+    def _hold(
+        self, namespace: str, name: str, me: str, labels: dict[str, str], leases: int = 1
+    ) -> str | None:
+        """Take or renew one lease as `me`, lasting `leases` election leases; the other live
+        holder when it is not ours."""
+        seconds = self.timing.lease_seconds * leases
+        written = self._written.get((namespace, name))
+        if written is not None and _spec_of(written).holder == me:  # the fast path
+            renewed = to_hold(_spec_of(written), me, _now(), seconds)
+            try:
+                self._write(written, namespace, name, renewed, labels)
+            except ApiError as exc:
+                if exc.status.code != 409:
+                    raise
+                self._written.pop((namespace, name), None)  # someone else wrote: read it
+            else:
+                return None
         lease = self._get(namespace, name)
         current = _spec_of(lease) if lease is not None else None
         if current is not None:
             holder = live_holder(self._sighted(namespace, name, current), me, self.clock())
             if holder is not None:
                 return holder
-        spec = to_hold(current, me, _now(), self.timing.lease_seconds)
+        spec = to_hold(current, me, _now(), seconds)
         try:
             self._write(lease, namespace, name, spec, labels)
         except ApiError as exc:
@@ -259,11 +292,13 @@ class Leadership:
         )
         if lease is None:
             meta = ObjectMeta(name=name, namespace=namespace, labels={**MANAGED_BY, **labels})
-            self.client.create(Lease(metadata=meta, spec=body), field_manager=FIELD_MANAGER)
+            self._written[namespace, name] = self.client.create(
+                Lease(metadata=meta, spec=body), field_manager=FIELD_MANAGER
+            )
             return
         # replace carries the resourceVersion read: a write that raced another is refused (409)
         lease.spec = body
-        self.client.replace(lease, field_manager=FIELD_MANAGER)
+        self._written[namespace, name] = self.client.replace(lease, field_manager=FIELD_MANAGER)
 
     def _post_conflict_event(self, claim: Claim, message: str) -> None:
         """A Warning Event on the other install's claim, where `kubectl get events` of that

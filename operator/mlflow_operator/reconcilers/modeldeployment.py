@@ -250,6 +250,11 @@ class ModelDeploymentReconciler:
     # per object: (the resourceVersion its last status write replaced, the object written),
     # until the watch tells that write (`_latest`)
     _written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # per object: (kind, name) of a child -> (the resourceVersion its last write replaced,
+    # None if none; the object written, None if deleted), until the watch tells that write
+    _applied: dict[str, dict[tuple[str, str], tuple[str | None, dict[str, Any] | None]]] = field(
+        default_factory=dict
+    )
     # the children read from watch streams, not GETs (set by the kopf glue once it runs)
     watched: Watched = field(default_factory=Watched)
 
@@ -379,6 +384,7 @@ class ModelDeploymentReconciler:
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
         self._written.pop(_key(owner), None)
+        self._applied.pop(_key(owner), None)
         self.secret_watch.forget(_key(owner))
         self._identity_problems.forget(_key(owner))
         self._refusals.forget(_key(owner))
@@ -468,11 +474,11 @@ class ModelDeploymentReconciler:
             ledger=plan.ledger,
         )
         desired = stamped(without_fixed_ids(built) if self.config.openshift else built)
-        stored = (
-            deployment  # an idle reconcile writes nothing
-            if deployment is not None and already_applied(deployment, desired)
-            else await self._api.apply(desired)
-        )
+        if deployment is not None and already_applied(deployment, desired):
+            stored = deployment  # an idle reconcile writes nothing
+        else:
+            stored = await self._api.apply(desired)
+            self._wrote(owner, "Deployment", serving_name(owner.name), deployment, stored)
         self._note_spec_generation(owner, deployment, stored)
         if deployment_recreated(deployment, stored):
             event = recreating(plan.deploy_version, "was deleted during a reconcile")
@@ -586,21 +592,43 @@ class ModelDeploymentReconciler:
             if live is None:
                 return False
             await self._api.delete(api_version, kind, name, owner.namespace)
+            self._wrote(owner, kind, name, live, None)
             return True
         desired = stamped(manifest)
         if already_applied(live, desired):
             return False
-        await self._api.apply(desired)
+        self._wrote(owner, kind, name, live, await self._api.apply(desired))
         return True
 
     async def _read(
         self, api_version: str, kind: str, name: str, owner: Owner
     ) -> dict[str, Any] | None:
         """An object in `owner`'s namespace: from the watch when its kind is indexed
-        (reconcilers/watched.py), else a GET."""
+        (reconcilers/watched.py), else a GET. What this operator wrote a moment ago and the
+        watch has not told yet is read as written: a reconcile woken by its own status write
+        must not apply the same Deployment again (it did, four times per rollout)."""
+        if not self.watched.knows(kind):
+            return await self._api.get(api_version, kind, name, owner.namespace)
+        seen = self.watched.get(kind, name, owner.namespace)
+        writes = self._applied.get(_key(owner), {})
+        written = writes.pop((kind, name), None)
+        if written is not None and written[0] == _resource_version(seen):
+            writes[kind, name] = written  # still what the write replaced: read the write
+            return written[1]
+        return seen
+
+    def _wrote(
+        self,
+        owner: Owner,
+        kind: str,
+        name: str,
+        replaced: dict[str, Any] | None,
+        stored: dict[str, Any] | None,
+    ) -> None:
+        """`owner`'s child `replaced` (None: none) is `stored` now (None: deleted)."""
         if self.watched.knows(kind):
-            return self.watched.get(kind, name, owner.namespace)
-        return await self._api.get(api_version, kind, name, owner.namespace)
+            writes = self._applied.setdefault(_key(owner), {})
+            writes[kind, name] = (_resource_version(replaced), stored)
 
     async def _autoscale(
         self,
@@ -1333,6 +1361,10 @@ def _unreadable(problem: EndpointProblem) -> RegistryState:
     return RegistryState(
         snapshot=None, synced=False, last_sync=None, error=problem.message, reason=problem.reason
     )
+
+
+def _resource_version(obj: dict[str, Any] | None) -> str | None:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def _key(owner: Owner) -> str:

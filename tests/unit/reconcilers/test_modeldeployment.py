@@ -24,6 +24,7 @@ from mlflow_operator.core.modeldeployment.recheck import ROLLOUT_RECHECK_SECONDS
 from mlflow_operator.core.naming import ANNOTATION_MIRROR_CONFIG, LABEL_MODEL_VERSION
 from mlflow_operator.reconcilers.common import CONFLICT_RETRY_SECONDS, ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
+from mlflow_operator.reconcilers.watched import Watched
 from tests.unit.reconcilers.fakes import (
     NAMESPACE,
     FakeHub,
@@ -1546,3 +1547,28 @@ async def test_cache_asked_for_without_an_operator_cache_is_one_warning_and_a_di
     warnings = [e for e in world.events if e[1] == "ModelCacheUnavailable"]
     assert len(warnings) == 1
     assert "modelCache.enabled" in warnings[0][2]
+
+
+async def test_children_written_a_moment_ago_are_read_as_written_until_the_watch_tells() -> None:
+    """Children are read from the watch (reconcilers/watched.py), which tells a write a moment
+    after it returns; a reconcile woken meanwhile (by its own status write) applied the same
+    Deployment again, several times per rollout in bench_scale."""
+    world = World()
+    late: dict[tuple[str, str], list[dict[str, Any]]] = {}  # a watch that has told nothing yet
+    world.reconciler.watched = Watched(
+        {"Deployment": late, "Service": late, "PodDisruptionBudget": late}
+    )
+    await world.reconcile()
+    assert world.kube.writes.count("apply:Deployment") == 1
+    await world.reconcile()
+    await world.reconcile()
+    assert world.kube.writes.count("apply:Deployment") == 1
+    assert world.kube.writes.count("apply:Service") == 1
+
+    # the watch tells someone else's change: that is what is read from then on
+    changed = world.deployment()
+    changed["metadata"]["resourceVersion"] = "elsewhere"
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else"
+    late[NAMESPACE, "fraud"] = [changed]
+    await world.reconcile()
+    assert world.kube.writes.count("apply:Deployment") == 2  # put back as built
