@@ -21,11 +21,14 @@ At each scale N (cumulative, one namespace):
 - rss_mib: the operator process's resident memory;
 - alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
   Ready on it (every pod of it ready), and the API requests the operator made meanwhile.
+  MLflow's webhook tells the operator of the move (docs/modeldeployment.md#webhooks, for fast
+  promotion); without it the move is seen at the next poll, up to 30 s later.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
 import time
@@ -35,6 +38,8 @@ from typing import Any
 
 import requests
 
+from mlflow_operator.registry.client import RegistryClient
+from mlflow_operator.registry.webhook import EVENTS
 from tests.bench.bench_promotion import operator_rss_mib
 from tests.bench.world import wait
 from tests.cluster.launcher import ControlPlane, KubeCluster
@@ -73,7 +78,7 @@ def register_models(tracking_uri: str, registry: ModelRegistry, count: int) -> l
     hot = "bench-hot"
     first = registry.log_version(hot)
     registry.set_alias(hot, "champion", first.version)
-    source = registry.client.get_model_version(hot, first.version).source  # models:/m-<id>
+    source = str(registry.client.get_model_version(hot, first.version).source)  # models:/m-<id>
     model_id = source.rsplit("/", 1)[-1]  # MLflow 3 wants the logged model that holds it
     api = f"{tracking_uri}/api/2.0/mlflow"
     session = requests.Session()
@@ -191,6 +196,14 @@ def measure(
         print(json.dumps(row), flush=True)
 
 
+async def webhook(tracking_uri: str, operator: OperatorProcess) -> None:
+    client = RegistryClient(tracking_uri)
+    await client.create_webhook(
+        "bench", operator.webhook_url, list(EVENTS), operator.webhook_secret
+    )
+    await client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scales", default="1000,5000,10000")
@@ -222,6 +235,7 @@ def main() -> None:
                     "MLFLOW_OPERATOR_LEADER_ELECTION_NAMESPACE": "audited",
                 },
             ).start()
+            asyncio.run(webhook(stack.tracking_uri, operator))
             try:
                 measure(cluster, registry, operator, user, proxy, names, scales, args.hot,
                         args.idle)  # fmt: skip
