@@ -157,6 +157,13 @@ class OperatorConfig(BaseSettings):
     max_workers: int = Field(
         default=8, ge=1, le=256, description="Threads for blocking calls (MLflow client)."
     )
+    max_concurrent_reconciles: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="ModelDeployments and MLflowServers reconciled at once; the others "
+        "woken meanwhile wait their turn (a registry move can wake thousands at once).",
+    )
     request_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="Timeout of one Kubernetes API request."
     )

@@ -42,7 +42,7 @@ async def mlflowserver_daemon(
         return await reconciler.reconcile(body, emit)
 
     try:
-        await reconcile_until_stopped(reconcile, woken, stopped, key)
+        await reconcile_until_stopped(reconcile, woken, stopped, key, memo.reconcile_slots)
     finally:
         memo.wakers.pop(key, None)
 

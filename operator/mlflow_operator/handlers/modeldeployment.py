@@ -76,7 +76,7 @@ async def modeldeployment_daemon(
         return await reconciler.reconcile(body, emit, woken.set)
 
     try:
-        await reconcile_until_stopped(reconcile, woken, stopped, key)
+        await reconcile_until_stopped(reconcile, woken, stopped, key, memo.reconcile_slots)
     finally:
         memo.wakers.pop(key, None)
         reconciler.forget(body)

@@ -26,8 +26,14 @@ async def reconcile_until_stopped(
     wake: asyncio.Event,
     stopped: kopf.DaemonStopped,
     key: str,
+    slots: asyncio.Semaphore,
 ) -> None:
-    """Reconcile `key` until kopf stops its daemon.
+    """Reconcile `key` until kopf stops its daemon, in one of `slots` (shared by every object).
+
+    The slots are controller-runtime's MaxConcurrentReconciles: a registry move that wakes
+    1,000 ModelDeployments at once must not start 1,000 reconciles at once, which waited for
+    the client's connections until they timed out and the API server answered 429
+    (bench_scale); queued, they finish sooner.
 
     Retries are logged on this module's logger, not kopf's object logger: kopf posts that
     one's warnings as Events, and the reconcilers report refusals in Events themselves.
@@ -36,7 +42,9 @@ async def reconcile_until_stopped(
     while not stopped:
         wake.clear()
         try:
-            delay, failures = (await reconcile()).recheck_after, 0
+            async with slots:
+                result = await reconcile()
+            delay, failures = result.recheck_after, 0
         except ApiError as exc:  # reported in status and Events by the reconciler
             delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS) - 1)]
             failures += 1

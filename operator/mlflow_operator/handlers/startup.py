@@ -69,6 +69,7 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     )
     memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
     memo.wakers = {}
+    memo.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
     memo.server_generations = {}  # MLflowServer namespace/name -> generation last seen
     memo.modeldeployments = ModelDeploymentReconciler(
         memo.kube, memo.hub, config, prometheus=PrometheusTraffic.from_config(config)
