@@ -177,6 +177,8 @@ def measure(
             "registry_gets_per_interval": round(registry_gets, 1),
             "rss_mib": round(operator_rss_mib(operator), 1),
         }
+        print(json.dumps(row), flush=True)  # at rest, before the move (which may take long)
+        row = {"deployments": target}
 
         hot_version += 1
         version = registry.log_version(names[0]).version
@@ -219,7 +221,7 @@ def main() -> None:
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/modeldeployments.mlflowops.dev")
         cluster.kubectl("create", "namespace", NAMESPACE)
-        add_pod_room(cluster, args.hot)
+        add_pod_room(cluster, 2 * args.hot)  # a rollout surges a new pod before the old goes
         with stack_module.running(workdir / "mlflow") as stack:
             registry = ModelRegistry(stack.tracking_uri)
             started = time.monotonic()
