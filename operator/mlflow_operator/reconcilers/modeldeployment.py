@@ -606,7 +606,8 @@ class ModelDeploymentReconciler:
         """An object in `owner`'s namespace: from the watch when its kind is indexed
         (reconcilers/watched.py), else a GET. What this operator wrote a moment ago and the
         watch has not told yet is read as written: a reconcile woken by its own status write
-        must not apply the same Deployment again (it did, four times per rollout)."""
+        must not apply the same Deployment again (bench_scale: 4 applies per rollout, 2
+        since: the template, then the ledger)."""
         if not self.watched.knows(kind):
             return await self._api.get(api_version, kind, name, owner.namespace)
         seen = self.watched.get(kind, name, owner.namespace)
