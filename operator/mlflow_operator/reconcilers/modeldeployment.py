@@ -133,6 +133,7 @@ from mlflow_operator.core.modeldeployment.rollout import (
     plan_rollout,
     recreating,
 )
+from mlflow_operator.core.modeldeployment.serving_identity import reader_secret_name
 from mlflow_operator.core.modeldeployment.status import (
     invalid_status,
     not_ready_status,
@@ -358,7 +359,7 @@ class ModelDeploymentReconciler:
                 testing = canary.canary_version if canary is not None else None
                 versions = [plan.deploy_version, *filter(None, [testing])]
                 endpoint = await self._for_pods(
-                    spec, owner, endpoint, client, versions=versions, emit=emit
+                    spec, owner, endpoint, client, versions=versions, emit=emit, wake=wake
                 )
             if plan.apply and endpoint is not None:
                 await self._apply_serving(spec, owner, plan, endpoint, deployment, emit)
@@ -386,6 +387,7 @@ class ModelDeploymentReconciler:
         self._written.pop(_key(owner), None)
         self._applied.pop(_key(owner), None)
         self.secret_watch.forget(_key(owner))
+        self.secret_watch.forget(f"{_key(owner)}#reader")
         self._identity_problems.forget(_key(owner))
         self._refusals.forget(_key(owner))
         self._load_samples.pop(_key(owner), None)
@@ -742,16 +744,24 @@ class ModelDeploymentReconciler:
         *,
         versions: list[str],
         emit: EventSink,
+        wake: Callable[[], None],
     ) -> TrackingEndpoint | None:
         """The endpoint with the credentials the serving pods get; None while the pods' own
         MLflow user (serverRef with basic auth) cannot be made: then nothing is applied, and
-        what serves now keeps serving."""
+        what serves now keeps serving. Its Secret is watched (reconcilers/secret_watch.py):
+        deleting it (a rotation, docs/security.md) wakes the ModelDeployment at rest."""
         ref = spec.registry.server_ref
         server = ref.name if ref is not None and endpoint.credentials is not None else None
         await self._leave_old_server(owner, server, emit)
-        if server is None:
-            return endpoint  # trackingUri: the user's choice; no basic auth: no credentials
         key = _key(owner)
+        reader_user, reader = f"{key}#reader", (owner.namespace, reader_secret_name(owner.name))
+        if server is None:
+            self.secret_watch.forget(reader_user)
+            return endpoint  # trackingUri: the user's choice; no basic auth: no credentials
+        if not self.secret_watch.uses(reader_user, reader):
+            interval = parse_duration(spec.registry.poll_interval).total_seconds()
+            data = await self._api.secret_data(reader[1], reader[0])
+            self.secret_watch.use(reader_user, reader, data=data, interval=interval, wake=wake)
         problem = "the operator cannot read this MLflow server now (see RegistrySynced)"
         if client is not None:
             try:

@@ -39,6 +39,9 @@ class _InUse:
 
 @dataclass
 class SecretWatch:
+    """Users are keys their caller chooses: a ModelDeployment's namespace/name for its
+    registry credentials, with "#reader" for its serving pods' own Secret."""
+
     read: SecretReader
     _secrets: dict[tuple[str, str], _InUse] = field(default_factory=dict)  # (ns, name) -> ...
     _task: asyncio.Task[None] | None = None
@@ -68,6 +71,10 @@ class SecretWatch:
                 found.users.pop(key, None)
                 if not found.users:
                     del self._secrets[secret]
+
+    def uses(self, key: str, secret: tuple[str, str]) -> bool:
+        found = self._secrets.get(secret)
+        return found is not None and key in found.users
 
     def watched(self) -> list[tuple[str, str]]:
         """(namespace, name) of every Secret read (for tests and debugging)."""
