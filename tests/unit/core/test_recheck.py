@@ -74,3 +74,11 @@ def test_what_is_read_from_the_pods_on_a_clock_keeps_the_poll_interval() -> None
 def test_the_autoscaler_samples_the_load_even_at_rest() -> None:
     the_spec = spec("fraud")
     assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=True) == AUTOSCALE_SECONDS
+
+
+def test_a_canary_weighting_an_http_route_keeps_the_poll_interval() -> None:
+    """Routes are not watched: one created after the ModelDeployment is seen at the poll."""
+    canary = {"httpRouteRef": {"name": "web"}, "steps": [{"weight": 10, "pause": "5s"}]}
+    rollout = {"strategy": "Canary", "canary": canary}
+    the_spec = spec("fraud", rollout=rollout)
+    assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False) == POLL

@@ -45,8 +45,9 @@ def recheck_after(
 
 
 def at_rest(status: ModelDeploymentStatus, spec: ModelDeploymentSpec) -> bool:
-    """Serving its version, rolled out, the registry read, no canary or shadow, and nothing
-    read from the pods on a clock (serving.monitoring)."""
+    """Serving its version, rolled out, the registry read, no canary or shadow, nothing read
+    from the pods on a clock (serving.monitoring), and no HTTPRoute to weight (canary
+    .httpRouteRef: routes are not watched; one created or edited later is seen at the poll)."""
 
     def holds(type_: str, value: str, reason: str | None = None) -> bool:
         condition = get_condition(status.conditions, type_)
@@ -56,7 +57,7 @@ def at_rest(status: ModelDeploymentStatus, spec: ModelDeploymentSpec) -> bool:
             and (reason is None or condition.reason == reason)
         )
 
-    monitoring = spec.serving.monitoring
+    monitoring, canary = spec.serving.monitoring, spec.rollout.canary
     return (
         holds(READY, "True")
         and holds(REGISTRY_SYNCED, "True")
@@ -64,4 +65,5 @@ def at_rest(status: ModelDeploymentStatus, spec: ModelDeploymentSpec) -> bool:
         and status.rollout is None
         and not monitoring.drift_enabled
         and monitoring.quality is None
+        and (canary is None or canary.http_route_ref is None)
     )
