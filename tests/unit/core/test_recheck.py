@@ -80,5 +80,5 @@ def test_a_canary_weighting_an_http_route_keeps_the_poll_interval() -> None:
     """Routes are not watched: one created after the ModelDeployment is seen at the poll."""
     canary = {"httpRouteRef": {"name": "web"}, "steps": [{"weight": 10, "pause": "5s"}]}
     rollout = {"strategy": "Canary", "canary": canary}
-    the_spec = spec("fraud", rollout=rollout)
+    the_spec = spec("fraud", rollout=rollout, serving={"runtime": "batched"})
     assert recheck_after(steady(the_spec), the_spec, POLL, autoscaled=False) == POLL
