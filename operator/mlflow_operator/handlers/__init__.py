@@ -4,5 +4,8 @@ Importing this package registers them with kopf.
 """
 
 from mlflow_operator.handlers import mlflowserver, modeldeployment, startup
+from mlflow_operator.handlers.watcher_readiness import drop_readiness_when_a_watcher_stops
+
+drop_readiness_when_a_watcher_stops()
 
 __all__ = ["mlflowserver", "modeldeployment", "startup"]
