@@ -164,6 +164,14 @@ class OperatorConfig(BaseSettings):
         description="ModelDeployments and MLflowServers reconciled at once; the others "
         "woken meanwhile wait their turn (a registry move can wake thousands at once).",
     )
+    timed_reconciles_per_second: float = Field(
+        default=20.0,
+        ge=1,
+        le=1000,
+        description="Reconciles per second that are due on a clock (a rollout looked at "
+        "again, a poll interval) rather than woken by a change; the others due meanwhile wait "
+        "their turn or are woken sooner.",
+    )
     request_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="Timeout of one Kubernetes API request."
     )

@@ -76,7 +76,9 @@ async def modeldeployment_daemon(
         return await reconciler.reconcile(body, emit, woken.set)
 
     try:
-        await reconcile_until_stopped(reconcile, woken, stopped, key, memo.reconcile_slots)
+        await reconcile_until_stopped(
+            reconcile, woken, stopped, key, slots=memo.reconcile_slots, timed=memo.timed_reconciles
+        )
     finally:
         memo.wakers.pop(key, None)
         reconciler.forget(body)

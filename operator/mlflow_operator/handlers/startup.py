@@ -10,6 +10,7 @@ from typing import Any
 
 import kopf
 from aiohttp import web
+from aiolimiter import AsyncLimiter
 
 from mlflow_operator import metrics
 from mlflow_operator.activator import Activator
@@ -70,6 +71,7 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
     memo.wakers = {}
     memo.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
+    memo.timed_reconciles = AsyncLimiter(config.timed_reconciles_per_second, time_period=1)
     memo.server_generations = {}  # MLflowServer namespace/name -> generation last seen
     memo.modeldeployments = ModelDeploymentReconciler(
         memo.kube, memo.hub, config, prometheus=PrometheusTraffic.from_config(config)
