@@ -105,3 +105,45 @@ def test_children_are_watched_by_label_and_an_idle_operator_asks_little(
         or (r.verb == "list" and r.resource == "pods")
     ]
     assert reads == [], by_kind(reads)
+
+
+def test_an_idle_install_of_two_replicas_asks_less_than_one_request_a_second(
+    kube_cluster: KubeCluster, crds_installed: KubeCluster, tmp_path: Path
+) -> None:
+    """The chart's default: two replicas, one leads. The leader renews its Lease (one write
+    each retry period, 2 s), the standby watches it rather than reading it every 2 s."""
+    namespace = create_namespace(kube_cluster, prefix="api")
+    replicas, users, names = [], [], []
+    try:
+        for index in range(2):
+            name = f"replica-{index}-{namespace}"
+            kubeconfig, user = audited_kubeconfig(kube_cluster, name, tmp_path / f"{index}.kcfg")
+            names.append(name)
+            users.append(user)
+            replica = OperatorProcess(
+                kubeconfig=kubeconfig, workdir=tmp_path / str(index), namespaces=(namespace,),
+                extra_env={
+                    "MLFLOW_OPERATOR_LEADER_ELECTION": "true",
+                    "MLFLOW_OPERATOR_LEADER_ELECTION_NAMESPACE": namespace,
+                },
+            )  # fmt: skip
+            (tmp_path / str(index)).mkdir()
+            replicas.append(replica.start())
+        leader, standby = users
+        time.sleep(5)  # the standby has seen the leader's Lease
+        before = {user: len(requests_of(kube_cluster, user)) for user in users}
+        time.sleep(IDLE_WINDOW)
+        idle = {user: requests_of(kube_cluster, user)[before[user] :] for user in users}
+        total = sum(len(requests) for requests in idle.values()) / IDLE_WINDOW
+        print(
+            f"two replicas at rest: {total:.2f} API requests/s; leader {by_kind(idle[leader])}, "
+            f"standby {by_kind(idle[standby])}"
+        )
+        assert [r.what for r in idle[standby]] == [], by_kind(idle[standby])
+        assert total <= 1.0, {user: by_kind(requests) for user, requests in idle.items()}
+    finally:
+        for replica in replicas:
+            replica.stop()
+        for name in names:
+            forget_audited(kube_cluster, name)
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

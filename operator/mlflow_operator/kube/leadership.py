@@ -17,6 +17,11 @@ mostly these renewals (issue scale-ha: <= 1 per second in all).
 Renewals take client-go's fast path: the holder replaces the Lease it last wrote, with that
 write's resourceVersion, without reading it first; only a 409 (someone else wrote) makes it
 read. One request per renewal, not two.
+
+A standby learns of the leader's renewals from a watch of the election Lease, not from a GET
+every retry period (client-go polls): one request per watch, and it sees a renewal, a release
+or the leader's silence as they happen, so it takes over `lease_seconds` after the last
+renewal rather than up to a retry period later. Without a working watch it polls, as before.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ logger = logging.getLogger(__name__)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mlflow-operator"}
 # a claim lasts this many election leases (30 s by default) and is renewed once per lease
 CLAIM_LEASE_FACTOR = 3
+# a standby's watch of the election Lease is restarted by the API server this often
+STANDBY_WATCH_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,10 @@ class Leadership:
     _renewer: threading.Thread | None = None
     _written: dict[tuple[str, str], Lease] = field(default_factory=dict)  # as last written
     _claims_renewed_at: float | None = None
+    _lease_seen: threading.Condition = field(default_factory=threading.Condition)
+    _watcher: threading.Thread | None = None
+    _watching: bool = False  # the standby's watch runs; False: it failed, or never started
+    _leading: threading.Event = field(default_factory=threading.Event)
 
     @property
     def install(self) -> str:
@@ -99,12 +110,61 @@ class Leadership:
         while True:
             try:
                 if self._try_to_lead(on_wait):
+                    self._leading.set()  # the standby's watch ends at its next event
                     return
             except Exception as exc:  # noqa: BLE001  (the API server restarting: try again)
                 self._say(
                     "unknown", f"cannot read lease {self.namespace}/{self.lease}: {exc}", on_wait
                 )
-            self.sleep(self.timing.retry_seconds)
+            if not self._until_the_leader_may_be_gone():
+                self.sleep(self.timing.retry_seconds)
+
+    def _until_the_leader_may_be_gone(self) -> bool:
+        """As a standby, block until the election Lease was handed back or deleted, or its
+        holder has not renewed it for its duration, as the watch shows; False at once when
+        this process is no standby (refusing, or the Lease unreadable) or the watch broke."""
+        key = (self.namespace, self.lease)
+        if live_holder(self._sightings.get(key), self.identity, self.clock()) is None:
+            return False
+        self._watch_the_election_lease()
+        with self._lease_seen:
+            while self._watching:
+                sighting = self._sightings.get(key)
+                if sighting is None or live_holder(sighting, self.identity, self.clock()) is None:
+                    return True
+                expires = sighting.since + sighting.spec.duration_seconds
+                self._lease_seen.wait(timeout=max(expires - self.clock(), 0.05))
+        return False
+
+    def _watch_the_election_lease(self) -> None:
+        """Start the standby's watch (again, after it failed) on a thread of its own."""
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+        self._watching = True
+        self._watcher = threading.Thread(target=self._watch, name="lease-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        key = (self.namespace, self.lease)
+        try:
+            for kind, lease in self.client.watch(
+                Lease,
+                namespace=self.namespace,
+                fields={"metadata.name": self.lease},
+                server_timeout=STANDBY_WATCH_SECONDS,
+            ):
+                spec = LeaseSpec() if kind == "DELETED" else _spec_of(lease)
+                with self._lease_seen:
+                    self._sightings[key] = sight(self._sightings.get(key), spec, self.clock())
+                    self._lease_seen.notify_all()
+                if self._leading.is_set():
+                    return
+        except Exception as exc:  # noqa: BLE001  (polled instead until it runs again)
+            logger.warning("watch of lease %s/%s failed: %s", self.namespace, self.lease, exc)
+        finally:
+            with self._lease_seen:
+                self._watching = False
+                self._lease_seen.notify_all()
 
     def _try_to_lead(self, on_wait: Callable[[str, str], None]) -> bool:
         """One look: True when this process now leads and holds every claim."""
