@@ -172,7 +172,8 @@ from mlflow_operator.reconcilers.prefetch import Prefetches
 from mlflow_operator.reconcilers.quality import LiveQuality
 from mlflow_operator.reconcilers.secret_watch import SecretWatch
 from mlflow_operator.reconcilers.serving_identity import SecretUnusable, ServingIdentities
-from mlflow_operator.reconcilers.watched import Watched
+from mlflow_operator.reconcilers.watched import Watched, WrittenAhead
+from mlflow_operator.reconcilers.watched import resource_version as version_of
 from mlflow_operator.registry.client import Credentials, RegistryClient, RegistryError
 from mlflow_operator.registry.tag_writer import AliasMove, RegistryWrite, TagWriter, VersionTag
 from mlflow_operator.registry.watcher import Follower, RegistryHub
@@ -248,14 +249,8 @@ class ModelDeploymentReconciler:
     _image_contents: dict[str, ImageContents] | None = None
     # objects told that serving.cache is on but the operator has no model cache
     _told_no_cache: ToldOnce = field(default_factory=ToldOnce)
-    # per object: (the resourceVersion its last status write replaced, the object written),
-    # until the watch tells that write (`_latest`)
-    _written: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
-    # per object: (kind, name) of a child -> (the resourceVersion its last write replaced,
-    # None if none; the object written, None if deleted), until the watch tells that write
-    _applied: dict[str, dict[tuple[str, str], tuple[str | None, dict[str, Any] | None]]] = field(
-        default_factory=dict
-    )
+    # its own status and its children as last written, until the watch tells those writes
+    _ahead: WrittenAhead = field(default_factory=WrittenAhead)
     # the children read from watch streams, not GETs (set by the kopf glue once it runs)
     watched: Watched = field(default_factory=Watched)
 
@@ -384,8 +379,7 @@ class ModelDeploymentReconciler:
         owner = Owner.from_body(body)
         self.hub.unfollow(_key(owner))
         self._spec_generations.pop(_key(owner), None)
-        self._written.pop(_key(owner), None)
-        self._applied.pop(_key(owner), None)
+        self._ahead.forget(_key(owner))
         self.secret_watch.forget(_key(owner))
         self.secret_watch.forget(f"{_key(owner)}#reader")
         self._identity_problems.forget(_key(owner))
@@ -612,13 +606,9 @@ class ModelDeploymentReconciler:
         since: the template, then the ledger)."""
         if not self.watched.knows(kind):
             return await self._api.get(api_version, kind, name, owner.namespace)
-        seen = self.watched.get(kind, name, owner.namespace)
-        writes = self._applied.get(_key(owner), {})
-        written = writes.pop((kind, name), None)
-        if written is not None and written[0] == _resource_version(seen):
-            writes[kind, name] = written  # still what the write replaced: read the write
-            return written[1]
-        return seen
+        return self._ahead.read(
+            _key(owner), (kind, name), self.watched.get(kind, name, owner.namespace)
+        )
 
     def _wrote(
         self,
@@ -630,8 +620,7 @@ class ModelDeploymentReconciler:
     ) -> None:
         """`owner`'s child `replaced` (None: none) is `stored` now (None: deleted)."""
         if self.watched.knows(kind):
-            writes = self._applied.setdefault(_key(owner), {})
-            writes[kind, name] = (_resource_version(replaced), stored)
+            self._ahead.wrote(_key(owner), (kind, name), version_of(replaced), stored)
 
     async def _autoscale(
         self,
@@ -1250,7 +1239,7 @@ class ModelDeploymentReconciler:
             resource_version=resource_version,
         )  # fmt: skip
         if resource_version is not None:
-            self._written[_key(owner)] = (resource_version, stored)
+            self._ahead.wrote(_key(owner), (KIND, owner.name), resource_version, stored)
         meta = stored.get("metadata") or {}
         written: str | None = meta.get("resourceVersion", resource_version)
         return written
@@ -1261,13 +1250,10 @@ class ModelDeploymentReconciler:
         tells a write a moment after it returns). Decisions are written onto exactly this
         version (`_write_status`), so one taken from an older one fails with 409 and is taken
         again, never acted on."""
-        seen = copy.deepcopy(dict(body))  # the live body is replaced under a running reconcile
-        key = _key(Owner.from_body(seen))
-        written = self._written.get(key)
-        if written is not None and written[0] == seen["metadata"].get("resourceVersion"):
-            return copy.deepcopy(written[1])
-        self._written.pop(key, None)  # the watch has told it, or someone changed it since
-        return seen
+        seen = dict(body)
+        owner = Owner.from_body(seen)
+        latest = self._ahead.read(_key(owner), (KIND, owner.name), seen) or seen
+        return copy.deepcopy(latest)  # the live body is replaced under a running reconcile
 
     async def _report_refusal(self, body: Any, refusal: ApiRefusal, emit: EventSink) -> None:
         """Ready=False naming the refusal, and one Warning Event per distinct refusal."""
@@ -1372,10 +1358,6 @@ def _unreadable(problem: EndpointProblem) -> RegistryState:
     return RegistryState(
         snapshot=None, synced=False, last_sync=None, error=problem.message, reason=problem.reason
     )
-
-
-def _resource_version(obj: dict[str, Any] | None) -> str | None:
-    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def _key(owner: Owner) -> str:
