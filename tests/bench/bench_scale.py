@@ -57,6 +57,7 @@ HOT_LABEL = "bench.mlflowops.dev/hot"
 POLL = 30.0
 APPLY_BATCH = 200
 WRITES = ("create", "update", "patch", "delete")
+PROGRESS_EVERY = 10.0
 
 
 def add_pod_room(cluster: KubeCluster, pods: int) -> None:
@@ -119,11 +120,33 @@ def readiness(cluster: KubeCluster, *selector: str) -> list[tuple[str, str]]:
     return [tuple(line.split(" ", 1)) for line in out.stdout.splitlines()]  # type: ignore[misc]
 
 
-def all_ready(cluster: KubeCluster, expected: int, *selector: str, version: str = "") -> bool:
+class Progress:
+    """Prints how many are done every PROGRESS_EVERY seconds of a long wait."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.started, self.said = what, time.monotonic(), 0.0
+
+    def tell(self, done: int, expected: int) -> None:
+        elapsed = time.monotonic() - self.started
+        if elapsed - self.said >= PROGRESS_EVERY:
+            self.said = elapsed
+            print(f"  {self.what}: {done}/{expected} after {elapsed:.0f}s", flush=True)
+
+
+def all_ready(
+    cluster: KubeCluster,
+    expected: int,
+    *selector: str,
+    version: str = "",
+    progress: Progress | None = None,
+) -> bool:
     rows = readiness(cluster, *selector)
-    return len(rows) == expected and all(
-        ready == "True" and (not version or serving == version) for serving, ready in rows
+    done = sum(
+        1 for serving, ready in rows if ready == "True" and (not version or serving == version)
     )
+    if progress is not None:
+        progress.tell(done, expected)
+    return len(rows) == expected and done == expected
 
 
 def summary(requests_seen: list[AuditedRequest]) -> dict[str, int]:
@@ -155,8 +178,10 @@ def measure(
             cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(items))
         created = target
 
-        def everything_ready(count: int = target) -> bool:
-            return all_ready(cluster, count)
+        applied = Progress(f"Ready of {target}")
+
+        def everything_ready(count: int = target, progress: Progress = applied) -> bool:
+            return all_ready(cluster, count, progress=progress)
 
         wait(everything_ready, 3600, f"{target} Ready", every=5)
         ready_s = time.monotonic() - started
@@ -187,8 +212,10 @@ def measure(
         moved = time.monotonic()
         registry.set_alias(names[0], "champion", version)
 
-        def hot_ready(on: str = version) -> bool:
-            return all_ready(cluster, hot, "-l", f"{HOT_LABEL}=true", version=on)
+        rolled = Progress(f"Ready on version {version}")
+
+        def hot_ready(on: str = version, progress: Progress = rolled) -> bool:
+            return all_ready(cluster, hot, "-l", f"{HOT_LABEL}=true", version=on, progress=progress)
 
         wait(hot_ready, 1800, f"{hot} Ready on version {version}", every=1)
         row["alias_move_rolled_out_s"] = round(time.monotonic() - moved, 1)
