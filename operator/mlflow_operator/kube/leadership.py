@@ -95,6 +95,7 @@ class Leadership:
     _lease_seen: threading.Condition = field(default_factory=threading.Condition)
     _watcher: threading.Thread | None = None
     _watching: bool = False  # the standby's watch runs; False: it failed, or never started
+    _watch_said: str = ""
     _leading: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -160,7 +161,12 @@ class Leadership:
                 if self._leading.is_set():
                     return
         except Exception as exc:  # noqa: BLE001  (polled instead until it runs again)
-            logger.warning("watch of lease %s/%s failed: %s", self.namespace, self.lease, exc)
+            message = f"watch of lease {self.namespace}/{self.lease} failed: {exc}"
+            if message != self._watch_said:  # tried again at each look: said once
+                self._watch_said = message
+                logger.warning(
+                    "%s; reading it every %gs instead", message, self.timing.retry_seconds
+                )
         finally:
             with self._lease_seen:
                 self._watching = False
