@@ -275,9 +275,13 @@ class ControlPlane:
         binary: Path | None = None,
         real_node: bool | None = None,
         node_images: bool = True,
+        controller_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir or new_workdir()
         self.binary = binary
+        # extra kube-controller-manager flags (bench_scale: a controller manager sized for
+        # thousands of rollouts, as a large cluster's is)
+        self.controller_args = controller_args
         self.real_node = real_node_wanted() if real_node is None else real_node
         # False: the real node gets none of the project's images (pods cannot run there), and
         # starts in seconds instead of importing gigabytes into a new slot's store.
@@ -602,6 +606,7 @@ class ControlPlane:
                 # Garbage collection and namespace deletion sooner than the defaults: tests wait
                 # for them.
                 "--concurrent-gc-syncs=10",
+                *self.controller_args,
             ],
         )
 
