@@ -271,7 +271,11 @@ def main() -> None:
     # ReplicaSets synced at once) roll out ~5 Deployments a second whatever the operator does:
     # 1,000 at once took minutes in the deployment controller's queue (generation ahead of
     # observedGeneration). Large clusters raise them; so does this bench.
-    plane = ControlPlane(real_node=False, controller_args=CONTROLLER_MANAGER_AT_SCALE)
+    plane = ControlPlane(
+        real_node=False,
+        controller_args=CONTROLLER_MANAGER_AT_SCALE,
+        etcd_quota_bytes=8 << 30,  # etcd's own limit; 256 MiB filled during the alias move
+    )
     try:
         cluster = plane.start()
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))

@@ -276,12 +276,14 @@ class ControlPlane:
         real_node: bool | None = None,
         node_images: bool = True,
         controller_args: tuple[str, ...] = (),
+        etcd_quota_bytes: int = 256 << 20,
     ) -> None:
         self.workdir = workdir or new_workdir()
         self.binary = binary
         # extra kube-controller-manager flags (bench_scale: a controller manager sized for
         # thousands of rollouts, as a large cluster's is)
         self.controller_args = controller_args
+        self.etcd_quota_bytes = etcd_quota_bytes  # bench_scale's 1,000 rollouts filled 256 MiB
         self.real_node = real_node_wanted() if real_node is None else real_node
         # False: the real node gets none of the project's images (pods cannot run there), and
         # starts in seconds instead of importing gigabytes into a new slot's store.
@@ -503,7 +505,7 @@ class ControlPlane:
                 f"--data-dir={self.workdir / 'etcd'}",
                 f"--listen-client-url=http://127.0.0.1:{self.ports.etcd_client}",
                 f"--listen-peer-url=http://127.0.0.1:{self.ports.etcd_peer}",
-                f"--quota-backend-bytes={256 << 20}",
+                f"--quota-backend-bytes={self.etcd_quota_bytes}",
             ],
         )
 
