@@ -3,7 +3,7 @@ handler of the operator forever (mlflow_operator/handlers/watcher_readiness.py).
 
 The list that never finishes is faked (kopf's `watching.infinite_watch` replaced by one that
 waits forever): a real API server answers too fast to stop a watch inside its listing on
-purpose. The e2e `test_startup_errors.py -k terminating` shows the same through real namespaces.
+purpose. The e2e `test_namespace_churn.py` shows the same through real namespaces.
 """
 
 from __future__ import annotations

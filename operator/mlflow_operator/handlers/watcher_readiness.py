@@ -12,7 +12,7 @@ is deleted within its first listing.
 
 No kopf setting or public hook reaches it; the fix is one `finally` around kopf's watcher, at
 the one place kopf calls it (`queueing.watcher`, looked up on the module at each call). kopf is
-pinned below 1.46 (pyproject.toml); `tests/unit/handlers/test_watcher_readiness.py` runs
+pinned below 1.46 (pyproject.toml); `tests/unit/test_watcher_readiness.py` runs
 kopf's own orchestration to check the shape this relies on.
 """
 
