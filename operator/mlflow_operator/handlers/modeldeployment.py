@@ -20,7 +20,7 @@ from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from mlflow_operator.handlers.reconcile_loop import reconcile_until_stopped, wake
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
-from mlflow_operator.reconcilers.watched import Watched, watched_copy
+from mlflow_operator.reconcilers.watched import Watched, watched_copy, watched_pod
 
 SERVING_CHILD = {LABEL_MODEL_DEPLOYMENT: kopf.PRESENT}
 # kind -> the id of the kopf index that holds it (kopf passes each index by its id)
@@ -29,6 +29,7 @@ INDEXED_KINDS = {
     "Service": "serving_services",
     "PodDisruptionBudget": "serving_pdbs",
     "MLflowServer": "mlflow_servers",
+    "Pod": "serving_pods",
 }
 
 
@@ -51,6 +52,16 @@ def serving_services(namespace: str | None, name: str, body: kopf.Body, **_: Any
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=SERVING_CHILD, id="serving_pdbs")
 def serving_pdbs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _by_name(namespace, name, body)
+
+
+@kopf.index("v1", "pods", labels=SERVING_CHILD, id="serving_pods")
+def serving_pods(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    """Every pod of a ModelDeployment (stable, canary, shadow) under its name: a rollout reads
+    them at each reconcile while a pod starts, the autoscaler and the activator at each of
+    theirs. Pods do not wake a reconcile: their Deployment's status does."""
+    return {(namespace, labels[LABEL_MODEL_DEPLOYMENT]): watched_pod(body)}
 
 
 @kopf.index(API_GROUP, API_VERSION, "mlflowservers", id="mlflow_servers")

@@ -35,6 +35,7 @@ CHILD_RESOURCES = (
     ("batch", "jobs"),
     ("v1", "services"),
     ("policy", "poddisruptionbudgets"),
+    ("v1", "pods"),
 )
 logger = logging.getLogger(__name__)
 

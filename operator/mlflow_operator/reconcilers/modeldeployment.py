@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,6 +146,7 @@ from mlflow_operator.core.modeldeployment.write_back import (
 )
 from mlflow_operator.core.naming import (
     ANNOTATION_MIRROR_CONFIG,
+    LABEL_MODEL_DEPLOYMENT,
     LABEL_MODEL_VERSION,
     drift_tag,
     quality_tag,
@@ -529,7 +530,7 @@ class ModelDeploymentReconciler:
         minute or more, the whole time a shadow waits for copies. Best effort: without it (pods
         patch refused by an older RBAC) the periodic sync still gets there."""
         try:
-            pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+            pods = await self._serving_pods(owner.namespace, selector_labels(owner.name))
             for pod in pods:
                 meta = pod["metadata"]
                 seen = (meta.get("annotations") or {}).get(ANNOTATION_MIRROR_CONFIG)
@@ -610,6 +611,18 @@ class ModelDeploymentReconciler:
             _key(owner), (kind, name), self.watched.get(kind, name, owner.namespace)
         )
 
+    async def _serving_pods(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """The pods of one ModelDeployment that carry `labels` (which name it): from the pod
+        index when pods are watched (handlers/modeldeployment.py), else a LIST. A rollout read
+        its pods at every reconcile while a new pod was starting: 2,222 of the 9,200 requests
+        of 1,000 rollouts (bench_scale)."""
+        model_deployment = labels.get(LABEL_MODEL_DEPLOYMENT)
+        if self.watched.knows("Pod") and model_deployment is not None:
+            return self.watched.pods(namespace, model_deployment, labels)
+        return await self._api.list("v1", "Pod", namespace, dict(labels))
+
     def _wrote(
         self,
         owner: Owner,
@@ -648,7 +661,7 @@ class ModelDeploymentReconciler:
             resolution.version if isinstance(resolution, Resolved) else None,
             observed.version,
         )
-        pods = await self._api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
+        pods = await self._serving_pods(owner.namespace, selector_labels(owner.name))
         sample = await self.pod_metrics.sample(pods, SERVING_PORT, now)
         load = measured_load(autoscaling, sample, self._load_samples.get(key))
         self._load_samples[key] = sample
@@ -721,7 +734,7 @@ class ModelDeploymentReconciler:
 
     async def activator_pods(self, route: ActivatorRoute) -> list[str]:
         """The activator's view of a ModelDeployment's pods (mlflow_operator/activator.py)."""
-        pods = await self._api.list("v1", "Pod", route.namespace, selector_labels(route.name))
+        pods = await self._serving_pods(route.namespace, selector_labels(route.name))
         return running_pod_addresses(pods)
 
     async def _for_pods(
@@ -843,10 +856,8 @@ class ModelDeploymentReconciler:
         a shadow's) and the stable ones' (which also count the copies they sent a shadow)."""
         ns = owner.namespace
         selector = trial["spec"]["selector"]["matchLabels"]
-        candidate = _pods_by_version(await self._api.list("v1", "Pod", ns, selector))
-        stable = _pods_by_version(
-            await self._api.list("v1", "Pod", ns, selector_labels(owner.name))
-        )
+        candidate = _pods_by_version(await self._serving_pods(ns, selector))
+        stable = _pods_by_version(await self._serving_pods(ns, selector_labels(owner.name)))
         return (
             await self.pod_metrics.traffic(candidate.get(version, []), SERVING_PORT),
             await self.pod_metrics.traffic(stable.get(current or "", []), SERVING_PORT),
@@ -1007,7 +1018,8 @@ class ModelDeploymentReconciler:
         )  # fmt: skip
         if wanted is None or client is None:
             return None
-        return await self.prefetches.judge(spec, owner, wanted, last=last, client=client, now=now)
+        pods = await self._serving_pods(owner.namespace, selector_labels(owner.name))
+        return await self.prefetches.judge(spec, wanted, pods, last=last, client=client, now=now)
 
     def _default_image_contents(self, gpu: bool) -> ImageContents | None:
         """What the default serving image has installed, from config.serving_image_contents
@@ -1160,7 +1172,7 @@ class ModelDeploymentReconciler:
         if not monitoring.drift_enabled or spec.serving.runtime != "batched" or version is None:
             return None
         labels = {**selector_labels(owner.name), LABEL_MODEL_VERSION: version}
-        pods = await self._api.list("v1", "Pod", owner.namespace, labels)
+        pods = await self._serving_pods(owner.namespace, labels)
         readings = await self.pod_metrics.drift(pods, SERVING_PORT)
         threshold = monitoring.thresholds.drift if monitoring.thresholds else None
         return judge_drift(version, readings, threshold, last.monitoring)
@@ -1213,9 +1225,7 @@ class ModelDeploymentReconciler:
         ).get("replicas", 1):
             return []
         selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels")
-        return await self._api.list(
-            "v1", "Pod", owner.namespace, selector or selector_labels(owner.name)
-        )
+        return await self._serving_pods(owner.namespace, selector or selector_labels(owner.name))
 
     # -- act helpers -----------------------------------------------------------------------
     async def _write_status(

@@ -8,12 +8,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlflow_operator.builders.meta import Owner
-from mlflow_operator.builders.modeldeployment import selector_labels
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.model_cache import CACHE_PORT, PrefetchState
 from mlflow_operator.core.modeldeployment.prefetch import (
@@ -40,7 +39,7 @@ ASK_SECONDS = 5.0
 @dataclass
 class Prefetches:
     """One per operator process. At each reconcile of a ModelDeployment whose new version is
-    being prefetched: one list of its pods, one of the cache pods, one POST per node."""
+    being prefetched: one list of the cache pods, one POST per node."""
 
     api: NamingKube
     config: OperatorConfig
@@ -49,19 +48,18 @@ class Prefetches:
     async def judge(
         self,
         spec: ModelDeploymentSpec,
-        owner: Owner,
         version: str,
+        pods: list[dict[str, Any]],
         *,
         last: ModelDeploymentStatus,
         client: RegistryClient,
         now: datetime,
     ) -> PrefetchVerdict:
-        """Where the prefetch of `version` onto the nodes that serve stands now (started at
-        the first call)."""
+        """Where the prefetch of `version` onto the nodes that run `pods` (the
+        ModelDeployment's) stands now (started at the first call)."""
         ended = finished(last, version)
         if ended is not None:
             return ended  # a finished prefetch is not asked again
-        pods = await self.api.list("v1", "Pod", owner.namespace, selector_labels(owner.name))
         nodes = serving_nodes(pods)
         caches = await self._cache_addresses() if nodes else {}
         answers = await asyncio.gather(

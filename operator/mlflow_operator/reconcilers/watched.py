@@ -1,8 +1,9 @@
 """What a ModelDeployment's reconcile reads, as the operator's watch streams last told it.
 
-Its serving Deployment, Service and PodDisruptionBudget and its MLflowServer are read from
-here instead of a GET each: an idle operator then asks the API server nothing at all
-(docs/benchmarks.md, the scale goal of <= 1 request per second for 10,000 ModelDeployments).
+Its serving Deployment, Service and PodDisruptionBudget, its MLflowServer and its pods are read
+from here instead of a GET (a LIST for pods) each: an idle operator then asks the API server
+nothing at all, and a rollout lists no pods (docs/benchmarks.md, the scale goal of <= 1 request
+per second for 10,000 ModelDeployments).
 The indices behind it are kopf's (handlers/modeldeployment.py): kopf starts no daemon before
 every index holds the initial listing, so an empty entry means the object does not exist, not
 "not read yet".
@@ -31,9 +32,45 @@ def watched_copy(body: Mapping[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def watched_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the pod index keeps of a serving pod: what the reconcile reads of it (labels and
+    annotations, its node, its containers' memory limits and the mirror ConfigMap it mounts,
+    its status) and no more. A pod is kept per replica, 10,000 ModelDeployments keep tens of
+    thousands, and a whole pod (its spec's env, probes, volumes) is most of its size."""
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    containers = [
+        {"name": c.get("name"), "resources": {"limits": _memory_limit(c)}}
+        for c in spec.get("containers") or []
+    ]
+    config_maps = [
+        {"name": v.get("name"), "configMap": {"name": v["configMap"].get("name")}}
+        for v in spec.get("volumes") or []
+        if v.get("configMap")
+    ]
+    kept_spec = {"nodeName": spec.get("nodeName"), "containers": containers, "volumes": config_maps}
+    return {
+        "metadata": {key: value for key, value in metadata.items() if key in _POD_METADATA},
+        "spec": {key: value for key, value in kept_spec.items() if value},
+        "status": body.get("status") or {},
+    }
+
+
+_POD_METADATA = frozenset(
+    {"name", "namespace", "uid", "resourceVersion", "labels", "annotations",
+     "creationTimestamp", "deletionTimestamp"}
+)  # fmt: skip
+
+
+def _memory_limit(container: Mapping[str, Any]) -> dict[str, Any]:
+    limits = (container.get("resources") or {}).get("limits") or {}
+    return {"memory": limits["memory"]} if "memory" in limits else {}
+
+
 @dataclass(frozen=True)
 class Watched:
-    """The indices of the kinds read from the watch; other kinds are read with a GET."""
+    """The indices of the kinds read from the watch; other kinds are read with a GET (a LIST
+    for pods)."""
 
     indices: Mapping[str, KindIndex] = field(default_factory=dict)  # kind -> index
 
@@ -43,6 +80,17 @@ class Watched:
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         """The object named so, or None when the watch knows of none."""
         return next(iter(self.indices[kind].get((namespace, name), ())), None)
+
+    def pods(
+        self, namespace: str, model_deployment: str, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """The pods of one ModelDeployment (the pod index is keyed by its label) that carry
+        every one of `labels`, as a label selector of equalities selects them."""
+        return [
+            pod
+            for pod in self.indices["Pod"].get((namespace, model_deployment), ())
+            if all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
+        ]
 
 
 @dataclass

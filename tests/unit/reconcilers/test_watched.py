@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow_operator.reconcilers.watched import Watched, WrittenAhead, watched_copy
+from mlflow_operator.builders.modeldeployment import mounts_mirror_config
+from mlflow_operator.core.modeldeployment.prefetch import serving_nodes
+from mlflow_operator.reconcilers.watched import Watched, WrittenAhead, watched_copy, watched_pod
 
 
 def obj(version: str, replicas: int = 1) -> dict[str, Any]:
@@ -38,3 +40,74 @@ def test_an_index_keeps_objects_without_their_managed_fields() -> None:
     watched = Watched({"Deployment": {("ns", "d"): [watched_copy(body)]}})
     assert watched.get("Deployment", "d", "ns") == {"metadata": {"name": "d", "namespace": "ns"}}
     assert watched.get("Deployment", "other", "ns") is None
+
+
+def full_pod(name: str, md: str, **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {"mlflowops.dev/modeldeployment": md, **labels},
+            "annotations": {"mlflowops.dev/mirror-config": "abc"},
+            "managedFields": [{"manager": "kubelet"}],
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "x"}],
+        },
+        "spec": {
+            "nodeName": "node-1",
+            "containers": [
+                {
+                    "name": "serve",
+                    "image": "serving:1",
+                    "env": [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow"}],
+                    "resources": {"limits": {"memory": "2Gi", "cpu": "1"}},
+                }
+            ],
+            "volumes": [
+                {"name": "mirror", "configMap": {"name": "fraud-shadow", "items": []}},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+        "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": []},
+    }
+
+
+def test_the_pod_index_keeps_what_the_reconcile_reads_of_a_pod_and_no_more() -> None:
+    kept = watched_pod(full_pod("fraud-a", "fraud", component="serving"))
+    assert kept == {
+        "metadata": {
+            "name": "fraud-a",
+            "namespace": "ns",
+            "labels": {"mlflowops.dev/modeldeployment": "fraud", "component": "serving"},
+            "annotations": {"mlflowops.dev/mirror-config": "abc"},
+        },
+        "spec": {
+            "nodeName": "node-1",
+            "containers": [{"name": "serve", "resources": {"limits": {"memory": "2Gi"}}}],
+            "volumes": [{"name": "mirror", "configMap": {"name": "fraud-shadow"}}],
+        },
+        "status": {"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": []},
+    }
+    # what readers of pods use, read from the kept copy as from the pod itself
+    assert mounts_mirror_config(kept, "fraud")
+    assert serving_nodes([kept]) == ["node-1"]
+    # a pod not scheduled yet has no node, and nothing of a spec it lacks is made up
+    bare = watched_pod({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}})
+    assert bare == {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": {}}}]},
+        "status": {},
+    }
+
+
+def test_pods_are_read_per_model_deployment_by_label_equalities() -> None:
+    stable = watched_pod(full_pod("fraud-a", "fraud", component="serving"))
+    canary = watched_pod(full_pod("fraud-canary-a", "fraud", component="serving", track="canary"))
+    other = watched_pod(full_pod("other-a", "other", component="serving"))
+    watched = Watched({"Pod": {("ns", "fraud"): [stable, canary], ("ns", "other"): [other]}})
+    assert watched.pods("ns", "fraud", {"mlflowops.dev/modeldeployment": "fraud"}) == [
+        stable,
+        canary,
+    ]
+    assert watched.pods("ns", "fraud", {"track": "canary"}) == [canary]
+    assert watched.pods("ns", "fraud", {"component": "shadow"}) == []
+    assert watched.pods("elsewhere", "fraud", {}) == []
