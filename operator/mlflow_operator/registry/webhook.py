@@ -25,6 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 from mlflow_operator import metrics
+from mlflow_operator.api.names import WRITE_BACK_TAG_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,22 @@ def model_of(body: bytes) -> str | None:
     return str(name) if name else None
 
 
+def operators_own_tag(body: bytes) -> bool:
+    """A version tag the operator set or deleted itself (a rollout's outcome, drift, quality:
+    `mlflow-operator.<namespace>.<name>...`). No selection reads these (the API server refuses
+    tags with that prefix in a selection), so such a delivery changes no ModelDeployment's
+    target: bench_scale's 1,000 rollouts of one model sent 1,000 of them, each a sweep."""
+    try:
+        delivery = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(delivery, dict) or delivery.get("entity") != "model_version_tag":
+        return False
+    data = delivery.get("data")
+    key = data.get("key") if isinstance(data, dict) else None
+    return isinstance(key, str) and key.startswith(WRITE_BACK_TAG_PREFIX)
+
+
 def build_app(
     secrets: Callable[[], Iterable[str]],
     on_model_changed: Callable[[str], int],
@@ -210,6 +227,9 @@ def build_app(
         model = model_of(body)
         if model is None:
             return web.json_response({"accepted": False, "reason": "no model"}, status=400)
+        if operators_own_tag(body):
+            logger.debug("webhook: %s: a tag of the operator's own, nothing to sweep", model)
+            return web.json_response({"accepted": True, "watchers": 0})
         poked = on_model_changed(model)
         logger.info("webhook: %s changed; %d registry watcher(s) sweep now", model, poked)
         return web.json_response({"accepted": True, "watchers": poked})

@@ -164,3 +164,39 @@ async def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path)
     finally:
         reloading.cancel()
         await server.close()
+
+
+@pytest.mark.asyncio
+async def test_a_tag_the_operator_wrote_itself_makes_no_sweep() -> None:
+    """The operator's own tags (a rollout's outcome) select nothing; a user's tag may (gates,
+    a selection by tags), and an alias always does."""
+    poked: list[str] = []
+
+    def on_change(model: str) -> int:
+        poked.append(model)
+        return 1
+
+    def tag(action: str, key: str) -> bytes:
+        data = {"name": "fraud", "version": "2", "key": key, "value": "x"}
+        return json.dumps({"entity": "model_version_tag", "action": action, "data": data}).encode()
+
+    app = build_app(lambda: [SECRET], on_change, clock=lambda: NOW)
+    async with TestClient(TestServer(app)) as client:
+        for n, body in enumerate(
+            [
+                tag("set", "mlflow-operator.ml.fraud"),
+                tag("set", "mlflow-operator.ml.fraud.drift"),
+                tag("deleted", "mlflow-operator.ml.fraud"),
+                tag("set", "validation_status"),
+                BODY,
+            ]
+        ):
+            delivery = f"tag-{n}"
+            headers = {
+                "X-MLflow-Delivery-Id": delivery,
+                "X-MLflow-Timestamp": str(int(NOW)),
+                "X-MLflow-Signature": sign(SECRET, delivery, str(int(NOW)), body),
+            }
+            answer = await client.post(PATH, data=body, headers=headers)
+            assert answer.status == 200
+    assert poked == ["fraud", "fraud"]  # the user's tag and the alias
