@@ -141,7 +141,8 @@ class Leadership:
         """Start the standby's watch (again, after it failed) on a thread of its own."""
         if self._watcher is not None and self._watcher.is_alive():
             return
-        self._watching = True
+        with self._lease_seen:  # the flag the waiter reads under this lock
+            self._watching = True
         self._watcher = threading.Thread(target=self._watch, name="lease-watch", daemon=True)
         self._watcher.start()
 
