@@ -21,8 +21,9 @@ At each scale N (cumulative, one namespace):
 - registry_gets_per_interval: MLflow GETs per poll interval (30 s), through a counting proxy;
 - rss_mib: the operator process's resident memory;
 - alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
-  Ready on it (every pod of it ready; the last Ready condition's lastTransitionTime), and the
-  API requests the operator made meanwhile.
+  Ready on it (every pod of it ready; the last Ready condition's lastTransitionTime), the
+  API requests the operator made meanwhile, and how many serving Deployments have each
+  generation after it.
   MLflow's webhook tells the operator of the move (docs/modeldeployment.md#webhooks, for fast
   promotion); without it the move is seen at the next poll, up to 30 s later.
 """
@@ -172,6 +173,17 @@ def all_ready(
     return len(rows) == expected and done == expected
 
 
+def generations(cluster: KubeCluster) -> dict[str, int]:
+    """How many serving Deployments have each metadata.generation: 1 for one never changed, 2
+    for one rolled out once since it was made (each spec change is a generation, and a rollout
+    the deployment controller must start)."""
+    out = cluster.kubectl(
+        "get", "deployments", "-n", NAMESPACE,
+        "-o", 'jsonpath={range .items[*]}{.metadata.generation}{"\\n"}{end}',
+    )  # fmt: skip
+    return dict(sorted(Counter(out.stdout.split()).items()))
+
+
 def summary(requests_seen: list[AuditedRequest]) -> dict[str, int]:
     return dict(Counter(r.what for r in requests_seen).most_common())
 
@@ -247,6 +259,7 @@ def measure(
         during = requests_of(cluster, user)[seen:]
         row["alias_move_requests"] = len(during)
         row["alias_move_requests_by_kind"] = summary(during)
+        row["serving_deployment_generations"] = generations(cluster)
         print(json.dumps(row), flush=True)
 
 

@@ -12,13 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
 from tests.cluster.fixtures import create_namespace
 from tests.cluster.launcher import KubeCluster
 from tests.e2e.modeldeployments import is_ready_on, model_deployment
 from tests.e2e.operator_process import OperatorProcess
 from tests.mlflowstack.models import ModelRegistry
 from tests.mlflowstack.stack import MlflowStack
-from tests.support.audit import audited_kubeconfig, by_kind, forget_audited, requests_of
+from tests.support.audit import (
+    AuditedRequest,
+    audited_kubeconfig,
+    by_kind,
+    forget_audited,
+    requests_of,
+)
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -77,11 +84,14 @@ def test_children_are_watched_by_label_and_an_idle_operator_asks_little(
         )
 
     watches = [r for r in requests_of(kube_cluster, user) if r.verb == "watch"]
-    kinds = {"deployments", "statefulsets", "jobs", "services", "poddisruptionbudgets"}
+    kinds = {"deployments", "statefulsets", "jobs", "services", "poddisruptionbudgets", "pods"}
     children = [r for r in watches if r.resource in kinds]
     assert {r.resource for r in children} == kinds, watches
     for watch in children:
         assert SELECTOR in watch.uri, watch.uri  # selected by the API server, not after
+    # the rollouts read their pods from the pod watch (reconcilers/watched.py), never a LIST
+    pod_lists = [r for r in requests_of(kube_cluster, user) if lists_pods_of_one(r)]
+    assert pod_lists == [], by_kind(pod_lists)
 
     time.sleep(10)  # the rollouts' last status writes
     before = len(requests_of(kube_cluster, user))
@@ -96,15 +106,20 @@ def test_children_are_watched_by_label_and_an_idle_operator_asks_little(
     # watch streams, and nothing is reconciled on a timer (docs/benchmarks.md)
     writes = [r for r in idle if r.verb in ("create", "update", "patch", "delete")]
     assert writes == [], by_kind(writes)
-    # (a watch that ends after watchTimeoutSeconds starts again with one list of its kind)
+    # (a watch that ends after watchTimeoutSeconds starts again with one list of its kind, by
+    # the managed-by label; one ModelDeployment's pods would be listed by its own label)
     per_object = {"modeldeployments", "deployments", "services", "poddisruptionbudgets"}
     reads = [
-        r
-        for r in idle
-        if (r.verb == "get" and r.resource in per_object)
-        or (r.verb == "list" and r.resource == "pods")
+        r for r in idle if (r.verb == "get" and r.resource in per_object) or lists_pods_of_one(r)
     ]
     assert reads == [], by_kind(reads)
+
+
+def lists_pods_of_one(request: AuditedRequest) -> bool:
+    """A LIST of one ModelDeployment's pods (by its label; the pod watch's own LIST, when it
+    starts again, selects by the managed-by label)."""
+    uri = urllib.parse.unquote(request.uri)
+    return request.resource == "pods" and f"{LABEL_MODEL_DEPLOYMENT}=" in uri
 
 
 def test_an_idle_install_of_two_replicas_asks_less_than_one_request_a_second(

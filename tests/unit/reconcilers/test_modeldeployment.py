@@ -554,7 +554,38 @@ def serving_pod(name: str, version: str, track: dict[str, str] | None = None) ->
     return {"metadata": {"name": name, "namespace": NAMESPACE, "labels": labels}, "status": {}}
 
 
-async def test_a_canary_gets_a_deployment_of_its_own_and_an_abort_removes_it() -> None:
+class PodIndex(Mapping[tuple[str, str], list[dict[str, Any]]]):
+    """kopf's pod index (handlers/modeldeployment.py) over the fake's pods, as the watch would
+    keep them: by namespace and ModelDeployment, each as watched_pod keeps it."""
+
+    def __init__(self, kube: Any) -> None:
+        self.kube = kube
+
+    def _grouped(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for pod in self.kube.pods:
+            meta = pod["metadata"]
+            key = (meta["namespace"], meta["labels"]["mlflowops.dev/modeldeployment"])
+            grouped.setdefault(key, []).append(watched_pod(pod))
+        return grouped
+
+    def __getitem__(self, key: tuple[str, str]) -> list[dict[str, Any]]:
+        return self._grouped()[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._grouped())
+
+    def __len__(self) -> int:
+        return len(self._grouped())
+
+
+@pytest.mark.parametrize("pods_watched", [False, True], ids=["pods-listed", "pods-watched"])
+async def test_a_canary_gets_a_deployment_of_its_own_and_an_abort_removes_it(
+    pods_watched: bool,
+) -> None:
+    """With pods watched (the operator's case) its pods are read from the pod index, never
+    listed (bench_scale: a pod LIST per reconcile while a pod started was a quarter of a
+    rollout's requests)."""
     world = World(
         serving={"runtime": "batched", "replicas": 2},
         rollout={
@@ -562,6 +593,16 @@ async def test_a_canary_gets_a_deployment_of_its_own_and_an_abort_removes_it() -
             "canary": {"steps": [{"weight": 10}], "analysis": {"minRequests": 10}},
         },
     )
+    listed: list[str] = []
+    list_objects = world.kube.list
+
+    async def counting_list(api_version: str, kind: str, *args: Any) -> list[dict[str, Any]]:
+        listed.append(kind)
+        return await list_objects(api_version, kind, *args)
+
+    world.kube.list = counting_list  # type: ignore[method-assign]
+    if pods_watched:
+        world.reconciler.watched = Watched({"Pod": PodIndex(world.kube)})
     await world.reconcile()
     settle(world.kube, "fraud")
     await world.reconcile()
@@ -595,69 +636,7 @@ async def test_a_canary_gets_a_deployment_of_its_own_and_an_abort_removes_it() -
     assert world.condition("Degraded")["reason"] == "CanaryAborted"
     assert "error rate 25.0% > stable 0.0% + 2%" in world.condition("Degraded")["message"]
     assert [e[1] for e in world.events].count("CanaryAborted") == 1
-
-
-class PodIndex(Mapping[tuple[str, str], list[dict[str, Any]]]):
-    """kopf's pod index (handlers/modeldeployment.py) over the fake's pods, as the watch would
-    keep them: by namespace and ModelDeployment, each as watched_pod keeps it."""
-
-    def __init__(self, kube: Any) -> None:
-        self.kube = kube
-
-    def _grouped(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for pod in self.kube.pods:
-            meta = pod["metadata"]
-            key = (meta["namespace"], meta["labels"]["mlflowops.dev/modeldeployment"])
-            grouped.setdefault(key, []).append(watched_pod(pod))
-        return grouped
-
-    def __getitem__(self, key: tuple[str, str]) -> list[dict[str, Any]]:
-        return self._grouped()[key]
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._grouped())
-
-    def __len__(self) -> int:
-        return len(self._grouped())
-
-
-async def test_with_pods_watched_a_canary_is_judged_without_listing_a_pod() -> None:
-    """The pods of a rollout are read from the pod index, never listed (bench_scale: a pod
-    LIST per reconcile while a pod started was a quarter of a rollout's requests)."""
-    world = World(
-        serving={"runtime": "batched", "replicas": 2},
-        rollout={
-            "strategy": "Canary",
-            "canary": {"steps": [{"weight": 10}], "analysis": {"minRequests": 10}},
-        },
-    )
-    world.reconciler.watched = Watched({"Pod": PodIndex(world.kube)})
-    listed: list[str] = []
-    list_objects = world.kube.list
-
-    async def counting_list(api_version: str, kind: str, *args: Any) -> list[dict[str, Any]]:
-        listed.append(kind)
-        return await list_objects(api_version, kind, *args)
-
-    world.kube.list = counting_list  # type: ignore[method-assign]
-    await world.reconcile()
-    settle(world.kube, "fraud")
-    await world.reconcile()
-    world.hub.registry.champion = "2"
-    await world.reconcile()
-    world.kube.pods = [
-        serving_pod("fraud-a", "1"),
-        serving_pod("fraud-b", "1"),
-        serving_pod("fraud-canary-a", "2", {"mlflowops.dev/track": "canary"}),
-    ]
-    world.reconciler.pod_metrics = FakePodTraffic(  # type: ignore[assignment]
-        {"1": Traffic(200, 0), "2": Traffic(40, 10)}
-    )
-    await world.reconcile()
-    assert world.status["rollout"]["phase"] == "Aborted"
-    assert "error rate 25.0% > stable 0.0% + 2%" in world.condition("Degraded")["message"]
-    assert "Pod" not in listed
+    assert ("Pod" in listed) is not pods_watched
 
 
 async def test_with_pods_watched_a_crash_looping_pod_of_the_new_version_is_named() -> None:
