@@ -3,6 +3,7 @@ until the watch tells it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlflow_operator.builders.modeldeployment import mounts_mirror_config
@@ -111,3 +112,18 @@ def test_pods_are_read_per_model_deployment_by_label_equalities() -> None:
     assert watched.pods("ns", "fraud", {"track": "canary"}) == [canary]
     assert watched.pods("ns", "fraud", {"component": "shadow"}) == []
     assert watched.pods("elsewhere", "fraud", {}) == []
+
+
+def test_copies_kept_share_their_keys_and_short_strings_and_equal_the_object() -> None:
+    first, second = (json.loads(json.dumps(full_pod(name, "fraud"))) for name in ("a", "b"))
+    kept_first, kept_second = watched_copy(first), watched_copy(second)
+    del first["metadata"]["managedFields"]
+    assert kept_first == first
+    key_first = next(iter(kept_first["spec"]["containers"][0]))
+    key_second = next(iter(kept_second["spec"]["containers"][0]))
+    assert key_first == key_second == "name"
+    assert key_first is key_second  # one string object for every copy's key
+    image = kept_first["spec"]["containers"][0]["image"]
+    assert image is kept_second["spec"]["containers"][0]["image"]
+    long_value = "x" * 200  # a long string is kept as it is, not shared
+    assert watched_copy({"metadata": {}, "data": long_value})["data"] is long_value
