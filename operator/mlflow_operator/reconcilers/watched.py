@@ -35,7 +35,12 @@ def watched_copy(body: Mapping[str, Any]) -> dict[str, Any]:
     kept = {key: value for key, value in body.items() if key != "metadata"}
     metadata = body.get("metadata") or {}
     kept["metadata"] = {key: value for key, value in metadata.items() if key != "managedFields"}
-    return compact(kept)
+    return compact_object(kept)
+
+
+def compact_object(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """`compact` of a JSON object."""
+    return {sys.intern(key): compact(item) for key, item in obj.items()}
 
 
 def compact(value: Any) -> Any:
@@ -44,7 +49,7 @@ def compact(value: Any) -> Any:
     "containerPort", ...) and label value; shared, a serving Deployment kept in memory takes
     12 KB instead of 22 KB, a Service 3 KB instead of 6 KB (measured on bench_scale's)."""
     if isinstance(value, Mapping):  # a dict, or a view of one (kopf's Body)
-        return {sys.intern(key): compact(item) for key, item in value.items()}
+        return compact_object(value)
     if isinstance(value, list):
         return [compact(item) for item in value]
     if isinstance(value, str) and len(value) <= SHARED_STRING_CHARS:
@@ -69,7 +74,7 @@ def watched_pod(body: Mapping[str, Any]) -> dict[str, Any]:
         if v.get("configMap")
     ]
     kept_spec = {"nodeName": spec.get("nodeName"), "containers": containers, "volumes": config_maps}
-    return compact(
+    return compact_object(
         {
             "metadata": {key: value for key, value in metadata.items() if key in _POD_METADATA},
             "spec": {key: value for key, value in kept_spec.items() if value},
