@@ -230,9 +230,9 @@ def test_a_deleted_deployment_comes_back_on_the_last_good_version(env: ModelDepl
         eventually(ready_on_previous, timeout=30, what="Ready on version 1 again")
         assert "Recreating" in event_reasons(env.cluster, env.namespace, "revived")
         # the recreated Deployment carries the failure record again
-        annotations = deployment(env.cluster, env.namespace, "revived")["metadata"]["annotations"]
-        assert annotations["mlflowops.dev/failed-versions"] == broken
-        assert annotations["mlflowops.dev/last-good-version"] == "1"
+        metadata = deployment(env.cluster, env.namespace, "revived")["metadata"]
+        assert metadata["annotations"]["mlflowops.dev/failed-versions"] == broken
+        assert metadata["labels"]["mlflowops.dev/last-good-version"] == "1"
         time.sleep(2 * POLL)
         assert template_version(env.cluster, env.namespace, "revived") == "1"
         audit(broken, quiet=True)

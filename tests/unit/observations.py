@@ -10,6 +10,7 @@ from mlflow_operator.core.mlflowserver.observation import (
     ServerObservation,
     WorkloadState,
 )
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import DeploymentObservation
 
 SERVER_IMAGE = "ghcr.io/mlflow-operator/mlflow-server:3.17.2"
@@ -70,12 +71,20 @@ def deployment_object(
     version: str,
     *,
     annotations: dict[str, str] | None = None,
+    ledger: RolloutLedger | None = None,
     conditions: list[dict[str, str]] | None = None,
     available: int = 1,
 ) -> dict[str, Any]:
-    """A serving Deployment object whose controller has observed its template."""
+    """A serving Deployment object whose controller has observed its template; `ledger` as
+    the operator writes it, `annotations` over it (as anyone may: `kubectl annotate`)."""
+    metadata: dict[str, Any] = {
+        "name": "fraud",
+        "generation": 3,
+        "annotations": {**(ledger.annotations() if ledger else {}), **(annotations or {})},
+        "labels": ledger.labels() if ledger else {},
+    }
     return {
-        "metadata": {"name": "fraud", "generation": 3, "annotations": annotations or {}},
+        "metadata": metadata,
         "spec": {
             "replicas": 1,
             "template": {"metadata": {"labels": {"mlflowops.dev/model-version": version}}},

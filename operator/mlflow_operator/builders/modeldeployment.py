@@ -209,7 +209,7 @@ def build_serving_deployment(
 ) -> dict[str, Any]:
     """The Deployment that serves `version` of the model.
 
-    `ledger` goes into the Deployment's own annotations (never the pod template's), so that
+    `ledger` goes into the Deployment's own metadata (never the pod template's), so that
     the write that changes the template also records why (core/modeldeployment/ledger.py).
     `canary_replicas`: build the canary's Deployment instead (strategy Canary): that many
     pods with the Service's labels, and a selector of its own (the track label).
@@ -297,14 +297,17 @@ def build_serving_deployment(
         ],
         **placement(template, _gpu_tolerations(spec, config)),
     }
+    ledger_labels, ledger_annotations = (
+        (ledger.labels(), ledger.annotations()) if ledger else ({}, {})
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": child_metadata(
             name,
             owner,
-            {**serving_labels(owner.name, component), **track},
-            {ANNOTATION_MODEL_URI: uri, **(ledger.annotations() if ledger else {})},
+            {**serving_labels(owner.name, component), **track, **ledger_labels},
+            {ANNOTATION_MODEL_URI: uri, **ledger_annotations},
         ),
         "spec": {
             "replicas": replicas,

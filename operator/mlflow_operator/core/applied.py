@@ -11,7 +11,9 @@ A field the desired manifest no longer sets (a limit or a node selector taken ou
 spec) is still in the live object, which therefore still "holds everything desired"; only an
 apply removes it (server-side apply drops fields their manager stops sending). So every
 manifest is `stamped` with the hash of its content: a manifest that changed in any way,
-removals included, carries a hash the live object does not have.
+removals included, carries a hash the live object does not have. The hash is a label: a new
+annotation on a Deployment bumps its generation and makes the deployment controller rewrite
+its ReplicaSet, a new label does neither.
 """
 
 from __future__ import annotations
@@ -20,23 +22,23 @@ import hashlib
 import json
 from typing import Any
 
-from mlflow_operator.core.naming import ANNOTATION_APPLIED_HASH
+from mlflow_operator.core.naming import LABEL_APPLIED_HASH
 
 
 def stamped(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest with `ANNOTATION_APPLIED_HASH`: a hash of everything else in it.
+    """The manifest with the label `LABEL_APPLIED_HASH`: a hash of everything else in it.
 
-    Only the annotations are new: the rest is shared with `manifest`, not copied (deep copies
-    of the manifests were 15% of a profiled ModelDeployment reconcile)."""
+    Only the labels are new: the rest is shared with `manifest`, not copied (deep copies of
+    the manifests were 15% of a profiled ModelDeployment reconcile)."""
     metadata = manifest["metadata"]
-    annotations = {
+    labels = {
         key: value
-        for key, value in (metadata.get("annotations") or {}).items()
-        if key != ANNOTATION_APPLIED_HASH
+        for key, value in (metadata.get("labels") or {}).items()
+        if key != LABEL_APPLIED_HASH
     }
-    result = {**manifest, "metadata": {**metadata, "annotations": annotations}}
+    result = {**manifest, "metadata": {**metadata, "labels": labels}}
     content = json.dumps(result, sort_keys=True, separators=(",", ":"))
-    annotations[ANNOTATION_APPLIED_HASH] = hashlib.sha256(content.encode()).hexdigest()[:16]
+    labels[LABEL_APPLIED_HASH] = hashlib.sha256(content.encode()).hexdigest()[:16]
     return result
 
 

@@ -22,11 +22,17 @@ LABEL_TRACK = f"{API_GROUP}/track"
 ANNOTATION_MODEL_URI = f"{API_GROUP}/model-uri"
 ANNOTATION_CONFIG_HASH = f"{API_GROUP}/config-hash"
 ANNOTATION_IMAGE = f"{API_GROUP}/image"
-# The hash of the manifest last applied to a child (core/applied.py).
-ANNOTATION_APPLIED_HASH = f"{API_GROUP}/applied-hash"
-# The rollout ledger on the serving Deployment (core/modeldeployment/ledger.py).
+# The hash of the manifest last applied to a child (core/applied.py). A label, not an
+# annotation: the API server bumps a Deployment's generation (and the deployment controller
+# rewrites its ReplicaSet) whenever its annotations change, never for its labels.
+LABEL_APPLIED_HASH = f"{API_GROUP}/applied-hash"
+# The rollout ledger on the serving Deployment (core/modeldeployment/ledger.py): the failed
+# versions in an annotation (users clear it with `kubectl annotate`), the last good version in
+# a label (it changes after every completed rollout, which must not bump the generation).
 ANNOTATION_FAILED_VERSIONS = f"{API_GROUP}/failed-versions"
-ANNOTATION_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
+LABEL_LAST_GOOD_VERSION = f"{API_GROUP}/last-good-version"
+# Where earlier builds kept the last good version: still read, so an upgrade keeps it.
+ANNOTATION_LAST_GOOD_VERSION = LABEL_LAST_GOOD_VERSION
 # The MLflowServer on which the user of a serving pods' credentials Secret lives
 # (core/modeldeployment/serving_identity.py).
 ANNOTATION_MLFLOW_SERVER = f"{API_GROUP}/mlflow-server"

@@ -304,14 +304,30 @@ def test_custom_runtime_uses_the_users_command_and_passes_the_uri() -> None:
 
 
 def test_the_ledger_is_on_the_deployment_never_on_the_pod_template() -> None:
-    """Recording a failure must not restart pods: only the Deployment's own annotations."""
+    """Recording a failure must not restart pods: only the Deployment's own metadata. The last
+    good version, written after every completed rollout, is a label: a changed annotation
+    would bump the Deployment's generation and rewrite its ReplicaSet."""
     ledger = RolloutLedger(failed_versions=("2",), last_good_version="1")
     dep = build_serving_deployment(spec(), OWNER, "1", ENDPOINT, CONFIG, ledger=ledger)
-    assert dep["metadata"]["annotations"]["mlflowops.dev/failed-versions"] == "2"
-    assert dep["metadata"]["annotations"]["mlflowops.dev/last-good-version"] == "1"
-    template = dep["spec"]["template"]["metadata"]["annotations"]
-    assert not any(key.endswith(("failed-versions", "last-good-version")) for key in template)
-    assert read_ledger(dep["metadata"]["annotations"]) == ledger
+    metadata = dep["metadata"]
+    assert metadata["annotations"]["mlflowops.dev/failed-versions"] == "2"
+    assert metadata["labels"]["mlflowops.dev/last-good-version"] == "1"
+    assert "mlflowops.dev/last-good-version" not in metadata["annotations"]
+    template = dep["spec"]["template"]["metadata"]
+    for keys in (template["annotations"], template["labels"]):
+        assert not any(key.endswith(("failed-versions", "last-good-version")) for key in keys)
+    assert read_ledger(metadata["annotations"], metadata["labels"]) == ledger
+
+
+def test_the_last_good_version_of_an_earlier_build_is_kept() -> None:
+    """Earlier builds kept the last good version in an annotation: an upgraded operator reads
+    it there until its first apply writes the label; the label wins once both exist."""
+    earlier = {"mlflowops.dev/failed-versions": "2", "mlflowops.dev/last-good-version": "1"}
+    assert read_ledger(earlier) == RolloutLedger(("2",), "1")
+    assert read_ledger(earlier, {"mlflowops.dev/last-good-version": "3"}) == RolloutLedger(
+        ("2",), "3"
+    )
+    assert read_ledger(earlier, {"mlflowops.dev/last-good-version": ""}) == RolloutLedger(("2",))
 
 
 def test_a_disruption_budget_only_for_two_replicas_or_more() -> None:

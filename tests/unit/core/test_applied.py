@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from mlflow_operator.core.applied import already_applied, stamped
-from mlflow_operator.core.naming import ANNOTATION_APPLIED_HASH
+from mlflow_operator.core.naming import LABEL_APPLIED_HASH
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -99,5 +99,5 @@ def test_the_stamp_depends_on_the_content_only() -> None:
     assert stamped(once) == once == stamped(copy.deepcopy(DESIRED))
     other = copy.deepcopy(DESIRED)
     other["spec"]["replicas"] = 3
-    hash_of = lambda m: m["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]  # noqa: E731
+    hash_of = lambda m: m["metadata"]["labels"][LABEL_APPLIED_HASH]  # noqa: E731
     assert hash_of(stamped(other)) != hash_of(once)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
@@ -98,10 +99,7 @@ def test_with_fail_an_incompatible_version_is_a_failed_one_that_sticks() -> None
     plan = step(FAIL, serving_1(FAIL), complete("1"), BROKEN)
     assert plan.deploy_version == "1"  # never a pod of it
     assert plan.status.failed_versions == ["2"]
-    assert plan.ledger.annotations() == {
-        "mlflowops.dev/failed-versions": "2",
-        "mlflowops.dev/last-good-version": "1",
-    }
+    assert plan.ledger == RolloutLedger(failed_versions=("2",), last_good_version="1")
     why = f"version 2 cannot run on the serving image: {FAULT}"
     assert cond(plan, "Degraded") == (
         "True", "VersionIncompatible",
@@ -148,7 +146,7 @@ def test_with_fail_an_incompatible_version_is_a_failed_one_that_sticks() -> None
 
 def test_a_failure_by_incompatibility_survives_a_lost_status_and_an_outage() -> None:
     plan = step(FAIL, serving_1(FAIL), complete("1"), BROKEN)
-    applied = observe_deployment(deployment_object("1", annotations=plan.ledger.annotations()))
+    applied = observe_deployment(deployment_object("1", ledger=plan.ledger))
     # status lost: the ledger keeps the failure; the check is asked again, nothing re-announced
     lost = step(FAIL, ModelDeploymentStatus(), applied, BROKEN, minutes=1)
     assert lost.deploy_version == "1"
@@ -169,11 +167,12 @@ def test_clearing_the_record_to_retry_checks_the_version_again() -> None:
     retries a failed version. One failed by the pre-flight check is checked again first: it
     gets a pod only if the serving image runs it now."""
     plan = step(FAIL, serving_1(FAIL), complete("1"), BROKEN)
-    ledger = plan.ledger.annotations()
-    recorded = observe_deployment(deployment_object("1", annotations=ledger))
+    recorded = observe_deployment(deployment_object("1", ledger=plan.ledger))
     assert preflight_version(Resolved("2"), recorded, plan.status) is None
     cleared = observe_deployment(
-        deployment_object("1", annotations={**ledger, "mlflowops.dev/failed-versions": ""})
+        deployment_object(
+            "1", ledger=plan.ledger, annotations={"mlflowops.dev/failed-versions": ""}
+        )
     )
     still = step(FAIL, plan.status, cleared, BROKEN, minutes=1)
     assert still.deploy_version == "1"

@@ -7,6 +7,7 @@ from typing import Any
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.core.conditions import get_condition
+from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.observation import (
     DeploymentObservation,
     observe_deployment,
@@ -326,7 +327,7 @@ def test_the_apply_that_rolls_back_records_the_failure() -> None:
         ModelDeploymentStatus(serving_version="1"), Resolved("2"), in_progress("2", exceeded=True)
     )
     assert plan.deploy_version == "1"
-    assert plan.ledger.annotations() == ROLLED_BACK
+    assert plan.ledger == RolloutLedger(failed_versions=("2",), last_good_version="1")
 
 
 def test_pods_that_could_not_be_created_do_not_fail_the_version() -> None:

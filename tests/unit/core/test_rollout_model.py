@@ -376,7 +376,8 @@ class RolloutWorld(RuleBasedStateMachine):
             self.written.append(copy.deepcopy(status))
 
     def apply(self, manifest: dict[str, Any]) -> None:
-        """Server-side apply: a changed spec is a new generation; an unchanged one no write."""
+        """Server-side apply: a changed spec or changed annotations are a new generation (as
+        the API server does for Deployments); changed labels are not."""
         meta = manifest["metadata"]
         if self.deployment is None:
             self.incarnation += 1
@@ -394,11 +395,17 @@ class RolloutWorld(RuleBasedStateMachine):
             self.applied_at[self.template_key()] = self.now
             return
         dep = self.deployment
+        annotations = dict(meta.get("annotations") or {})
         if dep["spec"] != manifest["spec"]:
             dep["spec"] = copy.deepcopy(manifest["spec"])
             dep["metadata"]["generation"] += 1
             self.applied_at[self.template_key()] = self.now
-        dep["metadata"]["annotations"] = dict(meta.get("annotations") or {})
+        elif dep["metadata"]["annotations"] != annotations:
+            applied = self.applied_at[self.template_key()]
+            dep["metadata"]["generation"] += 1
+            self.applied_at[self.template_key()] = applied  # the same template's deadline
+        dep["metadata"]["annotations"] = annotations
+        dep["metadata"]["labels"] = dict(meta["labels"])
 
     def check_declared_failures(self, last: ModelDeploymentStatus, plan: RolloutPlan) -> None:
         """I4, exactly, and defect 11: why a version is newly listed as failed."""

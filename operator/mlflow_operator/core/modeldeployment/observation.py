@@ -123,7 +123,7 @@ def observe_deployment(
         replica_failure=failure,
         waiting_pods=tuple(_waiting(pods, version)),
         pod_troubles=tuple(_troubles(pods, version)),
-        ledger=read_ledger(meta.get("annotations")),
+        ledger=read_ledger(meta.get("annotations"), meta.get("labels")),
     )
 
 
