@@ -36,6 +36,16 @@ def test_a_creation_and_a_deletion_are_read_as_written() -> None:
     assert ahead.read("ns/md", ("Service", "s"), obj("5")) == obj("5")
 
 
+def test_a_write_is_kept_as_the_watch_keeps_it() -> None:
+    """A status write's answer is the whole object, managedFields included, kept until the
+    next reconcile reads it (a poll interval later when idle)."""
+    ahead = WrittenAhead()
+    stored = obj("2")
+    stored["metadata"]["managedFields"] = [{"manager": "mlflow-operator", "fieldsV1": {}}]
+    ahead.wrote("ns/md", ("ModelDeployment", "md"), "1", stored)
+    assert ahead.read("ns/md", ("ModelDeployment", "md"), obj("1")) == obj("2")
+
+
 def test_an_index_keeps_objects_without_their_managed_fields() -> None:
     body = {"metadata": {"name": "d", "namespace": "ns", "managedFields": [{"manager": "x"}]}}
     watched = Watched({"Deployment": {("ns", "d"): [watched_copy(body)]}})
