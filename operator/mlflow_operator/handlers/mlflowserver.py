@@ -50,7 +50,7 @@ async def mlflowserver_daemon(
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def mlflowserver_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def mlflowserver_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Any change to the object (spec, metadata) reconciles it now."""
     wake(memo, _key(namespace, name))
 
@@ -58,7 +58,7 @@ def mlflowserver_changed(namespace: str | None, name: str, memo: Any, **_: Any) 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=CHILD_LABELS)
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS)
-def server_child_changed(
+async def server_child_changed(
     namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
 ) -> None:
     """A child's progress (pods ready, a migration Job done) reconciles its server now."""

@@ -4,6 +4,11 @@ A daemon (not a timer) because the registry watcher must be able to wake one obj
 when its model moves; watch events of the object and of its serving children wake it too.
 The children are kept in kopf indices, which the reconciler reads instead of GETs
 (reconcilers/watched.py).
+
+Every handler is a coroutine, even where it does no I/O: kopf runs a plain function in its
+thread pool, where a wake sets an asyncio.Event off the event loop's thread (asyncio's objects
+are not thread-safe; it worked because kopf's hop back to the loop woke the loop just after),
+and every watch event paid that hop to a thread and back.
 """
 
 from __future__ import annotations
@@ -38,24 +43,28 @@ def _by_name(namespace: str | None, name: str, body: kopf.Body) -> dict[Any, Any
 
 
 @kopf.index("apps", "v1", "deployments", labels=SERVING_CHILD, id="serving_deployments")
-def serving_deployments(
+async def serving_deployments(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
     return _by_name(namespace, name, body)
 
 
 @kopf.index("v1", "services", labels=SERVING_CHILD, id="serving_services")
-def serving_services(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def serving_services(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     return _by_name(namespace, name, body)
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=SERVING_CHILD, id="serving_pdbs")
-def serving_pdbs(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def serving_pdbs(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     return _by_name(namespace, name, body)
 
 
 @kopf.index("v1", "pods", labels=SERVING_CHILD, id="serving_pods")
-def serving_pods(
+async def serving_pods(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
     """Every pod of a ModelDeployment (stable, canary, shadow) under its name: a rollout reads
@@ -65,7 +74,9 @@ def serving_pods(
 
 
 @kopf.index(API_GROUP, API_VERSION, "mlflowservers", id="mlflow_servers")
-def mlflow_servers(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def mlflow_servers(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     """The servers a ModelDeployment's serverRef names (the few of a cluster)."""
     return _by_name(namespace, name, body)
 
@@ -106,7 +117,7 @@ async def modeldeployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) ->
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "modeldeployments")
-def modeldeployment_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def modeldeployment_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Any change to the object (spec, metadata) reconciles it now."""
     wake(memo, f"{namespace}/{name}")
 
@@ -114,7 +125,7 @@ def modeldeployment_changed(namespace: str | None, name: str, memo: Any, **_: An
 @kopf.on.event("apps", "v1", "deployments", labels=SERVING_CHILD)
 @kopf.on.event("v1", "services", labels=SERVING_CHILD)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=SERVING_CHILD)
-def serving_child_changed(
+async def serving_child_changed(
     namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
 ) -> None:
     """Rollout progress of a serving Deployment, or a change to any serving child (a person's
@@ -123,7 +134,7 @@ def serving_child_changed(
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "mlflowservers")
-def mlflow_server_changed(
+async def mlflow_server_changed(
     type: str | None,
     namespace: str | None,
     name: str,
