@@ -99,6 +99,14 @@ class ServingMetrics:
             multiprocess_mode="max",
             registry=self.registry,
         )
+        self.input_parsing = Counter(
+            "mlflow_serving_input_parsing",
+            "Scoring requests by how their body became model input: fast (JSON rows straight "
+            "into the signature's frame, enforced once per batch by construction) or mlflow "
+            "(MLflow's parser and schema enforcement: the fallback for anything else).",
+            (*model_labels, "path"),
+            registry=self.registry,
+        )
         self.mirrored_requests = Counter(
             "mlflow_serving_mirrored_requests",
             "Copies of scoring requests mirrored to a candidate version (strategy Shadow), by "
@@ -161,6 +169,8 @@ class ServingMetrics:
         # this a quiet pod has no queue_depth at all and a dashboard shows "no data", not 0.
         self.queue.labels(**self._model).set(0)
         self.in_flight.labels(**self._model).set(0)
+        for path in ("fast", "mlflow"):
+            self.input_parsing.labels(**self._model, path=path)
 
     def request_started(self) -> None:
         self.in_flight.labels(**self._model).inc()
@@ -170,6 +180,9 @@ class ServingMetrics:
         labels = {**self._model, "status": str(status)}
         self.requests.labels(**labels).inc()
         self.request_seconds.labels(**labels).observe(seconds)
+
+    def input_parsed(self, fast: bool) -> None:
+        self.input_parsing.labels(**self._model, path="fast" if fast else "mlflow").inc()
 
     def batch_done(self, requests: int, rows: int, seconds: float) -> None:
         self.batch_requests.labels(**self._model).observe(requests)

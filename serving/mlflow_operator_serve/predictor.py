@@ -22,7 +22,7 @@ class PyfuncBatchModel:
 
     def merge_key(self, item: ParsedRequest) -> Hashable | None:
         if item.rows is not None:
-            return ("json", *item.rows.merge_key)
+            return ("json", item.conforming, *item.rows.merge_key)
         return tabular.merge_key(item.data, item.params, item.unwrapped)
 
     def size(self, item: ParsedRequest) -> int:
@@ -32,27 +32,22 @@ class PyfuncBatchModel:
 
     def predict_one(self, item: ParsedRequest) -> Any:
         # Exactly what MLflow's server does for this request, errors included.
-        if self._observe is None:
-            return self._protocol.predict(item)
-        if item.rows is not None:
-            item = self._protocol.parse_json(item.body)
-        predictions = self._protocol.predict(item)
-        self._observe(item.data, predictions)
+        data, predictions = self._protocol.predict_with_input(item)
+        if self._observe is not None:
+            self._observe(data, predictions)
         return predictions
 
     def predict_merged(self, items: Sequence[ParsedRequest]) -> Sequence[Any]:
         # Schema enforcement runs once, on the merged frame; a failure (one bad request
         # among good ones) raises, and the batcher then predicts each request alone so that
         # only the bad one gets the error.
+        sizes = [self.size(item) for item in items]
         if items[0].rows is not None:
             # Equal merge keys: every item has rows of the same columns and kinds.
-            parts = [item.rows for item in items if item.rows is not None]
-            merged = self._protocol.frame_from_rows(parts)
-            sizes = [len(part.rows) for part in parts]
+            merged, conforming = self._protocol.frame_from_rows(items)
         else:
-            merged = tabular.merge([item.data for item in items])
-            sizes = [len(item.data) for item in items]
-        predictions = self._protocol.predict_raw(merged, None)
+            merged, conforming = tabular.merge([item.data for item in items]), False
+        predictions = self._protocol.predict_raw(merged, None, conforming=conforming)
         if self._observe is not None:
             self._observe(merged, predictions)
         return tabular.split(predictions, sizes)

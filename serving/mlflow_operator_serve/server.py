@@ -68,9 +68,27 @@ def _response(r: Reply) -> web.Response:
     return web.Response(status=r.status, body=r.body, headers={"Content-Type": r.content_type})
 
 
-def build_app(state: ServingState) -> web.Application:
+async def _score(state: ServingState, body: bytes, content_type: str | None) -> Reply:
+    """The reply to one `/invocations` body: parsed, batched, predicted, rendered."""
     from mlflow.exceptions import MlflowException
 
+    from mlflow_operator_serve import protocol as proto
+
+    try:
+        if len(body) <= INLINE_PARSE_BYTES:
+            parsed = state.protocol.parse(body, content_type)
+        else:
+            parsed = await asyncio.to_thread(state.protocol.parse, body, content_type)
+        if isinstance(parsed, proto.Reply):
+            return parsed
+        state.metrics.input_parsed(parsed.conforming)
+        predictions = await state.batcher.submit(parsed)
+    except MlflowException as error:
+        return proto.error_reply(error)
+    return state.protocol.predictions_reply(predictions, parsed.unwrapped)
+
+
+def build_app(state: ServingState) -> web.Application:
     from mlflow_operator_serve import protocol as proto
 
     reply = _response
@@ -88,20 +106,6 @@ def build_app(state: ServingState) -> web.Application:
 
         return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def score(body: bytes, content_type: str | None) -> proto.Reply:
-        try:
-            if len(body) <= INLINE_PARSE_BYTES:
-                parsed = state.protocol.parse(body, content_type)
-            else:
-                parsed = await asyncio.to_thread(state.protocol.parse, body, content_type)
-            if isinstance(parsed, proto.Reply):
-                return parsed
-            predictions = await state.batcher.submit(parsed)
-        except MlflowException as error:
-            return proto.error_reply(error)
-        rendered: proto.Reply = state.protocol.predictions_reply(predictions, parsed.unwrapped)
-        return rendered
-
     async def invocations(request: web.Request) -> web.Response:
         started = time.perf_counter()
         state.metrics.request_started()
@@ -109,7 +113,7 @@ def build_app(state: ServingState) -> web.Application:
         try:
             body = await request.read()
             async with asyncio.timeout(state.timeout_seconds):
-                result = await score(body, request.headers.get("Content-Type"))
+                result = await _score(state, body, request.headers.get("Content-Type"))
         except TimeoutError:
             result = proto.TIMED_OUT
         except Exception as error:  # noqa: BLE001 - MLflow answers these with a bare 500

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.utils.proto_json_utils import _get_jsonable_obj
 
 from mlflow_operator_serve import tabular
 
@@ -33,12 +34,30 @@ def test_different_columns_or_dtypes_do_not_merge(other: pd.DataFrame) -> None:
     assert tabular.merge_key(other, None, unwrapped=False) != base
 
 
-def test_params_llm_input_and_tensors_run_alone() -> None:
+def test_params_llm_input_and_named_tensors_run_alone() -> None:
     data = frame(x=[1.0])
     assert tabular.merge_key(data, {"temperature": 0.1}, unwrapped=False) is None
     assert tabular.merge_key(data, None, unwrapped=True) is None
-    assert tabular.merge_key(np.zeros((2, 3)), None, unwrapped=False) is None
     assert tabular.merge_key({"x": np.zeros(2)}, None, unwrapped=False) is None
+    assert tabular.merge_key(np.zeros((2, 3)), {"k": 1}, unwrapped=False) is None
+
+
+def test_tensors_merge_by_dtype_and_shape_after_the_batch_axis() -> None:
+    key = tabular.merge_key(np.zeros((2, 3), dtype=np.float32), None, False)
+    assert key is not None
+    assert key == tabular.merge_key(np.ones((5, 3), dtype=np.float32), None, False)
+    assert key != tabular.merge_key(np.zeros((2, 3), dtype=np.float64), None, False)
+    assert key != tabular.merge_key(np.zeros((2, 4), dtype=np.float32), None, False)
+    assert key != tabular.merge_key(np.zeros((2, 3, 1), dtype=np.float32), None, False)
+    for alone in (np.float32(1), np.zeros((0, 3)), np.array([["a", None]], dtype=object)):
+        assert tabular.merge_key(alone, None, False) is None
+    merged = tabular.merge([np.zeros((1, 3)), np.ones((2, 3))])
+    assert merged.shape == (3, 3)
+    assert tabular.row_count(merged) == 3
+    assert [part.tolist() for part in tabular.split(merged, [1, 2])] == [
+        [[0.0, 0.0, 0.0]],
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
+    ]
 
 
 def test_categories_are_part_of_the_key() -> None:
@@ -57,11 +76,19 @@ def test_split_arrays_frames_series_and_lists() -> None:
     sizes = [1, 2]
     parts = tabular.split(np.array([[1, 1], [2, 2], [3, 3]]), sizes)
     assert [p.tolist() for p in parts] == [[[1, 1]], [[2, 2], [3, 3]]]
-    frames = tabular.split(frame(p=[1, 2, 3]), sizes)
-    assert [f.to_dict("records") for f in frames] == [[{"p": 1}], [{"p": 2}, {"p": 3}]]
-    assert list(frames[1].index) == [0, 1]
-    series = tabular.split(pd.Series([1, 2, 3], name="p"), sizes)
-    assert [s.tolist() for s in series] == [[1], [2, 3]]
+    # frames and series: each part is the records MLflow renders that part's frame as
+    whole = frame(p=[1.5, 2.0, 3.0], q=["a", "b", "c"])
+    parts_of_frame = tabular.split(whole, sizes)
+    assert parts_of_frame == [
+        _get_jsonable_obj(whole.iloc[:1].reset_index(drop=True)),
+        _get_jsonable_obj(whole.iloc[1:].reset_index(drop=True)),
+    ]
+    assert parts_of_frame[1] == [{"p": 2.0, "q": "b"}, {"p": 3.0, "q": "c"}]
+    series = pd.Series([1, 2, 3], name="p")
+    assert tabular.split(series, sizes) == [
+        _get_jsonable_obj(series.iloc[:1].reset_index(drop=True)),
+        _get_jsonable_obj(series.iloc[1:].reset_index(drop=True)),
+    ]
     assert tabular.split(["a", "b", "c"], sizes) == [["a"], ["b", "c"]]
 
 
