@@ -87,13 +87,77 @@ def import_flavor(model_dir: Path) -> None:
 
 
 def load_pyfunc(model_dir: Path) -> object:
-    """The pyfunc model, with SERVING_MODEL_CONFIG applied as MLflow's server does."""
+    """The pyfunc model, with SERVING_MODEL_CONFIG applied as MLflow's server does.
+
+    One addition: a PyTorch model saved as `pt2` (MLflow 3's default) on one device and
+    served on another - exported on a CPU machine, served on a GPU - is moved to the serving
+    device, where MLflow refuses to load it at all (`mlflow models serve` crash-loops).
+    """
     from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+    from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
     load: Any = scoring_server.load_model_with_mlflow_config  # untyped in MLflow
-    return load(str(model_dir))
+    try:
+        return load(str(model_dir))
+    except MlflowException:
+        exported = _exported_program(model_dir)
+        if exported is None:
+            raise
+        device = _pytorch_device(os.environ.get(scoring_server.SERVING_MODEL_CONFIG))
+        _logger.warning(
+            "%s was exported by torch.export for another device than %s, which MLflow refuses "
+            "to load; moving it to %s (torch.export.passes.move_to_device_pass)",
+            exported, device, device,
+        )  # fmt: skip
+        return _load_exported_on(model_dir, exported, device)
+
+
+def _exported_program(model_dir: Path) -> Path | None:
+    """The `model.pt2` of a model of MLflow's pytorch flavor saved as `pt2`, if it is one."""
+    from mlflow.models import Model
+
+    flavor = Model.load(str(model_dir)).flavors.get("pytorch")
+    if not flavor:
+        return None
+    path = model_dir / str(flavor.get("model_data", "data")) / "model.pt2"
+    return path if path.is_file() else None
+
+
+def _pytorch_device(model_config_json: str | None) -> str:
+    """The device MLflow's pytorch loader aims at: the model config's, the env's, else CUDA
+    when there is one (`mlflow.pytorch._load_pyfunc`)."""
+    import json
+
+    from mlflow import environment_variables
+
+    torch: Any = importlib.import_module("torch")  # only in serving images that have it
+    config = json.loads(model_config_json) if model_config_json else {}
+    variables: Any = environment_variables  # untyped in MLflow
+    device = config.get("device") or variables.MLFLOW_DEFAULT_PREDICTION_DEVICE.get()
+    if device:
+        return str(device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_exported_on(model_dir: Path, exported: Path, device: str) -> object:
+    """The pt2 program moved to `device`, wrapped as MLflow's pytorch pyfunc wraps it.
+
+    MLflow already checked the archive before refusing it: it validates that a pt2 archive is
+    free of pickle payloads before it loads it, and compares devices only after.
+    """
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel
+
+    torch: Any = importlib.import_module("torch")
+    passes: Any = importlib.import_module("torch.export.passes")
+    pytorch_flavor: Any = importlib.import_module("mlflow.pytorch")
+    program = passes.move_to_device_pass(torch.export.load(str(exported)), device)
+    metadata = Model.load(str(model_dir))
+    # the wrapper class MLflow's own loader returns (mlflow.pytorch._load_pyfunc)
+    wrapper = pytorch_flavor._PyTorchWrapper(program.module(), device=device)
+    return PyFuncModel(model_meta=metadata, model_impl=wrapper, model_id=metadata.model_id)
 
 
 def serving_input_example(model_dir: Path, model: object) -> str | None:
