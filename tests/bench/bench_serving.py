@@ -12,6 +12,19 @@ one server at a time (each alone on the CPUs while it starts and while it is mea
 
 The load generator runs on the same machine and competes for the CPUs, as a sidecar would.
 Cold start: from process start to the first 200 on the readiness endpoint.
+
+    python -m tests.bench.bench_serving --gpu [--torch-format pickle|pt2] [--load-processes 4]
+
+--gpu: a PyTorch MLP instead (256 float32 inputs, 2048, 2048, 10 outputs; serving_models.py),
+served by `mlflow models serve -w 1` and `batched -w 1` only (MLServer is left out); both load
+it onto CUDA when torch sees a GPU (MLflow's pytorch flavor does), and the output says which
+device torch sees here. `pickle` (default): requests in `dataframe_split` (columns f0..f255);
+`pt2` (torch.export, saved on --export-device, cpu by default): requests in `inputs`. MLflow
+itself refuses to load a pt2 model exported on CPU onto CUDA, so there `mlflow models serve`
+does not start (reported, not fatal). For batched, the mean merged batch (requests and rows per
+predict call, from its /metrics) per level. The load comes from --load-processes processes (4
+by default with --gpu: one asyncio process tops out at a few thousand requests per second).
+torch is imported only with --gpu.
 """
 
 from __future__ import annotations
@@ -19,15 +32,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.bench.serving_load import LoadResult, run_load
+from tests.bench.serving_models import (
+    TORCH_FORMATS,
+    TorchFormat,
+    request_body,
+    save_torch_mlp,
+    torch_module,
+)
 from tests.bench.serving_servers import (
     Server,
+    request,
     save_iris_classifier,
     start_batched,
     start_mlflow_serve,
@@ -46,8 +70,45 @@ class Contender:
     ready_path: str = "/ping"
     infer_path: str = "/invocations"
     body: bytes = MLFLOW_BODY
+    # GET path of its Prometheus metrics, for the merged batch sizes (None: not read)
+    metrics_path: str | None = None
     cold_starts: list[float] = field(default_factory=list)
     results: dict[int, LoadResult] = field(default_factory=dict)
+    batches: dict[int, BatchSizes] = field(default_factory=dict)
+    failure: str = ""
+
+
+@dataclass(frozen=True)
+class BatchSizes:
+    """Predict calls during one level's load (warmup included), and the mean merged batch."""
+
+    calls: float
+    requests: float
+    rows: float
+
+    @property
+    def mean_requests(self) -> float:
+        return self.requests / self.calls if self.calls else float("nan")
+
+    @property
+    def mean_rows(self) -> float:
+        return self.rows / self.calls if self.calls else float("nan")
+
+
+def metric_total(text: str, name: str) -> float:
+    """The sum of a metric's samples over all its label sets in a Prometheus text page."""
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", re.MULTILINE)
+    return sum(float(value) for value in pattern.findall(text))
+
+
+def batch_counters(server: Server, path: str) -> BatchSizes:
+    """The batch histograms' totals so far (predict calls, requests and rows in them)."""
+    text = request(server.port, "GET", path).body.decode()
+    return BatchSizes(
+        metric_total(text, "mlflow_serving_batch_size_requests_count"),
+        metric_total(text, "mlflow_serving_batch_size_requests_sum"),
+        metric_total(text, "mlflow_serving_batch_size_rows_sum"),
+    )
 
 
 def contenders(include_mlserver: bool) -> list[Contender]:
@@ -74,6 +135,29 @@ def contenders(include_mlserver: bool) -> list[Contender]:
     return found
 
 
+def gpu_contenders(serialization_format: TorchFormat) -> list[Contender]:
+    """The GPU comparison: MLflow's server and ours, one worker each, one model on one GPU;
+    and ours with two workers sharing the GPU (each its own CUDA context and weights), which
+    shows how much of one worker's limit is its one CPU core."""
+    from tests.bench.serving_models import random_rows
+
+    body = request_body(serialization_format, random_rows(1)[0])
+    return [
+        Contender(
+            "mlflow models serve -w 1", lambda m, w: start_mlflow_serve(str(m), w), body=body
+        ),
+        *(
+            Contender(
+                f"batched -w {workers}",
+                lambda m, w, n=workers: start_batched(str(m), w, ["--workers", str(n)]),  # type: ignore[misc]
+                body=body,
+                metrics_path="/metrics",
+            )
+            for workers in (1, 2)
+        ),
+    ]
+
+
 def measure(
     contender: Contender,
     model: Path,
@@ -82,6 +166,7 @@ def measure(
     levels: list[int],
     seconds: float,
     starts: int,
+    load_processes: int = 1,
 ) -> None:
     for attempt in range(starts):
         started = time.monotonic()
@@ -93,14 +178,39 @@ def measure(
                 continue
             url = f"{server.base_url}{contender.infer_path}"
             for level in levels:
-                contender.results[level] = run_load(
-                    url, contender.body, "application/json", concurrency=level, seconds=seconds
+                before = (
+                    batch_counters(server, contender.metrics_path)
+                    if contender.metrics_path
+                    else None
                 )
+                contender.results[level] = run_load(
+                    url,
+                    contender.body,
+                    "application/json",
+                    concurrency=level,
+                    seconds=seconds,
+                    processes=load_processes,
+                )
+                if before is not None and contender.metrics_path:
+                    after = batch_counters(server, contender.metrics_path)
+                    contender.batches[level] = BatchSizes(
+                        after.calls - before.calls,
+                        after.requests - before.requests,
+                        after.rows - before.rows,
+                    )
         finally:
             server.stop()
 
 
 def report(all_: list[Contender], levels: list[int]) -> None:
+    failed = [c for c in all_ if c.failure]
+    if failed:
+        print("\nnot measured:")
+        for c in failed:
+            print(f"  {c.label:28s} {c.failure}")
+    all_ = [c for c in all_ if not c.failure]
+    if not all_:
+        return
     print("\ncold start to ready (s): median of runs [runs]")
     for c in all_:
         runs = sorted(c.cold_starts)
@@ -114,6 +224,15 @@ def report(all_: list[Contender], levels: list[int]) -> None:
             for r in (c.results[level] for level in levels)
         )
         print(f"  {c.label:28s}{cells}")
+    batched = [c for c in all_ if c.batches]
+    if batched:
+        print("\nmean merged batch per predict call: requests | rows  (predict calls)")
+        for c in batched:
+            cells = "".join(
+                f"{b.mean_requests:9.1f} {b.mean_rows:7.1f} ({b.calls:6.0f})"
+                for b in (c.batches[level] for level in levels)
+            )
+            print(f"  {c.label:28s}{cells}")
     by = {c.label: c for c in all_}
     ours = by.get("batched -w 1")
     if ours is None:
@@ -134,36 +253,91 @@ def report(all_: list[Contender], levels: list[int]) -> None:
         print(f"  vs {c.label:25s} {tp}   cold start {cold:4.2f}x")
 
 
+def torch_device() -> str:
+    """What torch sees here (the servers, started from this environment, see the same)."""
+    try:
+        torch = torch_module()
+    except ImportError:
+        raise SystemExit("--gpu needs torch (it is not an operator dependency)") from None
+    forced = os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
+    if forced:
+        return (
+            f"torch {torch.__version__}; MLFLOW_DEFAULT_PREDICTION_DEVICE={forced} for the servers"
+        )
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"torch {torch.__version__} sees CUDA: {', '.join(names)}; the servers use cuda"
+    return f"torch {torch.__version__} sees no CUDA device; the servers run the model on cpu"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per level")
-    parser.add_argument("--levels", default="1,4,16,64")
-    parser.add_argument("--cold-starts", type=int, default=3, help="starts per server")
+    parser.add_argument("--levels", help="concurrency levels (default 1,4,16,64; --gpu 1,16,64)")
+    parser.add_argument("--cold-starts", type=int, help="starts per server (default 3; --gpu 1)")
     parser.add_argument("--no-mlserver", action="store_true")
     parser.add_argument(
         "--reverse",
         action="store_true",
         help="measure in reverse order (on a machine whose load drifts, run both ways)",
     )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="a PyTorch MLP, mlflow models serve and batched only (see above)",
+    )
+    parser.add_argument("--torch-format", choices=TORCH_FORMATS, default="pickle")
+    parser.add_argument(
+        "--export-device",
+        default="cpu",
+        help="the device the model is on when saved (pt2 keeps it; default cpu)",
+    )
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        help="processes of the load generator (default 1; --gpu 4)",
+    )
     args = parser.parse_args()
-    levels = [int(level) for level in args.levels.split(",")]
+    levels = [
+        int(level) for level in (args.levels or ("1,16,64" if args.gpu else "1,4,16,64")).split(",")
+    ]
+    starts = args.cold_starts or (1 if args.gpu else 3)
+    load_processes = args.load_processes or (4 if args.gpu else 1)
     print(f"load average before: {os.getloadavg()}; CPUs: {os.cpu_count()}")
+    if args.gpu:
+        print(torch_device())
+        print(
+            f"model: torch MLP 256-2048-2048-10, {args.torch_format}, saved on "
+            f"{args.export_device}; load processes: {load_processes}",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
-        model = save_iris_classifier(workdir / "iris")
-        all_ = contenders(not args.no_mlserver)
+        if args.gpu:
+            model = save_torch_mlp(workdir / "mlp", args.torch_format, args.export_device)
+            all_ = gpu_contenders(args.torch_format)
+        else:
+            model = save_iris_classifier(workdir / "iris")
+            all_ = contenders(not args.no_mlserver)
         for contender in reversed(all_) if args.reverse else all_:
             print(f"measuring {contender.label} ...", flush=True)
-            measure(
-                contender,
-                model,
-                workdir,
-                levels=levels,
-                seconds=args.seconds,
-                starts=args.cold_starts,
-            )
+            try:
+                measure(
+                    contender,
+                    model,
+                    workdir,
+                    levels=levels,
+                    seconds=args.seconds,
+                    starts=starts,
+                    load_processes=load_processes,
+                )
+            except Exception as exc:  # noqa: BLE001  (one server failing keeps the others' numbers)
+                traceback.print_exc()
+                contender.failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     print(f"load average after: {os.getloadavg()}")
     report(all_, levels)
+    if any(c.failure for c in all_):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ benchmark only, MLServer from its own virtualenv (see serving_mlserver.py).
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import sys
 import time
@@ -88,10 +89,29 @@ class Server:
         self.process.stop()
 
 
+def script_dirs() -> list[Path]:
+    """Where the console scripts (`mlflow`, `uvicorn`) of this Python's packages are.
+
+    The virtualenv's bin, next to sys.executable; and, where the packages were installed with
+    `pip install --target DIR` and are found through PYTHONPATH (no virtualenv), DIR/bin, found
+    next to the installed `mlflow` package (DIR/mlflow). Each only if it exists.
+    """
+    found = [VENV_BIN]
+    spec = importlib.util.find_spec("mlflow")  # finds the package without importing it
+    if spec is not None and spec.origin:
+        beside = Path(spec.origin).parents[1] / "bin"
+        if beside.is_dir() and beside not in found:
+            found.append(beside)
+    return found
+
+
 def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the servers get on top of os.environ (ManagedProcess starts from a copy of it, so
+    PYTHONPATH, CUDA_VISIBLE_DEVICES and the like reach them); extra comes last and wins."""
+    path = [str(d) for d in script_dirs()]
     env = {
-        # uvicorn (run by `mlflow models serve`) must be on PATH.
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # `mlflow models serve` runs `uvicorn` from PATH.
+        "PATH": os.pathsep.join([*path, os.environ.get("PATH", "")]),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
     }
@@ -103,8 +123,11 @@ def start_mlflow_serve(
     model_uri: str, log_dir: Path, env: Mapping[str, str] | None = None, workers: int = 1
 ) -> Server:
     port = free_port()
+    # The console script where there is one next to this Python, else the module.
+    script = VENV_BIN / "mlflow"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
     argv = [
-        str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+        *command, "models", "serve", "-m", model_uri, "--env-manager", "local",
         "-w", str(workers), "-p", str(port), "-h", "127.0.0.1",
     ]  # fmt: skip
     process = ManagedProcess(
