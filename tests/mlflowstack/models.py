@@ -217,9 +217,11 @@ class ModelRegistry:
         artifacts: dict[str, str] | None = None,
         signature: ModelSignature | None = None,
         input_example: pd.DataFrame | None = None,
+        requirements: list[str] | None = None,
     ) -> str:
         """Register a "models from code" pyfunc version whose source is `code` (it calls
-        mlflow.models.set_model), with `artifacts` (name -> local file) logged beside it."""
+        mlflow.models.set_model), with `artifacts` (name -> local file) logged beside it, and
+        `requirements` (else the sklearn flavor's) as its requirements.txt."""
         self._use_server()
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
             path = Path(tmp) / "code_model.py"
@@ -231,7 +233,7 @@ class ModelRegistry:
                 signature=signature,
                 input_example=input_example,
                 registered_model_name=name,
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements() if requirements is None else requirements,
             )
         return str(info.registered_model_version)
 

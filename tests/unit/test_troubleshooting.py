@@ -46,6 +46,8 @@ NOT_REASONS = {
     *("Compatible", "Incompatible", "Unknown", "MLmodel", "CPython", "Linux"),
     # phases of status.prefetch and of its nodes, and the units its message counts bytes in
     *("Running", "Done", "Incomplete", "Unsupported", "NoCache"),
+    # phases of status.environment (serving.envManager uv)
+    *("Building", "Built"),
     *("KiB", "MiB", "GiB", "TiB"),
     # a section of docs/modeldeployment.md that docstrings name
     "Guarantees",

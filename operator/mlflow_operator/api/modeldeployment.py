@@ -499,6 +499,14 @@ class ServingSpec(ApiModel):
             field_path=".envManager",
         ),
         Rule(
+            cel="!has(self.envManager) || self.envManager == 'local' || "
+            "!has(self.image) || self.image == ''",
+            message="envManager uv needs the operator's serving image (serving.image empty): "
+            "its Job builds each version's environment with the image's own tools",
+            holds=lambda s: s.env_manager == "local" or not s.image,
+            field_path=".envManager",
+        ),
+        Rule(
             cel="!has(self.monitoring) || !has(self.monitoring.sampleRate) || "
             "double(self.monitoring.sampleRate) == 0.0 || "
             "(has(self.runtime) && self.runtime == 'batched')",
@@ -550,7 +558,9 @@ class ServingSpec(ApiModel):
     env_manager: Literal["local", "uv"] = Field(
         default="local",
         description="How the model's Python dependencies are provided: local uses the image's; "
-        "uv (runtime mlflow only) installs the version's requirements when each pod starts.",
+        "uv (runtime mlflow, the operator's image) installs each version's requirements once, "
+        "in a Job, into an environment kept in MLflow; pods start from it without reaching a "
+        "package index.",
     )
     workers: int = Field(
         default=1,
@@ -1007,6 +1017,21 @@ class PrefetchStatus(StatusModel):
     nodes: list[NodePrefetchStatus] = Field(default_factory=list, description="Per node.")
 
 
+class EnvironmentStatus(StatusModel):
+    """The build of a version's Python environment by a Job (serving.envManager uv)."""
+
+    version: str = Field(description="The version whose environment is built.")
+    phase: Literal["Building", "Built", "Failed"] = Field(
+        description="Building: its Job runs and no pod of the version exists yet; Built: kept "
+        "in MLflow, the pods start from it; Failed: the version gets no pod (delete the Job to "
+        "build it again)."
+    )
+    job: str = Field(description="The Job that builds it.")
+    started: datetime = Field(description="When the operator first saw it building.")
+    finished: datetime | None = Field(default=None, description="When it ended.")
+    message: str = Field(description="What the Job did, or why it failed.")
+
+
 class FeatureDrift(StatusModel):
     """One feature's drift score, the largest any serving pod reports."""
 
@@ -1141,6 +1166,11 @@ class ModelDeploymentStatus(StatusModel):
         default=None,
         description="The last prefetch of a new version onto the nodes' model caches "
         "(serving.cache).",
+    )
+    environment: EnvironmentStatus | None = Field(
+        default=None,
+        description="The build of a new version's Python environment (serving.envManager uv), "
+        "before any pod of it is created.",
     )
     monitoring: MonitoringStatus | None = Field(
         default=None,

@@ -25,8 +25,17 @@ from mlflow_operator.core.endpoint import (
     TrackingEndpoint,
 )
 from mlflow_operator.core.model_cache import cached_tracking_uri
+from mlflow_operator.core.modeldeployment.environment import (
+    EXPERIMENT_VAR,
+    IMAGE_VAR,
+    builds_environments,
+    environment_job_name,
+)
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
-from mlflow_operator.core.modeldeployment.serving_identity import reader_secret_name
+from mlflow_operator.core.modeldeployment.serving_identity import (
+    monitoring_experiment_name,
+    reader_secret_name,
+)
 from mlflow_operator.core.naming import (
     ANNOTATION_MLFLOW_SERVER,
     ANNOTATION_MODEL_URI,
@@ -240,9 +249,7 @@ def build_serving_deployment(
     uri = model_uri(spec.model.name, version)
     serving = spec.serving
     template = serving.pod_template
-    image = serving.image or (
-        config.serving_image_gpu if serving.gpu.count > 0 else config.serving_image_cpu
-    )
+    image = serving_image(spec, config)
     labels = pod_labels(
         template, {**serving_labels(owner.name, component), LABEL_MODEL_VERSION: version, **track}
     )
@@ -257,6 +264,7 @@ def build_serving_deployment(
         "image": image,
         "command": serving_command(spec, uri, monitoring_run=endpoint.monitoring_runs.get(version)),
         "env": serving_env(spec, uri, endpoint, cache_url=config.model_cache_url)
+        + _environment_env(spec, owner, image)
         + (_mirror_env() if mirrors else []),
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
         # Short periods: a pod is Ready one startup period plus one readiness period after its
@@ -317,6 +325,99 @@ def build_serving_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": strategy},
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
+                "spec": with_default_requests(pod_spec),
+            },
+        },
+    }
+
+
+def serving_image(spec: ModelDeploymentSpec, config: OperatorConfig) -> str:
+    """The serving pods' image: the user's, else the operator's CPU or GPU image."""
+    serving = spec.serving
+    gpu = serving.gpu.count > 0
+    return serving.image or (config.serving_image_gpu if gpu else config.serving_image_cpu)
+
+
+def _environment_env(spec: ModelDeploymentSpec, owner: Owner, image: str) -> list[dict[str, Any]]:
+    """Where the Job keeps the version's environment and the pods find it (envManager uv)."""
+    if not builds_environments(spec):
+        return []
+    experiment = monitoring_experiment_name(owner.namespace, owner.name)
+    return [{"name": EXPERIMENT_VAR, "value": experiment}, {"name": IMAGE_VAR, "value": image}]
+
+
+# an environment build installs packages and loads the model once; an hour is generous, and
+# a Job that hangs (an index that never answers) must end for its failure to be seen
+ENVIRONMENT_JOB_DEADLINE = 3600
+COMPONENT_ENVIRONMENT = "environment"
+
+
+def build_environment_job(
+    spec: ModelDeploymentSpec,
+    owner: Owner,
+    version: str,
+    endpoint: TrackingEndpoint,
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    """The Job that builds `version`'s environment once (serving.envManager uv): the serving
+    image's `mlflow-operator-serve-env build`, with the serving pods' MLflow credentials (never
+    the operator's: it installs and loads the model's code) and the user's variables (the
+    package index: UV_INDEX_URL, UV_FIND_LINKS, PIP_INDEX_URL...). Its pod is placed as the
+    serving pods are, without their GPUs. core/modeldeployment/environment.py says why."""
+    image = serving_image(spec, config)
+    uri = model_uri(spec.model.name, version)
+    experiment = monitoring_experiment_name(owner.namespace, owner.name)
+    labels = {
+        **standard_labels("mlflow-serving", owner.name, COMPONENT_ENVIRONMENT),
+        LABEL_MODEL_DEPLOYMENT: owner.name,
+        LABEL_MODEL_VERSION: version,
+    }
+    resources = spec.serving.resources.to_wire()
+    command = [
+        "mlflow-operator-serve-env", "build",
+        "--model-uri", uri, "--experiment", experiment, "--image", image,
+    ]  # fmt: skip
+    container = {
+        "name": "build",
+        "image": image,
+        "command": command,
+        # straight to MLflow, never through the node's model cache: the Job uploads
+        "env": serving_env(spec, uri, endpoint) + _environment_env(spec, owner, image),
+        "resources": resources,
+        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        **placement(spec.serving.pod_template),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(
+            environment_job_name(owner.name, version, image),
+            owner,
+            labels,
+            {ANNOTATION_MODEL_URI: uri},
+        ),
+        "spec": {
+            # a second try for a flaky index; a package that does not exist stays missing
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": ENVIRONMENT_JOB_DEADLINE,
+            "template": {
+                "metadata": {"labels": labels},
                 "spec": with_default_requests(pod_spec),
             },
         },

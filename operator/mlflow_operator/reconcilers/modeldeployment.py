@@ -94,6 +94,11 @@ from mlflow_operator.core.modeldeployment.conditions import (
     SHADOW,
     SUSPENDED,
 )
+from mlflow_operator.core.modeldeployment.environment import (
+    EnvironmentVerdict,
+    builds_environments,
+    environment_versions,
+)
 from mlflow_operator.core.modeldeployment.gates import (
     GateVerdict,
     RunMetrics,
@@ -169,6 +174,7 @@ from mlflow_operator.reconcilers.common import (
     ToldOnce,
     status_patch,
 )
+from mlflow_operator.reconcilers.environments import EnvironmentBuilds
 from mlflow_operator.reconcilers.prefetch import Prefetches
 from mlflow_operator.reconcilers.quality import LiveQuality
 from mlflow_operator.reconcilers.secret_watch import SecretWatch
@@ -259,6 +265,7 @@ class ModelDeploymentReconciler:
         self._api = NamingKube(self.kube)
         self.identities = ServingIdentities(self._api)
         self.prefetches = Prefetches(self._api, self.config)
+        self.environments = EnvironmentBuilds(self._api, self.config)
         self.secret_watch = SecretWatch(self._api.secret_data)
 
     async def reconcile(
@@ -314,14 +321,15 @@ class ModelDeploymentReconciler:
             spec_generation=self._spec_generation(owner, deployment),
         )
 
-        gate, preflight, prefetch = await self._check_new_version(
+        gate, preflight, environment, prefetch = await self._check_new_version(
             spec, owner, resolution, registry, observed,
-            last=last, client=view.client, now=now, emit=emit,
+            last=last, view=view, now=now, emit=emit, wake=wake,
         )  # fmt: skip
-        # a blocked or incompatible version gets no canary either, nor does one being prefetched
+        # a blocked or incompatible version gets no canary either, nor does one being prepared
         held = (
             (gate is not None and not gate.passed)
             or (preflight is not None and preflight.blocks)
+            or (environment is not None and (environment.holds or environment.failed))
             or (prefetch is not None and prefetch.holds)
         )
 
@@ -336,7 +344,7 @@ class ModelDeploymentReconciler:
             spec, generation, last, registry, resolution, observed, now,
             endpoint_known=view.endpoint is not None, url=service_url(spec, owner),
             selector=pod_selector(owner.name), gate=gate, preflight=preflight, prefetch=prefetch,
-            canary=canary, drift=await self._drift(spec, owner, last),
+            environment=environment, canary=canary, drift=await self._drift(spec, owner, last),
             quality=await self._quality(spec, owner, last, registry, view.client),
         )  # fmt: skip
 
@@ -770,6 +778,7 @@ class ModelDeploymentReconciler:
                 access = await self.identities.ensure(
                     owner, server, spec.model.name, versions, client,
                     monitors=spec.serving.monitoring.writes_to_mlflow(spec.serving.runtime),
+                    environments=builds_environments(spec),
                 )  # fmt: skip
             except (RegistryError, SecretUnusable) as exc:
                 problem = str(exc)
@@ -931,25 +940,47 @@ class ModelDeploymentReconciler:
         observed: DeploymentObservation,
         *,
         last: ModelDeploymentStatus,
-        client: RegistryClient | None,
+        view: _RegistryView,
         now: datetime,
         emit: EventSink,
-    ) -> tuple[GateVerdict | None, Preflight | None, PrefetchVerdict | None]:
+        wake: Callable[[], None],
+    ) -> tuple[
+        GateVerdict | None, Preflight | None, EnvironmentVerdict | None, PrefetchVerdict | None
+    ]:
         """What may hold back the version the registry selects before any pod of it exists:
         spec.gates, then (if they let it through) the pre-flight check, then (if that does)
-        its prefetch onto the nodes' model caches."""
+        the build of its environment (envManager uv), then its prefetch onto the nodes' model
+        caches."""
+        client = view.client
         gate = await self._judge_gates(
             spec, resolution, registry, observed, last=last, client=client
         )
         preflight = await self._preflight(
             spec, resolution, observed, last=last, gate=gate, client=client
         )
+        version = preflight_version(resolution, observed, last)
+        held = gate is not None and not gate.passed
+        environment = None
+        endpoint = view.endpoint
+        if builds_environments(spec) and endpoint is not None and client is not None:
+            wanted, needed = environment_versions(
+                version, observed, last, held_before=held or spec.suspend, preflight=preflight
+            )
+
+            async def pods_endpoint(versions: list[str]) -> TrackingEndpoint | None:
+                return await self._for_pods(
+                    spec, owner, endpoint, client, versions=versions, emit=emit, wake=wake
+                )
+
+            environment = await self.environments.judge(
+                spec, owner, wanted, needed, last=last, pods_endpoint=pods_endpoint, now=now
+            )
+        building = environment is not None and (environment.holds or environment.failed)
         prefetch = await self._prefetch(
-            spec, owner, preflight_version(resolution, observed, last), observed, last,
-            held=gate is not None and not gate.passed, preflight=preflight, client=client,
-            now=now, emit=emit,
+            spec, owner, version, observed, last,
+            held=held or building, preflight=preflight, client=client, now=now, emit=emit,
         )  # fmt: skip
-        return gate, preflight, prefetch
+        return gate, preflight, environment, prefetch
 
     async def _preflight(
         self,

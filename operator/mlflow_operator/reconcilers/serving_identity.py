@@ -79,21 +79,23 @@ class ServingIdentities:
         client: RegistryClient,
         *,
         monitors: bool = False,
+        environments: bool = False,
     ) -> ServingAccess:
         """The Secret the serving pods read MLflow with, once its user on the MLflowServer
         `server` can read `versions` of `model`, and, when the pods `monitors`
         (serving.monitoring), write to the ModelDeployment's monitoring experiment, with the
-        run of each version there. `client` is the admin's. Raises RegistryError when MLflow
-        cannot be told, SecretUnusable when the Secret was edited into something unusable."""
+        run of each version there. With `environments` (envManager uv) the user may write to
+        that experiment too: the Jobs that build the versions' environments keep them there.
+        `client` is the admin's. Raises RegistryError when MLflow cannot be told,
+        SecretUnusable when the Secret was edited into something unusable."""
         name = reader_secret_name(owner.name)
         username = reader_username(owner.namespace, owner.name)
         password = await self._password(owner, server, name, username)
         accounts = MlflowAccounts(client)
         wanted = list(versions)
         experiments = {await self._experiment(accounts, client.url, model, v) for v in wanted}
-        writes = (
-            await self._monitoring_experiment(accounts, client.url, owner) if monitors else None
-        )
+        own = monitors or environments
+        writes = await self._monitoring_experiment(accounts, client.url, owner) if own else None
         mark = fingerprint(username, password, model, experiments, writes)
         key = f"{owner.namespace}/{owner.name}"
         if self._made.get(key) != mark:
@@ -106,7 +108,7 @@ class ServingIdentities:
                 await accounts.grant(username, each)
             self._made[key] = mark
         runs = {}
-        if writes is not None:
+        if writes is not None and monitors:
             for version in wanted:
                 runs[version] = await self._monitoring_run(
                     accounts, client.url, writes, model, version

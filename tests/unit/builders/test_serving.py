@@ -12,6 +12,7 @@ from mlflow_operator.api.modeldeployment import ModelDeploymentSpec
 from mlflow_operator.builders.meta import Owner
 from mlflow_operator.builders.modeldeployment import (
     build_canary_service,
+    build_environment_job,
     build_mirror_config,
     build_serving_deployment,
     build_serving_network_policy,
@@ -608,3 +609,53 @@ def test_the_serving_network_policy_opens_the_port_of_a_routed_canarys_pods() ->
     )
     policy = build_serving_network_policy(OWNER)
     assert selects(policy["spec"]["podSelector"]["matchLabels"], pod_labels(canary))
+
+
+def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def test_uv_pods_are_told_where_their_built_environment_is_kept() -> None:
+    uv = spec(serving={"envManager": "uv"})
+    env = env_of(container(build_serving_deployment(uv, OWNER, "8", ENDPOINT, CONFIG)))
+    assert env["MLFLOW_OPERATOR_ENV_EXPERIMENT"] == "mlflow-operator/ml-prod/fraud"
+    assert env["MLFLOW_OPERATOR_SERVING_IMAGE"] == CONFIG.serving_image_cpu
+    assert env["MLFLOW_ENV_ROOT"] == "/tmp/mlflow-envs"
+    assert "--env-manager" in (
+        cmd := container(build_serving_deployment(uv, OWNER, "8", ENDPOINT, CONFIG))["command"]
+    )
+    assert cmd[cmd.index("--env-manager") + 1] == "uv"
+    local = env_of(container(build_serving_deployment(spec(), OWNER, "8", ENDPOINT, CONFIG)))
+    assert "MLFLOW_OPERATOR_ENV_EXPERIMENT" not in local
+
+
+def test_the_environment_job_builds_one_version_with_the_pods_credentials_and_no_gpu() -> None:
+    uv = spec(
+        serving={
+            "envManager": "uv",
+            "gpu": {"count": 1},
+            "env": [{"name": "UV_INDEX_URL", "value": "http://pypi.internal/simple"}],
+            "podTemplate": {"nodeSelector": {"pool": "ml"}},
+        }
+    )
+    job = build_environment_job(uv, OWNER, "8", ENDPOINT, CONFIG)
+    assert job["kind"] == "Job"
+    assert job["metadata"]["name"].startswith("fraud-env-8-")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["nodeSelector"] == {"pool": "ml"}
+    c = pod["containers"][0]
+    assert c["image"] == CONFIG.serving_image_gpu  # the image the pods will run
+    assert c["command"] == [
+        "mlflow-operator-serve-env", "build", "--model-uri", "models:/fraud-model/8",
+        "--experiment", "mlflow-operator/ml-prod/fraud", "--image", CONFIG.serving_image_gpu,
+    ]  # fmt: skip
+    env = env_of(c)
+    assert env["UV_INDEX_URL"] == "http://pypi.internal/simple"  # the user's index
+    assert env["MLFLOW_TRACKING_USERNAME"]["secretKeyRef"]["name"] == "mlflow-creds"
+    assert "operator-creds" not in json.dumps(job)  # it runs the model's code
+    assert "nvidia.com/gpu" not in json.dumps(c["resources"])  # a GPU stays with the pods
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert job["spec"]["activeDeadlineSeconds"] > 0

@@ -1643,3 +1643,51 @@ async def test_children_written_a_moment_ago_are_read_as_written_until_the_watch
     late[NAMESPACE, "fraud"] = [changed]
     await world.reconcile()
     assert world.kube.writes.count("apply:Deployment") == 2  # put back as built
+
+
+def environment_jobs(world: World) -> dict[str, dict[str, Any]]:
+    return {name: obj for (kind, _, name), obj in world.kube.objects.items() if kind == "Job"}
+
+
+def finish_job(world: World, name: str, condition: str) -> None:
+    job = copy.deepcopy(environment_jobs(world)[name])
+    job["status"] = {"conditions": [{"type": condition, "status": "True", "message": "x"}]}
+    world.kube.put(job)
+
+
+async def test_with_uv_a_version_gets_a_pod_only_after_its_environment_job_succeeded() -> None:
+    world = World(serving={"envManager": "uv"})
+    await world.reconcile()
+    jobs = environment_jobs(world)
+    (name,) = jobs
+    assert name.startswith("fraud-env-1-")
+    assert world.kube.stored("Deployment", "fraud") is None  # a first rollout waits too
+    assert world.condition("Progressing")["reason"] == "BuildingEnvironment"
+    assert world.status["environment"]["phase"] == "Building"
+
+    await world.reconcile()
+    assert len(environment_jobs(world)) == 1  # one Job, not one per reconcile
+    finish_job(world, name, "Complete")
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    assert world.status["environment"]["phase"] == "Built"
+    settle(world.kube, "fraud")
+    await world.reconcile()
+
+    world.hub.registry.champion = "2"
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"  # v2 waits; v1 keeps serving
+    assert world.condition("Ready")["reason"] == "Serving"
+    v2 = next(n for n in environment_jobs(world) if n.startswith("fraud-env-2-"))
+    finish_job(world, v2, "Failed")
+    await world.reconcile()
+    assert template_version(world.kube, "fraud") == "1"
+    assert world.condition("Progressing")["reason"] == "EnvironmentFailed"
+    assert [e[1] for e in world.events].count("EnvironmentFailed") == 1
+    assert world.status["failedVersions"] == []  # held back, not failed: a rebuilt one goes
+
+
+async def test_without_uv_no_environment_job_is_made() -> None:
+    world = World()
+    await serve_v1(world)
+    assert environment_jobs(world) == {}

@@ -365,3 +365,15 @@ async def test_monitoring_pods_write_to_their_own_experiment_and_only_there() ->
     await world.reconcile()
     assert client.grants[USER] == EXPECTED
     assert "--monitoring-run-id" not in pod_command(world)
+
+
+async def test_uv_jobs_may_write_the_environments_to_their_own_experiment_and_only_there() -> None:
+    world = server_ref_world(serving={"envManager": "uv"})
+    await world.reconcile()
+    client = world.hub.client
+    experiment = client.experiments["mlflow-operator/ml/fraud"]
+    assert client.grants[USER] == {*EXPECTED, Grant("experiment", experiment, "EDIT")}
+    assert client.runs == {}  # no monitoring run: the Job makes the environment's own
+    (job,) = (obj for (kind, _, _), obj in world.kube.objects.items() if kind == "Job")
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "valueFrom" in e} == {READER}

@@ -36,6 +36,11 @@ DRIFT_RESOLVED = "DriftResolved"
 NO_DRIFT = "NoDrift"
 DRIFT_UNKNOWN = "DriftUnknown"
 ENDPOINT_UNKNOWN = "EndpointUnknown"
+# serving.envManager uv: a new version's environment is built by a Job before any pod of it
+# exists (Progressing, Event), it was (Event), the Job failed: the version gets no pod
+BUILDING_ENVIRONMENT = "BuildingEnvironment"
+ENVIRONMENT_BUILT = "EnvironmentBuilt"
+ENVIRONMENT_FAILED = "EnvironmentFailed"
 # spec.gates hold a new version back: no pod of it is created
 GATE_BLOCKED = "GateBlocked"
 HTTP_ROUTE_UNUSABLE = "HTTPRouteUnusable"  # canary.httpRouteRef: missing, or not ours to weight

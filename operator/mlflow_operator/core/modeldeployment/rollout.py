@@ -34,11 +34,14 @@ from mlflow_operator.core.conditions import READY, get_condition, set_condition
 from mlflow_operator.core.modeldeployment.canary import ABORTED, CanaryPlan
 from mlflow_operator.core.modeldeployment.conditions import (
     AS_EXPECTED,
+    BUILDING_ENVIRONMENT,
     CANARY,
     CANARY_ABORTED,
     DEGRADED,
     DRIFTING,
     ENDPOINT_UNKNOWN,
+    ENVIRONMENT_BUILT,
+    ENVIRONMENT_FAILED,
     GATE_BLOCKED,
     NEW_VERSION,
     NO_VERSION,
@@ -65,6 +68,9 @@ from mlflow_operator.core.modeldeployment.conditions import (
     SUSPENDED,
     VERSION_INCOMPATIBLE,
 )
+from mlflow_operator.core.modeldeployment.environment import BUILDING as ENVIRONMENT_BUILDING
+from mlflow_operator.core.modeldeployment.environment import BUILT as ENVIRONMENT_BUILT_PHASE
+from mlflow_operator.core.modeldeployment.environment import EnvironmentVerdict
 from mlflow_operator.core.modeldeployment.gates import GateVerdict
 from mlflow_operator.core.modeldeployment.ledger import RolloutLedger
 from mlflow_operator.core.modeldeployment.monitoring import DriftVerdict
@@ -202,6 +208,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     gate: GateVerdict | None = None,
     preflight: Preflight | None = None,
     prefetch: PrefetchVerdict | None = None,
+    environment: EnvironmentVerdict | None = None,
     canary: CanaryPlan | None = None,
     drift: DriftVerdict | None = None,
     quality: QualityVerdict | None = None,
@@ -218,7 +225,9 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     the pre-flight check of that version (None: not checked); an incompatible one gets no pod
     either (with spec.rollout.onIncompatible Fail it is also a failed version: failedVersions,
     the ledger, Degraded). `prefetch`: the copy of that version onto the nodes' model caches
-    (serving.cache); while it runs, no pod moves either. `canary`: strategy Canary's move
+    (serving.cache); while it runs, no pod moves either. `environment`: the build of that
+    version's environment (serving.envManager uv): no pod of it while it builds, and none
+    after its Job failed (held, as an incompatible one). `canary`: strategy Canary's move
     (core/modeldeployment/canary.py): while it holds, the template keeps what serves; an abort
     makes the version a failed one. `drift`: the judgement of the serving version's drift
     (serving.monitoring.drift; None: not judged now, status keeps the last one); `quality`:
@@ -260,8 +269,8 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     # Without a fresh answer from the registry, never move towards a version that only status
     # remembers (it may be old: restored from a backup, or written before a restart); keep what
     # the Deployment runs. Rollbacks and recreating a deleted Deployment still happen.
-    steer, held, prefetching = _past_holds(
-        draft, spec, last, (gate, preflight, prefetch),
+    steer, held, preparing = _past_holds(
+        draft, spec, last, (gate, preflight, environment, prefetch),
         steer=target if isinstance(resolution, Resolved) else current, current=current,
     )  # fmt: skip
     held, incompatible_now = _past_incompatible(spec, status, preflight, held, known)
@@ -298,7 +307,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
     decision = _Decision(
         deploy, current, stuck, rolling_out, stays_failed, endpoint_known, held=held,
         canary_progress=canary.progress if canary is not None and canary.hold else None,
-        prefetching=prefetching,
+        preparing=preparing,
     )  # fmt: skip
     _rollout_conditions(draft, spec, decision, deployment, known)
     status.model_uri = model_uri(spec.model.name, deploy) if deploy else None
@@ -316,9 +325,7 @@ def plan_rollout(  # noqa: PLR0917  (the inputs of one decision, all needed)
         succeeded_version=succeeded,
         failed_version=failed_now,
         failure_message=failure_message,
-        rolling_out=rolling_out
-        or (canary is not None and canary.running)
-        or prefetching is not None,
+        rolling_out=rolling_out or (canary is not None and canary.running) or preparing is not None,
         gate_blocked=gate
         if _held_by(held, GATE_BLOCKED) and gate and _gate_news(last, gate)
         else None,
@@ -447,22 +454,61 @@ def _past_holds(
     draft: _Draft,
     spec: ModelDeploymentSpec,
     last: ModelDeploymentStatus,
-    checks: tuple[GateVerdict | None, Preflight | None, PrefetchVerdict | None],
+    checks: tuple[
+        GateVerdict | None, Preflight | None, EnvironmentVerdict | None, PrefetchVerdict | None
+    ],
     *,
     steer: str | None,
     current: str | None,
-) -> tuple[str | None, Held | None, str | None]:
+) -> tuple[str | None, Held | None, Held | None]:
     """What may keep a new version from its first pod, in order: spec.gates, the pre-flight
-    check, the prefetch onto the nodes' caches. (the version to steer to, why a gate or the
-    pre-flight check holds it, how far the prefetch that holds it is)."""
-    gate, preflight, prefetch = checks
+    check, the build of its environment, the prefetch onto the nodes' caches. (the version to
+    steer to, why it is held back, (reason, how far) of the preparation that it waits for)."""
+    gate, preflight, environment, prefetch = checks
     steer, held = _past_gates(draft, spec, last, gate, steer=steer, current=current)
     if held is None:
         steer, held = _past_preflight(draft, spec, last, preflight, steer=steer, current=current)
     if held is not None:
         return steer, held, None
+    steer, held, building = _past_environment(
+        draft, last, environment, steer=steer, current=current
+    )
+    if held is not None or building is not None:
+        return steer, held, building
     steer, prefetching = _past_prefetch(draft, last, prefetch, steer=steer, current=current)
-    return steer, None, prefetching
+    return steer, None, None if prefetching is None else (PREFETCHING, prefetching)
+
+
+def _past_environment(
+    draft: _Draft,
+    last: ModelDeploymentStatus,
+    environment: EnvironmentVerdict | None,
+    *,
+    steer: str | None,
+    current: str | None,
+) -> tuple[str | None, Held | None, Held | None]:
+    """(the version to steer to, why its failed build holds it back, (reason, how far) while
+    it is built): serving.envManager uv builds a new version's environment before its first
+    pod (core/modeldeployment/environment.py)."""
+    if environment is None or environment.version != steer or steer == current:
+        return steer, None, None
+    status = environment.status
+    draft.status.environment = status
+    before = last.environment
+    news = before is None or (before.version, before.job, before.phase) != (
+        status.version, status.job, status.phase,
+    )  # fmt: skip
+    if news and status.phase == ENVIRONMENT_BUILDING:
+        draft.event("Normal", BUILDING_ENVIRONMENT, status.message)
+    elif news and status.phase == ENVIRONMENT_BUILT_PHASE:
+        draft.event("Normal", ENVIRONMENT_BUILT, status.message)
+    elif news:
+        draft.event("Warning", ENVIRONMENT_FAILED, status.message)
+    if environment.holds:
+        return current, None, (BUILDING_ENVIRONMENT, status.message)
+    if environment.failed:
+        return current, (ENVIRONMENT_FAILED, status.message), None
+    return steer, None, None
 
 
 def _past_gates(
@@ -860,7 +906,9 @@ class _Decision:
     endpoint_known: bool
     held: Held | None = None  # (reason, why) spec.gates or pre-flight hold the selected version
     canary_progress: str | None = None  # a canary runs beside what serves: how far it is
-    prefetching: str | None = None  # the new version is copied to the nodes' caches: how far
+    # (reason, how far): the new version's environment is built, or it is copied to the
+    # nodes' caches
+    preparing: Held | None = None
 
 
 def _rollout_conditions(
@@ -925,8 +973,8 @@ def _progressing(
         trial = draft.status.rollout
         reason = SHADOW if trial is not None and trial.phase == SHADOW else CANARY
         draft.condition(PROGRESSING, "True", reason, decision.canary_progress)
-    elif decision.prefetching is not None:
-        draft.condition(PROGRESSING, "True", PREFETCHING, decision.prefetching)
+    elif decision.preparing is not None:
+        draft.condition(PROGRESSING, "True", *decision.preparing)
     elif decision.held is not None and not decision.rolling_out:
         draft.condition(PROGRESSING, "False", *decision.held)
     elif deploy is None:
