@@ -54,6 +54,15 @@ COMPONENT = "serving"
 PRE_STOP_SLEEP = 5
 # A model download can take minutes; the startup probe allows up to this long.
 STARTUP_SECONDS = 600
+# the serving pods' and their environment Jobs' (PodSecurity restricted; one user for both,
+# so the environment a Job builds is the pods' to read)
+SERVING_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def serving_name(md_name: str) -> str:
@@ -290,13 +299,7 @@ def build_serving_deployment(
         # for, and `mlflow models serve` installs none: as PID 1 it ignored SIGTERM and every
         # pod deletion took the whole grace period (seen on the real node).
         "shareProcessNamespace": True,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": {**SERVING_POD_SECURITY},
         "terminationGracePeriodSeconds": serving.timeout_seconds + PRE_STOP_SLEEP + 5,
         "containers": [container],
         "volumes": [
@@ -392,13 +395,7 @@ def build_environment_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": {**SERVING_POD_SECURITY},
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
         **placement(spec.serving.pod_template),
