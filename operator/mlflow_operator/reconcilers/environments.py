@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from cachetools import LRUCache
 
 from mlflow_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlflow_operator.builders.meta import Owner
@@ -31,14 +33,24 @@ logger = logging.getLogger(__name__)
 PodsEndpoint = Callable[[list[str]], Awaitable[TrackingEndpoint | None]]
 
 
+# Job names seen complete: an environment built is kept in MLflow, so its Job is not read
+# again at every reconcile of a ModelDeployment at rest (the least recently used go first,
+# and are read once more if wanted again)
+BUILT_KEPT = 4096
+
+
 @dataclass
 class EnvironmentBuilds:
     """One per operator process. Per reconcile of a ModelDeployment with envManager uv: one
     GET per version that needs an environment (the new one, the serving one, the last good
-    one), one create when a Job is missing, and a LIST of its pods once it failed."""
+    one) until its Job is seen complete, one create when a Job is missing, and a LIST of its
+    pods once it failed."""
 
     api: NamingKube
     config: OperatorConfig
+    _built: LRUCache[tuple[str, str], bool] = field(
+        default_factory=lambda: LRUCache(maxsize=BUILT_KEPT), init=False
+    )
 
     async def judge(
         self,
@@ -58,13 +70,20 @@ class EnvironmentBuilds:
         verdict = None
         for version in needed:
             name = environment_job_name(owner.name, version, image)
+            if version != wanted and (owner.namespace, name) in self._built:
+                continue
             job = await self.api.get("batch/v1", "Job", name, owner.namespace)
             if job is None:
                 job = await self._start(spec, owner, version, pods_endpoint)
-            if job is None or version != wanted:
+            if job is None:
+                continue
+            state = job_state(job)
+            if state.succeeded:
+                self._built[(owner.namespace, name)] = True
+            if version != wanted:
                 continue
             pods: list[dict[str, Any]] = []
-            if job_state(job).failed:
+            if state.failed:
                 pods = await self.api.list("v1", "Pod", owner.namespace, {JOB_NAME_LABEL: name})
                 pods.sort(key=lambda pod: str(pod["metadata"].get("creationTimestamp") or ""))
             verdict = judge_environment(version, job, pods, last.environment, now)

@@ -1673,6 +1673,10 @@ async def test_with_uv_a_version_gets_a_pod_only_after_its_environment_job_succe
     assert world.status["environment"]["phase"] == "Built"
     settle(world.kube, "fraud")
     await world.reconcile()
+    world.kube.fail["get:Job"] = api_error(500, "InternalError", "not asked at rest")
+    await world.reconcile()
+    assert "get:Job" in world.kube.fail  # a built environment's Job is not read again
+    del world.kube.fail["get:Job"]
 
     world.hub.registry.champion = "2"
     await world.reconcile()
