@@ -50,6 +50,7 @@ from mlflow_operator.builders.modeldeployment import (
     routed,
     selector_labels,
     service_url,
+    serving_image,
     serving_name,
     shadow_name,
 )
@@ -1000,9 +1001,7 @@ class ModelDeploymentReconciler:
             return None
         serving = spec.serving
         gpu = serving.gpu.count > 0
-        image = serving.image or (
-            self.config.serving_image_gpu if gpu else self.config.serving_image_cpu
-        )
+        image = serving_image(spec, self.config)
         key = (client.url, spec.model.name, version, image, gpu)
         cached = self._preflights.get(key)
         if cached is not None:
