@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow_operator_serve import skops_trusted_types
 from mlflow_operator_serve.settings import ServeSettings
 
 _logger = logging.getLogger(__name__)
@@ -55,22 +56,13 @@ def local_model_dir(settings: ServeSettings) -> Path:
     return path
 
 
-# Modules a loader imports only when it loads a model, and that take seconds to import:
-# skops.io walks every scikit-learn estimator module to build its list of trusted types.
-# None of them starts threads or touches a GPU on import, so they are safe to import before
-# forking.
-LAZY_LOADER_IMPORTS: dict[str, tuple[str, ...]] = {
-    "mlflow.sklearn": ("skops.io",),
-}
-
-
 def import_flavor(model_dir: Path) -> None:
     """Import the model's loader module (mlflow.sklearn, ...) and what it imports lazily.
 
-    Done in the parent before forking workers, so that each worker starts with the imports
-    already made and the model load is all that is left to it. The model itself is not
-    loaded here: a model that starts threads or a CUDA context when loaded does not survive
-    a fork.
+    Done before the model load, and in the parent before forking workers, so that each worker
+    starts with the imports already made and the model load is all that is left to it. The
+    model itself is not loaded here: a model that starts threads or a CUDA context when loaded
+    does not survive a fork.
     """
     from mlflow.models import Model
 
@@ -79,11 +71,14 @@ def import_flavor(model_dir: Path) -> None:
     if not loader:
         return
     importlib.import_module(loader)
-    for module in LAZY_LOADER_IMPORTS.get(loader, ()):
+    if loader == "mlflow.sklearn":
+        # imported lazily by the loader, and the longest import of all: skops.io walks every
+        # scikit-learn module, unless the image recorded what the walk finds
         try:
-            importlib.import_module(module)
+            if skops_trusted_types.import_skops_io():
+                _logger.info("skops.io imported from %s", skops_trusted_types.record_file())
         except ImportError:  # e.g. a pickled sklearn model without skops installed
-            _logger.debug("could not pre-import %s", module)
+            _logger.debug("could not pre-import skops.io")
 
 
 def load_pyfunc(model_dir: Path) -> object:

@@ -377,6 +377,7 @@ def run(settings: ServeSettings) -> int:
 
     model_dir = loading.local_model_dir(settings)
     if settings.workers == 1:
+        loading.import_flavor(model_dir)
         state = prepare_state(settings, model_dir, started)
         sock = listening_socket(settings.host, settings.port)
         _logger.info("ready after %.2fs", time.perf_counter() - started)

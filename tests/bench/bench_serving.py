@@ -11,7 +11,8 @@ one server at a time (each alone on the CPUs while it starts and while it is mea
 - `mlflow-operator-serve` (batched) with 1 worker, and with --workers auto (the CPU limit)
 
 The load generator runs on the same machine and competes for the CPUs, as a sidecar would.
-Cold start: from process start to the first 200 on the readiness endpoint.
+Cold start: from process start to the first 200 on the readiness endpoint; skops' trusted
+types are recorded first in this virtualenv, as the serving images record them when built.
 
     python -m tests.bench.bench_serving --gpu [--torch-format pickle|pt2] [--load-processes 4]
 
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -270,6 +272,16 @@ def torch_device() -> str:
     return f"torch {torch.__version__} sees no CUDA device; the servers run the model on cpu"
 
 
+def record_skops_trusted_types() -> None:
+    """What the serving images do when they are built (Dockerfile): without it `batched`
+    computes skops' trusted types at every start (skops_trusted_types.py)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow_operator_serve.skops_trusted_types"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    print(done.stdout.strip(), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per level")
@@ -304,6 +316,7 @@ def main() -> None:
     starts = args.cold_starts or (1 if args.gpu else 3)
     load_processes = args.load_processes or (4 if args.gpu else 1)
     print(f"load average before: {os.getloadavg()}; CPUs: {os.cpu_count()}")
+    record_skops_trusted_types()
     if args.gpu:
         print(torch_device())
         print(
