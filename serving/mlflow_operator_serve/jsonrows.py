@@ -25,6 +25,7 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _FLOAT_BOUND = float(2**63)
 _KINDS = frozenset({bool, int, float, str})
+_NUMBER_KINDS = frozenset({bool, int, float})
 
 SPLIT = "dataframe_split"
 RECORDS = "dataframe_records"
@@ -126,9 +127,30 @@ def _ordinary_floats(
     else:
         floats = [position for position, kind in enumerate(kinds) if kind is float]
         values = [row[i] for row in rows for i in floats]
-    if any(map(math.isnan, values)):
+    return _below_bound(values)
+
+
+def _below_bound(floats: Sequence[float]) -> bool:
+    if any(map(math.isnan, floats)):
         return False
-    return bool(min(values) > -_FLOAT_BOUND and max(values) < _FLOAT_BOUND)
+    return bool(min(floats) > -_FLOAT_BOUND and max(floats) < _FLOAT_BOUND)
+
+
+def plain_numbers(values: Sequence[Any]) -> bool:
+    """Whether the values are booleans, ints within int64 and floats below 2**63 in magnitude,
+    not NaN: JSON values that every decoder yields alike (see `_ordinary_floats`)."""
+    present = set(map(type, values))
+    if not present <= _NUMBER_KINDS:
+        return False
+    if int in present:
+        ints = [value for value in values if type(value) is int]
+        if min(ints) < _INT64_MIN or max(ints) > _INT64_MAX:
+            return False
+    if float in present:
+        return _below_bound(
+            values if present == {float} else [v for v in values if type(v) is float]
+        )
+    return True
 
 
 def merged_field(parts: Sequence[JsonRows]) -> tuple[str, Any]:

@@ -102,8 +102,9 @@ class ServingMetrics:
         self.input_parsing = Counter(
             "mlflow_serving_input_parsing",
             "Scoring requests by how their body became model input: fast (JSON rows straight "
-            "into the signature's frame, enforced once per batch by construction) or mlflow "
-            "(MLflow's parser and schema enforcement: the fallback for anything else).",
+            "into the signature's frame, enforced once per batch by construction, or "
+            "inputs/instances straight into the signature's tensor) or mlflow (MLflow's parser "
+            "and schema enforcement: the fallback for anything else).",
             (*model_labels, "path"),
             registry=self.registry,
         )

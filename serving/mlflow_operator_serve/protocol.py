@@ -5,11 +5,12 @@ Parsing, schema-aware conversion and prediction serialisation are MLflow's own c
 knows every JSON input shape, unified LLM input included), `parse_csv_input`,
 `parse_parquet_input` and the parts of `predictions_to_json` (`_get_jsonable_obj`,
 `NumpyEncoder`; the text written by the C encoder). Schema enforcement happens inside
-`PyFuncModel.predict`. Two shortcuts give MLflow's results faster: JSON rows of a column
-signature of one numeric type become the enforced frame directly (signature_frames.py), and
-bodies are decoded by orjson where it decodes as `json` does. Every use of MLflow internals is
-in this module, so a change in MLflow shows up here and in the protocol tests that compare us
-with `mlflow models serve`.
+`PyFuncModel.predict`. Three shortcuts give MLflow's results faster: JSON rows of a column
+signature of one numeric type become the enforced frame directly (signature_frames.py),
+`inputs`/`instances` of a tensor signature become MLflow's array directly
+(signature_tensors.py), and bodies are decoded by orjson where it decodes as `json` does.
+Every use of MLflow internals is in this module, so a change in MLflow shows up here and in
+the protocol tests that compare us with `mlflow models serve`.
 
 One deliberate difference: MLflow puts the Python stack trace of a failed prediction (and of a
 CSV/Parquet parse error) into the response body (`stack_trace`). We log it and leave it out:
@@ -38,6 +39,7 @@ from mlflow.version import VERSION as MLFLOW_VERSION
 
 from mlflow_operator_serve import jsonrows
 from mlflow_operator_serve.signature_frames import SignatureFrames
+from mlflow_operator_serve.signature_tensors import SignatureTensors
 
 _logger = logging.getLogger(__name__)
 
@@ -80,6 +82,13 @@ class ParsedRequest:
     body: bytes = b""
     # The rows make the signature's frame without MLflow's casts and checks (signature_frames).
     conforming: bool = False
+    # data is the array MLflow's parser would make, made by signature_tensors.
+    tensor: bool = False
+
+    @property
+    def fast(self) -> bool:
+        """Whether a fast path made the model input, not MLflow's parser."""
+        return self.conforming or self.tensor
 
 
 class ScoringProtocol:
@@ -95,10 +104,12 @@ class ScoringProtocol:
         from_type_hint = getattr(metadata, "_is_signature_from_type_hint", None)
         self.keep_json_rows = not (from_type_hint is not None and from_type_hint())
         from_example = getattr(metadata, "_is_type_hint_from_example", None)
+        fast_paths = self.keep_json_rows and not (from_example is not None and from_example())
         self.signature_frames = (
-            SignatureFrames.for_schema(self.input_schema)
-            if self.keep_json_rows and not (from_example is not None and from_example())
-            else None
+            SignatureFrames.for_schema(self.input_schema) if fast_paths else None
+        )
+        self.signature_tensors = (
+            SignatureTensors.for_schema(self.input_schema) if fast_paths else None
         )
         self._unenforced = _without_schema_enforcement(model) if self.signature_frames else None
 
@@ -138,10 +149,16 @@ class ScoringProtocol:
         return Reply(415, message.encode(), TEXT)
 
     def _json_request(self, body: bytes) -> ParsedRequest:
-        if self.keep_json_rows and (rows := _json_rows(body)) is not None:
+        if not self.keep_json_rows:
+            return self.parse_json(body)
+        decoded = _decode_json(body)
+        if (rows := jsonrows.scan(decoded)) is not None:
             frames = self.signature_frames
             conforming = frames is not None and frames.accepts(rows)
             return ParsedRequest(None, None, False, rows=rows, body=body, conforming=conforming)
+        tensors = self.signature_tensors
+        if tensors is not None and (array := tensors.array(decoded)) is not None:
+            return ParsedRequest(array, None, False, tensor=True)
         return self.parse_json(body)
 
     def parse_json(self, body: bytes) -> ParsedRequest:
@@ -231,10 +248,6 @@ def _without_schema_enforcement(model: PyFuncModel) -> PyFuncModel:
         predict_fn=predict_fn,
         model_id=untyped.model_id,
     )
-
-
-def _json_rows(body: bytes) -> jsonrows.JsonRows | None:
-    return jsonrows.scan(_decode_json(body))
 
 
 def _decode_json(body: bytes) -> object:

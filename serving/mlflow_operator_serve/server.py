@@ -81,7 +81,7 @@ async def _score(state: ServingState, body: bytes, content_type: str | None) -> 
             parsed = await asyncio.to_thread(state.protocol.parse, body, content_type)
         if isinstance(parsed, proto.Reply):
             return parsed
-        state.metrics.input_parsed(parsed.conforming)
+        state.metrics.input_parsed(parsed.fast)
         predictions = await state.batcher.submit(parsed)
     except MlflowException as error:
         return proto.error_reply(error)

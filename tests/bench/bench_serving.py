@@ -26,6 +26,13 @@ does not start (reported, not fatal). For batched, the mean merged batch (reques
 predict call, from its /metrics) per level. The load comes from --load-processes processes (4
 by default with --gpu: one asyncio process tops out at a few thousand requests per second).
 torch is imported only with --gpu.
+
+    python -m tests.bench.bench_serving --tensor 256
+
+--tensor WIDTH: a LogisticRegression on WIDTH float32 features (a tensor signature, float32
+(-1, WIDTH)) and `{"inputs": [row]}` requests, the shape `pt2` models take; with 256, the GPU
+benchmark's request with a model that costs little, on the CPU: MLflow's server and
+`batched -w 1`.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from tests.bench.serving_servers import (
     Server,
     request,
     save_iris_classifier,
+    save_wide_tensor_classifier,
     start_batched,
     start_mlflow_serve,
     wait_ready,
@@ -156,6 +164,24 @@ def gpu_contenders(serialization_format: TorchFormat) -> list[Contender]:
                 metrics_path="/metrics",
             )
             for workers in (1, 2)
+        ),
+    ]
+
+
+def tensor_contenders(width: int) -> list[Contender]:
+    """A model with a tensor signature, `inputs` requests of one row: MLflow's server and ours."""
+    body = json.dumps({"inputs": [[0.5 + i / width for i in range(width)]]}).encode()
+    return [
+        Contender(
+            "mlflow models serve -w 1",
+            lambda m, w: start_mlflow_serve(str(m), w),
+            body=body,
+        ),
+        Contender(
+            "batched -w 1",
+            lambda m, w: start_batched(str(m), w, ["--workers", "1"]),
+            body=body,
+            metrics_path="/metrics",
         ),
     ]
 
@@ -298,6 +324,13 @@ def main() -> None:
         action="store_true",
         help="a PyTorch MLP, mlflow models serve and batched only (see above)",
     )
+    parser.add_argument(
+        "--tensor",
+        type=int,
+        metavar="WIDTH",
+        help="a model with a tensor signature, float32 (-1, WIDTH), and `inputs` requests "
+        "(256: the GPU benchmark's request); MLflow's server and batched -w 1 only",
+    )
     parser.add_argument("--torch-format", choices=TORCH_FORMATS, default="pickle")
     parser.add_argument(
         "--export-device",
@@ -329,6 +362,9 @@ def main() -> None:
         if args.gpu:
             model = save_torch_mlp(workdir / "mlp", args.torch_format, args.export_device)
             all_ = gpu_contenders(args.torch_format)
+        elif args.tensor:
+            model = save_wide_tensor_classifier(workdir / "tensor", args.tensor)
+            all_ = tensor_contenders(args.tensor)
         else:
             model = save_iris_classifier(workdir / "iris")
             all_ = contenders(not args.no_mlserver)

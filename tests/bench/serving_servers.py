@@ -37,6 +37,42 @@ def save_iris_classifier(path: Path) -> Path:
     return path
 
 
+def save_iris_tensor_classifier(path: Path) -> Path:
+    """LogisticRegression on iris as float32 arrays: a tensor signature, float32 (-1, 4), the
+    shape `inputs`/`instances` requests take."""
+    import mlflow.sklearn
+    import numpy as np
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    mlflow.sklearn.save_model(
+        model, str(path), signature=infer_signature(x, model.predict(x)), input_example=x[:2]
+    )
+    return path
+
+
+def save_wide_tensor_classifier(path: Path, width: int = 256) -> Path:
+    """LogisticRegression on `width` random float32 features, 10 classes: the request shape of
+    the GPU benchmark's MLP (one row of 256 float32 `inputs`) with a model that costs little."""
+    import mlflow.sklearn
+    import numpy as np
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, width)).astype(np.float32)
+    y = rng.integers(0, 10, size=500)
+    model = LogisticRegression(max_iter=200).fit(x, y)
+    mlflow.sklearn.save_model(
+        model, str(path), signature=infer_signature(x, model.predict(x)), input_example=x[:2]
+    )
+    return path
+
+
 def save_mixed_regressor(path: Path) -> Path:
     """A pipeline over a double, a long and a string column (one-hot), predicting doubles."""
     import mlflow.sklearn

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tests.bench.serving_servers import (
     Server,
     request,
     save_iris_classifier,
+    save_iris_tensor_classifier,
     start_batched,
     start_mlflow_serve,
     wait_ready,
@@ -134,11 +136,52 @@ STACK_TRACE_CASES = [
 ]
 
 
+# A tensor signature (float32, (-1, 4)): `inputs`/`instances` take signature_tensors' fast
+# path where they hold plain numbers, MLflow's path otherwise; the answers must not tell.
+TENSOR_CASES = [
+    Case("tensor inputs", body=dumps({"inputs": ROWS})),
+    Case("tensor instances", body=dumps({"instances": ROWS})),
+    Case("tensor one row", body=dumps({"inputs": ROWS[:1]})),
+    Case("tensor ints and bools", body=dumps({"inputs": [[5, 3, True, 0], [6, 3.5, 4, False]]})),
+    Case("tensor flat row", body=dumps({"inputs": ROWS[0]})),
+    Case("tensor too narrow", body=dumps({"inputs": [row[:3] for row in ROWS]})),
+    Case("tensor ragged", body=dumps({"inputs": [ROWS[0], ROWS[1][:3]]})),
+    Case("tensor one level deeper", body=dumps({"inputs": [ROWS]})),
+    Case("tensor int beyond 64 bits", body=dumps({"inputs": [[5, 3, 1, 10**30]]})),
+    Case("tensor string", body=dumps({"inputs": [["5.1", 3.5, 1.4, 0.2]]})),
+    Case("tensor empty", body=dumps({"inputs": []})),
+    Case("tensor with params", body=dumps({"inputs": ROWS, "params": {"a": 1}})),
+    Case("tensor both fields", body=dumps({"inputs": ROWS, "instances": ROWS})),
+    Case("tensor as dataframe_split", body=dumps({"dataframe_split": {"data": ROWS}})),
+]
+# The model raises on these (infinity in float32, NaN): MLflow's body has a stack trace.
+TENSOR_STACK_TRACE_CASES = [
+    Case("tensor float beyond float32", body=dumps({"inputs": [[5, 3, 1, 1e300]]})),
+    Case("tensor NaN", body=b'{"inputs": [[NaN, 3.5, 1.4, 0.2]]}'),
+]
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     root = tmp_path_factory.mktemp("batched-protocol")
     model_dir = save_iris_classifier(root / "iris")
     # MLflow's messages list a set of field names, whose order follows string hashing.
+    same_hashing = {"PYTHONHASHSEED": "0"}
+    mlflow_server = start_mlflow_serve(str(model_dir), root, env=same_hashing)
+    batched = start_batched(str(model_dir), root, ["--workers", "1"], env=same_hashing)
+    try:
+        wait_ready(mlflow_server)
+        wait_ready(batched)
+        yield mlflow_server, batched
+    finally:
+        batched.stop()
+        mlflow_server.stop()
+
+
+@pytest.fixture(scope="module")
+def tensor_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    root = tmp_path_factory.mktemp("batched-protocol-tensor")
+    model_dir = save_iris_tensor_classifier(root / "iris-tensor")
     same_hashing = {"PYTHONHASHSEED": "0"}
     mlflow_server = start_mlflow_serve(str(model_dir), root, env=same_hashing)
     batched = start_batched(str(model_dir), root, ["--workers", "1"], env=same_hashing)
@@ -169,9 +212,60 @@ def test_same_response_as_mlflow(servers: tuple[Server, Server], case: Case) -> 
     assert ours.body == theirs.body
 
 
+@pytest.mark.parametrize("case", TENSOR_CASES, ids=[c.name for c in TENSOR_CASES])
+def test_same_response_as_mlflow_for_a_tensor_signature(
+    tensor_servers: tuple[Server, Server], case: Case
+) -> None:
+    theirs, ours = both(tensor_servers, case)
+    assert (ours.status, ours.content_type) == (theirs.status, theirs.content_type)
+    assert ours.body == theirs.body
+
+
+def test_tensor_requests_take_the_fast_path_and_merge(
+    tensor_servers: tuple[Server, Server],
+) -> None:
+    """Plain-number `inputs` skip MLflow's parser (counted) and 32 at once are merged into
+    fewer predict calls, each answered as MLflow answers it alone."""
+    mlflow_server, batched = tensor_servers
+    bodies = [dumps({"inputs": [[5.0 + i / 10, 3.0, 1.0 + i / 8, i / 16]]}) for i in range(32)]
+
+    def fast_and_calls() -> tuple[float, float]:
+        text = request(batched.port, "GET", "/metrics").body.decode()
+        fast = re.search(r'mlflow_serving_input_parsing_total\{[^}]*path="fast"\} (\S+)', text)
+        calls = re.search(r"mlflow_serving_batch_size_requests_count\{[^}]*\} (\S+)", text)
+        assert fast is not None
+        assert calls is not None
+        return float(fast[1]), float(calls[1])
+
+    fast_before, calls_before = fast_and_calls()
+    with ThreadPoolExecutor(32) as pool:
+        ours = list(pool.map(lambda b: request(batched.port, "POST", "/invocations", body=b,
+                                               content_type=JSON), bodies))  # fmt: skip
+    theirs = [request(mlflow_server.port, "POST", "/invocations", body=b, content_type=JSON)
+              for b in bodies]  # fmt: skip
+    fast_after, calls_after = fast_and_calls()
+
+    assert [r.body for r in ours] == [r.body for r in theirs]
+    assert all(r.status == 200 for r in ours)
+    assert fast_after - fast_before == 32
+    assert calls_after - calls_before < 32
+
+
 @pytest.mark.parametrize("case", STACK_TRACE_CASES, ids=[c.name for c in STACK_TRACE_CASES])
 def test_same_error_without_the_stack_trace(servers: tuple[Server, Server], case: Case) -> None:
-    theirs, ours = both(servers, case)
+    assert_same_error_without_the_stack_trace(*both(servers, case))
+
+
+@pytest.mark.parametrize(
+    "case", TENSOR_STACK_TRACE_CASES, ids=[c.name for c in TENSOR_STACK_TRACE_CASES]
+)
+def test_same_error_without_the_stack_trace_for_a_tensor_signature(
+    tensor_servers: tuple[Server, Server], case: Case
+) -> None:
+    assert_same_error_without_the_stack_trace(*both(tensor_servers, case))
+
+
+def assert_same_error_without_the_stack_trace(theirs: RawResponse, ours: RawResponse) -> None:
     assert (ours.status, ours.content_type) == (theirs.status, theirs.content_type)
     assert theirs.status == 400
     their_error, our_error = json.loads(theirs.body), json.loads(ours.body)
