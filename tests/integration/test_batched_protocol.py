@@ -161,10 +161,8 @@ TENSOR_STACK_TRACE_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    root = tmp_path_factory.mktemp("batched-protocol")
-    model_dir = save_iris_classifier(root / "iris")
+def serve_both(model_dir: Path, root: Path) -> Iterator[tuple[Server, Server]]:
+    """`mlflow models serve` and `mlflow-operator-serve -w 1` on one model, until closed."""
     # MLflow's messages list a set of field names, whose order follows string hashing.
     same_hashing = {"PYTHONHASHSEED": "0"}
     mlflow_server = start_mlflow_serve(str(model_dir), root, env=same_hashing)
@@ -179,19 +177,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
 
 
 @pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    root = tmp_path_factory.mktemp("batched-protocol")
+    yield from serve_both(save_iris_classifier(root / "iris"), root)
+
+
+@pytest.fixture(scope="module")
 def tensor_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     root = tmp_path_factory.mktemp("batched-protocol-tensor")
-    model_dir = save_iris_tensor_classifier(root / "iris-tensor")
-    same_hashing = {"PYTHONHASHSEED": "0"}
-    mlflow_server = start_mlflow_serve(str(model_dir), root, env=same_hashing)
-    batched = start_batched(str(model_dir), root, ["--workers", "1"], env=same_hashing)
-    try:
-        wait_ready(mlflow_server)
-        wait_ready(batched)
-        yield mlflow_server, batched
-    finally:
-        batched.stop()
-        mlflow_server.stop()
+    yield from serve_both(save_iris_tensor_classifier(root / "iris-tensor"), root)
 
 
 def both(servers: tuple[Server, Server], case: Case) -> tuple[RawResponse, RawResponse]:
