@@ -3,7 +3,7 @@
 skops.io computes its default trusted type names when it is imported
 (`skops.io._trusted_types`): it walks every scikit-learn module for estimators
 (`sklearn.utils.all_estimators()`), imports the gradient-boosting internals and looks every
-numpy and scipy ufunc up in every loaded module. That is about 1.7 s of a 7.7 s cold start of
+numpy and scipy ufunc up in every loaded module. That is about 0.85 s of a 3.5 s cold start of
 `batched` on the 2-core machine, for lists of names that depend only on the installed
 scikit-learn, scipy, numpy and skops. The serving images record those lists once, when they are
 built (`python -m mlflow_operator_serve.skops_trusted_types`); a start that finds the record
