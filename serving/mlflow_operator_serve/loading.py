@@ -75,8 +75,7 @@ def import_flavor(model_dir: Path) -> None:
         # imported lazily by the loader, and the longest import of all: skops.io walks every
         # scikit-learn module, unless the image recorded what the walk finds
         try:
-            if skops_trusted_types.import_skops_io():
-                _logger.info("skops.io imported from %s", skops_trusted_types.record_file())
+            skops_trusted_types.import_skops_io()
         except ImportError:  # e.g. a pickled sklearn model without skops installed
             _logger.debug("could not pre-import skops.io")
 

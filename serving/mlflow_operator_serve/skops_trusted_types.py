@@ -53,8 +53,8 @@ def recorded_lists(file: Path | None) -> dict[str, list[str]] | None:
     except (OSError, ValueError):
         return None
     if not isinstance(lists, dict) or not all(
-        isinstance(name, str) and isinstance(names, list) and all(isinstance(n, str) for n in names)
-        for name, names in lists.items()
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+        for names in lists.values()
     ):
         _logger.warning("ignoring %s: not lists of type names", file)
         return None
@@ -66,11 +66,12 @@ def import_skops_io(prefix: str = sys.prefix) -> bool:
     they were not computed."""
     if "skops.io" in sys.modules:
         return False
-    lists = recorded_lists(record_file(prefix))
+    file = record_file(prefix)
+    lists = recorded_lists(file)
     if lists is None:
         importlib.import_module("skops.io")
         return False
-    replayed = types.ModuleType(_MODULE, f"replayed from {record_file(prefix)}")
+    replayed = types.ModuleType(_MODULE, f"replayed from {file}")
     replayed.__dict__.update(lists)
     sys.modules[_MODULE] = replayed
     try:
@@ -81,6 +82,7 @@ def import_skops_io(prefix: str = sys.prefix) -> bool:
         del sys.modules[_MODULE]
         importlib.import_module("skops.io")
         return False
+    _logger.info("skops.io imported with the trusted types recorded in %s", file)
     return True
 
 
