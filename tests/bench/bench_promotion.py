@@ -104,10 +104,11 @@ def naive_round_seconds(tracking_uri: str, models: list[str], deployments: int) 
     return time.monotonic() - started
 
 
-def operator_rss_mib(operator: OperatorProcess) -> float:
+def operator_rss_mib(operator: OperatorProcess, field: str = "VmRSS") -> float:
+    """The operator process's resident memory now (VmRSS) or at its highest (VmHWM)."""
     assert operator.process is not None
     status = Path(f"/proc/{operator.process.pid}/status").read_text()
-    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field))
     return kib / 1024
 
 

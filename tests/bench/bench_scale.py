@@ -2,7 +2,7 @@
 one alias move rolled out to 1,000 of them.
 
     .venv/bin/python -m tests.bench.bench_scale [--scales 1000,5000,10000] [--hot 1000]
-        [--models 1000] [--idle 60]
+        [--models 1000] [--idle 60] [--operator-env NAME=VALUE ...]
 
 Runs the real pieces with simulated pods, as issue scale-ha allows for scale: the local control
 plane with KWOK nodes only (no real node), MLflow on PostgreSQL and MinIO, and `mlflow-operator
@@ -19,7 +19,7 @@ At each scale N (cumulative, one namespace):
 - idle: the operator's API requests in `--idle` seconds with nothing changing, per second and
   by verb and resource; status writes among them;
 - registry_gets_per_interval: MLflow GETs per poll interval (30 s), through a counting proxy;
-- rss_mib: the operator process's resident memory;
+- rss_mib, peak_rss_mib: the operator process's resident memory, now and at its highest;
 - alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
   Ready on it (every pod of it ready; the last Ready condition's lastTransitionTime), the
   API requests the operator made meanwhile, and how many serving Deployments have each
@@ -236,6 +236,7 @@ def measure(
             "idle_requests": summary(idle),
             "registry_gets_per_interval": round(registry_gets, 1),
             "rss_mib": round(operator_rss_mib(operator), 1),
+            "peak_rss_mib": round(operator_rss_mib(operator, "VmHWM"), 1),
         }
         print(json.dumps(row), flush=True)  # at rest, before the move (which may take long)
         row = {"deployments": target}
@@ -277,7 +278,15 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=1000)
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the operator process (e.g. its allocator's)",
+    )
     args = parser.parse_args()
+    operator_env = dict(item.split("=", 1) for item in args.operator_env)
     scales = [int(s) for s in args.scales.split(",") if s]
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     # kube-controller-manager's defaults (20 requests/s to the API server, 5 Deployments and 5
@@ -308,6 +317,7 @@ def main() -> None:
                 extra_env={
                     "MLFLOW_OPERATOR_LEADER_ELECTION": "true",
                     "MLFLOW_OPERATOR_LEADER_ELECTION_NAMESPACE": "audited",
+                    **operator_env,
                 },
             ).start()
             asyncio.run(webhook(stack.tracking_uri, operator))
