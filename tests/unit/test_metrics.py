@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from mlflow_operator import metrics
 from mlflow_operator.registry.client import Credentials
@@ -144,3 +146,37 @@ def test_registry_collector_reports_what_the_source_says() -> None:
             )
             == SYNC.timestamp()
         )
+
+
+def test_scrapes_on_another_thread_while_reconciles_record_and_forget() -> None:
+    """The metrics server scrapes on its own thread; reconciles add and drop series meanwhile."""
+    ns = f"ns-{uuid.uuid4().hex[:6]}"
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def scrape() -> None:
+        while not done.is_set():
+            try:
+                generate_latest(REGISTRY)
+            except BaseException as error:  # noqa: BLE001  (asserted below)
+                failures.append(error)
+                return
+
+    scraper = threading.Thread(target=scrape)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns often: a race shows in one run
+    scraper.start()
+    try:
+        for index in range(3000):
+            record(ns, f"md-{index}", succeeded=index % 2 == 0)
+            if index % 3 == 0:
+                metrics.forget_model_deployment(ns, f"md-{index // 2}")
+    finally:
+        done.set()
+        scraper.join()
+        sys.setswitchinterval(switch)
+    assert failures == []
+    assert value("mlflow_operator_rollouts_total", namespace=ns, name="md-2999",
+                 result="Succeeded") == 0  # fmt: skip
+    assert value("mlflow_operator_rollouts_total", namespace=ns, name="md-2998",
+                 result="Succeeded") == 1  # fmt: skip
