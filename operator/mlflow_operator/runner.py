@@ -19,6 +19,19 @@ from mlflow_operator.logs import configure_logging
 logger = logging.getLogger(__name__)
 
 
+class SharedMemo(kopf.Memo):
+    """kopf's memo, one for the whole operator instead of a copy per object.
+
+    kopf shallow-copies the memo for every object it remembers: each ModelDeployment and each
+    of its watched children, ~1.4 KB per ModelDeployment at rest for copies of the same
+    references (bench_scale, docs/benchmarks.md). Every handler here only reads the operator's
+    shared state from it (the startup handler fills it), so the copies can be the memo itself.
+    """
+
+    def __copy__(self) -> SharedMemo:
+        return self
+
+
 def run_operator(config: OperatorConfig) -> None:
     """Run until SIGTERM/SIGINT. Blocks. Raises StartupError (one line, nothing started) when
     the cluster cannot be used: no credentials, no API server, no CRDs, no permission."""
@@ -46,7 +59,7 @@ def run_operator(config: OperatorConfig) -> None:
             # One replica acts (leader_election, or one replica): kopf's peering not needed.
             standalone=True,
             liveness_endpoint=health.kopf_liveness_endpoint,
-            memo=kopf.Memo(config=config),
+            memo=SharedMemo(config=config),
         )
     finally:
         if leadership is not None:
