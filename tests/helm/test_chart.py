@@ -477,6 +477,23 @@ def test_mlflowserver_is_kept_on_uninstall() -> None:
     assert server["spec"]["backendStore"]["postgres"]["managed"]["storage"] == "10Gi"
 
 
+def operator_metric_names() -> set[str]:
+    """Every series name the operator exports: its metric objects and its collectors' families
+    (the per-ModelDeployment series and the registry gauges are built at scrape time)."""
+    exported = {
+        metric._name  # prometheus_client keeps the name without _total there
+        for metric in vars(metrics).values()
+        if hasattr(metric, "_name") and hasattr(metric, "_type")
+    }
+    exported |= {f"{name}_total" for name in exported}
+    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None, ())])
+    for family in [*registries.collect(), *metrics.ModelDeploymentCollector().collect()]:
+        exported.add(family.name)
+        if family.type == "counter":
+            exported.add(f"{family.name}_total")
+    return exported
+
+
 def test_alerts_use_metrics_the_operator_exports() -> None:
     objects = render({"metrics": {"prometheusRule": {"enabled": True}}})
     rules = one(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
@@ -486,14 +503,7 @@ def test_alerts_use_metrics_the_operator_exports() -> None:
         "MLflowModelRolloutFailed",
         "MLflowRegistryUnreachable",
     } <= alerts
-    exported = {
-        metric._name  # prometheus_client keeps the name without _total there
-        for metric in vars(metrics).values()
-        if hasattr(metric, "_name") and hasattr(metric, "_type")
-    }
-    exported |= {f"{name}_total" for name in exported}
-    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None, ())])
-    exported |= {family.name for family in registries.collect()}
+    exported = operator_metric_names()
     for rule in rules:
         used = set(re.findall(r"\b(mlflow_operator_[a-z_]+)\b", rule["expr"]))
         assert used <= exported, (rule["alert"], used - exported)
@@ -554,14 +564,7 @@ def test_readme_values_table_is_values_yaml() -> None:
 def test_dashboard_queries_use_metrics_that_exist() -> None:
     """Every series a dashboard query names is one the operator or the batched serving runtime
     exports (tests/e2e/test_dashboard.py then runs each query against a real Prometheus)."""
-    exported = {
-        metric._name
-        for metric in vars(metrics).values()
-        if hasattr(metric, "_name") and hasattr(metric, "_type")
-    }
-    exported |= {f"{name}_total" for name in exported}
-    registries = metrics.RegistryCollector(lambda: [("http://mlflow:5000", True, None, ())])
-    exported |= {family.name for family in registries.collect()}
+    exported = operator_metric_names()
     serving = ServingMetrics("m", "1")
     for family in serving.registry.collect():
         exported |= {sample.name for sample in family.samples} | {family.name}
