@@ -9,6 +9,7 @@ take: timeouts were widened on purpose; never shorten one to make a test fail fa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,3 +50,14 @@ def eventually(
         time.sleep(interval)
     logs = "".join(f"\n{p.log_tail()}" for p in processes)
     raise AssertionError(f"{what}: not true after {timeout:.0f}s; last: {last!r}{logs}")
+
+
+async def eventually_on_loop(check: Callable[[], Any], *, within: float, what: str) -> None:
+    """Await until check() is true, on a running event loop (a unit test's own objects: no
+    process to watch); AssertionError after `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while not check():  # noqa: ASYNC110  (in-process state: nothing to wait on)
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not true after {within:.1f}s") from None

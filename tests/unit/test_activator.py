@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mlflow_operator.activator import Activator
 from mlflow_operator.core.modeldeployment.activation import ActivatorRoute
+from tests.support.polling import eventually_on_loop
 
 ROUTE = ActivatorRoute("ml", "fraud", "fraud", "10.96.0.10")
 
@@ -71,9 +72,7 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
 
 
 async def _until(check: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while not check():  # noqa: ASYNC110  (the activator's own counter: nothing to wait on)
-            await asyncio.sleep(0.02)
+    await eventually_on_loop(check, within=10, what="the activator's own counter")
 
 
 @pytest.fixture

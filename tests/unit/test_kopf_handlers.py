@@ -15,6 +15,10 @@ def test_every_handler_runs_on_the_event_loop() -> None:
     registry = kopf.get_default_registry()
     parts = ("_activities", "_indexing", "_watching", "_spawning", "_changing")
     handlers = [h for part in parts for h in getattr(registry, part).get_all_handlers()]
-    assert {h.id for h in handlers} >= {"serving_pods", "serving_child_changed", "reconcile"}
+    assert {h.id for h in handlers} >= {
+        "serving_pods",
+        "serving_child_changed",
+        "modeldeployment_changed",
+    }
     plain = sorted({h.id for h in handlers if not inspect.iscoroutinefunction(h.fn)})
     assert plain == [], f"run in kopf's thread pool: {plain}"

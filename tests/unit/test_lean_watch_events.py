@@ -90,7 +90,7 @@ async def test_no_event_keeps_managed_fields(monkeypatch: pytest.MonkeyPatch) ->
 async def test_the_operators_own_objects_share_their_strings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """kopf keeps a ModelDeployment's last event for its daemon: its strings are shared."""
+    """The reconcile queue keeps a ModelDeployment's last event: its strings are shared."""
     a, b = (e["object"] for e in await processed_events(MODEL_DEPLOYMENTS, monkeypatch))
     assert "managedFields" not in a["metadata"]
     assert a["spec"]["model"]["name"] is b["spec"]["model"]["name"]

@@ -1,7 +1,7 @@
 """Watch events lose what nobody here reads before kopf keeps them.
 
-kopf keeps the latest watch event's object of every object that runs a daemon (each
-ModelDeployment and MLflowServer: its `live_fresh_body`) for as long as the object exists, and
+The reconcile queue keeps the latest watch event's object of every ModelDeployment and
+MLflowServer (handlers/reconcile_queue.py) for as long as the object exists, and
 each decoded event has its own copy of every key and label value. So the object of every event
 loses its `metadata.managedFields` (server-side apply's bookkeeping, read by no handler here;
 controller-runtime's informers drop it too, with `TransformStripManagedFields`), and the

@@ -1,4 +1,4 @@
-"""kopf glue for MLflowServer: one daemon per object runs the reconcile loop.
+"""kopf glue for MLflowServer: its watch events feed the reconcile queue.
 
 Its children's watch events (tracking server Deployment, PostgreSQL and MinIO StatefulSets,
 migration Jobs) wake it at once; nothing polls on a timer. kopf filters the children by
@@ -7,15 +7,15 @@ label on its side: one watch per kind, shared with the ModelDeployment handlers.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-from typing import Any, Literal
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
 
 import kopf
 
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.core.naming import LABEL_MLFLOW_SERVER
-from mlflow_operator.handlers.reconcile_loop import reconcile_until_stopped, wake
+from mlflow_operator.handlers.reconcile_queue import ReconcileQueue
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
 
@@ -24,35 +24,31 @@ CHILD_LABELS = {LABEL_MLFLOW_SERVER: kopf.PRESENT}
 
 
 def _key(namespace: str | None, name: str) -> str:
-    return f"MLflowServer {namespace}/{name}"  # memo.wakers is shared with ModelDeployments
+    return f"MLflowServer {namespace}/{name}"  # the reconcile queue is shared with ModelDeployments
 
 
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, id="reconcile", cancellation_timeout=10)
-async def mlflowserver_daemon(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
-) -> None:
-    reconciler: MLflowServerReconciler = memo.mlflowservers
-    key = _key(body.metadata.namespace, body.metadata.name)
-    woken = memo.wakers.setdefault(key, asyncio.Event())
-
+async def _reconcile(
+    reconciler: MLflowServerReconciler,
+    _key: str,
+    body: Mapping[str, Any],
+    _wake: Callable[[], None],
+) -> ReconcileResult:
     def emit(type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
+        kopf.event(kopf.Body(cast(Any, body)), type=type_, reason=reason, message=message)
 
-    async def reconcile() -> ReconcileResult:
-        return await reconciler.reconcile(body, emit)
-
-    try:
-        await reconcile_until_stopped(
-            reconcile, woken, stopped, key, slots=memo.reconcile_slots, timed=memo.timed_reconciles
-        )
-    finally:
-        memo.wakers.pop(key, None)
+    return await reconciler.reconcile(body, emit)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def mlflowserver_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Any change to the object (spec, metadata) reconciles it now."""
-    wake(memo, _key(namespace, name))
+async def mlflowserver_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Any change to the object (spec, metadata) reconciles it now; once it is being deleted,
+    no more reconciles (its children go by owner reference)."""
+    queue: ReconcileQueue = memo.reconcile_queue
+    key = _key(body.metadata.namespace, body.metadata.name)
+    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+        await queue.drop(key)
+        return
+    queue.offer(key, dict(body), functools.partial(_reconcile, memo.mlflowservers))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
@@ -62,4 +58,4 @@ async def server_child_changed(
     namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
 ) -> None:
     """A child's progress (pods ready, a migration Job done) reconciles its server now."""
-    wake(memo, _key(namespace, labels[LABEL_MLFLOW_SERVER]))
+    memo.reconcile_queue.wake(_key(namespace, labels[LABEL_MLFLOW_SERVER]))

@@ -1,7 +1,8 @@
-"""kopf glue for ModelDeployment: one daemon per object runs the reconcile loop.
+"""kopf glue for ModelDeployment: its watch events feed the reconcile queue.
 
-A daemon (not a timer) because the registry watcher must be able to wake one object at once
-when its model moves; watch events of the object and of its serving children wake it too.
+The queue (handlers/reconcile_queue.py), not kopf's timers, because the registry watcher must
+be able to wake one object at once when its model moves; watch events of the object and of its
+serving children wake it too.
 The children are kept in kopf indices, which the reconciler reads instead of GETs
 (reconcilers/watched.py).
 
@@ -13,16 +14,16 @@ and every watch event paid that hop to a thread and back.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-from typing import Any, Literal
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
 
 import kopf
 
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.core.modeldeployment.conditions import SERVING_IDENTITY_FAILED
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
-from mlflow_operator.handlers.reconcile_loop import reconcile_until_stopped, wake
+from mlflow_operator.handlers.reconcile_queue import ReconcileQueue
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
 from mlflow_operator.reconcilers.watched import Watched, watched_copy, watched_pod
@@ -81,29 +82,35 @@ async def mlflow_servers(
     return _by_name(namespace, name, body)
 
 
-@kopf.daemon(API_GROUP, API_VERSION, "modeldeployments", id="reconcile", cancellation_timeout=10)
-async def modeldeployment_daemon(
-    body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    reconciler: ModelDeploymentReconciler = memo.modeldeployments
-    # the same indices for every daemon, for the life of the process
-    reconciler.watched = Watched({kind: kwargs[index] for kind, index in INDEXED_KINDS.items()})
-    key = f"{body.metadata.namespace}/{body.metadata.name}"
-    woken = memo.wakers.setdefault(key, asyncio.Event())
-
+async def _reconcile(
+    reconciler: ModelDeploymentReconciler,
+    _key: str,
+    body: Mapping[str, Any],
+    wake: Callable[[], None],
+) -> ReconcileResult:
     def emit(type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
+        kopf.event(kopf.Body(cast(Any, body)), type=type_, reason=reason, message=message)
 
-    async def reconcile() -> ReconcileResult:
-        return await reconciler.reconcile(body, emit, woken.set)
+    return await reconciler.reconcile(body, emit, wake)
 
-    try:
-        await reconcile_until_stopped(
-            reconcile, woken, stopped, key, slots=memo.reconcile_slots, timed=memo.timed_reconciles
-        )
-    finally:
-        memo.wakers.pop(key, None)
+
+@kopf.on.event(API_GROUP, API_VERSION, "modeldeployments")
+async def modeldeployment_changed(
+    type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
+) -> None:
+    """Any change to the object (spec, metadata) reconciles it now; once it is being deleted,
+    no more reconciles (its children go by owner reference)."""
+    reconciler: ModelDeploymentReconciler = memo.modeldeployments
+    queue: ReconcileQueue = memo.reconcile_queue
+    key = f"{body.metadata.namespace}/{body.metadata.name}"
+    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+        await queue.drop(key)
         reconciler.forget(body)
+        return
+    if not reconciler.watched.indices:  # kopf passes the same indices to every handler
+        reconciler.watched = Watched({kind: kwargs[index] for kind, index in INDEXED_KINDS.items()})
+    # the top level only: the event's own objects below it are kept, not copied
+    queue.offer(key, dict(body), functools.partial(_reconcile, reconciler))
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, "modeldeployments", id="serving-identity")
@@ -116,12 +123,6 @@ async def modeldeployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) ->
         kopf.event(body, type="Warning", reason=SERVING_IDENTITY_FAILED, message=problem)
 
 
-@kopf.on.event(API_GROUP, API_VERSION, "modeldeployments")
-async def modeldeployment_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Any change to the object (spec, metadata) reconciles it now."""
-    wake(memo, f"{namespace}/{name}")
-
-
 @kopf.on.event("apps", "v1", "deployments", labels=SERVING_CHILD)
 @kopf.on.event("v1", "services", labels=SERVING_CHILD)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=SERVING_CHILD)
@@ -130,7 +131,7 @@ async def serving_child_changed(
 ) -> None:
     """Rollout progress of a serving Deployment, or a change to any serving child (a person's
     edit, a deletion), reconciles its ModelDeployment now: nothing else looks at rest."""
-    wake(memo, f"{namespace}/{labels[LABEL_MODEL_DEPLOYMENT]}")
+    memo.reconcile_queue.wake(f"{namespace}/{labels[LABEL_MODEL_DEPLOYMENT]}")
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "mlflowservers")
@@ -150,5 +151,6 @@ async def mlflow_server_changed(
     if type != "DELETED":
         memo.server_generations[key] = generation
     if type == "DELETED" or (before is not None and before != generation):
-        for follower in [k for k in memo.wakers if k.startswith(f"{namespace}/")]:
-            wake(memo, follower)
+        queue: ReconcileQueue = memo.reconcile_queue
+        for follower in [k for k in queue.queued() if k.startswith(f"{namespace}/")]:
+            queue.wake(follower)

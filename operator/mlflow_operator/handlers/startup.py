@@ -18,7 +18,7 @@ from mlflow_operator.api import API_GROUP
 from mlflow_operator.builders.modeldeployment import SERVING_PORT
 from mlflow_operator.config import OperatorConfig
 from mlflow_operator.core.naming import FIELD_MANAGER, LABEL_MANAGED_BY
-from mlflow_operator.handlers.reconcile_loop import wake
+from mlflow_operator.handlers.reconcile_queue import ReconcileQueue
 from mlflow_operator.kube.client import KubeClient
 from mlflow_operator.promquery import PrometheusTraffic
 from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
@@ -70,9 +70,10 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
         timeout_seconds=config.request_timeout_seconds, tls=trusting(config.ca_bundle_file)
     )
     memo.stop_registry_metrics = metrics.watch_registries(memo.hub.health)
-    memo.wakers = {}
-    memo.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
-    memo.timed_reconciles = AsyncLimiter(config.timed_reconciles_per_second, time_period=1)
+    memo.reconcile_queue = ReconcileQueue(
+        slots=config.max_concurrent_reconciles,
+        timed=AsyncLimiter(config.timed_reconciles_per_second, time_period=1),
+    )
     memo.server_generations = {}  # MLflowServer namespace/name -> generation last seen
     memo.modeldeployments = ModelDeploymentReconciler(
         memo.kube, memo.hub, config, prometheus=PrometheusTraffic.from_config(config)
@@ -89,7 +90,7 @@ async def _start_activator(config: OperatorConfig, memo: kopf.Memo) -> Any:
     reconciler: ModelDeploymentReconciler = memo.modeldeployments
     activator = Activator(
         pod_addresses=reconciler.activator_pods,
-        wake=lambda key: wake(memo, key),
+        wake=memo.reconcile_queue.wake,
         pod_port=SERVING_PORT,
     )
     reconciler.activator = activator
@@ -146,6 +147,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 @kopf.on.cleanup()
 async def close_services(memo: kopf.Memo, **_: Any) -> None:
+    if getattr(memo, "reconcile_queue", None) is not None:
+        await memo.reconcile_queue.close()  # before the clients the reconciles use
     if getattr(memo, "webhook_runner", None) is not None:
         await memo.webhook_runner.cleanup()
     if getattr(memo, "activator_runner", None) is not None:

@@ -4,9 +4,9 @@ Its serving Deployment, Service and PodDisruptionBudget, its MLflowServer and it
 from here instead of a GET (a LIST for pods) each: an idle operator then asks the API server
 nothing at all, and a rollout lists no pods (docs/benchmarks.md, the scale goal of <= 1 request
 per second for 10,000 ModelDeployments).
-The indices behind it are kopf's (handlers/modeldeployment.py): kopf starts no daemon before
-every index holds the initial listing, so an empty entry means the object does not exist, not
-"not read yet".
+The indices behind it are kopf's (handlers/modeldeployment.py): kopf calls no event handler
+(which feeds the reconcile queue) before every index holds the initial listing, so an empty
+entry means the object does not exist, not "not read yet".
 
 What the watch has not delivered yet (a child applied a moment ago) is seen one event later;
 every decision taken from it is written with the ModelDeployment's resourceVersion, and every
