@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, cast
+from typing import Any
 
 import kopf
 
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.core.naming import LABEL_MLFLOW_SERVER
+from mlflow_operator.handlers.events import events_of
 from mlflow_operator.handlers.reconcile_queue import ReconcileQueue
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.mlflowserver import MLflowServerReconciler
@@ -33,10 +34,7 @@ async def _reconcile(
     body: Mapping[str, Any],
     _wake: Callable[[], None],
 ) -> ReconcileResult:
-    def emit(type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        kopf.event(kopf.Body(cast(Any, body)), type=type_, reason=reason, message=message)
-
-    return await reconciler.reconcile(body, emit)
+    return await reconciler.reconcile(body, events_of(body))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, cast
+from typing import Any
 
 import kopf
 
 from mlflow_operator.api import API_GROUP, API_VERSION
 from mlflow_operator.core.modeldeployment.conditions import SERVING_IDENTITY_FAILED
 from mlflow_operator.core.naming import LABEL_MODEL_DEPLOYMENT
+from mlflow_operator.handlers.events import events_of
 from mlflow_operator.handlers.reconcile_queue import ReconcileQueue
 from mlflow_operator.reconcilers.common import ReconcileResult
 from mlflow_operator.reconcilers.modeldeployment import ModelDeploymentReconciler
@@ -88,10 +89,7 @@ async def _reconcile(
     body: Mapping[str, Any],
     wake: Callable[[], None],
 ) -> ReconcileResult:
-    def emit(type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        kopf.event(kopf.Body(cast(Any, body)), type=type_, reason=reason, message=message)
-
-    return await reconciler.reconcile(body, emit, wake)
+    return await reconciler.reconcile(body, events_of(body), wake)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "modeldeployments")
