@@ -56,7 +56,7 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.watching.server_timeout = config.watch_timeout_seconds
     settings.watching.client_timeout = config.watch_timeout_seconds + 30
     # Bound the number of objects handled at once, so 1,000 objects cannot exhaust memory.
-    settings.batching.worker_limit = 64
+    settings.queueing.worker_limit = 64
     # Only our explicit Events reach users; handler log lines stay in the operator's log.
     settings.posting.level = logging.WARNING
     # The API server sends only the operator's own children: kopf's `labels=` on a handler
