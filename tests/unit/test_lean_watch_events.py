@@ -1,8 +1,8 @@
-"""kopf's own watcher hands the processor lean events (handlers/lean_watch_events.py).
+"""kopf's own watcher queues and hands the processor lean events (handlers/lean_watch_events.py).
 
 The watch stream is faked (kopf's `watching.infinite_watch` replaced by one that yields two
-events and then waits): what is checked is what kopf's watcher and workers pass on, which a
-real API server's stream would not change.
+events and then waits, and wrapped as the operator wraps the real one): what is checked is what
+kopf's watcher and workers pass on, which a real API server's stream would not change.
 """
 
 from __future__ import annotations
@@ -102,6 +102,6 @@ async def test_the_operators_own_objects_share_their_strings(
 
 def test_the_wrapper_is_installed_once() -> None:
     lean_watch_events()
-    wrapped = queueing.watcher
+    wrapped = watching.infinite_watch
     lean_watch_events()
-    assert queueing.watcher is wrapped
+    assert watching.infinite_watch is wrapped

@@ -9,18 +9,22 @@ objects of the operator's own kinds are `compact`ed (keys and short strings shar
 tracemalloc snapshot of bench_scale's operator at 1,000 ModelDeployments found these kept
 bodies the largest part of its memory (26 MiB of 125 MiB traced).
 
-No kopf setting or public hook transforms events (kopf 1.45); the hook is the one
-watcher_readiness.py uses: kopf's `queueing.watcher`, wrapped to wrap the processor it is
-given. kopf is pinned below 1.46; `tests/unit/test_lean_watch_events.py` runs kopf's watcher.
+Leaned as the watch stream yields them, before kopf's watcher queues them: while its
+`worker_limit` workers per kind are busy (an apply of thousands), kopf keeps reading and queues
+the raw event of every other object in an unbounded queue of its own.
+
+No kopf setting or public hook transforms events (kopf 1.45); the hook is the stream kopf's
+watcher reads, `watching.infinite_watch` (its only caller is `queueing.watcher`), wrapped.
+kopf is pinned below 1.46; `tests/unit/test_lean_watch_events.py` runs kopf's watcher.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from kopf._core.reactor import queueing
+from kopf._cogs.clients import watching
 
 from mlflow_operator.api import API_GROUP
 from mlflow_operator.reconcilers.watched import compact_object
@@ -36,31 +40,21 @@ def lean_object(obj: Mapping[str, Any], *, compact: bool) -> dict[str, Any]:
 
 
 def lean_watch_events() -> None:
-    """Wrap kopf's watcher so that every event it hands on is lean. Idempotent."""
-    original: Callable[..., Coroutine[Any, Any, None]] = queueing.watcher
+    """Wrap kopf's watch stream so that every event it yields is lean. Idempotent."""
+    original: Callable[..., AsyncIterator[Any]] = watching.infinite_watch
     if getattr(original, _PATCHED, False):
         return
 
     @functools.wraps(original)
-    async def watcher(*args: Any, **kwargs: Any) -> None:
-        resource = kwargs.get("resource")
-        processor = kwargs.get("processor")
-        if processor is not None:
-            own_kind = getattr(resource, "group", None) == API_GROUP
-            kwargs["processor"] = _leaning(processor, compact=own_kind)
-        await original(*args, **kwargs)
+    async def infinite_watch(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        compact = getattr(kwargs.get("resource"), "group", None) == API_GROUP
+        async for event in original(*args, **kwargs):
+            # kopf's Bookmarks (not dicts) and BOOKMARK events (no object) pass as they are
+            obj = event.get("object") if isinstance(event, dict) else None
+            if isinstance(obj, Mapping):
+                yield {**event, "object": lean_object(obj, compact=compact)}
+            else:
+                yield event
 
-    setattr(watcher, _PATCHED, True)
-    queueing.watcher = watcher
-
-
-def _leaning(
-    processor: Callable[..., Coroutine[Any, Any, Any]], *, compact: bool
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    async def process(*, raw_event: Mapping[str, Any], **kwargs: Any) -> Any:
-        obj = raw_event.get("object")
-        if isinstance(obj, Mapping):
-            raw_event = {**raw_event, "object": lean_object(obj, compact=compact)}
-        return await processor(raw_event=raw_event, **kwargs)
-
-    return process
+    setattr(infinite_watch, _PATCHED, True)
+    watching.infinite_watch = infinite_watch
