@@ -55,7 +55,8 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.networking.connect_timeout = min(10.0, config.request_timeout_seconds)
     settings.watching.server_timeout = config.watch_timeout_seconds
     settings.watching.client_timeout = config.watch_timeout_seconds + 30
-    # Bound the number of objects handled at once, so 1,000 objects cannot exhaust memory.
+    # At most 64 objects per kind handled at once; kopf queues the events of the others
+    # (leaned first: handlers/lean_watch_events.py), so this bounds tasks, not memory.
     settings.queueing.worker_limit = 64
     # Only our explicit Events reach users; handler log lines stay in the operator's log.
     settings.posting.level = logging.WARNING
