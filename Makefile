@@ -64,7 +64,7 @@ lint: install  ## ruff, mypy (strict) and the import layers (import-linter, pypr
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: env lint check-image  ## the whole suite: lint, image check, then e2e (test cluster) alongside unit, helm and integration (tests/suite.py)
+test: env lint check-image  ## the whole suite: lint, image check, then e2e (two processes, one test cluster) alongside unit, helm and integration (tests/suite.py)
 	$(BIN)/python -m tests.suite
 
 test-unit: install  ## unit tests only (no I/O, seconds)

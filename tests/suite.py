@@ -1,25 +1,36 @@
-"""The whole suite as `make test` runs it: the cluster tier and the rest side by side.
+"""The whole suite as `make test` runs it: the e2e tier in two processes, the rest beside them.
 
-On the 2-core machine the e2e tier (one test cluster, real pods) keeps about one core busy: it
-mostly waits for pods, rollouts and the kubelet. The unit, helm and integration tests (no
-cluster) take about 7 minutes on their own. So they run at the same time, in a second pytest
-process at `nice 10`, which the cluster tier's processes outrank whenever both want a core.
-Its output is kept in a file and printed after the e2e tier's, so neither interleaves.
+On the 2-core machine the e2e tier (one test cluster, real pods) mostly waits: for pods,
+rollouts, the kubelet. So three pytest processes run at once:
 
+- the e2e tier's first process (the owner) starts the test cluster and runs most e2e modules,
+  its output in the foreground;
+- a second e2e process (the guest) runs the modules of `sharing.GUEST_MODULES` on the same
+  cluster, in namespaces of its own; tests that act on the whole cluster are marked
+  `exclusive` and never run next to one of its tests (tests/cluster/sharing.py);
+- the unit, helm and integration tests (no cluster) at `nice 10`, which the cluster tier's
+  processes outrank whenever they want a core.
+
+The other two keep their output in files, printed after the owner's, so none interleaves.
 Two pytest-xdist workers with a cluster each were tried and were slower (docs/testing.md):
-a second cluster doubles the load that is always there, a cluster-less tier does not.
+a second cluster doubles the load that is always there; a second process on one cluster
+and a cluster-less tier do not.
 
-    python -m tests.suite [pytest arguments for both tiers]
+    python -m tests.suite [pytest arguments for every process]
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.cluster import sharing
 
 NO_TESTS = 5  # pytest's exit code when nothing was collected
 CLUSTER_TIER = "e2e"
@@ -37,39 +48,101 @@ def _verdict(name: str, rc: int, seconds: float) -> str:
     return f"{name}: {state} in {seconds / 60:.1f} min"
 
 
-def main(argv: list[str]) -> int:
-    with tempfile.TemporaryDirectory(prefix="mlflow-operator-suite-") as work:
-        log_path = Path(work) / "other-tiers.log"
-        started = time.monotonic()
+@dataclass
+class _Background:
+    """A pytest process whose output goes to a file, and when it ended."""
+
+    name: str
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+    ended: list[float] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> _Background:
         with log_path.open("w") as log:
-            # the cache plugin of two sessions would race on .pytest_cache: only one keeps it
-            others = subprocess.Popen(
-                ["nice", "-n", "10", *_pytest(OTHER_TIERS, ["-p", "no:cacheprovider", *argv])],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=pass_fds
             )
-            others_done: list[float] = []
-            waiter = threading.Thread(
-                target=lambda: (others.wait(), others_done.append(time.monotonic())), daemon=True
+        started = cls(name, log_path, popen)
+        threading.Thread(target=started._wait, daemon=True).start()
+        return started
+
+    def _wait(self) -> None:
+        self.popen.wait()
+        self.ended.append(time.monotonic())
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            self.popen.wait()
+
+    def report(self, started: float) -> str:
+        self.popen.wait()
+        while not self.ended:  # the waiting thread records the time right after wait()
+            time.sleep(0.01)
+        print(f"\n{'=' * 30} {self.name} {'=' * 30}", flush=True)
+        sys.stdout.write(self.log_path.read_text())
+        return _verdict(self.name, self.popen.returncode, self.ended[0] - started)
+
+
+def main(argv: list[str]) -> int:
+    # the cache plugin of several sessions would race on .pytest_cache: only the owner keeps it
+    quiet_cache = ["-p", "no:cacheprovider", *argv]
+    with tempfile.TemporaryDirectory(prefix="mlflow-operator-suite-") as work_name:
+        work = Path(work_name)
+        share = work / "cluster"
+        share.mkdir()
+        shared = {sharing.DIR_ENV: str(share)}
+        started = time.monotonic()
+        session_lock = sharing.open_session_lock(share)
+        try:
+            guest = _Background.start(
+                "e2e tier, second process",
+                _pytest(CLUSTER_TIER, quiet_cache),
+                work / "e2e-second.log",
+                env={
+                    **os.environ,
+                    **shared,
+                    sharing.ROLE_ENV: "guest",
+                    sharing.NAMESPACE_PREFIX_ENV: sharing.GUEST_NAMESPACE_PREFIX,
+                },
+                pass_fds=(session_lock,),  # the guest holds it until it exits
             )
-            waiter.start()
-            try:
-                print(f"unit, helm and integration tests run alongside; their log: {log_path}")
-                cluster_rc = subprocess.call(_pytest(CLUSTER_TIER, argv))
-                cluster_seconds = time.monotonic() - started
-                waiter.join()
-            finally:
-                if others.poll() is None:
-                    others.terminate()
-                    others.wait()
-            others_rc = others.returncode
-            others_seconds = others_done[0] - started
-        print(f"\n{'=' * 30} unit, helm and integration tests {'=' * 30}", flush=True)
-        sys.stdout.write(log_path.read_text())
+        finally:
+            os.close(session_lock)
+        others = _Background.start(
+            "unit, helm and integration tests",
+            ["nice", "-n", "10", *_pytest(OTHER_TIERS, quiet_cache)],
+            work / "other-tiers.log",
+        )
+        try:
+            print(f"a second e2e process and the other tiers run alongside; their logs: {work}")
+            owner_rc = subprocess.call(
+                _pytest(CLUSTER_TIER, argv), env={**os.environ, **shared, sharing.ROLE_ENV: "owner"}
+            )
+            owner_seconds = time.monotonic() - started
+            # An owner that started the cluster waited for the guest before stopping it; a
+            # guest still running waits for a cluster that never came (or is gone).
+            guest.stop()
+            verdicts = [
+                _verdict("e2e tier", owner_rc, owner_seconds),
+                guest.report(started),
+                others.report(started),
+            ]
+        finally:
+            guest.stop()
+            others.stop()
     print()
-    print(_verdict("e2e tier", cluster_rc, cluster_seconds))
-    print(_verdict("unit, helm and integration tiers", others_rc, others_seconds))
-    return 0 if cluster_rc == 0 and others_rc == 0 else 1
+    print("\n".join(verdicts))
+    failed = owner_rc != 0 or guest.popen.returncode != 0 or others.popen.returncode != 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@
 - ``real_node`` (session): the ``NodeInfo`` of the cluster's real node (name, addresses,
   ``placement`` for pod specs, the local image tags); skips the test when the cluster has none.
 
+Under `make test` two pytest processes share the embedded cluster (tests/cluster/sharing.py):
+the hooks below give each its modules and keep tests marked ``exclusive`` apart from the
+other process's.
+
 A failing test that used the cluster gets the tail of each component's log in its report.
 """
 
@@ -23,11 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import sharing
 from tests.cluster.launcher import REAL_NODE_ENV, ControlPlane, KubeCluster, kubectl_binary
 from tests.cluster.realnode import NodeInfo
 
 MODE_ENV = "MLFLOW_OPERATOR_TEST_CLUSTER"
-SESSION_NAMESPACE_PREFIX = "t"  # k8s_namespace's names: t-<random>
+# k8s_namespace's names: t-<random> (u-<random> in the second process of a shared cluster)
+SESSION_NAMESPACE_PREFIX = os.environ.get(sharing.NAMESPACE_PREFIX_ENV, "t")
 # Every namespace a test creates enforces the profile every pod the operator makes must pass.
 POD_SECURITY_LABELS = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
@@ -62,6 +68,7 @@ def existing_cluster() -> KubeCluster:
 @pytest.fixture(scope="session")
 def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
     mode = os.environ.get(MODE_ENV, "embedded")
+    share = sharing.role()
     if mode == "existing":
         cluster = existing_cluster()
         request.config.stash[_CLUSTER_KEY] = cluster
@@ -71,12 +78,27 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[KubeCluster]:
         raise pytest.UsageError(
             f"{MODE_ENV} must be 'embedded' (default) or 'existing', not {mode!r}"
         )
+    if share == "guest":
+        cluster = sharing.published_cluster(sharing.share_dir())
+        request.config.stash[_CLUSTER_KEY] = cluster
+        try:
+            yield cluster
+        finally:
+            for helper in cluster.helpers:
+                helper.stop(timeout=5)
+        return
     plane = ControlPlane()
+    published = False
     try:
         cluster = plane.start()
         request.config.stash[_CLUSTER_KEY] = cluster
+        if share == "owner":
+            sharing.publish(cluster, sharing.share_dir())
+            published = True
         yield cluster
     finally:
+        if published:
+            sharing.wait_for_guest(sharing.share_dir())
         # Stops every process by PID even when the session failed or was interrupted.
         plane.cleanup()
 
@@ -123,5 +145,35 @@ def pytest_runtest_makereport(
     if not report.failed or "kube_cluster" not in getattr(item, "fixturenames", ()):
         return
     cluster = item.config.stash.get(_CLUSTER_KEY, None)
-    if cluster is not None and cluster.processes:
-        report.sections.append(("test cluster logs (tail)", cluster.log_tails()))
+    tails = cluster.log_tails() if cluster is not None else ""
+    if tails:
+        report.sections.append(("test cluster logs (tail)", tails))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a shared cluster's process, only the modules that run there (sharing.GUEST_MODULES)."""
+    share = sharing.role()
+    if share is None:
+        return
+    kept = [item for item in items if sharing.runs_in(item.nodeid.split("::")[0], share)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """In a shared cluster, each test of the guest and each exclusive test of the owner takes
+    its turn (setup, call and teardown): the owner's exclusive tests run alone."""
+    share = sharing.role()
+    exclusive = item.get_closest_marker(sharing.EXCLUSIVE_MARKER) is not None
+    if share == "guest":
+        # Wait for the cluster before taking a turn: the owner may start it in an exclusive test.
+        sharing.wait_until_published(sharing.share_dir())
+        with sharing.turn(sharing.share_dir(), exclusive=False):
+            yield
+    elif share == "owner" and exclusive:
+        with sharing.turn(sharing.share_dir(), exclusive=True):
+            yield
+    else:
+        yield

@@ -34,7 +34,7 @@ from tests.cluster.build import KUBERNETES_VERSION, ensure_built
 from tests.cluster.pki import Pki, create_pki
 from tests.cluster.realnode import NodeInfo, RealNode
 from tests.support.polling import eventually
-from tests.support.processes import ManagedProcess, PidRecord, free_port, http_ok
+from tests.support.processes import ManagedProcess, PidRecord, free_port, http_ok, tail
 
 # Workdirs of all clusters live under one parent so that a later session finds and removes the
 # ones a crashed session left behind (their owner file names a process that is gone).
@@ -204,7 +204,18 @@ class KubeCluster:
         time.sleep(1.0)
 
     def log_tails(self, lines: int = 40) -> str:
-        return "\n".join(p.log_tail(lines) for p in self.processes)
+        if self.processes or not self.embedded:
+            return "\n".join(p.log_tail(lines) for p in self.processes)
+        # started by another pytest process (tests/cluster/sharing.py): its components' logs
+        workdir = self.kubeconfig.parent
+        logs = sorted(
+            [*(workdir / "logs").glob("*.log"), *(workdir / "node" / "logs").glob("*.log")]
+        )
+        return "\n".join(
+            f"--- {log.stem} ({log}) ---\n{tail(log, lines)}"
+            for log in logs
+            if log.name != "audit.log" and not log.name.startswith("forward-")
+        )
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again, same flags and port, etcd's data kept (an

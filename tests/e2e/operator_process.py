@@ -33,7 +33,10 @@ def local_images_env(cluster: KubeCluster) -> dict[str, str]:
     # it for the published ones (Dockerfile): its lock, on the stand-in base image's Python
     contents = cluster.kubeconfig.parent / "serving-images.json"
     locks = {SERVING_IMAGE_CPU: LOCKS / f"{SERVING_IMAGE_CPU}.txt"}
-    contents.write_text(json.dumps(contents_of_locks(locks, PYTHON_VERSION)))
+    # atomically: the other pytest process of a shared cluster may be starting an operator
+    partial = contents.with_name(f"{contents.name}.{os.getpid()}")
+    partial.write_text(json.dumps(contents_of_locks(locks, PYTHON_VERSION)))
+    partial.replace(contents)
     return {
         "MLFLOW_OPERATOR_SERVING_IMAGE_CPU": images["serving-cpu"],
         "MLFLOW_OPERATOR_SERVING_IMAGE_CONTENTS": str(contents),

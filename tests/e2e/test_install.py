@@ -295,7 +295,11 @@ def test_rbac_allows_no_wildcards_and_no_secrets_outside_watched_namespaces(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode", ["all-namespaces", "watched-namespace"])
+@pytest.mark.parametrize(
+    "mode",
+    # all namespaces: an operator that would act on the other process's objects
+    [pytest.param("all-namespaces", marks=pytest.mark.exclusive), "watched-namespace"],
+)
 def test_modeldeployment_flow_with_the_charts_rbac_only(
     mode: str,
     kube_cluster: KubeCluster,

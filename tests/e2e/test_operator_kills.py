@@ -38,7 +38,8 @@ from tests.mlflowstack.stack import MlflowStack
 from tests.support.fault_proxy import FaultProxy
 from tests.support.polling import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# It restarts the API server, which every other test and operator of the cluster talks to.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.exclusive]
 NAME = "chaos"
 POLL = 5.0
 DEADLINE = 30  # progressDeadlineSeconds: a version that cannot load fails this long after

@@ -41,7 +41,8 @@ from tests.helm.chart import command_blocks, helm
 from tests.images.build import publish_module
 from tests.support.processes import free_port
 
-pytestmark = [pytest.mark.e2e]
+# The README installs a cluster-wide operator: it would act on the other process's objects.
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 NAMESPACES = ("mlflow-operator", "ml")  # what the README creates

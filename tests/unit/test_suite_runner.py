@@ -12,4 +12,5 @@ def test_a_tier_that_collects_nothing_fails_the_suite(capsys: pytest.CaptureFixt
     assert suite.main(["-p", "no:cacheprovider", "-q", "tests/unit/test_duration.py"]) == 1
     out = capsys.readouterr().out
     assert "e2e tier: FAILED: collected no tests" in out
-    assert "unit, helm and integration tiers: passed" in out
+    assert "unit, helm and integration tests: passed" in out
+    assert "e2e tier, second process: FAILED" in out

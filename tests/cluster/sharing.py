@@ -1,0 +1,149 @@
+"""One embedded test cluster used by two pytest processes at once (`make test`, tests/suite.py).
+
+The e2e tier mostly waits (for pods, rollouts, the kubelet): on the 2-core machine a second
+pytest process on the same cluster roughly halves its wall time, where a second cluster of its
+own made every test slower (docs/testing.md). The first process (the *owner*) starts the
+cluster as always and writes what the second (the *guest*) needs into a directory both are
+given; the guest waits for it and starts nothing of the cluster's. Three locks (``flock``: the
+kernel releases them when a process dies, so a crash never leaves one held) keep them apart:
+
+- ``session.lock``: the guest holds it shared for its whole life (tests/suite.py takes it and
+  hands the descriptor over); the owner takes it exclusively before it stops the cluster.
+- ``tests.lock`` and ``turnstile.lock``: the guest holds ``tests.lock`` shared through each
+  test; a test marked ``exclusive`` in the owner (a cluster-wide operator, a restarted API
+  server) holds it exclusively, so it never runs next to a guest's test. The turnstile lets a
+  waiting exclusive test in before the guest's next test (a writer-preferring lock).
+
+Which tests run in the guest is decided per module (``GUEST_MODULES``): whole modules keep
+module-scoped fixtures in one process. They must keep to their own namespaces (named
+``u-*``; the owner's are ``t-*``) and never touch what is cluster-wide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Literal
+
+from tests.cluster.launcher import KubeCluster
+from tests.cluster.realnode import NodeInfo
+
+ROLE_ENV = "MLFLOW_OPERATOR_TEST_SHARE_ROLE"  # "owner" or "guest"; unset: not shared
+DIR_ENV = "MLFLOW_OPERATOR_TEST_SHARE_DIR"
+SESSION_LOCK_FD_ENV = "MLFLOW_OPERATOR_TEST_SESSION_LOCK_FD"  # the guest's inherited lock
+NAMESPACE_PREFIX_ENV = "MLFLOW_OPERATOR_TEST_NAMESPACE_PREFIX"
+GUEST_NAMESPACE_PREFIX = "u"
+EXCLUSIVE_MARKER = "exclusive"
+CLUSTER_WAIT_SECONDS = 1800.0  # a cold owner builds the cluster and images first
+
+# Long modules whose tests keep to their own namespaces and real pods, chosen so both
+# processes end about together (2026-12-05: 30.5 min with test_model_environments.py here as
+# well, against 27.9 min for the owner's tests; it moved over).
+GUEST_MODULES = (
+    "tests/e2e/test_modeldeployment_pods.py",
+    "tests/e2e/test_mlflowserver.py",
+    "tests/e2e/test_monitoring.py",
+)
+
+Role = Literal["owner", "guest"]
+
+
+def role() -> Role | None:
+    value = os.environ.get(ROLE_ENV, "")
+    if value in ("owner", "guest"):
+        return value  # type: ignore[return-value]
+    if value:
+        raise ValueError(f"{ROLE_ENV} must be 'owner' or 'guest', not {value!r}")
+    return None
+
+
+def share_dir() -> Path:
+    return Path(os.environ[DIR_ENV])
+
+
+def runs_in(module_path: str, who: Role) -> bool:
+    """Whether a test of this module (a path relative to the repository) runs in `who`."""
+    return (module_path in GUEST_MODULES) == (who == "guest")
+
+
+# -- the cluster's description ---------------------------------------------------------------
+
+
+def publish(cluster: KubeCluster, directory: Path) -> None:
+    """Write what a guest needs of the owner's cluster (atomically: it polls for the file)."""
+    info = {
+        "kubeconfig": str(cluster.kubeconfig),
+        "server": cluster.server,
+        "node": asdict(cluster.node) if cluster.node is not None else None,
+    }
+    partial = directory / "cluster.json.partial"
+    partial.write_text(json.dumps(info))
+    partial.replace(directory / "cluster.json")
+
+
+def wait_until_published(directory: Path, timeout: float = CLUSTER_WAIT_SECONDS) -> Path:
+    path = directory / "cluster.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no cluster published in {path} after {timeout:.0f}s")
+        time.sleep(1.0)
+    return path
+
+
+def published_cluster(directory: Path) -> KubeCluster:
+    """The owner's cluster, once it has published it."""
+    info = json.loads(wait_until_published(directory).read_text())
+    node = info["node"]
+    return KubeCluster(
+        kubeconfig=Path(info["kubeconfig"]),
+        server=info["server"],
+        node=NodeInfo(**{**node, "ctr": tuple(node["ctr"])}) if node else None,
+    )
+
+
+# -- locks -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int) -> Iterator[IO[bytes]]:
+    with path.open("ab") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_session_lock(directory: Path) -> int:
+    """For tests/suite.py: a descriptor holding ``session.lock`` shared, to hand to the guest
+    (the lock lasts as long as any process keeps the descriptor open)."""
+    fd = os.open(directory / "session.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def wait_for_guest(directory: Path) -> None:
+    """Block until no guest holds the session lock (it has exited)."""
+    with _flock(directory / "session.lock", fcntl.LOCK_EX):
+        pass
+
+
+@contextlib.contextmanager
+def turn(directory: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the cluster for one test: shared (a guest's test) or alone (an exclusive test)."""
+    turnstile, tests = directory / "turnstile.lock", directory / "tests.lock"
+    if exclusive:  # the turnstile held throughout: no guest test starts until this one ends
+        with _flock(turnstile, fcntl.LOCK_EX), _flock(tests, fcntl.LOCK_EX):
+            yield
+        return
+    with contextlib.ExitStack() as held:
+        with _flock(turnstile, fcntl.LOCK_EX):
+            held.enter_context(_flock(tests, fcntl.LOCK_SH))
+        yield
