@@ -156,6 +156,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if share is None:
         return
     kept = [item for item in items if sharing.runs_in(item.nodeid.split("::")[0], share)]
+    if share == "guest":
+        for item in kept:
+            exclusive = item.get_closest_marker(sharing.EXCLUSIVE_MARKER) is not None
+            try:
+                sharing.check_guest_item(item.nodeid, exclusive)
+            except ValueError as refused:
+                raise pytest.UsageError(str(refused)) from None
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

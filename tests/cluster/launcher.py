@@ -137,6 +137,8 @@ class KubeCluster:
     node: NodeInfo | None = None  # the real node, when this cluster has one
     # programs started for tests while the cluster runs; stopped with it
     helpers: list[ManagedProcess] = field(default_factory=list)
+    # started by another pytest process, which uses it too (tests/cluster/sharing.py)
+    borrowed: bool = False
 
     @property
     def audit_log(self) -> Path:
@@ -186,6 +188,7 @@ class KubeCluster:
         self._set_unready_rules(simulation.DEFAULT_UNREADY_RULES)
 
     def _set_unready_rules(self, rules: Sequence[simulation.UnreadyRule]) -> None:
+        self._refuse_if_borrowed("KWOK's pod stages")
         stages = simulation.pod_stages(rules)
         self.apply(stages)
         # Unready stages of an earlier, longer rule list would keep matching: delete them.
@@ -203,10 +206,18 @@ class KubeCluster:
         # KWOK reads stages through a watch: give it a moment before pods get created.
         time.sleep(1.0)
 
+    def _refuse_if_borrowed(self, what: str) -> None:
+        if self.borrowed:
+            raise RuntimeError(
+                f"{what}: the whole cluster's, and another pytest process uses it too; run "
+                "the test in the process that started it, marked exclusive "
+                "(tests/cluster/sharing.py)"
+            )
+
     def log_tails(self, lines: int = 40) -> str:
-        if self.processes or not self.embedded:
+        if not self.borrowed:
             return "\n".join(p.log_tail(lines) for p in self.processes)
-        # started by another pytest process (tests/cluster/sharing.py): its components' logs
+        # the components' log files, which the process that started them writes
         workdir = self.kubeconfig.parent
         logs = sorted(
             [*(workdir / "logs").glob("*.log"), *(workdir / "node" / "logs").glob("*.log")]
@@ -220,6 +231,7 @@ class KubeCluster:
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again, same flags and port, etcd's data kept (an
         upgrade or a crash of the control plane, as clients see it)."""
+        self._refuse_if_borrowed("restarting the API server")
         (apiserver,) = [p for p in self.processes if p.name == "kube-apiserver"]
         apiserver.stop(timeout=10)
         apiserver.start()

@@ -67,6 +67,15 @@ def share_dir() -> Path:
     return Path(os.environ[DIR_ENV])
 
 
+def check_guest_item(nodeid: str, exclusive: bool) -> None:
+    """A test of a guest module must not need the cluster to itself."""
+    if exclusive:
+        raise ValueError(
+            f"{nodeid} is marked {EXCLUSIVE_MARKER}, but its module runs in the second process "
+            "of a shared cluster: take the module out of GUEST_MODULES"
+        )
+
+
 def runs_in(module_path: str, who: Role) -> bool:
     """Whether a test of this module (a path relative to the repository) runs in `who`."""
     return (module_path in GUEST_MODULES) == (who == "guest")
@@ -105,6 +114,7 @@ def published_cluster(directory: Path) -> KubeCluster:
         kubeconfig=Path(info["kubeconfig"]),
         server=info["server"],
         node=NodeInfo(**{**node, "ctr": tuple(node["ctr"])}) if node else None,
+        borrowed=True,
     )
 
 

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cluster import sharing
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
@@ -37,6 +39,16 @@ def test_the_guest_sees_the_cluster_the_owner_published(tmp_path: Path) -> None:
     seen = sharing.published_cluster(tmp_path)
     assert (seen.kubeconfig, seen.server, seen.node) == (owned.kubeconfig, owned.server, node)
     assert seen.processes == []  # the owner's to stop, not the guest's
+    with pytest.raises(RuntimeError, match="exclusive"):
+        seen.keep_pods_unready("mlflowops.dev/model-version", ["2"])
+    with pytest.raises(RuntimeError, match="exclusive"):
+        seen.restart_apiserver()
+
+
+def test_an_exclusive_test_in_a_guest_module_is_refused() -> None:
+    sharing.check_guest_item("tests/e2e/test_mlflowserver.py::test_a", exclusive=False)
+    with pytest.raises(ValueError, match="GUEST_MODULES"):
+        sharing.check_guest_item("tests/e2e/test_mlflowserver.py::test_b", exclusive=True)
 
 
 def _in_thread(target: object) -> threading.Thread:
@@ -104,7 +116,9 @@ def test_a_guest_reports_the_logs_of_the_cluster_it_did_not_start(tmp_path: Path
     }.items():
         (tmp_path / log).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / log).write_text(text + "\n")
-    seen = KubeCluster(kubeconfig=tmp_path / "kubeconfig", server="https://10.0.0.1:6443")
+    seen = KubeCluster(
+        kubeconfig=tmp_path / "kubeconfig", server="https://10.0.0.1:6443", borrowed=True
+    )
     tails = seen.log_tails()
     assert "apiserver line" in tails
     assert "kubelet line" in tails
