@@ -26,6 +26,27 @@ def test_a_write_is_read_until_the_watch_tells_it_then_forgotten() -> None:
     assert ahead.read("ns/md", ("Deployment", "d"), obj("1")) == obj("1")
 
 
+def test_a_watch_several_writes_behind_reads_the_last_write() -> None:
+    """Status written twice in a row (1 -> 2 -> 3) while the watch still shows 1, then 2:
+    both are behind the last write; a version nobody here wrote means someone else did."""
+    ahead = WrittenAhead()
+    what = ("ModelDeployment", "md")
+    ahead.wrote("ns/md", what, "1", obj("2", replicas=2))
+    ahead.wrote("ns/md", what, "2", obj("3", replicas=3))
+    assert ahead.read("ns/md", what, obj("1")) == obj("3", replicas=3)
+    assert ahead.read("ns/md", what, obj("2", replicas=2)) == obj("3", replicas=3)
+    assert ahead.read("ns/md", what, obj("3", replicas=3)) == obj("3", replicas=3)
+    assert ahead.read("ns/md", what, obj("1")) == obj("1")  # told: forgotten
+
+
+def test_a_write_onto_a_version_it_did_not_produce_starts_a_new_row() -> None:
+    ahead = WrittenAhead()
+    what = ("ModelDeployment", "md")
+    ahead.wrote("ns/md", what, "1", obj("2"))
+    ahead.wrote("ns/md", what, "7", obj("8"))  # 2 -> 7 was someone else's: 1 is not behind 8
+    assert ahead.read("ns/md", what, obj("1")) == obj("1")
+
+
 def test_a_creation_and_a_deletion_are_read_as_written() -> None:
     ahead = WrittenAhead()
     ahead.wrote("ns/md", ("Service", "s"), None, obj("5"))  # created: the watch has none yet
