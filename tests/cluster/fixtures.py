@@ -151,36 +151,31 @@ def pytest_runtest_makereport(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In a shared cluster's process, only the modules that run there (sharing.GUEST_MODULES)."""
+    """In a shared cluster's process, only the modules that run there (sharing.GUEST_MODULES);
+    the owner's exclusive tests last, as they wait for the guest to end."""
     share = sharing.role()
     if share is None:
         return
     kept = [item for item in items if sharing.runs_in(item.nodeid.split("::")[0], share)]
     if share == "guest":
         for item in kept:
-            exclusive = item.get_closest_marker(sharing.EXCLUSIVE_MARKER) is not None
             try:
-                sharing.check_guest_item(item.nodeid, exclusive)
+                sharing.check_guest_item(item.nodeid, _exclusive(item))
             except ValueError as refused:
                 raise pytest.UsageError(str(refused)) from None
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-        items[:] = kept
+    items[:] = sharing.exclusive_last(kept, _exclusive) if share == "owner" else kept
 
 
-@pytest.hookimpl(hookwrapper=True)
+def _exclusive(item: pytest.Item) -> bool:
+    return item.get_closest_marker(sharing.EXCLUSIVE_MARKER) is not None
+
+
+# tryfirst: the wait comes before pytest-timeout's wrapper starts the test's clock
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """In a shared cluster, each test of the guest and each exclusive test of the owner takes
-    its turn (setup, call and teardown): the owner's exclusive tests run alone."""
-    share = sharing.role()
-    exclusive = item.get_closest_marker(sharing.EXCLUSIVE_MARKER) is not None
-    if share == "guest":
-        # Wait for the cluster before taking a turn: the owner may start it in an exclusive test.
-        sharing.wait_until_published(sharing.share_dir())
-        with sharing.turn(sharing.share_dir(), exclusive=False):
-            yield
-    elif share == "owner" and exclusive:
-        with sharing.turn(sharing.share_dir(), exclusive=True):
-            yield
-    else:
-        yield
+    """In a shared cluster, an exclusive test of the owner runs once the guest has ended."""
+    if sharing.role() == "owner" and _exclusive(item):
+        sharing.wait_for_guest(sharing.share_dir())
+    yield

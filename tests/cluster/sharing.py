@@ -4,16 +4,15 @@ The e2e tier mostly waits (for pods, rollouts, the kubelet): on the 2-core machi
 pytest process on the same cluster took its wall time from 42.6 to 30.7 minutes, where a second
 cluster of its own made every test slower (docs/testing.md). The first process (the *owner*)
 starts the cluster as always and writes what the second (the *guest*) needs into a directory
-both are given; the guest waits for it and starts nothing of the cluster's. Three locks
-(``flock``: the kernel releases them when a process dies, so a crash never leaves one held)
-keep them apart:
-
-- ``session.lock``: the guest holds it shared for its whole life (tests/suite.py takes it and
-  hands the descriptor over); the owner takes it exclusively before it stops the cluster.
-- ``tests.lock`` and ``turnstile.lock``: the guest holds ``tests.lock`` shared through each
-  test; a test marked ``exclusive`` in the owner (a cluster-wide operator, a restarted API
-  server) holds it exclusively, so it never runs next to a guest's test. The turnstile lets a
-  waiting exclusive test in before the guest's next test (a writer-preferring lock).
+both are given; the guest waits for it and starts nothing of the cluster's. The guest holds
+``session.lock`` shared for its whole life (tests/suite.py takes it and hands the descriptor
+over; ``flock``: the kernel releases it when the process dies, so a crash never leaves it
+held). The owner takes it exclusively before a test marked ``exclusive`` (a cluster-wide
+operator, a restarted API server) and before it stops the cluster: those run once the guest
+has ended, last in the owner's order. Not per test: the guest keeps objects between its tests
+(test_mlflowserver.py's server lives for the module), and a cluster-wide operator rewrote that
+server's StatefulSets with its own default images between two of them (a fresh run of
+2026-12-05 failed so).
 
 Which tests run in the guest is decided per module (``GUEST_MODULES``): whole modules keep
 module-scoped fixtures in one process. They must keep to their own namespaces (named
@@ -27,10 +26,10 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, TypeVar
 
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
@@ -52,6 +51,7 @@ GUEST_MODULES = (
 )
 
 Role = Literal["owner", "guest"]
+T = TypeVar("T")
 
 
 def role() -> Role | None:
@@ -145,15 +145,6 @@ def wait_for_guest(directory: Path) -> None:
         pass
 
 
-@contextlib.contextmanager
-def turn(directory: Path, exclusive: bool) -> Iterator[None]:
-    """Hold the cluster for one test: shared (a guest's test) or alone (an exclusive test)."""
-    turnstile, tests = directory / "turnstile.lock", directory / "tests.lock"
-    if exclusive:  # the turnstile held throughout: no guest test starts until this one ends
-        with _flock(turnstile, fcntl.LOCK_EX), _flock(tests, fcntl.LOCK_EX):
-            yield
-        return
-    with contextlib.ExitStack() as held:
-        with _flock(turnstile, fcntl.LOCK_EX):
-            held.enter_context(_flock(tests, fcntl.LOCK_SH))
-        yield
+def exclusive_last(items: list[T], exclusive: Callable[[T], bool]) -> list[T]:
+    """The owner's tests in their order, those that need the cluster alone moved to the end."""
+    return [item for item in items if not exclusive(item)] + [i for i in items if exclusive(i)]

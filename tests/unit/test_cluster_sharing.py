@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -57,44 +56,11 @@ def _in_thread(target: object) -> threading.Thread:
     return thread
 
 
-def test_an_exclusive_test_waits_for_the_guests_test_and_goes_before_its_next(
-    tmp_path: Path,
-) -> None:
-    order: list[str] = []
-    guest_may_end = threading.Event()
-
-    def guest_test(name: str, until: threading.Event | None) -> None:
-        with sharing.turn(tmp_path, exclusive=False):
-            order.append(f"{name} starts")
-            if until is not None:
-                until.wait(10)
-            order.append(f"{name} ends")
-
-    def exclusive_test() -> None:
-        with sharing.turn(tmp_path, exclusive=True):
-            order.append("exclusive starts")
-            time.sleep(0.2)
-            order.append("exclusive ends")
-
-    first = _in_thread(lambda: guest_test("first", guest_may_end))
-    while order != ["first starts"]:
-        time.sleep(0.01)
-    exclusive = _in_thread(exclusive_test)
-    time.sleep(0.2)  # the exclusive test now waits for the first, holding the turnstile
-    second = _in_thread(lambda: guest_test("second", None))
-    time.sleep(0.2)
-    assert order == ["first starts"]  # neither the exclusive test nor the second got in
-    guest_may_end.set()
-    for thread in (first, exclusive, second):
-        thread.join(10)
-    assert order == [
-        "first starts",
-        "first ends",
-        "exclusive starts",
-        "exclusive ends",
-        "second starts",
-        "second ends",
-    ]
+def test_the_owners_exclusive_tests_go_last_in_their_order() -> None:
+    tests = ["a", "quickstart", "b", "chaos", "c"]
+    assert sharing.exclusive_last(tests, lambda t: t in ("quickstart", "chaos")) == [
+        "a", "b", "c", "quickstart", "chaos",
+    ]  # fmt: skip
 
 
 def test_the_owner_stops_the_cluster_only_once_the_guest_is_gone(tmp_path: Path) -> None:
