@@ -21,15 +21,14 @@ module-scoped fixtures in one process. They must keep to their own namespaces (n
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from tests.cluster.launcher import KubeCluster
 from tests.cluster.realnode import NodeInfo
@@ -96,19 +95,15 @@ def publish(cluster: KubeCluster, directory: Path) -> None:
     partial.replace(directory / "cluster.json")
 
 
-def wait_until_published(directory: Path, timeout: float = CLUSTER_WAIT_SECONDS) -> Path:
+def published_cluster(directory: Path, timeout: float = CLUSTER_WAIT_SECONDS) -> KubeCluster:
+    """The owner's cluster, once it has published it."""
     path = directory / "cluster.json"
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"no cluster published in {path} after {timeout:.0f}s")
         time.sleep(1.0)
-    return path
-
-
-def published_cluster(directory: Path) -> KubeCluster:
-    """The owner's cluster, once it has published it."""
-    info = json.loads(wait_until_published(directory).read_text())
+    info = json.loads(path.read_text())
     node = info["node"]
     return KubeCluster(
         kubeconfig=Path(info["kubeconfig"]),
@@ -121,16 +116,6 @@ def published_cluster(directory: Path) -> KubeCluster:
 # -- locks -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _flock(path: Path, mode: int) -> Iterator[IO[bytes]]:
-    with path.open("ab") as handle:
-        fcntl.flock(handle, mode)
-        try:
-            yield handle
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def open_session_lock(directory: Path) -> int:
     """For tests/suite.py: a descriptor holding ``session.lock`` shared, to hand to the guest
     (the lock lasts as long as any process keeps the descriptor open)."""
@@ -141,8 +126,8 @@ def open_session_lock(directory: Path) -> int:
 
 def wait_for_guest(directory: Path) -> None:
     """Block until no guest holds the session lock (it has exited)."""
-    with _flock(directory / "session.lock", fcntl.LOCK_EX):
-        pass
+    with (directory / "session.lock").open("ab") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # and let go when closed
 
 
 def exclusive_last(items: list[T], exclusive: Callable[[T], bool]) -> list[T]:
