@@ -22,10 +22,20 @@ At each scale N (cumulative, one namespace):
 - rss_mib, peak_rss_mib: the operator process's resident memory, now and at its highest;
 - alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
   Ready on it (every pod of it ready; the last Ready condition's lastTransitionTime), the
-  API requests the operator made meanwhile, and how many serving Deployments have each
-  generation after it.
+  API requests the operator made meanwhile, its reconciles and their mean duration, where the
+  time went (`move_timeline`), the API server's busiest kinds of request meanwhile (everyone's,
+  with their mean latency), and how many serving Deployments have each generation after it.
   MLflow's webhook tells the operator of the move (docs/modeldeployment.md#webhooks, for fast
   promotion); without it the move is seen at the next poll, up to 30 s later.
+
+`--floor`: after the last scale, the same rollout without the operator, to tell its share from
+the cluster's: the operator stopped, the `--hot` serving Deployments it made given a new pod
+template at once (what `kubectl rollout restart` patches: a rollout like a version change's),
+16 patches at a time as the operator's reconcile slots would (not by kubectl itself, whose
+client-side rate limit took 18 s for 50); seconds until the last of them has all its pods on
+the new template and available (its Progressing condition's lastUpdateTime at reason
+NewReplicaSetAvailable). What the control plane alone needs for that many rollouts on this
+machine: no operator can roll them out faster.
 """
 
 from __future__ import annotations
@@ -41,7 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from lightkube import AsyncClient, KubeConfig
+from lightkube.resources.apps_v1 import Deployment
+from prometheus_client.parser import text_string_to_metric_families
 
+from mlflow_operator.builders.modeldeployment import serving_name
 from mlflow_operator.registry.client import RegistryClient
 from mlflow_operator.registry.webhook import EVENTS
 from tests.bench.bench_promotion import operator_rss_mib
@@ -63,6 +77,7 @@ APPLY_BATCH = 200
 WRITES = ("create", "update", "patch", "delete")
 PROGRESS_EVERY = 10.0
 DONE_POLL = 10.0
+FLOOR_PATCHES = 16  # the operator's reconcile slots (max_concurrent_reconciles)
 CONTROLLER_MANAGER_AT_SCALE = (
     "--kube-api-qps=300",
     "--kube-api-burst=600",
@@ -245,6 +260,8 @@ def measure(
         version = registry.log_version(names[0]).version
         assert int(version) == hot_version, (version, hot_version)
         seen = len(requests_of(cluster, user))
+        reconciles_before = reconciles(operator)
+        served_before = api_server_requests(cluster)
         moved = datetime.now(UTC)
         registry.set_alias(names[0], "champion", version)
 
@@ -258,10 +275,165 @@ def measure(
             seconds_until_last_ready(cluster, moved, "-l", f"{HOT_LABEL}=true"), 1
         )
         during = requests_of(cluster, user)[seen:]
+        row["alias_move_timeline_s"] = move_timeline(cluster, during, moved, hot)
+        (count, seconds), (count_before, seconds_before) = reconciles(operator), reconciles_before
+        count, seconds = count - count_before, seconds - seconds_before
+        row["alias_move_reconciles"] = int(count)
+        row["alias_move_reconcile_mean_s"] = round(seconds / count, 3) if count else None
+        row["alias_move_api_server_busiest"] = busiest(api_server_requests(cluster), served_before)
         row["alias_move_requests"] = len(during)
         row["alias_move_requests_by_kind"] = summary(during)
         row["serving_deployment_generations"] = generations(cluster)
         print(json.dumps(row), flush=True)
+
+
+def rollouts_done(cluster: KubeCluster, names: set[str]) -> list[datetime]:
+    """When each of `names` finished its last rollout, for those that have: every pod on the
+    newest template and available, no old one left."""
+    template = (
+        '{range .items[*]}{.metadata.name}{" "}{.metadata.generation}{" "}'
+        '{.status.observedGeneration}{" "}{.spec.replicas}{" "}{.status.replicas}{" "}'
+        '{.status.updatedReplicas}{" "}{.status.availableReplicas}{" "}'
+        '{.status.conditions[?(@.type=="Progressing")].reason}{" "}'
+        '{.status.conditions[?(@.type=="Progressing")].lastUpdateTime}{"\\n"}{end}'
+    )
+    out = cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", f"jsonpath={template}")
+    done = []
+    for line in out.stdout.splitlines():
+        name, generation, observed, wanted, *counts, reason, when = line.split(" ")
+        if (
+            name in names
+            and generation == observed
+            and counts == [wanted] * 3
+            and reason == "NewReplicaSetAvailable"
+        ):
+            done.append(datetime.fromisoformat(when.replace("Z", "+00:00")))
+    return done
+
+
+def reconciles(operator: OperatorProcess) -> tuple[float, float]:
+    """How many ModelDeployment reconciles the operator has run, and their seconds in all."""
+    name = "mlflow_operator_reconcile_duration_seconds"
+    return (
+        operator.metric(f"{name}_count", kind="ModelDeployment"),
+        operator.metric(f"{name}_sum", kind="ModelDeployment"),
+    )
+
+
+def api_server_requests(cluster: KubeCluster) -> dict[str, tuple[float, float]]:
+    """Every client's requests the API server has answered, by verb and resource: how many
+    and their seconds in all (its apiserver_request_duration_seconds; watches left out)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    found: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_bucket") or labels.get("verb") in ("WATCH", "CONNECT"):
+                continue
+            what = f"{labels['verb']} {labels['resource']}"
+            if labels.get("subresource"):
+                what += f"/{labels['subresource']}"
+            count, seconds = found.get(what, (0.0, 0.0))
+            if sample.name.endswith("_count"):
+                count += sample.value
+            else:
+                seconds += sample.value
+            found[what] = (count, seconds)
+    return found
+
+
+def busiest(
+    now: dict[str, tuple[float, float]], before: dict[str, tuple[float, float]], top: int = 10
+) -> dict[str, list[float]]:
+    """The `top` kinds of request the API server answered most between `before` and `now`:
+    how many, and their mean milliseconds (the operator's and the cluster's own)."""
+    served = {
+        what: (count - before.get(what, (0.0, 0.0))[0], seconds - before.get(what, (0.0, 0.0))[1])
+        for what, (count, seconds) in now.items()
+    }
+    ranked = sorted(served.items(), key=lambda item: -item[1][0])[:top]
+    return {
+        what: [int(count), round(1000 * seconds / count, 1)]
+        for what, (count, seconds) in ranked
+        if count
+    }
+
+
+def quantiles(seconds: list[float]) -> list[float]:
+    """Median, 90th percentile and last of `seconds`."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return []
+    return [round(ordered[int(len(ordered) * q)], 1) for q in (0.5, 0.9)] + [round(ordered[-1], 1)]
+
+
+def move_timeline(
+    cluster: KubeCluster, during: list[AuditedRequest], moved: datetime, hot: int
+) -> dict[str, list[float]]:
+    """Where a move's time goes, in seconds after it (median, 90th percentile, last): the
+    operator patched each serving Deployment (its first patch: the new template), the cluster
+    rolled it out, the operator saw that and turned the ModelDeployment Ready."""
+    names = {serving_name(f"md-{index}") for index in range(hot)}
+    patched: dict[str, datetime] = {}
+    for request in during:
+        name = request.uri.split("?", 1)[0].rsplit("/", 1)[-1]
+        if request.what == "patch deployments" and name in names:
+            patched.setdefault(name, request.at)
+    ready = [
+        datetime.fromisoformat(when.replace("Z", "+00:00"))
+        for _, _, when in readiness(cluster, "-l", f"{HOT_LABEL}=true")
+    ]
+    return {
+        name: quantiles([(at - moved).total_seconds() for at in times])
+        for name, times in (
+            ("deployment_patched", list(patched.values())),
+            ("deployment_rolled_out", rollouts_done(cluster, names)),
+            ("ready", ready),
+        )
+    }
+
+
+async def restart(cluster: KubeCluster, names: list[str], when: datetime) -> None:
+    """What `kubectl rollout restart` patches, into each of `names`, FLOOR_PATCHES at a time."""
+    client = AsyncClient(config=KubeConfig.from_file(cluster.kubeconfig))
+    slots = asyncio.Semaphore(FLOOR_PATCHES)
+    stamp = {"kubectl.kubernetes.io/restartedAt": when.isoformat()}
+    patch = {"spec": {"template": {"metadata": {"annotations": stamp}}}}
+
+    async def one(name: str) -> None:
+        async with slots:
+            await client.patch(Deployment, name, patch, namespace=NAMESPACE)
+
+    try:
+        await asyncio.gather(*(one(name) for name in names))
+    finally:
+        await client.close()
+
+
+def control_plane_floor(cluster: KubeCluster, hot: int) -> None:
+    """The `--hot` serving Deployments rolled out with no operator running (see --floor)."""
+    names = [serving_name(f"md-{index}") for index in range(hot)]
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    asyncio.run(restart(cluster, names, started))
+    patched_s = time.monotonic() - clock
+    rolled = Progress("rolled out without the operator")
+
+    def everything_rolled_out() -> bool:
+        done = rollouts_done(cluster, set(names))
+        rolled.tell(len(done), hot)
+        return len(done) == hot and all(when >= started for when in done)
+
+    wait(everything_rolled_out, 1800, f"{hot} rolled out", every=DONE_POLL)
+    last = max(rollouts_done(cluster, set(names)))
+    row = {
+        "floor_deployments": hot,
+        "restart_command_s": round(patched_s, 1),
+        "rolled_out_s": round((last - started).total_seconds(), 1),
+    }
+    print(json.dumps(row), flush=True)
 
 
 async def webhook(tracking_uri: str, operator: OperatorProcess) -> None:
@@ -278,6 +450,11 @@ def main() -> None:
     parser.add_argument("--hot", type=int, default=1000)
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=60.0)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="then roll out the --hot serving Deployments with the operator stopped",
+    )
     parser.add_argument(
         "--operator-env",
         action="append",
@@ -324,6 +501,9 @@ def main() -> None:
             try:
                 measure(cluster, registry, operator, user, proxy, names, scales, args.hot,
                         args.idle)  # fmt: skip
+                if args.floor:
+                    operator.stop()
+                    control_plane_floor(cluster, args.hot)
             finally:
                 operator.stop()
                 proxy.stop()
