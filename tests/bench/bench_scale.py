@@ -18,7 +18,8 @@ At each scale N (cumulative, one namespace):
   condition's lastTransitionTime);
 - idle: the operator's API requests in `--idle` seconds with nothing changing, per second and
   by verb and resource; status writes among them;
-- registry_gets_per_interval: MLflow GETs per poll interval (30 s), through a counting proxy;
+- registry_gets_per_interval: MLflow GETs per poll interval (30 s), through a counting proxy
+  (null when `--idle` is shorter than the interval: such a window may hold no poll at all);
 - rss_mib, peak_rss_mib: the operator process's resident memory, now and at its highest;
 - alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
   Ready on it (every pod of it ready; the last Ready condition's lastTransitionTime), the
@@ -249,7 +250,7 @@ def measure(
             "idle_requests_per_s": round(len(idle) / idle_seconds, 3),
             "idle_status_writes": len(status_writes),
             "idle_requests": summary(idle),
-            "registry_gets_per_interval": round(registry_gets, 1),
+            "registry_gets_per_interval": round(registry_gets, 1) if idle_seconds >= POLL else None,
             "rss_mib": round(operator_rss_mib(operator), 1),
             "peak_rss_mib": round(operator_rss_mib(operator, "VmHWM"), 1),
         }
