@@ -425,13 +425,14 @@ def control_plane_floor(cluster: KubeCluster, hot: int) -> None:
     def everything_rolled_out() -> bool:
         done = rollouts_done(cluster, set(names))
         rolled.tell(len(done), hot)
-        return len(done) == hot and all(when >= started for when in done)
+        # the conditions' times are whole seconds
+        return len(done) == hot and all(when >= started.replace(microsecond=0) for when in done)
 
     wait(everything_rolled_out, 1800, f"{hot} rolled out", every=DONE_POLL)
     last = max(rollouts_done(cluster, set(names)))
     row = {
         "floor_deployments": hot,
-        "restart_command_s": round(patched_s, 1),
+        "patches_sent_s": round(patched_s, 1),
         "rolled_out_s": round((last - started).total_seconds(), 1),
     }
     print(json.dumps(row), flush=True)
