@@ -149,15 +149,21 @@ def readiness(cluster: KubeCluster, *selector: str) -> list[tuple[str, str, str]
     return [tuple(line.split(" ", 2)) for line in out.stdout.splitlines()]  # type: ignore[misc]
 
 
+def condition_time(text: str) -> datetime:
+    """A condition's lastTransitionTime or lastUpdateTime (RFC 3339, whole seconds, `Z`)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def ready_times(cluster: KubeCluster, *selector: str) -> list[datetime]:
+    """When each ModelDeployment (matching `selector`) last turned Ready or not Ready."""
+    return [condition_time(when) for _, _, when in readiness(cluster, *selector)]
+
+
 def seconds_until_last_ready(cluster: KubeCluster, since: datetime, *selector: str) -> float:
     """From `since` until the last of them turned Ready, as their Ready conditions record it:
     the bench lists 1,000 ModelDeployments (6.7 MB) only every DONE_POLL seconds, so its own
     reads neither load the API server much nor round the time up to a poll."""
-    last = max(
-        datetime.fromisoformat(when.replace("Z", "+00:00"))
-        for _, _, when in readiness(cluster, *selector)
-    )
-    return (last - since).total_seconds()
+    return (max(ready_times(cluster, *selector)) - since).total_seconds()
 
 
 class Progress:
@@ -277,8 +283,7 @@ def measure(
         )
         during = requests_of(cluster, user)[seen:]
         row["alias_move_timeline_s"] = move_timeline(cluster, during, moved, hot)
-        (count, seconds), (count_before, seconds_before) = reconciles(operator), reconciles_before
-        count, seconds = count - count_before, seconds - seconds_before
+        count, seconds = difference(reconciles(operator), reconciles_before)
         row["alias_move_reconciles"] = int(count)
         row["alias_move_reconcile_mean_s"] = round(seconds / count, 3) if count else None
         row["alias_move_api_server_busiest"] = busiest(api_server_requests(cluster), served_before)
@@ -308,7 +313,7 @@ def rollouts_done(cluster: KubeCluster, names: set[str]) -> list[datetime]:
             and counts == [wanted] * 3
             and reason == "NewReplicaSetAvailable"
         ):
-            done.append(datetime.fromisoformat(when.replace("Z", "+00:00")))
+            done.append(condition_time(when))
     return done
 
 
@@ -350,16 +355,18 @@ def busiest(
 ) -> dict[str, list[float]]:
     """The `top` kinds of request the API server answered most between `before` and `now`:
     how many, and their mean milliseconds (the operator's and the cluster's own)."""
-    served = {
-        what: (count - before.get(what, (0.0, 0.0))[0], seconds - before.get(what, (0.0, 0.0))[1])
-        for what, (count, seconds) in now.items()
-    }
+    served = {what: difference(now[what], before.get(what, (0.0, 0.0))) for what in now}
     ranked = sorted(served.items(), key=lambda item: -item[1][0])[:top]
     return {
         what: [int(count), round(1000 * seconds / count, 1)]
         for what, (count, seconds) in ranked
         if count
     }
+
+
+def difference(now: tuple[float, float], before: tuple[float, float]) -> tuple[float, float]:
+    """(count, seconds) since `before`."""
+    return now[0] - before[0], now[1] - before[1]
 
 
 def quantiles(seconds: list[float]) -> list[float]:
@@ -382,16 +389,12 @@ def move_timeline(
         name = request.uri.split("?", 1)[0].rsplit("/", 1)[-1]
         if request.what == "patch deployments" and name in names:
             patched.setdefault(name, request.at)
-    ready = [
-        datetime.fromisoformat(when.replace("Z", "+00:00"))
-        for _, _, when in readiness(cluster, "-l", f"{HOT_LABEL}=true")
-    ]
     return {
         name: quantiles([(at - moved).total_seconds() for at in times])
         for name, times in (
             ("deployment_patched", list(patched.values())),
             ("deployment_rolled_out", rollouts_done(cluster, names)),
-            ("ready", ready),
+            ("ready", ready_times(cluster, "-l", f"{HOT_LABEL}=true")),
         )
     }
 

@@ -1,18 +1,18 @@
 """One embedded test cluster used by two pytest processes at once (`make test`, tests/suite.py).
 
 The e2e tier mostly waits (for pods, rollouts, the kubelet): on the 2-core machine a second
-pytest process on the same cluster took its wall time from 42.6 to 30.7 minutes, where a second
-cluster of its own made every test slower (docs/testing.md). The first process (the *owner*)
-starts the cluster as always and writes what the second (the *guest*) needs into a directory
-both are given; the guest waits for it and starts nothing of the cluster's. The guest holds
-``session.lock`` shared for its whole life (tests/suite.py takes it and hands the descriptor
-over; ``flock``: the kernel releases it when the process dies, so a crash never leaves it
-held). The owner takes it exclusively before a test marked ``exclusive`` (a cluster-wide
-operator, a restarted API server) and before it stops the cluster: those run once the guest
-has ended, last in the owner's order. Not per test: the guest keeps objects between its tests
-(test_mlflowserver.py's server lives for the module), and a cluster-wide operator rewrote that
-server's StatefulSets with its own default images between two of them (a fresh run of
-2026-12-05 failed so).
+pytest process on the same cluster took a fresh clone's `make test` from 43.7 to 28-30 minutes,
+where a second cluster of its own made every test slower (docs/testing.md). The first process
+(the *owner*) starts the cluster as always and writes what the second (the *guest*) needs into a
+directory both are given; the guest waits for it and starts nothing of the cluster's. The guest
+holds ``session.lock`` shared for its whole life (tests/suite.py takes it and hands the
+descriptor over; ``flock``: the kernel releases it when the process dies, so a crash never
+leaves it held). The owner takes it exclusively before a test marked ``exclusive`` (a
+cluster-wide operator, a restarted API server) and before it stops the cluster: those run once
+the guest has ended, last in the owner's order. Not per test: the guest keeps objects between
+its tests (test_mlflowserver.py's server lives for the module), and a cluster-wide operator
+rewrote that server's StatefulSets with its own default images between two of them (a fresh run
+of 2026-12-05 failed so).
 
 Which tests run in the guest is decided per module (``GUEST_MODULES``): whole modules keep
 module-scoped fixtures in one process. They must keep to their own namespaces (named
@@ -132,4 +132,4 @@ def wait_for_guest(directory: Path) -> None:
 
 def exclusive_last(items: list[T], exclusive: Callable[[T], bool]) -> list[T]:
     """The owner's tests in their order, those that need the cluster alone moved to the end."""
-    return [item for item in items if not exclusive(item)] + [i for i in items if exclusive(i)]
+    return sorted(items, key=exclusive)  # stable: each group keeps its order
