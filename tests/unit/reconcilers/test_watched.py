@@ -6,9 +6,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mlflow_operator.builders.modeldeployment import mounts_mirror_config
 from mlflow_operator.core.modeldeployment.prefetch import serving_nodes
-from mlflow_operator.reconcilers.watched import Watched, WrittenAhead, watched_copy, watched_pod
+from mlflow_operator.reconcilers.watched import (
+    SharedSubtrees,
+    Watched,
+    WrittenAhead,
+    watched_copy,
+    watched_pod,
+)
 
 
 def obj(version: str, replicas: int = 1) -> dict[str, Any]:
@@ -158,3 +167,62 @@ def test_copies_kept_share_their_keys_and_short_strings_and_equal_the_object() -
     assert image is kept_second["spec"]["containers"][0]["image"]
     long_value = "x" * 200  # a long string is kept as it is, not shared
     assert watched_copy({"metadata": {}, "data": long_value})["data"] is long_value
+
+
+def deployment(name: str) -> dict[str, Any]:
+    """A kept Deployment's shape: its own name and labels, probes like every other's."""
+    probe = {"httpGet": {"path": "/ping", "port": "http"}, "periodSeconds": 3}
+    return {
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "server", "readinessProbe": probe, "args": ["-w", "1"]}]},
+    }
+
+
+def test_parts_equal_to_ones_kept_before_are_those_very_ones_and_own_parts_are_not() -> None:
+    subtrees = SharedSubtrees()
+    kept = [watched_copy(deployment(f"d{i}"), subtrees) for i in range(6)]
+    probes = [k["spec"]["containers"][0]["readinessProbe"] for k in kept]
+    args = [k["spec"]["containers"][0]["args"] for k in kept]
+    # a part is entered at its second sighting; its parent one sighting later (a parent's key
+    # holds its children's identities, which are the shared ones from then on)
+    assert all(a is args[1] for a in args[1:])
+    assert args[0] is not args[1]
+    assert all(p is probes[2] for p in probes[2:])
+    assert probes[1] is not probes[2]
+    assert [k["metadata"]["labels"] for k in kept] == [{"app": f"d{i}"} for i in range(6)]
+    assert all(k == deployment(f"d{i}") for i, k in enumerate(kept))
+    shared = len(subtrees)
+    assert 0 < shared < 8  # the common parts only: no entry for each object's own ones
+    del kept, probes, args
+    assert len(subtrees) == 0  # parts no object keeps leave the table
+
+
+def test_values_equal_in_python_but_not_in_json_are_not_shared() -> None:
+    subtrees = SharedSubtrees()
+    values: list[Any] = [1, True, 1.0, "1", None, [1], {"a": 1}, [True], [1.0], {"a": True}]
+    for _ in range(3):
+        for value in values:
+            copy = subtrees.compact({"v": value})
+            assert json.dumps(copy) == json.dumps({"v": value})
+            assert type(copy["v"]) is type(value) or isinstance(value, (dict, list))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.sampled_from([0.0, 1.0, 2.5])
+    | st.sampled_from(["a", "b", "x" * 100]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c"]), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.lists(json_values, min_size=1, max_size=8))
+def test_shared_copies_equal_their_values_as_json(values: list[Any]) -> None:
+    subtrees = SharedSubtrees()
+    kept = [subtrees.compact(value) for value in values * 3]
+    assert [json.dumps(k) for k in kept] == [json.dumps(v) for v in values * 3]
