@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +73,8 @@ def import_flavor(model_dir: Path) -> None:
     loader = str(flavor.get("loader_module") or "")
     if not loader:
         return
-    importlib.import_module(loader)
+    with _not_importable(_TRAINING_ONLY_IMPORTS.get(loader, ())):
+        importlib.import_module(loader)
     if loader == "mlflow.sklearn":
         # imported lazily by the loader, and the longest import of all: skops.io walks every
         # scikit-learn module, unless the image recorded what the walk finds
@@ -78,6 +82,30 @@ def import_flavor(model_dir: Path) -> None:
             skops_trusted_types.import_skops_io()
         except ImportError:  # e.g. a pickled sklearn model without skops installed
             _logger.debug("could not pre-import skops.io")
+
+
+# What a flavor's module imports when installed only to offer a training-time extra, and which
+# serving never uses: mlflow.pytorch imports pytorch_lightning for its autolog checkpoint
+# callback. On the H100 machine's image (pytorch-lightning 2.6 installed) `import mlflow.pytorch`
+# took 6.8 s of `batched`'s 9.9 s start (docs/serving.md).
+_TRAINING_ONLY_IMPORTS: dict[str, tuple[str, ...]] = {"mlflow.pytorch": ("pytorch_lightning",)}
+
+
+@contextlib.contextmanager
+def _not_importable(modules: Iterable[str]) -> Iterator[None]:
+    """Importing `modules` fails inside (a None in sys.modules makes `import` raise
+    ModuleNotFoundError, which the flavors catch), unless one is imported already. After it
+    they import as usual: a pickled LightningModule still imports pytorch_lightning when
+    loaded."""
+    blocked = [name for name in modules if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def load_pyfunc(model_dir: Path) -> object:

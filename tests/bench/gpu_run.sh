@@ -27,6 +27,8 @@ python3 -m pytest -c /dev/null --rootdir . --noconftest -p no:cacheprovider -q -
     tests/integration/test_batched_gpu.py tests/unit/serve/test_loading_pt2.py \
     tests/unit/serve/test_signature_frames.py tests/unit/serve/test_decode_json.py 2>&1 | tee "$out/pytest.txt"
 python3 -m tests.bench.bench_serving --gpu --seconds "$seconds" 2>&1 | tee "$out/bench-pickle.txt"
+# where a cold start goes, step by step
+python3 -m tests.bench.gpu_cold_start 2>&1 | tee "$out/cold-start.txt"
 # pt2 exported on the CPU: MLflow's server refuses to load it on CUDA (reported, not measured)
 python3 -m tests.bench.bench_serving --gpu --torch-format pt2 --seconds "$seconds" 2>&1 \
     | tee "$out/bench-pt2-cpu-export.txt"
