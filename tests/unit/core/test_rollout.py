@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from mlflow_operator.core.modeldeployment.observation import (
 )
 from mlflow_operator.core.modeldeployment.resolution import Resolved, Unresolved
 from mlflow_operator.core.modeldeployment.rollout import RolloutPlan, plan_rollout
+from mlflow_operator.core.modeldeployment.status import status_changed
 from mlflow_operator.core.registry_view import RegistryState
 from tests.unit.observations import complete, deployment_object, in_progress
 from tests.unit.specs import spec
@@ -28,6 +30,12 @@ def cond(plan: RolloutPlan, type_: str) -> tuple[str, str]:
     c = get_condition(plan.status.conditions, type_)
     assert c is not None
     return c.status, c.reason
+
+
+def cond_of(status: ModelDeploymentStatus, type_: str) -> tuple[str, str, str]:
+    c = get_condition(status.conditions, type_)
+    assert c is not None
+    return c.status, c.reason, c.message
 
 
 def step(
@@ -257,6 +265,29 @@ def test_a_stale_deadline_condition_does_not_fail_a_freshly_applied_version() ->
     assert plan.failed_version is None
     assert plan.status.failed_versions == []
     assert cond(plan, "Degraded") == ("False", "AsExpected")
+
+
+def test_progress_counts_wait_for_a_pod_of_the_new_template() -> None:
+    """Before the deployment controller has made a pod of the new template, the Deployment's
+    counts are the old version's: `1/1 pods updated` of version 1's pod was reported as
+    version 2's progress. The message, and so the status, stays the decision's until then (the
+    bench's audit log showed two such writes per rollout, refused by nobody, read by nobody)."""
+    decided = step(
+        ModelDeploymentStatus(target_version="1", serving_version="1"), Resolved("2"),
+        complete("1"),
+    ).status  # fmt: skip
+    assert cond_of(decided, "Progressing") == ("True", "NewVersion", "rolling out version 2")
+    unobserved = dataclasses.replace(complete("1"), version="2", status_current=False)
+    no_new_pod = dataclasses.replace(complete("1"), version="2", updated_replicas=0)
+    for deployment in (unobserved, no_new_pod):
+        plan = step(decided, Resolved("2"), deployment, minutes=1)
+        assert cond(plan, "Progressing") == ("True", "NewVersion")
+        assert not status_changed(decided, plan.status)
+
+    plan = step(decided, Resolved("2"), in_progress("2"), minutes=1)
+    assert cond_of(plan.status, "Progressing") == (
+        "True", "RollingOut", "rolling out version 2: 1/1 pods updated, 1 available",
+    )  # fmt: skip
 
 
 def test_a_deleted_deployment_is_recreated_on_the_last_good_version() -> None:

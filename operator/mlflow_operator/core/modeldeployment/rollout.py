@@ -1041,7 +1041,12 @@ def _progress(version: str, deployment: DeploymentObservation) -> tuple[str, str
             f"rolling out version {version}: new pods cannot be scheduled: "
             f"{deployment.unschedulable_message}",
         )
-    if deployment.version != version:
+    # Counts only once the deployment controller has made a pod of this template: before it
+    # observed the template, its counts are the previous version's ("1/1 pods updated" of the
+    # old pods), and each count that changes is one more status write per rollout, which an
+    # API server busy with a thousand rollouts answers last (docs/benchmarks.md).
+    started = deployment.status_current and deployment.updated_replicas > 0
+    if deployment.version != version or not (started or deployment.pod_troubles):
         return NEW_VERSION, f"rolling out version {version}"
     trouble = f"; {deployment.pod_troubles[0]}" if deployment.pod_troubles else ""
     return (
