@@ -21,7 +21,7 @@ At each scale N (cumulative, one namespace):
 - registry_gets_per_interval: MLflow GETs per poll interval (30 s), through a counting proxy
   (null when `--idle` is shorter than the interval: such a window may hold no poll at all);
 - rss_mib, peak_rss_mib: the operator process's resident memory, now and at its highest
-  (`peak_rss_mib_after_move` again after the alias move, which adds a few MiB);
+  (`peak_rss_mib_after_move` again after the alias move);
 - alias move: the hot model's alias moved to a new version; seconds until all `--hot` are
   Ready on it (every pod of it ready; the last Ready condition's lastTransitionTime), the
   API requests the operator made meanwhile, its reconciles and their mean duration, where the

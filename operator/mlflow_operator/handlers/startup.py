@@ -28,6 +28,8 @@ from mlflow_operator.registry.client import trusting
 from mlflow_operator.registry.watcher import RegistryHub
 
 FINALIZER = f"{API_GROUP}/finalizer"
+WORKERS_PER_KIND = 64  # objects of one kind whose watch events kopf handles at once
+WORKER_IDLE_SECONDS = 0.5  # a worker quiet this long gives its slot to the next object
 # The kinds of children kopf watches (handlers/modeldeployment.py, handlers/mlflowserver.py)
 CHILD_RESOURCES = (
     ("apps", "deployments"),
@@ -55,9 +57,15 @@ async def configure_kopf(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.networking.connect_timeout = min(10.0, config.request_timeout_seconds)
     settings.watching.server_timeout = config.watch_timeout_seconds
     settings.watching.client_timeout = config.watch_timeout_seconds + 30
-    # At most 64 objects per kind handled at once; kopf queues the events of the others
-    # (leaned first: handlers/lean_watch_events.py), so this bounds tasks, not memory.
-    settings.queueing.worker_limit = 64
+    # kopf queues the events of the objects beyond the limit (leaned first:
+    # handlers/lean_watch_events.py), so this bounds tasks, not memory.
+    settings.queueing.worker_limit = WORKERS_PER_KIND
+    # A worker keeps its slot until its object has been quiet this long (kopf: 5 s). In a
+    # rollout of a thousand, serving Deployments and pods change every few seconds, so the
+    # slots stayed with the same objects while the others' events waited: up to 1,756 workers
+    # pending in the bench, Ready some 50 s behind the rollouts, and 90 MiB more memory
+    # (docs/benchmarks.md, "kopf's worker slots").
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     # Only our explicit Events reach users; handler log lines stay in the operator's log.
     settings.posting.level = logging.WARNING
     # The API server sends only the operator's own children: kopf's `labels=` on a handler
