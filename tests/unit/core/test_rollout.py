@@ -270,8 +270,8 @@ def test_a_stale_deadline_condition_does_not_fail_a_freshly_applied_version() ->
 def test_progress_counts_wait_for_a_pod_of_the_new_template() -> None:
     """Before the deployment controller has made a pod of the new template, the Deployment's
     counts are the old version's: `1/1 pods updated` of version 1's pod was reported as
-    version 2's progress. The message, and so the status, stays the decision's until then (the
-    bench's audit log showed two such writes per rollout, refused by nobody, read by nobody)."""
+    version 2's progress. The message, and so the status, stays the decision's until then: the
+    bench's audit log showed that write and a `0/1 pods updated` one in every rollout."""
     decided = step(
         ModelDeploymentStatus(target_version="1", serving_version="1"), Resolved("2"),
         complete("1"),
