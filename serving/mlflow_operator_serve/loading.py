@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -111,18 +112,23 @@ def _not_importable(modules: Iterable[str]) -> Iterator[None]:
 def load_pyfunc(model_dir: Path) -> object:
     """The pyfunc model, with SERVING_MODEL_CONFIG applied as MLflow's server does.
 
-    One addition: a PyTorch model saved as `pt2` (MLflow 3's default) on one device and
+    Two differences. MLflow's load-time warnings (the model's requirements and Python version
+    against this environment) are left to `warn_about_environment`, which the server runs once
+    it answers. And a PyTorch model saved as `pt2` (MLflow 3's default) on one device and
     served on another - exported on a CPU machine, served on a GPU - is moved to the serving
     device, where MLflow refuses to load it at all (`mlflow models serve` crash-loops).
     """
+    import mlflow.pyfunc
     from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
     os.environ[_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name] = "true"
-    load: Any = scoring_server.load_model_with_mlflow_config  # untyped in MLflow
+    # as scoring_server.load_model_with_mlflow_config, which cannot leave the warnings out
+    config = os.environ.get(scoring_server.SERVING_MODEL_CONFIG)
+    options: dict[str, Any] = {"model_config": json.loads(config)} if config else {}
     try:
-        return load(str(model_dir))
+        return mlflow.pyfunc.load_model(str(model_dir), suppress_warnings=True, **options)
     except MlflowException:
         exported = _exported_program(model_dir)
         if exported is None:
@@ -134,6 +140,31 @@ def load_pyfunc(model_dir: Path) -> object:
             exported, device, device,
         )  # fmt: skip
         return _load_exported_on(model_dir, exported, device)
+
+
+def warn_about_environment(model_dir: Path) -> None:
+    """MLflow's load-time warnings: the model's pip requirements that the installed packages
+    do not satisfy, and a Python version other than the one that saved it.
+
+    `mlflow.pyfunc.load_model` logs them before loading; we log them after the server answers,
+    because finding out which distribution provides which module reads every installed
+    package's metadata: 0.23-0.27 s of a start on the 2-core machine (docs/serving.md). Only
+    warnings: whatever goes wrong here is logged and serving goes on.
+    """
+    try:
+        from mlflow.models import Model
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        pyfunc: Any = importlib.import_module("mlflow.pyfunc")  # what load_model calls, untyped
+        warn_dependency_requirement_mismatches(
+            pyfunc._get_pip_requirements_from_model_path(str(model_dir))
+        )
+        flavor = Model.load(str(model_dir)).flavors.get("python_function", {})
+        pyfunc._warn_potentially_incompatible_py_version_if_necessary(flavor.get("python_version"))
+    except Exception:  # a check of MLflow's internals must never stop a serving process
+        _logger.warning(
+            "could not compare the model's requirements with this environment", exc_info=True
+        )
 
 
 def _exported_program(model_dir: Path) -> Path | None:
@@ -150,8 +181,6 @@ def _exported_program(model_dir: Path) -> Path | None:
 def _pytorch_device(model_config_json: str | None) -> str:
     """The device MLflow's pytorch loader aims at: the model config's, the env's, else CUDA
     when there is one (`mlflow.pytorch._load_pyfunc`)."""
-    import json
-
     from mlflow import environment_variables
 
     torch: Any = importlib.import_module("torch")  # only in serving images that have it

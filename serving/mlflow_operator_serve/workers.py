@@ -90,8 +90,10 @@ def listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket
     return sock
 
 
-def run_forked(count: int, child_main: Callable[[], int]) -> int:
-    """Fork `count` children that each run `child_main`, and supervise them.
+def run_forked(
+    count: int, child_main: Callable[[], int], then: Callable[[], None] | None = None
+) -> int:
+    """Fork `count` children that each run `child_main`, run `then` once, and supervise them.
 
     The parent has already done the work all children share (imports, the model download),
     so each child starts warm and the pages stay shared copy-on-write. SIGTERM and SIGINT are
@@ -124,6 +126,8 @@ def run_forked(count: int, child_main: Callable[[], int]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if then is not None:
+        then()
 
     exit_code = 0
     while children:

@@ -138,3 +138,35 @@ def test_workers_share_one_port_and_metrics(iris_dir: Path, tmp_path: Path) -> N
         )
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_warns_once_about_requirements_this_environment_does_not_meet(
+    iris_dir: Path, tmp_path: Path, workers: str
+) -> None:
+    """MLflow's load-time warning about the model's requirements, which `batched` logs after it
+    answers rather than before (a start's quarter second): still there, and once per pod."""
+    import shutil
+
+    model_dir = tmp_path / "iris-old-numpy"
+    shutil.copytree(iris_dir, model_dir)
+    (model_dir / "requirements.txt").write_text("mlflow\nnumpy==1.0.0\nscikit-learn\n")
+    server = start_batched(str(model_dir), tmp_path, ["--workers", workers])
+    try:
+        wait_ready(server)
+        response = request(
+            server.port, "POST", "/invocations", body=split_body(sample_input(2)), content_type=JSON
+        )
+        assert response.status == 200
+        log = Path(server.process.log_path)
+        eventually(
+            lambda: "required: numpy==1.0.0" in log.read_text(),
+            timeout=30,
+            what="MLflow's warning about numpy==1.0.0",
+            interval=0.1,
+            processes=[server.process],
+        )
+        time.sleep(1)  # a second warning from another worker would come as soon as the first
+        assert log.read_text().count("Detected one or more mismatches") == 1
+    finally:
+        server.stop()
