@@ -7,7 +7,7 @@
 #
 # MLflow and the packages it needs that such a machine may lack are installed from wheels in
 # ./.whl (and ./.whl/optional) without an index, for machines that reach no package index;
-# fill .whl with `pip download` for that machine's Python where one is reachable.
+# fill .whl first where one is reachable: `bash tests/bench/gpu_wheels.sh` (CPython 3.12).
 set -u
 out=${1:-/tmp/gpu-run}
 seconds=${BENCH_SECONDS:-5}
