@@ -38,17 +38,17 @@ def torch_module() -> Any:
     return importlib.import_module("torch")
 
 
-def build_torch_mlp(device: str = "cpu") -> Any:
-    """The MLP with fixed weights (seed 0), in eval mode, on device."""
+def build_torch_mlp(device: str = "cpu", hidden: int = HIDDEN) -> Any:
+    """The MLP with fixed weights (seed 0), in eval mode, on device; `hidden` wide."""
     torch = torch_module()
 
     torch.manual_seed(SEED)
     model = torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, HIDDEN),
+        torch.nn.Linear(FEATURES, hidden),
         torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, HIDDEN),
+        torch.nn.Linear(hidden, hidden),
         torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, OUTPUTS),
+        torch.nn.Linear(hidden, OUTPUTS),
     )
     return model.eval().to(device)
 
@@ -61,7 +61,10 @@ def random_rows(count: int, seed: int = 1) -> Any:
 
 
 def save_torch_mlp(
-    path: Path, serialization_format: TorchFormat = "pickle", device: str = "cpu"
+    path: Path,
+    serialization_format: TorchFormat = "pickle",
+    device: str = "cpu",
+    hidden: int = HIDDEN,
 ) -> Path:
     """Save the MLP at path in the given format; the model is on device while it is saved."""
     import mlflow.pytorch
@@ -70,7 +73,7 @@ def save_torch_mlp(
 
     torch = torch_module()
 
-    model = build_torch_mlp(device)
+    model = build_torch_mlp(device, hidden)
     rows = random_rows(64, seed=SEED)
     with torch.no_grad():
         output = model(torch.from_numpy(rows).to(device)).cpu().numpy()
