@@ -378,7 +378,7 @@ def run(settings: ServeSettings) -> int:
     from mlflow_operator_serve.workers import listening_socket, run_forked
 
     model_dir = loading.local_model_dir(settings)
-    _import_all(model_dir)
+    _import_all(model_dir, settings)
     if settings.workers == 1:
         state = prepare_state(settings, model_dir, started)
         sock = listening_socket(settings.host, settings.port)
@@ -409,8 +409,9 @@ def run(settings: ServeSettings) -> int:
     )
 
 
-def _import_all(model_dir: Path) -> None:
-    """Import the model's flavor and our own modules, then freeze what they created.
+def _import_all(model_dir: Path, settings: ServeSettings) -> None:
+    """Import the model's flavor and the modules of ours that `settings` use, then freeze
+    what they created.
 
     Frozen objects stay out of the collector: out of its full collections under traffic, and
     in the workers out of the pages it would otherwise write to (copy-on-write stays shared).
@@ -421,9 +422,12 @@ def _import_all(model_dir: Path) -> None:
     from mlflow_operator_serve import loading
 
     loading.import_flavor(model_dir)
-    for module in (
-        "batcher", "drift", "labels", "metrics", "mirror", "prediction_log", "predictor",
-        "protocol",
-    ):  # fmt: skip
+    used = {
+        "batcher": True, "labels": True, "metrics": True, "predictor": True, "protocol": True,
+        "drift": settings.drift,
+        "mirror": settings.mirror_config is not None,
+        "prediction_log": settings.sample_rate > 0,
+    }  # fmt: skip
+    for module in (name for name, wanted in used.items() if wanted):
         importlib.import_module(f"mlflow_operator_serve.{module}")
     gc.freeze()
